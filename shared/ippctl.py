@@ -1,0 +1,419 @@
+"""``ippctl``: the operators' command line.
+
+This module wires sub-commands to small functions; each function does one operation and
+prints its result. Errors are one line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from shared import mdc
+from shared.cli import EXIT_FAILED, EXIT_OK, guarded
+from shared.db import Database
+from shared.errors import DbError, IppError
+from shared.localdb import LocalMariaDB
+from shared.log import configure_logging
+from shared.queries import Q
+from shared.schema import CODE_SCHEMA_VERSION, create_database, database_version, upgrade
+from shared.settings import Settings, load_settings, parse_dsn
+from shared.storage import Storage
+
+PROG = "ippctl"
+Handler = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+async def _connect(settings: Settings) -> Database:
+    """Connect for a command: fail at once (no reconnect wait) with a clear message."""
+    return await Database.connect(settings, wait_s=0, pool_size=2)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, default=_json_default, indent=2))
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain aligned text table."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _local(settings: Settings) -> LocalMariaDB:
+    return LocalMariaDB(Path(settings.var_dir) / "mariadb")
+
+
+# -- db ------------------------------------------------------------------------------------
+
+
+async def db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    dsn = parse_dsn(settings.effective_dsn())
+    created = await create_database(settings, dsn)
+    db = await _connect(settings)
+    try:
+        before = await database_version(db) or 0
+        applied = await upgrade(db)
+    finally:
+        await db.close()
+    if created:
+        print(f"created database {dsn.database}")
+    if applied:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+        print(f"{dsn.display()}: schema version {before} -> {applied[-1].version} ({names})")
+    else:
+        print(f"{dsn.display()}: already at schema version {before}")
+    return EXIT_OK
+
+
+async def db_status(settings: Settings, args: argparse.Namespace) -> int:
+    dsn = parse_dsn(settings.effective_dsn())
+    print(f"database:        {dsn.display()}" + ("" if settings.db_dsn else " (local default)"))
+    if not settings.db_dsn:
+        status = _local(settings).status()
+        state = f"running, pid {status.pid}, {status.version}" if status.running else "not running"
+        print(f"local server:    {state} (data in {status.datadir})")
+    print(f"code schema:     {CODE_SCHEMA_VERSION}")
+    try:
+        db = await _connect(settings)
+    except IppError as exc:
+        print(f"database schema: unknown ({exc})")
+        return EXIT_FAILED
+    try:
+        version = await database_version(db)
+        server = await db.fetch_val(Q.server_version)
+    finally:
+        await db.close()
+    print(f"server:          {server}")
+    print(f"database schema: {'none' if version is None else version}"
+          + ("" if version == CODE_SCHEMA_VERSION else "  (run 'ippctl db upgrade')"))
+    return EXIT_OK if version == CODE_SCHEMA_VERSION else EXIT_FAILED
+
+
+async def db_start_local(settings: Settings, args: argparse.Namespace) -> int:
+    local = _local(settings)
+    started = await asyncio.to_thread(local.start)
+    print(("started" if started else "already running") + f": local MariaDB, socket {local.socket}")
+    if settings.db_dsn:
+        print(f"note: IPP_DB_DSN is set ({parse_dsn(settings.db_dsn).display()}), so programs "
+              "will not use this local server")
+    return EXIT_OK
+
+
+async def db_stop_local(settings: Settings, args: argparse.Namespace) -> int:
+    local = _local(settings)
+    stopped = await asyncio.to_thread(local.stop)
+    print("stopped local MariaDB" if stopped else "local MariaDB was not running")
+    return EXIT_OK
+
+
+# -- clients -------------------------------------------------------------------------------
+
+
+def _age(seconds: Any) -> str:
+    if seconds is None:
+        return ""
+    s = float(seconds)
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+
+
+async def clients_list(settings: Settings, args: argparse.Namespace) -> int:
+    db = await _connect(settings)
+    try:
+        rows = await db.fetch_all(Q.list_clients, all=bool(args.all))
+        flags = await db.fetch_all(Q.list_standing_flags)
+    finally:
+        await db.close()
+    if args.json:
+        for row in rows:
+            row["counters"] = json.loads(row["counters"]) if row["counters"] else {}
+        _print_json({"clients": rows, "standing_flags": flags})
+        return EXIT_OK
+    table = [
+        (r["client_id"], r["agent"], r["host"], r["pid"], r["config"] or "-",
+         r["status"] + (f" ({r['command']})" if r["command"] and r["status"] not in
+                        ("stopped", "dead") else ""),
+         _age(r["heartbeat_age_s"]), r["current_item"] or "-",
+         f"{r['items_done']}/{r['items_failed']}", (r["last_error"] or "")[:60])
+        for r in rows
+    ]
+    headers = ("ID", "AGENT", "HOST", "PID", "CONFIG", "STATUS", "HEARTBEAT", "ITEM",
+               "DONE/FAILED", "LAST ERROR")
+    print(_table(table, headers) if rows else "no clients")
+    if flags:
+        print("\nstanding flags:")
+        print(_table([(f["agent"] or "*", f["host"] or "*", f["config"] or "*", f["command"],
+                       f["set_at"], f["set_by"]) for f in flags],
+                     ("AGENT", "HOST", "CONFIG", "COMMAND", "SET AT", "SET BY")))
+    return EXIT_OK
+
+
+async def clients_command(settings: Settings, args: argparse.Namespace) -> int:
+    command: str = args.command
+    if args.id and (args.agent or args.host or args.config):
+        raise IppError("give either --id or --agent [--host] [--config], not both")
+    if not args.id and args.agent is None:
+        raise IppError("say which clients: --id ID, or --agent NAME (or 'all') [--host] [--config]")
+    db = await _connect(settings)
+    try:
+        if args.id:
+            changed = await db.execute(Q.command_client, client_id=args.id, command=command)
+            if changed != 1:
+                row = await db.fetch_one(Q.get_client, client_id=args.id)
+                if row is None:
+                    raise IppError(f"no client with id {args.id}")
+                raise IppError(f"client {args.id} is {row['status']}; nothing to {command}")
+            print(f"{command}: client {args.id}")
+            return EXIT_OK
+        agent = "" if args.agent == "all" else args.agent
+        scope = dict(agent=agent, host=args.host or "", config=args.config or "")
+        if command == "resume":
+            cleared = await db.execute(Q.clear_standing_flags, **scope)
+            live = await db.execute(Q.command_matching_clients, command="resume", **scope)
+            print(f"resume: cleared {cleared} standing flag(s) for {_scope(scope)}; "
+                  f"{live} live client(s) told to resume")
+        else:
+            who = f"{getpass.getuser()}@{socket.gethostname()}"
+            await db.execute(Q.set_standing_flag, command=command, set_by=who, **scope)
+            live = await db.execute(Q.command_matching_clients, command=command, **scope)
+            print(f"{command}: standing flag set for {_scope(scope)}; {live} live client(s) now "
+                  f"told to {command}")
+    finally:
+        await db.close()
+    return EXIT_OK
+
+
+def _scope(scope: dict[str, str]) -> str:
+    return " ".join(f"{k}={v or '*'}" for k, v in scope.items())
+
+
+# -- storage -------------------------------------------------------------------------------
+
+
+async def _with_storage(settings: Settings, fn: Callable[[Storage], Awaitable[int]]) -> int:
+    db = await _connect(settings)
+    try:
+        return await fn(Storage(db))
+    finally:
+        await db.close()
+
+
+async def storage_volume_add(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        vol = await st.add_volume(args.name, args.root, host=args.host, allocate=not args.no_allocate)
+        print(f"added volume {vol.name} at {vol.root}")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_volume_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        rows = await st.db.fetch_all(Q.list_volumes)
+        if args.json:
+            _print_json(rows)
+        else:
+            print(_table([(r["name"], r["state"], "yes" if r["allocate"] else "no", r["instances"],
+                           r["host"] or "-", r["root"]) for r in rows],
+                         ("VOLUME", "STATE", "ALLOCATE", "FILES", "HOST", "ROOT"))
+                  if rows else "no volumes")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_volume_set(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        await st.set_volume_state(args.name, args.state)
+        print(f"volume {args.name} is now {args.state}")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_put(settings: Settings, args: argparse.Namespace) -> int:
+    source = Path(args.file)
+    if not source.is_file():
+        raise IppError(f"{source}: not a readable file")
+
+    async def go(st: Storage) -> int:
+        info = await st.create_from_file(args.key, source)
+        print(f"{info.key}  {info.bytes} bytes  md5 {info.md5sum}  on {info.instances[0].volume}")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_stat(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        info = await st.stat(args.key)
+        data = {"key": info.key, "bytes": info.bytes, "md5sum": info.md5sum,
+                "created_at": info.created_at, "gone": info.gone,
+                "instances": [{"volume": i.volume, "state": i.state, "path": i.path}
+                              for i in info.instances]}
+        if args.json:
+            _print_json(data)
+        else:
+            print(f"{info.key}  {info.bytes} bytes  md5 {info.md5sum}"
+                  + ("  GONE" if info.gone else ""))
+            for i in info.instances:
+                print(f"  {i.volume:<12} {i.state:<5} {i.path}")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_locate(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        print(await st.locate(args.key))
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_rm(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        await st.delete(args.key)
+        print(f"deleted {args.key}")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_replicate(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        instance = await st.replicate(args.key, args.volume)
+        print(f"{args.key} on {instance.volume}: {instance.path}")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+async def storage_ls(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(st: Storage) -> int:
+        for row in await st.list(args.prefix, args.limit):
+            print(f"{row['key']}  {row['bytes']}  {row['md5sum']}  {row['instances']} instance(s)")
+        return EXIT_OK
+    return await _with_storage(settings, go)
+
+
+# -- mdc -----------------------------------------------------------------------------------
+
+
+async def mdc_check(settings: Settings, args: argparse.Namespace) -> int:
+    block = mdc.load(Path(args.file))
+    print(f"{args.file}: ok, {len(block.entries)} top-level entries")
+    return EXIT_OK
+
+
+# -- wiring --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Operate the IPP data-lifecycle agents.")
+    top = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    db = top.add_parser("db", help="the database: schema, local server").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    db.add_parser("upgrade", help="create the database if needed and apply migrations"
+                  ).set_defaults(handler=db_upgrade)
+    db.add_parser("status", help="where the database is and its schema version"
+                  ).set_defaults(handler=db_status)
+    db.add_parser("start-local", help="start the private MariaDB under var/"
+                  ).set_defaults(handler=db_start_local)
+    db.add_parser("stop-local", help="stop the private MariaDB under var/"
+                  ).set_defaults(handler=db_stop_local)
+
+    clients = top.add_parser("clients", help="agent processes: list, pause, resume, stop"
+                             ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = clients.add_parser("list", help="every agent client with its heartbeat and progress")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--all", action="store_true", help="include clients ended over 24 h ago")
+    ls.set_defaults(handler=clients_list)
+    for command in ("pause", "resume", "stop"):
+        p = clients.add_parser(command, help=f"{command} one client (--id) or a standing "
+                                             "set (--agent [--host] [--config])")
+        p.add_argument("--id", help="one client id")
+        p.add_argument("--agent", help="an agent name, or 'all'")
+        p.add_argument("--host")
+        p.add_argument("--config")
+        p.set_defaults(handler=clients_command, command=command)
+
+    storage = top.add_parser("storage", help="neb:// storage: volumes and files"
+                             ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    vol = storage.add_parser("volume", help="storage volumes").add_subparsers(
+        dest="vaction", required=True, metavar="ACTION")
+    p = vol.add_parser("add", help="register a volume (a directory)")
+    p.add_argument("name")
+    p.add_argument("root")
+    p.add_argument("--host", default="")
+    p.add_argument("--no-allocate", action="store_true", help="do not place new files here")
+    p.set_defaults(handler=storage_volume_add)
+    p = vol.add_parser("list", help="volumes with their state and file counts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=storage_volume_list)
+    p = vol.add_parser("set", help="mark a volume up, down or lost")
+    p.add_argument("name")
+    p.add_argument("state", choices=["up", "down", "lost"])
+    p.set_defaults(handler=storage_volume_set)
+    p = storage.add_parser("put", help="store a local file under a new key")
+    p.add_argument("key")
+    p.add_argument("file")
+    p.set_defaults(handler=storage_put)
+    for name, handler, text in (("stat", storage_stat, "size, md5 and instances of a key"),
+                                ("locate", storage_locate, "path of a readable instance"),
+                                ("rm", storage_rm, "delete every instance of a key")):
+        p = storage.add_parser(name, help=text)
+        p.add_argument("key")
+        if name == "stat":
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=handler)
+    p = storage.add_parser("replicate", help="copy a key to another volume")
+    p.add_argument("key")
+    p.add_argument("volume")
+    p.set_defaults(handler=storage_replicate)
+    p = storage.add_parser("ls", help="list keys by path prefix")
+    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("--limit", type=int, default=1000)
+    p.set_defaults(handler=storage_ls)
+
+    m = top.add_parser("mdc", help="mdc files").add_subparsers(dest="action", required=True,
+                                                               metavar="ACTION")
+    p = m.add_parser("check", help="parse an mdc file and report the first error")
+    p.add_argument("file")
+    p.set_defaults(handler=mdc_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        settings = load_settings()
+        configure_logging(settings, stream=sys.stderr)
+        try:
+            return asyncio.run(args.handler(settings, args))
+        except DbError as exc:
+            raise IppError(str(exc)) from None
+
+    return guarded(PROG, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

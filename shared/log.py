@@ -1,0 +1,61 @@
+"""Structured logging: JSON lines on stdout for shipping, readable output on a terminal.
+
+Every line carries an event name and the keys bound with :func:`bind` (agent, client_id,
+host, pid, config ...). Keys are bound through context variables, so a task started after
+binding inherits them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from shared.settings import Settings
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def configure_logging(settings: Settings, stream: Any = None) -> None:
+    """Set up structlog once per process according to ``log_format`` and ``log_level``."""
+    out = stream if stream is not None else sys.stdout
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level.lower()]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def bind(**keys: Any) -> None:
+    """Bind keys to every later log line of this task and the tasks it starts."""
+    structlog.contextvars.bind_contextvars(**keys)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; ``name`` becomes the ``logger`` key when given."""
+    log = structlog.get_logger()
+    return log.bind(logger=name) if name else log

@@ -1,0 +1,396 @@
+"""The loop every agent runs in.
+
+An agent is a module with ``NAME`` and ``async def run_once(ctx) -> int`` (the number of items
+it handled; 0 means nothing is pending). Optionally ``add_arguments(parser)`` for its own
+command-line options, ``lifespan(ctx)`` (an async context manager pairing the setup of its
+resources with their teardown) and ``BACKGROUND_SWEEP = False`` to not run the sweeper task.
+
+:class:`AgentRunner` owns everything else: the clients row, the heartbeat and sweeper tasks
+(named and watched: if one dies the agent stops, loudly), pause/resume/stop from the
+database, SIGTERM/SIGINT (which only request a stop), the drain with its deadline, handing
+back unfinished claims, and ``--once``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any
+
+from shared.db import Database, backoff_s
+from shared.errors import DbError
+from shared.log import bind, get_logger
+from shared.runtime.claims import Claimer
+from shared.runtime.clients import ClientIdentity, ClientRow, ClientState, Control
+from shared.runtime.sweeper import sweep
+from shared.settings import Settings
+
+RunOnce = Callable[["AgentContext"], Awaitable[int]]
+Lifespan = Callable[["AgentContext"], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the runtime needs to know about one agent."""
+
+    name: str
+    run_once: RunOnce
+    description: str = ""
+    lifespan: Lifespan | None = None
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    background_sweep: bool = True
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> AgentSpec:
+        doc = (module.__doc__ or "").strip().splitlines()
+        return cls(
+            name=module.NAME,
+            run_once=module.run_once,
+            description=doc[0] if doc else "",
+            lifespan=getattr(module, "lifespan", None),
+            add_arguments=getattr(module, "add_arguments", None),
+            background_sweep=getattr(module, "BACKGROUND_SWEEP", True),
+        )
+
+
+class AgentContext:
+    """What ``run_once`` gets: the database, settings, claims, and progress reporting."""
+
+    def __init__(self, runner: AgentRunner, args: argparse.Namespace) -> None:
+        self._runner = runner
+        self.args = args
+        self.settings: Settings = runner.settings
+        self.db: Database = runner.db
+        self.identity: ClientIdentity = runner.identity
+        self.claimer = Claimer(runner.db, runner.identity.client_id)
+        self.log = get_logger(runner.spec.name)
+        self.resources: dict[str, Any] = {}
+
+    @property
+    def client_id(self) -> str:
+        return self.identity.client_id
+
+    @property
+    def config(self) -> str:
+        return self.identity.config
+
+    def keep_going(self) -> bool:
+        """False once the agent should take no more items (stop, pause, lost heartbeat)."""
+        return self._runner.may_take_work()
+
+    def begin_item(self, item: str) -> None:
+        """Report the item being worked on (shown by ``ippctl clients list``)."""
+        self._runner.state.current_item = item
+
+    def item_done(self) -> None:
+        self._runner.state.items_done += 1
+        self._runner.state.current_item = None
+
+    def item_failed(self, reason: str) -> None:
+        state = self._runner.state
+        state.items_failed += 1
+        state.current_item = None
+        state.record_error(reason)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to an agent-specific counter reported in the clients row."""
+        counters = self._runner.state.counters
+        counters[name] = counters.get(name, 0) + n
+
+
+@contextlib.asynccontextmanager
+async def _no_lifespan(ctx: AgentContext) -> AsyncIterator[None]:
+    yield
+
+
+class AgentRunner:
+    """Runs one agent process from registration to a clean exit."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        settings: Settings,
+        db: Database,
+        identity: ClientIdentity,
+        *,
+        once: bool = False,
+        args: argparse.Namespace | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.db = db
+        self.identity = identity
+        self.once = once
+        self.row = ClientRow(db, identity)
+        # The heartbeat gets a short reconnect budget so it never blocks past its interval.
+        quick = replace(
+            settings,
+            db_reconnect_max_s=settings.heartbeat_interval_s,
+            db_statement_timeout_s=min(settings.db_statement_timeout_s, settings.heartbeat_grace_s),
+        )
+        self.heartbeat_row = ClientRow(Database(quick, db.dsn, db._pool), identity)
+        self.state = ClientState()
+        self.control = Control.RUN
+        self.stop_requested = asyncio.Event()
+        self.force_stop = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.stop_reason = ""
+        self.exit_code = 0
+        self.heartbeat_ok_at = time.monotonic()
+        self.heartbeat_lost = False
+        self.declared_dead = False
+        self.log = get_logger("runtime")
+        self.ctx = AgentContext(self, args or argparse.Namespace())
+
+    # -- requests from signals, control and background tasks ---------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to drain and exit. Safe to call from a signal handler: sets flags only."""
+        if self.stop_requested.is_set():
+            if reason.startswith("SIG"):
+                self.force_stop.set()
+            return
+        self.stop_reason = reason
+        self.stop_requested.set()
+        self.wake.set()
+
+    def may_take_work(self) -> bool:
+        return (
+            not self.stop_requested.is_set()
+            and self.control is Control.RUN
+            and self.heartbeat_healthy()
+        )
+
+    def heartbeat_healthy(self) -> bool:
+        return time.monotonic() - self.heartbeat_ok_at <= self.settings.heartbeat_grace_s
+
+    # -- the whole life --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Register, work until stopped, hand back, mark the row ended; returns the exit code."""
+        await self.row.register()
+        bind(client_id=self.identity.client_id)
+        self.log.info("agent_started", once=self.once, version=self.identity.version)
+        self._install_signal_handlers()
+        lifespan = self.spec.lifespan or _no_lifespan
+        try:
+            async with lifespan(self.ctx):
+                await self._run_tasks()
+        finally:
+            self._remove_signal_handlers()
+            await self._finish()
+        return self.exit_code
+
+    async def _run_tasks(self) -> None:
+        background = {asyncio.create_task(self._heartbeat_loop(), name="heartbeat")}
+        if self.spec.background_sweep:
+            background.add(asyncio.create_task(self._sweep_loop(), name="sweeper"))
+        work = asyncio.create_task(self._work_loop(), name="work")
+        try:
+            await self._supervise(work, background)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+    async def _supervise(self, work: asyncio.Task[None], background: set[asyncio.Task[None]]) -> None:
+        stop_wait = asyncio.create_task(self.stop_requested.wait(), name="stop-wait")
+        try:
+            done, _ = await asyncio.wait(
+                {work, stop_wait, *background}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in background & done:
+                self._background_died(task)
+            if not work.done():
+                await self._drain(work)
+        finally:
+            stop_wait.cancel()
+        if not work.cancelled() and work.exception() is not None:
+            exc = work.exception()
+            self.exit_code = 1
+            self.state.record_error(f"{type(exc).__name__}: {exc}")
+            self.log.error("agent_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
+    async def _drain(self, work: asyncio.Task[None]) -> None:
+        """Let the current item finish within the drain deadline, then cancel it."""
+        self.state.status = "stopping"
+        self.log.info("drain_started", reason=self.stop_reason,
+                      deadline_s=self.settings.drain_timeout_s)
+        force = asyncio.create_task(self.force_stop.wait(), name="force-wait")
+        try:
+            await asyncio.wait({work, force}, timeout=self.settings.drain_timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            force.cancel()
+        if not work.done():
+            self.log.warning("drain_deadline_passed", current_item=self.state.current_item,
+                             forced=self.force_stop.is_set())
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+
+    def _background_died(self, task: asyncio.Task[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        error = f"{type(exc).__name__}: {exc}" if exc else "returned"
+        self.log.critical("background_task_died", task=task.get_name(), error=error, exc_info=exc)
+        self.state.record_error(f"{task.get_name()} task died: {error}")
+        self.exit_code = 1
+        self.request_stop(f"{task.get_name()} task died")
+
+    async def _finish(self) -> None:
+        """Hand back what we still hold and mark our row ended."""
+        released = 0
+        try:
+            released = await self.ctx.claimer.release_all()
+        except DbError as exc:
+            self.log.error("handback_failed", error=str(exc), held=len(self.ctx.claimer.held))
+        status = "dead" if self.declared_dead else "stopped"
+        if not self.declared_dead:
+            try:
+                await self.row.end(self.state, status)
+            except DbError as exc:
+                self.log.error("end_client_failed", error=str(exc))
+        self.log.info("agent_stopped", reason=self.stop_reason or "done", exit_code=self.exit_code,
+                      claims_handed_back=released, items_done=self.state.items_done,
+                      items_failed=self.state.items_failed)
+
+    # -- the work loop ----------------------------------------------------------------------
+
+    async def _work_loop(self) -> None:
+        failures = 0
+        while not self.stop_requested.is_set():
+            control = await self._read_control()
+            if control is Control.STOP:
+                self.request_stop("stop requested in the database")
+                break
+            if not self.heartbeat_healthy():
+                await self._idle(self.settings.heartbeat_interval_s)
+                continue
+            if control is Control.PAUSE:
+                self._set_status("paused")
+                await self._idle(self.settings.poll_interval_s)
+                continue
+            self._set_status("running")
+            try:
+                handled = await self.spec.run_once(self.ctx)
+            except DbError as exc:
+                if self.once:
+                    raise
+                failures += 1
+                delay = backoff_s(failures, 1.0, self.settings.error_backoff_max_s)
+                self.state.record_error(str(exc))
+                self.log.warning("iteration_failed", error=str(exc), retry_in_s=round(delay, 2))
+                await self._idle(delay)
+                continue
+            failures = 0
+            if handled == 0:
+                if self.once:
+                    self.request_stop("--once: nothing pending")
+                    break
+                await self._idle(self.settings.poll_interval_s)
+
+    async def _read_control(self) -> Control:
+        """Fresh (autocommit) read of the client command and standing flags."""
+        try:
+            state = await self.heartbeat_row.read_control()
+        except DbError as exc:
+            self.log.warning("control_read_failed", error=str(exc))
+            return self.control
+        if state.declared_dead:
+            self._declared_dead()
+        self._apply_control(state.control)
+        return self.control
+
+    def _apply_control(self, control: Control) -> None:
+        if control is not self.control:
+            self.log.info("control_changed", control=control.value, was=self.control.value)
+            self.control = control
+            self.wake.set()
+
+    def _set_status(self, status: str) -> None:
+        if self.state.status != status:
+            self.log.info("status_changed", status=status, was=self.state.status)
+            self.state.status = status
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait up to ``seconds``, waking early on stop or a control change."""
+        self.wake.clear()
+        if self.stop_requested.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+
+    def _declared_dead(self) -> None:
+        if not self.declared_dead:
+            self.declared_dead = True
+            self.exit_code = 1
+            self.log.error("client_declared_dead",
+                           reason="the sweeper released this client's claims; exiting so a "
+                                  "fresh client can start")
+            self.request_stop("declared dead by the sweeper")
+
+    # -- background tasks -------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Write the heartbeat and read control every ``heartbeat_interval_s``."""
+        interval = self.settings.heartbeat_interval_s
+        while True:
+            try:
+                alive = await self.heartbeat_row.heartbeat(self.state)
+                if not alive:
+                    self._declared_dead()
+                    await asyncio.Future()  # nothing more to do until shutdown cancels us
+                self.heartbeat_ok_at = time.monotonic()
+                if self.heartbeat_lost:
+                    self.heartbeat_lost = False
+                    self.log.info("heartbeat_restored")
+                    self.wake.set()
+                state = await self.heartbeat_row.read_control()
+                if not self.stop_requested.is_set():
+                    self._apply_control(state.control)
+            except DbError as exc:
+                self.log.warning("heartbeat_failed", error=str(exc))
+                if not self.heartbeat_healthy() and not self.heartbeat_lost:
+                    self.heartbeat_lost = True
+                    self.log.error("heartbeat_lost", grace_s=self.settings.heartbeat_grace_s,
+                                   action="taking no work until the heartbeat is written again")
+            await asyncio.sleep(interval)
+
+    async def _sweep_loop(self) -> None:
+        """Run the sweeper every ``sweep_interval_s`` (jittered so agents spread out)."""
+        while True:
+            try:
+                result = await sweep(self.db, self.settings)
+                if result.clients_dead or result.claims_released or result.clients_pruned:
+                    self.log.info("sweep", clients_dead=result.clients_dead,
+                                  claims_released=result.claims_released,
+                                  clients_pruned=result.clients_pruned)
+            except DbError as exc:
+                self.log.warning("sweep_failed", error=str(exc))
+            await asyncio.sleep(self.settings.sweep_interval_s * random.uniform(0.9, 1.1))
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.log.info("signal_received", signal=sig.name,
+                      action="hand back now" if self.stop_requested.is_set() else "drain")
+        self.request_stop(sig.name)

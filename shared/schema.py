@@ -1,0 +1,174 @@
+"""Schema migrations: ordered SQL files applied by ``ippctl db upgrade``.
+
+Files are ``shared/sql/migrations/NNNN_<name>.sql``; the code's schema version is the highest
+NNNN. ``dbversion`` records the version a database is at, and agents refuse to start when it
+differs from the code's (:func:`check_schema`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomysql
+import pymysql
+
+from shared.db import Database, Tx
+from shared.errors import DbError, SchemaMismatch
+from shared.log import get_logger
+from shared.queries import Q
+from shared.settings import Dsn, Settings
+
+MIGRATION_DIR = Path(__file__).resolve().parent / "sql" / "migrations"
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_DB_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+log = get_logger("schema")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    def statements(self) -> list[str]:
+        """The file's statements; each ends with ';' at the end of a line."""
+        statements: list[str] = []
+        current: list[str] = []
+        for line in self.path.read_text().splitlines():
+            if line.strip().startswith("--") or not line.strip():
+                continue
+            current.append(line)
+            if line.rstrip().endswith(";"):
+                statements.append("\n".join(current).rstrip().rstrip(";"))
+                current = []
+        if current:
+            raise ValueError(f"{self.path.name}: last statement does not end with ';'")
+        return statements
+
+
+def migrations() -> list[Migration]:
+    """Every migration file in order; the numbers must run 1, 2, 3 ... without gaps."""
+    found = []
+    for path in sorted(MIGRATION_DIR.glob("*.sql")):
+        match = _FILE.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise ValueError(f"migration {migration.path.name}: expected number {expected:04d}")
+    return found
+
+
+#: The schema version this code is written for.
+CODE_SCHEMA_VERSION = migrations()[-1].version
+
+
+async def database_version(db: Database) -> int | None:
+    """The schema version recorded in the database, or None for an empty database."""
+    if not await db.fetch_val(Q.dbversion_table_exists):
+        return None
+    version = await db.fetch_val(Q.schema_version)
+    return None if version is None else int(version)
+
+
+async def check_schema(db: Database) -> int:
+    """Raise SchemaMismatch unless the database is at exactly the code's version."""
+    version = await database_version(db)
+    if version == CODE_SCHEMA_VERSION:
+        return version
+    where = f"database {db.dsn.display()}"
+    if version is None:
+        raise SchemaMismatch(
+            f"{where} has no schema (this code needs version {CODE_SCHEMA_VERSION}); "
+            "run 'ippctl db upgrade'"
+        )
+    if version < CODE_SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"{where} is at schema version {version}, this code needs {CODE_SCHEMA_VERSION}; "
+            "run 'ippctl db upgrade'"
+        )
+    raise SchemaMismatch(
+        f"{where} is at schema version {version}, newer than this code's "
+        f"{CODE_SCHEMA_VERSION}; install the newer code"
+    )
+
+
+def check_database_name(name: str) -> str:
+    """Database names are identifiers that cannot be sent as parameters: allow a safe set."""
+    if not _DB_NAME.match(name):
+        raise DbError(f"database name {name!r} must be 1-64 letters, digits or '_'")
+    return name
+
+
+async def create_database(settings: Settings, dsn: Dsn) -> bool:
+    """Create the DSN's database if missing; returns True if it was created."""
+    name = check_database_name(dsn.database)
+    kwargs = dsn.connect_kwargs()
+    kwargs.pop("db")
+    try:
+        conn = await aiomysql.connect(connect_timeout=settings.db_connect_timeout_s, **kwargs)
+    except (pymysql.err.Error, OSError) as exc:
+        raise DbError(f"cannot reach database server for {dsn.display()}: {exc}") from None
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(Q.database_exists.sql, {"name": name})
+            (exists,) = await cur.fetchone()
+            if exists:
+                return False
+            # An identifier, checked against _DB_NAME above: it cannot be a parameter.
+            await cur.execute(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+            return True
+    finally:
+        conn.close()
+
+
+async def drop_database(settings: Settings, dsn: Dsn) -> None:
+    """Drop the DSN's database (used by the test suite for its per-session databases)."""
+    name = check_database_name(dsn.database)
+    kwargs = dsn.connect_kwargs()
+    kwargs.pop("db")
+    conn = await aiomysql.connect(connect_timeout=settings.db_connect_timeout_s, **kwargs)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+async def upgrade(db: Database) -> list[Migration]:
+    """Apply every migration above the database's version, recording each one."""
+    current = await database_version(db) or 0
+    if current > CODE_SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"database {db.dsn.display()} is at schema version {current}, newer than this "
+            f"code's {CODE_SCHEMA_VERSION}; install the newer code"
+        )
+    applied = []
+    for migration in migrations():
+        if migration.version <= current:
+            continue
+        log.info("migration_apply", version=migration.version, name=migration.name)
+        for statement in migration.statements():
+            await _execute_ddl(db, statement)
+
+        async def record(tx: Tx, m: Migration = migration) -> None:
+            await tx.execute(Q.record_migration, version=m.version, name=m.name)
+            await tx.execute(Q.clear_dbversion)
+            await tx.execute(Q.set_dbversion, version=m.version)
+
+        await db.transaction(record, name="record_migration")
+        applied.append(migration)
+    return applied
+
+
+async def _execute_ddl(db: Database, statement: str) -> None:
+    async def run(tx: Tx) -> None:
+        await tx.execute_raw(statement)
+
+    await db.transaction(run, name="migration")

@@ -1,0 +1,242 @@
+"""One typed settings object for every program of the project.
+
+Values come, in increasing precedence, from the defaults below, the TOML file named by
+``IPP_SETTINGS`` (if set), and environment variables ``IPP_<NAME>`` (upper case). Nothing else
+in the code reads the environment or a config file: programs load :class:`Settings` once and
+pass it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from shared.errors import DsnError, SettingsError
+
+#: The checkout (or install) directory: ``var/`` and ``logs/`` default to live beside it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_var_dir() -> str:
+    return str(PROJECT_ROOT / "var")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the system, with units in the names."""
+
+    # Database. An empty DSN means the private local MariaDB under var_dir.
+    db_dsn: str = ""
+    db_pool_size: int = 4
+    db_connect_timeout_s: float = 5.0
+    db_statement_timeout_s: float = 30.0
+    db_reconnect_max_s: float = 60.0
+    db_retry_attempts: int = 5
+    db_backoff_base_s: float = 0.05
+    db_backoff_max_s: float = 5.0
+
+    # Local files.
+    var_dir: str = field(default_factory=_default_var_dir)
+    local_db_name: str = "ipp"
+
+    # Agent runtime.
+    heartbeat_interval_s: float = 5.0
+    heartbeat_grace_s: float = 20.0
+    client_stale_s: float = 60.0
+    sweep_interval_s: float = 30.0
+    poll_interval_s: float = 5.0
+    error_backoff_max_s: float = 60.0
+    drain_timeout_s: float = 20.0
+    client_retention_days: float = 7.0
+
+    # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
+    # can plug in its own agent modules.
+    extra_agents: str = ""
+
+    # Logging.
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    def local_socket(self) -> Path:
+        """The unix socket of the private local MariaDB."""
+        return Path(self.var_dir) / "mariadb" / "mysqld.sock"
+
+    def effective_dsn(self) -> str:
+        """The DSN to use: ``db_dsn``, or the private local server's socket DSN."""
+        if self.db_dsn:
+            return self.db_dsn
+        return f"mysql://root@localhost/{self.local_db_name}?unix_socket={self.local_socket()}"
+
+    def validate(self) -> None:
+        """Reject values that cannot work, naming the setting."""
+        positive = [
+            "db_pool_size", "db_connect_timeout_s", "db_statement_timeout_s",
+            "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
+            "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
+        ]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"setting {name} must be > 0, got {getattr(self, name)!r}")
+        if self.heartbeat_grace_s >= self.client_stale_s:
+            raise SettingsError(
+                f"setting heartbeat_grace_s ({self.heartbeat_grace_s}) must be below "
+                f"client_stale_s ({self.client_stale_s}), or a silent agent would keep working "
+                "after the sweeper released its claims"
+            )
+        if self.log_format not in ("auto", "json", "console"):
+            raise SettingsError(
+                f"setting log_format must be auto, json or console, got {self.log_format!r}"
+            )
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise SettingsError(f"setting log_level: unknown level {self.log_level!r}")
+        if self.db_dsn:
+            parse_dsn(self.db_dsn)
+
+
+def _convert(name: str, kind: Any, raw: Any, source: str) -> Any:
+    """Convert ``raw`` to the field's type, or raise a SettingsError naming the source."""
+    try:
+        if kind is bool or kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind is int or kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if kind is float or kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{source}: cannot use {raw!r} for setting {name}: {exc}") from None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings from defaults, the ``IPP_SETTINGS`` TOML file and ``IPP_*``."""
+    env = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = env.get("IPP_SETTINGS")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"IPP_SETTINGS={path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"IPP_SETTINGS={path}: not valid TOML: {exc}") from None
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SettingsError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+        for key, raw in data.items():
+            values[key] = _convert(key, known[key].type, raw, path)
+
+    for key, f in known.items():
+        env_name = f"IPP_{key.upper()}"
+        if env_name in env:
+            values[key] = _convert(key, f.type, env[env_name], env_name)
+
+    for key, raw in overrides.items():
+        if key not in known:
+            raise SettingsError(f"unknown setting {key}")
+        values[key] = raw
+
+    settings = Settings(**values)
+    settings.validate()
+    return settings
+
+
+@dataclass(frozen=True)
+class Dsn:
+    """A parsed ``mysql://user:password@host:port/database?unix_socket=/path`` DSN."""
+
+    user: str
+    password: str
+    host: str
+    port: int
+    database: str
+    unix_socket: str | None = None
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiomysql / PyMySQL ``connect``."""
+        kwargs: dict[str, Any] = {"user": self.user, "password": self.password, "db": self.database}
+        if self.unix_socket:
+            kwargs["unix_socket"] = self.unix_socket
+        else:
+            kwargs["host"] = self.host
+            kwargs["port"] = self.port
+        return kwargs
+
+    def with_database(self, database: str) -> Dsn:
+        """The same server and account, another database."""
+        return dataclasses.replace(self, database=database)
+
+    def url(self) -> str:
+        """Back to the ``mysql://`` form (password included)."""
+        auth = self.user + (f":{self.password}" if self.password else "")
+        query = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
+        return f"mysql://{auth}@{self.host}:{self.port}/{self.database}{query}"
+
+    def display(self) -> str:
+        """A form safe to print: the password is masked."""
+        where = f"socket {self.unix_socket}" if self.unix_socket else f"{self.host}:{self.port}"
+        return f"{self.user}@{where}/{self.database}"
+
+
+def _mask(dsn: str) -> str:
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparsable DSN>"
+    if parts.password:
+        return dsn.replace(f":{parts.password}@", ":***@")
+    return dsn
+
+
+def parse_dsn(dsn: str) -> Dsn:
+    """Parse a ``mysql://`` DSN, raising DsnError that names the problem."""
+    shown = _mask(dsn)
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise DsnError(f"database DSN {shown!r} is malformed: {exc}") from None
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise DsnError(
+            f"database DSN {shown!r}: scheme must be mysql:// or mariadb://, "
+            f"got {parts.scheme + '://' if parts.scheme else 'none'}"
+        )
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise DsnError(f"database DSN {shown!r}: names no database (mysql://user@host/DATABASE)")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"unix_socket"})
+    if unknown:
+        raise DsnError(f"database DSN {shown!r}: unknown option(s) {', '.join(unknown)}")
+    socket = query.get("unix_socket", [None])[0]
+    if not parts.hostname and not socket:
+        raise DsnError(f"database DSN {shown!r}: names no host and no unix_socket")
+    return Dsn(
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        host=parts.hostname or "localhost",
+        port=port,
+        database=database,
+        unix_socket=socket or None,
+    )

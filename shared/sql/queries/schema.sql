@@ -1,0 +1,21 @@
+-- name: schema_version
+SELECT schema_version FROM dbversion ORDER BY schema_version DESC LIMIT 1;
+
+-- name: dbversion_table_exists
+SELECT COUNT(*) AS n FROM information_schema.tables
+WHERE table_schema = DATABASE() AND table_name = 'dbversion';
+
+-- name: record_migration
+INSERT INTO schema_migration (version, name) VALUES (%(version)s, %(name)s);
+
+-- name: clear_dbversion
+DELETE FROM dbversion;
+
+-- name: set_dbversion
+INSERT INTO dbversion (schema_version) VALUES (%(version)s);
+
+-- name: database_exists
+SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = %(name)s;
+
+-- name: server_version
+SELECT VERSION() AS version;

@@ -1,0 +1,480 @@
+"""Nebulous-style storage: ``neb://`` keys resolved to files under volume roots.
+
+A key (REFERENCE 5) is ``neb://<volume>/<path>``: the volume is only a preference (``any`` or
+empty for none, ``~name`` for "must be that volume"); the object's identity is its canonical
+path. An object has one or more instances, each a real file on one volume.
+
+Writes go to a temporary name beside the target, are fsynced, and are renamed into place
+inside the transaction that registers them, while that transaction holds the key's unique
+row: a concurrent creator of the same key waits instead of overwriting. md5 and size are
+recorded at creation. Deletes remove every instance's file, then the rows, so a redo after a
+crash is harmless. Nothing outside a volume root is ever touched: every path is resolved
+(symlinks included) and checked before use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncio
+
+from shared.db import Database, Row, Tx
+from shared.errors import (
+    BadKey,
+    DbIntegrityError,
+    ObjectExists,
+    ObjectGone,
+    ObjectNotFound,
+    ObjectUnavailable,
+    PathEscape,
+    StorageCorrupt,
+    StorageError,
+)
+from shared.queries import Q
+
+SCHEME = "neb://"
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_CHUNK = 1 << 20
+VOLUME_STATES = ("up", "down", "lost")
+
+
+@dataclass(frozen=True)
+class NebKey:
+    """A parsed, canonical ``neb://`` key."""
+
+    path: str
+    volume: str | None = None
+    required: bool = False
+
+    def __str__(self) -> str:
+        if self.volume is None:
+            return f"{SCHEME}/{self.path}"
+        return f"{SCHEME}{'~' if self.required else ''}{self.volume}/{self.path}"
+
+    @property
+    def basename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def parse_key(text: str) -> NebKey:
+    """Parse and canonicalise a key; BadKey names the key and what is wrong with it.
+
+    Repeated and trailing ``/`` and ``.`` segments are folded away; ``..``, whitespace,
+    control and non-ASCII characters are refused.
+    """
+    if not isinstance(text, str) or not text.startswith(SCHEME):
+        raise BadKey(f"storage key {text!r} does not start with {SCHEME}")
+    for ch in text:
+        if ch.isspace():
+            raise BadKey(f"storage key {text!r} contains whitespace")
+        if not 0x20 < ord(ch) < 0x7F:
+            raise BadKey(f"storage key {text!r} contains a control or non-ASCII character")
+    rest = text[len(SCHEME):]
+    volume_part, sep, path_part = rest.partition("/")
+    if not sep:
+        raise BadKey(f"storage key {text!r} has no path after the volume")
+    required = volume_part.startswith("~")
+    volume: str | None = volume_part[1:] if required else volume_part
+    if volume in ("", "any"):
+        if required:
+            raise BadKey(f"storage key {text!r}: '~' must be followed by a volume name")
+        volume = None
+    elif volume is not None and not _VOLUME_NAME.match(volume):
+        raise BadKey(f"storage key {text!r}: bad volume name {volume!r}")
+    segments = [s for s in path_part.split("/") if s not in ("", ".")]
+    if ".." in segments:
+        raise BadKey(f"storage key {text!r}: '..' is not allowed in a path")
+    if not segments:
+        raise BadKey(f"storage key {text!r} has an empty path")
+    return NebKey(path="/".join(segments), volume=volume, required=required)
+
+
+@dataclass(frozen=True)
+class Volume:
+    vol_id: int
+    name: str
+    host: str
+    root: str
+    state: str
+    allocate: bool
+
+    @classmethod
+    def from_row(cls, row: Row) -> Volume:
+        return cls(row["vol_id"], row["name"], row["host"], row["root"], row["state"],
+                   bool(row["allocate"]))
+
+
+@dataclass(frozen=True)
+class Instance:
+    ins_id: int
+    volume: str
+    vol_id: int
+    state: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What ``stat`` reports about a key."""
+
+    key: str
+    bytes: int
+    md5sum: str
+    created_at: datetime
+    instances: tuple[Instance, ...]
+
+    @property
+    def gone(self) -> bool:
+        """True when every instance sits on a volume marked lost (REFERENCE 5)."""
+        return bool(self.instances) and all(i.state == "lost" for i in self.instances)
+
+
+def resolve_inside(root: str | Path, relpath: str, *, volume: str = "?") -> Path:
+    """``root/relpath`` with symlinks resolved; PathEscape if it leaves the root."""
+    base = Path(root).resolve()
+    target = (base / relpath).resolve()
+    if not target.is_relative_to(base) or target == base:
+        raise PathEscape(
+            f"storage path {relpath!r} resolves to {target}, outside the root {base} "
+            f"of volume {volume}"
+        )
+    return target
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.md5()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _fsync_and_hash(path: Path) -> tuple[int, str]:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    return _hash_file(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+class Storage:
+    """Storage operations against one site's database and its volumes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- volumes -------------------------------------------------------------------------
+
+    async def add_volume(self, name: str, root: str | Path, *, host: str = "",
+                         allocate: bool = True) -> Volume:
+        if not _VOLUME_NAME.match(name):
+            raise StorageError(f"volume name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
+        path = Path(root)
+        if not path.is_absolute():
+            raise StorageError(f"volume {name}: root {root!s} must be an absolute path")
+        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+        try:
+            await self.db.insert(Q.add_volume, name=name, host=host, root=str(path.resolve()),
+                                 allocate=int(allocate))
+        except DbIntegrityError:
+            raise StorageError(f"volume {name} already exists") from None
+        return await self.volume(name)
+
+    async def volume(self, name: str) -> Volume:
+        row = await self.db.fetch_one(Q.get_volume, name=name)
+        if row is None:
+            raise StorageError(f"no storage volume named {name!r}")
+        return Volume.from_row(row)
+
+    async def volumes(self) -> list[Volume]:
+        return [Volume.from_row(r) for r in await self.db.fetch_all(Q.list_volumes)]
+
+    async def set_volume_state(self, name: str, state: str) -> None:
+        if state not in VOLUME_STATES:
+            raise StorageError(f"volume state must be one of {', '.join(VOLUME_STATES)}, got {state!r}")
+        if await self.db.execute(Q.set_volume_state, name=name, state=state) != 1:
+            await self.volume(name)  # raises for an unknown name; else the state was unchanged
+
+    async def _choose_volume(self, key: NebKey) -> Volume:
+        volumes = [v for v in await self.volumes()]
+        if key.volume is not None:
+            named = next((v for v in volumes if v.name == key.volume), None)
+            if key.required:
+                if named is None:
+                    raise StorageError(f"{key}: no storage volume named {key.volume!r}")
+                if named.state != "up":
+                    raise ObjectUnavailable(f"{key}: required volume {named.name} is {named.state}")
+                return named
+            if named is not None and named.state == "up" and named.allocate:
+                return named
+        usable = [v for v in volumes if v.state == "up" and v.allocate]
+        if not usable:
+            raise ObjectUnavailable(f"{key}: no storage volume is up and open for new files")
+        # Spread keys over the volumes, the same key always to the same volume.
+        return usable[zlib.crc32(key.path.encode()) % len(usable)]
+
+    # -- create --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def create_via(self, key_text: str) -> AsyncIterator[Path]:
+        """Yield a temporary path to write; on exit it is fsynced, renamed and registered.
+
+        If the body raises, or registration fails, the temporary file is removed and nothing
+        is registered.
+        """
+        key = parse_key(key_text)
+        if await self.db.fetch_one(Q.get_object, ext_id=key.path):
+            raise ObjectExists(f"{key} already exists")
+        volume = await self._choose_volume(key)
+        final = resolve_inside(volume.root, key.path, volume=volume.name)
+        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+        final = resolve_inside(volume.root, key.path, volume=volume.name)
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:  # the undo (remove tmp) is in place before anything is written
+            yield tmp
+            if not tmp.exists():
+                raise StorageError(f"{key}: nothing was written to the temporary file")
+            size, md5 = await asyncio.to_thread(_fsync_and_hash, tmp)
+            await self._register(key, volume, tmp, final, size, md5)
+        finally:
+            await asyncio.to_thread(_unlink, tmp)
+
+    async def _register(self, key: NebKey, volume: Volume, tmp: Path, final: Path,
+                        size: int, md5: str) -> None:
+        published = False
+
+        async def register(tx: Tx) -> None:
+            nonlocal published
+            try:
+                obj_id = await tx.insert(Q.insert_object, ext_id=key.path, bytes=size, md5sum=md5)
+            except DbIntegrityError:
+                if await self._is_ours(tx, key, volume, size, md5):
+                    return  # a redo after a lost COMMIT reply: already registered
+                raise ObjectExists(f"{key} already exists") from None
+            await tx.insert(Q.insert_instance, obj_id=obj_id, vol_id=volume.vol_id, relpath=key.path)
+            # Still holding the new unique row: nobody else can publish this key meanwhile.
+            await asyncio.to_thread(_publish, tmp, final)
+            published = True
+
+        try:
+            await self.db.transaction(register, name="storage_create")
+        except BaseException:
+            if published:
+                await asyncio.to_thread(_unlink, final)
+            raise
+
+    async def _is_ours(self, tx: Tx, key: NebKey, volume: Volume, size: int, md5: str) -> bool:
+        row = await tx.fetch_one(Q.get_object_for_update, ext_id=key.path)
+        if row is None or row["bytes"] != size or row["md5sum"] != md5:
+            return False
+        instances = await tx.fetch_all(Q.object_instances, obj_id=row["obj_id"])
+        return any(i["vol_id"] == volume.vol_id for i in instances)
+
+    async def create(self, key_text: str, data: bytes) -> ObjectInfo:
+        """Store ``data`` under a new key."""
+        async with self.create_via(key_text) as tmp:
+            await asyncio.to_thread(tmp.write_bytes, data)
+        return await self.stat(key_text)
+
+    async def create_from_file(self, key_text: str, source: Path) -> ObjectInfo:
+        """Copy a local file into storage under a new key."""
+        async with self.create_via(key_text) as tmp:
+            await asyncio.to_thread(shutil.copyfile, source, tmp)
+        return await self.stat(key_text)
+
+    # -- read ----------------------------------------------------------------------------
+
+    async def _object(self, key: NebKey) -> Row:
+        row = await self.db.fetch_one(Q.get_object, ext_id=key.path)
+        if row is None:
+            raise ObjectNotFound(f"{key} does not exist")
+        return row
+
+    async def _instances(self, obj_id: int) -> list[Instance]:
+        rows = await self.db.fetch_all(Q.object_instances, obj_id=obj_id)
+        return [
+            Instance(r["ins_id"], r["volume"], r["vol_id"], r["state"],
+                     resolve_inside(r["root"], r["relpath"], volume=r["volume"]))
+            for r in rows
+        ]
+
+    async def stat(self, key_text: str) -> ObjectInfo:
+        key = parse_key(key_text)
+        row = await self._object(key)
+        return ObjectInfo(str(NebKey(key.path)), row["bytes"], row["md5sum"], row["created_at"],
+                          tuple(await self._instances(row["obj_id"])))
+
+    async def exists(self, key_text: str) -> bool:
+        return await self.db.fetch_one(Q.get_object, ext_id=parse_key(key_text).path) is not None
+
+    async def is_gone(self, key_text: str) -> bool:
+        """True when every instance of the key is on a lost volume."""
+        return (await self.stat(key_text)).gone
+
+    async def locate(self, key_text: str) -> Path:
+        """The path of a readable instance, preferring the key's volume."""
+        key = parse_key(key_text)
+        info = await self.stat(key_text)
+        up = [i for i in info.instances if i.state == "up"]
+        if key.volume is not None:
+            up.sort(key=lambda i: i.volume != key.volume)
+            if key.required:
+                up = [i for i in up if i.volume == key.volume]
+        for instance in up:
+            if await asyncio.to_thread(instance.path.is_file):
+                return instance.path
+        if info.gone:
+            raise ObjectGone(f"{key} is gone: every instance is on a lost volume")
+        if up:
+            raise StorageCorrupt(f"{key}: registered, but no instance file exists on disk")
+        raise ObjectUnavailable(f"{key}: no instance is on a volume that is up")
+
+    async def read_bytes(self, key_text: str) -> bytes:
+        return await asyncio.to_thread((await self.locate(key_text)).read_bytes)
+
+    async def verify(self, key_text: str) -> list[str]:
+        """Recompute every reachable instance's size and md5; returns the problems found."""
+        info = await self.stat(key_text)
+        problems = []
+        for instance in info.instances:
+            if instance.state != "up":
+                continue
+            if not await asyncio.to_thread(instance.path.is_file):
+                problems.append(f"{instance.volume}: file missing")
+                continue
+            size, md5 = await asyncio.to_thread(_hash_file, instance.path)
+            if (size, md5) != (info.bytes, info.md5sum):
+                problems.append(f"{instance.volume}: {size} bytes md5 {md5}, expected "
+                                f"{info.bytes} bytes md5 {info.md5sum}")
+        return problems
+
+    # -- replicate / cull / delete -------------------------------------------------------
+
+    async def replicate(self, key_text: str, volume_name: str) -> Instance:
+        """Copy the key to another volume, verify the copy, register it. Idempotent."""
+        key = parse_key(key_text)
+        info = await self.stat(key_text)
+        target = await self.volume(volume_name)
+        existing = next((i for i in info.instances if i.vol_id == target.vol_id), None)
+        if existing is not None:
+            return existing
+        if target.state != "up":
+            raise ObjectUnavailable(f"{key}: target volume {target.name} is {target.state}")
+        source = await self.locate(key_text)
+        final = resolve_inside(target.root, key.path, volume=target.name)
+        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            await asyncio.to_thread(shutil.copyfile, source, tmp)
+            size, md5 = await asyncio.to_thread(_fsync_and_hash, tmp)
+            if (size, md5) != (info.bytes, info.md5sum):
+                raise StorageCorrupt(
+                    f"{key}: copy from {source} has {size} bytes md5 {md5}, expected "
+                    f"{info.bytes} bytes md5 {info.md5sum}"
+                )
+            await self._add_instance(key, target, tmp, final)
+        finally:
+            await asyncio.to_thread(_unlink, tmp)
+        refreshed = await self.stat(key_text)
+        return next(i for i in refreshed.instances if i.vol_id == target.vol_id)
+
+    async def _add_instance(self, key: NebKey, target: Volume, tmp: Path, final: Path) -> None:
+        published = False
+
+        async def add(tx: Tx) -> None:
+            nonlocal published
+            row = await tx.fetch_one(Q.get_object_for_update, ext_id=key.path)
+            if row is None:
+                raise ObjectNotFound(f"{key} was deleted while being replicated")
+            try:
+                await tx.insert(Q.insert_instance, obj_id=row["obj_id"], vol_id=target.vol_id,
+                                relpath=key.path)
+            except DbIntegrityError:
+                return  # a concurrent replicate registered it first
+            await asyncio.to_thread(_publish, tmp, final)
+            published = True
+
+        try:
+            await self.db.transaction(add, name="storage_replicate")
+        except BaseException:
+            if published:
+                await asyncio.to_thread(_unlink, final)
+            raise
+
+    async def cull(self, key_text: str, volume_name: str) -> None:
+        """Remove the instance on one volume, refusing to remove the last readable one."""
+        key = parse_key(key_text)
+        info = await self.stat(key_text)
+        victim = next((i for i in info.instances if i.volume == volume_name), None)
+        if victim is None:
+            raise StorageError(f"{key} has no instance on volume {volume_name}")
+        others = [i for i in info.instances if i is not victim and i.state == "up"]
+        if not others:
+            raise StorageError(f"{key}: refusing to cull the last instance on a volume that is up")
+        if victim.state == "down":
+            raise ObjectUnavailable(f"{key}: volume {volume_name} is down; cannot remove the file")
+        if victim.state == "up":
+            await asyncio.to_thread(_unlink, victim.path)
+        await self.db.execute(Q.delete_instance, ins_id=victim.ins_id)
+
+    async def delete(self, key_text: str, *, missing_ok: bool = False) -> bool:
+        """Remove every instance and the object; False if it did not exist (missing_ok).
+
+        Refuses (changing nothing) while an instance sits on a volume that is down, since its
+        file could not be removed; instances on lost volumes are simply forgotten.
+        """
+        key = parse_key(key_text)
+        row = await self.db.fetch_one(Q.get_object, ext_id=key.path)
+        if row is None:
+            if missing_ok:
+                return False
+            raise ObjectNotFound(f"{key} does not exist")
+        instances = await self._instances(row["obj_id"])
+        down = [i.volume for i in instances if i.state == "down"]
+        if down:
+            raise ObjectUnavailable(f"cannot delete {key}: volume(s) {', '.join(down)} down")
+        for instance in instances:
+            if instance.state == "up":
+                await asyncio.to_thread(_unlink, instance.path)
+
+        async def forget(tx: Tx) -> None:
+            await tx.execute(Q.delete_instances, obj_id=row["obj_id"])
+            await tx.execute(Q.delete_object, obj_id=row["obj_id"])
+
+        await self.db.transaction(forget, name="storage_delete")
+        return True
+
+    async def list(self, prefix: str = "", limit: int = 1000) -> list[dict[str, Any]]:
+        """Registered keys whose path starts with ``prefix``."""
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self.db.fetch_all(Q.list_objects, prefix=like, limit=limit)
+        return [{**r, "key": f"{SCHEME}/{r['ext_id']}"} for r in rows]
