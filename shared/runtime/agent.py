@@ -142,6 +142,7 @@ class AgentRunner:
         self.stop_requested = asyncio.Event()
         self.force_stop = asyncio.Event()
         self.wake = asyncio.Event()
+        self.beat_now = asyncio.Event()
         self.stop_reason = ""
         self.exit_code = 0
         self.heartbeat_ok_at = time.monotonic()
@@ -319,6 +320,7 @@ class AgentRunner:
         if self.state.status != status:
             self.log.info("status_changed", status=status, was=self.state.status)
             self.state.status = status
+            self.beat_now.set()  # show the new status at once, not at the next beat
 
     async def _idle(self, seconds: float) -> None:
         """Wait up to ``seconds``, waking early on stop or a control change."""
@@ -363,7 +365,10 @@ class AgentRunner:
                     self.heartbeat_lost = True
                     self.log.error("heartbeat_lost", grace_s=self.settings.heartbeat_grace_s,
                                    action="taking no work until the heartbeat is written again")
-            await asyncio.sleep(interval)
+            self.beat_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self.beat_now.wait()
 
     async def _sweep_loop(self) -> None:
         """Run the sweeper every ``sweep_interval_s`` (jittered so agents spread out)."""

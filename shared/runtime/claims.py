@@ -89,7 +89,7 @@ class Claimer:
         async def take(tx: Tx) -> list[Row]:
             rows = await tx.fetch_all(spec.select, limit=limit, **params)
             if rows:
-                ids = [row[spec.id_column] for row in rows]
+                ids = tuple(row[spec.id_column] for row in rows)
                 await tx.execute(spec.mark, owner=self.owner, ids=ids)
             return rows
 

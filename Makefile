@@ -1,0 +1,68 @@
+# Two commands do all set-up on a fresh Debian machine:
+#   make demo   the whole system: venv, local MariaDB, schema, supervisord with every agent
+#   make test   lint + the test suite against a real MariaDB (local one, or IPP_TEST_DSN)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all venv db demo demo-stop test test-soak lint bench clean-var
+
+all: test
+
+# Debian ships python3-venv separately; install it when missing and we are root.
+$(STAMP): pyproject.toml
+	@if ! $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null \
+	    || ! $(PYTHON) -m venv --help >/dev/null 2>&1 \
+	    || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv python3-dev; \
+	  else \
+	    echo "need Python >= 3.11 with venv: sudo apt-get install -y python3 python3-venv" >&2; exit 1; \
+	  fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The database: the private local server unless IPP_DB_DSN names another one.
+db: venv
+	@mkdir -p var logs
+	@if [ -z "$$IPP_DB_DSN" ]; then $(BIN)/ippctl db start-local; fi
+	$(BIN)/ippctl db upgrade
+
+demo: db
+	@echo
+	@echo "IPP agents under supervisord (Ctrl-C stops everything cleanly)."
+	@echo "  agent logs:   logs/<agent>.log (JSON lines), supervisord: logs/supervisord.log"
+	@echo "  clients:      $(BIN)/ippctl clients list"
+	@echo "  processes:    $(BIN)/supervisorctl -c supervisord.conf status"
+	@echo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/supervisord -n -c supervisord.conf
+
+demo-stop:
+	-$(BIN)/supervisorctl -c supervisord.conf shutdown
+	-$(BIN)/ippctl db stop-local
+
+lint: venv
+	$(BIN)/ruff check agents shared sim tests bench
+	$(BIN)/mypy agents shared sim bench
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-soak: venv
+	$(BIN)/pytest -m soak $(PYTEST_ARGS)
+
+bench: db
+	$(BIN)/python -m bench
+
+clean-var:
+	-$(BIN)/supervisorctl -c supervisord.conf shutdown 2>/dev/null
+	-$(BIN)/ippctl db stop-local
+	rm -rf var

@@ -1,0 +1,1 @@
+"""Stand-ins for what surrounds the IPP (survey generator, reference processor, PSPS)."""

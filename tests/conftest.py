@@ -1,0 +1,94 @@
+"""Fixtures: every test session gets its own database on a real MariaDB server.
+
+The server is ``IPP_TEST_DSN`` when set, otherwise the private local server under ``var/``
+(started here if needed, exactly as ``ippctl db start-local`` does).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.db import Database
+from shared.localdb import LocalMariaDB
+from shared.queries import Query
+from shared.schema import create_database, drop_database, upgrade
+from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
+from sim import workload
+from tests.helpers import FAST, AgentProcess
+
+CLEAN = [
+    "DELETE FROM sim_work_log", "DELETE FROM sim_work", "DELETE FROM agent_control",
+    "DELETE FROM clients", "DELETE FROM storage_instance", "DELETE FROM storage_object",
+    "DELETE FROM storage_volume",
+]
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> str:
+    """A DSN of the server the tests use (its database part is replaced per session)."""
+    dsn = os.environ.get("IPP_TEST_DSN")
+    if dsn:
+        return dsn
+    local = LocalMariaDB(PROJECT_ROOT / "var" / "mariadb")
+    local.start()
+    return local.dsn("ipp_test")
+
+
+@pytest.fixture(scope="session")
+async def test_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """This session's own database, at the current schema, with the workload tables."""
+    name = f"ipp_test_{os.getpid()}_{secrets.token_hex(3)}"
+    dsn = parse_dsn(server_dsn).with_database(name)
+    settings = load_settings(environ={}, db_dsn=dsn.url(), **FAST)
+    await create_database(settings, dsn)
+    db = await Database.connect(settings, dsn)
+    try:
+        await upgrade(db)
+        await workload.create_tables(db)
+    finally:
+        await db.close()
+    yield dsn.url()
+    await drop_database(settings, dsn)
+
+
+@pytest.fixture
+def settings(test_dsn: str) -> Settings:
+    return load_settings(environ={}, db_dsn=test_dsn, **FAST)
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """A connection pool to a freshly emptied session database."""
+    database = await Database.connect(settings, pool_size=8)
+    for statement in CLEAN:
+        await database.execute(Query("clean", statement, "conftest"))
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+def agents(test_dsn: str, tmp_path: Path) -> Iterator[list[AgentProcess]]:
+    """Start agent processes with ``agents.append(AgentProcess(...))``; killed at the end."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.kill()
+
+
+@pytest.fixture
+def spawn(test_dsn: str, tmp_path: Path, agents: list[AgentProcess]):  # type: ignore[no-untyped-def]
+    """``spawn("workload", "--once", heartbeat_interval_s=1)`` starts an agent process."""
+
+    def start(name: str, *args: str, **overrides: object) -> AgentProcess:
+        agent = AgentProcess(name, test_dsn, tmp_path, *args, **overrides)
+        agents.append(agent)
+        return agent
+
+    return start
