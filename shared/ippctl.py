@@ -254,7 +254,7 @@ async def storage_volume_set(settings: Settings, args: argparse.Namespace) -> in
 
 async def storage_put(settings: Settings, args: argparse.Namespace) -> int:
     source = Path(args.file)
-    if not source.is_file():
+    if not await asyncio.to_thread(source.is_file):
         raise IppError(f"{source}: not a readable file")
 
     async def go(st: Storage) -> int:
@@ -407,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         settings = load_settings()
         configure_logging(settings, stream=sys.stderr)
+        handler: Handler = args.handler
         try:
-            return asyncio.run(args.handler(settings, args))
+            return asyncio.run(handler(settings, args))
         except DbError as exc:
             raise IppError(str(exc)) from None
 

@@ -56,6 +56,7 @@ def bind(**keys: Any) -> None:
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; ``name`` becomes the ``logger`` key when given."""
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log
+    """A structlog logger; ``name`` becomes the ``component`` key when given."""
+    # Initial values keep the proxy lazy: a module-level logger created at import time
+    # still follows the configuration made later by configure_logging().
+    return structlog.get_logger(component=name) if name else structlog.get_logger()

@@ -121,9 +121,12 @@ class _Reader:
         value = float(text)
         if kind == "F32":
             try:
-                value = struct.unpack("f", struct.pack("f", value))[0]
+                rounded = struct.unpack("f", struct.pack("f", value))[0]
             except OverflowError:
-                raise self.error(f"{name}: {text} is outside the F32 range") from None
+                rounded = math.inf
+            if math.isinf(rounded) and not math.isinf(value):
+                raise self.error(f"{name}: {text} is outside the F32 range")
+            value = rounded
         return value
 
     def parse_scalar(self, kind: str, text: str, name: str) -> Any:
@@ -157,7 +160,9 @@ def loads(text: str, source: str = "<mdc>") -> Block:
     reader = _Reader(source)
     root = Block()
     stack: list[tuple[Block, str, int]] = [(root, "", 0)]
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (str.splitlines would also break at \x85, \u2028 ...).
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw[:-1] if raw.endswith("\r") else raw
         reader.number, reader.line = number, line
         if "\x00" in line:
             raise reader.error("NUL byte in the line")
@@ -289,7 +294,8 @@ def _check_name(name: str) -> None:
 
 
 def _check_comment(name: str, comment: str | None) -> str:
-    if not comment:
+    """The ``  # comment`` suffix; comments are stripped, blank ones omitted."""
+    if not comment or not comment.strip():
         return ""
     if "\n" in comment or "\r" in comment:
         raise MdcError(f"{name}: comment contains a line break")

@@ -14,6 +14,7 @@ crash is harmless. Nothing outside a volume root is ever touched: every path is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -26,8 +27,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import asyncio
 
 from shared.db import Database, Row, Tx
 from shared.errors import (
@@ -202,8 +201,9 @@ class Storage:
         if not path.is_absolute():
             raise StorageError(f"volume {name}: root {root!s} must be an absolute path")
         await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+        resolved = await asyncio.to_thread(path.resolve)
         try:
-            await self.db.insert(Q.add_volume, name=name, host=host, root=str(path.resolve()),
+            await self.db.insert(Q.add_volume, name=name, host=host, root=str(resolved),
                                  allocate=int(allocate))
         except DbIntegrityError:
             raise StorageError(f"volume {name} already exists") from None
@@ -261,7 +261,7 @@ class Storage:
         tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
         try:  # the undo (remove tmp) is in place before anything is written
             yield tmp
-            if not tmp.exists():
+            if not await asyncio.to_thread(tmp.exists):
                 raise StorageError(f"{key}: nothing was written to the temporary file")
             size, md5 = await asyncio.to_thread(_fsync_and_hash, tmp)
             await self._register(key, volume, tmp, final, size, md5)

@@ -50,7 +50,7 @@ async def run_once(ctx: AgentContext) -> int:
         ctx.begin_item(f"sim_work {item_id}")
         await asyncio.sleep(duration_ms / 1000)  # the "work"
 
-        async def finish(tx: Tx) -> None:
+        async def finish(tx: Tx, item_id: int = item_id) -> None:
             await tx.insert(W.work_log_insert, item_id=item_id, client_id=ctx.client_id)
             await ctx.claimer.finish_in(tx, SPEC, W.work_finish, item_id)
 

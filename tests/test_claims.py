@@ -1,0 +1,141 @@
+"""Claiming with SKIP LOCKED through the runtime's claim helper, against a real MariaDB."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+
+from agents import sweeper as sweeper_agent
+from shared.db import Database
+from shared.errors import ClaimLost
+from shared.queries import Q, Query
+from shared.runtime.agent import AgentContext, AgentRunner, AgentSpec
+from shared.runtime.claims import Claimer
+from shared.runtime.clients import ClientIdentity
+from shared.runtime.sweeper import sweep
+from shared.settings import Settings
+from sim.workload import SPEC, W
+
+MARK_DEAD = Query("t_mark_dead", "UPDATE clients SET status = 'dead' WHERE client_id = %(id)s",
+                  "test")
+GET_CLIENT = Query("t_client", "SELECT status, last_error FROM clients WHERE client_id = %(id)s",
+                   "test")
+
+
+async def register(db: Database, agent: str = "workload") -> str:
+    identity = ClientIdentity.fresh(agent, "")
+    await db.execute(Q.register_client, client_id=identity.client_id, agent=agent,
+                     host=identity.host, pid=identity.pid, config="", version="test")
+    return identity.client_id
+
+
+async def test_two_dozen_concurrent_claimers_never_take_the_same_row(db, settings):
+    """24 claimers, each on its own connection, race over 600 rows: every row is claimed
+    and finished exactly once."""
+    for _ in range(600):
+        await db.insert(W.work_add, duration_ms=0)
+    pools = [await Database.connect(settings, pool_size=1) for _ in range(24)]
+    taken: list[list[int]] = [[] for _ in pools]
+
+    async def claimer(i: int) -> None:
+        claims = Claimer(pools[i], await register(pools[i]))
+        while rows := await claims.claim(SPEC, limit=1 + i % 3):
+            for row in rows:
+                taken[i].append(row["item_id"])
+                await claims.finish(SPEC, W.work_finish, row["item_id"])
+
+    try:
+        await asyncio.gather(*(claimer(i) for i in range(len(pools))))
+    finally:
+        for pool in pools:
+            await pool.close()
+    every = [item for per in taken for item in per]
+    duplicates = [item for item, n in Counter(every).items() if n > 1]
+    assert duplicates == []
+    assert len(every) == 600
+    assert sum(1 for per in taken if per) > 1, "only one claimer ever won a row"
+    assert {r["state"]: int(r["n"]) for r in await db.fetch_all(W.work_counts)} == {"done": 600}
+
+
+async def test_a_stale_owner_can_never_finish_a_released_row(db, settings):
+    """Once the sweeper released a dead client's claim and another client finished the row,
+    the first client's finish raises ClaimLost and changes nothing."""
+    item = await db.insert(W.work_add, duration_ms=0)
+    first = Claimer(db, await register(db))
+    assert [r["item_id"] for r in await first.claim(SPEC)] == [item]
+
+    await db.execute(MARK_DEAD, id=first.owner)
+    result = await sweep(db, settings)
+    assert result.claims_released == {"sim_work": 1}
+
+    second = Claimer(db, await register(db))
+    assert [r["item_id"] for r in await second.claim(SPEC)] == [item]
+    await second.finish(SPEC, W.work_finish, item)
+    with pytest.raises(ClaimLost, match=f"item_id={item} is no longer claimed"):
+        await first.finish(SPEC, W.work_finish, item)
+    row = await db.fetch_one(W.work_get, item_id=item)
+    assert row["state"] == "done" and row["owner"] is None
+
+
+async def test_claims_of_a_vanished_client_row_are_released(db, settings):
+    item = await db.insert(W.work_add, duration_ms=0)
+    ghost = Claimer(db, str(uuid.uuid4()))  # an owner with no clients row at all
+    await ghost.claim(SPEC)
+    assert (await sweep(db, settings)).claims_released == {"sim_work": 1}
+    assert (await db.fetch_one(W.work_get, item_id=item))["owner"] is None
+
+
+async def test_the_sweeper_declares_silent_clients_dead(db, settings):
+    cid = await register(db)
+    stale = Query("t_stale", "UPDATE clients SET heartbeat_at = NOW(6) - INTERVAL 1 HOUR "
+                  "WHERE client_id = %(id)s", "test")
+    await db.execute(stale, id=cid)
+    live = await register(db)
+    assert (await sweep(db, settings)).clients_dead == 1
+    assert (await db.fetch_one(GET_CLIENT, id=cid))["status"] == "dead"
+    assert (await db.fetch_one(GET_CLIENT, id=live))["status"] == "running"
+
+
+async def test_a_dead_heartbeat_task_stops_the_agent_loudly(db, settings: Settings):
+    """If the heartbeat task itself dies (a bug, not a database error), the agent stops with
+    exit code 1 and records why."""
+    spec = AgentSpec.from_module(sweeper_agent)
+    identity = ClientIdentity.fresh("sweeper", "")
+    runner = AgentRunner(spec, settings, db, identity, args=argparse.Namespace())
+
+    async def broken(state: object) -> bool:
+        raise RuntimeError("heartbeat bug")
+
+    runner.heartbeat_row.heartbeat = broken  # type: ignore[method-assign]
+    assert await runner.run() == 1
+    row = await db.fetch_one(GET_CLIENT, id=identity.client_id)
+    assert row["status"] == "stopped"
+    assert "heartbeat task died: RuntimeError: heartbeat bug" in row["last_error"]
+
+
+async def test_item_progress_is_reported_in_the_clients_row(db, settings: Settings):
+    """begin_item / item_done / count show up in the row the operators list."""
+    seen: dict[str, object] = {}
+
+    async def run_once(ctx: AgentContext) -> int:
+        ctx.begin_item("run 7")
+        await ctx._runner.heartbeat_row.heartbeat(ctx._runner.state)
+        seen["during"] = await db.fetch_one(Query(
+            "t_item", "SELECT current_item FROM clients WHERE client_id = %(id)s", "test"),
+            id=ctx.client_id)
+        ctx.count("bytes_freed", 1234)
+        ctx.item_done()
+        return 0
+
+    spec = AgentSpec(name="probe", run_once=run_once, background_sweep=False)
+    identity = ClientIdentity.fresh("probe", "")
+    assert await AgentRunner(spec, settings, db, identity, once=True).run() == 0
+    assert seen["during"] == {"current_item": "run 7"}
+    rows = await db.fetch_all(Q.list_clients, all=True)
+    (row,) = [r for r in rows if r["client_id"] == identity.client_id]
+    assert row["items_done"] == 1 and row["counters"] == '{"bytes_freed": 1234}'
+    assert row["status"] == "stopped" and row["current_item"] is None

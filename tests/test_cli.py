@@ -1,0 +1,124 @@
+"""ippctl and ipp-agent as an operator uses them: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.db import Database
+from shared.queries import Q
+from tests.helpers import ROOT, agent_env, eventually
+
+
+def run(args: list[str], dsn: str, *, prog: str = "ippctl", **env: str) -> subprocess.CompletedProcess[str]:
+    module = "shared.ippctl" if prog == "ippctl" else "agents"
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
+        env={**agent_env(dsn), **env}, timeout=60, check=False,
+    )
+
+
+async def test_clients_list_shows_a_running_agent_with_its_heartbeat(db, spawn, test_dsn):
+    agent = spawn("workload", "--config", "demo")
+    cid = await eventually(agent.client_id, what="agent_started")
+    listing = run(["clients", "list"], test_dsn)
+    assert listing.returncode == 0, listing.stderr
+    header, *lines = listing.stdout.splitlines()
+    assert header.split()[:6] == ["ID", "AGENT", "HOST", "PID", "CONFIG", "STATUS"]
+    (line,) = [ln for ln in lines if ln.startswith(cid)]
+    assert " workload " in line and f" {agent.pid} " in line and " demo " in line
+    data = json.loads(run(["clients", "list", "--json"], test_dsn).stdout)
+    (row,) = [c for c in data["clients"] if c["client_id"] == cid]
+    assert row["status"] == "running" and row["heartbeat_age_s"] < 5
+    agent.send(signal.SIGTERM)
+    assert await agent.wait() == 0
+
+
+async def test_pause_resume_and_stop_by_agent_and_by_id(db, spawn, test_dsn):
+    agent = spawn("workload")
+    cid = await eventually(agent.client_id, what="agent_started")
+
+    paused = run(["clients", "pause", "--agent", "workload"], test_dsn)
+    assert paused.returncode == 0, paused.stderr
+    assert "standing flag set for agent=workload host=* config=*" in paused.stdout
+    await eventually(lambda: _status(db, cid, "paused"), timeout_s=5, what="paused")
+    listing = run(["clients", "list"], test_dsn).stdout
+    assert "standing flags:" in listing
+
+    resumed = run(["clients", "resume", "--agent", "workload"], test_dsn)
+    assert "cleared 1 standing flag(s)" in resumed.stdout
+    await eventually(lambda: _status(db, cid, "running"), timeout_s=5, what="running")
+
+    stopped = run(["clients", "stop", "--id", cid], test_dsn)
+    assert stopped.returncode == 0 and f"stop: client {cid}" in stopped.stdout
+    assert await agent.wait() == 0
+    again = run(["clients", "stop", "--id", cid], test_dsn)
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"ippctl: error: client {cid} is stopped; nothing to stop"
+
+
+@pytest.mark.parametrize(("args", "env", "code", "message"), [
+    (["clients", "list"], {"IPP_DB_DSN": "postgres://x@h/db"}, 2, "scheme must be mysql://"),
+    (["clients", "list"], {"IPP_DB_DSN": "mysql://root@127.0.0.1:1/ipp"}, 1,
+     "127.0.0.1:1/ipp unreachable"),
+    (["clients", "pause", "--id", "nope"], {}, 1, "no client with id nope"),
+    (["clients", "pause"], {}, 1, "say which clients"),
+    (["storage", "stat", "neb://any/a/../b"], {}, 1, "'..' is not allowed in a path"),
+    (["storage", "stat", "neb://any/not/there"], {}, 1, "neb:///not/there does not exist"),
+    (["storage", "volume", "add", "v", "relative"], {}, 1, "must be an absolute path"),
+])
+def test_bad_input_gives_one_line_and_a_nonzero_exit(db, test_dsn, args, env, code, message):
+    result = run(args, test_dsn, **env)
+    assert result.returncode == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ippctl: error: ") and message in lines[0]
+
+
+def test_a_malformed_mdc_file_is_reported_with_its_line(tmp_path, test_dsn):
+    path = tmp_path / "dbinfo.chip.1.mdc"
+    path.write_text("chipRun  METADATA\n   chip_id  S64  abc\nEND\n")
+    result = run(["mdc", "check", str(path)], test_dsn)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"ippctl: error: {path}:2: chip_id: 'abc' is not a S64 integer: 'chip_id  S64  abc'")
+
+
+def test_an_unknown_agent_is_refused_listing_the_known_ones(test_dsn):
+    result = run(["nosuch"], test_dsn, prog="ipp-agent")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "ipp-agent: error: unknown agent 'nosuch' (known agents: sweeper, workload)")
+
+
+async def test_storage_commands_round_trip_a_file(db, test_dsn, tmp_path):
+    root = tmp_path / "vol"
+    assert run(["storage", "volume", "add", "v1", str(root)], test_dsn).returncode == 0
+    source = tmp_path / "in.fits"
+    source.write_bytes(os.urandom(5000))
+    put = run(["storage", "put", "neb://v1/a/in.fits", str(source)], test_dsn)
+    assert put.returncode == 0 and "5000 bytes" in put.stdout
+    located = run(["storage", "locate", "neb:///a/in.fits"], test_dsn).stdout.strip()
+    assert Path(located).read_bytes() == source.read_bytes()
+    stat = json.loads(run(["storage", "stat", "neb:///a/in.fits", "--json"], test_dsn).stdout)
+    assert stat["bytes"] == 5000 and stat["instances"][0]["volume"] == "v1"
+    assert run(["storage", "rm", "neb:///a/in.fits"], test_dsn).returncode == 0
+    assert not os.path.exists(located)
+
+
+async def test_db_status_and_upgrade_report_the_schema_version(db, test_dsn):
+    status = run(["db", "status"], test_dsn)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "database schema: 1" in status.stdout
+    upgrade = run(["db", "upgrade"], test_dsn)
+    assert upgrade.returncode == 0 and "already at schema version 1" in upgrade.stdout
+
+
+async def _status(db: Database, cid: str, status: str) -> bool:
+    rows = await db.fetch_all(Q.list_clients, all=True)
+    return any(r["client_id"] == cid and r["status"] == status for r in rows)

@@ -1,0 +1,141 @@
+"""The database layer against a real MariaDB: deadlines, errors, retries, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from shared.db import Database, Tx
+from shared.errors import DbError, DbIntegrityError, DbTimeout, DbUnavailable
+from shared.localdb import LocalMariaDB
+from shared.queries import Query
+from shared.schema import create_database, upgrade
+from shared.settings import Settings, parse_dsn
+from sim import workload
+from sim.workload import W
+from tests.helpers import AgentProcess, eventually
+
+SLEEP = Query("t_sleep", "SELECT SLEEP(%(s)s) AS slept", "test")
+ONE = Query("t_one", "SELECT 1 AS one", "test")
+CONN_ID = Query("t_conn_id", "SELECT CONNECTION_ID() AS id", "test")
+KILL = Query("t_kill", "KILL %(id)s", "test")
+BAD = Query("t_bad", "SELECT no_such_column FROM clients", "test")
+ADD_VOLUME = Query("t_add_volume",
+                   "INSERT INTO storage_volume (name, root) VALUES (%(name)s, '/tmp')", "test")
+LOCK_VOLUME = Query("t_lock_volume",
+                    "SELECT vol_id FROM storage_volume WHERE name = %(name)s FOR UPDATE", "test")
+
+
+async def test_a_call_past_its_deadline_raises_dbtimeout_and_the_pool_recovers(db, settings):
+    quick = await Database.connect(dataclasses.replace(settings, db_statement_timeout_s=0.3))
+    try:
+        with pytest.raises(DbTimeout, match=r"t_sleep ran past its 0\.3s deadline"):
+            await quick.fetch_one(SLEEP, s=5)
+        assert await quick.fetch_val(ONE) == 1
+    finally:
+        await quick.close()
+
+
+async def test_driver_errors_become_project_errors_naming_the_query(db):
+    await db.execute(ADD_VOLUME, name="v1")
+    with pytest.raises(DbIntegrityError, match="t_add_volume"):
+        await db.execute(ADD_VOLUME, name="v1")
+    with pytest.raises(DbError, match="t_bad: Unknown column 'no_such_column'"):
+        await db.fetch_all(BAD)
+
+
+async def test_a_deadlocked_transaction_is_retried_whole(db):
+    """Two transactions lock two rows in opposite orders; the victim of the deadlock is
+    re-run from the start and both end up committed."""
+    await db.execute(ADD_VOLUME, name="a")
+    await db.execute(ADD_VOLUME, name="b")
+    first_locked, second_locked = asyncio.Event(), asyncio.Event()
+    runs = {"one": 0, "two": 0}
+
+    async def one(tx: Tx) -> None:
+        runs["one"] += 1
+        await tx.fetch_one(LOCK_VOLUME, name="a")
+        first_locked.set()
+        if runs["one"] == 1:
+            await second_locked.wait()
+        await tx.fetch_one(LOCK_VOLUME, name="b")
+
+    async def two(tx: Tx) -> None:
+        runs["two"] += 1
+        await tx.fetch_one(LOCK_VOLUME, name="b")
+        second_locked.set()
+        if runs["two"] == 1:
+            await first_locked.wait()
+        await tx.fetch_one(LOCK_VOLUME, name="a")
+
+    await asyncio.gather(db.transaction(one, name="one"), db.transaction(two, name="two"))
+    assert sorted(runs.values()) == [1, 2], runs
+
+
+async def test_a_killed_connection_is_replaced_transparently(db, settings):
+    """The server drops our connection (KILL); the next call reconnects and succeeds."""
+    victim = await Database.connect(settings, pool_size=1)
+    try:
+        conn_id = await victim.fetch_val(CONN_ID)
+        await db.execute(KILL, id=conn_id)
+        assert await victim.fetch_val(ONE) == 1
+        assert await victim.fetch_val(CONN_ID) != conn_id
+    finally:
+        await victim.close()
+
+
+async def test_an_unreachable_server_fails_with_a_clear_error(settings):
+    bad = dataclasses.replace(settings, db_dsn="mysql://root@127.0.0.1:1/ipp")
+    with pytest.raises(DbUnavailable, match=r"127\.0\.0\.1:1/ipp unreachable"):
+        await Database.connect(bad, wait_s=0)
+
+
+@pytest.fixture
+def private_server():
+    """A MariaDB server of this test's own, on a unix socket, that the test may restart."""
+    base = Path(tempfile.mkdtemp(prefix="ippdb", dir="/tmp"))
+    server = LocalMariaDB(base)
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+async def test_an_agent_carries_on_after_its_database_server_restarts(
+    private_server: LocalMariaDB, settings: Settings, tmp_path: Path
+):
+    dsn = parse_dsn(private_server.dsn("ipp_restart"))
+    own = dataclasses.replace(settings, db_dsn=dsn.url())
+    await create_database(own, dsn)
+    db = await Database.connect(own)
+    try:
+        await upgrade(db)
+        await workload.create_tables(db)
+        for _ in range(3):
+            await db.insert(W.work_add, duration_ms=0)
+        agent = AgentProcess("workload", dsn.url(), tmp_path)
+        try:
+            await eventually(lambda: _done(db, 3), what="first items done")
+            await asyncio.to_thread(private_server.stop)
+            await eventually(lambda: agent.events("heartbeat_failed"), what="agent notices")
+            await asyncio.to_thread(private_server.start)
+            for _ in range(3):
+                await db.insert(W.work_add, duration_ms=0)
+            await eventually(lambda: _done(db, 6), timeout_s=30, what="items after restart")
+            agent.send(signal.SIGTERM)
+            assert await agent.wait() == 0, agent.output()
+            assert agent.events("db_reconnect") or agent.events("heartbeat_restored")
+            assert await db.fetch_all(W.work_log_duplicates) == []
+        finally:
+            agent.kill()
+    finally:
+        await db.close()
+
+
+async def _done(db: Database, n: int) -> bool:
+    counts = {r["state"]: int(r["n"]) for r in await db.fetch_all(W.work_counts)}
+    return counts.get("done", 0) == n

@@ -1,0 +1,78 @@
+"""The settings object: defaults, TOML file, IPP_* overrides, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import DsnError, SettingsError
+from shared.settings import Settings, load_settings, parse_dsn
+
+
+def test_defaults_use_the_local_socket_database():
+    settings = load_settings(environ={})
+    assert settings == Settings()
+    assert settings.effective_dsn().startswith("mysql://root@localhost/ipp?unix_socket=")
+    assert settings.effective_dsn().endswith("var/mariadb/mysqld.sock")
+
+
+def test_environment_overrides_the_toml_file(tmp_path):
+    path = tmp_path / "ipp.toml"
+    path.write_text('heartbeat_interval_s = 2.5\nlog_level = "debug"\ndb_pool_size = 9\n')
+    settings = load_settings(environ={"IPP_SETTINGS": str(path), "IPP_DB_POOL_SIZE": "3"})
+    assert settings.heartbeat_interval_s == 2.5
+    assert settings.log_level == "debug"
+    assert settings.db_pool_size == 3
+
+
+@pytest.mark.parametrize(("environ", "toml", "message"), [
+    ({"IPP_HEARTBEAT_INTERVAL_S": "soon"}, None,
+     "IPP_HEARTBEAT_INTERVAL_S: cannot use 'soon' for setting heartbeat_interval_s"),
+    ({"IPP_DB_POOL_SIZE": "0"}, None, "setting db_pool_size must be > 0"),
+    ({"IPP_LOG_FORMAT": "xml"}, None, "log_format must be auto, json or console"),
+    ({"IPP_HEARTBEAT_GRACE_S": "90"}, None, "heartbeat_grace_s (90.0) must be below"),
+    ({}, "heartbeat = 3\n", "unknown setting(s): heartbeat"),
+    ({}, "poll_interval_s = [\n", "not valid TOML"),
+    ({"IPP_DB_DSN": "mysql://h"}, None, "names no database"),
+])
+def test_bad_settings_name_the_setting_and_the_problem(tmp_path, environ, toml, message):
+    if toml is not None:
+        path = tmp_path / "bad.toml"
+        path.write_text(toml)
+        environ = {**environ, "IPP_SETTINGS": str(path)}
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ=environ)
+    assert message in str(info.value)
+
+
+def test_a_missing_settings_file_is_named():
+    with pytest.raises(SettingsError, match=r"IPP_SETTINGS=/nonexistent/ipp\.toml: cannot read"):
+        load_settings(environ={"IPP_SETTINGS": "/nonexistent/ipp.toml"})
+
+
+def test_dsns_parse_tcp_and_socket_forms():
+    tcp = parse_dsn("mysql://ipp:s%40cret@db.example:3307/gpc1")
+    assert (tcp.user, tcp.password, tcp.host, tcp.port, tcp.database) == (
+        "ipp", "s@cret", "db.example", 3307, "gpc1")
+    sock = parse_dsn("mysql://root@localhost/ipp?unix_socket=/var/run/mysqld/mysqld.sock")
+    assert sock.connect_kwargs()["unix_socket"] == "/var/run/mysqld/mysqld.sock"
+    assert parse_dsn(sock.url()) == sock
+    assert "s@cret" not in tcp.display()
+
+
+@pytest.mark.parametrize(("dsn", "message"), [
+    ("postgres://u@h/db", "scheme must be mysql://"),
+    ("mysql://u@h:99999/db", "malformed"),
+    ("mysql://u@h", "names no database"),
+    ("mysql:///db", "names no host and no unix_socket"),
+    ("mysql://u@h/db?sslmode=on", "unknown option(s) sslmode"),
+])
+def test_malformed_dsns_are_refused(dsn, message):
+    with pytest.raises(DsnError) as info:
+        parse_dsn(dsn)
+    assert message in str(info.value)
+
+
+def test_a_password_is_never_echoed_in_a_dsn_error():
+    with pytest.raises(DsnError) as info:
+        parse_dsn("mysql://u:hunter2@h")
+    assert "hunter2" not in str(info.value)

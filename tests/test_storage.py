@@ -1,0 +1,180 @@
+"""Nebulous storage against a real MariaDB and real files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from shared.db import Database
+from shared.errors import (
+    BadKey,
+    ObjectExists,
+    ObjectGone,
+    ObjectNotFound,
+    ObjectUnavailable,
+    PathEscape,
+    StorageError,
+)
+from shared.queries import Query
+from shared.storage import Storage, parse_key
+
+TAMPER = Query("t_tamper", "UPDATE storage_instance SET relpath = %(relpath)s", "test")
+
+
+@pytest.mark.parametrize(("text", "canonical", "volume", "required"), [
+    ("neb://any/a/b.fits", "neb:///a/b.fits", None, False),
+    ("neb:///a/b.fits", "neb:///a/b.fits", None, False),
+    ("neb://vol1/a//b/./c/", "neb://vol1/a/b/c", "vol1", False),
+    ("neb://~vol2/x", "neb://~vol2/x", "vol2", True),
+])
+def test_keys_are_parsed_and_canonicalised(text, canonical, volume, required):
+    key = parse_key(text)
+    assert (str(key), key.volume, key.required) == (canonical, volume, required)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("file:///a", "does not start with neb://"),
+    ("neb://any", "has no path"),
+    ("neb://any/", "empty path"),
+    ("neb://any/a/../b", "'..' is not allowed"),
+    ("neb://any/a b", "whitespace"),
+    ("neb://any/a\tb", "whitespace"),
+    ("neb://any/caf\u00e9", "non-ASCII"),
+    ("neb://~/a", "'~' must be followed"),
+    ("neb://bad$vol/a", "bad volume name"),
+])
+def test_malformed_keys_are_refused_with_the_reason(text, problem):
+    with pytest.raises(BadKey, match=problem.replace("(", r"\(")):
+        parse_key(text)
+
+
+@pytest.fixture
+async def storage(db: Database, tmp_path: Path) -> Storage:
+    st = Storage(db)
+    await st.add_volume("vol1", tmp_path / "vol1")
+    await st.add_volume("vol2", tmp_path / "vol2")
+    return st
+
+
+async def test_create_records_md5_and_size_and_locate_finds_the_file(storage: Storage, tmp_path):
+    data = b"pixels" * 1000
+    info = await storage.create("neb://vol1/md01/o123/o123.ch.1.XY01.fits", data)
+    assert (info.bytes, info.md5sum) == (len(data), hashlib.md5(data).hexdigest())
+    path = await storage.locate("neb://any/md01/o123/o123.ch.1.XY01.fits")
+    assert path == tmp_path / "vol1" / "md01/o123/o123.ch.1.XY01.fits"
+    assert path.read_bytes() == data
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]
+    assert await storage.verify("neb:///md01/o123/o123.ch.1.XY01.fits") == []
+
+
+async def test_create_refuses_an_existing_key_and_keeps_the_original(storage: Storage):
+    await storage.create("neb://vol1/a/x", b"first")
+    with pytest.raises(ObjectExists):
+        await storage.create("neb://vol2/a/x", b"second")
+    assert await storage.read_bytes("neb:///a/x") == b"first"
+
+
+async def test_two_concurrent_creators_of_one_key_leave_one_intact_file(storage: Storage):
+    """Both write; exactly one registers; the registered file holds the winner's bytes."""
+    results = await asyncio.gather(
+        *(storage.create("neb://~vol1/race/x", bytes([i]) * 4096) for i in range(6)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, ObjectExists) for r in results if isinstance(r, BaseException))
+    assert await storage.verify("neb:///race/x") == []
+
+
+async def test_a_failed_write_registers_nothing_and_leaves_no_file(storage: Storage, tmp_path):
+    with pytest.raises(RuntimeError):
+        async with storage.create_via("neb://vol1/b/y") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer crashed")
+    assert not await storage.exists("neb:///b/y")
+    assert list((tmp_path / "vol1" / "b").iterdir()) == []
+
+
+async def test_delete_removes_every_instance_and_the_object(storage: Storage):
+    await storage.create("neb://vol1/c/z", b"data")
+    await storage.replicate("neb:///c/z", "vol2")
+    paths = [i.path for i in (await storage.stat("neb:///c/z")).instances]
+    assert len(paths) == 2 and all(p.exists() for p in paths)
+    assert await storage.delete("neb:///c/z") is True
+    assert not any(p.exists() for p in paths)
+    with pytest.raises(ObjectNotFound):
+        await storage.stat("neb:///c/z")
+    assert await storage.delete("neb:///c/z", missing_ok=True) is False
+
+
+async def test_replicate_verifies_the_copy_and_is_idempotent(storage: Storage):
+    await storage.create("neb://vol1/d/w", b"abc" * 100)
+    first = await storage.replicate("neb:///d/w", "vol2")
+    again = await storage.replicate("neb:///d/w", "vol2")
+    assert first == again and first.path.read_bytes() == b"abc" * 100
+    await storage.cull("neb:///d/w", "vol1")
+    info = await storage.stat("neb:///d/w")
+    assert [i.volume for i in info.instances] == ["vol2"]
+    with pytest.raises(StorageError, match="last instance"):
+        await storage.cull("neb:///d/w", "vol2")
+
+
+async def test_a_key_is_gone_only_when_every_instance_is_on_a_lost_volume(storage: Storage):
+    await storage.create("neb://vol1/e/v", b"x")
+    await storage.replicate("neb:///e/v", "vol2")
+    await storage.set_volume_state("vol1", "lost")
+    assert not await storage.is_gone("neb:///e/v")
+    assert (await storage.locate("neb:///e/v")).parent.parent.name == "vol2"
+    await storage.set_volume_state("vol2", "down")
+    with pytest.raises(ObjectUnavailable):
+        await storage.locate("neb:///e/v")
+    assert not await storage.is_gone("neb:///e/v")
+    await storage.set_volume_state("vol2", "lost")
+    assert await storage.is_gone("neb:///e/v")
+    with pytest.raises(ObjectGone):
+        await storage.locate("neb:///e/v")
+
+
+async def test_delete_refuses_while_a_volume_is_down_and_changes_nothing(storage: Storage):
+    await storage.create("neb://vol1/f/u", b"x")
+    await storage.replicate("neb:///f/u", "vol2")
+    await storage.set_volume_state("vol2", "down")
+    with pytest.raises(ObjectUnavailable, match="vol2"):
+        await storage.delete("neb:///f/u")
+    info = await storage.stat("neb:///f/u")
+    assert len(info.instances) == 2 and all(i.path.exists() for i in info.instances)
+
+
+async def test_a_symlink_out_of_the_volume_is_never_written_through(storage: Storage, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, tmp_path / "vol1" / "escape")
+    with pytest.raises(PathEscape, match="outside the root"):
+        await storage.create("neb://~vol1/escape/evil", b"x")
+    assert list(outside.iterdir()) == []
+    assert not await storage.exists("neb:///escape/evil")
+
+
+async def test_a_tampered_instance_path_is_never_deleted(storage: Storage, db, tmp_path):
+    victim = tmp_path / "precious"
+    victim.write_bytes(b"keep me")
+    await storage.create("neb://vol1/g/t", b"x")
+    await db.execute(TAMPER, relpath="../precious")
+    with pytest.raises(PathEscape):
+        await storage.delete("neb:///g/t")
+    assert victim.read_bytes() == b"keep me"
+
+
+async def test_volumes_are_validated(storage: Storage):
+    with pytest.raises(StorageError, match="absolute path"):
+        await storage.add_volume("vol3", "relative/root")
+    with pytest.raises(StorageError, match="already exists"):
+        await storage.add_volume("vol1", "/tmp/whatever")
+    with pytest.raises(StorageError, match="state must be one of"):
+        await storage.set_volume_state("vol1", "sideways")
+    with pytest.raises(StorageError, match="no storage volume named 'nope'"):
+        await storage.set_volume_state("nope", "down")
