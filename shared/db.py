@@ -187,11 +187,28 @@ class Database:
         return await self._call(query, params, "lastrowid")  # type: ignore[no-any-return]
 
     async def _call(self, query: Query, params: dict[str, Any], want: str) -> Any:
-        return await self._with_reconnect(
-            lambda conn: self._run(conn, query, params, want),
+        """One autocommit statement: it is its own transaction, so a deadlock victim is
+        retried the same way as :meth:`transaction` retries a whole transaction."""
+        return await self._retry_conflicts(
+            lambda: self._with_reconnect(
+                lambda conn: self._run(conn, query, params, want),
+                query.name,
+                self.settings.db_reconnect_max_s,
+            ),
             query.name,
-            self.settings.db_reconnect_max_s,
         )
+
+    async def _retry_conflicts(self, attempt_fn: Callable[[], Awaitable[T]], name: str) -> T:
+        attempts = self.settings.db_retry_attempts
+        for attempt in range(attempts):
+            try:
+                return await attempt_fn()
+            except DbConflict as exc:
+                if attempt + 1 >= attempts:
+                    raise DbConflict(f"{exc} (gave up after {attempts} attempts)") from None
+                log.info("db_retry_conflict", what=name, attempt=attempt + 1, reason=str(exc))
+                await asyncio.sleep(backoff_s(attempt, self.settings.db_backoff_base_s, 1.0))
+        raise AssertionError("unreachable")
 
     # -- transactions -------------------------------------------------------------------
 
@@ -200,19 +217,12 @@ class Database:
 
         ``fn`` may run more than once, so it must not have effects outside the database.
         """
-        attempts = self.settings.db_retry_attempts
-        for attempt in range(attempts):
-            try:
-                return await self._with_reconnect(
-                    lambda conn: self._run_tx(conn, fn), name, self.settings.db_reconnect_max_s
-                )
-            except DbConflict as exc:
-                if attempt + 1 >= attempts:
-                    raise DbConflict(f"{exc} (gave up after {attempts} attempts)") from None
-                delay = backoff_s(attempt, self.settings.db_backoff_base_s, 1.0)
-                log.info("db_tx_retry", tx=name, attempt=attempt + 1, reason=str(exc))
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        return await self._retry_conflicts(
+            lambda: self._with_reconnect(
+                lambda conn: self._run_tx(conn, fn), name, self.settings.db_reconnect_max_s
+            ),
+            name,
+        )
 
     async def _run_tx(self, conn: aiomysql.Connection, fn: Callable[[Tx], Awaitable[T]]) -> T:
         await self._guard(conn, conn.begin(), "BEGIN")

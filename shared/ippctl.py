@@ -12,7 +12,7 @@ import getpass
 import json
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +30,7 @@ from shared.settings import Settings, load_settings, parse_dsn
 from shared.storage import Storage
 
 PROG = "ippctl"
-Handler = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+Handler = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 # -- helpers -------------------------------------------------------------------------------

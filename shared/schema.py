@@ -8,6 +8,7 @@ differs from the code's (:func:`check_schema`).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +137,9 @@ async def drop_database(settings: Settings, dsn: Dsn) -> None:
     conn = await aiomysql.connect(connect_timeout=settings.db_connect_timeout_s, **kwargs)
     try:
         async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            with warnings.catch_warnings():  # "database doesn't exist" is what IF EXISTS is for
+                warnings.simplefilter("ignore", pymysql.Warning)
+                await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         conn.close()
 

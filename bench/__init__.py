@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against their anchors; ``python -m bench`` runs them all."""

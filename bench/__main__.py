@@ -1,0 +1,29 @@
+"""``python -m bench [--quick]``: run every benchmark, write bench/results/summary.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from bench import claims, idle
+from bench.common import Figure, write_results
+
+
+async def run_all(quick: bool) -> list[Figure]:
+    figures = [await claims.measure(items=1000 if quick else 3000, rounds=3 if quick else 5)]
+    figures += await idle.measure(window_s=15 if quick else 60)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
+    args = parser.parse_args()
+    figures = asyncio.run(run_all(args.quick))
+    path = write_results(figures)
+    print(path.read_text())
+    return 0 if all(f.ok for f in figures) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""What the benchmarks share: a database of their own, the machine, the results table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.db import Database
+from shared.schema import create_database, drop_database, upgrade
+from shared.settings import Settings, load_settings, parse_dsn
+from sim import workload
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure beside its anchor."""
+
+    name: str
+    ours: float
+    anchor: float
+    unit: str
+    anchor_name: str
+    target: str
+    ok: bool
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.anchor if self.anchor else float("nan")
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    server = ""
+    with contextlib.suppress(OSError):
+        server = subprocess.run(["mariadbd", "--version"], capture_output=True, text=True,
+                                check=False).stdout.strip()
+    return (f"{platform.node()}: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}"
+            f"; {server or 'server version unknown'}")
+
+
+@asynccontextmanager
+async def bench_database(name: str) -> AsyncIterator[tuple[Settings, Database]]:
+    """A fresh database ``name`` on the configured server, dropped afterwards."""
+    base = load_settings()
+    dsn = parse_dsn(base.effective_dsn()).with_database(name)
+    settings = load_settings(db_dsn=dsn.url())
+    await drop_database(settings, dsn)
+    await create_database(settings, dsn)
+    db = await Database.connect(settings, dsn, pool_size=4)
+    try:
+        await upgrade(db)
+        await workload.create_tables(db)
+        yield settings, db
+    finally:
+        await db.close()
+        await drop_database(settings, dsn)
+
+
+def write_results(figures: list[Figure], stem: str = "summary") -> Path:
+    """Write ``bench/results/<stem>.md`` (the table) and ``<stem>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# Benchmarks ({stamp})", "", f"Machine: {machine()}", "",
+        "| figure | ours | anchor | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        lines.append(
+            f"| {f.name} | {f.ours:.4g} {f.unit} | {f.anchor:.4g} {f.unit} ({f.anchor_name}) "
+            f"| {f'{f.ratio:.3f}' if f.anchor else 'n/a'} | {f.target} | {'yes' if f.ok else 'NO'} |"
+        )
+    notes = [f"- {f.name}: {f.note}" for f in figures if f.note]
+    if notes:
+        lines += ["", *notes]
+    path = RESULTS / f"{stem}.md"
+    path.write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.json").write_text(
+        json.dumps([{**asdict(f), "ratio": f.ratio} for f in figures], indent=2))
+    return path
