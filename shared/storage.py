@@ -22,7 +22,7 @@ import re
 import shutil
 import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from shared.db import Database, Row, Tx
 from shared.errors import (
     BadKey,
     DbIntegrityError,
+    DbUnavailable,
     ObjectExists,
     ObjectGone,
     ObjectNotFound,
@@ -268,29 +269,47 @@ class Storage:
         finally:
             await asyncio.to_thread(_unlink, tmp)
 
-    async def _register(self, key: NebKey, volume: Volume, tmp: Path, final: Path,
-                        size: int, md5: str) -> None:
+    async def _publish_registered(
+        self, name: str, tmp: Path, final: Path, register: Callable[[Tx], Awaitable[bool]]
+    ) -> None:
+        """Run ``register`` in one transaction; when it returns True, rename ``tmp`` to
+        ``final`` before the commit, while the rows it wrote are still locked, so no other
+        writer can publish the same file meanwhile.
+
+        If the transaction certainly did not commit, the published file is removed again. If
+        the outcome is unknown (the connection was lost), it is kept: an unregistered file is
+        harmless, a registered key without its file would be a loss.
+        """
         published = False
 
-        async def register(tx: Tx) -> None:
+        async def attempt(tx: Tx) -> None:
             nonlocal published
-            try:
-                obj_id = await tx.insert(Q.insert_object, ext_id=key.path, bytes=size, md5sum=md5)
-            except DbIntegrityError:
-                if await self._is_ours(tx, key, volume, size, md5):
-                    return  # a redo after a lost COMMIT reply: already registered
-                raise ObjectExists(f"{key} already exists") from None
-            await tx.insert(Q.insert_instance, obj_id=obj_id, vol_id=volume.vol_id, relpath=key.path)
-            # Still holding the new unique row: nobody else can publish this key meanwhile.
-            await asyncio.to_thread(_publish, tmp, final)
-            published = True
+            if await register(tx) and not published:  # a retry finds it already in place
+                await asyncio.to_thread(_publish, tmp, final)
+                published = True
 
         try:
-            await self.db.transaction(register, name="storage_create")
+            await self.db.transaction(attempt, name=name)
+        except DbUnavailable:
+            raise
         except BaseException:
             if published:
                 await asyncio.to_thread(_unlink, final)
             raise
+
+    async def _register(self, key: NebKey, volume: Volume, tmp: Path, final: Path,
+                        size: int, md5: str) -> None:
+        async def register(tx: Tx) -> bool:
+            try:
+                obj_id = await tx.insert(Q.insert_object, ext_id=key.path, bytes=size, md5sum=md5)
+            except DbIntegrityError:
+                if await self._is_ours(tx, key, volume, size, md5):
+                    return False  # a redo after a lost COMMIT reply: already registered
+                raise ObjectExists(f"{key} already exists") from None
+            await tx.insert(Q.insert_instance, obj_id=obj_id, vol_id=volume.vol_id, relpath=key.path)
+            return True
+
+        await self._publish_registered("storage_create", tmp, final, register)
 
     async def _is_ours(self, tx: Tx, key: NebKey, volume: Volume, size: int, md5: str) -> bool:
         row = await tx.fetch_one(Q.get_object_for_update, ext_id=key.path)
@@ -408,10 +427,7 @@ class Storage:
         return next(i for i in refreshed.instances if i.vol_id == target.vol_id)
 
     async def _add_instance(self, key: NebKey, target: Volume, tmp: Path, final: Path) -> None:
-        published = False
-
-        async def add(tx: Tx) -> None:
-            nonlocal published
+        async def add(tx: Tx) -> bool:
             row = await tx.fetch_one(Q.get_object_for_update, ext_id=key.path)
             if row is None:
                 raise ObjectNotFound(f"{key} was deleted while being replicated")
@@ -419,16 +435,10 @@ class Storage:
                 await tx.insert(Q.insert_instance, obj_id=row["obj_id"], vol_id=target.vol_id,
                                 relpath=key.path)
             except DbIntegrityError:
-                return  # a concurrent replicate registered it first
-            await asyncio.to_thread(_publish, tmp, final)
-            published = True
+                return False  # a concurrent replicate registered it first
+            return True
 
-        try:
-            await self.db.transaction(add, name="storage_replicate")
-        except BaseException:
-            if published:
-                await asyncio.to_thread(_unlink, final)
-            raise
+        await self._publish_registered("storage_replicate", tmp, final, add)
 
     async def cull(self, key_text: str, volume_name: str) -> None:
         """Remove the instance on one volume, refusing to remove the last readable one."""

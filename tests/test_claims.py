@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import uuid
 from collections import Counter
 
@@ -19,6 +20,7 @@ from shared.runtime.clients import ClientIdentity
 from shared.runtime.sweeper import sweep
 from shared.settings import Settings
 from sim.workload import SPEC, W
+from tests.helpers import eventually
 
 MARK_DEAD = Query("t_mark_dead", "UPDATE clients SET status = 'dead' WHERE client_id = %(id)s",
                   "test")
@@ -139,3 +141,39 @@ async def test_item_progress_is_reported_in_the_clients_row(db, settings: Settin
     (row,) = [r for r in rows if r["client_id"] == identity.client_id]
     assert row["items_done"] == 1 and row["counters"] == '{"bytes_freed": 1234}'
     assert row["status"] == "stopped" and row["current_item"] is None
+
+
+async def test_no_work_is_taken_while_the_heartbeat_cannot_be_written(db, settings: Settings):
+    """After heartbeat_grace_s without a written heartbeat, run_once is not called; once the
+    heartbeat is written again, work resumes."""
+    from shared.errors import DbUnavailable
+
+    quick = dataclasses.replace(settings, heartbeat_interval_s=0.05, heartbeat_grace_s=0.3,
+                                poll_interval_s=0.05)
+    calls: list[bool] = []
+    runner: AgentRunner
+
+    async def run_once(ctx: AgentContext) -> int:
+        calls.append(runner.heartbeat_healthy())
+        return 0
+
+    spec = AgentSpec(name="probe", run_once=run_once, background_sweep=False)
+    runner = AgentRunner(spec, quick, db, ClientIdentity.fresh("probe", ""))
+    real_heartbeat = runner.heartbeat_row.heartbeat
+    broken = True
+
+    async def heartbeat(state: object) -> bool:
+        if broken:
+            raise DbUnavailable("database unreachable (test)")
+        return await real_heartbeat(state)  # type: ignore[arg-type]
+
+    runner.heartbeat_row.heartbeat = heartbeat  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run())
+    await eventually(lambda: runner.heartbeat_lost, timeout_s=10, what="heartbeat_lost")
+    taken_when_lost = len(calls)
+    broken = False
+    await eventually(lambda: len(calls) > taken_when_lost and not runner.heartbeat_lost,
+                     timeout_s=10, what="work resumed")
+    runner.request_stop("test over")
+    assert await task == 0
+    assert all(calls), "run_once was called while the heartbeat was not being written"

@@ -189,3 +189,14 @@ async def _counts_are(db: Database, expected: dict[str, int]) -> bool:
 async def _owner_is(db: Database, item: int, cid: str | None) -> bool:
     row = await db.fetch_one(W.work_get, item_id=item)
     return row is not None and cid is not None and row["owner"] == cid
+
+
+async def test_a_client_declared_dead_exits_nonzero_so_a_fresh_one_starts(db, spawn):
+    """If the sweeper declared this client dead (its claims are gone), it must not carry on."""
+    agent = spawn("workload")
+    cid = await eventually(agent.client_id, what="agent_started")
+    await db.execute(Query("t_dead", "UPDATE clients SET status = 'dead' "
+                           "WHERE client_id = %(id)s", "test"), id=cid)
+    assert await agent.wait() == 1
+    assert agent.events("client_declared_dead")
+    assert (await client(db, cid))["status"] == "dead"
