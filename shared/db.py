@@ -158,6 +158,11 @@ class Database:
             raise
         return db
 
+    def with_settings(self, settings: Settings) -> Database:
+        """A view of this database with other deadlines and retry budgets, sharing the pool
+        (close the original, not the view)."""
+        return Database(settings, self.dsn, self._pool)
+
     async def _ping(self, wait_s: float) -> None:
         ping = Query("ping", "SELECT 1 AS ok", "db.py")
         await self._with_reconnect(lambda conn: self._run(conn, ping, None, "one"), "ping", wait_s)

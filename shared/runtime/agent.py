@@ -136,7 +136,7 @@ class AgentRunner:
             db_reconnect_max_s=settings.heartbeat_interval_s,
             db_statement_timeout_s=min(settings.db_statement_timeout_s, settings.heartbeat_grace_s),
         )
-        self.heartbeat_row = ClientRow(Database(quick, db.dsn, db._pool), identity)
+        self.heartbeat_row = ClientRow(db.with_settings(quick), identity)
         self.state = ClientState()
         self.control = Control.RUN
         self.stop_requested = asyncio.Event()
