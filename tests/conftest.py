@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shared.db import Database
 from shared.localdb import LocalMariaDB
@@ -20,6 +21,11 @@ from shared.schema import create_database, drop_database, upgrade
 from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
 from sim import workload
 from tests.helpers import FAST, AgentProcess
+
+# CI runs the same examples every time; local runs keep exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 CLEAN = [
     "DELETE FROM sim_work_log", "DELETE FROM sim_work", "DELETE FROM agent_control",
