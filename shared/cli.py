@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -30,3 +31,8 @@ def guarded(prog: str, fn: Callable[[], int]) -> int:
         return fail(prog, str(exc))
     except KeyboardInterrupt:
         return fail(prog, "interrupted", 130)
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: stop quietly, as other Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

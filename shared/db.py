@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import aiomysql
 import pymysql
+from pymysql.constants import CLIENT
 
 from shared.errors import (
     DbConflict,
@@ -147,6 +148,10 @@ class Database:
             charset="utf8mb4",
             init_command="SET SESSION time_zone = '+00:00'",
             cursorclass=aiomysql.DictCursor,
+            # rowcount = rows matched, not rows changed: guards such as
+            # "UPDATE ... WHERE id = ? AND owner = ?" must see a match even when the new
+            # values equal the old ones.
+            client_flag=CLIENT.FOUND_ROWS,
             pool_recycle=3600,
             **parsed.connect_kwargs(),
         )

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from shared import mdc
+from shared import mdc, runio, runs
 from shared.cli import EXIT_FAILED, EXIT_OK, guarded
 from shared.db import Database
 from shared.errors import DbError, IppError
@@ -27,6 +27,7 @@ from shared.log import configure_logging
 from shared.queries import Q
 from shared.schema import CODE_SCHEMA_VERSION, create_database, database_version, upgrade
 from shared.settings import Settings, load_settings, parse_dsn
+from shared.stages import OPERATOR_TARGETS, STAGES
 from shared.storage import Storage
 
 PROG = "ippctl"
@@ -313,6 +314,128 @@ async def storage_ls(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_storage(settings, go)
 
 
+# -- runs ----------------------------------------------------------------------------------
+
+
+async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[int]]) -> int:
+    db = await _connect(settings)
+    try:
+        return await fn(db)
+    finally:
+        await db.close()
+
+
+async def runs_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(db: Database) -> int:
+        rows = await runs.list_runs(db, args.stage, state=args.state, label=args.label,
+                                    limit=args.limit)
+        if args.json:
+            _print_json(rows)
+        elif rows:
+            print(_table([(r["id"], r["state"], r["label"] or "-", r["name"] or "-",
+                           r["components"], r["magicked"], r["workdir"] or "-") for r in rows],
+                         ("ID", "STATE", "LABEL", "NAME", "COMPONENTS", "MAGICKED", "WORKDIR")))
+        else:
+            print(f"no {args.stage} runs match")
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
+async def runs_set_state(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(db: Database) -> int:
+        changes = await runs.set_state(db, args.stage, args.state, run_id=args.id,
+                                       label=args.label)
+        for c in changes:
+            print(f"{args.stage} {c.run_id}: {c.was} -> {c.now}")
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
+async def runs_files(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(db: Database) -> int:
+        files = await runs.run_files(db, args.stage, args.id, md5=args.md5)
+        if args.json:
+            _print_json([runs.file_dict(f) for f in files])
+            return EXIT_OK
+        for f in files:
+            state = "gone" if f.gone else "exists" if f.exists else "missing"
+            fields = [f.component or "-", f.file_class, f.key, state,
+                      str(f.bytes) if f.bytes is not None else "-"]
+            if args.md5:
+                fields.append(f.md5sum or "-")
+            print("  ".join(fields))
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
+async def runs_export(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(db: Database) -> int:
+        text = runio.export_text(await runio.export_run(db, args.stage, args.id,
+                                                        clean=args.clean))
+        if args.output:
+            out = Path(args.output)
+            tmp = out.with_name(f".{out.name}.tmp")
+            await asyncio.to_thread(tmp.write_text, text)
+            await asyncio.to_thread(tmp.replace, out)
+            print(f"wrote {args.stage} {args.id} to {out}")
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
+async def runs_import(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IppError(f"{path}: cannot read: {exc}") from None
+
+    async def go(db: Database) -> int:
+        result = await runio.import_run(db, text, str(path))
+        if result.already_present:
+            print(f"{result.stage} {result.run_id}: already present with identical rows")
+        else:
+            print(f"imported {result.stage} {result.run_id}: {result.rows} rows")
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
+# -- sim -----------------------------------------------------------------------------------
+
+
+async def sim_survey(settings: Settings, args: argparse.Namespace) -> int:
+    from sim.survey import Survey, SurveyOptions, ensure_volumes
+
+    dvo_dir = Path(args.dvo_dir) if args.dvo_dir else Path(settings.var_dir) / "dvo" / args.site
+    options = SurveyOptions(exposures=args.exposures, chips=args.chips, seed=args.seed,
+                            site=args.site, size=args.size, stars_per_chip=args.stars_per_chip,
+                            dvo_dir=dvo_dir)
+    try:
+        options.validate()
+    except ValueError as exc:
+        raise IppError(str(exc)) from None
+
+    async def go(db: Database) -> int:
+        storage = Storage(db)
+        await ensure_volumes(storage, Path(settings.var_dir), args.site)
+        summary = await Survey(db, storage, options).run()
+        if args.json:
+            _print_json(summary.__dict__)
+        else:
+            print(f"survey {args.site}: {len(summary.exposures)} exposures, "
+                  f"{summary.detections} detections, {summary.files} files "
+                  f"({summary.bytes / 1e6:.1f} MB)")
+            for stage_name, ids_ in (("chip", summary.chip_runs), ("camera", summary.cam_runs),
+                                     ("warp", summary.warp_runs), ("stack", summary.stack_runs),
+                                     ("diff", summary.diff_runs)):
+                shown = f"{ids_[0]}..{ids_[-1]}" if ids_ else "none"
+                print(f"  {stage_name:<6} runs: {len(ids_):>4}  ids {shown}")
+            print(f"  DVO database: {summary.dvo_dir}")
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
 # -- mdc -----------------------------------------------------------------------------------
 
 
@@ -392,6 +515,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", nargs="?", default="")
     p.add_argument("--limit", type=int, default=1000)
     p.set_defaults(handler=storage_ls)
+
+    r = top.add_parser("runs", help="processing runs: list, set state, files, export/import"
+                       ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    stages = list(STAGES)
+    p = r.add_parser("list", help="runs of a stage")
+    p.add_argument("--stage", required=True, choices=stages)
+    p.add_argument("--state")
+    p.add_argument("--label")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=runs_list)
+    p = r.add_parser("set-state", help="ask for cleanup or update of runs (REFERENCE 1 rules)")
+    p.add_argument("--stage", required=True, choices=stages)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int)
+    which.add_argument("--label")
+    p.add_argument("--state", required=True, choices=list(OPERATOR_TARGETS))
+    p.set_defaults(handler=runs_set_state)
+    p = r.add_parser("files", help="every product file of a run")
+    p.add_argument("--stage", required=True, choices=stages)
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--md5", action="store_true", help="compute each file's md5 (reads them)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=runs_files)
+    p = r.add_parser("export", help="a run's rows as an mdc file (REFERENCE 4)")
+    p.add_argument("--stage", required=True, choices=stages)
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--clean", action="store_true", help="export full rows as cleaned")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(handler=runs_export)
+    p = r.add_parser("import", help="insert a run exported elsewhere (one transaction)")
+    p.add_argument("file")
+    p.set_defaults(handler=runs_import)
+
+    sim = top.add_parser("sim", help="stand-ins: the synthetic survey").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = sim.add_parser("survey", help="generate a seeded synthetic survey with real files")
+    p.add_argument("--exposures", type=int, required=True)
+    p.add_argument("--chips", type=int, required=True, help="chips per exposure (1..60)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--site", default="ipp", help="names volumes, paths and the DVO database")
+    p.add_argument("--size", type=int, default=64, help="chip and skycell size in pixels")
+    p.add_argument("--stars-per-chip", type=int, default=40)
+    p.add_argument("--dvo-dir", help="DVO catalog directory (default var/dvo/SITE)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=sim_survey)
 
     m = top.add_parser("mdc", help="mdc files").add_subparsers(dest="action", required=True,
                                                                metavar="ACTION")

@@ -130,6 +130,8 @@ class _Reader:
         return value
 
     def parse_scalar(self, kind: str, text: str, name: str) -> Any:
+        if kind in (*INT_RANGES, *FLOAT_TYPES) and text.upper() == "NULL":
+            return None  # a NULL number (database exports); psLib itself has none
         if kind in INT_RANGES:
             return self.parse_int(kind, text, name)
         if kind in FLOAT_TYPES:
@@ -237,6 +239,8 @@ def load(path: Path) -> Block:
 
 def _format_value(name: str, item: Scalar) -> str:
     kind, value = item.type, item.value
+    if value is None and kind in (*INT_RANGES, *FLOAT_TYPES):
+        return "NULL"
     if kind in INT_RANGES:
         if not isinstance(value, int) or isinstance(value, bool):
             raise MdcError(f"{name}: {kind} value must be an integer, got {value!r}")

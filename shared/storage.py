@@ -359,6 +359,17 @@ class Storage:
         """True when every instance of the key is on a lost volume."""
         return (await self.stat(key_text)).gone
 
+    async def stat_many(self, keys: list[str]) -> dict[str, Row]:
+        """Registered keys among ``keys`` (canonical path -> bytes, md5sum, instance counts),
+        in batched queries; unregistered keys are absent from the result."""
+        paths = sorted({parse_key(k).path for k in keys})
+        found: dict[str, Row] = {}
+        for start in range(0, len(paths), 500):
+            batch = tuple(paths[start:start + 500])
+            for row in await self.db.fetch_all(Q.objects_by_ext_ids, ext_ids=batch):
+                found[row["ext_id"]] = row
+        return found
+
     async def locate(self, key_text: str) -> Path:
         """The path of a readable instance, preferring the key's volume."""
         key = parse_key(key_text)

@@ -1,9 +1,10 @@
 -- Foundation: schema version, agent clients and control flags, nebulous storage.
 -- Statements end with ';' at the end of a line (the migration runner splits there).
 
+-- As in the IPP: one row, schema_version and when it was set.
 CREATE TABLE dbversion (
     schema_version INT NOT NULL,
-    updated_at DATETIME(6) NOT NULL DEFAULT NOW(6)
+    updated DATETIME(6) NOT NULL DEFAULT NOW(6)
 ) ENGINE=InnoDB;
 
 CREATE TABLE schema_migration (

@@ -51,3 +51,12 @@ WHERE o.ext_id LIKE %(prefix)s
 GROUP BY o.obj_id, o.ext_id, o.bytes, o.md5sum, o.created_at
 ORDER BY o.ext_id
 LIMIT %(limit)s;
+
+-- name: objects_by_ext_ids
+SELECT o.obj_id, o.ext_id, o.bytes, o.md5sum,
+       SUM(v.state = 'up') AS up, SUM(v.state = 'lost') AS lost, COUNT(i.ins_id) AS instances
+FROM storage_object o
+LEFT JOIN storage_instance i ON i.obj_id = o.obj_id
+LEFT JOIN storage_volume v ON v.vol_id = i.vol_id
+WHERE o.ext_id IN %(ext_ids)s
+GROUP BY o.obj_id, o.ext_id, o.bytes, o.md5sum;
