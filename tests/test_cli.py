@@ -13,6 +13,7 @@ import pytest
 
 from shared.db import Database
 from shared.queries import Q
+from shared.schema import CODE_SCHEMA_VERSION
 from tests.helpers import ROOT, agent_env, eventually
 
 
@@ -114,9 +115,10 @@ async def test_storage_commands_round_trip_a_file(db, test_dsn, tmp_path):
 async def test_db_status_and_upgrade_report_the_schema_version(db, test_dsn):
     status = run(["db", "status"], test_dsn)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert "database schema: 1" in status.stdout
+    assert f"database schema: {CODE_SCHEMA_VERSION}" in status.stdout
     upgrade = run(["db", "upgrade"], test_dsn)
-    assert upgrade.returncode == 0 and "already at schema version 1" in upgrade.stdout
+    assert upgrade.returncode == 0
+    assert f"already at schema version {CODE_SCHEMA_VERSION}" in upgrade.stdout
 
 
 async def _status(db: Database, cid: str, status: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from shared.db import Database
 from shared.queries import Q, Query
+from shared.schema import CODE_SCHEMA_VERSION
 from sim.workload import W
 from tests.helpers import eventually
 
@@ -171,10 +172,10 @@ async def test_schema_mismatch_refuses_to_start_naming_both_versions(db, spawn) 
         agent = spawn("workload", "--once")
         assert await agent.wait() == 1
         out = agent.output()
-        assert "schema version 999" in out and "this code's 1" in out
+        assert "schema version 999" in out and f"this code's {CODE_SCHEMA_VERSION}" in out
     finally:
-        await db.execute(set_version, v=1)
-    assert await db.fetch_val(Q.schema_version) == 1
+        await db.execute(set_version, v=CODE_SCHEMA_VERSION)
+    assert await db.fetch_val(Q.schema_version) == CODE_SCHEMA_VERSION
 
 
 async def _status_is(db: Database, cid: str, status: str) -> bool:
