@@ -78,8 +78,10 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
     # an update nobody needs any more may go back to cleanup; dropped runs may be cleaned.
     "goto_cleaned": frozenset({"full", "cleaned", "error_cleaned", "update", "drop",
                                "goto_cleaned"}),
+    # a pending clean or scrub may be escalated to a purge (it deletes a superset).
     "goto_purged": frozenset({"full", "cleaned", "scrubbed", "error_cleaned", "error_purged",
-                              "error_scrubbed", "update", "drop", "goto_purged"}),
+                              "error_scrubbed", "update", "drop", "goto_purged",
+                              "goto_cleaned", "goto_scrubbed"}),
     "goto_scrubbed": frozenset({"full", "cleaned", "error_cleaned", "error_scrubbed",
                                 "goto_scrubbed"}),
     # pixels back: only what cleanup left regenerable.
