@@ -84,7 +84,8 @@ def write_results(figures: list[Figure], stem: str = "summary") -> Path:
     for f in figures:
         lines.append(
             f"| {f.name} | {f.ours:.4g} {f.unit} | {f.anchor:.4g} {f.unit} ({f.anchor_name}) "
-            f"| {f'{f.ratio:.3f}' if f.anchor else 'n/a'} | {f.target} | {'yes' if f.ok else 'NO'} |"
+            f"| {f'{f.ratio:.3f}' if f.anchor and 'none' not in f.anchor_name else 'n/a'} "
+            f"| {f.target} | {'yes' if f.ok else 'NO'} |"
         )
     notes = [f"- {f.name}: {f.note}" for f in figures if f.note]
     if notes:

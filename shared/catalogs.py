@@ -23,7 +23,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from shared.errors import IppError
+from shared.errors import IppError, one_line
 
 FORMAT_VERSION = "PS1_V5"
 
@@ -139,10 +139,6 @@ def _check_columns(table: fits.FITS_rec, where: str) -> None:
                            + (f" (missing {', '.join(missing[:5])})" if missing else ""))
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 def _scaled(data: fits.FITS_rec) -> np.ndarray[Any, Any]:
     """The table with TZERO applied (np.array() of a FITS_rec would keep stored values)."""
     out = empty_table(len(data))
@@ -169,7 +165,7 @@ def read_cmf(source: Path | bytes) -> tuple[fits.Header, np.ndarray[Any, Any]]:
     except CatalogError:
         raise
     except (OSError, ValueError, TypeError, VerifyWarning) as exc:
-        raise CatalogError(f"{where}: not a readable FITS catalog: {_one_line(exc)}") from None
+        raise CatalogError(f"{where}: not a readable FITS catalog: {one_line(exc)}") from None
 
 
 def read_smf(source: Path | bytes) -> tuple[fits.Header, list[ChipCatalog]]:
@@ -183,7 +179,7 @@ def read_smf(source: Path | bytes) -> tuple[fits.Header, list[ChipCatalog]]:
     except CatalogError:
         raise
     except (OSError, ValueError, TypeError, KeyError, VerifyWarning) as exc:
-        raise CatalogError(f"{where}: not a readable smf: {_one_line(exc)}") from None
+        raise CatalogError(f"{where}: not a readable smf: {one_line(exc)}") from None
 
 
 def _read_smf(source: Path | bytes, where: str) -> tuple[fits.Header, list[ChipCatalog]]:

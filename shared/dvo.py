@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from shared.errors import IppError
+from shared.errors import IppError, one_line
 
 Array = np.ndarray[Any, Any]
 
@@ -99,7 +99,7 @@ def read_table(path: Path, columns: tuple[tuple[str, str], ...]) -> tuple[fits.H
     except DvoError:
         raise
     except (OSError, ValueError, TypeError) as exc:
-        raise DvoError(f"{path}: not a readable DVO table: {' '.join(str(exc).split())}") from None
+        raise DvoError(f"{path}: not a readable DVO table: {one_line(exc)}") from None
 
 
 @dataclass(frozen=True)

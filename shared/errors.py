@@ -8,6 +8,11 @@ errors are turned into these at one boundary (:mod:`shared.db`).
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """A library's (possibly multi-line) message folded onto one line for our errors."""
+    return " ".join(str(exc).split())
+
+
 class IppError(Exception):
     """Base of every error the project raises on purpose."""
 

@@ -154,18 +154,19 @@ class Survey:
         await self.db.execute(S.upsert_label, label=self.o.label, priority=10)
         await self.db.execute(S.upsert_label, label="second_pass", priority=5)
         first = int(await self.db.fetch_val(S.next_exp_id))
-        bar = tqdm(total=self.o.exposures, desc="exposures", unit="exp",
-                   disable=not (self.o.progress and sys.stderr.isatty()), file=sys.stderr)
-        try:
+        with self._bar(self.o.exposures, "exposures", "exp") as bar:
             for i in range(self.o.exposures):
                 await self.exposure(first + i, i)
                 bar.update(1)
-        finally:
-            bar.close()
         await self.stacks_and_diffs()
         written = await asyncio.to_thread(self.dvo.write)
         self.summary.dvo_dir = str(written)
         return self.summary
+
+    def _bar(self, total: int, desc: str, unit: str) -> tqdm[Any]:
+        """A progress bar on a terminal (stderr), silent otherwise."""
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
+                    disable=not (self.o.progress and sys.stderr.isatty()))
 
     def _exposure(self, exp_id: int, i: int) -> Exposure:
         rng = np.random.default_rng([self.o.seed, 2, i])
@@ -434,17 +435,20 @@ class Survey:
         groups: dict[tuple[str, str], list[WarpDone]] = defaultdict(list)
         for w in self.warps:
             groups[(w.skycell.skycell_id, w.filter)].append(w)
+        stackable = {k: v for k, v in sorted(groups.items()) if len(v) >= 2}
         stacks: dict[tuple[str, str], tuple[int, str]] = {}
-        for (skycell_id, filter_name), warps in sorted(groups.items()):
-            if len(warps) < 2:
-                continue
-            stacks[(skycell_id, filter_name)] = await self.stack(warps, filter_name)
+        with self._bar(len(stackable), "stacks", "stack") as bar:
+            for (skycell_id, filter_name), warps in stackable.items():
+                stacks[(skycell_id, filter_name)] = await self.stack(warps, filter_name)
+                bar.update(1)
         by_run: dict[int, list[WarpDone]] = defaultdict(list)
         for w in self.warps:
             if (w.skycell.skycell_id, w.filter) in stacks:
                 by_run[w.warp_id].append(w)
-        for _warp_id, warps in sorted(by_run.items()):
-            await self.diff(warps, stacks)
+        with self._bar(len(by_run), "diffs", "run") as bar:
+            for _warp_id, warps in sorted(by_run.items()):
+                await self.diff(warps, stacks)
+                bar.update(1)
 
     async def stack(self, warps: list[WarpDone], filter_name: str) -> tuple[int, str]:
         cell = warps[0].skycell

@@ -23,9 +23,11 @@ from tests.survey_fixture import SurveySite, make_survey, sibling
 
 #: REFERENCE 1: each table with the columns it must have (IPP names).
 REFERENCE_TABLES = {
-    "rawExp": "exp_id exp_name camera telescope dateobs filter ra decl exp_time airmass state workdir magicked",
+    "rawExp": "exp_id exp_name camera telescope dateobs filter ra decl exp_time airmass state "
+              "workdir magicked",
     "rawImfile": "exp_id class_id uri data_state bytes md5sum magicked",
-    "chipRun": "chip_id exp_id state workdir label data_group dist_group reduction dvodb tess_id end_stage magicked software_ver note",
+    "chipRun": "chip_id exp_id state workdir label data_group dist_group reduction dvodb tess_id "
+               "end_stage magicked software_ver note",
     "chipImfile": "chip_id class_id chip_imfile_id",
     "chipProcessedImfile": "chip_id exp_id class_id data_state uri path_base fault quality magicked",
     "camRun": "cam_id chip_id state workdir label magicked",
@@ -211,7 +213,7 @@ async def test_transitions_are_enforced_and_a_refusal_changes_nothing(sdb):
         await runs.set_state(sdb, "chip", "update", run_id=chip_ids[0])
     changes = await runs.set_state(sdb, "chip", "goto_cleaned", run_id=chip_ids[0])
     assert [(c.was, c.now) for c in changes] == [("full", "goto_cleaned")]
-    with pytest.raises(StageError, match="cleanup .goto_cleaned. is pending"):
+    with pytest.raises(StageError, match=r"cleanup \(goto_cleaned\) is pending"):
         await runs.set_state(sdb, "chip", "update", run_id=chip_ids[0])
     # By label: one run refused -> none changed.
     with pytest.raises(StageError, match="nothing was changed"):
