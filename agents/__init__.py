@@ -14,6 +14,7 @@ from shared.settings import Settings
 
 #: Built-in agents, by name.
 BUILTIN: dict[str, str] = {
+    "cleanup": "agents.cleanup",
     "sweeper": "agents.sweeper",
 }
 

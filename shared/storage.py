@@ -23,7 +23,7 @@ import shutil
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,20 @@ def _publish(tmp: Path, final: Path) -> None:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        _unlink(path)
+
+
+@dataclass
+class DeleteReport:
+    """What :meth:`Storage.delete_many` did with each key."""
+
+    deleted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
 
 
 class Storage:
@@ -493,6 +507,41 @@ class Storage:
 
         await self.db.transaction(forget, name="storage_delete")
         return True
+
+    async def delete_many(self, keys: list[str]) -> DeleteReport:
+        """Delete many keys with one lookup and one transaction per batch of 500.
+
+        Keys with an instance on a volume that is down are left alone and reported as
+        unavailable; unregistered keys are reported as missing. Files go first, then rows,
+        so a redo after a crash is harmless (as in :meth:`delete`).
+        """
+        report = DeleteReport()
+        paths = sorted({parse_key(k).path for k in keys})
+        for start in range(0, len(paths), 500):
+            batch = paths[start:start + 500]
+            rows = await self.db.fetch_all(Q.instances_by_ext_ids, ext_ids=tuple(batch))
+            by_path: dict[str, list[Row]] = {}
+            for row in rows:
+                by_path.setdefault(row["ext_id"], []).append(row)
+            report.missing += [f"{SCHEME}/{p}" for p in batch if p not in by_path]
+            doomed: list[Path] = []
+            obj_ids: list[int] = []
+            for path, instances in by_path.items():
+                if any(i["state"] == "down" for i in instances):
+                    report.unavailable.append(f"{SCHEME}/{path}")
+                    continue
+                for i in instances:
+                    if i["ins_id"] is not None and i["state"] == "up":
+                        doomed.append(resolve_inside(i["root"], i["relpath"], volume=i["volume"]))
+                obj_ids.append(int(instances[0]["obj_id"]))
+                report.deleted.append(f"{SCHEME}/{path}")
+            await asyncio.to_thread(_unlink_all, doomed)
+            if obj_ids:
+                async def forget(tx: Tx, ids: tuple[int, ...] = tuple(obj_ids)) -> None:
+                    await tx.execute(Q.delete_instances_of, obj_ids=ids)
+                    await tx.execute(Q.delete_objects, obj_ids=ids)
+                await self.db.transaction(forget, name="storage_delete_many")
+        return report
 
     async def list(self, prefix: str = "", limit: int = 1000) -> list[dict[str, Any]]:
         """Registered keys whose path starts with ``prefix``."""

@@ -15,7 +15,7 @@ from shared.db import Database
 from shared.dvo import DvoDatabase
 from shared.errors import DbError, MdcError
 from shared.queries import Query
-from shared.schema import create_database, drop_database, upgrade
+from shared.schema import CODE_SCHEMA_VERSION, create_database, drop_database, upgrade
 from shared.settings import Dsn, parse_dsn
 from shared.stages import STAGES, StageError
 from shared.storage import Storage
@@ -242,8 +242,8 @@ async def test_bad_import_files_are_refused_and_nothing_is_written(sdb, site, te
     count = Query("t_count", "SELECT (SELECT COUNT(*) FROM camRun) + "
                   "(SELECT COUNT(*) FROM camProcessedExp) AS n", "test")
     cases = {
-        "version": (text.replace("schema_version   S32       2", "schema_version   S32       9"),
-                    "schema version 9"),
+        "version": (text.replace(f"schema_version   S32       {CODE_SCHEMA_VERSION}",
+                                 "schema_version   S32       99"), "schema version 99"),
         "truncated": (text[: text.index("camProcessedExp  METADATA") + 60], "has no END"),
         "orphan": (text.replace("   cam_id           S64       1\n", "   cam_id           S64       5\n")
                    .replace("   cam_id           S64       5\n", "   cam_id           S64       1\n", 1),

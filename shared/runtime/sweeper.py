@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import shared.runclaims  # noqa: F401 - registers the run tables' claims for sweeping
 from shared.db import Database
 from shared.queries import Q
 from shared.runtime.claims import claimables

@@ -1,0 +1,30 @@
+"""Claim specs of the processing-run tables, registered for every sweeper.
+
+The cleanup and update agents claim runs of the same five tables (chipRun, camRun, warpRun,
+diffRun, stackRun) through the owner/claimed_at columns of migration 0003. Registering the
+specs here, in a module the sweeper imports, means any agent's sweeper releases the run
+claims of a dead cleanup or update client.
+"""
+
+from __future__ import annotations
+
+from shared.queries import Q
+from shared.runtime.claims import ClaimSpec, register_claimable
+from shared.stages import stage
+
+LIFECYCLE_STAGES = ("chip", "camera", "warp", "diff", "stack")
+
+
+def cleanup_spec(stage_name: str) -> ClaimSpec:
+    """The spec that claims a stage's runs waiting for cleanup (one label at a time)."""
+    st = stage(stage_name)
+    return ClaimSpec(
+        table=st.run_table, id_column="id",
+        select=getattr(Q, f"cleanup_claim_{stage_name}"),
+        mark=getattr(Q, f"claim_mark_{st.run_table}"),
+        release=getattr(Q, f"claim_release_{st.run_table}"),
+        release_orphans=getattr(Q, f"claim_release_orphans_{st.run_table}"),
+    )
+
+
+CLEANUP_SPECS = {name: register_claimable(cleanup_spec(name)) for name in LIFECYCLE_STAGES}

@@ -1,0 +1,247 @@
+"""The cleanup agent on a generated survey: what it deletes, what it keeps, and its guards."""
+
+from __future__ import annotations
+
+import bz2
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from shared import runs
+from shared.db import Database
+from shared.filerules import deleted_by, rule
+from shared.queries import Query
+from shared.schema import drop_database
+from shared.settings import parse_dsn
+from shared.storage import Storage
+from tests.helpers import AgentProcess
+from tests.survey_fixture import SurveySite, make_survey
+
+_numbers = itertools.count()
+RUN = Query("t_run", "SELECT state, magicked, note FROM chipRun WHERE chip_id = %(id)s", "test")
+COMPS = Query("t_comps", "SELECT class_id, data_state, magicked FROM chipProcessedImfile "
+              "WHERE chip_id = %(id)s ORDER BY class_id", "test")
+
+
+@pytest.fixture
+async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
+    survey = await make_survey(test_dsn, f"cl{next(_numbers)}", tmp_path, exposures=3, chips=2,
+                               seed=5)
+    yield survey
+    await drop_database(survey.settings, parse_dsn(survey.dsn))
+
+
+@pytest.fixture
+async def sdb(site: SurveySite) -> AsyncIterator[Database]:
+    db = await Database.connect(site.settings, pool_size=4)
+    yield db
+    await db.close()
+
+
+async def clean(site: SurveySite, tmp_path: Path, *args: str) -> AgentProcess:
+    agent = AgentProcess("cleanup", site.dsn, tmp_path, "--once", *args)
+    code = await agent.wait(timeout_s=120)
+    assert code == 0, agent.output()
+    return agent
+
+
+async def exists(sdb: Database, key: str) -> bool:
+    return await Storage(sdb).exists(key)
+
+
+async def test_goto_cleaned_deletes_what_the_rules_say_and_keeps_the_rest(site, sdb, tmp_path):
+    before = {f.key: f for f in await runs.run_files(sdb, "chip", 1)}
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    agent = await clean(site, tmp_path)
+    assert await sdb.fetch_one(RUN, id=1) == {"state": "cleaned", "magicked": -1, "note": None}
+    assert [(c["data_state"], c["magicked"]) for c in await sdb.fetch_all(COMPS, id=1)] == [
+        ("cleaned", -1), ("cleaned", -1)]
+    doomed = {r.name for r in deleted_by("chip", "cleaned")}
+    after = {f.key: f for f in await runs.run_files(sdb, "chip", 1)}
+    for key, f in before.items():
+        if f.rule in doomed:
+            assert not after[key].exists, key
+        elif f.file_class == "log":
+            assert not after[key].exists and await exists(sdb, key + ".bz2"), key
+        else:
+            assert after[key].exists, key
+    # destreak recovery copies went with their images
+    recovery = Query("t_rec", "SELECT recovery_path_base AS base, component FROM magicDSFile f "
+                     "JOIN magicDSRun r USING (magic_ds_id) WHERE r.stage = 'chip' "
+                     "AND r.stage_id = 1", "test")
+    for row in await sdb.fetch_all(recovery):
+        assert not await exists(sdb, rule("chip", "PPIMAGE.CHIP").filename(row["base"],
+                                                                           row["component"]))
+    path_base = next(iter(before.values())).key.rsplit(".XY", 1)[0]
+    log_key = f"{path_base}.cleanup.log.bz2"
+    text = bz2.decompress(await Storage(sdb).read_bytes(log_key)).decode()
+    assert "result: cleaned" in text and "deleted" in text
+    assert agent.events("cleanup_done")
+    assert (await sdb.fetch_one(Query("t_other", "SELECT state FROM chipRun WHERE chip_id = 2",
+                                      "test")))["state"] == "full"
+
+
+async def test_a_corrupt_smf_keeps_the_chip_cmf_and_b1(site, sdb, tmp_path):
+    cam = await runs.run_files(sdb, "camera", 1)
+    smf = next(f for f in cam if f.rule == "PSASTRO.OUTPUT")
+    path = await Storage(sdb).locate(smf.key)
+    path.write_bytes(path.read_bytes()[:3000])  # truncated on disk
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    await clean(site, tmp_path)
+    files = await runs.run_files(sdb, "chip", 1)
+    assert all(f.exists for f in files if f.rule in ("PSPHOT.OUTPUT", "PPIMAGE.BIN1"))
+    assert not any(f.exists for f in files if f.rule == "PPIMAGE.CHIP")
+    assert (await sdb.fetch_one(RUN, id=1))["state"] == "cleaned"
+
+
+async def test_a_missing_config_dump_refuses_that_component_and_marks_the_run(site, sdb, tmp_path):
+    files = await runs.run_files(sdb, "chip", 2)
+    victim = next(f for f in files if f.rule == "PPIMAGE.CONFIG")
+    await Storage(sdb).delete(victim.key)
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=2)
+    await clean(site, tmp_path)
+    run = await sdb.fetch_one(RUN, id=2)
+    assert run["state"] == "error_cleaned" and "config dump missing" in run["note"]
+    states = {c["class_id"]: c["data_state"] for c in await sdb.fetch_all(COMPS, id=2)}
+    assert states[victim.component] == "full"
+    assert sorted(states.values()) == ["cleaned", "full"]
+    kept = [f for f in await runs.run_files(sdb, "chip", 2)
+            if f.component == victim.component and f.rule == "PPIMAGE.CHIP"]
+    assert kept[0].exists
+
+
+async def test_goto_scrubbed_refuses_components_that_still_have_their_config(site, sdb, tmp_path):
+    await runs.set_state(sdb, "warp", "goto_scrubbed", run_id=2)
+    await clean(site, tmp_path)
+    state = await sdb.fetch_val(Query("t_w", "SELECT state FROM warpRun WHERE warp_id = 2",
+                                      "test"))
+    assert state == "error_scrubbed"
+
+
+async def test_goto_purged_also_removes_the_config_dump_but_keeps_the_background(site, sdb,
+                                                                               tmp_path):
+    await runs.set_state(sdb, "chip", "goto_purged", run_id=3)
+    await clean(site, tmp_path)
+    files = {f.rule: f for f in await runs.run_files(sdb, "chip", 3)}
+    assert not files["PPIMAGE.CONFIG"].exists and not files["PSPHOT.OUTPUT"].exists
+    assert files["PSPHOT.BACKMDL"].exists
+    assert (await sdb.fetch_one(RUN, id=3))["state"] == "purged"
+
+
+async def test_every_stage_can_be_cleaned(site, sdb, tmp_path):
+    for stage_name in ("camera", "warp", "diff", "stack"):
+        run_id = (await runs.list_runs(sdb, stage_name, limit=1))[0]["id"]
+        await runs.set_state(sdb, stage_name, "goto_cleaned", run_id=run_id)
+    await clean(site, tmp_path)
+    for stage_name in ("camera", "warp", "diff", "stack"):
+        run = (await runs.list_runs(sdb, stage_name, limit=1))[0]
+        assert run["state"] == "cleaned", stage_name
+        doomed = {r.name for r in deleted_by(stage_name, "cleaned")}
+        left = [f.key for f in await runs.run_files(sdb, stage_name, run["id"])
+                if f.rule in doomed and f.exists]
+        assert left == [], stage_name
+
+
+async def test_a_volume_down_marks_the_run_in_error_and_deletes_nothing_there(site, sdb,
+                                                                            tmp_path):
+    storage = Storage(sdb)
+    for v in await storage.volumes():
+        await storage.set_volume_state(v.name, "down")
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    await clean(site, tmp_path)
+    run = await sdb.fetch_one(RUN, id=1)
+    assert run["state"] == "error_cleaned" and "volume that is down" in run["note"]
+    for v in await storage.volumes():
+        await storage.set_volume_state(v.name, "up")
+    assert all(f.exists for f in await runs.run_files(sdb, "chip", 1)
+               if f.file_class != "log")
+
+
+async def test_dry_run_lists_deletions_and_changes_nothing(site, sdb, tmp_path):
+    before = len(await Storage(sdb).list("", limit=100000))
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    agent = await clean(site, tmp_path, "--dry-run")
+    assert "would delete" in agent.output() and ".ch.fits" in agent.output()
+    assert len(await Storage(sdb).list("", limit=100000)) == before
+    assert (await sdb.fetch_one(RUN, id=1))["state"] == "goto_cleaned"
+
+
+async def test_a_second_pass_removes_what_the_first_kept(site, sdb, tmp_path):
+    """First pass with a corrupt smf keeps the cmf; with the smf repaired, a second pass
+    (label second_pass, --all-components) deletes it."""
+    cam = await runs.run_files(sdb, "camera", 1)
+    smf_path = await Storage(sdb).locate(next(f for f in cam if f.rule == "PSASTRO.OUTPUT").key)
+    good = smf_path.read_bytes()
+    smf_path.write_bytes(good[:3000])
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    await clean(site, tmp_path)
+    assert any(f.exists for f in await runs.run_files(sdb, "chip", 1) if f.rule == "PSPHOT.OUTPUT")
+    smf_path.write_bytes(good)
+    await sdb.execute(Query("t_label", "UPDATE chipRun SET label = 'second_pass' "
+                            "WHERE chip_id = 1", "test"))
+    await runs.set_state(sdb, "chip", "goto_cleaned", label="second_pass")
+    await clean(site, tmp_path, "--all-components")
+    assert not any(f.exists for f in await runs.run_files(sdb, "chip", 1)
+                   if f.rule == "PSPHOT.OUTPUT")
+    assert (await sdb.fetch_one(RUN, id=1))["state"] == "cleaned"
+
+
+async def test_higher_label_priority_is_cleaned_first(site, sdb, tmp_path):
+    await sdb.execute(Query("t_prio", "INSERT INTO Label (label, priority) VALUES "
+                            "('urgent', 100)", "test"))
+    await sdb.execute(Query("t_lab", "UPDATE chipRun SET label = 'urgent' WHERE chip_id = 3",
+                            "test"))
+    for chip_id in (1, 2, 3):
+        await runs.set_state(sdb, "chip", "goto_cleaned", run_id=chip_id)
+    agent = await clean(site, tmp_path)
+    order = [e["run_id"] for e in agent.events("cleanup_done")]
+    assert order[0] == 3 and sorted(order) == [1, 2, 3]
+
+
+async def test_a_volume_down_under_a_deletable_file_fails_only_that_component(site, sdb,
+                                                                           tmp_path):
+    storage = Storage(sdb)
+    files = await runs.run_files(sdb, "chip", 1)
+    doomed = {r.name for r in deleted_by("chip", "cleaned")}
+    image = other_volume = None
+    for config in (f for f in files if f.rule == "PPIMAGE.CONFIG"):
+        config_volume = (await storage.stat(config.key)).instances[0].volume
+        for f in files:
+            if f.component == config.component and f.rule in doomed:
+                volume = (await storage.stat(f.key)).instances[0].volume
+                if volume != config_volume:
+                    image, other_volume = f, volume
+    assert image is not None and other_volume is not None
+    await storage.set_volume_state(other_volume, "down")
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    await clean(site, tmp_path)
+    await storage.set_volume_state(other_volume, "up")
+    run = await sdb.fetch_one(RUN, id=1)
+    assert run["state"] == "error_cleaned" and "volume is down" in run["note"]
+    assert await exists(sdb, image.key)
+
+
+async def test_a_run_left_half_done_by_a_dead_client_is_redone_exactly(site, sdb, tmp_path):
+    """As after a SIGKILL mid-run: one component already cleaned and some of the other's
+    files deleted, the run still goto_cleaned and owned by a client that is gone. The sweeper
+    releases it, the agent redoes it, and nothing outside the rules is deleted."""
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    files = await runs.run_files(sdb, "chip", 1)
+    first = files[0].component
+    doomed = {r.name for r in deleted_by("chip", "cleaned")}
+    storage = Storage(sdb)
+    for f in files:
+        if f.rule in doomed and (f.component == first or f.rule == "PPIMAGE.CHIP"):
+            await storage.delete(f.key, missing_ok=True)
+    await sdb.execute(Query("t_half", "UPDATE chipProcessedImfile SET data_state = 'cleaned' "
+                            "WHERE chip_id = 1 AND class_id = %(c)s", "test"), c=first)
+    await sdb.execute(Query("t_owned", "UPDATE chipRun SET owner = 'dead-client-0000-0000-"
+                            "000000000000', claimed_at = NOW(6) WHERE chip_id = 1", "test"))
+    await clean(site, tmp_path)
+    assert (await sdb.fetch_one(RUN, id=1))["state"] == "cleaned"
+    after = await runs.run_files(sdb, "chip", 1)
+    assert not [f.key for f in after if f.rule in doomed and f.exists]
+    kept = [f for f in after if f.rule not in doomed and f.file_class != "log"]
+    assert kept and all(f.exists for f in kept)
