@@ -112,6 +112,11 @@ class Tx:
         """Run an INSERT; returns the new AUTO_INCREMENT id."""
         return await self._db._run(self._conn, query, params, "lastrowid")  # type: ignore[no-any-return]
 
+    async def execute_many(self, query: Query, rows: list[dict[str, Any]]) -> int:
+        """Run one statement for many parameter sets (an INSERT ... VALUES becomes one
+        multi-row INSERT); returns the affected row count."""
+        return await self._db._run_many(self._conn, query, rows)
+
     async def execute_raw(self, sql: str) -> None:
         """Run trusted SQL text from the project's own migration files (no parameters)."""
         await self._db._run(self._conn, Query("migration", sql, "migration"), None, "rowcount")
@@ -313,6 +318,15 @@ class Database:
         except OSError as exc:
             conn.close()
             raise DbUnavailable(f"database {self.dsn.display()} unreachable during {what}: {exc}") from None
+
+    async def _run_many(self, conn: aiomysql.Connection, query: Query,
+                        rows: list[dict[str, Any]]) -> int:
+        async def go() -> int:
+            async with conn.cursor() as cur:
+                await cur.executemany(query.sql, rows)
+                return int(cur.rowcount)
+
+        return await self._guard(conn, go(), query.name)  # type: ignore[no-any-return]
 
     async def _run(
         self,
