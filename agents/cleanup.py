@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bz2
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,17 +144,22 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
 # -- doing ---------------------------------------------------------------------------------
 
 
-async def _compress(storage: Storage, key: str) -> bool:
-    """Replace a log by its bzip2 copy (``<key>.bz2``); idempotent."""
-    if not await storage.exists(key):
-        return False  # already compressed, or never written
-    packed = f"{key}.bz2"
-    if not await storage.exists(packed):
-        data = await storage.read_bytes(key)
-        with contextlib.suppress(ObjectExists):  # a previous attempt got this far
-            await storage.create(packed, await asyncio.to_thread(bz2.compress, data, 9))
-    await storage.delete(key, missing_ok=True)
-    return True
+async def _compress_logs(storage: Storage, keys: list[str], lines: list[str]) -> None:
+    """Replace logs by bzip2 copies (``<key>.bz2``) in batches; idempotent."""
+    present = await storage.stat_many(keys)
+    todo = [k for k in keys if parse_key(k).path in present]
+    if not todo:
+        return
+    packed_exist = await storage.stat_many([f"{k}.bz2" for k in todo])
+    paths = await storage.paths_many(todo)
+    fresh = [k for k in todo if parse_key(f"{k}.bz2").path not in packed_exist
+             and parse_key(k).path in paths]
+    packed = await asyncio.to_thread(
+        lambda: [(f"{k}.bz2", bz2.compress(paths[parse_key(k).path].read_bytes(), 9))
+                 for k in fresh])
+    await storage.create_many(packed)
+    report = await storage.delete_many(todo)
+    lines += [f"compressed {k}" for k in report.deleted]
 
 
 async def _write_run_log(storage: Storage, plan: RunPlan, lines: list[str]) -> str:
@@ -178,31 +182,38 @@ async def _write_run_log(storage: Storage, plan: RunPlan, lines: list[str]) -> s
     raise StorageError(f"{base}: too many cleanup logs")
 
 
-async def clean_component(ctx: AgentContext, storage: Storage, plan: RunPlan,
-                          comp: ComponentPlan, lines: list[str]) -> str | None:
-    """Delete one component's files; returns the problem, or None when it is done."""
-    label = comp.name or plan.stage
-    if comp.note:
-        lines.append(f"{label}: {comp.note}")
-    if comp.problem:
-        lines.append(f"{label}: NOT CLEANED: {comp.problem}")
-        return f"{label}: {comp.problem}"
-    report = await storage.delete_many(comp.deletes)
-    if report.unavailable:
-        lines.append(f"{label}: NOT CLEANED: volume down for {', '.join(report.unavailable)}")
-        return f"{label}: a storage volume is down"
-    lines += [f"{label}: deleted {key}" for key in report.deleted]
-    lines += [f"{label}: already gone {key}" for key in report.missing]
-    for log_key in comp.logs:
-        if await _compress(storage, log_key):
-            lines.append(f"{label}: compressed {log_key}")
-    if stage(plan.stage).per_file_state:
-        await ctx.db.execute(getattr(Q, f"cleanup_component_state_{plan.stage}"),
-                             id=plan.run["id"], component=comp.name, state=plan.target,
-                             unmagic=True)
+async def clean_components(ctx: AgentContext, storage: Storage, plan: RunPlan,
+                           lines: list[str]) -> list[str]:
+    """Delete the files of every component of the run in batches; returns the problems."""
+    problems = []
+    ready = []
+    for comp in plan.components:
+        label = comp.name or plan.stage
+        if comp.note:
+            lines.append(f"{label}: {comp.note}")
+        if comp.problem:
+            lines.append(f"{label}: NOT CLEANED: {comp.problem}")
+            problems.append(f"{label}: {comp.problem}")
+        else:
+            ready.append(comp)
+    owner = {parse_key(k).path: c.name for c in ready for k in c.deletes}
+    report = await storage.delete_many([k for c in ready for k in c.deletes])
+    blocked = {owner[parse_key(k).path] for k in report.unavailable}
+    for name in sorted(blocked, key=str):
+        label = name or plan.stage
+        lines.append(f"{label}: NOT CLEANED: a storage volume is down")
+        problems.append(f"{label}: a storage volume is down")
+    lines += [f"{owner[parse_key(k).path] or plan.stage}: deleted {k}" for k in report.deleted]
+    lines += [f"already gone {k}" for k in report.missing]
+    done = [c for c in ready if c.name not in blocked]
+    await _compress_logs(storage, [k for c in done for k in c.logs], lines)
+    if stage(plan.stage).per_file_state and done:
+        await ctx.db.execute(getattr(Q, f"cleanup_components_state_{plan.stage}"),
+                             id=plan.run["id"], state=plan.target,
+                             components=tuple(str(c.name) for c in done))
     ctx.count("files_deleted", len(report.deleted))
-    ctx.count("components_cleaned")
-    return None
+    ctx.count("components_cleaned", len(done))
+    return problems
 
 
 async def clean_run(ctx: AgentContext, stage_name: str, run: Row) -> None:
@@ -216,12 +227,9 @@ async def clean_run(ctx: AgentContext, stage_name: str, run: Row) -> None:
     plan = RunPlan(stage_name, run, run["state"], target, [])
     try:
         plan = await plan_run(storage, stage_name, run, every=ctx.args.all_components)
-        # A run is finished once started (its components are small, and the claim is ours);
-        # pause and stop are honoured between runs.
-        for comp in plan.components:
-            problem = await clean_component(ctx, storage, plan, comp, lines)
-            if problem:
-                problems.append(problem)
+        # A run is finished once started (it is one batch, and the claim is ours); pause and
+        # stop are honoured between runs.
+        problems = await clean_components(ctx, storage, plan, lines)
     except (StorageError, catalogs.CatalogError) as exc:
         problems.append(f"run: {exc}")
         lines.append(f"FAILED: {exc}")

@@ -191,6 +191,26 @@ def _unlink_all(paths: list[Path]) -> None:
         _unlink(path)
 
 
+def _write_all(items: list[tuple[Path, bytes]]) -> list[tuple[int, str]]:
+    """Write and fsync each temporary file; returns (bytes, md5) of each."""
+    out = []
+    for tmp, data in items:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        out.append((len(data), hashlib.md5(data).hexdigest()))
+    return out
+
+
+def _publish_all(moves: list[tuple[Path, Path]]) -> None:
+    for tmp, final in moves:
+        os.replace(tmp, final)
+    for directory in {final.parent for _, final in moves}:
+        _fsync_dir(directory)
+
+
 @dataclass
 class DeleteReport:
     """What :meth:`Storage.delete_many` did with each key."""
@@ -231,7 +251,8 @@ class Storage:
         return Volume.from_row(row)
 
     async def volumes(self) -> list[Volume]:
-        return [Volume.from_row(r) for r in await self.db.fetch_all(Q.list_volumes)]
+        """Every volume (without file counts: this runs on every create)."""
+        return [Volume.from_row(r) for r in await self.db.fetch_all(Q.volumes_brief)]
 
     async def set_volume_state(self, name: str, state: str) -> None:
         if state not in VOLUME_STATES:
@@ -240,7 +261,10 @@ class Storage:
             await self.volume(name)  # raises for an unknown name; else the state was unchanged
 
     async def _choose_volume(self, key: NebKey) -> Volume:
-        volumes = [v for v in await self.volumes()]
+        return self._place(key, await self.volumes())
+
+    @staticmethod
+    def _place(key: NebKey, volumes: list[Volume]) -> Volume:
         if key.volume is not None:
             named = next((v for v in volumes if v.name == key.volume), None)
             if key.required:
@@ -542,6 +566,63 @@ class Storage:
                     await tx.execute(Q.delete_objects, obj_ids=ids)
                 await self.db.transaction(forget, name="storage_delete_many")
         return report
+
+    async def paths_many(self, keys: list[str]) -> dict[str, Path]:
+        """A readable instance path (on a volume that is up) for each registered key, by its
+        canonical path; keys without one are absent."""
+        paths = sorted({parse_key(k).path for k in keys})
+        found: dict[str, Path] = {}
+        for start in range(0, len(paths), 500):
+            rows = await self.db.fetch_all(Q.instances_by_ext_ids,
+                                           ext_ids=tuple(paths[start:start + 500]))
+            for row in rows:
+                if row["ins_id"] is not None and row["state"] == "up" and row["ext_id"] not in found:
+                    found[row["ext_id"]] = resolve_inside(row["root"], row["relpath"],
+                                                          volume=row["volume"])
+        return found
+
+    async def create_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Store many new keys with one volume lookup, one thread call for the writes and
+        one registering transaction (files are published inside it, as :meth:`create_via`
+        does). Any key that exists already fails the whole batch with ObjectExists."""
+        if not items:
+            return
+        volumes = await self.volumes()
+        placed: list[tuple[NebKey, Volume, Path, Path, bytes]] = []
+        for key_text, data in items:
+            key = parse_key(key_text)
+            volume = self._place(key, volumes)
+            final = resolve_inside(volume.root, key.path, volume=volume.name)
+            placed.append((key, volume, final, final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}",
+                           data))
+        hashed = await asyncio.to_thread(_write_all, [(tmp, data) for *_, tmp, data in placed])
+        published: list[Path] = []
+
+        async def register(tx: Tx) -> None:
+            rows = [{"ext_id": k.path, "bytes": size, "md5sum": md5}
+                    for (k, *_), (size, md5) in zip(placed, hashed, strict=True)]
+            try:
+                await tx.execute_many(Q.insert_object, rows)
+            except DbIntegrityError as exc:
+                raise ObjectExists(f"a key of this batch already exists: {exc}") from None
+            by_volume: dict[int, list[str]] = {}
+            for k, volume, *_ in placed:
+                by_volume.setdefault(volume.vol_id, []).append(k.path)
+            for vol_id, ext_ids in by_volume.items():
+                await tx.execute(Q.instances_from_objects, vol_id=vol_id, ext_ids=tuple(ext_ids))
+            if not published:
+                await asyncio.to_thread(_publish_all, [(tmp, final) for _, _, final, tmp, _ in placed])
+                published.extend(final for _, _, final, _, _ in placed)
+
+        try:
+            await self.db.transaction(register, name="storage_create_many")
+        except DbUnavailable:
+            raise
+        except BaseException:
+            await asyncio.to_thread(_unlink_all, published)
+            raise
+        finally:
+            await asyncio.to_thread(_unlink_all, [tmp for _, _, _, tmp, _ in placed])
 
     async def list(self, prefix: str = "", limit: int = 1000) -> list[dict[str, Any]]:
         """Registered keys whose path starts with ``prefix``."""

@@ -52,11 +52,6 @@ SET state = %(state)s, magicked = IF(%(unmagic)s AND magicked > 0, -1, magicked)
     note = %(note)s, owner = NULL, claimed_at = NULL
 WHERE chip_id = %(id)s AND owner = %(owner)s AND state = %(goal)s;
 
--- name: cleanup_component_state_chip
-UPDATE chipProcessedImfile
-SET data_state = %(state)s, magicked = IF(%(unmagic)s AND magicked > 0, -1, magicked)
-WHERE chip_id = %(id)s AND class_id = %(component)s;
-
 -- name: cleanup_claim_camera
 SELECT r.cam_id AS id, r.state, r.label, r.workdir, r.magicked, r.note
 FROM camRun r
@@ -107,11 +102,6 @@ SET state = %(state)s, magicked = IF(%(unmagic)s AND magicked > 0, -1, magicked)
     note = %(note)s, owner = NULL, claimed_at = NULL
 WHERE warp_id = %(id)s AND owner = %(owner)s AND state = %(goal)s;
 
--- name: cleanup_component_state_warp
-UPDATE warpSkyfile
-SET data_state = %(state)s, magicked = IF(%(unmagic)s AND magicked > 0, -1, magicked)
-WHERE warp_id = %(id)s AND skycell_id = %(component)s;
-
 -- name: cleanup_claim_diff
 SELECT r.diff_id AS id, r.state, r.label, r.workdir, r.magicked, r.note
 FROM diffRun r
@@ -136,11 +126,6 @@ UPDATE diffRun
 SET state = %(state)s, magicked = IF(%(unmagic)s AND magicked > 0, -1, magicked),
     note = %(note)s, owner = NULL, claimed_at = NULL
 WHERE diff_id = %(id)s AND owner = %(owner)s AND state = %(goal)s;
-
--- name: cleanup_component_state_diff
-UPDATE diffSkyfile
-SET data_state = %(state)s, magicked = IF(%(unmagic)s AND magicked > 0, -1, magicked)
-WHERE diff_id = %(id)s AND skycell_id = %(component)s;
 
 -- name: cleanup_claim_stack
 SELECT r.stack_id AS id, r.state, r.label, r.workdir, 0 AS magicked, r.note
@@ -177,3 +162,18 @@ FROM camRun c LEFT JOIN camProcessedExp p ON p.cam_id = c.cam_id
 WHERE c.chip_id = %(id)s
 ORDER BY c.cam_id;
 
+
+-- name: cleanup_components_state_chip
+UPDATE chipProcessedImfile
+SET data_state = %(state)s, magicked = IF(magicked > 0, -1, magicked)
+WHERE chip_id = %(id)s AND class_id IN %(components)s;
+
+-- name: cleanup_components_state_warp
+UPDATE warpSkyfile
+SET data_state = %(state)s, magicked = IF(magicked > 0, -1, magicked)
+WHERE warp_id = %(id)s AND skycell_id IN %(components)s;
+
+-- name: cleanup_components_state_diff
+UPDATE diffSkyfile
+SET data_state = %(state)s, magicked = IF(magicked > 0, -1, magicked)
+WHERE diff_id = %(id)s AND skycell_id IN %(components)s;

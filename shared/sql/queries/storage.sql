@@ -73,3 +73,10 @@ DELETE FROM storage_instance WHERE obj_id IN %(obj_ids)s;
 
 -- name: delete_objects
 DELETE FROM storage_object WHERE obj_id IN %(obj_ids)s;
+
+-- name: volumes_brief
+SELECT vol_id, name, host, root, state, allocate FROM storage_volume ORDER BY name;
+
+-- name: instances_from_objects
+INSERT INTO storage_instance (obj_id, vol_id, relpath)
+SELECT obj_id, %(vol_id)s, ext_id FROM storage_object WHERE ext_id IN %(ext_ids)s;
