@@ -45,6 +45,8 @@ from shared.queries import Q
 
 SCHEME = "neb://"
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: Anything but printable, non-space ASCII.
+_BAD_CHAR = re.compile(r"[^\x21-\x7e]")
 _CHUNK = 1 << 20
 VOLUME_STATES = ("up", "down", "lost")
 
@@ -75,11 +77,11 @@ def parse_key(text: str) -> NebKey:
     """
     if not isinstance(text, str) or not text.startswith(SCHEME):
         raise BadKey(f"storage key {text!r} does not start with {SCHEME}")
-    for ch in text:
-        if ch.isspace():
+    bad = _BAD_CHAR.search(text)
+    if bad:
+        if bad.group().isspace():
             raise BadKey(f"storage key {text!r} contains whitespace")
-        if not 0x20 < ord(ch) < 0x7F:
-            raise BadKey(f"storage key {text!r} contains a control or non-ASCII character")
+        raise BadKey(f"storage key {text!r} contains a control or non-ASCII character")
     rest = text[len(SCHEME):]
     volume_part, sep, path_part = rest.partition("/")
     if not sep:
@@ -150,6 +152,38 @@ def resolve_inside(root: str | Path, relpath: str, *, volume: str = "?") -> Path
             f"of volume {volume}"
         )
     return target
+
+
+class Resolver:
+    """``resolve_inside`` for many paths of one batch: each directory is resolved once.
+
+    The final name is checked on its own: if it is a symlink it is resolved and must stay
+    inside the root too. A cache lives for one batch only, so a directory swapped for a
+    symlink later is seen by the next batch.
+    """
+
+    def __init__(self) -> None:
+        self._dirs: dict[tuple[str, str], Path] = {}
+        self._roots: dict[str, Path] = {}
+
+    def __call__(self, root: str, relpath: str, *, volume: str = "?") -> Path:
+        base = self._roots.get(root)
+        if base is None:
+            base = self._roots[root] = Path(root).resolve()
+        parent, _, name = relpath.rpartition("/")
+        directory = self._dirs.get((root, parent))
+        if directory is None:
+            directory = (base / parent).resolve() if parent else base
+            if not directory.is_relative_to(base):
+                raise PathEscape(f"storage path {relpath!r} resolves to {directory / name}, "
+                                 f"outside the root {base} of volume {volume}")
+            self._dirs[(root, parent)] = directory
+        target = directory / name
+        if not name or name in (".", "..") or (target.is_symlink()
+                                                and not target.resolve().is_relative_to(base)):
+            raise PathEscape(f"storage path {relpath!r} resolves to {target.resolve()}, "
+                             f"outside the root {base} of volume {volume}")
+        return target
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
@@ -550,13 +584,14 @@ class Storage:
             report.missing += [f"{SCHEME}/{p}" for p in batch if p not in by_path]
             doomed: list[Path] = []
             obj_ids: list[int] = []
+            resolve = Resolver()
             for path, instances in by_path.items():
                 if any(i["state"] == "down" for i in instances):
                     report.unavailable.append(f"{SCHEME}/{path}")
                     continue
                 for i in instances:
                     if i["ins_id"] is not None and i["state"] == "up":
-                        doomed.append(resolve_inside(i["root"], i["relpath"], volume=i["volume"]))
+                        doomed.append(resolve(i["root"], i["relpath"], volume=i["volume"]))
                 obj_ids.append(int(instances[0]["obj_id"]))
                 report.deleted.append(f"{SCHEME}/{path}")
             await asyncio.to_thread(_unlink_all, doomed)
@@ -572,13 +607,14 @@ class Storage:
         canonical path; keys without one are absent."""
         paths = sorted({parse_key(k).path for k in keys})
         found: dict[str, Path] = {}
+        resolve = Resolver()
         for start in range(0, len(paths), 500):
             rows = await self.db.fetch_all(Q.instances_by_ext_ids,
                                            ext_ids=tuple(paths[start:start + 500]))
             for row in rows:
                 if row["ins_id"] is not None and row["state"] == "up" and row["ext_id"] not in found:
-                    found[row["ext_id"]] = resolve_inside(row["root"], row["relpath"],
-                                                          volume=row["volume"])
+                    found[row["ext_id"]] = resolve(row["root"], row["relpath"],
+                                                   volume=row["volume"])
         return found
 
     async def create_many(self, items: list[tuple[str, bytes]]) -> None:

@@ -178,3 +178,27 @@ async def test_volumes_are_validated(storage: Storage):
         await storage.set_volume_state("vol1", "sideways")
     with pytest.raises(StorageError, match="no storage volume named 'nope'"):
         await storage.set_volume_state("nope", "down")
+
+
+async def test_batch_deletes_refuse_a_tampered_path_and_touch_nothing(storage: Storage, db,
+                                                                      tmp_path):
+    victim = tmp_path / "precious"
+    victim.write_bytes(b"keep me")
+    await storage.create("neb://vol1/h/s", b"x")
+    await storage.create("neb://vol1/h/t", b"y")
+    await db.execute(TAMPER, relpath="../precious")
+    with pytest.raises(PathEscape):
+        await storage.delete_many(["neb:///h/s", "neb:///h/t"])
+    assert victim.read_bytes() == b"keep me"
+
+
+async def test_a_symlinked_file_pointing_out_is_refused_in_batches(storage: Storage, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret")
+    info = await storage.create("neb://vol1/i/link", b"x")
+    path = info.instances[0].path
+    path.unlink()
+    os.symlink(outside, path)
+    with pytest.raises(PathEscape):
+        await storage.paths_many(["neb:///i/link"])
+    assert outside.read_bytes() == b"secret"
