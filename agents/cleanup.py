@@ -266,16 +266,32 @@ async def run_once(ctx: AgentContext) -> int:
         return await dry_run(ctx)
     handled = 0
     for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
+        spec = CLEANUP_SPECS[pending["stage"]]
         while ctx.keep_going():
-            rows = await ctx.claimer.claim(CLEANUP_SPECS[pending["stage"]], limit=1,
+            rows = await ctx.claimer.claim(spec, limit=ctx.settings.cleanup_parallel_runs,
                                            label=pending["label"])
             if not rows:
                 break
-            await clean_run(ctx, pending["stage"], rows[0])
-            handled += 1
+            await _clean_together(ctx, pending["stage"], rows)
+            handled += len(rows)
         if not ctx.keep_going():
             break
     return handled
+
+
+async def _clean_together(ctx: AgentContext, stage_name: str, rows: list[Row]) -> None:
+    """Clean the claimed runs concurrently; if one fails on a database error, the others
+    are cancelled and every claim not finished is handed back before the error goes on."""
+    spec = CLEANUP_SPECS[stage_name]
+    try:
+        async with asyncio.TaskGroup() as group:
+            for row in rows:
+                group.create_task(clean_run(ctx, stage_name, row), name=f"clean-{row['id']}")
+    except BaseException:
+        for row in rows:
+            if (spec, row["id"]) in ctx.claimer.held.items():
+                await ctx.claimer.release(spec, row["id"])
+        raise
 
 
 async def dry_run(ctx: AgentContext) -> int:

@@ -55,6 +55,9 @@ class Settings:
     drain_timeout_s: float = 20.0
     client_retention_days: float = 7.0
 
+    # Cleanup agent: runs cleaned at once by one process (overlaps database and disk waits).
+    cleanup_parallel_runs: int = 4
+
     # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
     # can plug in its own agent modules.
     extra_agents: str = ""
@@ -79,6 +82,7 @@ class Settings:
             "db_pool_size", "db_connect_timeout_s", "db_statement_timeout_s",
             "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
             "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
+            "cleanup_parallel_runs",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
