@@ -37,11 +37,17 @@ db: venv
 	$(BIN)/ippctl db upgrade
 
 demo: db
+	@if [ "$$($(BIN)/ippctl runs list --stage chip --limit 1 --json)" = "[]" ]; then \
+	  echo "generating a small synthetic survey (first demo run)"; \
+	  $(BIN)/ippctl sim survey --exposures 3 --chips 4 --seed 1; \
+	fi
 	@echo
 	@echo "IPP agents under supervisord (Ctrl-C stops everything cleanly)."
 	@echo "  agent logs:   logs/<agent>.log (JSON lines), supervisord: logs/supervisord.log"
 	@echo "  clients:      $(BIN)/ippctl clients list"
 	@echo "  processes:    $(BIN)/supervisorctl -c supervisord.conf status"
+	@echo "  try cleanup:  $(BIN)/ippctl runs set-state --stage chip --id 1 --state goto_cleaned"
+	@echo "                $(BIN)/ippctl runs list --stage chip"
 	@echo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/supervisord -n -c supervisord.conf
 
