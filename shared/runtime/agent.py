@@ -191,6 +191,10 @@ class AgentRunner:
         return self.exit_code
 
     async def _run_tasks(self) -> None:
+        if self.spec.background_sweep:
+            # Release what dead clients still hold before looking for work, so a restarted
+            # (or --once) agent finds it; the sweeper task then runs every sweep_interval_s.
+            await self._sweep_once()
         background = {asyncio.create_task(self._heartbeat_loop(), name="heartbeat")}
         if self.spec.background_sweep:
             background.add(asyncio.create_task(self._sweep_loop(), name="sweeper"))
@@ -370,18 +374,22 @@ class AgentRunner:
                 async with asyncio.timeout(interval):
                     await self.beat_now.wait()
 
+    async def _sweep_once(self) -> None:
+        try:
+            result = await sweep(self.db, self.settings)
+        except DbError as exc:
+            self.log.warning("sweep_failed", error=str(exc))
+            return
+        if result.clients_dead or result.claims_released or result.clients_pruned:
+            self.log.info("sweep", clients_dead=result.clients_dead,
+                          claims_released=result.claims_released,
+                          clients_pruned=result.clients_pruned)
+
     async def _sweep_loop(self) -> None:
         """Run the sweeper every ``sweep_interval_s`` (jittered so agents spread out)."""
         while True:
-            try:
-                result = await sweep(self.db, self.settings)
-                if result.clients_dead or result.claims_released or result.clients_pruned:
-                    self.log.info("sweep", clients_dead=result.clients_dead,
-                                  claims_released=result.claims_released,
-                                  clients_pruned=result.clients_pruned)
-            except DbError as exc:
-                self.log.warning("sweep_failed", error=str(exc))
             await asyncio.sleep(self.settings.sweep_interval_s * random.uniform(0.9, 1.1))
+            await self._sweep_once()
 
     # -- signals -----------------------------------------------------------------------------
 
