@@ -13,7 +13,9 @@ run "with the run's recipes" (REFERENCE 3).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,25 @@ def config_dump(recipe_block: Block, inputs: dict[str, tuple[str, Any]]) -> byte
     return mdc.dumps(doc).encode()
 
 
+#: What each stage's config dump records in its INPUTS block (name, mdc type).
+DUMP_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "chip": (("EXP_NAME", "STR"), ("CLASS_ID", "STR"), ("CHIP_ID", "S64")),
+    "camera": (("EXP_NAME", "STR"), ("CAM_ID", "S64")),
+    "warp": (("EXP_NAME", "STR"), ("SKYCELL_ID", "STR"), ("WARP_ID", "S64")),
+    "stack": (("SKYCELL_ID", "STR"), ("STACK_ID", "S64"), ("FILTER", "STR")),
+    "diff": (("SKYCELL_ID", "STR"), ("DIFF_ID", "S64"), ("WARP_ID", "S64"), ("STACK_ID", "S64")),
+}
+
+
+def dump_for(stage: str, recipe_block: Block, values: Mapping[str, Any]) -> bytes:
+    """The config dump of one component of ``stage`` processed with ``recipe_block``."""
+    try:
+        return config_dump(recipe_block, {name: (kind, values[name])
+                                          for name, kind in DUMP_INPUTS[stage]})
+    except KeyError as exc:
+        raise MdcError(f"{stage} config dump: no value for {exc.args[0]}") from None
+
+
 def read_recipe(dump: bytes, source: str = "config dump") -> Block:
     """The RECIPE block of a config dump (MdcError if it is not one)."""
     doc = mdc.loads(dump.decode("utf-8"), source)
@@ -104,6 +125,23 @@ class Exposure:
     @property
     def zpt_obs(self) -> float:
         return ZERO_POINTS[self.filter] - 0.1 * (self.airmass - 1.0)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Exposure:
+        """The exposure as its rawExp row records it (exp_id, exp_name, filter, dateobs,
+        exp_time, airmass, ra, decl): what a regeneration processes with, so the survey
+        processes with exactly these values too."""
+        when = row["dateobs"]
+        if isinstance(when, str):
+            when = datetime.fromisoformat(when)
+        return cls(int(row["exp_id"]), str(row["exp_name"]), str(row["filter"]).split(".")[0],
+                   mjd_of(when), float(row["exp_time"]), float(row["airmass"]),
+                   float(row["ra"]), float(row["decl"]))
+
+
+def mjd_of(when: datetime) -> float:
+    """Modified Julian date of a (naive UTC) datetime."""
+    return 40587 + (when - datetime(1970, 1, 1)).total_seconds() / 86400
 
 
 def photcode(filter_name: str, class_id: str) -> int:
@@ -277,6 +315,32 @@ def process_chip(raw: bytes, block: Block, inp: ChipInputs, *, dump: bytes,
         products["PSPHOT.PSF.SAVE"] = _psf_file(fwhm)
     return ChipResult(products, ChipCatalog(inp.class_id, header, found.table), found.stats,
                       b1, b2)
+
+
+#: The chip products a destreak blanks (and keeps as recovery copies).
+DESTREAK_RULES = ("PPIMAGE.CHIP", "PPIMAGE.CHIP.MASK", "PPIMAGE.CHIP.VARIANCE")
+#: The mask bit a destreak sets on streak pixels.
+STREAK_BIT = 0x100
+
+
+def destreak(products: dict[str, bytes], streak: Array, header: dict[str, Any],
+             names: tuple[str, ...] = DESTREAK_RULES) -> dict[str, bytes]:
+    """Blank the streak in a chip's image and variance and flag it in its mask.
+
+    ``streak`` is the camera stage's streak mask for the chip (non-zero on the streak).
+    Returns the destreaked products; the originals are what a destreak keeps as recovery
+    files. Deterministic, so a regenerated chip destreaks to the same bytes.
+    """
+    out = dict(products)
+    on = np.asarray(streak) != 0
+    for name in names:
+        data, _ = imaging.read_fits_image(products[name])
+        if name.endswith("MASK"):
+            data = np.where(on, data | STREAK_BIT, data).astype(data.dtype)
+        else:
+            data = np.where(on, 0, data).astype(data.dtype)
+        out[name] = imaging.fits_image(data, header)
+    return out
 
 
 def mosaic(tiles: dict[str, Array]) -> Array:

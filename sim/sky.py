@@ -118,9 +118,18 @@ def skycells(ra: float, dec: float, half_width_deg: float, size: int) -> list[Sk
     projection = 1000 + math.floor((dec + 90) * 10) % 1000
     for j in range(n):
         for i in range(n):
-            c_ra = ra + (-half_width_deg + (i + 0.5) * CHIP_DEG) / cosd
-            c_dec = dec - half_width_deg + (j + 0.5) * CHIP_DEG
+            # rounded so the centre survives a trip through a DOUBLE column exactly
+            c_ra = round(ra + (-half_width_deg + (i + 0.5) * CHIP_DEG) / cosd, 9)
+            c_dec = round(dec - half_width_deg + (j + 0.5) * CHIP_DEG, 9)
             cells.append(Skycell(f"skycell.{projection}.{j * n + i:03d}", TESS_ID,
                                  Wcs(c_ra, c_dec, (size - 1) / 2, (size - 1) / 2,
                                      CHIP_DEG / size), size))
     return cells
+
+
+def skycell_from_row(row: dict[str, Any]) -> Skycell:
+    """A skycell as the ``skycell`` table records it."""
+    size = int(row["size_px"])
+    return Skycell(str(row["skycell_id"]), str(row["tess_id"]),
+                   Wcs(float(row["ra"]), float(row["decl"]), (size - 1) / 2, (size - 1) / 2,
+                       float(row["scale_deg"])), size)

@@ -5,7 +5,10 @@ a seeded star field and runs every stage through the reference processor, record
 run as ``full`` with its products in storage: raw -> chip -> camera (smf, streak masks) ->
 warp, then stacks of the warps of each skycell and filter, and diffs of warps against their
 stack. Exposures 0, 3, 6 ... carry a streak and are destreaked (magicked = magic_id, with
-recovery copies); exposures 1, 4, 7 ... carry a streak that was never destreaked (magicked 0).
+recovery copies of the chip products; their warps are made from the destreaked chips);
+exposures 1, 4, 7 ... carry a streak that was never destreaked (magicked 0). Every stage
+processes with the values the database holds (the exposure read back from rawExp, skycells
+from the skycell table), so the update agent regenerates byte-identical products.
 Camera runs are recorded in addRun as merged into the survey's DVO database, which is built
 from the same detections with PSPS ids in EXT_ID. Memory stays bounded by one exposure: stacks
 and diffs read their inputs back from storage.
@@ -51,8 +54,6 @@ from sim.sky import (
 
 S = QueryBook(load_queries(Path(__file__).resolve().parent / "sql"))
 NIGHT = datetime(2009, 4, 15, 6, 0, 0)
-RECOVERY_RULES = ("PPIMAGE.CHIP", "PPIMAGE.CHIP.MASK", "PPIMAGE.CHIP.VARIANCE")
-WARP_RECOVERY_RULES = ("PSWARP.OUTPUT", "PSWARP.OUTPUT.MASK", "PSWARP.OUTPUT.VARIANCE")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,11 @@ class Survey:
     async def run(self) -> SurveySummary:
         await self.db.execute(S.upsert_label, label=self.o.label, priority=10)
         await self.db.execute(S.upsert_label, label="second_pass", priority=5)
+        for cell in self.cells:
+            await self.db.execute(S.insert_skycell, tess_id=cell.tess_id,
+                                  skycell_id=cell.skycell_id, ra=cell.wcs.ra0,
+                                  decl=cell.wcs.dec0, size_px=cell.size,
+                                  scale_deg=cell.wcs.scale_deg)
         first = int(await self.db.fetch_val(S.next_exp_id))
         with self._bar(self.o.exposures, "exposures", "exp") as bar:
             for i in range(self.o.exposures):
@@ -171,12 +177,13 @@ class Survey:
     def _exposure(self, exp_id: int, i: int) -> Exposure:
         rng = np.random.default_rng([self.o.seed, 2, i])
         dateobs = NIGHT + timedelta(seconds=45 * i)
-        mjd = 40587 + (dateobs - datetime(1970, 1, 1)).total_seconds() / 86400
+        mjd = processor.mjd_of(dateobs)
         filter_name = FILTERS[1 + (i // 2) % 3]  # r r i i z z r r ...
+        # rounded as the rawExp columns keep them (FLOAT airmass, DOUBLE ra/decl)
         return Exposure(exp_id, f"o{int(mjd) - 50000:04d}g{exp_id:04d}o", filter_name, mjd,
-                        30.0, float(1.0 + 0.3 * rng.random()),
-                        self.o.ra + float(rng.uniform(-0.01, 0.01)),
-                        self.o.dec + float(rng.uniform(-0.01, 0.01)))
+                        30.0, round(float(1.0 + 0.3 * rng.random()), 3),
+                        round(self.o.ra + float(rng.uniform(-0.01, 0.01)), 6),
+                        round(self.o.dec + float(rng.uniform(-0.01, 0.01)), 6))
 
     def _streaks(self, i: int, e: Exposure) -> list[Streak]:
         if i % 3 == 2:
@@ -196,6 +203,9 @@ class Survey:
                               workdir=self._workdir(), filter=f"{e.filter}.00000",
                               airmass=e.airmass, ra=e.ra, decl=e.dec, exp_time=e.exptime,
                               object="synthetic", tess_id="RINGS.V3")
+        row = await self.db.fetch_one(S.get_rawExp, exp_id=exp_id)
+        assert row is not None
+        e = Exposure.from_row(row)  # what a regeneration will see
         raws, stars = await self.raw(e, i)
         magic_id = None
         if streaks:
@@ -204,7 +214,7 @@ class Survey:
                                             registered=NIGHT)
         chips = await self.chip(e, exp_tag, raws, stars, streaks, magic_id if destreak else None)
         cam_id = await self.camera(e, exp_tag, chips, streaks)
-        await self.warp(e, exp_tag, cam_id, chips, streaks, magic_id if destreak else None)
+        await self.warp(e, exp_tag, cam_id, chips, magic_id if destreak else None)
         self.summary.exposures.append(exp_id)
 
     async def raw(self, e: Exposure, i: int) -> tuple[dict[str, tuple[bytes, int]],
@@ -264,21 +274,19 @@ class Survey:
             raw, image_id = raws[class_id]
             wcs = chip_wcs(e.ra, e.dec, class_id, self.o.size)
             inp = ChipInputs(class_id, e, image_id, chip_id, wcs)
-            dump = processor.config_dump(block, {"EXP_NAME": ("STR", e.exp_name),
-                                                 "CLASS_ID": ("STR", class_id),
-                                                 "CHIP_ID": ("S64", chip_id)})
+            dump = processor.dump_for("chip", block, {"EXP_NAME": e.exp_name,
+                                                      "CLASS_ID": class_id, "CHIP_ID": chip_id})
             res = await asyncio.to_thread(processor.process_chip, raw, block, inp, dump=dump)
-            pixels = self._pixels(res.products, wcs)
-            results["pixels"][class_id] = pixels
+            products = res.products
             if ds_id is not None:
                 recovery_base = f"{self._workdir()}/{exp_tag}/recovery/{exp_tag}.ch.{chip_id}"
-                frac = await self._destreak(res.products, RECOVERY_RULES, "chip", recovery_base,
-                                            class_id, processor.streak_mask(wcs, self.o.size,
-                                                                            streaks, 2))
+                frac, products = await self._destreak(products, recovery_base, class_id, wcs,
+                                                      streaks)
                 await self.db.execute(S.insert_magicDSFile, magic_ds_id=ds_id,
                                       component=class_id, backup_path_base=None,
                                       recovery_path_base=recovery_base, streak_frac=frac)
-            await self._store_products("chip", path_base, class_id, res.products)
+            results["pixels"][class_id] = self._pixels(products, wcs)
+            await self._store_products("chip", path_base, class_id, products)
             results["catalogs"].append(res.catalog)
             results["b1"][class_id], results["b2"][class_id] = res.b1, res.b2
             results["wcs"][class_id] = wcs
@@ -310,21 +318,16 @@ class Survey:
         var, _ = imaging.read_fits_image(products["PPIMAGE.CHIP.VARIANCE"])
         return ChipPixels(wcs, image, mask, var)
 
-    async def _destreak(self, products: dict[str, bytes], names: tuple[str, ...], stage: str,
-                        recovery_base: str, component: str | None, streak: Any) -> float:
-        """Keep the originals as recovery files; blank the streak in the products."""
-        for name in names:
-            await self._store(rule(stage, name).filename(recovery_base, component),
+    async def _destreak(self, products: dict[str, bytes], recovery_base: str, class_id: str,
+                        wcs: Any, streaks: list[Streak]) -> tuple[float, dict[str, bytes]]:
+        """Keep the originals as recovery files; blank the streak in the products. The mask
+        is the one the camera stage saves for the chip (same recipe width)."""
+        width = int(processor.recipe("camera").value("STREAK_WIDTH_PX"))
+        streak = processor.streak_mask(wcs, self.o.size, streaks, width)
+        for name in processor.DESTREAK_RULES:
+            await self._store(rule("chip", name).filename(recovery_base, class_id),
                               products[name])
-            data, header = imaging.read_fits_image(products[name])
-            if name.endswith("MASK"):
-                data = np.where(streak != 0, data | 0x100, data).astype(data.dtype)
-            else:
-                data = np.where(streak != 0, 0, data).astype(data.dtype)
-            products[name] = imaging.fits_image(data, {k: header[k] for k in header
-                                                       if k.startswith(("C", "R"))
-                                                       and k not in ("COMMENT",)})
-        return float(np.mean(streak != 0))
+        return float(np.mean(streak != 0)), processor.destreak(products, streak, wcs.header())
 
     async def camera(self, e: Exposure, exp_tag: str, chips: dict[str, Any],
                      streaks: list[Streak]) -> int:
@@ -333,8 +336,7 @@ class Survey:
                                       workdir=self._workdir(), **common)
         path_base = f"{self._workdir()}/{exp_tag}/{exp_tag}.cm.{cam_id}"
         block = processor.recipe("camera")
-        dump = processor.config_dump(block, {"EXP_NAME": ("STR", e.exp_name),
-                                             "CAM_ID": ("S64", cam_id)})
+        dump = processor.dump_for("camera", block, {"EXP_NAME": e.exp_name, "CAM_ID": cam_id})
         products = await asyncio.to_thread(
             processor.process_camera, chips["catalogs"], block, e, chips["wcs"], self.o.size,
             streaks, dump=dump, b1=chips["b1"], b2=chips["b2"])
@@ -367,38 +369,23 @@ class Survey:
         return hits
 
     async def warp(self, e: Exposure, exp_tag: str, cam_id: int, chips: dict[str, Any],
-                   streaks: list[Streak], magic_id: int | None) -> None:
+                   magic_id: int | None) -> None:
         common = self._common()
         warp_id = await self.db.insert(S.insert_warpRun, cam_id=cam_id, workdir=self._workdir(),
                                        magicked=magic_id or 0, **common)
         block = processor.recipe("warp")
-        ds_id = None
-        if magic_id is not None:
-            ds_id = await self.db.insert(
-                S.insert_magicDSRun, magic_id=magic_id, stage="warp", stage_id=warp_id,
-                cam_id=cam_id, label=self.o.label, outroot=self._workdir(),
-                recoveryroot=f"{self._workdir()}/{exp_tag}/recovery")
         maps, rows = [], []
         for cell in self.cells:
             hits = self._overlaps(e, cell)
             if not hits:
                 continue
             path_base = f"{self._workdir()}/{exp_tag}/{exp_tag}.wrp.{warp_id}.{cell.skycell_id}"
-            dump = processor.config_dump(block, {"EXP_NAME": ("STR", e.exp_name),
-                                                 "SKYCELL_ID": ("STR", cell.skycell_id),
-                                                 "WARP_ID": ("S64", warp_id)})
+            dump = processor.dump_for("warp", block, {"EXP_NAME": e.exp_name,
+                                                      "SKYCELL_ID": cell.skycell_id,
+                                                      "WARP_ID": warp_id})
             products = await asyncio.to_thread(
                 processor.process_warp, {c: chips["pixels"][c] for c in hits}, cell, block, e,
                 dump=dump)
-            if ds_id is not None:
-                recovery_base = (f"{self._workdir()}/{exp_tag}/recovery/"
-                                 f"{exp_tag}.wrp.{warp_id}.{cell.skycell_id}")
-                mask = processor.streak_mask(cell.wcs, cell.size, streaks, 2)
-                frac = await self._destreak(products, WARP_RECOVERY_RULES, "warp",
-                                            recovery_base, None, mask)
-                await self.db.execute(S.insert_magicDSFile, magic_ds_id=ds_id,
-                                      component=cell.skycell_id, backup_path_base=None,
-                                      recovery_path_base=recovery_base, streak_frac=frac)
             await self._store_products("warp", path_base, None, products)
             maps += [dict(warp_id=warp_id, skycell_id=cell.skycell_id, tess_id=cell.tess_id,
                           class_id=c) for c in hits]
@@ -462,9 +449,8 @@ class Survey:
                                           w.exposure.exptime, w.exposure.zpt_obs, w.exposure.mjd)
                   for w in warps]
         block = processor.recipe("stack")
-        dump = processor.config_dump(block, {"SKYCELL_ID": ("STR", cell.skycell_id),
-                                             "STACK_ID": ("S64", stack_id),
-                                             "FILTER": ("STR", filter_name)})
+        dump = processor.dump_for("stack", block, {"SKYCELL_ID": cell.skycell_id,
+                                                   "STACK_ID": stack_id, "FILTER": filter_name})
         products = await asyncio.to_thread(processor.process_stack, pixels, cell, block,
                                            filter_name, dump=dump, stack_id=stack_id)
         await self._store_products("stack", path_base, cell.skycell_id, products)
@@ -497,10 +483,9 @@ class Survey:
                                               e.zpt_obs, e.mjd)
             stack_px = await self._warp_pixels("stack", "PPSTACK.OUTPUT", stack_base, e.exptime,
                                                e.zpt_obs, e.mjd)
-            dump = processor.config_dump(block, {"SKYCELL_ID": ("STR", w.skycell.skycell_id),
-                                                 "DIFF_ID": ("S64", diff_id),
-                                                 "WARP_ID": ("S64", w.warp_id),
-                                                 "STACK_ID": ("S64", stack_id)})
+            dump = processor.dump_for("diff", block, {"SKYCELL_ID": w.skycell.skycell_id,
+                                                      "DIFF_ID": diff_id, "WARP_ID": w.warp_id,
+                                                      "STACK_ID": stack_id})
             products = await asyncio.to_thread(processor.process_diff, warp_px, stack_px,
                                                w.skycell, block, dump=dump)
             await self._store_products("diff", path_base, None, products)

@@ -136,3 +136,11 @@ VALUES (%(diff_id)s, %(skycell_id)s, %(path_base)s, 'full', %(bg)s, %(bg_stdev)s
 
 -- name: set_diffRun_full
 UPDATE diffRun SET state = 'full' WHERE diff_id = %(id)s;
+
+-- name: insert_skycell
+INSERT IGNORE INTO skycell (tess_id, skycell_id, ra, decl, size_px, scale_deg)
+VALUES (%(tess_id)s, %(skycell_id)s, %(ra)s, %(decl)s, %(size_px)s, %(scale_deg)s);
+
+-- name: get_rawExp
+SELECT exp_id, exp_name, filter, dateobs, exp_time, airmass, ra, decl FROM rawExp
+WHERE exp_id = %(exp_id)s;
