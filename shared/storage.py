@@ -220,6 +220,13 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)
+
+
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         _unlink(path)
@@ -400,6 +407,15 @@ class Storage:
         """Copy a local file into storage under a new key."""
         async with self.create_via(key_text) as tmp:
             await asyncio.to_thread(shutil.copyfile, source, tmp)
+        return await self.stat(key_text)
+
+    async def create_by_moving(self, key_text: str, source: Path) -> ObjectInfo:
+        """Move a local file (e.g. a staged processor output) into storage under a new key:
+        a hard link when it is on the volume's file system, a copy otherwise. The source is
+        removed only once the key is registered, so a failure loses nothing."""
+        async with self.create_via(key_text) as tmp:
+            await asyncio.to_thread(_link_or_copy, source, tmp)
+        await asyncio.to_thread(_unlink, source)
         return await self.stat(key_text)
 
     # -- read ----------------------------------------------------------------------------
