@@ -16,6 +16,7 @@ from shared.settings import Settings
 BUILTIN: dict[str, str] = {
     "cleanup": "agents.cleanup",
     "sweeper": "agents.sweeper",
+    "update": "agents.update",
 }
 
 

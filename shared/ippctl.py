@@ -351,6 +351,45 @@ async def runs_set_state(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_db(settings, go)
 
 
+async def runs_request_update(settings: Settings, args: argparse.Namespace) -> int:
+    """Queue an update; with --wait, follow it until the pixels are back (or it fails)."""
+    async def go(db: Database) -> int:
+        change = await runs.request_update(db, args.stage, args.id)
+        print(f"{args.stage} {args.id}: {change.was} -> update requested")
+        if not args.wait:
+            return EXIT_OK
+        return await _wait_update(db, args.stage, args.id, args.timeout)
+    return await _with_db(settings, go)
+
+
+async def _wait_update(db: Database, stage_name: str, run_id: int, timeout_s: float) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = None
+    while True:
+        run = await runs.get_run(db, stage_name, run_id)
+        wait = await db.fetch_one(Q.update_wait_get, stage=stage_name, id=run_id)
+        shown = (run["state"], wait["reason"] if wait else None)
+        if shown != last and wait is not None:
+            print(f"{stage_name} {run_id}: {run['state']}: {wait['reason']}")
+        last = shown
+        if run["state"] == "full":
+            print(f"{stage_name} {run_id}: full: the pixels are back")
+            return EXIT_OK
+        if run["state"] != "update":
+            print(f"{stage_name} {run_id}: now {run['state']}: the update was abandoned",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        if wait is not None and wait["failed"]:
+            print(f"{stage_name} {run_id}: update failed: {wait['reason']}", file=sys.stderr)
+            return EXIT_FAILED
+        if loop.time() > deadline:
+            print(f"{stage_name} {run_id}: still in update after {timeout_s:g} s "
+                  "(is an update agent running?)", file=sys.stderr)
+            return EXIT_FAILED
+        await asyncio.sleep(1.0)
+
+
 async def runs_files(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
         files = await runs.run_files(db, args.stage, args.id, md5=args.md5)
@@ -533,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--label")
     p.add_argument("--state", required=True, choices=list(OPERATOR_TARGETS))
     p.set_defaults(handler=runs_set_state)
+    p = r.add_parser("request-update", help="queue an update of a run (pixels back); "
+                     "--wait follows it until it is full")
+    p.add_argument("--stage", required=True, choices=[s for s in stages if s != "raw"])
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--wait", action="store_true", help="wait until the run is full again")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="with --wait: give up after this many seconds (default 3600)")
+    p.set_defaults(handler=runs_request_update)
     p = r.add_parser("files", help="every product file of a run")
     p.add_argument("--stage", required=True, choices=stages)
     p.add_argument("--id", type=int, required=True)

@@ -3,7 +3,8 @@
 The cleanup and update agents claim runs of the same five tables (chipRun, camRun, warpRun,
 diffRun, stackRun) through the owner/claimed_at columns of migration 0003. Registering the
 specs here, in a module the sweeper imports, means any agent's sweeper releases the run
-claims of a dead cleanup or update client.
+claims of a dead cleanup or update client (both agents' specs share each table's release
+queries, so registering the cleanup specs covers the update claims too).
 """
 
 from __future__ import annotations
@@ -28,3 +29,18 @@ def cleanup_spec(stage_name: str) -> ClaimSpec:
 
 
 CLEANUP_SPECS = {name: register_claimable(cleanup_spec(name)) for name in LIFECYCLE_STAGES}
+
+
+def update_spec(stage_name: str) -> ClaimSpec:
+    """The spec that claims a stage's runs in ``update`` (not waiting, not failed)."""
+    st = stage(stage_name)
+    return ClaimSpec(
+        table=st.run_table, id_column="id",
+        select=getattr(Q, f"update_claim_{stage_name}"),
+        mark=getattr(Q, f"claim_mark_{st.run_table}"),
+        release=getattr(Q, f"claim_release_{st.run_table}"),
+        release_orphans=getattr(Q, f"claim_release_orphans_{st.run_table}"),
+    )
+
+
+UPDATE_SPECS = {name: update_spec(name) for name in LIFECYCLE_STAGES}

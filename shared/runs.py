@@ -88,6 +88,14 @@ async def set_state(db: Database, stage_name: str, target: str, *, run_id: int |
     return await db.transaction(apply, name="runs_set_state")
 
 
+async def request_update(db: Database, stage_name: str, run_id: int) -> StateChange:
+    """Ask for a run's pixels back: the run (and its cleaned components) go to ``update``, and
+    a failure recorded by an earlier update attempt is cleared so the agent tries again."""
+    (change,) = await set_state(db, stage_name, "update", run_id=run_id)
+    await db.execute(Q.update_wait_clear, stage=stage(stage_name).name, id=run_id)
+    return change
+
+
 @dataclass(frozen=True)
 class ProductFile:
     component: str | None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -58,6 +60,20 @@ class Settings:
     # Cleanup agent: runs cleaned at once by one process (overlaps database and disk waits).
     cleanup_parallel_runs: int = 4
 
+    # Update agent: the program that regenerates each stage (empty = the reference processor,
+    # ``<python> -m sim.regen``); it gets the job file as its last argument (docs/formats.md).
+    update_command_chip: str = ""
+    update_command_warp: str = ""
+    update_command_stack: str = ""
+    update_command_diff: str = ""
+    # A processor run longer than this is killed and the update marked failed.
+    update_timeout_s: float = 1800.0
+    # How long a run waits before it is looked at again when its inputs are not ready yet (or
+    # a volume it needs is down); doubled per attempt up to 8 times this.
+    update_wait_s: float = 30.0
+    # Where jobs and their outputs are staged before they are moved into storage.
+    update_scratch_dir: str = ""
+
     # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
     # can plug in its own agent modules.
     extra_agents: str = ""
@@ -65,6 +81,14 @@ class Settings:
     # Logging.
     log_format: str = "auto"
     log_level: str = "info"
+
+    def update_command(self, stage: str) -> list[str]:
+        """The argv (without the job file) of the program that regenerates ``stage``."""
+        text = str(getattr(self, f"update_command_{stage}", "") or "")
+        return shlex.split(text) if text.strip() else [sys.executable, "-m", "sim.regen"]
+
+    def update_scratch(self) -> Path:
+        return Path(self.update_scratch_dir or Path(self.var_dir) / "update")
 
     def local_socket(self) -> Path:
         """The unix socket of the private local MariaDB."""
@@ -82,7 +106,7 @@ class Settings:
             "db_pool_size", "db_connect_timeout_s", "db_statement_timeout_s",
             "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
             "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
-            "cleanup_parallel_runs",
+            "cleanup_parallel_runs", "update_timeout_s",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -93,6 +117,13 @@ class Settings:
                 f"client_stale_s ({self.client_stale_s}), or a silent agent would keep working "
                 "after the sweeper released its claims"
             )
+        if self.update_wait_s < 0:
+            raise SettingsError(f"setting update_wait_s must be >= 0, got {self.update_wait_s!r}")
+        for stage in ("chip", "warp", "stack", "diff"):
+            try:
+                self.update_command(stage)
+            except ValueError as exc:
+                raise SettingsError(f"setting update_command_{stage}: {exc}") from None
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(
                 f"setting log_format must be auto, json or console, got {self.log_format!r}"
