@@ -48,6 +48,7 @@ demo: db
 	@echo "  processes:    $(BIN)/supervisorctl -c supervisord.conf status"
 	@echo "  try cleanup:  $(BIN)/ippctl runs set-state --stage chip --id 1 --state goto_cleaned"
 	@echo "                $(BIN)/ippctl runs list --stage chip"
+	@echo "  then update:  $(BIN)/ippctl runs request-update --stage chip --id 1 --wait"
 	@echo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/supervisord -n -c supervisord.conf
 
