@@ -498,11 +498,11 @@ async def _store(storage: Storage, plan: Plan, staged: dict[str, Path]) -> None:
         report = await storage.delete_many(replace)
         if report.unavailable:
             raise Waiting(f"cannot replace {report.unavailable[0]}: its volume is down")
-    for key, path in staged.items():
-        try:
-            await storage.create_by_moving(key, path)
-        except ObjectExists:  # stored meanwhile by an earlier attempt: keep that one
-            plan.notes.append(f"{key} already stored")
+    try:
+        await storage.create_many_by_moving(list(staged.items()))
+    except ObjectExists:  # one was stored meanwhile (a race with another attempt)
+        raise Waiting("some outputs were stored by someone else meanwhile; looking again") \
+            from None
 
 
 # -- recording -----------------------------------------------------------------------------

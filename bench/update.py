@@ -45,12 +45,12 @@ async def _agent(settings: Settings, name: str, env_extra: dict[str, str]) -> li
 
 async def _direct(job_path: Path, scratch: Path) -> float:
     """Run the reference processor on the saved job, outputs into ``scratch``."""
-    job = json.loads(job_path.read_text())
+    job = json.loads(await asyncio.to_thread(job_path.read_text))
     for n, task in enumerate(job["tasks"]):
         for group in ("outputs", "recovery"):
             task[group] = {k: str(scratch / f"{n}.{group}.{k}") for k in task[group]}
     direct_job = scratch / "job.json"
-    direct_job.write_text(json.dumps(job))
+    await asyncio.to_thread(direct_job.write_text, json.dumps(job))
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim.regen",
                                                 str(direct_job), cwd=PROJECT_ROOT)

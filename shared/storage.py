@@ -227,6 +227,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def _link_hash(source: Path, tmp: Path) -> tuple[int, str]:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    _link_or_copy(source, tmp)
+    return _fsync_and_hash(tmp)
+
+
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         _unlink(path)
@@ -407,15 +413,6 @@ class Storage:
         """Copy a local file into storage under a new key."""
         async with self.create_via(key_text) as tmp:
             await asyncio.to_thread(shutil.copyfile, source, tmp)
-        return await self.stat(key_text)
-
-    async def create_by_moving(self, key_text: str, source: Path) -> ObjectInfo:
-        """Move a local file (e.g. a staged processor output) into storage under a new key:
-        a hard link when it is on the volume's file system, a copy otherwise. The source is
-        removed only once the key is registered, so a failure loses nothing."""
-        async with self.create_via(key_text) as tmp:
-            await asyncio.to_thread(_link_or_copy, source, tmp)
-        await asyncio.to_thread(_unlink, source)
         return await self.stat(key_text)
 
     # -- read ----------------------------------------------------------------------------
@@ -637,17 +634,45 @@ class Storage:
         """Store many new keys with one volume lookup, one thread call for the writes and
         one registering transaction (files are published inside it, as :meth:`create_via`
         does). Any key that exists already fails the whole batch with ObjectExists."""
+        await self._create_batch(
+            items, lambda staged: asyncio.to_thread(_write_all, staged))
+
+    async def create_many_by_moving(self, items: list[tuple[str, Path]]) -> None:
+        """Like :meth:`create_many` for local files (e.g. staged processor outputs): each is
+        hard-linked (or copied) into its volume, fsynced and hashed, several at once; the
+        sources are removed once the batch is registered."""
+        async def stage(staged: list[tuple[Path, Path]]) -> list[tuple[int, str]]:
+            return list(await asyncio.gather(*(asyncio.to_thread(_link_hash, src, tmp)
+                                               for tmp, src in staged)))
+
+        await self._create_batch(items, stage)
+        await asyncio.to_thread(_unlink_all, [src for _, src in items])
+
+    async def _create_batch(
+        self, items: list[tuple[str, Any]],
+        stage: Callable[[list[tuple[Path, Any]]], Awaitable[list[tuple[int, str]]]],
+    ) -> None:
+        """Place each key on a volume, ``stage`` the temporary files (returning bytes and md5
+        of each), then register and publish the batch in one transaction."""
         if not items:
             return
         volumes = await self.volumes()
-        placed: list[tuple[NebKey, Volume, Path, Path, bytes]] = []
-        for key_text, data in items:
+        placed: list[tuple[NebKey, Volume, Path, Path]] = []
+        for key_text, _source in items:
             key = parse_key(key_text)
             volume = self._place(key, volumes)
             final = resolve_inside(volume.root, key.path, volume=volume.name)
-            placed.append((key, volume, final, final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}",
-                           data))
-        hashed = await asyncio.to_thread(_write_all, [(tmp, data) for *_, tmp, data in placed])
+            placed.append((key, volume, final,
+                           final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"))
+        try:
+            hashed = await stage([(tmp, source) for (*_, tmp), (_, source)
+                                  in zip(placed, items, strict=True)])
+            await self._register_batch(placed, hashed)
+        finally:
+            await asyncio.to_thread(_unlink_all, [tmp for *_, tmp in placed])
+
+    async def _register_batch(self, placed: list[tuple[NebKey, Volume, Path, Path]],
+                              hashed: list[tuple[int, str]]) -> None:
         published: list[Path] = []
 
         async def register(tx: Tx) -> None:
@@ -663,8 +688,8 @@ class Storage:
             for vol_id, ext_ids in by_volume.items():
                 await tx.execute(Q.instances_from_objects, vol_id=vol_id, ext_ids=tuple(ext_ids))
             if not published:
-                await asyncio.to_thread(_publish_all, [(tmp, final) for _, _, final, tmp, _ in placed])
-                published.extend(final for _, _, final, _, _ in placed)
+                await asyncio.to_thread(_publish_all, [(tmp, final) for _, _, final, tmp in placed])
+                published.extend(final for _, _, final, _ in placed)
 
         try:
             await self.db.transaction(register, name="storage_create_many")
@@ -673,8 +698,6 @@ class Storage:
         except BaseException:
             await asyncio.to_thread(_unlink_all, published)
             raise
-        finally:
-            await asyncio.to_thread(_unlink_all, [tmp for _, _, _, tmp, _ in placed])
 
     async def list(self, prefix: str = "", limit: int = 1000) -> list[dict[str, Any]]:
         """Registered keys whose path starts with ``prefix``."""

@@ -324,7 +324,8 @@ async def test_processor_that_hangs_is_killed_at_the_timeout(site, sdb, tmp_path
     await clean(site, sdb, tmp_path, [("diff", 1)])
     await runs.request_update(sdb, "diff", 1)
     marker = tmp_path / "hung.pid"
-    hanging = f"{sys.executable} -c \"import os,time; open('{marker}','w').write(str(os.getpid())); time.sleep(600)\""
+    hanging = (f"{sys.executable} -c \"import os,time; "
+               f"open('{marker}','w').write(str(os.getpid())); time.sleep(600)\"")
     await agent(site, tmp_path, "update", update_command_diff=hanging, update_timeout_s=2)
     row = await sdb.fetch_one(run_query("diff"), id=1)
     assert row["state"] == "update" and "timeout" in row["note"]
