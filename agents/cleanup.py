@@ -145,19 +145,21 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
 
 
 async def _compress_logs(storage: Storage, keys: list[str], lines: list[str]) -> None:
-    """Replace logs by bzip2 copies (``<key>.bz2``) in batches; idempotent."""
-    present = await storage.stat_many(keys)
-    todo = [k for k in keys if parse_key(k).path in present]
+    """Replace logs by bzip2 copies (``<key>.bz2``) in batches; idempotent (a redo finds
+    some copies made already and makes only the others)."""
+    paths = await storage.paths_many(keys)
+    todo = [k for k in keys if parse_key(k).path in paths]
     if not todo:
         return
-    packed_exist = await storage.stat_many([f"{k}.bz2" for k in todo])
-    paths = await storage.paths_many(todo)
-    fresh = [k for k in todo if parse_key(f"{k}.bz2").path not in packed_exist
-             and parse_key(k).path in paths]
     packed = await asyncio.to_thread(
         lambda: [(f"{k}.bz2", bz2.compress(paths[parse_key(k).path].read_bytes(), 9))
-                 for k in fresh])
-    await storage.create_many(packed)
+                 for k in todo])
+    try:
+        await storage.create_many(packed)
+    except ObjectExists:  # a redo: some copies exist already
+        made = await storage.stat_many([key for key, _ in packed])
+        await storage.create_many([(key, data) for key, data in packed
+                                   if parse_key(key).path not in made])
     report = await storage.delete_many(todo)
     lines += [f"compressed {k}" for k in report.deleted]
 

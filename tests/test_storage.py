@@ -202,3 +202,18 @@ async def test_a_symlinked_file_pointing_out_is_refused_in_batches(storage: Stor
     with pytest.raises(PathEscape):
         await storage.paths_many(["neb:///i/link"])
     assert outside.read_bytes() == b"secret"
+
+
+async def test_deleting_a_symlinked_file_removes_the_link_never_its_target(storage: Storage,
+                                                                          tmp_path):
+    """A batch delete unlinks the name inside the volume; a symlink's target outside it is
+    untouched (deletes skip the per-file symlink check for that reason)."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret")
+    info = await storage.create("neb://vol1/j/link", b"x")
+    path = info.instances[0].path
+    path.unlink()
+    os.symlink(outside, path)
+    report = await storage.delete_many(["neb:///j/link"])
+    assert report.deleted == ["neb:///j/link"]
+    assert not path.is_symlink() and outside.read_bytes() == b"secret"
