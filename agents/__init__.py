@@ -15,6 +15,8 @@ from shared.settings import Settings
 #: Built-in agents, by name.
 BUILTIN: dict[str, str] = {
     "cleanup": "agents.cleanup",
+    "dist_server": "agents.dist_server",
+    "dist_client": "agents.dist_client",
     "sweeper": "agents.sweeper",
     "update": "agents.update",
 }

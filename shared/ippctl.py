@@ -614,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = m.add_parser("check", help="parse an mdc file and report the first error")
     p.add_argument("file")
     p.set_defaults(handler=mdc_check)
+
+    from shared import ippctl_dist  # its handlers use this module's helpers
+    ippctl_dist.add_commands(top)
     return parser
 
 

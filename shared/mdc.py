@@ -70,6 +70,14 @@ class Block:
     def get(self, name: str) -> Item | None:
         return next((item for n, item in self.entries if n == name), None)
 
+    def set(self, name: str, item: Item) -> None:
+        """Replace the first entry called ``name`` (KeyError if there is none)."""
+        for i, (n, _) in enumerate(self.entries):
+            if n == name:
+                self.entries[i] = (name, item)
+                return
+        raise KeyError(name)
+
     def get_all(self, name: str) -> list[Item]:
         return [item for n, item in self.entries if n == name]
 

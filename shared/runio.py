@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -40,11 +41,17 @@ class RunIoError(IppError):
     """An export or import cannot be done; the database is unchanged."""
 
 
+#: Columns that are this site's bookkeeping (agent claims), never exported or imported.
+LOCAL_COLUMNS = frozenset({"owner", "claimed_at"})
+
+
 async def _columns(db: Database | Tx, table: str) -> dict[str, str]:
     """Column name -> mdc type, from information_schema (so exports follow the schema)."""
     rows = await db.fetch_all(Q.table_columns, table=table)
     columns = {}
     for r in rows:
+        if str(r["name"]) in LOCAL_COLUMNS:
+            continue
         kind = _MDC_TYPES.get(str(r["type"]).lower())
         if kind is None:
             raise RunIoError(f"{table}.{r['name']}: column type {r['type']} has no mdc type")
@@ -117,7 +124,8 @@ class ImportResult:
     already_present: bool
 
 
-def _stage_of(doc: Block) -> Stage:
+def stage_of(doc: Block) -> Stage:
+    """The stage of an export, from its first table (RunIoError if it is not one)."""
     tables = [name for name, _ in doc.entries if name != "dbversion"]
     if not tables:
         raise RunIoError("the file holds no table rows")
@@ -132,7 +140,8 @@ def _stage_of(doc: Block) -> Stage:
                      f"({', '.join(s.run_table for s in STAGES.values())})")
 
 
-def _check_version(doc: Block) -> None:
+def check_version(doc: Block) -> None:
+    """RunIoError unless the export begins with this code's dbversion."""
     version = doc.get("dbversion")
     if not isinstance(version, Block) or doc.entries[0][0] != "dbversion":
         raise RunIoError("the file does not begin with a dbversion block")
@@ -158,11 +167,15 @@ def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
-async def import_run(db: Database, text: str, source: str = "<import>") -> ImportResult:
-    """Insert the file's rows in one transaction; nothing is written if anything is wrong."""
+async def import_run(db: Database, text: str, source: str = "<import>", *,
+                     also: Callable[[Tx], Awaitable[None]] | None = None) -> ImportResult:
+    """Insert the file's rows in one transaction; nothing is written if anything is wrong.
+
+    ``also`` runs in the same transaction (e.g. recording a distribution fileset as done),
+    so the rows and that record commit together or not at all."""
     doc = mdc.loads(text, source)
-    _check_version(doc)
-    st = _stage_of(doc)
+    check_version(doc)
+    st = stage_of(doc)
     rows = _rows(doc, st)
     runs = rows[st.run_table]
     if len(runs) != 1:
@@ -181,6 +194,8 @@ async def import_run(db: Database, text: str, source: str = "<import>") -> Impor
         existing = await tx.fetch_all(getattr(Q, f"export_{st.run_table}"), id=run_id)
         if existing:
             if await _identical(tx, st, run_id, rows):
+                if also is not None:
+                    await also(tx)
                 return ImportResult(st.name, run_id, 0, True)
             raise RunIoError(f"{st.run_table} {run_id} already exists here with other values; "
                              "nothing was imported")
@@ -190,6 +205,8 @@ async def import_run(db: Database, text: str, source: str = "<import>") -> Impor
             for row in rows[table]:
                 await tx.execute(_insert_query(table, row, columns), **_params(row))
                 count += 1
+        if also is not None:
+            await also(tx)
         return ImportResult(st.name, run_id, count, False)
 
     return await db.transaction(insert, name="import_run")

@@ -74,6 +74,20 @@ class Settings:
     # Where jobs and their outputs are staged before they are moved into storage.
     update_scratch_dir: str = ""
 
+    # DataStore and distribution. The DataStore is served by dist_server on ds_host:ds_port.
+    ds_host: str = "127.0.0.1"
+    ds_port: int = 8081
+    # gzip level of distribution bundles (ISA-L levels 0-3; 1 is fast and still compresses).
+    dist_gzip_level: int = 1
+    # Bundles built (server) or files downloaded (client) at once.
+    dist_parallel: int = 4
+    # Where bundles are built and downloads staged (empty: <var_dir>/dist).
+    dist_staging_dir: str = ""
+    # A DataStore request that takes longer than this fails (a hung server).
+    dist_http_timeout_s: float = 60.0
+    # The volume preference the mirror gives imported keys (neb://<this>/...).
+    dist_mirror_volume: str = "any"
+
     # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
     # can plug in its own agent modules.
     extra_agents: str = ""
@@ -86,6 +100,9 @@ class Settings:
         """The argv (without the job file) of the program that regenerates ``stage``."""
         text = str(getattr(self, f"update_command_{stage}", "") or "")
         return shlex.split(text) if text.strip() else [sys.executable, "-m", "sim.regen"]
+
+    def dist_staging(self) -> Path:
+        return Path(self.dist_staging_dir or Path(self.var_dir) / "dist")
 
     def update_scratch(self) -> Path:
         return Path(self.update_scratch_dir or Path(self.var_dir) / "update")
@@ -106,7 +123,8 @@ class Settings:
             "db_pool_size", "db_connect_timeout_s", "db_statement_timeout_s",
             "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
             "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
-            "cleanup_parallel_runs", "update_timeout_s",
+            "cleanup_parallel_runs", "update_timeout_s", "ds_port", "dist_parallel",
+            "dist_http_timeout_s",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -117,6 +135,10 @@ class Settings:
                 f"client_stale_s ({self.client_stale_s}), or a silent agent would keep working "
                 "after the sweeper released its claims"
             )
+        if not 0 <= self.dist_gzip_level <= 3:
+            raise SettingsError(f"setting dist_gzip_level must be 0..3, got {self.dist_gzip_level!r}")
+        if self.ds_port > 65535:
+            raise SettingsError(f"setting ds_port must be a TCP port, got {self.ds_port!r}")
         if self.update_wait_s < 0:
             raise SettingsError(f"setting update_wait_s must be >= 0, got {self.update_wait_s!r}")
         for stage in ("chip", "warp", "stack", "diff"):

@@ -1,0 +1,84 @@
+"""The DataStore over HTTP (DESIGN "HTTP", REFERENCE 6), as an aiohttp application.
+
+- ``/ds/index.txt``: the products;
+- ``/ds/<product>/index.txt``: its filesets; ``?<fileset>`` only those registered after it
+  (an unknown one is 404, never the whole list);
+- ``/ds/<product>/<fileset>/index.txt``: the files with bytes, md5 and type;
+- ``/ds/<product>/<fileset>/<file>``: the file itself, with Range support.
+
+Only files registered in dsFile are served, from their storage instance; a name that is not
+registered is 404 whatever lies on disk. Everything is read from the database per request,
+so what the listings show is what has been committed.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared import datastore
+from shared.datastore import NotFound
+from shared.db import Database
+from shared.errors import StorageError
+from shared.log import get_logger
+from shared.storage import Storage
+
+DB_KEY: web.AppKey[Database] = web.AppKey("db", Database)
+TEXT = "text/plain"
+log = get_logger("datastore")
+
+
+def _db(request: web.Request) -> Database:
+    return request.app[DB_KEY]
+
+
+def _text(body: str) -> web.Response:
+    return web.Response(text=body, content_type=TEXT, charset="utf-8")
+
+
+async def root(request: web.Request) -> web.Response:
+    return _text(await datastore.root_listing(_db(request)))
+
+
+async def product(request: web.Request) -> web.Response:
+    after = request.query_string or None
+    try:
+        return _text(await datastore.product_listing(_db(request), request.match_info["product"],
+                                                     after))
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=f"{exc}\n") from None
+
+
+async def fileset(request: web.Request) -> web.Response:
+    try:
+        return _text(await datastore.fileset_listing(_db(request), request.match_info["product"],
+                                                     request.match_info["fileset"]))
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=f"{exc}\n") from None
+
+
+async def file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["file"]
+    try:
+        files = await datastore.fileset_files(_db(request), request.match_info["product"],
+                                              request.match_info["fileset"])
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=f"{exc}\n") from None
+    row = next((f for f in files if f["file_name"] == name), None)
+    if row is None:
+        raise web.HTTPNotFound(text=f"fileset has no file {name!r}\n")
+    try:
+        path = await Storage(_db(request)).locate(row["uri"])
+    except StorageError as exc:
+        log.warning("ds_file_unavailable", file=name, error=str(exc))
+        raise web.HTTPServiceUnavailable(text=f"{name}: {exc}\n") from None
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+def make_app(db: Database) -> web.Application:
+    app = web.Application()
+    app[DB_KEY] = db
+    app.router.add_get("/ds/index.txt", root)
+    app.router.add_get("/ds/{product}/index.txt", product)
+    app.router.add_get("/ds/{product}/{fileset}/index.txt", fileset)
+    app.router.add_get("/ds/{product}/{fileset}/{file}", file)
+    return app

@@ -1,0 +1,151 @@
+-- Distribution (REFERENCE 7): what the dist_server agent ships, and what a mirror's
+-- dist_client has received.
+
+-- name: dist_queue
+INSERT IGNORE INTO distRun (target_id, stage, stage_id, label, clean, product, state)
+VALUES (%(target_id)s, %(stage)s, %(stage_id)s, %(label)s, %(clean)s, %(product)s, 'new');
+
+-- name: dist_run_get
+SELECT dist_id, target_id, stage, stage_id, label, clean, state, fault, product, fileset_name,
+       note FROM distRun
+WHERE product = %(product)s AND stage = %(stage)s AND stage_id = %(stage_id)s
+  AND clean = %(clean)s;
+
+-- name: dist_runs
+SELECT dist_id, stage, stage_id, clean, state, fault, product, fileset_name, note, registered
+FROM distRun ORDER BY dist_id DESC LIMIT %(limit)s;
+
+-- name: dist_target_add
+INSERT INTO distTarget (dist_group, filter, stage, clean, state, product)
+VALUES (%(dist_group)s, %(filter)s, %(stage)s, %(clean)s, 'active', %(product)s);
+
+-- name: dist_targets_active
+SELECT target_id, dist_group, filter, stage, clean, product FROM distTarget
+WHERE state = 'active' ORDER BY target_id;
+
+-- name: dist_targets
+SELECT target_id, dist_group, filter, stage, clean, state, product FROM distTarget
+ORDER BY target_id;
+
+-- name: dist_claim
+SELECT dist_id AS id, stage, stage_id, label, clean, product, target_id
+FROM distRun
+WHERE state = 'new' AND owner IS NULL
+ORDER BY dist_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_mark_distRun
+UPDATE distRun SET owner = %(owner)s, claimed_at = NOW(6) WHERE dist_id IN %(ids)s;
+
+-- name: claim_release_distRun
+UPDATE distRun SET owner = NULL, claimed_at = NULL WHERE dist_id = %(id)s AND owner = %(owner)s;
+
+-- name: claim_release_orphans_distRun
+UPDATE distRun SET owner = NULL, claimed_at = NULL
+WHERE owner IS NOT NULL
+  AND owner NOT IN (SELECT client_id FROM clients WHERE status IN ('running', 'paused', 'stopping'));
+
+-- name: dist_finish
+UPDATE distRun SET state = %(state)s, fault = %(fault)s, fileset_name = %(fileset)s,
+       note = %(note)s, owner = NULL, claimed_at = NULL
+WHERE dist_id = %(id)s AND owner = %(owner)s;
+
+-- name: dist_component_add
+INSERT INTO distComponent (dist_id, component, bytes, md5sum, state, name)
+VALUES (%(dist_id)s, %(component)s, %(bytes)s, %(md5sum)s, 'full', %(name)s)
+ON DUPLICATE KEY UPDATE bytes = VALUES(bytes), md5sum = VALUES(md5sum), state = 'full',
+                        name = VALUES(name);
+
+-- name: dist_diff_exp_name
+SELECT e.exp_name FROM diffInputSkyfile i JOIN warpRun w ON w.warp_id = i.warp1
+     JOIN camRun c ON c.cam_id = w.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
+     JOIN rawExp e ON e.exp_id = ch.exp_id
+WHERE i.diff_id = %(id)s ORDER BY i.skycell_id LIMIT 1;
+
+-- name: dist_candidates_chip
+SELECT r.chip_id AS id, r.label FROM chipRun r
+WHERE r.state = 'full' AND r.dist_group <=> %(dist_group)s
+  AND NOT EXISTS (SELECT 1 FROM distRun d WHERE d.product = %(product)s AND d.stage = 'chip'
+                  AND d.stage_id = r.chip_id AND d.clean = %(clean)s)
+ORDER BY r.chip_id
+LIMIT %(limit)s;
+
+-- name: dist_candidates_camera
+SELECT r.cam_id AS id, r.label FROM camRun r
+WHERE r.state = 'full' AND r.dist_group <=> %(dist_group)s
+  AND NOT EXISTS (SELECT 1 FROM distRun d WHERE d.product = %(product)s AND d.stage = 'camera'
+                  AND d.stage_id = r.cam_id AND d.clean = %(clean)s)
+ORDER BY r.cam_id
+LIMIT %(limit)s;
+
+-- name: dist_candidates_warp
+SELECT r.warp_id AS id, r.label FROM warpRun r
+WHERE r.state = 'full' AND r.dist_group <=> %(dist_group)s
+  AND NOT EXISTS (SELECT 1 FROM distRun d WHERE d.product = %(product)s AND d.stage = 'warp'
+                  AND d.stage_id = r.warp_id AND d.clean = %(clean)s)
+ORDER BY r.warp_id
+LIMIT %(limit)s;
+
+-- name: dist_candidates_diff
+SELECT r.diff_id AS id, r.label FROM diffRun r
+WHERE r.state = 'full' AND r.dist_group <=> %(dist_group)s
+  AND NOT EXISTS (SELECT 1 FROM distRun d WHERE d.product = %(product)s AND d.stage = 'diff'
+                  AND d.stage_id = r.diff_id AND d.clean = %(clean)s)
+ORDER BY r.diff_id
+LIMIT %(limit)s;
+
+-- name: dist_candidates_stack
+SELECT r.stack_id AS id, r.label FROM stackRun r
+WHERE r.state = 'full' AND r.dist_group <=> %(dist_group)s
+  AND NOT EXISTS (SELECT 1 FROM distRun d WHERE d.product = %(product)s AND d.stage = 'stack'
+                  AND d.stage_id = r.stack_id AND d.clean = %(clean)s)
+ORDER BY r.stack_id
+LIMIT %(limit)s;
+
+-- Receiving side.
+
+-- name: rc_source_add
+INSERT INTO rcDestination (name, status_uri, product, state) VALUES (%(name)s, %(uri)s, %(product)s, 'active');
+
+-- name: rc_sources
+SELECT name, status_uri, product, last_fileset, state, note FROM rcDestination ORDER BY name;
+
+-- name: rc_claim
+SELECT name AS id, status_uri, product, last_fileset
+FROM rcDestination
+WHERE state = 'active' AND owner IS NULL
+ORDER BY name
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_mark_rcDestination
+UPDATE rcDestination SET owner = %(owner)s, claimed_at = NOW(6) WHERE name IN %(ids)s;
+
+-- name: claim_release_rcDestination
+UPDATE rcDestination SET owner = NULL, claimed_at = NULL WHERE name = %(id)s AND owner = %(owner)s;
+
+-- name: claim_release_orphans_rcDestination
+UPDATE rcDestination SET owner = NULL, claimed_at = NULL
+WHERE owner IS NOT NULL
+  AND owner NOT IN (SELECT client_id FROM clients WHERE status IN ('running', 'paused', 'stopping'));
+
+-- name: rc_source_note
+UPDATE rcDestination SET note = %(note)s WHERE name = %(id)s AND owner = %(owner)s;
+
+-- name: rc_fileset_done
+UPDATE rcDestination SET last_fileset = %(fileset)s, note = NULL
+WHERE name = %(id)s AND owner = %(owner)s;
+
+-- name: rc_fileset_state
+INSERT INTO rcDSFileset (source, name, state, fault, note)
+VALUES (%(source)s, %(name)s, %(state)s, %(fault)s, %(note)s)
+ON DUPLICATE KEY UPDATE state = VALUES(state), fault = VALUES(fault), note = VALUES(note);
+
+-- name: rc_fileset_get
+SELECT source, name, state, fault, note FROM rcDSFileset
+WHERE source = %(source)s AND name = %(name)s;
+
+-- name: rc_filesets
+SELECT source, name, state, fault, note, updated FROM rcDSFileset
+WHERE source = %(source)s ORDER BY updated DESC LIMIT %(limit)s;

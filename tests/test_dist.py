@@ -1,0 +1,183 @@
+"""Distribution: the DataStore listings, the server building filesets, and a mirror's client
+importing them over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import subprocess
+import sys
+import tarfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shared import datastore, runs
+from shared.db import Database
+from shared.queries import Query
+from shared.schema import create_database, drop_database, upgrade
+from shared.settings import load_settings, parse_dsn
+from shared.storage import Storage
+from tests.helpers import FAST, ROOT, AgentProcess, agent_env, eventually
+from tests.survey_fixture import SurveySite, make_survey, sibling
+
+_numbers = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Mirror:
+    dsn: str
+    var_dir: Path
+    db: Database
+
+
+@pytest.fixture
+async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
+    survey = await make_survey(test_dsn, f"ds{next(_numbers)}", tmp_path / "ipp", exposures=3,
+                               chips=2, seed=7)
+    yield survey
+    await drop_database(survey.settings, parse_dsn(survey.dsn))
+
+
+@pytest.fixture
+async def sdb(site: SurveySite) -> AsyncIterator[Database]:
+    db = await Database.connect(site.settings, pool_size=4)
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+async def mirror(test_dsn: str, tmp_path: Path) -> AsyncIterator[Mirror]:
+    dsn = parse_dsn(sibling(test_dsn, f"mirror{next(_numbers)}"))
+    var_dir = tmp_path / "mirror"
+    settings = load_settings(environ={}, db_dsn=dsn.url(), var_dir=str(var_dir), **FAST)
+    await create_database(settings, dsn)
+    db = await Database.connect(settings, pool_size=4)
+    await upgrade(db)
+    for n in range(2):
+        await Storage(db).add_volume(f"mirror.{n}", var_dir / "storage" / f"vol{n}")
+    yield Mirror(dsn.url(), var_dir, db)
+    await db.close()
+    await drop_database(settings, dsn)
+
+
+def ippctl(dsn: str, var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**agent_env(dsn), "IPP_VAR_DIR": str(var_dir)}
+    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+async def once(name: str, dsn: str, var_dir: Path, tmp_path: Path, **settings: object
+               ) -> AgentProcess:
+    proc = AgentProcess(name, dsn, tmp_path, "--once", var_dir=str(var_dir), **settings)
+    code = await proc.wait(timeout_s=120)
+    assert code == 0, proc.output()
+    return proc
+
+
+STATE = Query("t_state", "SELECT state, fileset_name, note FROM distRun WHERE stage = %(stage)s "
+              "AND stage_id = %(id)s", "test")
+
+
+# -- listings ------------------------------------------------------------------------------
+
+
+def test_listing_layout_is_the_reference_one_byte_for_byte():
+    """Fields padded to the widest of label and values, each ended by '|', '#' header."""
+    text = datastore.format_listing(
+        ("filesetID", "time registered", "type", "target_id", "stage", "stage_id", "exp_name"),
+        [("o4741g0234o.chip.14517.31.1", "2009-04-15T03:02:12Z", "notset", 1, "chip", 14517,
+          "o4741g0234o")])
+    assert text == (
+        "# filesetID                |time registered     |type  |target_id|stage|stage_id|exp_name   |\n"
+        "o4741g0234o.chip.14517.31.1|2009-04-15T03:02:12Z|notset|1        |chip |14517   |o4741g0234o|\n")
+    parsed = datastore.parse_listing(text, "filesetID", "t")
+    assert parsed.rows[0][0] == "o4741g0234o.chip.14517.31.1" and parsed.rows[0][3] == "1"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("fileID|bytes|md5sum|type|\n", "no '#' header"),
+    ("# fileID|bytes|md5sum|type|\na.tgz|12|" + "0" * 32 + "|tgz\n", "must end with '|'"),
+    ("# fileID|bytes|md5sum|type|\na.tgz|12|" + "0" * 32 + "|\n", "fields, the header has"),
+    ("# fileID|bytes|md5sum|type|\na.tgz|x|" + "0" * 32 + "|tgz|\n", "is not a number"),
+    ("# fileID|bytes|md5sum|type|\na.tgz|1|" + "G" * 32 + "|tgz|\n", "32 lowercase hex"),
+    ("# fileID|bytes|md5sum|type|\na.tgz|1|" + "0" * 32 + "|exe|\n", "unknown file type"),
+    ("# fileID|bytes|md5sum|type|\n../a|1|" + "0" * 32 + "|tgz|\n", "not a valid file id"),
+    ("# fileID|bytes|md5sum|type|\na|1|" + "0" * 32 + "|tgz|\na|1|" + "0" * 32 + "|tgz|\n",
+     "listed twice"),
+])
+def test_a_malformed_file_listing_is_refused_naming_the_problem(text, problem):
+    with pytest.raises(datastore.DataStoreError, match=problem):
+        datastore.parse_files(text, "http://x/ds/p/f/index.txt")
+
+
+# -- server and client ---------------------------------------------------------------------
+
+
+async def test_a_queued_chip_run_appears_at_the_mirror_full_with_identical_files(
+        site, sdb, mirror, tmp_path):
+    port = free_port()
+    out = ippctl(site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type", "dist",
+                 "--columns", "target_id,stage,stage_id,exp_name")
+    assert out.returncode == 0, out.stderr
+    out = ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1",
+                 "--product", "ipp-dist")
+    assert out.returncode == 0 and "queued" in out.stdout, out.stderr
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
+                          ds_port=port)
+    try:
+        row = await eventually(lambda: _shipped(sdb), timeout_s=60, what="the fileset")
+        name = row["fileset_name"]
+        assert name.endswith(".chip.1.1.1")
+        listing = ippctl(site.dsn, site.var_dir, "ds", "ls", "ipp-dist", name)
+        assert "dbinfo.chip.1.mdc" in listing.stdout and ".XY33.tgz" in listing.stdout
+        # GNU tar reads the bundles; members are ./basename
+        key = next(f["uri"] for f in await _files(sdb) if f["file_name"].endswith(".tgz"))
+        bundle = await Storage(sdb).locate(key)
+        members = subprocess.run(["tar", "-tzf", str(bundle)], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        assert members and all(m.startswith("./") and "/" not in m[2:] for m in members)
+
+        out = ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "add", "ipp", "--uri",
+                     f"http://127.0.0.1:{port}/ds", "--product", "ipp-dist")
+        assert out.returncode == 0, out.stderr
+        client = await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
+        assert client.events("dist_imported")
+    finally:
+        server.kill()
+    here = {f.key: f for f in await runs.run_files(sdb, "chip", 1, md5=True) if f.exists}
+    there = {f.key: f for f in await runs.run_files(mirror.db, "chip", 1, md5=True)}
+    assert (await runs.get_run(mirror.db, "chip", 1))["state"] == "full"
+    assert here and all(there[k].exists and there[k].md5sum == f.md5sum for k, f in here.items())
+    sources = ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "ls")
+    assert name in sources.stdout
+    # a second pass finds nothing new and changes nothing
+    again = await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
+    assert not again.events("dist_imported") and not again.events("dist_import_failed")
+
+
+async def _shipped(sdb: Database) -> dict[str, object] | None:
+    row = await sdb.fetch_one(STATE, stage="chip", id=1)
+    return row if row and row["state"] == "full" else None
+
+
+async def _files(sdb: Database) -> list[dict[str, object]]:
+    return await sdb.fetch_all(Query("t_f", "SELECT file_name, uri FROM dsFile", "test"))
+
+
+def test_bundle_member_tar_is_readable(tmp_path):
+    """A bundle built here is a plain gzip'd tar (python's tarfile reads it too)."""
+    from shared import bundles
+    src = tmp_path / "a.fits"
+    src.write_bytes(b"x" * 5000)
+    built = bundles.build(tmp_path / "a.tgz", [bundles.Member(src, "a.fits")])
+    with tarfile.open(built.path) as tar:
+        assert tar.getnames() == ["./a.fits"]
