@@ -273,6 +273,11 @@ async def poll_source(ctx: AgentContext, source: Row) -> int:
             if not FILESET.match(name):
                 raise ImportFailed(f"fileset name {name!r} does not follow "
                                    "$exp_name.$stage.$stage_id.$dist_id.$prod_id")
+            done = await ctx.db.fetch_one(Q.rc_fileset_get, source=source["id"], name=name)
+            if done is not None and done["state"] == "full":
+                ctx.log.info("dist_already_imported", source=source["id"], fileset=name)
+                ctx.item_done()
+                continue  # listed again (a server that ignores ?last): nothing to do
             await import_fileset(ctx, source, name)
             imported += 1
             ctx.item_done()

@@ -21,6 +21,7 @@ from shared.schema import create_database, drop_database, upgrade
 from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
 from sim import workload
 from tests.helpers import FAST, AgentProcess
+from tests.mirror_fixture import Mirror, make_mirror
 
 # CI runs the same examples every time; local runs keep exploring new ones.
 hypothesis_settings.register_profile("ci", derandomize=True)
@@ -98,3 +99,10 @@ def spawn(test_dsn: str, tmp_path: Path, agents: list[AgentProcess]):  # type: i
         return agent
 
     return start
+
+
+@pytest.fixture
+async def mirror(test_dsn: str, tmp_path: Path) -> AsyncIterator[Mirror]:
+    """A second site (a distribution mirror) in its own database."""
+    async for site in make_mirror(test_dsn, tmp_path / "mirror"):
+        yield site

@@ -4,12 +4,10 @@ importing them over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import itertools
-import socket
 import subprocess
 import sys
 import tarfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,26 +15,14 @@ import pytest
 from shared import datastore, runs
 from shared.db import Database
 from shared.queries import Query
-from shared.schema import create_database, drop_database, upgrade
-from shared.settings import load_settings, parse_dsn
+from shared.schema import drop_database
+from shared.settings import parse_dsn
 from shared.storage import Storage
-from tests.helpers import FAST, ROOT, AgentProcess, agent_env, eventually
-from tests.survey_fixture import SurveySite, make_survey, sibling
+from tests.helpers import ROOT, AgentProcess, agent_env, eventually
+from tests.mirror_fixture import free_port
+from tests.survey_fixture import SurveySite, make_survey
 
 _numbers = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Mirror:
-    dsn: str
-    var_dir: Path
-    db: Database
 
 
 @pytest.fixture
@@ -52,21 +38,6 @@ async def sdb(site: SurveySite) -> AsyncIterator[Database]:
     db = await Database.connect(site.settings, pool_size=4)
     yield db
     await db.close()
-
-
-@pytest.fixture
-async def mirror(test_dsn: str, tmp_path: Path) -> AsyncIterator[Mirror]:
-    dsn = parse_dsn(sibling(test_dsn, f"mirror{next(_numbers)}"))
-    var_dir = tmp_path / "mirror"
-    settings = load_settings(environ={}, db_dsn=dsn.url(), var_dir=str(var_dir), **FAST)
-    await create_database(settings, dsn)
-    db = await Database.connect(settings, pool_size=4)
-    await upgrade(db)
-    for n in range(2):
-        await Storage(db).add_volume(f"mirror.{n}", var_dir / "storage" / f"vol{n}")
-    yield Mirror(dsn.url(), var_dir, db)
-    await db.close()
-    await drop_database(settings, dsn)
 
 
 def ippctl(dsn: str, var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
