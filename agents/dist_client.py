@@ -185,9 +185,9 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
     await asyncio.gather(*(fetch(f) for f in files))
     text = await asyncio.to_thread((staging / dbinfos[0].name).read_text)
     info = read_dbinfo(text, f"{name}/{dbinfos[0].name}", ctx.settings.dist_mirror_volume)
-    items = await asyncio.to_thread(_unpack, staging, [f for f in files if f.type == "tgz"], info)
+    items, digests = await _unpack(ctx, staging, [f for f in files if f.type == "tgz"], info)
     storage = Storage(ctx.db)
-    stored = await _store(storage, items)
+    stored = await _store(storage, items, digests)
     try:
         async def record(tx: Tx) -> None:
             await tx.execute(Q.rc_fileset_state, source=source["id"], name=name, state="full",
@@ -209,26 +209,40 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
     return len(items)
 
 
-def _unpack(staging: Path, tgzs: list[RemoteFile], info: RunInfo) -> list[tuple[str, Path]]:
-    """Extract each bundle into its own staging directory; (storage key, file) per member."""
-    items = []
+async def _unpack(ctx: AgentContext, staging: Path, tgzs: list[RemoteFile], info: RunInfo
+                  ) -> tuple[list[tuple[str, Path]], dict[Path, tuple[int, str]]]:
+    """Extract the bundles (several at once), each into its own staging directory; returns
+    (storage key, file) per member and the (bytes, md5) of each file."""
+    owners = {}
     for f in tgzs:
         owner = info.bundles.get(f.name)
         if owner is None:
             raise ImportFailed(f"bundle {f.name} belongs to no component of {info.stage} "
                                f"{info.run_id}")
-        directory, stem = owner
-        into = staging / "x" / f.name
-        shutil.rmtree(into, ignore_errors=True)
-        for path in bundles.extract(staging / f.name, into):
+        owners[f.name] = owner
+    limit = asyncio.Semaphore(ctx.settings.dist_parallel)
+
+    async def one(name: str) -> dict[Path, tuple[int, str]]:
+        into = staging / "x" / name
+        async with limit:
+            await asyncio.to_thread(shutil.rmtree, into, True)
+            return await asyncio.to_thread(bundles.extract, staging / name, into)
+
+    results = await asyncio.gather(*(one(f.name) for f in tgzs))
+    items, digests = [], {}
+    for f, written in zip(tgzs, results, strict=True):
+        directory, stem = owners[f.name]
+        for path in written:
             if not path.name.startswith(stem):
                 raise ImportFailed(f"bundle {f.name}: member {path.name} is not a file of "
                                    f"its component ({stem}*)")
             items.append((f"neb://any/{directory}/{path.name}", path))
-    return items
+        digests.update(written)
+    return items, digests
 
 
-async def _store(storage: Storage, items: list[tuple[str, Path]]) -> list[str]:
+async def _store(storage: Storage, items: list[tuple[str, Path]],
+                 digests: dict[Path, tuple[int, str]]) -> list[str]:
     """Put the files into storage; those already there with the same md5 are kept (a redo).
     Returns the keys stored now (to remove if the import then fails)."""
     known = await storage.stat_many([k for k, _ in items])
@@ -238,11 +252,11 @@ async def _store(storage: Storage, items: list[tuple[str, Path]]) -> list[str]:
         if row is None:
             fresh.append((key, path))
             continue
-        _size, md5 = await asyncio.to_thread(bundles.file_digest, path)
+        _size, md5 = digests[path]
         if row["md5sum"] != md5:
             raise ImportFailed(f"{key} exists here with other content (md5 {row['md5sum']})")
     try:
-        await storage.create_many_by_moving(fresh)
+        await storage.create_many_by_moving(fresh, digests=digests)
     except ObjectExists as exc:
         raise ImportFailed(f"a file was stored meanwhile by someone else: {exc}") from None
     return [k for k, _ in fresh]

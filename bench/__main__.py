@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import claims, cleanup, idle, survey, update
+from bench import claims, cleanup, dist, idle, survey, update
 from bench.common import Figure, write_results
 
 
@@ -15,6 +15,8 @@ async def run_all(quick: bool) -> list[Figure]:
     figures.append(await cleanup.measure(runs=3 if quick else 20, chips=20 if quick else 60))
     figures.append(await update.measure(chips=4 if quick else 8, size=256 if quick else 1024,
                                         rounds=2 if quick else 3))
+    figures += await dist.measure(chips=4 if quick else 8, size=256 if quick else 1024,
+                                  rounds=2 if quick else 3)
     figures.append(survey.chip_seconds_per_megapixel(size=512 if quick else 1024))
     figures.append(await survey.survey_rate(chips=8 if quick else 60, size=256 if quick else 1024,
                                             stars_per_chip=300 if quick else 4400))

@@ -120,13 +120,15 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, md5.hexdigest()
 
 
-def extract(bundle: Path, into: Path) -> list[Path]:
-    """Unpack ``bundle`` into the (empty) directory ``into``; returns the files written.
+def extract(bundle: Path, into: Path) -> dict[Path, tuple[int, str]]:
+    """Unpack ``bundle`` into the (empty) directory ``into``; returns each file written with
+    its (bytes, md5), computed on the way.
 
     Every member is checked before its bytes are written; a bad member or a truncated
     archive raises BundleError, and whatever was written is removed again."""
     into.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    digests: dict[Path, tuple[int, str]] = {}
     try:
         gz_in = igzip.open(bundle, "rb")  # type: ignore[no-untyped-call]
         with gz_in as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
@@ -136,14 +138,17 @@ def extract(bundle: Path, into: Path) -> list[Path]:
                     raise BundleError(f"{bundle.name}: member {info.name!r} appears twice")
                 source = tar.extractfile(info)
                 assert source is not None  # a regular file (checked)
+                md5 = hashlib.md5()
                 with open(target, "wb") as out:
                     written.append(target)
                     copied = 0
                     while chunk := source.read(_CHUNK):
                         out.write(chunk)
+                        md5.update(chunk)
                         copied += len(chunk)
                 if copied != info.size:
                     raise BundleError(f"{bundle.name}: member {info.name!r} is truncated")
+                digests[target] = (copied, md5.hexdigest())
     except (tarfile.TarError, EOFError, OSError, zlib.error, igzip.BadGzipFile) as exc:
         _remove(written)
         raise BundleError(f"{bundle.name}: not a complete gzip'd tar ({exc})") from None
@@ -152,7 +157,7 @@ def extract(bundle: Path, into: Path) -> list[Path]:
         raise
     if not written:
         raise BundleError(f"{bundle.name}: the bundle is empty")
-    return written
+    return digests
 
 
 def _check(bundle: Path, info: tarfile.TarInfo, into: Path) -> Path:

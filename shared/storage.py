@@ -230,10 +230,17 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _link_hash(source: Path, tmp: Path) -> tuple[int, str]:
+def _link_hash(source: Path, tmp: Path, digest: tuple[int, str] | None = None) -> tuple[int, str]:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     _link_or_copy(source, tmp)
-    return _fsync_and_hash(tmp)
+    if digest is None:
+        return _fsync_and_hash(tmp)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+        if os.fstat(fh.fileno()).st_size != digest[0]:
+            raise StorageError(f"{source}: {os.fstat(fh.fileno()).st_size} bytes, expected "
+                               f"{digest[0]}")
+    return digest
 
 
 def _unlink_all(paths: list[Path]) -> None:
@@ -647,13 +654,17 @@ class Storage:
 
         await self._create_batch(items, stage)
 
-    async def create_many_by_moving(self, items: list[tuple[str, Path]]) -> None:
+    async def create_many_by_moving(self, items: list[tuple[str, Path]], *,
+                                    digests: dict[Path, tuple[int, str]] | None = None) -> None:
         """Like :meth:`create_many` for local files (e.g. staged processor outputs): each is
         hard-linked (or copied) into its volume, fsynced and hashed, several at once; the
-        sources are removed once the batch is registered."""
+        sources are removed once the batch is registered. ``digests`` gives (bytes, md5) of
+        sources the caller hashed while writing them, so they are not read again."""
+        known = digests or {}
+
         async def stage(staged: list[tuple[Path, Path]]) -> list[tuple[int, str]]:
-            return list(await asyncio.gather(*(asyncio.to_thread(_link_hash, src, tmp)
-                                               for tmp, src in staged)))
+            return list(await asyncio.gather(*(
+                asyncio.to_thread(_link_hash, src, tmp, known.get(src)) for tmp, src in staged)))
 
         await self._create_batch(items, stage)
         await asyncio.to_thread(_unlink_all, [src for _, src in items])

@@ -1,0 +1,199 @@
+"""Distribution figures, each against its anchor on the same files in the same run.
+
+- Bundle building: the dist_server's bundle step (``shared.bundles.build`` per component,
+  ``dist_parallel`` at once, ISA-L gzip) against ``tar czf`` of the same component files,
+  one component after another, as throughput of input bytes.
+- Import: ``ipp-agent dist_client --once`` importing the fileset from a running dist_server
+  (download, verify, unpack, store, import rows) against ``curl`` + ``md5sum`` + ``tar xzf``
+  of the same fileset from the same server, as seconds for the whole fileset.
+
+The survey is one exposure of 8 chips at 1024x1024 (about 20 MB of files per chip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, bench_database
+from shared import bundles, datastore, runs
+from shared.db import Database
+from shared.queries import Q
+from shared.settings import PROJECT_ROOT, Settings
+from shared.storage import Storage, parse_key
+from sim.survey import Survey, SurveyOptions, ensure_volumes
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _components(db: Database, chip_id: int) -> dict[str, list[Path]]:
+    files = [f for f in await runs.run_files(db, "chip", chip_id) if f.exists]
+    paths = await Storage(db).paths_many([f.key for f in files])
+    grouped: dict[str, list[Path]] = defaultdict(list)
+    for f in files:
+        grouped[f.component or "run"].append(paths[parse_key(f.key).path])
+    return grouped
+
+
+def _tar_czf(groups: dict[str, list[Path]], out: Path) -> float:
+    started = time.perf_counter()
+    for name, paths in groups.items():  # files may sit on different volumes: -C per file
+        args = [a for p in paths for a in ("-C", str(p.parent), f"./{p.name}")]
+        subprocess.run(["tar", "czf", str(out / f"{name}.tgz"), *args], check=True)
+    return time.perf_counter() - started
+
+
+async def _ours(groups: dict[str, list[Path]], out: Path, parallel: int, level: int) -> float:
+    limit = asyncio.Semaphore(parallel)
+
+    async def one(name: str, paths: list[Path]) -> None:
+        async with limit:
+            await asyncio.to_thread(bundles.build, out / f"{name}.tgz",
+                                    [bundles.Member(p, p.name) for p in paths], level=level)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n, p) for n, p in groups.items()))
+    return time.perf_counter() - started
+
+
+async def bundle_figure(settings: Settings, db: Database, chip_id: int, tmp: Path,
+                        rounds: int = 3) -> Figure:
+    groups = await _components(db, chip_id)
+    total = sum(p.stat().st_size for paths in groups.values() for p in paths)
+    ours, anchor = [], []
+    for n in range(rounds):
+        a, b = tmp / f"tar{n}", tmp / f"ours{n}"
+        a.mkdir()
+        b.mkdir()
+        anchor.append(await asyncio.to_thread(_tar_czf, groups, a))
+        ours.append(await _ours(groups, b, settings.dist_parallel, settings.dist_gzip_level))
+    ours_rate, anchor_rate = total / statistics.median(ours) / 1e6, total / statistics.median(anchor) / 1e6
+    sizes = (sum(p.stat().st_size for p in (tmp / "ours0").iterdir()),
+             sum(p.stat().st_size for p in (tmp / "tar0").iterdir()))
+    return Figure("bundle building (chip components)", ours_rate, anchor_rate, "MB/s",
+                  "tar czf of the same files", ">= 10x", ours_rate >= 10 * anchor_rate,
+                  note=(f"{len(groups)} bundles from {total / 1e6:.0f} MB; ISA-L level "
+                        f"{settings.dist_gzip_level}, {settings.dist_parallel} at once; "
+                        f"bundles {sizes[0] / 1e6:.0f} MB vs tar czf {sizes[1] / 1e6:.0f} MB; "
+                        f"medians of {rounds}"))
+
+
+def _env(dsn: str, var_dir: Path, **extra: Any) -> dict[str, str]:
+    env = {**os.environ, "IPP_DB_DSN": dsn, "IPP_LOG_FORMAT": "json", "IPP_VAR_DIR": str(var_dir),
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    env.update({f"IPP_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+async def _agent_once(name: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agents", name, "--once", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"dist bench: {name} exited {proc.returncode}")
+    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+
+
+def _anchor_import(base: str, names: list[str], out: Path) -> float:
+    started = time.perf_counter()
+    for name in names:
+        subprocess.run(["curl", "-sf", "-o", str(out / name), f"{base}/{name}"], check=True)
+    subprocess.run(["md5sum", *names], cwd=out, check=True, stdout=subprocess.DEVNULL)
+    for name in names:
+        if name.endswith(".tgz"):
+            target = out / "x" / name
+            target.mkdir(parents=True)
+            subprocess.run(["tar", "xzf", str(out / name), "-C", str(target)], check=True)
+    return time.perf_counter() - started
+
+
+async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Path,
+                        rounds: int = 3) -> Figure:
+    await datastore.add_product(db, "bench-dist", "dist", None, ["stage", "stage_id"])
+    await db.execute(Q.dist_queue, target_id=None, stage="chip", stage_id=chip_id, label=None,
+                     clean=0, product="bench-dist")
+    port = _port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agents", "dist_server",
+        env=_env(settings.effective_dsn(), tmp / "server", ds_port=port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        fileset = None
+        for _ in range(600):
+            row = await db.fetch_one(Q.dist_run_get, product="bench-dist", stage="chip",
+                                     stage_id=chip_id, clean=0)
+            if row and row["state"] == "full":
+                fileset = row["fileset_name"]
+                break
+            await asyncio.sleep(0.1)
+        if fileset is None:
+            raise RuntimeError("dist bench: the fileset was not built")
+        files = [f["file_name"] for f in await datastore.fileset_files(db, "bench-dist", fileset)]
+        total = sum(int(f["bytes"]) for f in await datastore.fileset_files(db, "bench-dist", fileset))
+        base = f"http://127.0.0.1:{port}/ds"
+        ours, anchor = [], []
+        for n in range(rounds):
+            out = tmp / f"curl{n}"
+            out.mkdir()
+            anchor.append(await asyncio.to_thread(_anchor_import, f"{base}/bench-dist/{fileset}",
+                                                  files, out))
+            async with bench_database(f"ipp_bench_mirror{n}") as (msettings, mdb):
+                mvar = tmp / f"mirror{n}"
+                await ensure_volumes(Storage(mdb), mvar, "mirror")
+                await mdb.execute(Q.rc_source_add, name="src", uri=base, product="bench-dist")
+                started = time.perf_counter()
+                events = await _agent_once("dist_client", _env(msettings.effective_dsn(), mvar))
+                wall = time.perf_counter() - started
+                done = [e for e in events if e.get("event") == "dist_imported"]
+                if not done:
+                    raise RuntimeError(f"dist bench: nothing imported: {events[-3:]}")
+                ours.append(_working_s(events) or wall)
+    finally:
+        server.terminate()
+        await server.wait()
+    ours_s, anchor_s = statistics.median(ours), statistics.median(anchor)
+    return Figure("import of a fileset (mirror client)", total / ours_s / 1e6,
+                  total / anchor_s / 1e6, "MB/s", "curl + md5sum + tar xzf, same server",
+                  ">= 1x", ours_s <= anchor_s,
+                  note=(f"{len(files)} files, {total / 1e6:.0f} MB; agent {ours_s:.2f} s "
+                        f"(agent_started to agent_stopped: download, verify, unpack, store, "
+                        f"import) vs {anchor_s:.2f} s; medians of {rounds}"))
+
+
+def _working_s(events: list[dict[str, Any]]) -> float | None:
+    from datetime import datetime
+    stamps = {e["event"]: datetime.fromisoformat(e["timestamp"]) for e in events
+              if e.get("event") in ("agent_started", "agent_stopped")}
+    if len(stamps) != 2:
+        return None
+    return (stamps["agent_stopped"] - stamps["agent_started"]).total_seconds()
+
+
+async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> list[Figure]:
+    async with bench_database("ipp_bench_dist") as (settings, db):
+        with tempfile.TemporaryDirectory(prefix="ipp-bench-dist-") as tmp_name:
+            tmp = Path(tmp_name)
+            await ensure_volumes(Storage(db), tmp / "server", "bench")
+            options = SurveyOptions(exposures=1, chips=chips, seed=4, site="bench", size=size,
+                                    stars_per_chip=4400 if size >= 1024 else 400,
+                                    dvo_dir=tmp / "dvo", progress=False)
+            summary = await Survey(db, Storage(db), options).run()
+            chip_id = summary.chip_runs[0]
+            first = await bundle_figure(settings, db, chip_id, tmp, rounds)
+            second = await import_figure(settings, db, chip_id, tmp, rounds)
+    return [first, second]
