@@ -41,6 +41,18 @@ demo: db
 	  echo "generating a small synthetic survey (first demo run)"; \
 	  $(BIN)/ippctl sim survey --exposures 3 --chips 4 --seed 1; \
 	fi
+	@# the second site (a mirror) and the distribution between them
+	@IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl db upgrade
+	@if [ "$$(IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl storage volume list --json)" = "[]" ]; then \
+	  IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl storage volume add ipp_mirror.0 $(CURDIR)/var/storage/ipp_mirror/vol0; \
+	fi
+	@if ! $(BIN)/ippctl ds ls | grep -q '^ipp-dist[ |]'; then \
+	  $(BIN)/ippctl ds product add ipp-dist --type dist --columns target_id,stage,stage_id,exp_name; \
+	  $(BIN)/ippctl dist target add --dist-group survey --stage chip --product ipp-dist; \
+	fi
+	@if ! IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl dist source ls | grep -q '^ipp '; then \
+	  IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl dist source add ipp --uri http://127.0.0.1:8081/ds --product ipp-dist; \
+	fi
 	@echo
 	@echo "IPP agents under supervisord (Ctrl-C stops everything cleanly)."
 	@echo "  agent logs:   logs/<agent>.log (JSON lines), supervisord: logs/supervisord.log"
@@ -49,6 +61,9 @@ demo: db
 	@echo "  try cleanup:  $(BIN)/ippctl runs set-state --stage chip --id 1 --state goto_cleaned"
 	@echo "                $(BIN)/ippctl runs list --stage chip"
 	@echo "  then update:  $(BIN)/ippctl runs request-update --stage chip --id 1 --wait"
+	@echo "  DataStore:    curl http://127.0.0.1:8081/ds/ipp-dist/index.txt  (chip runs ship on their own)"
+	@echo "  ship a warp:  $(BIN)/ippctl dist queue --stage warp --id 1 --product ipp-dist"
+	@echo "  the mirror:   IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl runs list --stage chip"
 	@echo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/supervisord -n -c supervisord.conf
 

@@ -85,7 +85,10 @@ async def _bundles(ctx: AgentContext, storage: Storage, dist: Row,
         path = paths.get(parse_key(f.key).path)
         if path is None:
             raise ShipFailed(f"{f.key} is registered but no instance is readable (volume down?)")
-        grouped[f.component].append(bundles.Member(path, parse_key(f.key).path.rsplit("/", 1)[-1]))
+        # files of no listed component (a chip run's mosaics, a camera run's per-chip streak
+        # masks) travel in the run's own bundle
+        owner = f.component if f.component in comps else None
+        grouped[owner].append(bundles.Member(path, parse_key(f.key).path.rsplit("/", 1)[-1]))
     any_base = next((c["path_base"] for c in comps.values() if c["path_base"]), None)
     jobs = []
     for component, members in sorted(grouped.items(), key=lambda kv: str(kv[0])):

@@ -152,3 +152,81 @@ def test_bundle_member_tar_is_readable(tmp_path):
     built = bundles.build(tmp_path / "a.tgz", [bundles.Member(src, "a.fits")])
     with tarfile.open(built.path) as tar:
         assert tar.getnames() == ["./a.fits"]
+
+
+async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_path):
+    """The service of REFERENCE 6 over real HTTP: product listing after a fileset, 404 for
+    an unknown fileset, unregistered names and paths out of the tree; Range downloads."""
+    import aiohttp
+
+    port = free_port()
+    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "p", "--type", "dist",
+                  "--columns", "stage,stage_id").returncode == 0
+    for run_id in (1, 2):
+        assert ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "camera", "--id",
+                      str(run_id), "--product", "p").returncode == 0
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
+                          ds_port=port)
+    base = f"http://127.0.0.1:{port}/ds"
+    try:
+        async def both_shipped() -> bool:
+            rows = await sdb.fetch_all(Query("t_s", "SELECT state FROM distRun", "test"))
+            return [r["state"] for r in rows] == ["full", "full"]
+        await eventually(both_shipped, timeout_s=60, what="two filesets")
+        async with aiohttp.ClientSession() as http:
+            root = await (await http.get(f"{base}/index.txt")).text()
+            assert root.startswith("# productID") and "\np " in f"\n{root}"
+            listing = await (await http.get(f"{base}/p/index.txt")).text()
+            names = [line.split("|")[0].strip() for line in listing.splitlines()[1:]]
+            assert [n.split(".", 1)[1] for n in names] == ["camera.1.1.1", "camera.2.2.1"]
+            assert [c.strip() for c in listing.splitlines()[0].split("|")[3:5]] == [
+                "stage", "stage_id"]
+            newer = await (await http.get(f"{base}/p/index.txt?{names[0]}")).text()
+            assert [line.split("|")[0].strip() for line in newer.splitlines()[1:]] == [names[1]]
+            assert (await http.get(f"{base}/p/index.txt?no.such.fileset")).status == 404
+            files = datastore.parse_files(
+                await (await http.get(f"{base}/p/{names[0]}/index.txt")).text(), "t")
+            tgz = next(f for f in files if f.type == "tgz")
+            whole = await (await http.get(f"{base}/p/{names[0]}/{tgz.name}")).read()
+            assert len(whole) == tgz.bytes
+            part = await http.get(f"{base}/p/{names[0]}/{tgz.name}",
+                                  headers={"Range": "bytes=10-"})
+            assert part.status == 206 and await part.read() == whole[10:]
+            assert (await http.get(f"{base}/p/{names[0]}/not-registered.tgz")).status == 404
+            assert (await http.get(f"{base}/p/{names[0]}/..%2F..%2Fetc%2Fpasswd")).status == 404
+            assert (await http.get(f"{base}/nosuch/index.txt")).status == 404
+    finally:
+        server.kill()
+
+
+async def test_standing_target_and_clean_distribution(site, sdb, mirror, tmp_path):
+    """A standing target queues every full run of its dist_group; a --clean distribution
+    ships the rows as cleaned and only what cleanup keeps."""
+    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "c", "--type",
+                  "dist").returncode == 0
+    out = ippctl(site.dsn, site.var_dir, "dist", "target", "add", "--dist-group", "survey",
+                 "--stage", "warp", "--product", "c", "--clean")
+    assert out.returncode == 0, out.stderr
+    await once("dist_server", site.dsn, site.var_dir, tmp_path, ds_port=free_port())
+    rows = await sdb.fetch_all(Query("t_d", "SELECT stage, stage_id, clean, state FROM distRun "
+                                     "ORDER BY stage_id", "test"))
+    assert [(r["stage"], r["stage_id"], r["clean"], r["state"]) for r in rows] == [
+        ("warp", 1, 1, "full"), ("warp", 2, 1, "full"), ("warp", 3, 1, "full")]
+    port = free_port()
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
+                          ds_port=port)
+    try:
+        assert ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "add", "ipp", "--uri",
+                      f"http://127.0.0.1:{port}/ds", "--product", "c").returncode == 0
+        await eventually(lambda: _listening(server), timeout_s=30, what="the DataStore up")
+        await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
+    finally:
+        server.kill()
+    run = await runs.get_run(mirror.db, "warp", 1)
+    assert run["state"] == "cleaned"
+    there = {f.rule: f.exists for f in await runs.run_files(mirror.db, "warp", 1)}
+    assert there["PSWARP.OUTPUT"] is False and there["PSWARP.CONFIG"] is True
+
+
+def _listening(server: AgentProcess) -> bool:
+    return bool(server.events("ds_listening"))
