@@ -230,3 +230,23 @@ async def test_standing_target_and_clean_distribution(site, sdb, mirror, tmp_pat
 
 def _listening(server: AgentProcess) -> bool:
     return bool(server.events("ds_listening"))
+
+
+async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, tmp_path):
+    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "r", "--type",
+                  "dist").returncode == 0
+    assert ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "2",
+                  "--product", "r").returncode == 0
+    await once("dist_server", site.dsn, site.var_dir, tmp_path, ds_port=free_port())
+    name = (await sdb.fetch_one(STATE, stage="chip", id=2))["fileset_name"]
+    uris = [f["uri"] for f in await _files(sdb)]
+    hidden = ippctl(site.dsn, site.var_dir, "ds", "remove", "r", name)
+    assert hidden.returncode == 0 and "hidden" in hidden.stdout
+    assert name not in await datastore.product_listing(sdb, "r")
+    assert all([await Storage(sdb).exists(u) for u in uris])
+    gone = ippctl(site.dsn, site.var_dir, "ds", "remove", "r", name, "--rm")
+    assert gone.returncode == 0 and f"{len(uris)} files deleted" in gone.stdout
+    assert not any([await Storage(sdb).exists(u) for u in uris])
+    assert await _files(sdb) == []
+    missing = ippctl(site.dsn, site.var_dir, "ds", "remove", "r", name)
+    assert missing.returncode == 1 and "has no fileset" in missing.stderr

@@ -392,9 +392,20 @@ async def test_sigkill_mid_update_is_redone_by_the_next_agent(site, sdb, tmp_pat
         await eventually(marker.exists, timeout_s=60, what="the processor to start")
     finally:
         victim.kill()
-    # the next agents find the claim released once the victim's heartbeat is stale
-    await update_until_full(site, sdb, tmp_path, "stack", 1, passes=10)
+    owner = Query("t_owner", "SELECT r.owner, c.status, c.heartbeat_at < NOW(6) - INTERVAL "
+                  "2500000 MICROSECOND AS stale FROM stackRun r LEFT JOIN clients c ON "
+                  "c.client_id = r.owner WHERE r.stack_id = 1", "test")
+    held = await sdb.fetch_one(owner)
+    assert held["owner"] == victim.client_id(), (held, victim.output()[-2000:])
+    # once the victim's heartbeat is stale, the next agent's start-up sweep releases its claim
+    await eventually(lambda: _stale(sdb, owner), timeout_s=30, what="the victim stale")
+    await update_until_full(site, sdb, tmp_path, "stack", 1, passes=3)
     assert assert_same_products(before, await files(sdb, "stack", 1), "stack") > 0
+
+
+async def _stale(sdb: Database, owner: Query) -> bool:
+    row = await sdb.fetch_one(owner)
+    return bool(row["stale"])
 
 
 def test_regen_rejects_a_bad_job_file(tmp_path):
