@@ -1,0 +1,1 @@
+"""PSPS: the table descriptions (VOTable files, one per batch type) and loading configs."""

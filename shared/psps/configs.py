@@ -1,0 +1,238 @@
+"""PSPS loading configurations: one row per config in ``psps_config``.
+
+Every field has a type, a default and a check; a value that fails its check is refused with
+an error naming the field and the value. ``ippctl psps config edit NAME`` prompts field by
+field (return keeps the value shown), ``set NAME key=value ...`` changes fields without
+prompts, ``list`` shows them. Agents read the config from the database on every pass, so an
+edit takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.db import Database, Row
+from shared.errors import IppError
+from shared.psps.schema import BATCH_TYPES
+from shared.queries import Q
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+#: What the batch cleaner may delete, per ODM status (issue 7's defaults).
+DELETION_TARGETS = ("datastore", "dxlayer", "local")
+DELETION_STATES = ("merge_worthy", "merged", "failed")
+DEFAULT_POLICY = "merge_worthy:datastore,dxlayer;failed:datastore,dxlayer;merged:local"
+
+
+class ConfigError(IppError):
+    """A loading config or one of its values that is not valid."""
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "no", "n", "off"):
+        return False
+    raise ValueError("expected yes/no (true/false, 1/0)")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _epoch(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip().replace("T", " "))
+    except ValueError:
+        raise ValueError("expected a date and time, e.g. 2009-01-01 00:00:00") from None
+
+
+def _types(text: str) -> str:
+    parts = [p.strip().upper() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in BATCH_TYPES]
+    if not parts or unknown:
+        raise ValueError(f"expected batch types among {', '.join(BATCH_TYPES)}")
+    return ",".join(p for p in BATCH_TYPES if p in parts)
+
+
+def parse_policy(text: str) -> dict[str, tuple[str, ...]]:
+    """``state:target,target;state:...`` -> {state: targets} (ValueError if malformed)."""
+    policy: dict[str, tuple[str, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        state, sep, targets = part.partition(":")
+        wanted = tuple(t.strip() for t in targets.split(",") if t.strip())
+        if not sep or state.strip() not in DELETION_STATES or any(
+                t not in DELETION_TARGETS for t in wanted):
+            raise ValueError(f"expected state:target,... with states {', '.join(DELETION_STATES)} "
+                             f"and targets {', '.join(DELETION_TARGETS)}; got {part!r}")
+        policy[state.strip()] = wanted
+    return policy
+
+
+def _policy(text: str) -> str:
+    parse_policy(text)
+    return text.strip()
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if len(text) > limit:
+            raise ValueError(f"at most {limit} characters")
+        return text.strip()
+    return check
+
+
+def _survey(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 255:
+        raise ValueError("expected 0..255")
+    return value
+
+
+def _box(text: str) -> float:
+    value = _float(text)
+    if not 0 < value <= 30:
+        raise ValueError("expected a box size above 0 and at most 30 degrees")
+    return value
+
+
+def _ra(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value <= 360:
+        raise ValueError("expected 0..360 degrees")
+    return value
+
+
+def _dec(text: str) -> float:
+    value = _float(text)
+    if not -90 <= value <= 90:
+        raise ValueError("expected -90..90 degrees")
+    return value
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    parse: Callable[[str], Any]
+    default: Callable[[str], Any]
+    help: str
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("datastore_product", _text(64), lambda n: f"PSPS_{n}",
+          "DataStore product batches are published on"),
+    Field("datastore_type", _text(16), lambda n: "psps", "type of that product"),
+    Field("datastore_publish", _bool, lambda n: True, "publish batches (no: build them only)"),
+    Field("dvo_label", _text(64), lambda n: "", "addRun label (dvodb) whose merged runs are loaded"),
+    Field("dvo_location", _text(512), lambda n: "", "the DVO catalog directory"),
+    Field("ra_min", _ra, lambda n: 0.0, "sky limits (degrees)"),
+    Field("ra_max", _ra, lambda n: 360.0, ""),
+    Field("dec_min", _dec, lambda n: -90.0, ""),
+    Field("dec_max", _dec, lambda n: 90.0, ""),
+    Field("box_size_deg", _box, lambda n: 1.0, "side of the boxes a stripe is cut into"),
+    Field("epoch", _epoch, lambda n: datetime(2009, 1, 1), "items published before this are loaded again"),
+    Field("survey_id", _survey, lambda n: 0, "PSPS surveyID"),
+    Field("batch_types", _types, lambda n: "P2,ST,OB", "batch types this config loads"),
+    Field("test_mode", _bool, lambda n: False, "first exposure, one chip, missing values tolerated"),
+    Field("deletion_policy", _policy, lambda n: DEFAULT_POLICY,
+          "what the batch cleaner deletes per ODM status"),
+    Field("active", _bool, lambda n: True, "loaders with --config all take this config"),
+)
+FIELD_NAMES = tuple(f.name for f in FIELDS)
+
+
+def field(name: str) -> Field:
+    for f in FIELDS:
+        if f.name == name:
+            return f
+    raise ConfigError(f"unknown config field {name!r} (fields: {', '.join(FIELD_NAMES)})")
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name) or name == "all":
+        raise ConfigError(f"config name {name!r} is not valid (letters, digits, _ . -; "
+                          "not 'all')")
+    return name
+
+
+def defaults(name: str) -> dict[str, Any]:
+    return {f.name: f.default(name) for f in FIELDS}
+
+
+def parse_value(name: str, text: str) -> Any:
+    f = field(name)
+    try:
+        return f.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} = {text!r}: {exc}") from None
+
+
+def check_whole(name: str, values: Mapping[str, Any]) -> None:
+    """Checks across fields: a sky box that is not empty."""
+    if values["ra_min"] >= values["ra_max"]:
+        raise ConfigError(f"config {name}: ra_min {values['ra_min']} must be below ra_max "
+                          f"{values['ra_max']} (the sky box would be empty)")
+    if values["dec_min"] >= values["dec_max"]:
+        raise ConfigError(f"config {name}: dec_min {values['dec_min']} must be below dec_max "
+                          f"{values['dec_max']} (the sky box would be empty)")
+
+
+def show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def from_row(row: Row) -> dict[str, Any]:
+    out = {f.name: row[f.name] for f in FIELDS}
+    for f in ("datastore_publish", "test_mode", "active"):
+        out[f] = bool(out[f])
+    return out
+
+
+async def get(db: Database, name: str) -> dict[str, Any] | None:
+    row = await db.fetch_one(Q.psps_config_get, name=name)
+    return None if row is None else from_row(row)
+
+
+async def load(db: Database, name: str) -> dict[str, Any]:
+    found = await get(db, name)
+    if found is None:
+        raise ConfigError(f"no loading config {name!r} (ippctl psps config list)")
+    return found
+
+
+async def save(db: Database, name: str, values: Mapping[str, Any]) -> None:
+    check_name(name)
+    check_whole(name, values)
+    params = {k: (int(v) if isinstance(v, bool) else v) for k, v in values.items()}
+    await db.execute(Q.psps_config_save, name=name, **params)
+
+
+async def set_fields(db: Database, name: str, assignments: Mapping[str, str]) -> dict[str, Any]:
+    """Change fields of a config (created with defaults if new); nothing is saved unless
+    every value is valid."""
+    check_name(name)
+    values = await get(db, name) or defaults(name)
+    for key, text in assignments.items():
+        values[key] = parse_value(key, text)
+    await save(db, name, values)
+    return values
+
+
+async def configs(db: Database, which: str) -> list[dict[str, Any]]:
+    """One config by name, or every active one for ``all``."""
+    if which == "all":
+        return [{"name": r["name"], **from_row(r)} for r in await db.fetch_all(Q.psps_configs)
+                if r["active"]]
+    return [{"name": which, **await load(db, which)}]

@@ -1,0 +1,118 @@
+"""PSPS table descriptions (VOTable files) and loading configs (ippctl psps config ...)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from shared.psps import configs
+from shared.psps.configs import ConfigError
+from shared.psps.schema import BATCH_TYPES, SchemaError, batch_tables
+from tests.helpers import ROOT, agent_env
+
+EXPECTED = {
+    "IN": ["Filter", "Survey"],
+    "P2": ["FrameMeta", "ImageMeta", "Detection"],
+    "ST": ["StackMeta", "StackDetection", "StackToImage"],
+    "OB": ["ObjectThin", "MeanObject"],
+}
+
+
+def test_every_batch_type_has_its_tables_described():
+    assert {t: [x.name for x in batch_tables(t)] for t in BATCH_TYPES} == EXPECTED
+
+
+def test_detection_columns_follow_reference_10():
+    """Names, SQL-derived types and null values of REFERENCE 10."""
+    det = {t.name: t for t in batch_tables("P2")}["Detection"]
+    assert det.primary_key == ("objID", "detectID")
+    names = [c.name for c in det.columns]
+    assert names[:9] == ["objID", "detectID", "ippObjID", "ippDetectID", "filterID", "surveyID",
+                         "imageID", "randomDetID", "dvoRegionID"]
+    assert det.column("objID").dtype == np.int64 and det.column("filterID").dtype == np.uint8
+    assert det.column("ra").dtype == np.float64 and det.column("psfFlux").dtype == np.float32
+    assert det.column("psfFlux").null == -999 and det.column("dvoRegionID").null == -1
+    assert det.column("extNSigma").null == 0 and det.column("airMass").null == 0
+    assert det.column("psfFlux").unit == "Jy" and det.column("ra").ucd == "pos.eq.ra"
+    assert all(c.description for c in det.columns)
+
+
+def test_an_unknown_batch_type_is_refused():
+    with pytest.raises(SchemaError, match="unknown batch type 'XX'"):
+        batch_tables("XX")
+
+
+# -- configs -------------------------------------------------------------------------------
+
+
+def ippctl(test_dsn: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT,
+                          env=agent_env(test_dsn), input=stdin, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_config_set_creates_with_defaults_and_changes_fields(db, test_dsn):
+    out = ippctl(test_dsn, "psps", "config", "set", "cfgA", "ra_min=10", "ra_max=20.5",
+                 "batch_types=st,p2", "test_mode=yes")
+    assert out.returncode == 0, out.stderr
+    assert "cfgA.batch_types = P2,ST" in out.stdout
+    listing = ippctl(test_dsn, "psps", "config", "list")
+    line = next(r for r in listing.stdout.splitlines() if r.startswith("cfgA"))
+    assert "P2,ST" in line and "10..20.5" in line and "PSPS_cfgA" in line
+
+
+@pytest.mark.parametrize(("assignment", "problem"), [
+    ("ra_min=400", "ra_min = '400': expected 0..360"),
+    ("dec_max=abc", "dec_max = 'abc'"),
+    ("batch_types=P2,XX", "expected batch types among IN, P2, ST, OB"),
+    ("box_size_deg=0", "box size above 0"),
+    ("deletion_policy=merged:everything", "expected state:target"),
+    ("epoch=yesterday", "expected a date and time"),
+    ("no_such_field=1", "unknown config field 'no_such_field'"),
+])
+def test_config_set_refuses_bad_values_naming_the_field(db, test_dsn, assignment, problem):
+    out = ippctl(test_dsn, "psps", "config", "set", "cfgB", assignment)
+    assert out.returncode != 0 and problem in out.stderr, out.stderr
+    assert "cfgB" not in ippctl(test_dsn, "psps", "config", "list").stdout
+
+
+def test_an_empty_sky_box_is_refused(db, test_dsn):
+    out = ippctl(test_dsn, "psps", "config", "set", "cfgC", "ra_min=30", "ra_max=30")
+    assert out.returncode != 0 and "the sky box would be empty" in out.stderr
+
+
+def test_config_edit_prompts_every_field_and_return_keeps_the_value(db, test_dsn):
+    """Answers: a new product, then an invalid ra_min (asked again), then a valid one, and
+    return for everything else."""
+    answers = ["PSPS_edit", "", "", "", "", "999", "5", ""] + [""] * 20
+    out = ippctl(test_dsn, "psps", "config", "edit", "cfgE", stdin="\n".join(answers) + "\n")
+    assert out.returncode == 0, out.stderr
+    for f in configs.FIELD_NAMES:
+        assert f"{f} [" in out.stdout
+    assert "ra_min = '999': expected 0..360" in out.stdout
+    listing = ippctl(test_dsn, "psps", "config", "list", "--json")
+    import json
+    (row,) = [r for r in json.loads(listing.stdout) if r["name"] == "cfgE"]
+    assert row["datastore_product"] == "PSPS_edit" and row["ra_min"] == 5.0
+    assert row["batch_types"] == "P2,ST,OB" and row["active"] is True
+    # editing again shows the stored values as the defaults
+    again = ippctl(test_dsn, "psps", "config", "edit", "cfgE", stdin="\n" * 20)
+    assert "datastore_product [PSPS_edit]" in again.stdout and "ra_min [5.0]" in again.stdout
+
+
+def test_deletion_policy_parses_to_targets_per_state():
+    assert configs.parse_policy(configs.DEFAULT_POLICY) == {
+        "merge_worthy": ("datastore", "dxlayer"), "failed": ("datastore", "dxlayer"),
+        "merged": ("local",)}
+    with pytest.raises(ValueError, match="expected state:target"):
+        configs.parse_policy("loaded:local")
+
+
+def test_config_names_are_checked():
+    with pytest.raises(ConfigError, match="not 'all'"):
+        configs.check_name("all")
+    with pytest.raises(ConfigError, match="is not valid"):
+        configs.check_name("bad name")
