@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv db demo demo-stop test test-soak lint bench clean-var
+.PHONY: all venv db demo demo-stop test test-soak lint bench clean-var tools
 
 all: test
 
@@ -75,8 +75,17 @@ lint: venv
 	$(BIN)/ruff check agents shared sim tests bench
 	$(BIN)/mypy agents shared sim bench
 
-test: lint
+test: lint tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Outside tools the PSPS output is checked with (fitsverify, STILTS); installed when root.
+tools:
+	@if ! command -v fitsverify >/dev/null || ! command -v stilts >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fitsverify stilts >/dev/null \
+	      || echo "could not install fitsverify/stilts: the tests that use them are skipped"; \
+	  else echo "fitsverify/stilts missing (apt-get install fitsverify stilts): their tests are skipped"; fi; \
+	fi
 
 test-soak: venv
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ BUILTIN: dict[str, str] = {
     "cleanup": "agents.cleanup",
     "dist_server": "agents.dist_server",
     "dist_client": "agents.dist_client",
+    "loader": "agents.loader",
     "sweeper": "agents.sweeper",
     "update": "agents.update",
 }

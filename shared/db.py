@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -34,6 +35,10 @@ from shared.errors import (
 from shared.log import get_logger
 from shared.queries import Query
 from shared.settings import Dsn, Settings, parse_dsn
+
+# Server notes such as "Duplicate entry" on INSERT IGNORE are expected outcomes of idempotent
+# statements (the affected-row count tells the caller); they are not printed on stderr.
+warnings.filterwarnings("ignore", category=pymysql.Warning)
 
 T = TypeVar("T")
 Row = dict[str, Any]

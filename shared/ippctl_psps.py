@@ -1,16 +1,19 @@
-"""``ippctl psps config edit|set|list``: PSPS loading configurations."""
+"""``ippctl psps ...``: loading configurations, the queue, the IN batch, batch listings."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from shared.cli import EXIT_OK
 from shared.db import Database
 from shared.ippctl import _print_json, _table, _with_db
-from shared.psps import configs
+from shared.psps import batches, builders, configs, publish, queue
 from shared.psps.configs import ConfigError
+from shared.queries import Q
 from shared.settings import Settings
 
 
@@ -84,8 +87,62 @@ async def config_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _all(db: Database) -> list[dict[str, Any]]:
-    from shared.queries import Q
     return [{"name": r["name"], **configs.from_row(r)} for r in await db.fetch_all(Q.psps_configs)]
+
+
+async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
+    """Queue the config's items; with --every, again every so many hours until stopped."""
+    async def go(db: Database) -> int:
+        while True:
+            added = await queue.queue(db, args.config)
+            counts = await db.fetch_all(Q.psps_queue_counts, config=args.config)
+            news = ", ".join(f"{k} {v}" for k, v in sorted(added.items()) if v)
+            print(f"{args.config}: queued " + (news or "nothing new")
+                  + "; items: " + (", ".join(f"{r['type']} {r['state']} {r['n']}" for r in counts)
+                                   or "none"))
+            if not args.every:
+                return EXIT_OK
+            await asyncio.sleep(args.every * 3600)
+    return await _with_db(settings, go)
+
+
+async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
+    """Build and publish the config's IN batch, once."""
+    async def go(db: Database) -> int:
+        cfg = {"name": args.config, **await configs.load(db, args.config)}
+        done = await db.fetch_one(Q.psps_in_published, config=args.config)
+        if done is not None:
+            print(f"{args.config}: the IN batch {done['name']} is published already")
+            return EXIT_OK
+        batch_id, name = await publish.new_batch(db, args.config, "IN", 0)
+        tables = builders.in_batch(args.config, int(cfg["survey_id"]))
+        directory = Path(settings.var_dir) / "psps" / args.config
+        written = await asyncio.to_thread(batches.write, directory, name, "IN", args.config,
+                                          tables)
+        fileset = await publish.publish(db, cfg, batch_id, name, "IN", written, 0)
+        print(f"{args.config}: IN batch {name} written to {written.fits_path}"
+              + (f", published as {cfg['datastore_product']}/{fileset}" if fileset else ""))
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
+async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
+    async def go(db: Database) -> int:
+        rows = await db.fetch_all(Q.psps_batches, config=args.config, type=args.type)
+        if args.json:
+            _print_json(rows)
+            return EXIT_OK
+        if not rows:
+            print(f"{args.config}: no batches")
+            return EXIT_OK
+        print(_table([(r["name"], r["type"], r["item_id"], r["processed"],
+                       r["loaded_to_datastore"], r["loaded_to_odm"], r["merge_worthy"],
+                       r["merged"], r["detections"], r["fits_path"] or "-", r["fileset"] or "-",
+                       (r["note"] or "")[:60]) for r in rows],
+                     ("BATCH", "TYPE", "ITEM", "PROCESSED", "DATASTORE", "ODM", "MERGE_WORTHY",
+                      "MERGED", "DETECTIONS", "FITS", "FILESET", "NOTE")))
+        return EXIT_OK
+    return await _with_db(settings, go)
 
 
 def add_commands(top: Any) -> None:
@@ -105,3 +162,16 @@ def add_commands(top: Any) -> None:
     p.add_argument("--active", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=config_list)
+    p = psps.add_parser("queue", help="queue the config's items (P2, ST, OB) in sky stripes")
+    p.add_argument("config")
+    p.add_argument("--every", type=float, metavar="HOURS",
+                   help="queue again every HOURS hours until stopped")
+    p.set_defaults(handler=psps_queue)
+    p = psps.add_parser("init", help="build and publish the config's IN batch (once)")
+    p.add_argument("config")
+    p.set_defaults(handler=psps_init)
+    p = psps.add_parser("batches", help="the config's batches and their life-cycle states")
+    p.add_argument("config")
+    p.add_argument("--type", choices=("IN", "P2", "ST", "OB"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=psps_batches)

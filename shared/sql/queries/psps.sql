@@ -28,3 +28,145 @@ ON DUPLICATE KEY UPDATE
     epoch = VALUES(epoch), survey_id = VALUES(survey_id), batch_types = VALUES(batch_types),
     test_mode = VALUES(test_mode), deletion_policy = VALUES(deletion_policy),
     active = VALUES(active);
+
+-- Queue ------------------------------------------------------------------------------------
+
+-- name: psps_stripe_add
+INSERT IGNORE INTO psps_stripe (config, stripe, ra_min, ra_max)
+VALUES (%(config)s, %(stripe)s, %(ra_min)s, %(ra_max)s);
+
+-- name: psps_item_add
+INSERT IGNORE INTO psps_item (config, type, item_id, stripe, box, ra, decl)
+VALUES (%(config)s, %(type)s, %(item_id)s, %(stripe)s, %(box)s, %(ra)s, %(decl)s);
+
+-- name: psps_items_retry
+UPDATE psps_item SET state = 'new', note = NULL
+WHERE config = %(config)s AND state = 'failed' AND attempts < %(max_attempts)s;
+
+-- name: psps_items_reload
+UPDATE psps_item i SET state = 'new'
+WHERE i.config = %(config)s AND i.state = 'done'
+  AND NOT EXISTS (SELECT 1 FROM psps_batch b
+                  WHERE b.config = i.config AND b.type = i.type AND b.item_id = i.item_id
+                    AND b.loaded_to_datastore = 'succeeded' AND b.created_at >= %(epoch)s);
+
+-- name: psps_p2_candidates
+SELECT a.stage_id AS item_id, e.ra AS ra, e.decl AS decl
+FROM addRun a JOIN camRun c ON c.cam_id = a.stage_id
+     JOIN chipRun ch ON ch.chip_id = c.chip_id JOIN rawExp e ON e.exp_id = ch.exp_id
+WHERE a.stage = 'camera' AND a.state = 'full' AND a.dvodb = %(dvodb)s
+  AND e.ra >= %(ra_min)s AND e.ra < %(ra_max)s AND e.decl >= %(dec_min)s AND e.decl < %(dec_max)s
+ORDER BY a.stage_id;
+
+-- name: psps_st_candidates
+SELECT s.stack_id AS item_id, k.ra AS ra, k.decl AS decl
+FROM stackRun s JOIN skycell k ON k.skycell_id = s.skycell_id AND k.tess_id = s.tess_id
+WHERE s.state = 'full'
+  AND k.ra >= %(ra_min)s AND k.ra < %(ra_max)s AND k.decl >= %(dec_min)s AND k.decl < %(dec_max)s
+ORDER BY s.stack_id;
+
+-- name: psps_queue_counts
+SELECT type, state, COUNT(*) AS n FROM psps_item WHERE config = %(config)s
+GROUP BY type, state ORDER BY type, state;
+
+-- Loader -----------------------------------------------------------------------------------
+
+-- name: psps_stripe_claim
+SELECT s.stripe_key AS id, s.stripe, s.ra_min, s.ra_max
+FROM psps_stripe s
+WHERE s.config = %(config)s AND s.owner IS NULL
+  AND EXISTS (SELECT 1 FROM psps_item i WHERE i.config = s.config AND i.stripe = s.stripe
+                AND i.state = 'new' AND i.owner IS NULL)
+ORDER BY s.stripe
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: psps_stripe_busiest
+SELECT s.stripe_key AS id, s.stripe, s.ra_min, s.ra_max, COUNT(*) AS pending
+FROM psps_stripe s JOIN psps_item i ON i.config = s.config AND i.stripe = s.stripe
+WHERE s.config = %(config)s AND i.state = 'new' AND i.owner IS NULL
+GROUP BY s.stripe_key, s.stripe, s.ra_min, s.ra_max
+ORDER BY pending DESC, s.stripe
+LIMIT 1;
+
+-- name: claim_mark_psps_stripe
+UPDATE psps_stripe SET owner = %(owner)s, claimed_at = NOW(6) WHERE stripe_key IN %(ids)s;
+
+-- name: claim_release_psps_stripe
+UPDATE psps_stripe SET owner = NULL, claimed_at = NULL
+WHERE stripe_key = %(id)s AND owner = %(owner)s;
+
+-- name: claim_release_orphans_psps_stripe
+UPDATE psps_stripe SET owner = NULL, claimed_at = NULL
+WHERE owner IS NOT NULL
+  AND owner NOT IN (SELECT client_id FROM clients WHERE status IN ('running', 'paused', 'stopping'));
+
+-- name: psps_item_claim
+SELECT i.item_key AS id, i.config, i.type, i.item_id, i.box, i.attempts, i.batch_id
+FROM psps_item i
+WHERE i.config = %(config)s AND i.stripe = %(stripe)s AND i.state = 'new' AND i.owner IS NULL
+  AND i.type IN %(types)s
+ORDER BY i.box, i.item_key
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_mark_psps_item
+UPDATE psps_item SET owner = %(owner)s, claimed_at = NOW(6) WHERE item_key IN %(ids)s;
+
+-- name: claim_release_psps_item
+UPDATE psps_item SET owner = NULL, claimed_at = NULL WHERE item_key = %(id)s AND owner = %(owner)s;
+
+-- name: claim_release_orphans_psps_item
+UPDATE psps_item SET owner = NULL, claimed_at = NULL
+WHERE owner IS NOT NULL
+  AND owner NOT IN (SELECT client_id FROM clients WHERE status IN ('running', 'paused', 'stopping'));
+
+-- name: psps_item_batch
+UPDATE psps_item SET batch_id = %(batch_id)s WHERE item_key = %(id)s AND owner = %(owner)s;
+
+-- name: psps_item_finish
+UPDATE psps_item
+SET state = %(state)s, attempts = attempts + %(attempt)s, note = %(note)s, owner = NULL,
+    claimed_at = NULL
+WHERE item_key = %(id)s AND owner = %(owner)s;
+
+-- name: psps_batch_new
+INSERT INTO psps_batch (config, type, item_id) VALUES (%(config)s, %(type)s, %(item_id)s);
+
+-- name: psps_batch_name
+UPDATE psps_batch SET name = %(name)s WHERE batch_id = %(batch_id)s;
+
+-- name: psps_batch_abandon
+UPDATE psps_batch SET processed = 'failed', processed_at = NOW(6), note = %(note)s
+WHERE batch_id = %(batch_id)s AND processed = 'pending';
+
+-- name: psps_batch_failed
+UPDATE psps_batch SET processed = 'failed', processed_at = NOW(6), note = %(note)s
+WHERE batch_id = %(batch_id)s;
+
+-- name: psps_batch_published
+UPDATE psps_batch
+SET detections = %(detections)s, fits_path = %(fits_path)s, fileset = %(fileset)s,
+    processed = 'succeeded', processed_at = NOW(6),
+    loaded_to_datastore = %(loaded)s, loaded_to_datastore_at = IF(%(loaded)s = 'succeeded', NOW(6), NULL)
+WHERE batch_id = %(batch_id)s;
+
+-- name: psps_batches
+SELECT batch_id, name, config, type, item_id, detections, fits_path, fileset, note, created_at,
+       processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged, deleted_datastore,
+       deleted_dxlayer, deleted_local
+FROM psps_batch
+WHERE config = %(config)s AND (%(type)s IS NULL OR type = %(type)s)
+ORDER BY batch_id;
+
+-- name: psps_in_published
+SELECT batch_id, name FROM psps_batch
+WHERE config = %(config)s AND type = 'IN' AND processed = 'succeeded'
+ORDER BY batch_id LIMIT 1;
+
+-- name: psps_p2_frame
+SELECT c.cam_id, c.chip_id, c.software_ver, p.path_base, e.exp_id, e.exp_name, e.filter,
+       e.ra, e.decl, e.exp_time, e.airmass, e.dateobs
+FROM camRun c JOIN camProcessedExp p ON p.cam_id = c.cam_id
+     JOIN chipRun ch ON ch.chip_id = c.chip_id JOIN rawExp e ON e.exp_id = ch.exp_id
+WHERE c.cam_id = %(cam_id)s;

@@ -1,0 +1,136 @@
+"""Loader: build PSPS batches from the items a loading config has queued.
+
+The story of one pass, per config (``--config NAME`` or ``all`` active ones): reserve a stripe
+of the sky nobody else holds (or, if all are held, work in the busiest one beside its owner);
+claim its items one at a time, box by box, each in its own short transaction so no two
+loaders ever build the same batch; for each item reserve a batch number, build the batch
+(P2: the exposure's smf + DVO ids), check it, write the FITS file and manifest, and publish
+them as a fileset of the config's DataStore product in the transaction that records the
+batch processed and loaded_to_datastore and the item done. A batch that fails is recorded
+failed with the reason; the item is retried by a later queue pass, up to its attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from shared import catalogs
+from shared.db import Row, Tx
+from shared.errors import ClaimLost, DbError, IppError
+from shared.filerules import rule
+from shared.psps import batches, builders, publish
+from shared.psps.batches import BatchError
+from shared.psps.configs import configs
+from shared.psps.dvocache import DvoCache
+from shared.queries import Q
+from shared.runtime.agent import AgentContext
+from shared.runtime.claims import ClaimSpec, register_claimable
+from shared.storage import Storage
+
+NAME = "loader"
+STRIPE_SPEC = register_claimable(ClaimSpec(
+    table="psps_stripe", id_column="id", select=Q.psps_stripe_claim,
+    mark=Q.claim_mark_psps_stripe, release=Q.claim_release_psps_stripe,
+    release_orphans=Q.claim_release_orphans_psps_stripe))
+ITEM_SPEC = register_claimable(ClaimSpec(
+    table="psps_item", id_column="id", select=Q.psps_item_claim, mark=Q.claim_mark_psps_item,
+    release=Q.claim_release_psps_item, release_orphans=Q.claim_release_orphans_psps_item))
+
+
+def _dvo(ctx: AgentContext, location: str) -> DvoCache:
+    """One DVO cache per catalog directory for the agent's life (files re-read on change)."""
+    caches: dict[str, DvoCache] = ctx.resources.setdefault("dvo", {})
+    if location not in caches:
+        caches[location] = DvoCache(Path(location))
+    return caches[location]
+
+
+async def build_p2(ctx: AgentContext, cfg: dict[str, Any], cam_id: int
+                   ) -> builders.P2Result:
+    frame = await ctx.db.fetch_one(Q.psps_p2_frame, cam_id=cam_id)
+    if frame is None or not frame["path_base"]:
+        raise BatchError(f"camRun {cam_id}: no camera products recorded")
+    key = rule("camera", "PSASTRO.OUTPUT").filename(frame["path_base"])
+    storage = Storage(ctx.db)
+    info = await storage.stat(key)
+    path = await storage.locate(key)
+    try:
+        _, chips = await asyncio.to_thread(catalogs.read_smf, path)
+    except catalogs.CatalogError as exc:
+        raise BatchError(f"camRun {cam_id}: {exc}") from None
+    return await asyncio.to_thread(
+        builders.p2_batch, frame, chips, _dvo(ctx, cfg["dvo_location"]),
+        survey_id=int(cfg["survey_id"]), smf_md5=info.md5sum, test_mode=bool(cfg["test_mode"]))
+
+
+async def load_item(ctx: AgentContext, cfg: dict[str, Any], item: Row) -> None:
+    """Build, check and publish the batch of one claimed item; record why if it fails."""
+    name_cfg, kind, item_id = cfg["name"], item["type"], int(item["item_id"])
+    if item["batch_id"]:  # an earlier attempt died mid-build: that batch is abandoned
+        await ctx.db.execute(Q.psps_batch_abandon, batch_id=item["batch_id"],
+                             note="abandoned: its loader stopped before publishing")
+    batch_id, name = await publish.new_batch(ctx.db, name_cfg, kind, item_id)
+    await ctx.db.execute(Q.psps_item_batch, id=item["id"], owner=ctx.client_id, batch_id=batch_id)
+    log = ctx.log.bind(config=name_cfg, batch=name, type=kind, item=item_id)
+    ctx.begin_item(f"{name_cfg} {kind} {item_id} {name}")
+    try:
+        if kind != "P2":
+            raise BatchError(f"{kind} batches are not built by this loader yet")
+        result = await build_p2(ctx, cfg, item_id)
+        directory = Path(ctx.settings.var_dir) / "psps" / name_cfg
+        written = await asyncio.to_thread(batches.write, directory, name, kind, name_cfg,
+                                          result.tables)
+
+        async def done(tx: Tx) -> None:
+            await ctx.claimer.finish_in(tx, ITEM_SPEC, Q.psps_item_finish, item["id"],
+                                        state="done", attempt=1,
+                                        note="; ".join(result.notes)[:1024] or None)
+
+        fileset = await publish.publish(ctx.db, cfg, batch_id, name, kind, written,
+                                        result.detections, also=done)
+    except (DbError, ClaimLost):
+        raise
+    except IppError as exc:
+        await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id, note=str(exc)[:1024])
+        await ctx.claimer.finish(ITEM_SPEC, Q.psps_item_finish, item["id"], state="failed",
+                                 attempt=1, note=str(exc)[:1024])
+        log.error("batch_failed", reason=str(exc))
+        ctx.item_failed(str(exc))
+        return
+    log.info("batch_published", detections=result.detections, fileset=fileset,
+             fits=str(written.fits_path), missing=result.missing or None)
+    ctx.count("batches_published")
+    ctx.count("detections", result.detections)
+    ctx.item_done()
+
+
+async def load_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
+    """Work one stripe of a config; returns how many items were handled."""
+    types = tuple(t for t in str(cfg["batch_types"]).split(",") if t != "IN") or ("--",)
+    stripes = await ctx.claimer.claim(STRIPE_SPEC, limit=1, config=cfg["name"])
+    stripe: Row | None = stripes[0] if stripes else await ctx.db.fetch_one(
+        Q.psps_stripe_busiest, config=cfg["name"])
+    if stripe is None:
+        return 0
+    handled = 0
+    try:
+        while ctx.keep_going():
+            items = await ctx.claimer.claim(ITEM_SPEC, limit=1, config=cfg["name"],
+                                            stripe=stripe["stripe"], types=types)
+            if not items:
+                break
+            await load_item(ctx, cfg, items[0])
+            handled += 1
+    finally:
+        if stripes:
+            await ctx.claimer.release(STRIPE_SPEC, stripe["id"])
+    return handled
+
+
+async def run_once(ctx: AgentContext) -> int:
+    handled = 0
+    for cfg in await configs(ctx.db, ctx.config or "all"):
+        handled += await load_config(ctx, cfg)
+    return handled

@@ -1,0 +1,153 @@
+"""PSPS batches: tables filled column by column from the VOTable descriptions, checked, and
+written as one FITS file (a BINTABLE per PSPS table) with a manifest.
+
+The columns come from ``shared.psps.schema`` (the VOTable files); a builder hands in values by
+column name. NaN becomes the column's null value; a column the builder does not give is all
+nulls if the description has a null value and an error otherwise. Validation refuses values
+outside a column's type, NaN or infinity in a column without a null value, and duplicate
+primary keys, naming the table and column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from shared.errors import IppError
+from shared.psps.schema import Table, batch_tables
+
+Array = np.ndarray[Any, Any]
+PROCESSING_VERSION = 1
+_FITS_FORMAT = {"i8": "K", "i4": "J", "i2": "I", "u1": "B", "f8": "D", "f4": "E"}
+
+
+class BatchError(IppError):
+    """A batch that must not be published; the reason names the table and column."""
+
+
+def batch_name(batch_id: int) -> str:
+    return f"B{batch_id:08d}"
+
+
+@dataclass(frozen=True)
+class BuiltTable:
+    table: Table
+    rows: Array
+
+
+def fill(table: Table, values: Mapping[str, Any], n: int) -> BuiltTable:
+    """A structured array of the table's columns, from ``values`` (scalars broadcast)."""
+    unknown = sorted(set(values) - {c.name for c in table.columns})
+    if unknown:
+        raise BatchError(f"{table.name}: no such columns {', '.join(unknown)}")
+    rows = np.zeros(n, dtype=[(c.name, c.dtype) for c in table.columns])
+    for c in table.columns:
+        if c.name not in values:
+            if c.null is None:
+                raise BatchError(f"{table.name}.{c.name}: no value given and the column has no "
+                                 "null value")
+            rows[c.name] = c.null
+            continue
+        raw = values[c.name]
+        if c.datatype == "char":
+            rows[c.name] = np.broadcast_to(np.asarray(raw, dtype=c.dtype), (n,))
+            continue
+        data = np.broadcast_to(np.asarray(raw, dtype=np.float64 if c.dtype.kind == "f" else None),
+                               (n,))
+        if data.dtype.kind == "f":
+            bad = ~np.isfinite(data)
+            if bad.any():
+                if c.null is None:
+                    raise BatchError(f"{table.name}.{c.name}: {int(bad.sum())} values are NaN or "
+                                     "infinite and the column has no null value")
+                data = np.where(bad, c.null, data)
+        if c.dtype.kind in "iu":
+            if data.dtype.kind == "f" and not np.all(data == np.round(data)):
+                raise BatchError(f"{table.name}.{c.name}: non-integer values")
+            info = np.iinfo(c.dtype)
+            if len(data) and (np.min(data) < info.min or np.max(data) > info.max):
+                raise BatchError(f"{table.name}.{c.name}: values outside {c.dtype} "
+                                 f"({np.min(data)}..{np.max(data)})")
+        elif c.dtype == np.float32 and len(data):
+            big = np.abs(data[np.isfinite(data)]) > np.finfo(np.float32).max
+            if big.any():
+                raise BatchError(f"{table.name}.{c.name}: values too large for REAL")
+        rows[c.name] = data
+    return BuiltTable(table, rows)
+
+
+def check_keys(built: BuiltTable) -> None:
+    """No duplicate primary keys."""
+    if len(built.rows) < 2:
+        return
+    keys = built.rows[list(built.table.primary_key)]
+    unique = np.unique(keys)
+    if len(unique) != len(keys):
+        raise BatchError(f"{built.table.name}: {len(keys) - len(unique)} duplicate primary keys "
+                         f"({', '.join(built.table.primary_key)})")
+
+
+def _hdu(built: BuiltTable) -> fits.BinTableHDU:
+    cols = []
+    for c in built.table.columns:
+        kind = c.dtype.str.lstrip("<>|=")
+        form = f"{c.arraysize or 1}A" if c.datatype == "char" else _FITS_FORMAT[kind]
+        extra: dict[str, Any] = {}
+        if c.unit:
+            extra["unit"] = c.unit
+        if c.datatype != "char" and c.dtype.kind in "iu" and c.null is not None:
+            extra["null"] = int(c.null)
+        cols.append(fits.Column(name=c.name, format=form, array=built.rows[c.name], **extra))
+    return fits.BinTableHDU.from_columns(cols, name=built.table.name)
+
+
+@dataclass(frozen=True)
+class Written:
+    fits_path: Path
+    manifest_path: Path
+    bytes: int
+    md5sum: str
+    rows: dict[str, int]
+
+
+def write(directory: Path, name: str, batch_type: str, config: str,
+          tables: list[BuiltTable]) -> Written:
+    """``<name>.fits`` (a BINTABLE per table, in the VOTable's order) and
+    ``<name>.manifest.json``, written through temporary names and fsynced."""
+    expected = [t.name for t in batch_tables(batch_type)]
+    if [b.table.name for b in tables] != expected:
+        raise BatchError(f"{name}: tables {[b.table.name for b in tables]}, a {batch_type} batch "
+                         f"has {expected}")
+    for b in tables:
+        check_keys(b)
+    primary = fits.PrimaryHDU()
+    primary.header["BATCH"] = name
+    primary.header["BTYPE"] = batch_type
+    primary.header["CONFIG"] = config
+    primary.header["PROCVER"] = PROCESSING_VERSION
+    directory.mkdir(parents=True, exist_ok=True)
+    fits_path = directory / f"{name}.fits"
+    tmp = directory / f".{name}.fits.tmp"
+    fits.HDUList([primary, *[_hdu(b) for b in tables]]).writeto(tmp, overwrite=True)
+    md5, size = hashlib.md5(), 0
+    with open(tmp, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            md5.update(chunk)
+            size += len(chunk)
+        os.fsync(fh.fileno())
+    os.replace(tmp, fits_path)
+    rows = {b.table.name: len(b.rows) for b in tables}
+    manifest = {"batch": name, "type": batch_type, "config": config,
+                "fits": fits_path.name, "bytes": size, "md5sum": md5.hexdigest(),
+                "tables": [{"name": t, "rows": r} for t, r in rows.items()]}
+    manifest_path = directory / f"{name}.manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return Written(fits_path, manifest_path, size, md5.hexdigest(), rows)

@@ -1,0 +1,180 @@
+"""What goes into each batch type: IPP values mapped to the PSPS tables (REFERENCE 10).
+
+- IN: Filter (g, r, i, z, y = 1..5) and Survey (the config's survey id and name).
+- P2: one exposure's smf: FrameMeta from the database rows, ImageMeta per chip from its
+  header, Detection per detection with objID / detectID / ippObjID from the DVO database.
+
+Fluxes are Jansky: zp = 0.001*C_LAM + K*(airmass - 1) - M_CAL from the detection's photcode
+and DVO measurement, flux_Jy = counts/s * 10^(-0.4*zp + 3.56). Every smf detection must be
+found in DVO, or the batch fails with the count missing (test mode: they are dropped and
+counted instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared import ids
+from shared.catalogs import ChipCatalog
+from shared.psps.batches import PROCESSING_VERSION, BatchError, BuiltTable, fill
+from shared.psps.dvocache import DvoCache
+from shared.psps.schema import batch_tables
+
+Array = np.ndarray[Any, Any]
+FILTER_IDS = {"g": 1, "r": 2, "i": 3, "z": 4, "y": 5}
+
+
+def _tables(batch_type: str) -> dict[str, Any]:
+    return {t.name: t for t in batch_tables(batch_type)}
+
+
+def in_batch(config: str, survey_id: int) -> list[BuiltTable]:
+    t = _tables("IN")
+    names = list(FILTER_IDS)
+    return [
+        fill(t["Filter"], {"filterID": [FILTER_IDS[n] for n in names], "filterType": names},
+             len(names)),
+        fill(t["Survey"], {"surveyID": survey_id, "name": config[:32],
+                           "description": f"IPP loading config {config}"[:255]}, 1),
+    ]
+
+
+@dataclass
+class P2Result:
+    tables: list[BuiltTable]
+    detections: int
+    missing: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _random(ids_: Array) -> Array:
+    """A deterministic value in [0, 1) per id (a 64-bit mix of the id)."""
+    x = ids_.astype(np.uint64)
+    x = (x ^ (x >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
+    x = (x ^ (x >> np.uint64(33))) * np.uint64(0xC4CEB9FE1A85EC53)
+    x = x ^ (x >> np.uint64(33))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def p2_batch(frame: Mapping[str, Any], chips: list[ChipCatalog], dvo: DvoCache, *,
+             survey_id: int, smf_md5: str, test_mode: bool = False) -> P2Result:
+    """FrameMeta, ImageMeta and Detection of one exposure."""
+    t = _tables("P2")
+    if not chips:
+        raise BatchError(f"camRun {frame['cam_id']}: the smf holds no chips")
+    if test_mode:
+        chips = chips[:1]
+    filter_name = str(frame["filter"]).split(".")[0]
+    filter_id = FILTER_IDS.get(filter_name)
+    if filter_id is None:
+        raise BatchError(f"camRun {frame['cam_id']}: unknown filter {frame['filter']!r}")
+    frame_id = int(frame["exp_id"])
+    exp_time = float(frame["exp_time"])
+    mjd = float(chips[0].header.get("MJD-OBS", np.nan))
+    photcodes = dvo.photcodes()
+    images, detections = [], []
+    result = P2Result([], 0)
+    for chip in chips:
+        image, det, missing = _chip(chip, dvo, photcodes, frame_id=frame_id, filter_id=filter_id,
+                                    survey_id=survey_id, exp_time=exp_time, test_mode=test_mode)
+        images.append(image)
+        detections.append(det)
+        if missing:
+            result.missing += missing
+            result.notes.append(f"{chip.class_id}: {missing} detections not in DVO (dropped)")
+    frame_values = {
+        "frameID": frame_id, "frameName": str(frame["exp_name"])[:32], "surveyID": survey_id,
+        "filterID": filter_id, "ippChipID": int(frame["chip_id"]), "ippCamID": int(frame["cam_id"]),
+        "cameraID": 1, "telescopeID": 1, "analysisVer": str(frame["software_ver"] or "")[:100],
+        "md5sum": smf_md5, "nOTA": len(chips), "expStart": mjd, "expTime": exp_time,
+        "airmass": float(frame["airmass"] or 0), "raBore": float(frame["ra"]),
+        "decBore": float(frame["decl"]),
+    }
+    merged = {k: np.concatenate([d[k] for d in detections]) for k in detections[0]}
+    n = len(merged["objID"])
+    result.tables = [
+        fill(t["FrameMeta"], frame_values, 1),
+        fill(t["ImageMeta"], {k: [i[k] for i in images] for k in images[0]}, len(images)),
+        fill(t["Detection"], merged, n),
+    ]
+    result.detections = n
+    return result
+
+
+def _chip(chip: ChipCatalog, dvo: DvoCache, photcodes: Array, *, frame_id: int, filter_id: int,
+          survey_id: int, exp_time: float, test_mode: bool
+          ) -> tuple[dict[str, Any], dict[str, Array], int]:
+    h, tab = chip.header, chip.table
+    where = f"chip {chip.class_id}"
+    try:
+        extern = int(h["IMAGEID"])
+        airmass = float(h["AIRMASS"])
+    except (KeyError, ValueError, TypeError):
+        raise BatchError(f"{where}: header lacks IMAGEID or AIRMASS") from None
+    ccd = int(chip.class_id[2:4])
+    image_id = int(dvo.image_ids(np.array([extern], dtype=np.int64))[0])
+    if image_id < 0:
+        raise BatchError(f"{where}: IMAGEID {extern} is not in Images.dat")
+    found = dvo.find(np.full(len(tab), image_id), tab["IPP_IDET"], tab["RA_PSF"], tab["DEC_PSF"])
+    missing = int((~found.found).sum())
+    if missing and not test_mode:
+        raise BatchError(f"{where}: {missing} of {len(tab)} detections not found in DVO")
+    keep = found.found
+    tab = tab[keep]
+    code = found.photcode[keep]
+    by_code = photcodes[np.argsort(photcodes["CODE"], kind="stable")]
+    prow = np.clip(np.searchsorted(by_code["CODE"], code), 0, max(len(by_code) - 1, 0))
+    if len(code) and (len(by_code) == 0 or not np.all(by_code["CODE"][prow] == code)):
+        raise BatchError(f"{where}: photcodes missing from Photcodes.dat")
+    c_lam = by_code["C_LAM"][prow].astype(np.float64)
+    k = by_code["K"][prow].astype(np.float64)
+    zp = 0.001 * c_lam + k * (airmass - 1.0) - found.m_cal[keep]
+    to_jy = 10 ** (-0.4 * zp + 3.56) / exp_time
+    scale = tab["PLTSCALE"]  # arcsec per pixel at each detection
+    detect_id = found.detect_id[keep]
+    mjd = float(h["MJD-OBS"])
+    values: dict[str, Array] = {
+        "objID": found.obj_id[keep], "detectID": detect_id, "ippObjID": found.ipp_obj_id[keep],
+        "ippDetectID": tab["IPP_IDET"].astype(np.int64),
+        "filterID": np.full(len(tab), filter_id), "surveyID": np.full(len(tab), survey_id),
+        "imageID": np.full(len(tab), ids.image_id(frame_id, ccd), dtype=np.int64),
+        "randomDetID": _random(detect_id), "dvoRegionID": found.region[keep],
+        "obsTime": np.full(len(tab), mjd), "xPos": tab["X_PSF"], "yPos": tab["Y_PSF"],
+        "xPosErr": tab["X_PSF_SIG"], "yPosErr": tab["Y_PSF_SIG"], "pltScale": tab["PLTSCALE"],
+        "posAngle": tab["POSANGLE"], "ra": tab["RA_PSF"], "dec": tab["DEC_PSF"],
+        "raErr": tab["X_PSF_SIG"] * scale, "decErr": tab["Y_PSF_SIG"] * scale,
+        "extNSigma": tab["EXT_NSIGMA"], "zp": zp, "expTime": np.full(len(tab), exp_time),
+        "airMass": np.full(len(tab), airmass),
+        "psfFlux": tab["PSF_INST_FLUX"] * to_jy, "psfFluxErr": tab["PSF_INST_FLUX_SIG"] * to_jy,
+        "psfMajorFWHM": tab["PSF_FWHM_MAJ"] * tab["PLTSCALE"],
+        "psfMinorFWHM": tab["PSF_FWHM_MIN"] * tab["PLTSCALE"], "psfTheta": tab["PSF_THETA"],
+        "psfCore": tab["PSF_CORE"], "psfQf": tab["PSF_QF"], "psfQfPerfect": tab["PSF_QF_PERFECT"],
+        "psfChiSq": tab["PSF_CHISQ"],
+        "momentXX": tab["MOMENTS_XX"] * tab["PLTSCALE"] ** 2,
+        "momentXY": tab["MOMENTS_XY"] * tab["PLTSCALE"] ** 2,
+        "momentYY": tab["MOMENTS_YY"] * tab["PLTSCALE"] ** 2,
+        "momentR1": tab["MOMENTS_R1"] * tab["PLTSCALE"],
+        "momentRH": tab["MOMENTS_RH"] * tab["PLTSCALE"],
+        "apFlux": tab["AP_FLUX"] * to_jy, "apFluxErr": tab["AP_FLUX_SIG"] * to_jy,
+        "apRadius": tab["AP_MAG_RADIUS"] * tab["PLTSCALE"],
+        "kronFlux": tab["KRON_FLUX"] * to_jy, "kronFluxErr": tab["KRON_FLUX_ERR"] * to_jy,
+        "sky": tab["SKY"] * to_jy / tab["PLTSCALE"] ** 2,
+        "skyErr": tab["SKY_SIGMA"] * to_jy / tab["PLTSCALE"] ** 2,
+        "infoFlag": tab["FLAGS"].astype(np.int64), "infoFlag2": tab["FLAGS2"].astype(np.int64),
+        "infoFlag3": np.zeros(len(tab), dtype=np.int32),
+        "processingVersion": np.full(len(tab), PROCESSING_VERSION),
+    }
+    image = {
+        "imageID": ids.image_id(frame_id, ccd), "frameID": frame_id, "ccdID": ccd,
+        "photoCalID": int(code[0]) if len(code) else -999, "filterID": filter_id,
+        "sky": float(h.get("MSKY_MN", np.nan)), "skyScat": float(h.get("MSKY_SIG", np.nan)),
+        "nDetect": len(tab),
+        "detectionThreshold": float(h.get("DETEFF.MAGREF", np.nan)),
+        "astroScat": float(h.get("CERROR", np.nan)), "photoScat": float(h.get("ZPT_ERR", np.nan)),
+        "nAstroRef": int(h.get("NASTRO", -999)),
+    }
+    return image, values, missing

@@ -1,0 +1,75 @@
+"""``ippctl psps queue CONFIG``: what a loading config still has to load, as items in stripes.
+
+The config's sky is cut into stripes of RA (``box_size_deg`` wide) and each stripe into boxes
+of declination; loaders reserve a stripe and work it box by box. Items: P2 = camera runs
+merged into the config's DVO database (addRun.dvodb = dvo_label), ST = full stack runs, OB =
+DVO regions with catalog files; each inside the config's sky limits. Queuing is idempotent:
+an item already queued is left as it is; failed items are retried up to ``MAX_ATTEMPTS``;
+items whose batch was published before the config's epoch are loaded again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from shared.db import Database
+from shared.dvo import DvoDatabase, DvoError
+from shared.psps import configs
+from shared.queries import Q
+
+MAX_ATTEMPTS = 3
+
+
+def _place(cfg: dict[str, Any], ra: float, dec: float) -> tuple[int, int]:
+    box = float(cfg["box_size_deg"])
+    return (math.floor((ra - cfg["ra_min"]) / box), math.floor((dec - cfg["dec_min"]) / box))
+
+
+async def _candidates(db: Database, cfg: dict[str, Any], kind: str) -> list[tuple[int, float, float]]:
+    limits = {k: cfg[k] for k in ("ra_min", "ra_max", "dec_min", "dec_max")}
+    if kind == "P2":
+        rows = await db.fetch_all(Q.psps_p2_candidates, dvodb=cfg["dvo_label"], **limits)
+        found = [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
+        return found[:1] if cfg["test_mode"] else found
+    if kind == "ST":
+        rows = await db.fetch_all(Q.psps_st_candidates, **limits)
+        return [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
+    if kind == "OB":
+        if not cfg["dvo_location"]:
+            return []
+        try:
+            regions = DvoDatabase(Path(cfg["dvo_location"])).regions()
+        except DvoError:
+            return []
+        out = []
+        for r in regions:
+            ra, dec = (r.r_min + r.r_max) / 2, (r.d_min + r.d_max) / 2
+            if limits["ra_min"] <= ra < limits["ra_max"] and limits["dec_min"] <= dec < limits["dec_max"]:
+                out.append((r.index, ra, dec))
+        return out
+    return []
+
+
+async def queue(db: Database, name: str) -> Counter[str]:
+    """Queue the config's stripes and items; returns how many items were added per type."""
+    cfg = await configs.load(db, name)
+    box = float(cfg["box_size_deg"])
+    stripes = max(1, math.ceil((cfg["ra_max"] - cfg["ra_min"]) / box))
+    for i in range(stripes):
+        await db.execute(Q.psps_stripe_add, config=name, stripe=i,
+                         ra_min=cfg["ra_min"] + i * box,
+                         ra_max=min(cfg["ra_min"] + (i + 1) * box, cfg["ra_max"]))
+    added: Counter[str] = Counter()
+    for kind in str(cfg["batch_types"]).split(","):
+        for item_id, ra, dec in await _candidates(db, cfg, kind):
+            stripe, box_no = _place(cfg, ra, dec)
+            added[kind] += await db.execute(Q.psps_item_add, config=name, type=kind,
+                                            item_id=item_id, stripe=stripe, box=box_no, ra=ra,
+                                            decl=dec)
+    added["retried"] += await db.execute(Q.psps_items_retry, config=name,
+                                         max_attempts=MAX_ATTEMPTS)
+    added["reloaded"] += await db.execute(Q.psps_items_reload, config=name, epoch=cfg["epoch"])
+    return added

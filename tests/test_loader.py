@@ -1,0 +1,215 @@
+"""The PSPS loader on a generated survey: queue, IN batch, P2 batches with DVO ids, the
+output read by outside tools, and bad input failing one batch without touching the others."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from shared import catalogs, dvo
+from shared.db import Database
+from shared.filerules import rule
+from shared.psps.schema import batch_tables
+from shared.queries import Query
+from shared.schema import drop_database
+from shared.settings import parse_dsn
+from shared.storage import Storage
+from tests.helpers import ROOT, AgentProcess, agent_env
+from tests.survey_fixture import SurveySite, make_survey
+
+_numbers = itertools.count()
+
+
+@pytest.fixture
+async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
+    survey = await make_survey(test_dsn, f"ld{next(_numbers)}", tmp_path, exposures=3, chips=3,
+                               seed=21)
+    yield survey
+    await drop_database(survey.settings, parse_dsn(survey.dsn))
+
+
+@pytest.fixture
+async def sdb(site: SurveySite) -> AsyncIterator[Database]:
+    db = await Database.connect(site.settings, pool_size=4)
+    yield db
+    await db.close()
+
+
+def ippctl(site: SurveySite, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**agent_env(site.dsn), "IPP_VAR_DIR": str(site.var_dir)}
+    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def configure(site: SurveySite, name: str = "demo", *extra: str) -> None:
+    out = ippctl(site, "psps", "config", "set", name, "dvo_label=ipp.dvo",
+                 f"dvo_location={site.dvo_dir}", "ra_min=9", "ra_max=11", "dec_min=19",
+                 "dec_max=21", "box_size_deg=0.5", "batch_types=P2", *extra)
+    assert out.returncode == 0, out.stderr
+
+
+async def load(site: SurveySite, tmp_path: Path, *args: str) -> AgentProcess:
+    proc = AgentProcess("loader", site.dsn, tmp_path, "--once", *args, var_dir=str(site.var_dir))
+    assert await proc.wait(timeout_s=180) == 0, proc.output()
+    return proc
+
+
+BATCHES = Query("t_b", "SELECT name, type, item_id, processed, loaded_to_datastore, detections, "
+                "fits_path, fileset, note FROM psps_batch ORDER BY batch_id", "test")
+
+
+async def test_p2_batches_are_built_with_dvo_ids_and_published(site, sdb, tmp_path):
+    configure(site)
+    init = ippctl(site, "psps", "init", "demo")
+    assert init.returncode == 0 and "IN batch B00000001" in init.stdout, init.stderr
+    again = ippctl(site, "psps", "init", "demo")
+    assert "published already" in again.stdout
+    queued = ippctl(site, "psps", "queue", "demo")
+    assert queued.returncode == 0 and "P2 3" in queued.stdout, queued.stdout + queued.stderr
+    assert "nothing new" in ippctl(site, "psps", "queue", "demo").stdout  # idempotent
+    proc = await load(site, tmp_path, "--config", "demo")
+    rows = await sdb.fetch_all(BATCHES)
+    assert [(r["type"], r["processed"], r["loaded_to_datastore"]) for r in rows] == [
+        ("IN", "succeeded", "succeeded")] + [("P2", "succeeded", "succeeded")] * 3
+    assert [r["name"] for r in rows] == ["B00000001", "B00000002", "B00000003", "B00000004"]
+    assert len(proc.events("batch_published")) == 3
+    p2 = rows[1]
+    # the FITS file has the VOTable's tables and columns, in order
+    with fits.open(p2["fits_path"]) as hdus:
+        assert [h.name for h in hdus[1:]] == ["FRAMEMETA", "IMAGEMETA", "DETECTION"]
+        for hdu, table in zip(hdus[1:], batch_tables("P2"), strict=True):
+            assert list(hdu.columns.names) == [c.name for c in table.columns]
+        det = hdus["DETECTION"].data
+        assert len(det) == p2["detections"] > 0
+        assert len(hdus["IMAGEMETA"].data) == 3
+    # every detection carries the DVO ids of its measurement
+    cat = dvo.DvoDatabase(site.dvo_dir)
+    detect_ids, obj_ids = set(), set()
+    for region in cat.regions():
+        detect_ids |= set(cat.measurements(region)["EXT_ID"].tolist())
+        obj_ids |= set(cat.objects(region)["EXT_ID"].tolist())
+    assert set(det["detectID"].tolist()) <= detect_ids
+    assert set(det["objID"].tolist()) <= obj_ids
+    assert len(set(zip(det["objID"].tolist(), det["detectID"].tolist(), strict=True))) == len(det)
+    assert np.all(det["psfFlux"][det["psfFlux"] != -999] > 0)
+    # published: the FITS file and the manifest are a fileset of the product
+    manifest = json.loads(Path(p2["fits_path"]).with_name(f"{p2['name']}.manifest.json").read_text())
+    assert manifest["batch"] == p2["name"] and manifest["tables"][2] == {
+        "name": "Detection", "rows": p2["detections"]}
+    listing = ippctl(site, "ds", "ls", "PSPS_demo", p2["name"])
+    assert f"{p2['name']}.fits" in listing.stdout and "manifest" in listing.stdout
+    shown = ippctl(site, "psps", "batches", "demo", "--type", "P2")
+    assert shown.returncode == 0 and shown.stdout.count("succeeded") == 6
+
+
+@pytest.mark.skipif(shutil.which("fitsverify") is None, reason="fitsverify not installed")
+async def test_fitsverify_finds_no_errors_in_a_batch(site, sdb, tmp_path):
+    configure(site)
+    ippctl(site, "psps", "queue", "demo")
+    await load(site, tmp_path, "--config", "demo")
+    path = (await sdb.fetch_all(BATCHES))[0]["fits_path"]
+    out = subprocess.run(["fitsverify", "-q", "-e", path], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0 and "verification OK" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None, reason="STILTS not installed")
+async def test_stilts_reads_every_table_with_the_votable_columns(site, sdb, tmp_path):
+    configure(site)
+    ippctl(site, "psps", "queue", "demo")
+    await load(site, tmp_path, "--config", "demo")
+    path = (await sdb.fetch_all(BATCHES))[0]["fits_path"]
+    for number, table in enumerate(batch_tables("P2"), start=1):
+        out = subprocess.run(["stilts", "tpipe", f"in={path}#{number}", "omode=meta"],
+                             capture_output=True, text=True, check=False, timeout=120)
+        assert out.returncode == 0, out.stderr
+        for column in table.columns:
+            assert column.name in out.stdout, (table.name, column.name)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+async def _smf_path(sdb: Database, cam_id: int) -> Path:
+    base = await sdb.fetch_val(Query("t_pb", "SELECT path_base FROM camProcessedExp WHERE "
+                                     "cam_id = %(id)s", "test"), id=cam_id)
+    return await Storage(sdb).locate(rule("camera", "PSASTRO.OUTPUT").filename(base))
+
+
+async def test_a_corrupt_smf_fails_its_batch_and_the_others_are_published(site, sdb, tmp_path):
+    configure(site)
+    smf = await _smf_path(sdb, 2)
+    smf.write_bytes(smf.read_bytes()[:5000])
+    ippctl(site, "psps", "queue", "demo")
+    proc = await load(site, tmp_path, "--config", "demo")
+    rows = {r["item_id"]: r for r in await sdb.fetch_all(BATCHES)}
+    assert rows[2]["processed"] == "failed" and "camRun 2" in rows[2]["note"]
+    assert rows[2]["fileset"] is None and rows[2]["loaded_to_datastore"] == "pending"
+    assert rows[1]["processed"] == rows[3]["processed"] == "succeeded"
+    assert proc.events("batch_failed")[0]["item"] == 2
+    item = await sdb.fetch_one(Query("t_i", "SELECT state, attempts, note FROM psps_item WHERE "
+                                     "item_id = 2", "test"))
+    assert item["state"] == "failed" and item["attempts"] == 1
+    published = ippctl(site, "ds", "ls", "PSPS_demo").stdout
+    assert rows[1]["name"] in published and rows[2]["name"] not in published
+
+
+async def test_detections_missing_from_dvo_fail_the_batch_with_the_count(site, sdb, tmp_path):
+    configure(site)
+    cat = dvo.DvoDatabase(site.dvo_dir)
+    for region in cat.regions():  # empty every region's measurements
+        files = cat.region_files(region)
+        header, rows = dvo.read_table(files["cpm"], dvo.CPM_COLUMNS)
+        dvo.write_atomic(files["cpm"], dvo.table_bytes(dvo.CPM_COLUMNS, rows[:0]))
+    ippctl(site, "psps", "queue", "demo")
+    await load(site, tmp_path, "--config", "demo")
+    notes = [r["note"] for r in await sdb.fetch_all(BATCHES)]
+    assert all("detections not found in DVO" in n for n in notes), notes
+
+
+async def test_an_imageid_absent_from_images_dat_fails_the_batch(site, sdb, tmp_path):
+    configure(site)
+    cat = dvo.DvoDatabase(site.dvo_dir)
+    _, images = dvo.read_table(cat.path("Images.dat"), dvo.IMAGES_COLUMNS)
+    dvo.write_atomic(cat.path("Images.dat"), dvo.table_bytes(dvo.IMAGES_COLUMNS, images[:0]))
+    ippctl(site, "psps", "queue", "demo")
+    await load(site, tmp_path, "--config", "demo")
+    notes = [r["note"] for r in await sdb.fetch_all(BATCHES)]
+    assert notes and all("is not in Images.dat" in n for n in notes), notes
+
+
+async def test_test_mode_loads_the_first_exposure_one_chip(site, sdb, tmp_path):
+    configure(site, "quick", "test_mode=yes")
+    ippctl(site, "psps", "queue", "quick")
+    await load(site, tmp_path, "--config", "quick")
+    rows = await sdb.fetch_all(BATCHES)
+    assert len(rows) == 1 and rows[0]["processed"] == "succeeded"
+    with fits.open(rows[0]["fits_path"]) as hdus:
+        assert len(hdus["IMAGEMETA"].data) == 1
+
+
+async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, tmp_path):
+    configure(site)
+    ippctl(site, "psps", "queue", "demo")
+    a = AgentProcess("loader", site.dsn, tmp_path, "--once", "--config", "demo",
+                     var_dir=str(site.var_dir))
+    b = AgentProcess("loader", site.dsn, tmp_path, "--once", "--config", "demo",
+                     var_dir=str(site.var_dir))
+    assert await a.wait(timeout_s=180) == 0 and await b.wait(timeout_s=180) == 0
+    rows = await sdb.fetch_all(BATCHES)
+    assert sorted(r["item_id"] for r in rows) == [1, 2, 3]
+    assert all(r["processed"] == "succeeded" for r in rows)
+
+
+def test_smf_reader_is_the_one_the_loader_uses():
+    """The loader reads smf files through shared.catalogs (one reader for all agents)."""
+    assert catalogs.read_smf.__module__ == "shared.catalogs"
