@@ -168,7 +168,7 @@ async def test_detections_missing_from_dvo_fail_the_batch_with_the_count(site, s
     cat = dvo.DvoDatabase(site.dvo_dir)
     for region in cat.regions():  # empty every region's measurements
         files = cat.region_files(region)
-        header, rows = dvo.read_table(files["cpm"], dvo.CPM_COLUMNS)
+        _header, rows = dvo.read_table(files["cpm"], dvo.CPM_COLUMNS)
         dvo.write_atomic(files["cpm"], dvo.table_bytes(dvo.CPM_COLUMNS, rows[:0]))
     ippctl(site, "psps", "queue", "demo")
     await load(site, tmp_path, "--config", "demo")
