@@ -4,10 +4,11 @@ The story of one pass, per config (``--config NAME`` or ``all`` active ones): re
 of the sky nobody else holds (or, if all are held, work in the busiest one beside its owner);
 claim its items one at a time, box by box, each in its own short transaction so no two
 loaders ever build the same batch; for each item reserve a batch number, build the batch
-(P2: the exposure's smf + DVO ids), check it, write the FITS file and manifest, and publish
-them as a fileset of the config's DataStore product in the transaction that records the
-batch processed and loaded_to_datastore and the item done. A batch that fails is recorded
-failed with the reason; the item is retried by a later queue pass, up to its attempts.
+(P2: an exposure's smf with DVO ids; ST: a stack cmf; OB: a DVO region), check it, write the
+FITS file and manifest, and publish them as a fileset of the config's DataStore product in
+the transaction that records the batch processed and loaded_to_datastore and the item done.
+A batch that fails is recorded failed with the reason; the item is retried by a later queue
+pass, up to its attempts.
 """
 
 from __future__ import annotations
@@ -65,6 +66,47 @@ async def build_p2(ctx: AgentContext, cfg: dict[str, Any], cam_id: int
         survey_id=int(cfg["survey_id"]), smf_md5=info.md5sum, test_mode=bool(cfg["test_mode"]))
 
 
+async def build_st(ctx: AgentContext, cfg: dict[str, Any], stack_id: int,
+                   batch_id: int) -> builders.P2Result:
+    stack = await ctx.db.fetch_one(Q.psps_st_stack, stack_id=stack_id)
+    if stack is None or not stack["path_base"]:
+        raise BatchError(f"stackRun {stack_id}: no stack products recorded")
+    key = rule("stack", "PPSTACK.SOURCES").filename(stack["path_base"])
+    path = await Storage(ctx.db).locate(key)
+    try:
+        header, table = await asyncio.to_thread(catalogs.read_cmf, path)
+    except catalogs.CatalogError as exc:
+        raise BatchError(f"stackRun {stack_id}: {exc}") from None
+    warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs,
+                                                                stack_id=stack_id)]
+    return builders.st_batch(stack, header, table, warps, batch_id=batch_id,
+                             survey_id=int(cfg["survey_id"]))
+
+
+async def build_ob(ctx: AgentContext, cfg: dict[str, Any], region_index: int,
+                   batch_id: int) -> builders.P2Result:
+    cache = _dvo(ctx, cfg["dvo_location"])
+    region = next((r for r in cache.regions() if r.index == region_index), None)
+    if region is None:
+        raise BatchError(f"DVO region {region_index} is not in SkyTable.fits with catalog files")
+    objects, averages = await asyncio.to_thread(
+        lambda: (cache.db.objects(region), cache.db.averages(region)))
+    return builders.ob_batch(region_index, objects, averages, batch_id=batch_id,
+                             survey_id=int(cfg["survey_id"]))
+
+
+async def build(ctx: AgentContext, cfg: dict[str, Any], kind: str, item_id: int,
+                batch_id: int) -> builders.P2Result:
+    """The tables of one item's batch."""
+    if kind == "P2":
+        return await build_p2(ctx, cfg, item_id)
+    if kind == "ST":
+        return await build_st(ctx, cfg, item_id, batch_id)
+    if kind == "OB":
+        return await build_ob(ctx, cfg, item_id, batch_id)
+    raise BatchError(f"{kind} items are not built by loaders (IN: ippctl psps init)")
+
+
 async def load_item(ctx: AgentContext, cfg: dict[str, Any], item: Row) -> None:
     """Build, check and publish the batch of one claimed item; record why if it fails."""
     name_cfg, kind, item_id = cfg["name"], item["type"], int(item["item_id"])
@@ -76,9 +118,7 @@ async def load_item(ctx: AgentContext, cfg: dict[str, Any], item: Row) -> None:
     log = ctx.log.bind(config=name_cfg, batch=name, type=kind, item=item_id)
     ctx.begin_item(f"{name_cfg} {kind} {item_id} {name}")
     try:
-        if kind != "P2":
-            raise BatchError(f"{kind} batches are not built by this loader yet")
-        result = await build_p2(ctx, cfg, item_id)
+        result = await build(ctx, cfg, kind, item_id, batch_id)
         directory = Path(ctx.settings.var_dir) / "psps" / name_cfg
         written = await asyncio.to_thread(batches.write, directory, name, kind, name_cfg,
                                           result.tables)

@@ -213,3 +213,27 @@ async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, t
 def test_smf_reader_is_the_one_the_loader_uses():
     """The loader reads smf files through shared.catalogs (one reader for all agents)."""
     assert catalogs.read_smf.__module__ == "shared.catalogs"
+
+
+async def test_st_and_ob_batches_are_built_from_stack_cmfs_and_dvo_regions(site, sdb, tmp_path):
+    configure(site, "sky", "batch_types=ST,OB")
+    queued = ippctl(site, "psps", "queue", "sky")
+    assert "ST " in queued.stdout and "OB " in queued.stdout, queued.stdout
+    await load(site, tmp_path, "--config", "sky")
+    rows = await sdb.fetch_all(BATCHES)
+    assert rows and all(r["processed"] == "succeeded" for r in rows), [r["note"] for r in rows]
+    kinds = {r["type"] for r in rows}
+    assert kinds == {"ST", "OB"}
+    st = next(r for r in rows if r["type"] == "ST")
+    with fits.open(st["fits_path"]) as hdus:
+        assert [h.name for h in hdus[1:]] == ["STACKMETA", "STACKDETECTION", "STACKTOIMAGE"]
+        assert len(hdus["STACKDETECTION"].data) == st["detections"]
+        assert hdus["STACKMETA"].data["stackImageID"][0] == st["item_id"]
+        assert len(hdus["STACKTOIMAGE"].data) >= 2
+    ob = next(r for r in rows if r["type"] == "OB")
+    region = next(r for r in dvo.DvoDatabase(site.dvo_dir).regions() if r.index == ob["item_id"])
+    objects = dvo.DvoDatabase(site.dvo_dir).objects(region)
+    with fits.open(ob["fits_path"]) as hdus:
+        thin = hdus["OBJECTTHIN"].data
+        assert sorted(thin["objID"].tolist()) == sorted(objects["EXT_ID"].tolist())
+        assert set(hdus["MEANOBJECT"].data["filterID"].tolist()) <= {1, 2, 3, 4, 5}

@@ -178,3 +178,85 @@ def _chip(chip: ChipCatalog, dvo: DvoCache, photcodes: Array, *, frame_id: int, 
         "nAstroRef": int(h.get("NASTRO", -999)),
     }
     return image, values, missing
+
+
+def _skycell_parts(skycell_id: str) -> tuple[int, int]:
+    """(projectionID, skyCellID) of ``skycell.PPPP.NNN`` ((-1, 255) when not of that shape)."""
+    parts = skycell_id.split(".")
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return -1, 255
+
+
+def st_batch(stack: Mapping[str, Any], header: Any, table: Array, warp_ids: list[int], *,
+             batch_id: int, survey_id: int) -> P2Result:
+    """StackMeta, StackDetection and StackToImage of one stack cmf (one skycell, one filter).
+
+    Stack detections are not DVO measurements: objID comes from the detection's position
+    (REFERENCE 10 formula) and ippObjID is 0; stackDetectID = (35 << 56) + (stack_id << 28) +
+    IPP_IDET."""
+    t = _tables("ST")
+    stack_id = int(stack["stack_id"])
+    filter_name = str(stack["filter"]).split(".")[0]
+    filter_id = FILTER_IDS.get(filter_name)
+    if filter_id is None:
+        raise BatchError(f"stackRun {stack_id}: unknown filter {stack['filter']!r}")
+    try:
+        zp = float(header["FPA.ZP"])
+        exp_time = float(header["EXPTIME"])
+    except (KeyError, ValueError, TypeError):
+        raise BatchError(f"stackRun {stack_id}: cmf header lacks FPA.ZP or EXPTIME") from None
+    projection, cell = _skycell_parts(str(stack["skycell_id"]))
+    n = len(table)
+    to_jy = 10 ** (-0.4 * zp + 3.56) / exp_time
+    det = np.asarray(table["IPP_IDET"], dtype=np.int64)
+    if n and det.max() >= 1 << 28:
+        raise BatchError(f"stackRun {stack_id}: IPP_IDET above 2^28 does not fit the id")
+    values = {
+        "objID": ids.obj_ids(table["RA_PSF"], table["DEC_PSF"]),
+        "stackDetectID": (np.int64(ids.STACK_ID_PREFIX) << 56) + (np.int64(stack_id) << 28) + det,
+        "ippObjID": np.zeros(n, dtype=np.int64), "stackImageID": stack_id,
+        "filterID": filter_id, "surveyID": survey_id, "ra": table["RA_PSF"],
+        "dec": table["DEC_PSF"], "psfFlux": table["PSF_INST_FLUX"] * to_jy,
+        "psfFluxErr": table["PSF_INST_FLUX_SIG"] * to_jy, "apFlux": table["AP_FLUX"] * to_jy,
+        "kronFlux": table["KRON_FLUX"] * to_jy,
+        "sky": table["SKY"] * to_jy / np.where(table["PLTSCALE"] > 0, table["PLTSCALE"], np.nan) ** 2,
+        "infoFlag": np.asarray(table["FLAGS"], dtype=np.int64),
+    }
+    meta = {"stackImageID": stack_id, "batchID": batch_id, "surveyID": survey_id,
+            "filterID": filter_id, "skyCellID": cell, "projectionID": projection,
+            "tessID": str(stack["tess_id"] or "")[:32], "zp": zp, "expTime": exp_time,
+            "nInputs": int(header.get("NINPUTS", len(warp_ids))),
+            "mjdObs": float(header.get("MJD-OBS", np.nan))}
+    tables = [fill(t["StackMeta"], meta, 1), fill(t["StackDetection"], values, n),
+              fill(t["StackToImage"], {"stackImageID": stack_id, "imageID": warp_ids},
+                   len(warp_ids))]
+    return P2Result(tables, n)
+
+
+def ob_batch(region_index: int, objects: Array, averages: Array, *, batch_id: int,
+             survey_id: int) -> P2Result:
+    """ObjectThin (one row per DVO object) and MeanObject (per object and filter) of one
+    DVO region (.cpt + .cps)."""
+    t = _tables("OB")
+    n = len(objects)
+    obj = np.asarray(objects["EXT_ID"], dtype=np.int64)
+    ave = np.asarray(averages["AVE_REF"], dtype=np.int64)
+    if len(ave) and (ave.min() < 0 or ave.max() >= n):
+        raise BatchError(f"region {region_index}: .cps AVE_REF outside its {n} objects")
+    filters = (np.asarray(averages["PHOTCODE"], dtype=np.int64) - 10000) // 100 + 1
+    if len(filters) and (filters.min() < 1 or filters.max() > 5):
+        raise BatchError(f"region {region_index}: .cps photcodes are not of the five filters")
+    dec = np.asarray(objects["DEC"], dtype=np.float64)
+    thin = {"objID": obj,
+            "ippObjID": (np.asarray(objects["CAT_ID"], dtype=np.int64) << 32)
+            + np.asarray(objects["OBJ_ID"], dtype=np.int64),
+            "surveyID": survey_id,
+            "zoneID": np.floor((90.0 + dec) / ids.ZONE_HEIGHT_DEG).astype(np.int64),
+            "randomID": _random(obj), "batchID": batch_id, "dvoRegionID": region_index,
+            "raMean": objects["RA"], "decMean": dec,
+            "nDetections": np.asarray(objects["NMEASURE"], dtype=np.int64)}
+    mean = {"objID": obj[ave] if len(ave) else np.zeros(0, dtype=np.int64),
+            "filterID": filters, "meanMag": averages["MAG"], "meanMagErr": averages["MAG_ERR"],
+            "nMeasure": averages["NMEAS"], "flags": averages["FLAGS"]}
+    return P2Result([fill(t["ObjectThin"], thin, n), fill(t["MeanObject"], mean, len(ave))], n)

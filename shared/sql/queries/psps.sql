@@ -170,3 +170,11 @@ SELECT c.cam_id, c.chip_id, c.software_ver, p.path_base, e.exp_id, e.exp_name, e
 FROM camRun c JOIN camProcessedExp p ON p.cam_id = c.cam_id
      JOIN chipRun ch ON ch.chip_id = c.chip_id JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE c.cam_id = %(cam_id)s;
+
+-- name: psps_st_stack
+SELECT s.stack_id, s.skycell_id, s.tess_id, s.filter, f.path_base
+FROM stackRun s JOIN stackSumSkyfile f ON f.stack_id = s.stack_id
+WHERE s.stack_id = %(stack_id)s;
+
+-- name: psps_st_inputs
+SELECT warp_id FROM stackInputSkyfile WHERE stack_id = %(stack_id)s ORDER BY warp_id;
