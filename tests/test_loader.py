@@ -237,3 +237,42 @@ async def test_st_and_ob_batches_are_built_from_stack_cmfs_and_dvo_regions(site,
         thin = hdus["OBJECTTHIN"].data
         assert sorted(thin["objID"].tolist()) == sorted(objects["EXT_ID"].tolist())
         assert set(hdus["MEANOBJECT"].data["filterID"].tolist()) <= {1, 2, 3, 4, 5}
+
+
+async def test_a_dvo_region_replaced_while_loading_is_read_again(site, sdb):
+    """The cache keeps a region until its file changes; a rewritten region is read again and
+    its new ids are used, an unchanged one is never read twice."""
+    from shared.psps.dvocache import DvoCache
+
+    cache = DvoCache(site.dvo_dir)
+    region = cache.regions()[0]
+    meas = cache.db.measurements(region)
+    first = cache.find(meas["IMAGE_ID"], meas["DET_ID"], meas["RA"], meas["DEC"])
+    assert first.found.all()
+    reads = cache.reads
+    again = cache.find(meas["IMAGE_ID"], meas["DET_ID"], meas["RA"], meas["DEC"])
+    assert cache.reads == reads and np.array_equal(again.detect_id, first.detect_id)
+    files = cache.db.region_files(region)
+    _header, rows = dvo.read_table(files["cpm"], dvo.CPM_COLUMNS)
+    rows["EXT_ID"] += 1
+    dvo.write_atomic(files["cpm"], dvo.table_bytes(dvo.CPM_COLUMNS, rows))
+    os_stat = files["cpm"].stat()
+    import os
+    os.utime(files["cpm"], ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 1_000_000))
+    replaced = cache.find(meas["IMAGE_ID"], meas["DET_ID"], meas["RA"], meas["DEC"])
+    assert cache.reads > reads
+    assert np.array_equal(replaced.detect_id, first.detect_id + 1)
+
+
+async def test_a_chip_missing_its_table_fails_the_batch(site, sdb, tmp_path):
+    configure(site)
+    smf = await _smf_path(sdb, 1)
+    with fits.open(smf) as hdus:
+        kept = fits.HDUList([h.copy() for h in hdus if not h.name.endswith(".PSF")
+                             or h.name != hdus[2].name])
+        kept.writeto(smf, overwrite=True)
+    ippctl(site, "psps", "queue", "demo")
+    await load(site, tmp_path, "--config", "demo")
+    rows = {r["item_id"]: r for r in await sdb.fetch_all(BATCHES)}
+    assert rows[1]["processed"] == "failed" and "camRun 1" in rows[1]["note"]
+    assert rows[2]["processed"] == "succeeded"
