@@ -92,9 +92,12 @@ def read_table(path: Path, columns: tuple[tuple[str, str], ...]) -> tuple[fits.H
             expected = [n for n, _ in columns]
             if names != expected:
                 raise DvoError(f"{path}: columns {names} differ from {expected}")
-            out = empty(columns, len(data))
-            for name in expected:
-                out[name] = data[name]
+            if any(k.startswith(("TZERO", "TSCAL")) for k in hdus[1].header):
+                out = empty(columns, len(data))  # scaled columns: astropy applies the scaling
+                for name in expected:
+                    out[name] = data[name]
+            else:  # DVO's own layout: the stored big-endian rows are the values
+                out = data.view(np.ndarray).astype(dtype(columns))
             return hdus[0].header.copy(), out
     except DvoError:
         raise

@@ -12,6 +12,7 @@ counted instead).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 from shared import ids
 from shared.catalogs import ChipCatalog
 from shared.psps.batches import PROCESSING_VERSION, BatchError, BuiltTable, fill
-from shared.psps.dvocache import DvoCache
+from shared.psps.dvocache import DvoCache, Found
 from shared.psps.schema import batch_tables
 
 Array = np.ndarray[Any, Any]
@@ -78,9 +79,11 @@ def p2_batch(frame: Mapping[str, Any], chips: list[ChipCatalog], dvo: DvoCache, 
     photcodes = dvo.photcodes()
     images, detections = [], []
     result = P2Result([], 0)
-    for chip in chips:
-        image, det, missing = _chip(chip, dvo, photcodes, frame_id=frame_id, filter_id=filter_id,
-                                    survey_id=survey_id, exp_time=exp_time, test_mode=test_mode)
+    everything = _look_up(chips, dvo)
+    for chip, found in zip(chips, everything, strict=True):
+        image, det, missing = _chip(chip, found, photcodes, frame_id=frame_id,
+                                    filter_id=filter_id, survey_id=survey_id,
+                                    exp_time=exp_time, test_mode=test_mode)
         images.append(image)
         detections.append(det)
         if missing:
@@ -105,21 +108,39 @@ def p2_batch(frame: Mapping[str, Any], chips: list[ChipCatalog], dvo: DvoCache, 
     return result
 
 
-def _chip(chip: ChipCatalog, dvo: DvoCache, photcodes: Array, *, frame_id: int, filter_id: int,
+def _look_up(chips: list[ChipCatalog], dvo: DvoCache) -> list[Found]:
+    """Every chip's detections looked up in DVO in one pass over the regions."""
+    image_ids, sizes = [], []
+    for chip in chips:
+        try:
+            extern = int(chip.header["IMAGEID"])
+        except (KeyError, ValueError, TypeError):
+            raise BatchError(f"chip {chip.class_id}: header lacks IMAGEID") from None
+        image_id = int(dvo.image_ids(np.array([extern], dtype=np.int64))[0])
+        if image_id < 0:
+            raise BatchError(f"chip {chip.class_id}: IMAGEID {extern} is not in Images.dat")
+        image_ids.append(np.full(len(chip.table), image_id, dtype=np.int64))
+        sizes.append(len(chip.table))
+    tables = [c.table for c in chips]
+    found = dvo.find(np.concatenate(image_ids),
+                     np.concatenate([t["IPP_IDET"] for t in tables]),
+                     np.concatenate([t["RA_PSF"] for t in tables]),
+                     np.concatenate([t["DEC_PSF"] for t in tables]))
+    bounds = np.cumsum([0, *sizes])
+    return [Found(*(getattr(found, f)[a:b] for f in Found.__dataclass_fields__))
+            for a, b in itertools.pairwise(bounds)]
+
+
+def _chip(chip: ChipCatalog, found: Found, photcodes: Array, *, frame_id: int, filter_id: int,
           survey_id: int, exp_time: float, test_mode: bool
           ) -> tuple[dict[str, Any], dict[str, Array], int]:
     h, tab = chip.header, chip.table
     where = f"chip {chip.class_id}"
     try:
-        extern = int(h["IMAGEID"])
         airmass = float(h["AIRMASS"])
     except (KeyError, ValueError, TypeError):
-        raise BatchError(f"{where}: header lacks IMAGEID or AIRMASS") from None
+        raise BatchError(f"{where}: header lacks AIRMASS") from None
     ccd = int(chip.class_id[2:4])
-    image_id = int(dvo.image_ids(np.array([extern], dtype=np.int64))[0])
-    if image_id < 0:
-        raise BatchError(f"{where}: IMAGEID {extern} is not in Images.dat")
-    found = dvo.find(np.full(len(tab), image_id), tab["IPP_IDET"], tab["RA_PSF"], tab["DEC_PSF"])
     missing = int((~found.found).sum())
     if missing and not test_mode:
         raise BatchError(f"{where}: {missing} of {len(tab)} detections not found in DVO")

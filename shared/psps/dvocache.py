@@ -2,10 +2,12 @@
 
 A detection is found by (Images.dat IMAGE_ID whose EXTERN_ID is the chip's IMAGEID, DET_ID =
 IPP_IDET) among the measurements of the regions its position overlaps (REFERENCE 9). Only
-regions overlapping the wanted positions are read; each is kept with its measurement keys
-(``IMAGE_ID << 32 | DET_ID``) sorted, so a look-up is one ``searchsorted`` per region. A file
-is read again only when its modification time (or size) changes, so a region rewritten while
-loading is picked up, and an unchanged one is never read twice.
+regions overlapping the wanted positions are read, and kept. A look-up of a whole exposure
+first selects the region's measurements of the wanted images in one pass (a lookup table
+over IMAGE_ID), then sorts just those by (IMAGE_ID, DET_ID) and searches them, so a dense
+region of millions of measurements is never sorted whole. A file is read again only when its
+modification time (or size) changes, so a region rewritten while loading is picked up, and
+an unchanged one is never read twice.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ def _stamp(path: Path) -> tuple[int, int]:
 @dataclass
 class _RegionData:
     stamps: tuple[tuple[int, int], ...]
-    keys: Array  # sorted IMAGE_ID << 32 | DET_ID
-    order: Array  # measurement row of each sorted key
     measurements: Array
     objects: Array
+    image_id: Array  # contiguous copies of the columns every look-up scans
+    det_id: Array
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,9 @@ class DvoCache:
         if data is None or data.stamps != stamps:
             self.reads += 1
             meas = self.db.measurements(region)
-            objs = self.db.objects(region)
-            keys = (meas["IMAGE_ID"].astype(np.int64) << 32) | meas["DET_ID"].astype(np.int64)
-            order = np.argsort(keys, kind="stable")
-            data = _RegionData(stamps, keys[order], order, meas, objs)
+            data = _RegionData(stamps, meas, self.db.objects(region),
+                               np.ascontiguousarray(meas["IMAGE_ID"]),
+                               np.ascontiguousarray(meas["DET_ID"]))
             self._regions[region.index] = data
         return data
 
@@ -122,16 +123,25 @@ class DvoCache:
                     np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
                     np.full(n, -1, dtype=np.int32), np.zeros(n, dtype=np.float32),
                     np.zeros(n, dtype=np.int32))
+        images = np.unique(np.asarray(image_id, dtype=np.int64))
         for region in self.overlapping(np.asarray(ra), np.asarray(dec)):
             data = self.region(region)
-            if len(data.keys) == 0:
-                continue
             todo = np.nonzero(~out.found)[0]
             if len(todo) == 0:
                 break
-            pos = np.clip(np.searchsorted(data.keys, want[todo]), 0, len(data.keys) - 1)
-            hit = data.keys[pos] == want[todo]
-            rows = data.order[pos[hit]]
+            column = data.image_id
+            if len(column) == 0:
+                continue
+            candidates = np.nonzero(np.isin(column, images, kind="table"))[0]
+            if len(candidates) == 0:
+                continue
+            keys = ((column[candidates].astype(np.int64) << 32)
+                    | data.det_id[candidates].astype(np.int64))
+            order = np.argsort(keys, kind="stable")
+            keys = keys[order]
+            pos = np.clip(np.searchsorted(keys, want[todo]), 0, len(keys) - 1)
+            hit = keys[pos] == want[todo]
+            rows = candidates[order[pos[hit]]]
             idx = todo[hit]
             meas = data.measurements[rows]
             ave = meas["AVE_REF"].astype(np.int64)
