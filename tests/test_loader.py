@@ -112,14 +112,17 @@ async def test_p2_batches_are_built_with_dvo_ids_and_published(site, sdb, tmp_pa
 
 
 @pytest.mark.skipif(shutil.which("fitsverify") is None, reason="fitsverify not installed")
-async def test_fitsverify_finds_no_errors_in_a_batch(site, sdb, tmp_path):
-    configure(site)
+async def test_fitsverify_finds_no_errors_in_batches_of_every_type(site, sdb, tmp_path):
+    configure(site, "demo", "batch_types=P2,ST,OB")
+    assert ippctl(site, "psps", "init", "demo").returncode == 0
     ippctl(site, "psps", "queue", "demo")
     await load(site, tmp_path, "--config", "demo")
-    path = (await sdb.fetch_all(BATCHES))[0]["fits_path"]
-    out = subprocess.run(["fitsverify", "-q", "-e", path], capture_output=True, text=True,
-                         check=False)
-    assert out.returncode == 0 and "verification OK" in out.stdout, out.stdout + out.stderr
+    rows = await sdb.fetch_all(BATCHES)
+    assert {r["type"] for r in rows} == {"IN", "P2", "ST", "OB"}
+    for row in rows:
+        out = subprocess.run(["fitsverify", "-q", "-e", row["fits_path"]], capture_output=True,
+                             text=True, check=False)
+        assert out.returncode == 0 and "verification OK" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.skipif(shutil.which("stilts") is None, reason="STILTS not installed")
@@ -276,3 +279,16 @@ async def test_a_chip_missing_its_table_fails_the_batch(site, sdb, tmp_path):
     rows = {r["item_id"]: r for r in await sdb.fetch_all(BATCHES)}
     assert rows[1]["processed"] == "failed" and "camRun 1" in rows[1]["note"]
     assert rows[2]["processed"] == "succeeded"
+
+
+async def test_a_corrupt_stack_cmf_fails_its_st_batch(site, sdb, tmp_path):
+    configure(site, "st", "batch_types=ST")
+    base = await sdb.fetch_val(Query("t_sb", "SELECT path_base FROM stackSumSkyfile WHERE "
+                                     "stack_id = 1", "test"))
+    path = await Storage(sdb).locate(rule("stack", "PPSTACK.SOURCES").filename(base))
+    path.write_bytes(b"SIMPLE  = not a fits file")
+    ippctl(site, "psps", "queue", "st")
+    await load(site, tmp_path, "--config", "st")
+    rows = {r["item_id"]: r for r in await sdb.fetch_all(BATCHES)}
+    assert rows[1]["processed"] == "failed" and "stackRun 1" in rows[1]["note"]
+    assert any(r["processed"] == "succeeded" for k, r in rows.items() if k != 1)
