@@ -22,6 +22,7 @@ from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
 from sim import workload
 from tests.helpers import FAST, AgentProcess
 from tests.mirror_fixture import Mirror, make_mirror
+from tests.survey_fixture import SurveySite
 
 # CI runs the same examples every time; local runs keep exploring new ones.
 hypothesis_settings.register_profile("ci", derandomize=True)
@@ -106,3 +107,11 @@ async def mirror(test_dsn: str, tmp_path: Path) -> AsyncIterator[Mirror]:
     """A second site (a distribution mirror) in its own database."""
     async for site in make_mirror(test_dsn, tmp_path / "mirror"):
         yield site
+
+
+@pytest.fixture
+async def sdb(site: SurveySite) -> AsyncIterator[Database]:
+    """A connection to the test module's survey site (its ``site`` fixture)."""
+    db = await Database.connect(site.settings, pool_size=4)
+    yield db
+    await db.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.db import Database
-from shared.schema import create_database, upgrade
+from shared.schema import create_database, drop_database, upgrade
 from shared.settings import Settings, load_settings, parse_dsn
 from tests.helpers import FAST, ROOT, agent_env
 
@@ -49,3 +50,12 @@ async def make_survey(test_dsn: str, suffix: str, var_dir: Path, *, exposures: i
     assert result.returncode == 0, result.stderr
     assert f"{exposures} exposures" in result.stdout
     return SurveySite(dsn.url(), var_dir, settings)
+
+
+async def survey_site(test_dsn: str, suffix: str, var_dir: Path, *, exposures: int, chips: int,
+                      seed: int) -> AsyncIterator[SurveySite]:
+    """A survey site for one fixture's life: generated, yielded, its database dropped."""
+    site = await make_survey(test_dsn, suffix, var_dir, exposures=exposures, chips=chips,
+                             seed=seed)
+    yield site
+    await drop_database(site.settings, parse_dsn(site.dsn))

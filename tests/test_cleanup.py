@@ -13,11 +13,9 @@ from shared import runs
 from shared.db import Database
 from shared.filerules import deleted_by, rule
 from shared.queries import Query
-from shared.schema import drop_database
-from shared.settings import parse_dsn
 from shared.storage import Storage
 from tests.helpers import AgentProcess
-from tests.survey_fixture import SurveySite, make_survey
+from tests.survey_fixture import SurveySite, survey_site
 
 _numbers = itertools.count()
 RUN = Query("t_run", "SELECT state, magicked, note FROM chipRun WHERE chip_id = %(id)s", "test")
@@ -27,17 +25,9 @@ COMPS = Query("t_comps", "SELECT class_id, data_state, magicked FROM chipProcess
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    survey = await make_survey(test_dsn, f"cl{next(_numbers)}", tmp_path, exposures=3, chips=2,
-                               seed=5)
-    yield survey
-    await drop_database(survey.settings, parse_dsn(survey.dsn))
-
-
-@pytest.fixture
-async def sdb(site: SurveySite) -> AsyncIterator[Database]:
-    db = await Database.connect(site.settings, pool_size=4)
-    yield db
-    await db.close()
+    async for survey in survey_site(test_dsn, f"cl{next(_numbers)}", tmp_path, exposures=3,
+                                   chips=2, seed=5):
+        yield survey
 
 
 async def clean(site: SurveySite, tmp_path: Path, *args: str) -> AgentProcess:

@@ -15,29 +15,19 @@ import pytest
 from shared import datastore, runs
 from shared.db import Database
 from shared.queries import Query
-from shared.schema import drop_database
-from shared.settings import parse_dsn
 from shared.storage import Storage
 from tests.helpers import ROOT, AgentProcess, agent_env, eventually
 from tests.mirror_fixture import free_port
-from tests.survey_fixture import SurveySite, make_survey
+from tests.survey_fixture import SurveySite, survey_site
 
 _numbers = itertools.count()
 
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    survey = await make_survey(test_dsn, f"ds{next(_numbers)}", tmp_path / "ipp", exposures=3,
-                               chips=2, seed=7)
-    yield survey
-    await drop_database(survey.settings, parse_dsn(survey.dsn))
-
-
-@pytest.fixture
-async def sdb(site: SurveySite) -> AsyncIterator[Database]:
-    db = await Database.connect(site.settings, pool_size=4)
-    yield db
-    await db.close()
+    async for survey in survey_site(test_dsn, f"ds{next(_numbers)}", tmp_path / "ipp", exposures=3,
+                                   chips=2, seed=7):
+        yield survey
 
 
 def ippctl(dsn: str, var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

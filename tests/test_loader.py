@@ -20,28 +20,18 @@ from shared.db import Database
 from shared.filerules import rule
 from shared.psps.schema import batch_tables
 from shared.queries import Query
-from shared.schema import drop_database
-from shared.settings import parse_dsn
 from shared.storage import Storage
 from tests.helpers import ROOT, AgentProcess, agent_env
-from tests.survey_fixture import SurveySite, make_survey
+from tests.survey_fixture import SurveySite, survey_site
 
 _numbers = itertools.count()
 
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    survey = await make_survey(test_dsn, f"ld{next(_numbers)}", tmp_path, exposures=3, chips=3,
-                               seed=21)
-    yield survey
-    await drop_database(survey.settings, parse_dsn(survey.dsn))
-
-
-@pytest.fixture
-async def sdb(site: SurveySite) -> AsyncIterator[Database]:
-    db = await Database.connect(site.settings, pool_size=4)
-    yield db
-    await db.close()
+    async for survey in survey_site(test_dsn, f"ld{next(_numbers)}", tmp_path, exposures=3,
+                                   chips=3, seed=21):
+        yield survey
 
 
 def ippctl(site: SurveySite, *args: str) -> subprocess.CompletedProcess[str]:

@@ -65,13 +65,6 @@ def parse(dsn: str) -> Dsn:
     return parse_dsn(dsn)
 
 
-@pytest.fixture
-async def sdb(site: SurveySite) -> AsyncIterator[Database]:
-    db = await Database.connect(site.settings, pool_size=4)
-    yield db
-    await db.close()
-
-
 async def test_schema_has_the_reference_tables_and_columns(db):
     for table, names in REFERENCE_TABLES.items():
         have = {r["name"] for r in await db.fetch_all(COLUMNS, t=table)}

@@ -18,29 +18,19 @@ from shared.db import Database
 from shared.filerules import config_rule, rule
 from shared.queries import Query
 from shared.runs import ProductFile
-from shared.schema import drop_database
-from shared.settings import parse_dsn
 from shared.stages import stage
 from shared.storage import Storage
 from tests.helpers import ROOT, AgentProcess, agent_env, eventually
-from tests.survey_fixture import SurveySite, make_survey
+from tests.survey_fixture import SurveySite, survey_site
 
 _numbers = itertools.count()
 
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    survey = await make_survey(test_dsn, f"up{next(_numbers)}", tmp_path, exposures=4, chips=2,
-                               seed=11)
-    yield survey
-    await drop_database(survey.settings, parse_dsn(survey.dsn))
-
-
-@pytest.fixture
-async def sdb(site: SurveySite) -> AsyncIterator[Database]:
-    db = await Database.connect(site.settings, pool_size=4)
-    yield db
-    await db.close()
+    async for survey in survey_site(test_dsn, f"up{next(_numbers)}", tmp_path, exposures=4,
+                                   chips=2, seed=11):
+        yield survey
 
 
 def run_query(stage_name: str) -> Query:
