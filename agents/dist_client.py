@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiofiles
 import aiohttp
 
 from shared import bundles, datastore, mdc, runio
@@ -96,9 +97,9 @@ async def _download(session: aiohttp.ClientSession, url: str, f: RemoteFile, tar
                 if resp.status not in (200, 206):
                     raise ImportFailed(f"GET {url}: HTTP {resp.status}")
                 mode = "ab" if resp.status == 206 else "wb"
-                with open(part, mode) as out:  # noqa: ASYNC230 - chunks, written as they come
+                async with aiofiles.open(part, mode) as out:
                     async for chunk in resp.content.iter_chunked(_CHUNK):
-                        out.write(chunk)
+                        await out.write(chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ImportFailed(f"GET {url}: {type(exc).__name__}: {exc} (partial file kept "
                                "for resuming)") from None
