@@ -296,7 +296,12 @@ async def poll_source(ctx: AgentContext, source: Row) -> int:
             await import_fileset(ctx, source, name)
             imported += 1
             ctx.item_done()
-        except (DbError, ClaimLost):
+        except ClaimLost as exc:  # the source was released meanwhile: leave it to its owner
+            ctx.log.warning("dist_claim_lost", source=source["id"], fileset=name,
+                            error=str(exc))
+            ctx.item_failed(str(exc))
+            break
+        except DbError:
             raise
         except (IppError, MdcError) as exc:
             await ctx.db.execute(Q.rc_fileset_state, source=source["id"], name=name,

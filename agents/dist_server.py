@@ -127,9 +127,8 @@ async def ship(ctx: AgentContext, dist: Row) -> None:
     exp_name = await _exp_name(ctx, stage_name, run)
     name = bundles.fileset_name(stage_name, run_id, exp_name, dist["id"], prod["prod_id"])
     prefix = f"datastore/{dist['product']}/{name}/"
-    stale = [o["key"] for o in await storage.list(prefix, limit=100_000)]
-    if stale:  # a redo after a crash: what an earlier attempt stored but never registered
-        await storage.delete_many(stale)
+    # a redo after a crash: what an earlier attempt stored but never registered
+    await storage.delete_under(prefix)
     staging = ctx.settings.dist_staging() / "server" / name
     await asyncio.to_thread(shutil.rmtree, staging, True)
     await asyncio.to_thread(staging.mkdir, parents=True)
@@ -194,8 +193,11 @@ async def run_once(ctx: AgentContext) -> int:
         try:
             await ship(ctx, dist)
             ctx.item_done()
-        except (DbError, ClaimLost):
-            raise  # the runtime retries database trouble; a lost claim is someone else's now
+        except ClaimLost as exc:  # released meanwhile: another server ships it again
+            ctx.log.warning("dist_claim_lost", dist_id=dist["id"], error=str(exc))
+            ctx.item_failed(str(exc))
+        except DbError:
+            raise  # the runtime retries database trouble
         except IppError as exc:  # the run cannot be shipped as it is: record why
             if ctx.claimer.held.items():
                 await ctx.claimer.finish(DIST_SPEC, Q.dist_finish, dist["id"], state="error",

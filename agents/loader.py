@@ -130,7 +130,14 @@ async def load_item(ctx: AgentContext, cfg: dict[str, Any], item: Row) -> None:
 
         fileset = await publish.publish(ctx.db, cfg, batch_id, name, kind, written,
                                         result.detections, also=done)
-    except (DbError, ClaimLost):
+    except ClaimLost as exc:  # released meanwhile (this loader looked dead): someone redoes it
+        log.warning("batch_claim_lost", error=str(exc),
+                    action="the item was handed to another loader; this batch is dropped")
+        await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id,
+                             note=f"dropped: {exc}"[:1024])
+        ctx.item_failed(str(exc))
+        return
+    except DbError:
         raise
     except IppError as exc:
         await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id, note=str(exc)[:1024])

@@ -202,12 +202,18 @@ class Planner:
 
     # -- per stage ----------------------------------------------------------------------
 
+    async def _context(self, query: Any, comps: list[Row], problem: str) -> Row:
+        """The run's context row (UpdateFailed naming ``problem`` if absent), with the streak
+        run's magic_id taken for restoring magicked."""
+        row = await self.db.fetch_one(query, id=self.plan.run["id"])
+        if row is None:
+            raise UpdateFailed(f"{stage(self.stage).run_table} {self.plan.run['id']}: {problem}")
+        self._magic(row["magic_id"], comps)
+        return row
+
     async def _chip(self, comps: list[Row]) -> None:
         run_id = self.plan.run["id"]
-        ctx = await self.db.fetch_one(Q.update_chip_context, id=run_id)
-        if ctx is None:
-            raise UpdateFailed(f"chipRun {run_id}: its rawExp row is missing")
-        self._magic(ctx["magic_id"], comps)
+        ctx = await self._context(Q.update_chip_context, comps, "its rawExp row is missing")
         e = _exposure(ctx)
         raws = {r["class_id"]: r for r in await self.db.fetch_all(Q.update_chip_raws,
                                                                   exp_id=ctx["exp_id"])}
@@ -266,8 +272,7 @@ class Planner:
 
     async def _camera(self, comps: list[Row]) -> None:
         """Cleanup keeps every camera product a cleaned run needs; nothing to regenerate."""
-        ctx = await self.db.fetch_one(Q.update_camera_context, id=self.plan.run["id"])
-        self._magic(ctx["magic_id"] if ctx else None, comps)
+        await self._context(Q.update_camera_context, comps, "its chip run is missing")
         missing = [n for _c, task in await self._tasks(comps) for n in task.outputs]
         if missing:
             raise UpdateFailed(f"camRun {self.plan.run['id']}: {', '.join(missing)} missing; "
@@ -275,10 +280,8 @@ class Planner:
 
     async def _warp(self, comps: list[Row]) -> None:
         run_id = self.plan.run["id"]
-        ctx = await self.db.fetch_one(Q.update_warp_context, id=run_id)
-        if ctx is None:
-            raise UpdateFailed(f"warpRun {run_id}: its camera, chip or exposure row is missing")
-        self._magic(ctx["magic_id"], comps)
+        ctx = await self._context(Q.update_warp_context, comps,
+                                  "its camera, chip or exposure row is missing")
         e = _exposure(ctx)
         chips: dict[str, dict[str, list[str]]] = {}
         for m in await self.db.fetch_all(Q.update_warp_chips, id=run_id):
@@ -300,8 +303,7 @@ class Planner:
 
     async def _stack(self, comps: list[Row]) -> None:
         run_id = self.plan.run["id"]
-        ctx = await self.db.fetch_one(Q.update_stack_context, id=run_id)
-        assert ctx is not None  # the run was just claimed
+        ctx = await self._context(Q.update_stack_context, comps, "the run row is missing")
         tasks = [(c, t) for c, t in await self._tasks(comps) if t.outputs]
         if not tasks:
             return
@@ -325,8 +327,7 @@ class Planner:
 
     async def _diff(self, comps: list[Row]) -> None:
         run_id = self.plan.run["id"]
-        ctx = await self.db.fetch_one(Q.update_diff_context, id=run_id)
-        self._magic(ctx["magic_id"] if ctx else None, comps)
+        await self._context(Q.update_diff_context, comps, "the run row is missing")
         tasks = [(c, t) for c, t in await self._tasks(comps) if t.outputs]
         if not tasks:
             return

@@ -10,21 +10,15 @@ timed as a process (``ipp-agent cleanup --once``, start-up included).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import json
-import os
 import shutil
-import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
-from bench.common import Figure, bench_database
+from bench.common import Figure, agent_env, bench_database, run_agent_once, working_seconds
 from shared.filerules import deleted_by, rules_for
 from shared.queries import QueryBook, load_queries
-from shared.settings import PROJECT_ROOT
 from shared.storage import Storage
 from sim.sky import OTAS
 
@@ -70,17 +64,6 @@ async def _build(db_storage: Storage, root: Path, runs: int, chips: int) -> list
     return sorted(set(doomed))
 
 
-def _working_seconds(log: bytes) -> float:
-    """Seconds from the agent's agent_started to its agent_stopped log line."""
-    stamps = {}
-    for line in log.decode(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if record.get("event") in ("agent_started", "agent_stopped"):
-                stamps[record["event"]] = datetime.fromisoformat(record["timestamp"])
-    return (stamps["agent_stopped"] - stamps["agent_started"]).total_seconds()
-
-
 def _rm(paths: list[Path]) -> float:
     """Time plain rm -f of exactly these files (argument lists via xargs)."""
     listing = "\0".join(str(p) for p in paths).encode()
@@ -100,20 +83,14 @@ async def measure(runs: int = 20, chips: int = 60) -> Figure:
             await asyncio.to_thread(shutil.copytree, root, anchor_root)
             copies = [anchor_root / p.relative_to(root) for p in doomed]
             rm_s = await asyncio.to_thread(_rm, copies)
-            env = {**os.environ, "IPP_DB_DSN": settings.effective_dsn(), "IPP_LOG_FORMAT": "json",
-                   "PYTHONPATH": str(PROJECT_ROOT)}
             started = time.perf_counter()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agents", "cleanup", "--once", env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-            out, _ = await proc.communicate()
-            code = proc.returncode
+            events = await run_agent_once("cleanup", agent_env(settings.effective_dsn()))
             wall_s = time.perf_counter() - started
-            ours_s = _working_seconds(out)
+            ours_s = working_seconds(events)
             states = {r["state"]: int(r["n"]) for r in await db.fetch_all(B.bench_states)}
             left = sum(1 for p in doomed if p.exists())
-    if code != 0 or states != {"cleaned": runs} or left:
-        raise RuntimeError(f"cleanup bench: exit {code}, states {states}, {left} files left")
+    if states != {"cleaned": runs} or left:
+        raise RuntimeError(f"cleanup bench: states {states}, {left} files left")
     ours, anchor = components / ours_s, components / rm_s
     wall = components / wall_s
     return Figure("cleanup throughput (chip components)", ours, anchor, "components/s",

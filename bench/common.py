@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from shared.db import Database
 from shared.schema import create_database, drop_database, upgrade
-from shared.settings import Settings, load_settings, parse_dsn
+from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
 from sim import workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,3 +98,35 @@ def write_results(figures: list[Figure], stem: str = "summary") -> Path:
     (RESULTS / f"{stem}.json").write_text(
         json.dumps([{**asdict(f), "ratio": f.ratio} for f in figures], indent=2))
     return path
+
+
+def agent_env(dsn: str, var_dir: Path | None = None, /, **settings: Any) -> dict[str, str]:
+    """Environment for an agent process of a benchmark: its database, JSON logs, settings."""
+    env = {**os.environ, "IPP_DB_DSN": dsn, "IPP_LOG_FORMAT": "json",
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    if var_dir is not None:
+        env["IPP_VAR_DIR"] = str(var_dir)
+    env.update({f"IPP_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+async def run_agent_once(name: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    """``ipp-agent NAME --once``; its JSON log events (RuntimeError if it did not exit 0)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agents", name, "--once", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench: {name} exited {proc.returncode}")
+    events = []
+    for line in out.decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return events
+
+
+def working_seconds(events: list[dict[str, Any]]) -> float:
+    """Seconds from an agent's agent_started to its agent_stopped event."""
+    stamps = {e["event"]: datetime.fromisoformat(e["timestamp"]) for e in events
+              if e.get("event") in ("agent_started", "agent_stopped")}
+    return (stamps["agent_stopped"] - stamps["agent_started"]).total_seconds()

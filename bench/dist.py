@@ -13,8 +13,6 @@ The survey is one exposure of 8 chips at 1024x1024 (about 20 MB of files per chi
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import socket
 import statistics
 import subprocess
@@ -23,13 +21,12 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-from bench.common import Figure, bench_database
+from bench.common import Figure, agent_env, bench_database, run_agent_once, working_seconds
 from shared import bundles, datastore, runs
 from shared.db import Database
 from shared.queries import Q
-from shared.settings import PROJECT_ROOT, Settings
+from shared.settings import Settings
 from shared.storage import Storage, parse_key
 from sim.survey import Survey, SurveyOptions, ensure_volumes
 
@@ -92,23 +89,6 @@ async def bundle_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
                         f"medians of {rounds}"))
 
 
-def _env(dsn: str, var_dir: Path, **extra: Any) -> dict[str, str]:
-    env = {**os.environ, "IPP_DB_DSN": dsn, "IPP_LOG_FORMAT": "json", "IPP_VAR_DIR": str(var_dir),
-           "PYTHONPATH": str(PROJECT_ROOT)}
-    env.update({f"IPP_{k.upper()}": str(v) for k, v in extra.items()})
-    return env
-
-
-async def _agent_once(name: str, env: dict[str, str]) -> list[dict[str, Any]]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agents", name, "--once", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"dist bench: {name} exited {proc.returncode}")
-    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
-
-
 def _anchor_import(base: str, names: list[str], out: Path) -> float:
     started = time.perf_counter()
     for name in names:
@@ -130,7 +110,7 @@ async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
     port = _port()
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agents", "dist_server",
-        env=_env(settings.effective_dsn(), tmp / "server", ds_port=port),
+        env=agent_env(settings.effective_dsn(), tmp / "server", ds_port=port),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         fileset = None
@@ -157,12 +137,13 @@ async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
                 await ensure_volumes(Storage(mdb), mvar, "mirror")
                 await mdb.execute(Q.rc_source_add, name="src", uri=base, product="bench-dist")
                 started = time.perf_counter()
-                events = await _agent_once("dist_client", _env(msettings.effective_dsn(), mvar))
+                events = await run_agent_once("dist_client",
+                                              agent_env(msettings.effective_dsn(), mvar))
                 wall = time.perf_counter() - started
                 done = [e for e in events if e.get("event") == "dist_imported"]
                 if not done:
                     raise RuntimeError(f"dist bench: nothing imported: {events[-3:]}")
-                ours.append(_working_s(events) or wall)
+                ours.append(working_seconds(events) if events else wall)
     finally:
         server.terminate()
         await server.wait()
@@ -173,15 +154,6 @@ async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
                   note=(f"{len(files)} files, {total / 1e6:.0f} MB; agent {ours_s:.2f} s "
                         f"(agent_started to agent_stopped: download, verify, unpack, store, "
                         f"import) vs {anchor_s:.2f} s; medians of {rounds}"))
-
-
-def _working_s(events: list[dict[str, Any]]) -> float | None:
-    from datetime import datetime
-    stamps = {e["event"]: datetime.fromisoformat(e["timestamp"]) for e in events
-              if e.get("event") in ("agent_started", "agent_stopped")}
-    if len(stamps) != 2:
-        return None
-    return (stamps["agent_stopped"] - stamps["agent_started"]).total_seconds()
 
 
 async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> list[Figure]:

@@ -14,33 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from bench.common import Figure, bench_database
+from bench.common import Figure, agent_env, bench_database, run_agent_once
 from shared import runs
 from shared.db import Database
 from shared.settings import PROJECT_ROOT, Settings
 from shared.storage import Storage
 from sim.survey import Survey, SurveyOptions, ensure_volumes
-
-
-async def _agent(settings: Settings, name: str, env_extra: dict[str, str]) -> list[dict[str, Any]]:
-    env = {**os.environ, "IPP_DB_DSN": settings.effective_dsn(), "IPP_LOG_FORMAT": "json",
-           "PYTHONPATH": str(PROJECT_ROOT), **env_extra}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agents", name, "--once", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"update bench: {name} exited {proc.returncode}")
-    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
 
 
 async def _direct(job_path: Path, scratch: Path) -> float:
@@ -61,7 +47,7 @@ async def _direct(job_path: Path, scratch: Path) -> float:
 
 async def _clean(settings: Settings, db: Database, chip_id: int) -> None:
     await runs.set_state(db, "chip", "goto_cleaned", run_id=chip_id)
-    await _agent(settings, "cleanup", {})
+    await run_agent_once("cleanup", agent_env(settings.effective_dsn()))
 
 
 async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> Figure:
@@ -78,13 +64,12 @@ async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> Figure:
             saved = root / "job.json"
             wrapper = (f"sh -c 'cp \"$0\" {shlex.quote(str(saved))} && "
                        f"exec {shlex.quote(sys.executable)} -m sim.regen \"$0\"'")
-            env = {"IPP_UPDATE_COMMAND_CHIP": wrapper,
-                   "IPP_UPDATE_SCRATCH_DIR": str(root / "scratch")}
+            env = {"update_command_chip": wrapper, "update_scratch_dir": str(root / "scratch")}
             ours, direct, files = [], [], 0
             for n in range(rounds):
                 await _clean(settings, db, chip_id)
                 await runs.request_update(db, "chip", chip_id)
-                events = await _agent(settings, "update", env)
+                events = await run_agent_once("update", agent_env(settings.effective_dsn(), **env))
                 done = [e for e in events if e.get("event") == "update_done"]
                 if not done:
                     raise RuntimeError(f"update bench: no update_done in round {n}: {events[-3:]}")

@@ -67,9 +67,7 @@ async def config_set(settings: Settings, args: argparse.Namespace) -> int:
 
 async def config_list(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
-        rows: list[dict[str, Any]] = []
-        for r in await configs.configs(db, "all") if args.active else await _all(db):
-            rows.append(r)
+        rows = await configs.configs(db, "all") if args.active else await _all(db)
         if args.json:
             _print_json(rows)
             return EXIT_OK

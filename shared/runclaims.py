@@ -16,31 +16,19 @@ from shared.stages import stage
 LIFECYCLE_STAGES = ("chip", "camera", "warp", "diff", "stack")
 
 
-def cleanup_spec(stage_name: str) -> ClaimSpec:
-    """The spec that claims a stage's runs waiting for cleanup (one label at a time)."""
+def run_spec(stage_name: str, purpose: str) -> ClaimSpec:
+    """The spec that claims a stage's runs for ``purpose`` (``cleanup``: runs waiting for
+    cleanup, one label at a time; ``update``: runs in update, not waiting, not failed). Both
+    share the run table's mark and release queries."""
     st = stage(stage_name)
     return ClaimSpec(
         table=st.run_table, id_column="id",
-        select=getattr(Q, f"cleanup_claim_{stage_name}"),
+        select=getattr(Q, f"{purpose}_claim_{stage_name}"),
         mark=getattr(Q, f"claim_mark_{st.run_table}"),
         release=getattr(Q, f"claim_release_{st.run_table}"),
         release_orphans=getattr(Q, f"claim_release_orphans_{st.run_table}"),
     )
 
 
-CLEANUP_SPECS = {name: register_claimable(cleanup_spec(name)) for name in LIFECYCLE_STAGES}
-
-
-def update_spec(stage_name: str) -> ClaimSpec:
-    """The spec that claims a stage's runs in ``update`` (not waiting, not failed)."""
-    st = stage(stage_name)
-    return ClaimSpec(
-        table=st.run_table, id_column="id",
-        select=getattr(Q, f"update_claim_{stage_name}"),
-        mark=getattr(Q, f"claim_mark_{st.run_table}"),
-        release=getattr(Q, f"claim_release_{st.run_table}"),
-        release_orphans=getattr(Q, f"claim_release_orphans_{st.run_table}"),
-    )
-
-
-UPDATE_SPECS = {name: update_spec(name) for name in LIFECYCLE_STAGES}
+CLEANUP_SPECS = {name: register_claimable(run_spec(name, "cleanup")) for name in LIFECYCLE_STAGES}
+UPDATE_SPECS = {name: run_spec(name, "update") for name in LIFECYCLE_STAGES}

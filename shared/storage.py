@@ -721,6 +721,21 @@ class Storage:
             await asyncio.to_thread(_unlink_all, published)
             raise
 
+    async def delete_under(self, prefix: str) -> DeleteReport:
+        """Delete every key whose path starts with ``prefix`` (a directory-like prefix ending
+        in '/'), in batches: e.g. what an unfinished attempt stored before a crash."""
+        if not prefix.endswith("/"):
+            raise StorageError(f"delete_under({prefix!r}): the prefix must end with '/'")
+        total = DeleteReport()
+        while keys := [o["key"] for o in await self.list(prefix, limit=1000)]:
+            report = await self.delete_many(keys)
+            total.deleted += report.deleted
+            total.missing += report.missing
+            total.unavailable += report.unavailable
+            if len(report.unavailable) == len(keys):  # only keys that cannot go now are left
+                break
+        return total
+
     async def list(self, prefix: str = "", limit: int = 1000) -> list[dict[str, Any]]:
         """Registered keys whose path starts with ``prefix``."""
         like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

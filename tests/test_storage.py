@@ -217,3 +217,14 @@ async def test_deleting_a_symlinked_file_removes_the_link_never_its_target(stora
     report = await storage.delete_many(["neb:///j/link"])
     assert report.deleted == ["neb:///j/link"]
     assert not path.is_symlink() and outside.read_bytes() == b"secret"
+
+
+async def test_delete_under_removes_every_key_of_a_prefix_and_nothing_else(storage: Storage):
+    for name in ("a", "b", "c"):
+        await storage.create(f"neb://vol1/batch/one/{name}", b"x")
+    await storage.create("neb://vol1/batch/onething", b"keep")
+    report = await storage.delete_under("batch/one/")
+    assert sorted(report.deleted) == [f"neb:///batch/one/{n}" for n in ("a", "b", "c")]
+    assert await storage.exists("neb:///batch/onething")
+    with pytest.raises(StorageError, match="must end with '/'"):
+        await storage.delete_under("batch/one")

@@ -42,6 +42,8 @@ async def publish(db: Database, cfg: dict[str, Any], batch_id: int, name: str, b
     fileset = None
     files: list[datastore.NewFile] = []
     prod = None
+    stored = f"datastore/{cfg['datastore_product']}/{name}/"
+    storage = Storage(db)
     if cfg["datastore_publish"]:
         prod = await _product(db, cfg)
         prefix = f"neb://any/datastore/{cfg['datastore_product']}/{name}"
@@ -51,10 +53,7 @@ async def publish(db: Database, cfg: dict[str, Any], batch_id: int, name: str, b
                                    f"{prefix}/{written.fits_path.name}"),
                  datastore.NewFile(manifest.name, m_size, m_md5, "manifest",
                                    f"{prefix}/{manifest.name}")]
-        storage = Storage(db)
-        stale = [o["key"] for o in await storage.list(f"datastore/{cfg['datastore_product']}/{name}/")]
-        if stale:
-            await storage.delete_many(stale)
+        await storage.delete_under(stored)
         for f, path in zip(files, (written.fits_path, manifest), strict=True):
             await storage.create_from_file(f.uri, path)  # a copy: the local one stays
         fileset = name
@@ -69,5 +68,10 @@ async def publish(db: Database, cfg: dict[str, Any], batch_id: int, name: str, b
         if also is not None:
             await also(tx)
 
-    await db.transaction(record, name="psps_publish")
+    try:
+        await db.transaction(record, name="psps_publish")
+    except BaseException:
+        if fileset is not None:  # never registered: its stored copies go again
+            await storage.delete_under(stored)
+        raise
     return fileset
