@@ -201,7 +201,7 @@ async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, t
     assert codes == (0, 0), a.output()[-3000:] + b.output()[-3000:]
     rows = await sdb.fetch_all(BATCHES)
     assert sorted(r["item_id"] for r in rows) == [1, 2, 3]
-    assert all(r["processed"] == "succeeded" for r in rows)
+    assert all(r["processed"] == "succeeded" for r in rows), [r["note"] for r in rows]
 
 
 def test_smf_reader_is_the_one_the_loader_uses():

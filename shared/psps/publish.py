@@ -5,12 +5,14 @@ marked processed and loaded_to_datastore. Nothing is visible before that commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared import datastore
 from shared.bundles import file_digest
 from shared.db import Database, Tx
+from shared.errors import DbIntegrityError
 from shared.psps.batches import Written, batch_name
 from shared.queries import Q
 from shared.storage import Storage
@@ -28,9 +30,11 @@ async def _product(db: Database, cfg: dict[str, Any]) -> Any:
     try:
         return await datastore.product(db, cfg["datastore_product"])
     except datastore.NotFound:
-        await datastore.add_product(db, cfg["datastore_product"], "psps",
-                                    f"PSPS batches of loading config {cfg['name']}",
-                                    ["batch", "type", "config"])
+        # another loader may create it at the same moment: either way it exists after
+        with contextlib.suppress(datastore.DataStoreError, DbIntegrityError):
+            await datastore.add_product(db, cfg["datastore_product"], "psps",
+                                        f"PSPS batches of loading config {cfg['name']}",
+                                        ["batch", "type", "config"])
         return await datastore.product(db, cfg["datastore_product"])
 
 
