@@ -14,10 +14,12 @@ from shared.settings import Settings
 
 #: Built-in agents, by name.
 BUILTIN: dict[str, str] = {
+    "batch_cleaner": "agents.batch_cleaner",
     "cleanup": "agents.cleanup",
     "dist_server": "agents.dist_server",
     "dist_client": "agents.dist_client",
     "loader": "agents.loader",
+    "odm_poller": "agents.odm_poller",
     "sweeper": "agents.sweeper",
     "update": "agents.update",
 }

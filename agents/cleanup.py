@@ -214,6 +214,7 @@ async def clean_components(ctx: AgentContext, storage: Storage, plan: RunPlan,
                              id=plan.run["id"], state=plan.target,
                              components=tuple(str(c.name) for c in done))
     ctx.count("files_deleted", len(report.deleted))
+    ctx.count("bytes_freed", report.bytes_freed)
     ctx.count("components_cleaned", len(done))
     return problems
 

@@ -21,12 +21,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiofiles
 import aiohttp
 
 from shared import bundles, datastore, mdc, runio
 from shared.datastore import DataStoreError, RemoteFile
 from shared.db import Row, Tx
+from shared.dsclient import download, get_text
 from shared.errors import ClaimLost, DbError, IppError, MdcError, ObjectExists
 from shared.mdc import Block, Scalar
 from shared.queries import Q
@@ -42,7 +42,6 @@ FILESET = re.compile(r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|warp|diff)\.\d+|st
                      r"\.\d+\.\d+$")
 DBINFO = re.compile(r"^dbinfo\.([a-z]+)\.(\d+)\.mdc$")
 KEY_COLUMNS = ("path_base", "uri", "workdir")
-_CHUNK = 1 << 20
 
 
 class ImportFailed(IppError):
@@ -57,58 +56,6 @@ async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         ctx.resources["http"] = session
         yield
-
-
-# -- HTTP ----------------------------------------------------------------------------------
-
-
-async def _get_text(session: aiohttp.ClientSession, url: str) -> str:
-    try:
-        async with session.get(url) as resp:
-            if resp.status != 200:
-                body = (await resp.text(errors="replace"))[:200].strip()
-                raise ImportFailed(f"GET {url}: HTTP {resp.status}" + (f": {body}" if body else ""))
-            return await resp.text(errors="strict")
-    except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
-        raise ImportFailed(f"GET {url}: {type(exc).__name__}: {exc}") from None
-
-
-def _resume_point(target: Path, part: Path, f: RemoteFile) -> tuple[bool, int]:
-    """(already complete, bytes of a partial download to resume from)."""
-    if target.exists() and bundles.file_digest(target) == (f.bytes, f.md5sum):
-        return True, 0
-    have = part.stat().st_size if part.exists() else 0
-    if have > f.bytes:
-        part.unlink()
-        have = 0
-    return False, have
-
-
-async def _download(session: aiohttp.ClientSession, url: str, f: RemoteFile, target: Path) -> None:
-    """``target`` holding exactly ``f`` (size and md5 checked); resumes a ``.part`` file."""
-    part = target.with_name(target.name + ".part")
-    done, have = await asyncio.to_thread(_resume_point, target, part, f)
-    if done:
-        return
-    if have < f.bytes or f.bytes == 0:
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        try:
-            async with session.get(url, headers=headers) as resp:
-                if resp.status not in (200, 206):
-                    raise ImportFailed(f"GET {url}: HTTP {resp.status}")
-                mode = "ab" if resp.status == 206 else "wb"
-                async with aiofiles.open(part, mode) as out:
-                    async for chunk in resp.content.iter_chunked(_CHUNK):
-                        await out.write(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ImportFailed(f"GET {url}: {type(exc).__name__}: {exc} (partial file kept "
-                               "for resuming)") from None
-    size, md5 = await asyncio.to_thread(bundles.file_digest, part)
-    if (size, md5) != (f.bytes, f.md5sum):
-        await asyncio.to_thread(part.unlink)
-        raise ImportFailed(f"{f.name}: downloaded {size} bytes with md5 {md5}, the listing says "
-                           f"{f.bytes} bytes with md5 {f.md5sum}")
-    await asyncio.to_thread(part.rename, target)
 
 
 # -- the dbinfo ----------------------------------------------------------------------------
@@ -169,7 +116,7 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
     """Import one fileset; returns how many files went into storage."""
     session: aiohttp.ClientSession = ctx.resources["http"]
     base = f"{source['status_uri'].rstrip('/')}/{source['product']}/{name}"
-    files = datastore.parse_files(await _get_text(session, f"{base}/index.txt"),
+    files = datastore.parse_files(await get_text(session, f"{base}/index.txt"),
                                   f"{base}/index.txt")
     dbinfos = [f for f in files if f.type == "dbinfo"]
     if len(dbinfos) != 1 or not DBINFO.match(dbinfos[0].name):
@@ -181,7 +128,7 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
 
     async def fetch(f: RemoteFile) -> None:
         async with limit:
-            await _download(session, f"{base}/{f.name}", f, staging / f.name)
+            await download(session, f"{base}/{f.name}", f, staging / f.name)
 
     await asyncio.gather(*(fetch(f) for f in files))
     text = await asyncio.to_thread((staging / dbinfos[0].name).read_text)
@@ -207,6 +154,7 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
     ctx.log.info("dist_imported", source=source["id"], fileset=name, stage=info.stage,
                  run_id=info.run_id, files=len(items), rows=result.rows,
                  already_present=result.already_present)
+    ctx.count("filesets_imported")
     return len(items)
 
 
@@ -274,7 +222,7 @@ async def poll_source(ctx: AgentContext, source: Row) -> int:
         url += f"?{source['last_fileset']}"
     imported = 0
     try:
-        names = datastore.parse_filesets(await _get_text(session, url), url)
+        names = datastore.parse_filesets(await get_text(session, url), url)
     except (ImportFailed, DataStoreError) as exc:
         await ctx.db.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
                              note=str(exc)[:255])

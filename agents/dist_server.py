@@ -159,6 +159,8 @@ async def ship(ctx: AgentContext, dist: Row) -> None:
     ctx.log.info("dist_shipped", dist_id=dist["id"], stage=stage_name, run_id=run_id,
                  product=dist["product"], fileset=name, files=len(files),
                  bytes=sum(f.bytes for f in files))
+    ctx.count("filesets_shipped")
+    ctx.count("bytes_shipped", sum(f.bytes for f in files))
 
 
 async def queue_targets(ctx: AgentContext) -> int:

@@ -233,3 +233,31 @@ async def register_fileset(tx: Tx, prod: Row, name: str, kind: str, values: Sequ
          "type": f.type, "uri": f.uri} for f in files])
     await tx.execute(Q.ds_product_touch, prod_id=prod["prod_id"], name=name)
     return fileset_id
+
+
+async def remove_fileset(db: Database, prod_name: str, fileset: str) -> int | None:
+    """Hide a fileset, delete its stored files, then forget its rows; returns how many files
+    were deleted, or None when the product has no such fileset (already removed).
+
+    Hidden first, so no client starts a download of files about to go. A file on a volume
+    that is down leaves the fileset hidden but registered (DataStoreError): run again later.
+    """
+    from shared.storage import Storage  # storage sits above this module
+
+    prod = await product(db, prod_name)
+    row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=fileset)
+    if row is None:
+        return None
+    files = await db.fetch_all(Q.ds_files, fileset_id=row["fileset_id"])
+    await db.execute(Q.ds_fileset_hide, fileset_id=row["fileset_id"])
+    report = await Storage(db).delete_many([f["uri"] for f in files])
+    if report.unavailable:
+        raise DataStoreError(f"{prod_name}/{fileset}: {len(report.unavailable)} files are on a "
+                             "volume that is down; the fileset stays hidden until it is up")
+
+    async def forget(tx: Tx) -> None:
+        await tx.execute(Q.ds_files_delete, fileset_id=row["fileset_id"])
+        await tx.execute(Q.ds_fileset_delete, fileset_id=row["fileset_id"])
+
+    await db.transaction(forget, name="ds_remove")
+    return len(report.deleted)

@@ -143,11 +143,13 @@ class Database:
         *,
         wait_s: float | None = None,
         pool_size: int | None = None,
+        local_infile: bool = False,
     ) -> Database:
         """Open a pool and check the server answers.
 
         ``wait_s`` is how long to keep retrying an unreachable server (default
         ``db_reconnect_max_s``; command-line tools pass 0 to fail at once).
+        ``local_infile`` allows ``LOAD DATA LOCAL INFILE`` (the PSPS stand-in's bulk loads).
         """
         parsed = parse_dsn(dsn or settings.effective_dsn()) if not isinstance(dsn, Dsn) else dsn
         pool = await aiomysql.create_pool(
@@ -163,6 +165,7 @@ class Database:
             # values equal the old ones.
             client_flag=CLIENT.FOUND_ROWS,
             pool_recycle=3600,
+            local_infile=local_infile,
             **parsed.connect_kwargs(),
         )
         db = cls(settings, parsed, pool)

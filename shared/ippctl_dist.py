@@ -8,11 +8,10 @@ from typing import Any
 from shared import datastore, runs
 from shared.cli import EXIT_OK
 from shared.datastore import DataStoreError, NotFound
-from shared.db import Database, Tx
+from shared.db import Database
 from shared.ippctl import _print_json, _table, _with_db
 from shared.queries import Q
 from shared.settings import Settings
-from shared.storage import Storage
 
 LIFECYCLE = ("raw", "chip", "camera", "warp", "diff", "stack")
 
@@ -64,19 +63,8 @@ async def ds_remove(settings: Settings, args: argparse.Namespace) -> int:
             await db.execute(Q.ds_fileset_hide, fileset_id=row["fileset_id"])
             print(f"{args.product}/{args.fileset}: hidden (files kept; --rm deletes them)")
             return EXIT_OK
-        files = await db.fetch_all(Q.ds_files, fileset_id=row["fileset_id"])
-
-        async def forget(tx: Tx) -> None:
-            await tx.execute(Q.ds_files_delete, fileset_id=row["fileset_id"])
-            await tx.execute(Q.ds_fileset_delete, fileset_id=row["fileset_id"])
-
-        await db.execute(Q.ds_fileset_hide, fileset_id=row["fileset_id"])
-        report = await Storage(db).delete_many([f["uri"] for f in files])
-        if report.unavailable:
-            raise DataStoreError(f"{len(report.unavailable)} files are on a volume that is down; "
-                                 "the fileset stays hidden, run again when it is up")
-        await db.transaction(forget, name="ds_remove")
-        print(f"{args.product}/{args.fileset}: removed, {len(report.deleted)} files deleted")
+        deleted = await datastore.remove_fileset(db, args.product, args.fileset)
+        print(f"{args.product}/{args.fileset}: removed, {deleted} files deleted")
         return EXIT_OK
     return await _with_db(settings, go)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from shared.cli import EXIT_OK
-from shared.db import Database
+from shared import datastore
+from shared.cli import EXIT_FAILED, EXIT_OK
+from shared.db import Database, Row
 from shared.ippctl import _print_json, _table, _with_db
 from shared.psps import batches, builders, configs, publish, queue
 from shared.psps.configs import ConfigError
@@ -124,6 +126,16 @@ async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_db(settings, go)
 
 
+def _deleted(row: Row) -> str:
+    """Which copies are deleted: ds (DataStore), dx (DXLayer), local; '!' marks a failure."""
+    marks = []
+    for target, short in (("datastore", "ds"), ("dxlayer", "dx"), ("local", "local")):
+        state = row[f"deleted_{target}"]
+        if state != "pending":
+            marks.append(short + ("!" if state == "failed" else ""))
+    return ",".join(marks) or "-"
+
+
 async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
         rows = await db.fetch_all(Q.psps_batches, config=args.config, type=args.type)
@@ -135,11 +147,68 @@ async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
             return EXIT_OK
         print(_table([(r["name"], r["type"], r["item_id"], r["processed"],
                        r["loaded_to_datastore"], r["loaded_to_odm"], r["merge_worthy"],
-                       r["merged"], r["detections"], r["fits_path"] or "-", r["fileset"] or "-",
+                       r["merged"], _deleted(r), r["detections"], r["fileset"] or "-",
                        (r["note"] or "")[:60]) for r in rows],
                      ("BATCH", "TYPE", "ITEM", "PROCESSED", "DATASTORE", "ODM", "MERGE_WORTHY",
-                      "MERGED", "DETECTIONS", "FITS", "FILESET", "NOTE")))
+                      "MERGED", "DELETED", "DETECTIONS", "FILESET", "NOTE")))
         return EXIT_OK
+    return await _with_db(settings, go)
+
+
+def _batch_range(args: argparse.Namespace) -> tuple[str, str]:
+    first, last = args.first, args.last or args.first
+    for name in (first, last):
+        if not re.fullmatch(r"B\d{8}", name):
+            raise ConfigError(f"batch name {name!r} is not valid (B followed by 8 digits, "
+                              "e.g. B00000001)")
+    if last < first:
+        raise ConfigError(f"batch range {first}..{last} is empty (the last comes before the first)")
+    return first, last
+
+
+async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int:
+    """Remove one batch or a range from the DataStore and record deleted_datastore."""
+    async def go(db: Database) -> int:
+        cfg = await configs.load(db, args.config)
+        first, last = _batch_range(args)
+        rows = await db.fetch_all(Q.batches_by_name, config=args.config, first=first, last=last)
+        if not rows:
+            print(f"{args.config}: no batches {first}..{last}")
+            return EXIT_FAILED
+        failed = 0
+        for row in rows:
+            if not row["fileset"]:
+                print(f"{row['name']}: never published on the DataStore")
+            else:
+                try:
+                    deleted = await datastore.remove_fileset(db, cfg["datastore_product"],
+                                                             row["fileset"])
+                except datastore.DataStoreError as exc:
+                    await db.execute(Q.batch_deleted, batch_id=row["batch_id"],
+                                     target="datastore", state="failed", note=str(exc)[:1024])
+                    print(f"{row['name']}: NOT removed: {exc}")
+                    failed += 1
+                    continue
+                print(f"{row['name']}: " + ("already gone from the DataStore" if deleted is None
+                                            else f"removed from {cfg['datastore_product']}, "
+                                                 f"{deleted} files deleted"))
+            await db.execute(Q.batch_deleted, batch_id=row["batch_id"], target="datastore",
+                             state="succeeded", note=None)
+        return EXIT_FAILED if failed else EXIT_OK
+    return await _with_db(settings, go)
+
+
+async def psps_purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Mark batches purged: the batch cleaner then removes every copy of them."""
+    async def go(db: Database) -> int:
+        await configs.load(db, args.config)
+        first, last = _batch_range(args)
+        rows = await db.fetch_all(Q.batches_by_name, config=args.config, first=first, last=last)
+        for row in rows:
+            await db.execute(Q.batch_purge, batch_id=row["batch_id"])
+        print(f"{args.config}: {len(rows)} batches marked purged; the batch cleaner removes "
+              "their DataStore, DXLayer and local copies")
+        return EXIT_OK if rows else EXIT_FAILED
     return await _with_db(settings, go)
 
 
@@ -173,3 +242,12 @@ def add_commands(top: Any) -> None:
     p.add_argument("--type", choices=("IN", "P2", "ST", "OB"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=psps_batches)
+    for name, handler, text in (
+            ("remove-batch", psps_remove_batch, "remove one batch (or a range) from the "
+                                                "DataStore and record it"),
+            ("purge", psps_purge, "mark batches purged: every copy of them is removed")):
+        p = psps.add_parser(name, help=text)
+        p.add_argument("config")
+        p.add_argument("first", metavar="FIRST", help="a batch name, e.g. B00000001")
+        p.add_argument("last", metavar="LAST", nargs="?", help="the last batch of a range")
+        p.set_defaults(handler=handler)

@@ -175,3 +175,11 @@ async def _execute_ddl(db: Database, statement: str) -> None:
         await tx.execute_raw(statement)
 
     await db.transaction(run, name="migration")
+
+
+async def apply_statements(db: Database, statements: list[str], *, name: str) -> None:
+    """Run trusted DDL statements one by one (each its own transaction, as DDL commits
+    anyway): the stand-ins' ``CREATE TABLE IF NOT EXISTS`` schemas."""
+    for statement in statements:
+        await _execute_ddl(db, statement)
+    log.debug("schema_applied", name=name, statements=len(statements))

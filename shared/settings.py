@@ -88,6 +88,43 @@ class Settings:
     # The volume preference the mirror gives imported keys (neb://<this>/...).
     dist_mirror_volume: str = "any"
 
+    # PSPS. The ODM web service of the PSPS side (the stand-in ``ipp-sim psps`` serves it on
+    # odm_host:odm_port; agents reach it at odm_url, empty = http://odm_host:odm_port).
+    odm_host: str = "127.0.0.1"
+    odm_port: int = 8082
+    odm_url: str = ""
+    # An ODM request that takes longer than this fails (retried on a later pass).
+    odm_timeout_s: float = 10.0
+    # Status checks or deletions the poller and batch cleaner have in flight at once.
+    odm_parallel: int = 8
+    # A published batch the ODM still does not know after this long is failed and requeued.
+    odm_unknown_timeout_s: float = 86400.0
+    # Times an item is built and published before a failure is final.
+    psps_max_attempts: int = 3
+    # A deletion that failed (ODM down, volume down) is tried again after this long.
+    batch_retry_s: float = 300.0
+    # The stand-in: its database (empty = psps_db_name on the local server), where the
+    # DXLayer keeps its copies (empty: <var_dir>/dxlayer), how often it polls the DataStore,
+    # and its test knobs (share of batches failed, share of answers that are HTTP 500, a
+    # delay before every answer, a delay between merge_worthy and merged).
+    psps_dsn: str = ""
+    psps_db_name: str = "psps"
+    dxlayer_dir: str = ""
+    dxlayer_poll_s: float = 2.0
+    odm_fail_share: float = 0.0
+    odm_error_share: float = 0.0
+    odm_slow_s: float = 0.0
+    odm_merge_delay_s: float = 0.0
+
+    # Metrics agent: the read-only status page and /metrics (Prometheus text) on
+    # metrics_host:metrics_port, a sample of every count per metrics_interval_s kept for
+    # metrics_retention_days, and plots written to metrics_plot_dir (empty: <var_dir>/plots).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 8083
+    metrics_interval_s: float = 60.0
+    metrics_retention_days: float = 30.0
+    metrics_plot_dir: str = ""
+
     # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
     # can plug in its own agent modules.
     extra_agents: str = ""
@@ -100,6 +137,21 @@ class Settings:
         """The argv (without the job file) of the program that regenerates ``stage``."""
         text = str(getattr(self, f"update_command_{stage}", "") or "")
         return shlex.split(text) if text.strip() else [sys.executable, "-m", "sim.regen"]
+
+    def odm_base_url(self) -> str:
+        return (self.odm_url or f"http://{self.odm_host}:{self.odm_port}").rstrip("/")
+
+    def psps_effective_dsn(self) -> str:
+        """The stand-in's database: ``psps_dsn``, or ``psps_db_name`` beside the IPP one."""
+        if self.psps_dsn:
+            return self.psps_dsn
+        return parse_dsn(self.effective_dsn()).with_database(self.psps_db_name).url()
+
+    def dxlayer_path(self) -> Path:
+        return Path(self.dxlayer_dir or Path(self.var_dir) / "dxlayer")
+
+    def plot_dir(self) -> Path:
+        return Path(self.metrics_plot_dir or Path(self.var_dir) / "plots")
 
     def dist_staging(self) -> Path:
         return Path(self.dist_staging_dir or Path(self.var_dir) / "dist")
@@ -124,7 +176,9 @@ class Settings:
             "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
             "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
             "cleanup_parallel_runs", "update_timeout_s", "ds_port", "dist_parallel",
-            "dist_http_timeout_s",
+            "dist_http_timeout_s", "odm_port", "odm_timeout_s", "odm_parallel",
+            "odm_unknown_timeout_s", "psps_max_attempts", "dxlayer_poll_s", "metrics_port",
+            "metrics_interval_s", "metrics_retention_days",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -137,8 +191,17 @@ class Settings:
             )
         if not 0 <= self.dist_gzip_level <= 3:
             raise SettingsError(f"setting dist_gzip_level must be 0..3, got {self.dist_gzip_level!r}")
-        if self.ds_port > 65535:
-            raise SettingsError(f"setting ds_port must be a TCP port, got {self.ds_port!r}")
+        for port in ("ds_port", "odm_port", "metrics_port"):
+            if getattr(self, port) > 65535:
+                raise SettingsError(f"setting {port} must be a TCP port, got "
+                                    f"{getattr(self, port)!r}")
+        for share in ("odm_fail_share", "odm_error_share"):
+            if not 0 <= getattr(self, share) <= 1:
+                raise SettingsError(f"setting {share} must be a share between 0 and 1, got "
+                                    f"{getattr(self, share)!r}")
+        for delay in ("odm_slow_s", "odm_merge_delay_s", "batch_retry_s"):
+            if getattr(self, delay) < 0:
+                raise SettingsError(f"setting {delay} must be >= 0, got {getattr(self, delay)!r}")
         if self.update_wait_s < 0:
             raise SettingsError(f"setting update_wait_s must be >= 0, got {self.update_wait_s!r}")
         for stage in ("chip", "warp", "stack", "diff"):

@@ -275,6 +275,8 @@ class DeleteReport:
     deleted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
+    #: Bytes of the file instances removed (what the deletion freed on disk).
+    bytes_freed: int = 0
 
 
 class Storage:
@@ -615,6 +617,7 @@ class Storage:
                 for i in instances:
                     if i["ins_id"] is not None and i["state"] == "up":
                         doomed.append(resolve(i["root"], i["relpath"], volume=i["volume"]))
+                        report.bytes_freed += int(i["bytes"])
                 obj_ids.append(int(instances[0]["obj_id"]))
                 report.deleted.append(f"{SCHEME}/{path}")
             await asyncio.to_thread(_unlink_all, doomed)

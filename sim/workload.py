@@ -17,7 +17,7 @@ from shared.errors import ClaimLost
 from shared.queries import QueryBook, load_queries
 from shared.runtime.agent import AgentContext
 from shared.runtime.claims import ClaimSpec, register_claimable
-from shared.schema import Migration
+from shared.schema import Migration, apply_statements
 
 NAME = "workload"
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -33,10 +33,7 @@ SPEC = register_claimable(ClaimSpec(
 async def create_tables(db: Database) -> None:
     """Create the workload tables in the database (idempotent)."""
     schema = Migration(0, "workload", SQL_DIR / "workload_schema.sql")
-    for statement in schema.statements():
-        async def run(tx: Tx, sql: str = statement) -> None:
-            await tx.execute_raw(sql)
-        await db.transaction(run, name="workload_schema")
+    await apply_statements(db, schema.statements(), name="workload")
 
 
 async def run_once(ctx: AgentContext) -> int:

@@ -10,6 +10,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -94,7 +95,7 @@ def agents(test_dsn: str, tmp_path: Path) -> Iterator[list[AgentProcess]]:
 def spawn(test_dsn: str, tmp_path: Path, agents: list[AgentProcess]):  # type: ignore[no-untyped-def]
     """``spawn("workload", "--once", heartbeat_interval_s=1)`` starts an agent process."""
 
-    def start(name: str, *args: str, **overrides: object) -> AgentProcess:
+    def start(name: str, *args: str, **overrides: Any) -> AgentProcess:
         agent = AgentProcess(name, test_dsn, tmp_path, *args, **overrides)
         agents.append(agent)
         return agent

@@ -216,7 +216,10 @@ async def save(db: Database, name: str, values: Mapping[str, Any]) -> None:
     check_name(name)
     check_whole(name, values)
     params = {k: (int(v) if isinstance(v, bool) else v) for k, v in values.items()}
+    before = await get(db, name)
     await db.execute(Q.psps_config_save, name=name, **params)
+    if before is not None and before["deletion_policy"] != values["deletion_policy"]:
+        await db.execute(Q.batches_uncleaned, config=name)  # the cleaner looks at all again
 
 
 async def set_fields(db: Database, name: str, assignments: Mapping[str, str]) -> dict[str, Any]:

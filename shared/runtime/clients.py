@@ -57,6 +57,12 @@ class ClientState:
     counters: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: datetime | None = None
+    #: The counter values already added to the site-wide totals (metrics_counter).
+    flushed: dict[str, int] = field(default_factory=dict)
+
+    def unflushed(self) -> dict[str, int]:
+        return {k: v - self.flushed.get(k, 0) for k, v in self.counters.items()
+                if v != self.flushed.get(k, 0)}
 
     def params(self) -> dict[str, Any]:
         return {
@@ -113,7 +119,16 @@ class ClientRow:
         changed = await self.db.execute(
             Q.heartbeat, client_id=self.identity.client_id, **state.params()
         )
+        await self.flush_counters(state)
         return changed == 1
+
+    async def flush_counters(self, state: ClientState) -> None:
+        """Add what the counters grew by since the last flush to the site-wide totals
+        (``metrics_counter``, named ``<agent>.<counter>``), which outlive client rows."""
+        for name, delta in sorted(state.unflushed().items()):
+            await self.db.execute(Q.metrics_counter_add, name=f"{self.identity.agent}.{name}",
+                                  n=delta)
+            state.flushed[name] = state.flushed.get(name, 0) + delta
 
     async def read_control(self) -> ControlState:
         i = self.identity
@@ -128,3 +143,4 @@ class ClientRow:
         await self.db.execute(
             Q.end_client, client_id=self.identity.client_id, **{**state.params(), "status": status}
         )
+        await self.flush_counters(state)

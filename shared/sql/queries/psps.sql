@@ -178,3 +178,92 @@ WHERE s.stack_id = %(stack_id)s;
 
 -- name: psps_st_inputs
 SELECT warp_id FROM stackInputSkyfile WHERE stack_id = %(stack_id)s ORDER BY warp_id;
+
+-- ODM poller ---------------------------------------------------------------------------------
+
+-- name: odm_poll_batches
+-- Published batches PSPS has not finished with (merged or failed), not checked recently.
+SELECT batch_id, name, config, type, item_id, loaded_to_datastore_at, loaded_to_odm,
+       merge_worthy, merged,
+       TIMESTAMPDIFF(SECOND, loaded_to_datastore_at, NOW(6)) AS published_s
+FROM psps_batch
+WHERE config = %(config)s AND odm_done = 0 AND loaded_to_datastore = 'succeeded'
+  AND purged = 0 AND type IN %(types)s
+  AND (%(stage)s = 'all'
+       OR (%(stage)s = 'unloaded' AND loaded_to_odm = 'pending')
+       OR (%(stage)s = 'unmergeworthy' AND loaded_to_odm = 'succeeded' AND merge_worthy = 'pending')
+       OR (%(stage)s = 'unmerged' AND merge_worthy = 'succeeded' AND merged = 'pending'))
+  AND (odm_checked_at IS NULL OR odm_checked_at < NOW(6) - INTERVAL %(recheck_us)s MICROSECOND)
+ORDER BY batch_id
+LIMIT %(limit)s;
+
+-- name: odm_checked
+UPDATE psps_batch SET odm_checked_at = NOW(6) WHERE batch_id IN %(ids)s;
+
+-- name: odm_record
+-- What the ODM said: each stage moves from pending once (its time is set then); a failed
+-- stage keeps the reason in the note; merged or failed ends the polling.
+UPDATE psps_batch
+SET loaded_to_odm_at = IF(loaded_to_odm = 'pending' AND %(loaded)s <> 'pending', NOW(6),
+                          loaded_to_odm_at),
+    loaded_to_odm = IF(loaded_to_odm = 'pending', %(loaded)s, loaded_to_odm),
+    merge_worthy_at = IF(merge_worthy = 'pending' AND %(worthy)s <> 'pending', NOW(6),
+                         merge_worthy_at),
+    merge_worthy = IF(merge_worthy = 'pending', %(worthy)s, merge_worthy),
+    merged_at = IF(merged = 'pending' AND %(merged)s <> 'pending', NOW(6), merged_at),
+    merged = IF(merged = 'pending', %(merged)s, merged),
+    odm_status = %(status)s, odm_checked_at = NOW(6), odm_done = %(done)s,
+    note = COALESCE(%(note)s, note)
+WHERE batch_id = %(batch_id)s AND odm_done = 0;
+
+-- name: psps_item_requeue
+-- The item of a batch PSPS failed goes back to the queue, unless its attempts are used up.
+UPDATE psps_item
+SET note = IF(attempts < %(max_attempts)s, %(note)s,
+              CONCAT(%(note)s, ' (attempts used up: ', attempts, ')')),
+    state = IF(attempts < %(max_attempts)s, 'new', 'failed')
+WHERE config = %(config)s AND type = %(type)s AND item_id = %(item_id)s
+  AND batch_id = %(batch_id)s AND state = 'done';
+
+-- Batch cleaner ------------------------------------------------------------------------------
+
+-- name: cleaner_batches
+-- Batches whose copies may have to go: purged ones, and those PSPS has reached a verdict on.
+SELECT batch_id, name, config, type, fileset, fits_path, purged, processed, loaded_to_odm,
+       merge_worthy, merged, deleted_datastore, deleted_dxlayer, deleted_local,
+       TIMESTAMPDIFF(MICROSECOND, deleted_datastore_at, NOW(6)) / 1e6 AS datastore_age_s,
+       TIMESTAMPDIFF(MICROSECOND, deleted_dxlayer_at, NOW(6)) / 1e6 AS dxlayer_age_s,
+       TIMESTAMPDIFF(MICROSECOND, deleted_local_at, NOW(6)) / 1e6 AS local_age_s
+FROM psps_batch
+WHERE config = %(config)s AND cleaned = 0
+  AND (purged = 1 OR merge_worthy = 'succeeded' OR merged = 'succeeded'
+       OR processed = 'failed' OR loaded_to_odm = 'failed' OR merge_worthy = 'failed'
+       OR merged = 'failed')
+ORDER BY batch_id
+LIMIT %(limit)s;
+
+-- name: batch_deleted
+-- One copy's deletion: succeeded, or failed (tried again after batch_retry_s).
+UPDATE psps_batch
+SET deleted_datastore_at = IF(%(target)s = 'datastore', NOW(6), deleted_datastore_at),
+    deleted_datastore = IF(%(target)s = 'datastore', %(state)s, deleted_datastore),
+    deleted_dxlayer_at = IF(%(target)s = 'dxlayer', NOW(6), deleted_dxlayer_at),
+    deleted_dxlayer = IF(%(target)s = 'dxlayer', %(state)s, deleted_dxlayer),
+    deleted_local_at = IF(%(target)s = 'local', NOW(6), deleted_local_at),
+    deleted_local = IF(%(target)s = 'local', %(state)s, deleted_local),
+    note = COALESCE(%(note)s, note)
+WHERE batch_id = %(batch_id)s;
+
+-- name: batch_cleaned
+UPDATE psps_batch SET cleaned = 1 WHERE batch_id = %(batch_id)s;
+
+-- name: batches_uncleaned
+-- A config's deletion policy changed: every batch is looked at again.
+UPDATE psps_batch SET cleaned = 0 WHERE config = %(config)s AND cleaned = 1;
+
+-- name: batches_by_name
+SELECT batch_id, name, config, type, fileset, purged, deleted_datastore FROM psps_batch
+WHERE config = %(config)s AND name BETWEEN %(first)s AND %(last)s ORDER BY name;
+
+-- name: batch_purge
+UPDATE psps_batch SET purged = 1, cleaned = 0 WHERE batch_id = %(batch_id)s;

@@ -79,3 +79,7 @@ SELECT agent, host, config, command, set_at, set_by FROM agent_control ORDER BY 
 
 -- name: db_now
 SELECT NOW(6) AS now;
+
+-- name: metrics_counter_add
+INSERT INTO metrics_counter (name, value) VALUES (%(name)s, %(n)s)
+ON DUPLICATE KEY UPDATE value = value + VALUES(value);

@@ -62,7 +62,7 @@ WHERE o.ext_id IN %(ext_ids)s
 GROUP BY o.obj_id, o.ext_id, o.bytes, o.md5sum;
 
 -- name: instances_by_ext_ids
-SELECT o.obj_id, o.ext_id, i.ins_id, i.relpath, v.name AS volume, v.root, v.state
+SELECT o.obj_id, o.ext_id, o.bytes, i.ins_id, i.relpath, v.name AS volume, v.root, v.state
 FROM storage_object o
 LEFT JOIN storage_instance i ON i.obj_id = o.obj_id
 LEFT JOIN storage_volume v ON v.vol_id = i.vol_id

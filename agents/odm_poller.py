@@ -1,0 +1,140 @@
+"""ODM poller: follow every published batch through PSPS until it is merged or failed.
+
+The story of one pass, per config (``--config NAME`` or ``all`` active ones): take the
+published batches PSPS has not finished with and that were not asked about recently
+(``--type`` and ``--stage`` narrow them: unloaded, unmergeworthy, unmerged), ask the ODM for
+each one's status (``odm_parallel`` at once), and record what it says: loaded_to_odm,
+merge_worthy and merged each move from pending to succeeded or failed once, with the time.
+A failed batch keeps the ODM's reason in its note and its item goes back to the queue for a
+new batch, until its attempts (``psps_max_attempts``) are used up; then the item stays failed
+with the reason. A batch the ODM still does not know ``odm_unknown_timeout_s`` after it was
+published is failed the same way. An ODM that is down, slow or answers nonsense changes
+nothing: the batch is logged by name and asked again on a later pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from shared.db import Row, Tx
+from shared.psps import odm
+from shared.psps.configs import configs
+from shared.psps.schema import BATCH_TYPES
+from shared.queries import Q
+from shared.runtime.agent import AgentContext
+
+NAME = "odm_poller"
+STAGES = ("unloaded", "unmergeworthy", "unmerged", "all")
+PER_PASS = 500
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--type", default="all", choices=(*BATCH_TYPES, "all"),
+                        help="poll only batches of this type")
+    parser.add_argument("--stage", default="all", choices=STAGES,
+                        help="poll only batches waiting for this stage")
+
+
+@asynccontextmanager
+async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
+    async with odm.session(ctx.settings.odm_timeout_s) as http:
+        ctx.resources["http"] = http
+        yield
+
+
+async def record(ctx: AgentContext, batch: Row, status: odm.OdmStatus) -> bool:
+    """Write what the ODM said (and requeue the item of a failed batch) in one transaction;
+    True if the batch moved on."""
+    stages = status.stages()
+    if all(batch[c] == stages[c] for c in stages):
+        await ctx.db.execute(Q.odm_checked, ids=(batch["batch_id"],))
+        return False
+    failed = status.status == "failed"
+    note = f"PSPS {status.stage}: {status.reason}" if failed else None
+
+    async def write(tx: Tx) -> None:
+        await tx.execute(Q.odm_record, batch_id=batch["batch_id"], status=status.status,
+                         loaded=stages["loaded_to_odm"], worthy=stages["merge_worthy"],
+                         merged=stages["merged"], done=int(failed or status.status == "merged"),
+                         note=note)
+        if failed:
+            await tx.execute(Q.psps_item_requeue, config=batch["config"], type=batch["type"],
+                             item_id=batch["item_id"], batch_id=batch["batch_id"],
+                             max_attempts=ctx.settings.psps_max_attempts,
+                             note=f"batch {batch['name']} failed in PSPS: {note}"[:1000])
+
+    await ctx.db.transaction(write, name="odm_record")
+    log = ctx.log.bind(batch=batch["name"], config=batch["config"], type=batch["type"])
+    if failed:
+        log.warning("batch_failed_in_psps", stage=status.stage, reason=status.reason)
+        ctx.count("batches_failed")
+    else:
+        log.info("batch_status", status=status.status)
+        ctx.count(f"batches_{status.status}")
+    return True
+
+
+def unknown_too_long(ctx: AgentContext, batch: Row) -> odm.OdmStatus | None:
+    """A batch the ODM should have known long ago counts as failed at load."""
+    age = batch["published_s"]
+    if age is not None and age > ctx.settings.odm_unknown_timeout_s:
+        return odm.OdmStatus("failed", "load", f"the ODM still does not know this batch "
+                                               f"{int(age)} s after it was published")
+    return None
+
+
+async def poll_batch(ctx: AgentContext, batch: Row, gate: asyncio.Semaphore) -> tuple[bool, bool]:
+    """(moved on, ODM error) for one batch."""
+    async with gate:
+        try:
+            status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(),
+                                            batch["name"])
+        except odm.OdmError as exc:
+            ctx.log.warning("odm_answer_unusable", batch=batch["name"], error=str(exc),
+                            action="asked again on a later pass")
+            return False, True
+    ctx.count("status_checks")
+    if status is None:
+        status = unknown_too_long(ctx, batch)
+        if status is None:
+            await ctx.db.execute(Q.odm_checked, ids=(batch["batch_id"],))
+            return False, False
+    return await record(ctx, batch, status), False
+
+
+async def poll_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
+    kind = ctx.args.type
+    types = tuple(t for t in BATCH_TYPES if kind in ("all", t))
+    batches = await ctx.db.fetch_all(
+        Q.odm_poll_batches, config=cfg["name"], types=types, stage=ctx.args.stage,
+        recheck_us=int(ctx.settings.poll_interval_s * 1e6), limit=PER_PASS)
+    if not batches:
+        return 0
+    ctx.begin_item(f"{cfg['name']}: {len(batches)} batches")
+    gate = asyncio.Semaphore(ctx.settings.odm_parallel)
+    # every check runs to its end before a database error (the first) is raised
+    outcomes = await asyncio.gather(*(poll_batch(ctx, b, gate) for b in batches),
+                                    return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    results = [o for o in outcomes if not isinstance(o, BaseException)]
+    moved = sum(1 for m, _ in results if m)
+    errors = sum(1 for _, e in results if e)
+    if errors:
+        ctx.item_failed(f"{errors} of {len(batches)} status checks failed (ODM down, slow or "
+                        "answering nonsense)")
+    else:
+        ctx.item_done()
+    return moved
+
+
+async def run_once(ctx: AgentContext) -> int:
+    moved = 0
+    for cfg in await configs(ctx.db, ctx.config or "all"):
+        moved += await poll_config(ctx, cfg)
+    return moved

@@ -1,0 +1,85 @@
+"""``ipp-sim psps``: the PSPS stand-in as one supervised program.
+
+It creates its database and tables when missing, serves the ODM on ``odm_host:odm_port`` and
+runs the DXLayer's polling task beside it. SIGTERM/SIGINT only request a stop: the current
+step finishes, the web server closes, the program exits 0. A DXLayer task that dies stops the
+program with exit 1, loudly, so the supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from shared.db import Database
+from shared.log import get_logger
+from shared.schema import Migration, apply_statements, create_database
+from shared.settings import Settings, parse_dsn
+from sim.psps import odm
+from sim.psps.dxlayer import DxLayer
+from sim.psps.tables import all_tables
+
+SCHEMA = Path(__file__).resolve().parent.parent / "sql" / "psps_schema.sql"
+log = get_logger("psps_sim")
+
+
+async def open_database(settings: Settings) -> Database:
+    """The stand-in's database with its tables, created when missing."""
+    dsn = parse_dsn(settings.psps_effective_dsn())
+    if await create_database(settings, dsn):
+        log.info("psps_database_created", database=dsn.database)
+    db = await Database.connect(settings, dsn, local_infile=True)
+    try:
+        statements = Migration(0, "psps", SCHEMA).statements()
+        for t in all_tables():
+            statements += [t.create, t.create_stage]
+        await apply_statements(db, statements, name="psps")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
+    db = await open_database(settings)
+    runner = web.AppRunner(odm.make_app(db, settings), access_log=None)
+    await runner.setup()
+    timeout = aiohttp.ClientTimeout(total=None, connect=settings.dist_http_timeout_s,
+                                    sock_read=settings.dist_http_timeout_s)
+    try:
+        await web.TCPSite(runner, settings.odm_host, settings.odm_port).start()
+        log.info("odm_listening", url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
+                 datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/")
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            dx = asyncio.create_task(DxLayer(db, settings, session).run(stop), name="dxlayer")
+            stopping = asyncio.create_task(stop.wait(), name="stop_requested")
+            done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if dx in done:
+                stopping.cancel()
+                exc = dx.exception()
+                log.error("dxlayer_died", error=repr(exc))
+                return 1
+            await dx  # it sees the stop between steps
+        log.info("psps_sim_stopped")
+        return 0
+    finally:
+        await runner.cleanup()
+        await db.close()
+
+
+async def main_async(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await serve(settings, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
