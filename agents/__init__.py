@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "dist_server": "agents.dist_server",
     "dist_client": "agents.dist_client",
     "loader": "agents.loader",
+    "metrics": "agents.metrics",
     "odm_poller": "agents.odm_poller",
     "sweeper": "agents.sweeper",
     "update": "agents.update",

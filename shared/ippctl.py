@@ -615,9 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(handler=mdc_check)
 
-    from shared import ippctl_dist, ippctl_psps  # their handlers use this module's helpers
+    from shared import ippctl_dist, ippctl_metrics, ippctl_psps  # they use this module's helpers
     ippctl_dist.add_commands(top)
     ippctl_psps.add_commands(top)
+    ippctl_metrics.add_commands(top)
     return parser
 
 

@@ -121,7 +121,7 @@ class Settings:
     # metrics_retention_days, and plots written to metrics_plot_dir (empty: <var_dir>/plots).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 8083
-    metrics_interval_s: float = 60.0
+    metrics_interval_s: float = 300.0
     metrics_retention_days: float = 30.0
     metrics_plot_dir: str = ""
 

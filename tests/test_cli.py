@@ -95,7 +95,7 @@ def test_an_unknown_agent_is_refused_listing_the_known_ones(test_dsn):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "ipp-agent: error: unknown agent 'nosuch' (known agents: batch_cleaner, cleanup, "
-        "dist_client, dist_server, loader, odm_poller, sweeper, update, workload)")
+        "dist_client, dist_server, loader, metrics, odm_poller, sweeper, update, workload)")
 
 
 async def test_storage_commands_round_trip_a_file(db, test_dsn, tmp_path):

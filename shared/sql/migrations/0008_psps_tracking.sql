@@ -11,7 +11,7 @@ ALTER TABLE psps_batch
     ADD KEY psps_batch_stages (config, type, processed, loaded_to_datastore, loaded_to_odm,
                                merge_worthy, merged, deleted_datastore, deleted_dxlayer,
                                deleted_local, detections),
-    ADD KEY psps_batch_processed_at (config, type, processed_at);
+    ADD KEY psps_batch_published (config, type, loaded_to_datastore_at);
 
 -- Site-wide totals of the agents' counters (<agent>.<counter>), added to at every heartbeat.
 CREATE TABLE metrics_counter (
