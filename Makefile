@@ -53,8 +53,17 @@ demo: db
 	@if ! IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl dist source ls | grep -q '^ipp '; then \
 	  IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl dist source add ipp --uri http://127.0.0.1:8081/ds --product ipp-dist; \
 	fi
+	@# a PSPS loading config over the survey's sky, its IN batch, its queue
+	@if ! $(BIN)/ippctl psps config list --json | grep -q '"name": "demo"'; then \
+	  $(BIN)/ippctl psps config set demo dvo_label=ipp.dvo dvo_location=$(CURDIR)/var/dvo/ipp \
+	    ra_min=9 ra_max=11 dec_min=19 dec_max=21 box_size_deg=0.5; \
+	fi
+	@$(BIN)/ippctl psps init demo
+	@$(BIN)/ippctl psps queue demo
 	@echo
 	@echo "IPP agents under supervisord (Ctrl-C stops everything cleanly)."
+	@echo "  status page:  http://127.0.0.1:8083/   (Prometheus: /metrics)"
+	@echo "  PSPS:         $(BIN)/ippctl metrics demo   |   $(BIN)/ippctl psps batches demo"
 	@echo "  agent logs:   logs/<agent>.log (JSON lines), supervisord: logs/supervisord.log"
 	@echo "  clients:      $(BIN)/ippctl clients list"
 	@echo "  processes:    $(BIN)/supervisorctl -c supervisord.conf status"

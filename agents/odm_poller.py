@@ -21,9 +21,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from shared.db import Row, Tx
-from shared.psps import odm
+from shared.psps import BATCH_TYPES, odm
 from shared.psps.configs import configs
-from shared.psps.schema import BATCH_TYPES
 from shared.queries import Q
 from shared.runtime.agent import AgentContext
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import claims, cleanup, dist, idle, psps, survey, update
+from bench import claims, cleanup, dist, idle, psps, survey, tracking, update
 from bench.common import Figure, write_results
 
 
@@ -19,6 +19,8 @@ async def run_all(quick: bool) -> list[Figure]:
                                   rounds=2 if quick else 3)
     figures += await asyncio.to_thread(psps.measure, 60, 3800,
                                        1_000_000 if quick else 10_000_000)
+    figures += await tracking.measure(batches=500 if quick else 3000,
+                                      rows=100_000 if quick else 1_000_000)
     figures.append(survey.chip_seconds_per_megapixel(size=512 if quick else 1024))
     figures.append(await survey.survey_rate(chips=8 if quick else 60, size=256 if quick else 1024,
                                             stars_per_chip=300 if quick else 4400))

@@ -13,7 +13,7 @@ from shared import datastore
 from shared.cli import EXIT_FAILED, EXIT_OK
 from shared.db import Database, Row
 from shared.ippctl import _print_json, _table, _with_db
-from shared.psps import batches, builders, configs, publish, queue
+from shared.psps import configs
 from shared.psps.configs import ConfigError
 from shared.queries import Q
 from shared.settings import Settings
@@ -92,6 +92,8 @@ async def _all(db: Database) -> list[dict[str, Any]]:
 
 async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
     """Queue the config's items; with --every, again every so many hours until stopped."""
+    from shared.psps import queue  # reads DVO files: imported when used
+
     async def go(db: Database) -> int:
         while True:
             added = await queue.queue(db, args.config)
@@ -108,6 +110,8 @@ async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
 
 async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
     """Build and publish the config's IN batch, once."""
+    from shared.psps import batches, builders, publish  # astropy: imported when used
+
     async def go(db: Database) -> int:
         cfg = {"name": args.config, **await configs.load(db, args.config)}
         done = await db.fetch_one(Q.psps_in_published, config=args.config)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.db import Database, Row
-from shared.psps.schema import BATCH_TYPES
+from shared.psps import BATCH_TYPES
 from shared.queries import Q
 from shared.stages import STAGES
 
@@ -68,37 +68,40 @@ async def config_names(db: Database, which: str) -> list[str]:
     return [str(r["name"]) for r in await db.fetch_all(Q.metrics_config_names)]
 
 
-def _add_stage_rows(summary: LoadingSummary, rows: list[Row]) -> None:
+def _add_counts(summary: LoadingSummary, rows: list[Row]) -> None:
     for row in rows:
-        n = int(row["n"])
-        rates = summary.rates.setdefault(row["type"], TypeRates())
-        rates.batches += n
+        n, stage, outcome = int(row["batches"]), str(row["stage"]), str(row["outcome"])
+        if stage not in summary.stages:
+            continue
+        summary.stages[stage][outcome] = summary.stages[stage].get(outcome, 0) + n
+        summary.detail[(str(row["config"]), str(row["type"]), stage, outcome)] = n
+        if stage == "processed":
+            summary.rates.setdefault(str(row["type"]), TypeRates()).batches += n
+
+
+def _add_hours(summary: LoadingSummary, rows: list[Row]) -> None:
+    for row in rows:
+        rates = summary.rates.setdefault(str(row["type"]), TypeRates())
+        rates.last_day += int(row["last_day"] or 0)
+        rates.last_week += int(row["last_week"] or 0)
         rates.detections += int(row["detections"] or 0)
-        for stage in BATCH_STAGES:
-            outcome = str(row[stage])
-            summary.stages[stage][outcome] = summary.stages[stage].get(outcome, 0) + n
-            key = (str(row["config"]), str(row["type"]), stage, outcome)
-            summary.detail[key] = summary.detail.get(key, 0) + n
+        last = row["last_published"]
+        if last and (rates.last_published is None or last > rates.last_published):
+            rates.last_published = last
 
 
 async def loading_summary(db: Database, which: str) -> LoadingSummary:
-    """The loading summary of one config or ``all``: three grouped index reads."""
+    """The loading summary of one config or ``all``, from the tables the psps_batch triggers
+    keep (a few hundred rows however many batches there are) and the last hour's batches."""
     names = await config_names(db, which)
     summary = LoadingSummary(names, datetime.now(UTC).replace(tzinfo=None))
     summary.stages = {s: dict.fromkeys(OUTCOMES, 0) for s in BATCH_STAGES}
     if not names:
         return summary
-    _add_stage_rows(summary, await db.fetch_all(Q.metrics_batch_stages, configs=tuple(names)))
-    for row in await db.fetch_all(Q.metrics_batch_rates, configs=tuple(names)):
-        rates = summary.rates.setdefault(row["type"], TypeRates())
-        rates.last_hour += int(row["last_hour"] or 0)
-        rates.last_day += int(row["last_day"] or 0)
-        rates.last_week += int(row["last_week"] or 0)
-    for row in await db.fetch_all(Q.metrics_last_published, configs=tuple(names)):
-        rates = summary.rates.setdefault(row["type"], TypeRates())
-        if row["last_published"] and (rates.last_published is None
-                                      or row["last_published"] > rates.last_published):
-            rates.last_published = row["last_published"]
+    _add_counts(summary, await db.fetch_all(Q.metrics_batch_counts, configs=tuple(names)))
+    _add_hours(summary, await db.fetch_all(Q.metrics_batch_hours, configs=tuple(names)))
+    for row in await db.fetch_all(Q.metrics_batch_last_hour, configs=tuple(names)):
+        summary.rates.setdefault(str(row["type"]), TypeRates()).last_hour += int(row["n"])
     return summary
 
 

@@ -17,11 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a screen
-
-import matplotlib.pyplot as plt
 import numpy as np
 
 from shared import metrics
@@ -33,6 +28,17 @@ KINDS = ("density", "progress", "lifecycle")
 Series = dict[str, list[tuple[datetime, float]]]
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, never a screen), imported on first
+    use so commands that draw nothing start quickly."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def stamp(when: datetime | None = None) -> str:
     return (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
 
@@ -42,7 +48,7 @@ def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    _pyplot().close(fig)
     os.replace(tmp, path)
     return path
 
@@ -56,7 +62,7 @@ def draw_density(config: str, kind: str, ra: np.ndarray[Any, Any], dec: np.ndarr
     ra_min, ra_max, dec_min, dec_max = box
     bins = (max(1, int(np.ceil((ra_max - ra_min) / box_size_deg))),
             max(1, int(np.ceil((dec_max - dec_min) / box_size_deg))))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
     _counts, _, _, image = ax.hist2d(ra, dec, bins=bins, range=[[ra_min, ra_max],
                                                               [dec_min, dec_max]], cmap="viridis")
     fig.colorbar(image, ax=ax, label="pending items per box")
@@ -89,7 +95,7 @@ async def density(db: Database, config: str, out_dir: Path) -> list[Path]:
 
 def draw_progress(config: str, succeeded: dict[str, list[tuple[datetime, float]]],
                   path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(8, 4.5))
     for stage in metrics.BATCH_STAGES:
         points = succeeded.get(stage)
         if points:
@@ -131,7 +137,7 @@ async def progress(db: Database, config: str, out_dir: Path, since_s: float = 7 
 
 
 def draw_lifecycle(runs: dict[str, dict[str, int]], totals: dict[str, Series], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 4.5))
     stages = list(runs)
     states = sorted({s for counts in runs.values() for s in counts})
     bottom = np.zeros(len(stages))

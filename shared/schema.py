@@ -35,18 +35,26 @@ class Migration:
     path: Path
 
     def statements(self) -> list[str]:
-        """The file's statements; each ends with ';' at the end of a line."""
+        """The file's statements; each ends with ';' at the end of a line. As in the mysql
+        client, a ``DELIMITER $$`` line changes that terminator (for trigger bodies, whose
+        statements end with ';') until ``DELIMITER ;``."""
         statements: list[str] = []
         current: list[str] = []
+        end = ";"
         for line in self.path.read_text().splitlines():
             if line.strip().startswith("--") or not line.strip():
                 continue
+            if line.strip().upper().startswith("DELIMITER "):
+                if current:
+                    raise ValueError(f"{self.path.name}: DELIMITER inside a statement")
+                end = line.split(None, 1)[1].strip()
+                continue
             current.append(line)
-            if line.rstrip().endswith(";"):
-                statements.append("\n".join(current).rstrip().rstrip(";"))
+            if line.rstrip().endswith(end):
+                statements.append("\n".join(current).rstrip()[: -len(end)].rstrip())
                 current = []
         if current:
-            raise ValueError(f"{self.path.name}: last statement does not end with ';'")
+            raise ValueError(f"{self.path.name}: last statement does not end with {end!r}")
         return statements
 
 

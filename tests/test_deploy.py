@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.queries import Q
+from shared.settings import parse_dsn
 from tests.helpers import BIN, ROOT, agent_env, eventually
 
 SUPERVISORD_CONF = ROOT / "supervisord.conf"
@@ -38,7 +39,8 @@ async def test_supervisord_runs_the_agents_and_stops_them_cleanly(db, test_dsn, 
     (home / "logs").mkdir(parents=True)
     (home / "var").mkdir()
     shutil.copy(SUPERVISORD_CONF, home / "supervisord.conf")
-    env = agent_env(test_dsn)
+    # the PSPS stand-in keeps its tables in the (throw-away) test database
+    env = {**agent_env(test_dsn), "IPP_PSPS_DB_NAME": parse_dsn(test_dsn).database}
     conf = str(home / "supervisord.conf")
     subprocess.run([str(BIN / "supervisord"), "-c", conf], env=env, cwd=home, check=True,
                    timeout=30)

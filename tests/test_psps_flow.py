@@ -95,11 +95,17 @@ async def test_published_batches_are_merged_tracked_and_their_copies_deleted(sit
         assert code == 200 and body["status"] == "merged" and body["batch"] == published[1]["name"]
         assert get(f"{side.odm}/odm/batch/B99999999")[0] == 404
 
+        # --stage and --type narrow what is polled
+        unmerged = await side.run_once("odm_poller", "--config", "flow", "--stage", "unmerged")
+        assert unmerged.events("batch_status") == []  # nothing is merge_worthy yet here
+        st = await side.run_once("odm_poller", "--config", "flow", "--type", "ST")
+        assert {e["type"] for e in st.events("batch_status")} == {"ST"}
         poller = await side.run_once("odm_poller", "--config", "flow")
         after = await rows(sdb, BATCHES)
         assert all((b["loaded_to_odm"], b["merge_worthy"], b["merged"]) ==
                    ("succeeded", "succeeded", "succeeded") for b in after)
-        assert len(poller.events("batch_status")) == len(published)
+        assert len(poller.events("batch_status")) + len(st.events("batch_status")) == len(
+            published)
 
         cleaner = await side.run_once("batch_cleaner", "--config", "flow")
         after = await rows(sdb, BATCHES)
@@ -222,6 +228,15 @@ async def _all_status(pdb: Database, status: str, n: int) -> bool:
     return len(dx) >= n and all(d["status"] == status for d in dx)
 
 
+async def test_an_odm_answering_500_changes_nothing(site, sdb, tmp_path):
+    async with psps_side(site, tmp_path, odm_error_share=1.0) as side:
+        await loaded_config(site, side, "err", "batch_types=P2")
+        poller = await side.run_once("odm_poller", "--config", "err")
+        assert {b["loaded_to_odm"] for b in await rows(sdb, BATCHES)} == {"pending"}
+        errors = poller.events("odm_answer_unusable")
+        assert len(errors) == 4 and all("HTTP 500" in e["error"] for e in errors)
+
+
 async def test_a_slow_odm_times_out_and_nothing_is_recorded(site, sdb, tmp_path):
     async with psps_side(site, tmp_path, odm_slow_s=3) as side:
         await loaded_config(site, side, "slow", "batch_types=P2")
@@ -328,6 +343,8 @@ async def test_remove_batch_and_purge_delete_copies_and_a_gone_copy_counts_as_de
             await pdb.close()
         assert ippctl(site, "psps", "purge", "rm", "B00000004").returncode == 0
         Path(by_name["B00000004"]["fits_path"]).unlink()  # the local copy went by hand
+        gone = ippctl(site, "ds", "remove", "PSPS_rm", "B00000004", "--rm")  # and the DataStore's
+        assert gone.returncode == 0, gone.stderr
         cleaner = await side.run_once("batch_cleaner", "--config", "rm")
         b4 = {b["name"]: b for b in await rows(sdb, BATCHES)}["B00000004"]
         assert (b4["deleted_datastore"], b4["deleted_dxlayer"], b4["deleted_local"]) == (
@@ -335,4 +352,5 @@ async def test_remove_batch_and_purge_delete_copies_and_a_gone_copy_counts_as_de
         notes = {(e["batch"], e["target"]): e.get("note") for e in
                  cleaner.events("batch_copy_deleted")}
         assert ("B00000004", "local") in notes
+        assert notes[("B00000004", "datastore")] == "already gone from the DataStore"
         assert "B00000004" not in ippctl(site, "ds", "ls", "PSPS_rm").stdout

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.db import Database, Row
 from shared.errors import IppError
-from shared.psps.schema import BATCH_TYPES
+from shared.psps import BATCH_TYPES
 from shared.queries import Q
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")

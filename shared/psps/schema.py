@@ -18,9 +18,10 @@ import numpy as np
 from astropy.io.votable import parse
 
 from shared.errors import IppError
+from shared.psps import BATCH_TYPES
 
 VOTABLES = Path(__file__).resolve().parent / "votables"
-BATCH_TYPES = ("IN", "P2", "ST", "OB")
+__all__ = ["BATCH_TYPES", "Column", "SchemaError", "Table", "batch_tables"]
 _DTYPES = {"long": np.int64, "int": np.int32, "short": np.int16, "unsignedByte": np.uint8,
            "double": np.float64, "float": np.float32}
 _PK = re.compile(r"Primary key: ([A-Za-z0-9_,]+)\.")

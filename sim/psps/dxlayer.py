@@ -35,7 +35,7 @@ from shared.db import Database, Tx
 from shared.dsclient import FetchFailed, download, get_text
 from shared.errors import DbIntegrityError, IppError
 from shared.log import get_logger
-from shared.psps.schema import BATCH_TYPES
+from shared.psps import BATCH_TYPES
 from shared.queries import QueryBook, load_queries
 from shared.settings import Settings
 from sim.psps.tables import PspsTable, psps_tables

@@ -1,28 +1,27 @@
 -- The metrics agent and ippctl metrics: summaries, time series, counters.
 
--- name: metrics_batch_stages
--- Batches per type and life-cycle states (read from the covering index psps_batch_stages).
-SELECT config, type, processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged,
-       deleted_datastore, deleted_dxlayer, deleted_local, COUNT(*) AS n,
-       SUM(detections) AS detections
-FROM psps_batch
-WHERE config IN %(configs)s
-GROUP BY config, type, processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged,
-         deleted_datastore, deleted_dxlayer, deleted_local;
+-- name: metrics_batch_counts
+-- Batches per config, type, life-cycle stage and outcome (kept by the psps_batch triggers).
+SELECT config, type, stage, outcome, batches FROM psps_batch_count
+WHERE config IN %(configs)s AND batches <> 0;
 
--- name: metrics_batch_rates
--- Batches published in the last hour, day and week, and the last one (index psps_batch_published).
+-- name: metrics_batch_hours
+-- Batches published per clock hour (kept by the psps_batch triggers): the last 24 clock hours,
+-- the last 7 days, all time with detections, and the last one.
 SELECT config, type,
-       SUM(loaded_to_datastore_at >= NOW(6) - INTERVAL 1 HOUR) AS last_hour,
-       SUM(loaded_to_datastore_at >= NOW(6) - INTERVAL 1 DAY) AS last_day,
-       COUNT(*) AS last_week
-FROM psps_batch
-WHERE config IN %(configs)s AND loaded_to_datastore_at >= NOW(6) - INTERVAL 7 DAY
+       SUM(IF(hour >= NOW() - INTERVAL 24 HOUR, published, 0)) AS last_day,
+       SUM(IF(hour >= NOW() - INTERVAL 7 DAY, published, 0)) AS last_week,
+       SUM(published) AS published, SUM(detections) AS detections,
+       MAX(last_published) AS last_published
+FROM psps_batch_hourly WHERE config IN %(configs)s
 GROUP BY config, type;
 
--- name: metrics_last_published
-SELECT config, type, MAX(loaded_to_datastore_at) AS last_published
-FROM psps_batch WHERE config IN %(configs)s GROUP BY config, type;
+-- name: metrics_batch_last_hour
+-- Published in the last 60 minutes (a short range of the index psps_batch_published).
+SELECT config, type, COUNT(*) AS n FROM psps_batch
+WHERE config IN %(configs)s AND type IN ('IN', 'P2', 'ST', 'OB')
+  AND loaded_to_datastore_at >= NOW(6) - INTERVAL 1 HOUR AND loaded_to_datastore = 'succeeded'
+GROUP BY config, type;
 
 -- name: metrics_config_names
 SELECT name FROM psps_config ORDER BY name;

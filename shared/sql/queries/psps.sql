@@ -185,7 +185,7 @@ SELECT warp_id FROM stackInputSkyfile WHERE stack_id = %(stack_id)s ORDER BY war
 -- Published batches PSPS has not finished with (merged or failed), not checked recently.
 SELECT batch_id, name, config, type, item_id, loaded_to_datastore_at, loaded_to_odm,
        merge_worthy, merged,
-       TIMESTAMPDIFF(SECOND, loaded_to_datastore_at, NOW(6)) AS published_s
+       TIMESTAMPDIFF(MICROSECOND, loaded_to_datastore_at, NOW(6)) / 1e6 AS published_s
 FROM psps_batch
 WHERE config = %(config)s AND odm_done = 0 AND loaded_to_datastore = 'succeeded'
   AND purged = 0 AND type IN %(types)s
