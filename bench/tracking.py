@@ -167,7 +167,7 @@ async def metrics_summary(rows: int) -> list[Figure]:
                f"median {statistics.median(command):.3f} s; includes Python start-up"),
         Figure(f"loading summary queries, {rows:,} batch rows", min(queries), anchor, "s",
                "plain SELECT COUNT(*) GROUP BY", "report", True,
-               "stage outcomes from the covering index, rates from the publish-time index"),
+               "from the tables the psps_batch triggers keep, plus the last hour by index"),
     ]
 
 
