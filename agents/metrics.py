@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from shared import metrics, plots
 from shared.db import Database, Row
 from shared.errors import IppError
+from shared.psps import BATCH_TYPES
 from shared.runtime.agent import AgentContext
 
 NAME = "metrics"
@@ -187,15 +188,17 @@ async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
 # -- the sampling pass ---------------------------------------------------------------------
 
 
-def keep_newest(directory: Path, written: list[Path]) -> int:
-    """Remove older plots of the same kind as the ones just written."""
+def keep_newest(directory: Path, names: list[str], written: list[Path]) -> int:
+    """Remove every older plot of the kinds this agent draws (a density plot of a type with
+    nothing pending any more goes too: it would show a sky that is no longer so)."""
+    prefixes = {"lifecycle_"} | {f"{n}_progress_" for n in names} | {
+        f"{n}_{t}_" for n in names for t in BATCH_TYPES}
+    keep = {p.name for p in written}
     removed = 0
-    for path in written:
-        prefix = path.name.rsplit("_", 1)[0] + "_"
-        for old in directory.glob(f"{prefix}*.png"):
-            if old != path and old.name.rsplit("_", 1)[0] + "_" == prefix:
-                old.unlink(missing_ok=True)
-                removed += 1
+    for old in directory.glob("*.png"):
+        if old.name not in keep and old.name.rsplit("_", 1)[0] + "_" in prefixes:
+            old.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 
@@ -206,7 +209,7 @@ async def draw(ctx: AgentContext, names: list[str]) -> list[Path]:
         written += await plots.density(ctx.db, name, out)
         written += await plots.progress(ctx.db, name, out)
     written += await plots.lifecycle(ctx.db, out)
-    await asyncio.to_thread(keep_newest, out, written)
+    await asyncio.to_thread(keep_newest, out, names, written)
     return written
 
 

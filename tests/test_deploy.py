@@ -40,7 +40,8 @@ async def test_supervisord_runs_the_agents_and_stops_them_cleanly(db, test_dsn, 
     (home / "var").mkdir()
     shutil.copy(SUPERVISORD_CONF, home / "supervisord.conf")
     # the PSPS stand-in keeps its tables in the (throw-away) test database
-    env = {**agent_env(test_dsn), "IPP_PSPS_DB_NAME": parse_dsn(test_dsn).database}
+    env = {**agent_env(test_dsn), "IPP_PSPS_DB_NAME": parse_dsn(test_dsn).database,
+           "IPP_VAR_DIR": str(home / "var")}
     conf = str(home / "supervisord.conf")
     subprocess.run([str(BIN / "supervisord"), "-c", conf], env=env, cwd=home, check=True,
                    timeout=30)

@@ -117,7 +117,7 @@ async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_m
         assert ippctl(site, "psps", "init", "web").returncode == 0
         port = free_port()
         agent = side.agent("metrics", "--config", "web", metrics_port=port,
-                           metrics_plot_dir=str(tmp_path / "plots"))
+                           metrics_plot_dir=str(tmp_path / "plots"), metrics_interval_s=1)
         base = f"http://127.0.0.1:{port}"
         await eventually(lambda: agent.events("metrics_sampled"), timeout_s=60,
                          what="the first sample")
@@ -153,6 +153,13 @@ async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_m
         assert fetch(f"{base}/plots/..%2F..%2Fetc%2Fpasswd")[0] == 404
         code, _, _ = fetch(f"{base}/nosuch")
         assert code == 404
+        # once nothing is pending, the density plots go (they would show a stale sky)
+        await side.run_once("loader", "--config", "web")
+
+        def plot_kinds() -> list[str]:
+            return sorted(p.name.rsplit("_", 1)[0] for p in (tmp_path / "plots").glob("*.png"))
+        await eventually(lambda: plot_kinds() == ["lifecycle", "web_progress"], timeout_s=60,
+                         what="the density plots to go")
         req = urllib.request.Request(f"{base}/", method="POST", data=b"x")
         try:
             urllib.request.urlopen(req, timeout=5)
