@@ -215,8 +215,12 @@ class Settings:
             )
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise SettingsError(f"setting log_level: unknown level {self.log_level!r}")
-        if self.db_dsn:
-            parse_dsn(self.db_dsn)
+        for name in ("db_dsn", "psps_dsn"):
+            if getattr(self, name):
+                try:
+                    parse_dsn(getattr(self, name))
+                except DsnError as exc:
+                    raise DsnError(f"setting {name}: {exc}") from None
 
 
 def _convert(name: str, kind: Any, raw: Any, source: str) -> Any:
