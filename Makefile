@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv db demo demo-stop test test-soak lint bench clean-var tools
+.PHONY: all venv db demo demo-stop test test-soak test-faults lint bench clean-var tools
 
 all: test
 
@@ -36,45 +36,10 @@ db: venv
 	@if [ -z "$$IPP_DB_DSN" ]; then $(BIN)/ippctl db start-local; fi
 	$(BIN)/ippctl db upgrade
 
+# make demo: both sites, a small survey, a loading config, every agent and the PSPS stand-in
+# under supervisord, and a live one-screen summary until Ctrl-C (which stops everything).
 demo: db
-	@if [ "$$($(BIN)/ippctl runs list --stage chip --limit 1 --json)" = "[]" ]; then \
-	  echo "generating a small synthetic survey (first demo run)"; \
-	  $(BIN)/ippctl sim survey --exposures 3 --chips 4 --seed 1; \
-	fi
-	@# the second site (a mirror) and the distribution between them
-	@IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl db upgrade
-	@if [ "$$(IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl storage volume list --json)" = "[]" ]; then \
-	  IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl storage volume add ipp_mirror.0 $(CURDIR)/var/storage/ipp_mirror/vol0; \
-	fi
-	@if ! $(BIN)/ippctl ds ls | grep -q '^ipp-dist[ |]'; then \
-	  $(BIN)/ippctl ds product add ipp-dist --type dist --columns target_id,stage,stage_id,exp_name; \
-	  $(BIN)/ippctl dist target add --dist-group survey --stage chip --product ipp-dist; \
-	fi
-	@if ! IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl dist source ls | grep -q '^ipp '; then \
-	  IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl dist source add ipp --uri http://127.0.0.1:8081/ds --product ipp-dist; \
-	fi
-	@# a PSPS loading config over the survey's sky, its IN batch, its queue
-	@if ! $(BIN)/ippctl psps config list --json | grep -q '"name": "demo"'; then \
-	  $(BIN)/ippctl psps config set demo dvo_label=ipp.dvo dvo_location=$(CURDIR)/var/dvo/ipp \
-	    ra_min=9 ra_max=11 dec_min=19 dec_max=21 box_size_deg=0.5; \
-	fi
-	@$(BIN)/ippctl psps init demo
-	@$(BIN)/ippctl psps queue demo
-	@echo
-	@echo "IPP agents under supervisord (Ctrl-C stops everything cleanly)."
-	@echo "  status page:  http://127.0.0.1:8083/   (Prometheus: /metrics)"
-	@echo "  PSPS:         $(BIN)/ippctl metrics demo   |   $(BIN)/ippctl psps batches demo"
-	@echo "  agent logs:   logs/<agent>.log (JSON lines), supervisord: logs/supervisord.log"
-	@echo "  clients:      $(BIN)/ippctl clients list"
-	@echo "  processes:    $(BIN)/supervisorctl -c supervisord.conf status"
-	@echo "  try cleanup:  $(BIN)/ippctl runs set-state --stage chip --id 1 --state goto_cleaned"
-	@echo "                $(BIN)/ippctl runs list --stage chip"
-	@echo "  then update:  $(BIN)/ippctl runs request-update --stage chip --id 1 --wait"
-	@echo "  DataStore:    curl http://127.0.0.1:8081/ds/ipp-dist/index.txt  (chip runs ship on their own)"
-	@echo "  ship a warp:  $(BIN)/ippctl dist queue --stage warp --id 1 --product ipp-dist"
-	@echo "  the mirror:   IPP_LOCAL_DB_NAME=ipp_mirror $(BIN)/ippctl runs list --stage chip"
-	@echo
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/supervisord -n -c supervisord.conf
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ippctl demo
 
 demo-stop:
 	-$(BIN)/supervisorctl -c supervisord.conf shutdown
@@ -98,6 +63,11 @@ tools:
 
 test-soak: venv
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)
+
+# The full fault campaign: the demo workload with 20+ SIGKILLs, a database restart, a
+# failing ODM and a volume outage, on a private MariaDB of its own (about 5 minutes).
+test-faults: venv
+	$(BIN)/pytest -m faults -s $(PYTEST_ARGS)
 
 bench: db
 	$(BIN)/python -m bench

@@ -26,7 +26,7 @@ from typing import Any
 
 from shared.db import Row, Tx
 from shared.errors import ClaimLost, IppError, ObjectExists, StorageError
-from shared.filerules import FileRule, config_rule, rule, rules_for
+from shared.filerules import config_rule, regenerated_rules, rule, rules_for
 from shared.process import CommandFailed, run_command
 from shared.queries import Q
 from shared.runclaims import UPDATE_SPECS
@@ -58,15 +58,6 @@ class UpdateFailed(IppError):
 
 
 # -- the plan of one run -----------------------------------------------------------------
-
-
-def regenerated_rules(stage_name: str) -> list[FileRule]:
-    """Per-component files an update makes again when missing: everything a cleanup may
-    delete, except a chip's cmf (never re-created) and the config dump (handled apart)."""
-    return [r for r in rules_for(stage_name)
-            if r.deleted_by and r.file_class != "config" and not r.per_chip
-            and not (stage_name == "chip" and (r.name == "PSPHOT.OUTPUT"
-                                               or "{CHIP.NAME}" not in r.pattern))]
 
 
 @dataclass

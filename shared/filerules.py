@@ -163,6 +163,16 @@ def rules_for(stage_name: str) -> list[FileRule]:
     return [r for r in RULES if r.stage == stage_name]
 
 
+def regenerated_rules(stage_name: str) -> list[FileRule]:
+    """Per-component files an update makes again when missing: everything a cleanup may
+    delete, except a chip's cmf (never re-created), its run-level files and the config dump
+    (handled apart) (REFERENCE 3)."""
+    return [r for r in rules_for(stage_name)
+            if r.deleted_by and r.file_class != "config" and not r.per_chip
+            and not (stage_name == "chip" and (r.name == "PSPHOT.OUTPUT"
+                                               or "{CHIP.NAME}" not in r.pattern))]
+
+
 def rule(stage_name: str, name: str) -> FileRule:
     for r in RULES:
         if r.stage == stage_name and r.name == name:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
 import socket
@@ -314,6 +315,25 @@ async def storage_ls(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_storage(settings, go)
 
 
+async def storage_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Files against rows on every volume that is up; exit 1 if they disagree."""
+    async def go(st: Storage) -> int:
+        report = await st.audit()
+        if args.json:
+            _print_json(dataclasses.asdict(report))
+        else:
+            print(f"{report.files} files on volumes that are up")
+            for label, items in (("registered but missing", report.missing),
+                                 ("on disk but not registered", report.orphans),
+                                 ("temporaries left by killed writers", report.temporaries),
+                                 ("objects without any instance", report.empty_objects)):
+                print(f"{label}: {len(items)}")
+                for item in items[:20]:
+                    print(f"  {item}")
+        return EXIT_OK if report.clean else EXIT_FAILED
+    return await _with_storage(settings, go)
+
+
 # -- runs ----------------------------------------------------------------------------------
 
 
@@ -554,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", nargs="?", default="")
     p.add_argument("--limit", type=int, default=1000)
     p.set_defaults(handler=storage_ls)
+    p = storage.add_parser("audit", help="compare the files on every volume that is up with "
+                                         "their rows (exit 1 if they disagree)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=storage_audit)
 
     r = top.add_parser("runs", help="processing runs: list, set state, files, export/import"
                        ).add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -615,10 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(handler=mdc_check)
 
-    from shared import ippctl_dist, ippctl_metrics, ippctl_psps  # they use this module's helpers
+    # they use this module's helpers
+    from shared import ippctl_demo, ippctl_dist, ippctl_metrics, ippctl_psps
     ippctl_dist.add_commands(top)
     ippctl_psps.add_commands(top)
     ippctl_metrics.add_commands(top)
+    ippctl_demo.add_commands(top)
     return parser
 
 

@@ -43,6 +43,10 @@ class Settings:
     db_backoff_base_s: float = 0.05
     db_backoff_max_s: float = 5.0
 
+    # The database on that server, overriding the DSN's (a second site on one server, such
+    # as the demo's mirror ipp_mirror); empty: the DSN's, or local_db_name for the local one.
+    db_name: str = ""
+
     # Local files.
     var_dir: str = field(default_factory=_default_var_dir)
     local_db_name: str = "ipp"
@@ -166,8 +170,10 @@ class Settings:
     def effective_dsn(self) -> str:
         """The DSN to use: ``db_dsn``, or the private local server's socket DSN."""
         if self.db_dsn:
-            return self.db_dsn
-        return f"mysql://root@localhost/{self.local_db_name}?unix_socket={self.local_socket()}"
+            return (parse_dsn(self.db_dsn).with_database(self.db_name).url() if self.db_name
+                    else self.db_dsn)
+        name = self.db_name or self.local_db_name
+        return f"mysql://root@localhost/{name}?unix_socket={self.local_socket()}"
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the setting."""

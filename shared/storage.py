@@ -268,6 +268,34 @@ def _publish_all(moves: list[tuple[Path, Path]]) -> None:
         _fsync_dir(directory)
 
 
+TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
+
+
+@dataclass
+class AuditReport:
+    """What :meth:`Storage.audit` found on the volumes that are up."""
+
+    files: int = 0
+    #: registered instances whose file is missing (rows without files)
+    missing: list[str] = field(default_factory=list)
+    #: files under a volume root that no instance names (files without rows)
+    orphans: list[str] = field(default_factory=list)
+    #: temporary files (``.<name>.tmp-<hex>``) a writer that was killed left behind
+    temporaries: list[str] = field(default_factory=list)
+    #: objects with no instance at all
+    empty_objects: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.orphans or self.empty_objects)
+
+
+def _walk(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
+
+
 @dataclass
 class DeleteReport:
     """What :meth:`Storage.delete_many` did with each key."""
@@ -487,6 +515,26 @@ class Storage:
 
     async def read_bytes(self, key_text: str) -> bytes:
         return await asyncio.to_thread((await self.locate(key_text)).read_bytes)
+
+    async def audit(self) -> AuditReport:
+        """Compare every volume that is up with its rows: files missing, files nobody
+        registered, temporaries left by killed writers, objects without instances."""
+        report = AuditReport()
+        for vol in await self.db.fetch_all(Q.list_volumes):
+            if vol["state"] != "up":
+                continue
+            root = Path(vol["root"])
+            rows = {r["relpath"] for r in await self.db.fetch_all(Q.audit_instances,
+                                                                  vol_id=vol["vol_id"])}
+            on_disk = set(await asyncio.to_thread(_walk, root))
+            report.files += len(on_disk)
+            report.missing += [f"{vol['name']}:{p}" for p in sorted(rows - on_disk)]
+            for rel in sorted(on_disk - rows):
+                kind = report.temporaries if TEMP_NAME.match(Path(rel).name) else report.orphans
+                kind.append(f"{vol['name']}:{rel}")
+        report.empty_objects = [str(r["ext_id"]) for r in
+                                await self.db.fetch_all(Q.audit_objects_without_instances)]
+        return report
 
     async def verify(self, key_text: str) -> list[str]:
         """Recompute every reachable instance's size and md5; returns the problems found."""

@@ -80,3 +80,12 @@ SELECT vol_id, name, host, root, state, allocate FROM storage_volume ORDER BY na
 -- name: instances_from_objects
 INSERT INTO storage_instance (obj_id, vol_id, relpath)
 SELECT obj_id, %(vol_id)s, ext_id FROM storage_object WHERE ext_id IN %(ext_ids)s;
+
+-- name: audit_instances
+-- Every instance of a volume (the audit compares them with the files under its root).
+SELECT i.relpath, o.ext_id, o.bytes FROM storage_instance i
+JOIN storage_object o ON o.obj_id = i.obj_id WHERE i.vol_id = %(vol_id)s;
+
+-- name: audit_objects_without_instances
+SELECT o.ext_id FROM storage_object o
+WHERE NOT EXISTS (SELECT 1 FROM storage_instance i WHERE i.obj_id = o.obj_id);

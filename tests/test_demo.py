@@ -1,0 +1,151 @@
+"""The whole system: ``ippctl demo`` as a user runs it (live screen, Ctrl-C), and
+``ippctl demo --until-done --faults`` walking the survey through its life while agents are
+SIGKILLed, the ODM fails batches and a volume goes down; then every check must hold.
+
+The default suite runs a short campaign against the test server; ``make test-faults`` runs
+the full one (at least 20 kills and a database restart) on a private server of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.schema import drop_database
+from shared.settings import load_settings, parse_dsn
+from tests.helpers import BIN, ROOT, eventually
+from tests.mirror_fixture import free_port
+
+QUICK = {"IPP_POLL_INTERVAL_S": "0.5", "IPP_HEARTBEAT_INTERVAL_S": "1",
+         "IPP_HEARTBEAT_GRACE_S": "5", "IPP_CLIENT_STALE_S": "10", "IPP_SWEEP_INTERVAL_S": "2",
+         "IPP_DXLAYER_POLL_S": "0.5", "IPP_METRICS_INTERVAL_S": "10", "IPP_BATCH_RETRY_S": "5",
+         "IPP_UPDATE_WAIT_S": "2", "IPP_LOG_FORMAT": "json"}
+
+
+def demo_home(tmp_path: Path, mirror_db: str) -> Path:
+    """A copy of supervisord.conf whose mirror program uses ``mirror_db``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    conf = (ROOT / "supervisord.conf").read_text()
+    assert 'IPP_DB_NAME="ipp_mirror"' in conf
+    (home / "supervisord.conf").write_text(conf.replace('IPP_DB_NAME="ipp_mirror"',
+                                                        f'IPP_DB_NAME="{mirror_db}"'))
+    return home
+
+
+def demo_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPP_")}
+    env.update(QUICK)
+    env.update({"IPP_VAR_DIR": str(home / "var"), "IPP_DS_PORT": str(free_port()),
+                "IPP_ODM_PORT": str(free_port()), "IPP_METRICS_PORT": str(free_port()),
+                "PYTHONPATH": str(ROOT), "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"})
+    env.update(extra)
+    return env
+
+
+def ippctl_demo(home: Path, env: dict[str, str], mirror_db: str, *args: str,
+                timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ippctl", "demo", "--conf", str(home / "supervisord.conf"),
+         "--mirror-db", mirror_db, "--exposures", "2", "--chips", "2", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def assert_all_checks_hold(out: subprocess.CompletedProcess[str], kills: int) -> dict[str, Any]:
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout[out.stdout.index("{\n"):])
+    counts = result["counts"]
+    assert result["problems"] == []
+    assert counts["faults"]["kills"] >= kills and counts["faults"]["volume_outages"] == 1
+    assert counts["psps_items"] and set(counts["psps_items"]) <= {"done", "failed"}
+    assert counts["runs"]["chip"] == {"cleaned": 1, "full": 1}  # chip 1 updated, 2 cleaned
+    assert counts["runs"]["diff"] == {"cleaned": 2}
+    assert counts["filesets_imported"] == {"full": 2}
+    assert counts["psps_rows"]["P2"] > 0
+    for site in counts["storage"].values():
+        assert site["missing"] == site["orphans"] == site["empty_objects"] == 0
+    return counts
+
+
+async def _drop(test_dsn: str, names: dict[str, str]) -> None:
+    settings = load_settings(environ={}, db_dsn=test_dsn)
+    for name in names.values():
+        await drop_database(settings, parse_dsn(test_dsn).with_database(name))
+
+
+@pytest.mark.timeout(1200)
+async def test_the_demo_shows_its_screen_stops_on_ctrl_c_and_survives_a_short_campaign(
+        test_dsn, tmp_path):
+    base = parse_dsn(test_dsn).database
+    names = {"ipp": f"{base}_demo", "mirror": f"{base}_demomirror", "psps": f"{base}_demopsps"}
+    home = demo_home(tmp_path, names["mirror"])
+    env = demo_env(home, IPP_DB_DSN=test_dsn, IPP_DB_NAME=names["ipp"],
+                   IPP_PSPS_DB_NAME=names["psps"])
+    try:
+        # make demo's way: the live screen, then Ctrl-C stops everything cleanly
+        screen = tmp_path / "screen.txt"
+        with open(screen, "w") as out:
+            live = subprocess.Popen(
+                [sys.executable, "-m", "shared.ippctl", "demo", "--conf",
+                 str(home / "supervisord.conf"), "--mirror-db", names["mirror"],
+                 "--exposures", "2", "--chips", "2"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            await eventually(lambda: "merged" in screen.read_text()
+                             and "loader" in screen.read_text(), timeout_s=240,
+                             what="the live screen with agents and batches")
+            text = screen.read_text()
+            for part in ("status page: http://127.0.0.1:", "runs", "distribution:",
+                         "PSPS items:", "deleted_local", "PSPS holds:", "heartbeat"):
+                assert part in text, part
+            live.send_signal(signal.SIGINT)
+            assert live.wait(timeout=120) == 0, screen.read_text()[-2000:]
+        finally:
+            if live.poll() is None:
+                live.kill()
+        assert not (home / "var" / "supervisord.pid").exists()  # everything stopped
+        logs = (home / "logs" / "loader_00.log").read_text()
+        assert '"event": "agent_stopped"' in logs
+
+        # the short fault campaign on the same site
+        started = time.monotonic()
+        out = ippctl_demo(home, env, names["mirror"], "--until-done", "--json", "--faults",
+                          "--kills", "6", "--timeout", "600")
+        counts = assert_all_checks_hold(out, kills=6)
+        assert counts["faults"]["db_restarts"] == 0  # not the private server: not restarted
+        assert time.monotonic() - started < 700
+    finally:
+        subprocess.run([str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"),
+                        "shutdown"], env=env, capture_output=True, check=False, timeout=120)
+        await _drop(test_dsn, names)
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(2400)
+def test_the_full_fault_campaign_on_a_private_server(tmp_path):
+    """At least 20 SIGKILLs, a database restart, a failing ODM and a volume outage; the
+    demo's own private MariaDB (so restarting it touches nothing else)."""
+    if shutil.which("mariadbd") is None and not Path("/usr/sbin/mariadbd").exists():
+        pytest.skip("mariadbd not installed")
+    home = demo_home(tmp_path, "ipp_mirror")
+    env = demo_env(home)
+    try:
+        out = ippctl_demo(home, env, "ipp_mirror", "--until-done", "--json", "--faults",
+                          "--kills", "20", "--timeout", "1500", timeout_s=1800)
+        counts = assert_all_checks_hold(out, kills=20)
+        assert counts["faults"]["db_restarts"] == 1
+        print(json.dumps(counts["faults"]), counts["psps_rows"], counts["storage"])
+    finally:
+        subprocess.run([str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"),
+                        "shutdown"], env=env, capture_output=True, check=False, timeout=120)
+        subprocess.run([sys.executable, "-m", "shared.ippctl", "db", "stop-local"], cwd=ROOT,
+                       env=env, capture_output=True, check=False, timeout=120)
