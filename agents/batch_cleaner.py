@@ -23,7 +23,7 @@ from shared import datastore
 from shared.db import Row
 from shared.errors import IppError
 from shared.psps import odm
-from shared.psps.configs import DELETION_TARGETS, configs, parse_policy
+from shared.psps.configs import DELETION_TARGETS, for_each, parse_policy
 from shared.queries import Q
 from shared.runtime.agent import AgentContext
 
@@ -173,7 +173,4 @@ async def clean_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
 
 
 async def run_once(ctx: AgentContext) -> int:
-    done = 0
-    for cfg in await configs(ctx.db, ctx.config or "all"):
-        done += await clean_config(ctx, cfg)
-    return done
+    return await for_each(ctx.db, ctx.config or "all", lambda cfg: clean_config(ctx, cfg))

@@ -23,7 +23,7 @@ from shared.errors import ClaimLost, DbError, IppError
 from shared.filerules import rule
 from shared.psps import batches, builders, publish
 from shared.psps.batches import BatchError
-from shared.psps.configs import configs
+from shared.psps.configs import for_each
 from shared.psps.dvocache import DvoCache
 from shared.queries import Q
 from shared.runtime.agent import AgentContext
@@ -177,7 +177,4 @@ async def load_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
 
 
 async def run_once(ctx: AgentContext) -> int:
-    handled = 0
-    for cfg in await configs(ctx.db, ctx.config or "all"):
-        handled += await load_config(ctx, cfg)
-    return handled
+    return await for_each(ctx.db, ctx.config or "all", lambda cfg: load_config(ctx, cfg))

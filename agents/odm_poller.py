@@ -22,7 +22,7 @@ from typing import Any
 
 from shared.db import Row, Tx
 from shared.psps import BATCH_TYPES, odm
-from shared.psps.configs import configs
+from shared.psps.configs import for_each
 from shared.queries import Q
 from shared.runtime.agent import AgentContext
 
@@ -133,7 +133,4 @@ async def poll_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
 
 
 async def run_once(ctx: AgentContext) -> int:
-    moved = 0
-    for cfg in await configs(ctx.db, ctx.config or "all"):
-        moved += await poll_config(ctx, cfg)
-    return moved
+    return await for_each(ctx.db, ctx.config or "all", lambda cfg: poll_config(ctx, cfg))

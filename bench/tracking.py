@@ -13,6 +13,7 @@ best of 3) against a plain ``SELECT config, type, COUNT(*) ... GROUP BY`` of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -78,12 +79,10 @@ async def _bare_gets(base: str, names: list[str], parallel: int) -> float:
 async def _wait_up(base: str) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(600):
-            try:
+            with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(f"{base}/odm/summary") as resp:
                     if resp.status == 200:
                         return
-            except aiohttp.ClientError:
-                pass
             await asyncio.sleep(0.1)
     raise RuntimeError("bench: the PSPS stand-in did not start")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -239,3 +239,13 @@ async def configs(db: Database, which: str) -> list[dict[str, Any]]:
         return [{"name": r["name"], **from_row(r)} for r in await db.fetch_all(Q.psps_configs)
                 if r["active"]]
     return [{"name": which, **await load(db, which)}]
+
+
+async def for_each(db: Database, which: str,
+                   work: Callable[[dict[str, Any]], Awaitable[int]]) -> int:
+    """Run ``work`` on one config (or every active one for ``all``) in turn, each read fresh
+    from the database (so edits apply at the next pass); the sum of what it returned."""
+    total = 0
+    for cfg in await configs(db, which):
+        total += await work(cfg)
+    return total
