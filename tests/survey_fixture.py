@@ -59,3 +59,19 @@ async def survey_site(test_dsn: str, suffix: str, var_dir: Path, *, exposures: i
                              seed=seed)
     yield site
     await drop_database(site.settings, parse_dsn(site.dsn))
+
+
+def ippctl(site: SurveySite, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``ippctl ARGS`` against the site (its database and var dir), as an operator runs it."""
+    env = {**agent_env(site.dsn, **settings), "IPP_VAR_DIR": str(site.var_dir)}
+    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def configure_loading(site: SurveySite, name: str, *fields: str) -> None:
+    """A loading config over the survey's sky and DVO database (P2 unless ``fields`` say
+    otherwise; a later key=value wins)."""
+    out = ippctl(site, "psps", "config", "set", name, "dvo_label=ipp.dvo",
+                 f"dvo_location={site.dvo_dir}", "ra_min=9", "ra_max=11", "dec_min=19",
+                 "dec_max=21", "box_size_deg=0.5", "batch_types=P2", *fields)
+    assert out.returncode == 0, out.stderr

@@ -7,7 +7,6 @@ import itertools
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from shared.filerules import rule
 from shared.psps.schema import batch_tables
 from shared.queries import Query
 from shared.storage import Storage
-from tests.helpers import ROOT, AgentProcess, agent_env
-from tests.survey_fixture import SurveySite, survey_site
+from tests.helpers import AgentProcess
+from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
 
 _numbers = itertools.count()
 
@@ -32,19 +31,6 @@ async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
     async for survey in survey_site(test_dsn, f"ld{next(_numbers)}", tmp_path, exposures=3,
                                    chips=3, seed=21):
         yield survey
-
-
-def ippctl(site: SurveySite, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**agent_env(site.dsn), "IPP_VAR_DIR": str(site.var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
-def configure(site: SurveySite, name: str = "demo", *extra: str) -> None:
-    out = ippctl(site, "psps", "config", "set", name, "dvo_label=ipp.dvo",
-                 f"dvo_location={site.dvo_dir}", "ra_min=9", "ra_max=11", "dec_min=19",
-                 "dec_max=21", "box_size_deg=0.5", "batch_types=P2", *extra)
-    assert out.returncode == 0, out.stderr
 
 
 async def load(site: SurveySite, tmp_path: Path, *args: str) -> AgentProcess:
@@ -58,7 +44,7 @@ BATCHES = Query("t_b", "SELECT name, type, item_id, processed, loaded_to_datasto
 
 
 async def test_p2_batches_are_built_with_dvo_ids_and_published(site, sdb, tmp_path):
-    configure(site)
+    configure_loading(site, "demo")
     init = ippctl(site, "psps", "init", "demo")
     assert init.returncode == 0 and "IN batch B00000001" in init.stdout, init.stderr
     again = ippctl(site, "psps", "init", "demo")
@@ -103,7 +89,7 @@ async def test_p2_batches_are_built_with_dvo_ids_and_published(site, sdb, tmp_pa
 
 @pytest.mark.skipif(shutil.which("fitsverify") is None, reason="fitsverify not installed")
 async def test_fitsverify_finds_no_errors_in_batches_of_every_type(site, sdb, tmp_path):
-    configure(site, "demo", "batch_types=P2,ST,OB")
+    configure_loading(site, "demo", "batch_types=P2,ST,OB")
     assert ippctl(site, "psps", "init", "demo").returncode == 0
     ippctl(site, "psps", "queue", "demo")
     await load(site, tmp_path, "--config", "demo")
@@ -117,7 +103,7 @@ async def test_fitsverify_finds_no_errors_in_batches_of_every_type(site, sdb, tm
 
 @pytest.mark.skipif(shutil.which("stilts") is None, reason="STILTS not installed")
 async def test_stilts_reads_every_table_with_the_votable_columns(site, sdb, tmp_path):
-    configure(site)
+    configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")
     await load(site, tmp_path, "--config", "demo")
     path = (await sdb.fetch_all(BATCHES))[0]["fits_path"]
@@ -139,7 +125,7 @@ async def _smf_path(sdb: Database, cam_id: int) -> Path:
 
 
 async def test_a_corrupt_smf_fails_its_batch_and_the_others_are_published(site, sdb, tmp_path):
-    configure(site)
+    configure_loading(site, "demo")
     smf = await _smf_path(sdb, 2)
     smf.write_bytes(smf.read_bytes()[:5000])
     ippctl(site, "psps", "queue", "demo")
@@ -157,7 +143,7 @@ async def test_a_corrupt_smf_fails_its_batch_and_the_others_are_published(site, 
 
 
 async def test_detections_missing_from_dvo_fail_the_batch_with_the_count(site, sdb, tmp_path):
-    configure(site)
+    configure_loading(site, "demo")
     cat = dvo.DvoDatabase(site.dvo_dir)
     for region in cat.regions():  # empty every region's measurements
         files = cat.region_files(region)
@@ -170,7 +156,7 @@ async def test_detections_missing_from_dvo_fail_the_batch_with_the_count(site, s
 
 
 async def test_an_imageid_absent_from_images_dat_fails_the_batch(site, sdb, tmp_path):
-    configure(site)
+    configure_loading(site, "demo")
     cat = dvo.DvoDatabase(site.dvo_dir)
     _, images = dvo.read_table(cat.path("Images.dat"), dvo.IMAGES_COLUMNS)
     dvo.write_atomic(cat.path("Images.dat"), dvo.table_bytes(dvo.IMAGES_COLUMNS, images[:0]))
@@ -181,7 +167,7 @@ async def test_an_imageid_absent_from_images_dat_fails_the_batch(site, sdb, tmp_
 
 
 async def test_test_mode_loads_the_first_exposure_one_chip(site, sdb, tmp_path):
-    configure(site, "quick", "test_mode=yes")
+    configure_loading(site, "quick", "test_mode=yes")
     ippctl(site, "psps", "queue", "quick")
     await load(site, tmp_path, "--config", "quick")
     rows = await sdb.fetch_all(BATCHES)
@@ -191,7 +177,7 @@ async def test_test_mode_loads_the_first_exposure_one_chip(site, sdb, tmp_path):
 
 
 async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, tmp_path):
-    configure(site)
+    configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")
     # generous staleness: on a loaded machine the FAST 2 s would declare a busy loader dead
     relaxed = {"var_dir": str(site.var_dir), "heartbeat_grace_s": 10, "client_stale_s": 20}
@@ -210,7 +196,7 @@ def test_smf_reader_is_the_one_the_loader_uses():
 
 
 async def test_st_and_ob_batches_are_built_from_stack_cmfs_and_dvo_regions(site, sdb, tmp_path):
-    configure(site, "sky", "batch_types=ST,OB")
+    configure_loading(site, "sky", "batch_types=ST,OB")
     queued = ippctl(site, "psps", "queue", "sky")
     assert "ST " in queued.stdout and "OB " in queued.stdout, queued.stdout
     await load(site, tmp_path, "--config", "sky")
@@ -259,7 +245,7 @@ async def test_a_dvo_region_replaced_while_loading_is_read_again(site, sdb):
 
 
 async def test_a_chip_missing_its_table_fails_the_batch(site, sdb, tmp_path):
-    configure(site)
+    configure_loading(site, "demo")
     smf = await _smf_path(sdb, 1)
     with fits.open(smf) as hdus:
         kept = fits.HDUList([h.copy() for h in hdus if not h.name.endswith(".PSF")
@@ -273,7 +259,7 @@ async def test_a_chip_missing_its_table_fails_the_batch(site, sdb, tmp_path):
 
 
 async def test_a_corrupt_stack_cmf_fails_its_st_batch(site, sdb, tmp_path):
-    configure(site, "st", "batch_types=ST")
+    configure_loading(site, "st", "batch_types=ST")
     base = await sdb.fetch_val(Query("t_sb", "SELECT path_base FROM stackSumSkyfile WHERE "
                                      "stack_id = 1", "test"))
     path = await Storage(sdb).locate(rule("stack", "PPSTACK.SOURCES").filename(base))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -18,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared import runs
 from shared.queries import Query
-from tests.helpers import ROOT, AgentProcess, agent_env, eventually
+from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import free_port
 from tests.psps_fixture import psps_side
-from tests.survey_fixture import SurveySite, survey_site
+from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
 
 _numbers = itertools.count()
 STAGES = Query("t_st", "SELECT processed, loaded_to_datastore, merged, deleted_local, type, "
@@ -35,17 +33,8 @@ async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
         yield s
 
 
-def ippctl(site: SurveySite, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    env = {**agent_env(site.dsn, **settings), "IPP_VAR_DIR": str(site.var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 def configure(site: SurveySite, name: str) -> None:
-    out = ippctl(site, "psps", "config", "set", name, "dvo_label=ipp.dvo",
-                 f"dvo_location={site.dvo_dir}", "ra_min=9", "ra_max=11", "dec_min=19",
-                 "dec_max=21", "box_size_deg=0.5", "batch_types=P2,ST")
-    assert out.returncode == 0, out.stderr
+    configure_loading(site, name, "batch_types=P2,ST")
     assert ippctl(site, "psps", "queue", name).returncode == 0
 
 

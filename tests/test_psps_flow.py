@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,9 +18,9 @@ import pytest
 from shared.db import Database
 from shared.queries import Query
 from sim.psps.dxlayer import knob_fails
-from tests.helpers import ROOT, agent_env, eventually
+from tests.helpers import eventually
 from tests.psps_fixture import PspsSide, psps_side
-from tests.survey_fixture import SurveySite, survey_site
+from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
 
 _numbers = itertools.count()
 BATCHES = Query("t_pb", "SELECT batch_id, name, type, item_id, detections, fits_path, fileset, "
@@ -43,18 +41,9 @@ async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
         yield s
 
 
-def ippctl(site: SurveySite, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**agent_env(site.dsn), "IPP_VAR_DIR": str(site.var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 async def loaded_config(site: SurveySite, side: PspsSide, name: str, *extra: str) -> None:
     """A config whose IN batch and P2/ST/OB batches are built and published."""
-    out = ippctl(site, "psps", "config", "set", name, "dvo_label=ipp.dvo",
-                 f"dvo_location={site.dvo_dir}", "ra_min=9", "ra_max=11", "dec_min=19",
-                 "dec_max=21", "box_size_deg=0.5", "batch_types=P2,ST,OB", *extra)
-    assert out.returncode == 0, out.stderr
+    configure_loading(site, name, "batch_types=P2,ST,OB", *extra)
     assert ippctl(site, "psps", "init", name).returncode == 0
     assert ippctl(site, "psps", "queue", name).returncode == 0
     await side.run_once("loader", "--config", name)
