@@ -228,3 +228,29 @@ async def test_delete_under_removes_every_key_of_a_prefix_and_nothing_else(stora
     assert await storage.exists("neb:///batch/onething")
     with pytest.raises(StorageError, match="must end with '/'"):
         await storage.delete_under("batch/one")
+
+
+@pytest.mark.parametrize("count", [3, 40])
+async def test_a_batch_create_publishes_every_file_registered_with_its_md5(storage: Storage,
+                                                                          count: int):
+    """create_many syncs a few files one by one and many with one syncfs per file system
+    (40 is over SYNCFS_FROM_FILES, 3 under): either way each key is registered with the
+    md5 of its bytes, its file holds them and no temporary is left."""
+    items = [(f"neb://any/many{count}/d{i % 5}/f{i}", os.urandom(100 + i)) for i in range(count)]
+    await storage.create_many(items)
+    for key, data in items:
+        assert await storage.verify(key) == []
+        assert (await storage.locate(key)).read_bytes() == data
+    roots = [v.root for v in await storage.volumes()]
+    assert not [p for root in roots for p in Path(root).rglob(".*.tmp-*")]
+
+
+async def test_a_batch_delete_across_directories_removes_every_file(storage: Storage):
+    """delete_many unlinks several directories' files in parallel lanes; all go, rows too."""
+    keys = [f"neb://any/lanes/d{i % 7}/f{i}" for i in range(60)]
+    await storage.create_many([(k, b"x") for k in keys])
+    paths = [await storage.locate(k) for k in keys]
+    report = await storage.delete_many(keys)
+    assert sorted(report.deleted) == sorted(str(parse_key(k)) for k in keys)
+    assert not [p for p in paths if p.exists()]
+    assert not [k for k in keys if await storage.exists(k)]
