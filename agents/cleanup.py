@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bz2
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,39 +142,171 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
     return RunPlan(stage_name, run, goal, target, plans)
 
 
-# -- doing ---------------------------------------------------------------------------------
+# -- doing: a batch of claimed runs -------------------------------------------------------
+#
+# The runs of one claim are cleaned together, step by step (delete, compress logs, record,
+# write the cleanup logs, finish), so that each step is one storage call and one transaction
+# for the batch rather than one per run. A step that fails on storage is done again run by
+# run, so only the run at fault fails; every step can be redone (a file already deleted
+# counts as gone, compressed copies made already are kept).
 
 
-async def _compress_logs(storage: Storage, keys: list[str], lines: list[str]) -> None:
-    """Replace logs by bzip2 copies (``<key>.bz2``) in batches; idempotent (a redo finds
-    some copies made already and makes only the others)."""
-    paths = await storage.paths_many(keys)
-    todo = [k for k in keys if parse_key(k).path in paths]
-    if not todo:
-        return
-    packed = await asyncio.to_thread(
-        lambda: [(f"{k}.bz2", bz2.compress(paths[parse_key(k).path].read_bytes(), 9))
-                 for k in todo])
+@dataclass
+class RunWork:
+    """A claimed run on its way through the batch."""
+
+    run: Row
+    plan: RunPlan
+    lines: list[str]
+    problems: list[str] = field(default_factory=list)
+    ready: list[ComponentPlan] = field(default_factory=list)
+    done: list[ComponentPlan] = field(default_factory=list)
+    failed: bool = False
+
+    def fail(self, exc: Exception) -> None:
+        """The run stops here: nothing more is done to it but recording the error."""
+        self.problems.append(f"run: {exc}")
+        self.lines.append(f"FAILED: {exc}")
+        self.done = []
+        self.failed = True
+
+    def label(self, comp: ComponentPlan) -> str:
+        return comp.name or self.plan.stage
+
+
+async def _start(storage: Storage, stage_name: str, run: Row, every: bool) -> RunWork:
+    """Plan the run and log its notes and refusals; a storage or smf error fails it."""
+    target = CLEANUP_TARGETS[run["state"]]
+    lines = [f"cleanup of {stage(stage_name).run_table} {run['id']}: {run['state']}"]
+    work = RunWork(run, RunPlan(stage_name, run, run["state"], target, []), lines)
     try:
-        await storage.create_many(packed)
-    except ObjectExists:  # a redo: some copies exist already
-        made = await storage.stat_many([key for key, _ in packed])
-        await storage.create_many([(key, data) for key, data in packed
-                                   if parse_key(key).path not in made])
-    report = await storage.delete_many(todo)
-    lines += [f"compressed {k}" for k in report.deleted]
+        work.plan = await plan_run(storage, stage_name, run, every=every)
+    except (StorageError, catalogs.CatalogError) as exc:
+        work.fail(exc)
+        return work
+    for comp in work.plan.components:
+        if comp.note:
+            lines.append(f"{work.label(comp)}: {comp.note}")
+        if comp.problem:
+            lines.append(f"{work.label(comp)}: NOT CLEANED: {comp.problem}")
+            work.problems.append(f"{work.label(comp)}: {comp.problem}")
+        else:
+            work.ready.append(comp)
+    return work
 
 
-async def _write_run_log(storage: Storage, plan: RunPlan, lines: list[str]) -> str:
-    """The cleanup's own log, at ``<run base>.cleanup.log.bz2`` (REFERENCE 2)."""
+Step = Callable[[list[RunWork]], Awaitable[None]]
+
+
+async def _together(works: list[RunWork], step: Step) -> None:
+    """Do ``step`` for the runs still going, all at once; if storage fails it, again for
+    each run alone, failing only the runs it fails for."""
+    live = [w for w in works if not w.failed]
+    if not live:
+        return
+    try:
+        await step(live)
+        return
+    except (StorageError, catalogs.CatalogError) as exc:
+        if len(live) == 1:
+            live[0].fail(exc)
+            return
+    for work in live:
+        try:
+            await step([work])
+        except (StorageError, catalogs.CatalogError) as exc:
+            work.fail(exc)
+
+
+def _delete_files(ctx: AgentContext, storage: Storage) -> Step:
+    async def step(works: list[RunWork]) -> None:
+        owner = {parse_key(k).path: (w, c) for w in works for c in w.ready for k in c.deletes}
+        report = await storage.delete_many([k for w in works for c in w.ready for k in c.deletes])
+        blocked = {(id(owner[p][0]), owner[p][1].name)
+                   for p in (parse_key(k).path for k in report.unavailable)}
+        for work in works:
+            for name in sorted({c.name for c in work.ready if (id(work), c.name) in blocked},
+                               key=str):
+                label = name or work.plan.stage
+                work.lines.append(f"{label}: NOT CLEANED: a storage volume is down")
+                work.problems.append(f"{label}: a storage volume is down")
+            work.done = [c for c in work.ready if (id(work), c.name) not in blocked]
+        for key in report.deleted:
+            work, comp = owner[parse_key(key).path]
+            work.lines.append(f"{work.label(comp)}: deleted {key}")
+        for key in report.missing:
+            owner[parse_key(key).path][0].lines.append(f"already gone {key}")
+        ctx.count("files_deleted", len(report.deleted))
+        ctx.count("bytes_freed", report.bytes_freed)
+    return step
+
+
+def _compress_logs(storage: Storage) -> Step:
+    """Replace the logs of the cleaned components by bzip2 copies (``<key>.bz2``)."""
+    async def step(works: list[RunWork]) -> None:
+        owner = {parse_key(k).path: w for w in works for c in w.done for k in c.logs}
+        paths = await storage.paths_many([k for w in works for c in w.done for k in c.logs])
+        todo = [k for w in works for c in w.done for k in c.logs if parse_key(k).path in paths]
+        if not todo:
+            return
+        packed = await asyncio.to_thread(
+            lambda: [(f"{k}.bz2", bz2.compress(paths[parse_key(k).path].read_bytes(), 9))
+                     for k in todo])
+        try:
+            await storage.create_many(packed)
+        except ObjectExists:  # a redo: some copies exist already
+            made = await storage.stat_many([key for key, _ in packed])
+            await storage.create_many([(key, data) for key, data in packed
+                                       if parse_key(key).path not in made])
+        report = await storage.delete_many(todo)
+        for key in report.deleted:
+            owner[parse_key(key).path].lines.append(f"compressed {key}")
+    return step
+
+
+async def _record_components(ctx: AgentContext, works: list[RunWork]) -> None:
+    """The new data_state of the cleaned components of each run."""
+    for work in works:
+        if stage(work.plan.stage).per_file_state and work.done:
+            await ctx.db.execute(getattr(Q, f"cleanup_components_state_{work.plan.stage}"),
+                                 id=work.run["id"], state=work.plan.target,
+                                 components=tuple(str(c.name) for c in work.done))
+        ctx.count("components_cleaned", len(work.done))
+
+
+def _run_log_base(plan: RunPlan) -> str:
+    """``<run base>`` of the cleanup's own log, from the components' path_base (REFERENCE 2),
+    else from the run's workdir."""
     first = next((c for c in plan.components if c.path_base), None)
     if first is not None and first.path_base:
         base = first.path_base
         if first.name and base.endswith(f".{first.name}"):
             base = base[: -len(first.name) - 1]
-    else:
-        base = f"{plan.run['workdir'] or 'neb:///cleanup'}/{plan.stage}.{plan.run['id']}"
-    data = await asyncio.to_thread(bz2.compress, ("\n".join(lines) + "\n").encode(), 9)
+        return base
+    return f"{plan.run['workdir'] or 'neb:///cleanup'}/{plan.stage}.{plan.run['id']}"
+
+
+async def _write_run_logs(storage: Storage, works: list[RunWork], log: Any) -> None:
+    """Each run's cleanup log at ``<run base>.cleanup.log.bz2``, all in one batch; a run
+    cleaned before already has one, so its log (and only then) goes one by one to
+    ``<run base>.cleanup.<n>.log.bz2``."""
+    texts = [("\n".join(w.lines) + "\n").encode() for w in works]
+    data = await asyncio.to_thread(lambda: [bz2.compress(t, 9) for t in texts])
+    try:
+        await storage.create_many([(f"{_run_log_base(w.plan)}.cleanup.log.bz2", d)
+                                   for w, d in zip(works, data, strict=True)])
+        return
+    except (ObjectExists, StorageError):
+        pass
+    for work, packed in zip(works, data, strict=True):
+        try:
+            await _write_run_log(storage, _run_log_base(work.plan), packed)
+        except StorageError as exc:
+            log.warning("cleanup_log_not_written", stage=work.plan.stage, run_id=work.run["id"],
+                        error=str(exc))
+
+
+async def _write_run_log(storage: Storage, base: str, data: bytes) -> str:
     for attempt in range(1, 100):
         key = f"{base}.cleanup.log.bz2" if attempt == 1 else f"{base}.cleanup.{attempt}.log.bz2"
         try:
@@ -184,80 +317,58 @@ async def _write_run_log(storage: Storage, plan: RunPlan, lines: list[str]) -> s
     raise StorageError(f"{base}: too many cleanup logs")
 
 
-async def clean_components(ctx: AgentContext, storage: Storage, plan: RunPlan,
-                           lines: list[str]) -> list[str]:
-    """Delete the files of every component of the run in batches; returns the problems."""
-    problems = []
-    ready = []
-    for comp in plan.components:
-        label = comp.name or plan.stage
-        if comp.note:
-            lines.append(f"{label}: {comp.note}")
-        if comp.problem:
-            lines.append(f"{label}: NOT CLEANED: {comp.problem}")
-            problems.append(f"{label}: {comp.problem}")
-        else:
-            ready.append(comp)
-    owner = {parse_key(k).path: c.name for c in ready for k in c.deletes}
-    report = await storage.delete_many([k for c in ready for k in c.deletes])
-    blocked = {owner[parse_key(k).path] for k in report.unavailable}
-    for name in sorted(blocked, key=str):
-        label = name or plan.stage
-        lines.append(f"{label}: NOT CLEANED: a storage volume is down")
-        problems.append(f"{label}: a storage volume is down")
-    lines += [f"{owner[parse_key(k).path] or plan.stage}: deleted {k}" for k in report.deleted]
-    lines += [f"already gone {k}" for k in report.missing]
-    done = [c for c in ready if c.name not in blocked]
-    await _compress_logs(storage, [k for c in done for k in c.logs], lines)
-    if stage(plan.stage).per_file_state and done:
-        await ctx.db.execute(getattr(Q, f"cleanup_components_state_{plan.stage}"),
-                             id=plan.run["id"], state=plan.target,
-                             components=tuple(str(c.name) for c in done))
-    ctx.count("files_deleted", len(report.deleted))
-    ctx.count("bytes_freed", report.bytes_freed)
-    ctx.count("components_cleaned", len(done))
-    return problems
-
-
-async def clean_run(ctx: AgentContext, stage_name: str, run: Row) -> None:
-    """Clean one claimed run and record the outcome; only database errors escape."""
-    storage = Storage(ctx.db)
-    ctx.begin_item(f"{stage_name} {run['id']} {run['state']}")
-    log = ctx.log.bind(stage=stage_name, run_id=run["id"], goal=run["state"])
-    lines = [f"cleanup of {stage(stage_name).run_table} {run['id']}: {run['state']}"]
-    target = CLEANUP_TARGETS[run["state"]]
-    problems: list[str] = []
-    plan = RunPlan(stage_name, run, run["state"], target, [])
+async def _finish(ctx: AgentContext, work: RunWork) -> None:
+    """Set the run to its target state, or error_<target> with the reasons in its note."""
+    run, plan = work.run, work.plan
+    log = ctx.log.bind(stage=plan.stage, run_id=run["id"], goal=run["state"])
+    state = f"error_{plan.target}" if work.problems else plan.target
+    note = "; ".join(work.problems)[:255] if work.problems else run["note"]
     try:
-        plan = await plan_run(storage, stage_name, run, every=ctx.args.all_components)
-        # A run is finished once started (it is one batch, and the claim is ours); pause and
-        # stop are honoured between runs.
-        problems = await clean_components(ctx, storage, plan, lines)
-    except (StorageError, catalogs.CatalogError) as exc:
-        problems.append(f"run: {exc}")
-        lines.append(f"FAILED: {exc}")
-    state = f"error_{target}" if problems else target
-    note = "; ".join(problems)[:255] if problems else run["note"]
-    lines.append(f"result: {state}")
-    try:
-        await _write_run_log(storage, plan, lines)
-    except StorageError as exc:
-        log.warning("cleanup_log_not_written", error=str(exc))
-    try:
-        await ctx.claimer.finish(CLEANUP_SPECS[stage_name],
-                                 getattr(Q, f"cleanup_finish_{stage_name}"), run["id"],
-                                 state=state, unmagic=not problems, note=note, goal=run["state"])
+        await ctx.claimer.finish(CLEANUP_SPECS[plan.stage],
+                                 getattr(Q, f"cleanup_finish_{plan.stage}"), run["id"],
+                                 state=state, unmagic=not work.problems, note=note,
+                                 goal=run["state"])
     except ClaimLost as exc:
         log.warning("cleanup_claim_lost", error=str(exc),
                     action="the run changed state or was released; it will be picked up again")
         ctx.item_failed(str(exc))
         return
-    if problems:
-        log.error("cleanup_failed", state=state, reasons=problems)
+    if work.problems:
+        log.error("cleanup_failed", state=state, reasons=work.problems)
         ctx.item_failed(note or state)
     else:
         log.info("cleanup_done", state=state, components=len(plan.components))
         ctx.item_done()
+
+
+async def clean_batch(ctx: AgentContext, stage_name: str, rows: list[Row]) -> None:
+    """Clean claimed runs of one stage together and record each one's outcome; only
+    database errors escape (then every claim not finished is handed back)."""
+    storage = Storage(ctx.db)
+    ctx.begin_item(f"{stage_name} {', '.join(str(r['id']) for r in rows)}")
+    try:
+        async with asyncio.TaskGroup() as group:
+            planned = [group.create_task(_start(storage, stage_name, row,
+                                                ctx.args.all_components),
+                                         name=f"plan-{row['id']}") for row in rows]
+        works = [task.result() for task in planned]
+        # A run is finished once started (the batch is ours); pause and stop are honoured
+        # between batches.
+        await _together(works, _delete_files(ctx, storage))
+        await _together(works, _compress_logs(storage))
+        await _record_components(ctx, works)
+        for work in works:
+            work.lines.append("result: " + (f"error_{work.plan.target}" if work.problems
+                                            else work.plan.target))
+        await _write_run_logs(storage, works, ctx.log)
+        for work in works:
+            await _finish(ctx, work)
+    except BaseException:
+        spec = CLEANUP_SPECS[stage_name]
+        for row in rows:
+            if (spec, row["id"]) in ctx.claimer.held.items():
+                await ctx.claimer.release(spec, row["id"])
+        raise
 
 
 # -- the agent -----------------------------------------------------------------------------
@@ -269,32 +380,33 @@ async def run_once(ctx: AgentContext) -> int:
         return await dry_run(ctx)
     handled = 0
     for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
-        spec = CLEANUP_SPECS[pending["stage"]]
-        while ctx.keep_going():
-            rows = await ctx.claimer.claim(spec, limit=ctx.settings.cleanup_parallel_runs,
-                                           label=pending["label"])
-            if not rows:
-                break
-            await _clean_together(ctx, pending["stage"], rows)
-            handled += len(rows)
+        handled += await _clean_label(ctx, pending["stage"], pending["label"])
         if not ctx.keep_going():
             break
     return handled
 
 
-async def _clean_together(ctx: AgentContext, stage_name: str, rows: list[Row]) -> None:
-    """Clean the claimed runs concurrently; if one fails on a database error, the others
-    are cancelled and every claim not finished is handed back before the error goes on."""
+async def _clean_label(ctx: AgentContext, stage_name: str, label: str) -> int:
+    """Claim and clean the label's runs of a stage in batches, two batches at a time (one's
+    database work overlaps the other's file work), cleanup_parallel_runs runs in all."""
     spec = CLEANUP_SPECS[stage_name]
-    try:
-        async with asyncio.TaskGroup() as group:
-            for row in rows:
-                group.create_task(clean_run(ctx, stage_name, row), name=f"clean-{row['id']}")
-    except BaseException:
-        for row in rows:
-            if (spec, row["id"]) in ctx.claimer.held.items():
-                await ctx.claimer.release(spec, row["id"])
-        raise
+    lanes = 2 if ctx.settings.cleanup_parallel_runs >= 2 else 1
+    size = -(-ctx.settings.cleanup_parallel_runs // lanes)
+    handled = 0
+    async with asyncio.TaskGroup() as group:
+        running: set[asyncio.Task[None]] = set()
+        while ctx.keep_going():
+            if len(running) >= lanes:
+                _, running = await asyncio.wait(running,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                continue
+            rows = await ctx.claimer.claim(spec, limit=size, label=label)
+            if not rows:
+                break
+            running.add(group.create_task(clean_batch(ctx, stage_name, rows),
+                                          name=f"clean-{stage_name}-{rows[0]['id']}"))
+            handled += len(rows)
+    return handled
 
 
 async def dry_run(ctx: AgentContext) -> int:

@@ -62,7 +62,7 @@ class Settings:
     client_retention_days: float = 7.0
 
     # Cleanup agent: runs cleaned at once by one process (overlaps database and disk waits).
-    cleanup_parallel_runs: int = 4
+    cleanup_parallel_runs: int = 8
 
     # Update agent: the program that regenerates each stage (empty = the reference processor,
     # ``<python> -m sim.regen``); it gets the job file as its last argument (docs/formats.md).

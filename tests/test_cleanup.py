@@ -235,3 +235,32 @@ async def test_a_run_left_half_done_by_a_dead_client_is_redone_exactly(site, sdb
     assert not [f.key for f in after if f.rule in doomed and f.exists]
     kept = [f for f in after if f.rule not in doomed and f.file_class != "log"]
     assert kept and all(f.exists for f in kept)
+
+
+async def test_a_run_whose_directory_escapes_its_volume_fails_alone_in_its_batch(site, sdb,
+                                                                                tmp_path):
+    """Runs claimed together are deleted in one storage call; when that call refuses one
+    run (its directory was swapped for a link leading out of the volume), the batch is
+    done again run by run: that run ends error_cleaned naming the problem, nothing behind
+    the link is touched, and the other runs are cleaned."""
+    storage = Storage(sdb)
+    doomed = {r.name for r in deleted_by("chip", "cleaned")}
+    image = next(f for f in await runs.run_files(sdb, "chip", 2) if f.rule in doomed)
+    directory = (await storage.locate(image.key)).parent
+    outside = tmp_path / "outside"
+    directory.rename(outside)
+    directory.symlink_to(outside, target_is_directory=True)
+    kept = sorted(p.name for p in outside.iterdir())
+    for chip_id in (1, 2, 3):
+        await runs.set_state(sdb, "chip", "goto_cleaned", run_id=chip_id)
+    agent = await clean(site, tmp_path)
+    failed = await sdb.fetch_one(RUN, id=2)
+    assert failed["state"] == "error_cleaned" and "outside the root" in failed["note"]
+    assert sorted(p.name for p in outside.iterdir()) == kept
+    for chip_id in (1, 3):
+        assert (await sdb.fetch_one(RUN, id=chip_id))["state"] == "cleaned"
+        left = [f.key for f in await runs.run_files(sdb, "chip", chip_id)
+                if f.rule in doomed and f.exists]
+        assert not left
+    assert sorted(e["run_id"] for e in agent.events("cleanup_done")) == [1, 3]
+    assert [e["run_id"] for e in agent.events("cleanup_failed")] == [2]
