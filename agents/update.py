@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from shared.queries import Q
 from shared.runclaims import UPDATE_SPECS
 from shared.runs import components, request_update
 from shared.runtime.agent import AgentContext
+from shared.scratch import remove_stale, scratch_dir
 from shared.stages import StageError, stage
 from shared.storage import Storage, parse_key
 
@@ -449,11 +448,8 @@ def _stage_paths(plan: Plan, scratch: Path) -> dict[str, Path]:
 
 async def regenerate(ctx: AgentContext, storage: Storage, plan: Plan) -> None:
     """Run the stage's processor on a job for every task, then store what it wrote."""
-    root = ctx.settings.update_scratch()
-    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-    scratch = Path(await asyncio.to_thread(
-        tempfile.mkdtemp, prefix=f"{plan.stage}.{plan.run['id']}.", dir=root))
-    try:
+    async with scratch_dir(ctx.settings.update_scratch(),
+                           f"{plan.stage}.{plan.run['id']}.") as scratch:
         staged = _stage_paths(plan, scratch)
         await asyncio.to_thread((scratch / "out").mkdir)
         paths = await _input_paths(storage, plan, {})
@@ -475,8 +471,6 @@ async def regenerate(ctx: AgentContext, storage: Storage, plan: Plan) -> None:
         ctx.log.debug("update_processor_done", stage=plan.stage, run_id=plan.run["id"],
                       duration_s=round(result.duration_s, 3))
         await _store(storage, plan, staged)
-    finally:
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
 
 
 async def _store(storage: Storage, plan: Plan, staged: dict[str, Path]) -> None:
@@ -579,6 +573,10 @@ async def run_once(ctx: AgentContext) -> int:
     """One pass over the runs in update, inputs' stages first, each run at most once; returns
     how many were finished or failed (runs that only wait do not count, so the runtime idles
     rather than spinning on them, and ``--once`` ends)."""
+    stale = await asyncio.to_thread(remove_stale, ctx.settings.update_scratch())
+    if stale:
+        ctx.log.info("update_scratch_removed", directories=[str(p) for p in stale],
+                     reason="left by an update agent that was killed")
     handled = 0
     for stage_name in ORDER:
         seen: list[int] = []

@@ -370,7 +370,8 @@ async def test_input_volume_down_waits_and_retries(site, sdb, tmp_path):
 
 async def test_sigkill_mid_update_is_redone_by_the_next_agent(site, sdb, tmp_path):
     """An update agent killed while its processor runs: the sweeper hands the run back, the
-    next agent regenerates it, and the products are identical."""
+    next agent regenerates it, the products are identical, and the victim's scratch
+    directory is removed by the next agent (its lock died with the victim)."""
     before = await files(sdb, "stack", 1)
     await clean(site, sdb, tmp_path, [("stack", 1)])
     await runs.request_update(sdb, "stack", 1)
@@ -387,10 +388,15 @@ async def test_sigkill_mid_update_is_redone_by_the_next_agent(site, sdb, tmp_pat
                   "c.client_id = r.owner WHERE r.stack_id = 1", "test")
     held = await sdb.fetch_one(owner)
     assert held["owner"] == victim.client_id(), (held, victim.output()[-2000:])
+    left = list((tmp_path / "scratch").iterdir())
+    assert len(left) == 1 and left[0].name.startswith("stack.1.")
     # once the victim's heartbeat is stale, the next agent's start-up sweep releases its claim
     await eventually(lambda: _stale(sdb, owner), timeout_s=30, what="the victim stale")
-    await update_until_full(site, sdb, tmp_path, "stack", 1, passes=3)
+    passes = await update_until_full(site, sdb, tmp_path, "stack", 1, passes=3)
     assert assert_same_products(before, await files(sdb, "stack", 1), "stack") > 0
+    assert list((tmp_path / "scratch").iterdir()) == []
+    removed = passes[0].events("update_scratch_removed")
+    assert [Path(d).name for d in removed[0]["directories"]] == [left[0].name]
 
 
 async def _stale(sdb: Database, owner: Query) -> bool:
