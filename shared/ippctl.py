@@ -315,18 +315,34 @@ async def storage_ls(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_storage(settings, go)
 
 
+def _hours(text: str) -> float:
+    """A positive number of hours, for argparse."""
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = float("nan")
+    if not hours > 0 or hours == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of hours")
+    return hours
+
+
 async def storage_audit(settings: Settings, args: argparse.Namespace) -> int:
     """Files against rows on every volume that is up; exit 1 if they disagree."""
     async def go(st: Storage) -> int:
-        report = await st.audit()
+        after_s = None if args.remove_temporaries is None else args.remove_temporaries * 3600
+        report = await st.audit(remove_temporaries_after_s=after_s)
         if args.json:
             _print_json(dataclasses.asdict(report))
         else:
             print(f"{report.files} files on volumes that are up")
-            for label, items in (("registered but missing", report.missing),
-                                 ("on disk but not registered", report.orphans),
-                                 ("temporaries left by killed writers", report.temporaries),
-                                 ("objects without any instance", report.empty_objects)):
+            sections = [("registered but missing", report.missing),
+                        ("on disk but not registered", report.orphans),
+                        ("temporaries left by killed writers", report.temporaries),
+                        ("objects without any instance", report.empty_objects)]
+            if after_s is not None:
+                sections.append((f"temporaries removed (untouched for {args.remove_temporaries:g}"
+                                 " h or more)", report.temporaries_removed))
+            for label, items in sections:
                 print(f"{label}: {len(items)}")
                 for item in items[:20]:
                     print(f"  {item}")
@@ -577,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = storage.add_parser("audit", help="compare the files on every volume that is up with "
                                          "their rows (exit 1 if they disagree)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--remove-temporaries", type=_hours, metavar="HOURS", nargs="?", const=6.0,
+                   help="delete temporaries nobody has written to for HOURS (default 6)")
     p.set_defaults(handler=storage_audit)
 
     r = top.add_parser("runs", help="processing runs: list, set state, files, export/import"

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -356,10 +357,24 @@ class AuditReport:
     temporaries: list[str] = field(default_factory=list)
     #: objects with no instance at all
     empty_objects: list[str] = field(default_factory=list)
+    #: temporaries deleted because nobody had written to them for long enough
+    temporaries_removed: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.missing or self.orphans or self.empty_objects)
+
+
+def _remove_older_than(files: list[tuple[Path, str]], age_s: float) -> list[str]:
+    """Unlink the files last modified more than ``age_s`` ago; returns their labels."""
+    removed = []
+    now = time.time()
+    for path, label in files:
+        with contextlib.suppress(FileNotFoundError):  # published or removed meanwhile
+            if now - path.lstat().st_mtime > age_s:
+                path.unlink()
+                removed.append(label)
+    return removed
 
 
 def _walk(root: Path) -> list[str]:
@@ -588,10 +603,13 @@ class Storage:
     async def read_bytes(self, key_text: str) -> bytes:
         return await asyncio.to_thread((await self.locate(key_text)).read_bytes)
 
-    async def audit(self) -> AuditReport:
+    async def audit(self, *, remove_temporaries_after_s: float | None = None) -> AuditReport:
         """Compare every volume that is up with its rows: files missing, files nobody
-        registered, temporaries left by killed writers, objects without instances."""
+        registered, temporaries left by killed writers, objects without instances. With
+        ``remove_temporaries_after_s``, temporaries not written to for that long are
+        deleted (a writer that is alive publishes or removes its temporary long before)."""
         report = AuditReport()
+        old_temporaries: list[tuple[Path, str]] = []
         for vol in await self.db.fetch_all(Q.list_volumes):
             if vol["state"] != "up":
                 continue
@@ -602,8 +620,17 @@ class Storage:
             report.files += len(on_disk)
             report.missing += [f"{vol['name']}:{p}" for p in sorted(rows - on_disk)]
             for rel in sorted(on_disk - rows):
-                kind = report.temporaries if TEMP_NAME.match(Path(rel).name) else report.orphans
-                kind.append(f"{vol['name']}:{rel}")
+                if not TEMP_NAME.match(Path(rel).name):
+                    report.orphans.append(f"{vol['name']}:{rel}")
+                    continue
+                report.temporaries.append(f"{vol['name']}:{rel}")
+                if remove_temporaries_after_s is not None:
+                    path = resolve_inside(root, rel, volume=vol["name"])
+                    old_temporaries.append((path, f"{vol['name']}:{rel}"))
+        if old_temporaries:
+            assert remove_temporaries_after_s is not None
+            report.temporaries_removed = await asyncio.to_thread(
+                _remove_older_than, old_temporaries, remove_temporaries_after_s)
         report.empty_objects = [str(r["ext_id"]) for r in
                                 await self.db.fetch_all(Q.audit_objects_without_instances)]
         return report

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,34 @@ async def test_db_status_and_upgrade_report_the_schema_version(db, test_dsn):
 async def _status(db: Database, cid: str, status: str) -> bool:
     rows = await db.fetch_all(Q.list_clients, all=True)
     return any(r["client_id"] == cid and r["status"] == status for r in rows)
+
+
+async def test_storage_audit_reports_disagreements_and_removes_old_temporaries(db, test_dsn,
+                                                                              tmp_path):
+    """Temporaries alone keep exit 0; --remove-temporaries deletes only those untouched for
+    the hours given; a file nobody registered makes the exit 1; bad hours are refused."""
+    root = tmp_path / "vol"
+    assert run(["storage", "volume", "add", "v1", str(root)], test_dsn).returncode == 0
+    source = tmp_path / "in.fits"
+    source.write_bytes(b"pixels")
+    assert run(["storage", "put", "neb://v1/a/in.fits", str(source)], test_dsn).returncode == 0
+    old, young = root / "a" / ".x.fits.tmp-0123456789ab", root / "a" / ".y.fits.tmp-ba9876543210"
+    old.write_bytes(b"half")
+    young.write_bytes(b"half")
+    then = time.time() - 3 * 3600
+    os.utime(old, (then, then))
+    audit = run(["storage", "audit"], test_dsn)
+    assert audit.returncode == 0, audit.stderr
+    assert "temporaries left by killed writers: 2" in audit.stdout
+    removed = run(["storage", "audit", "--remove-temporaries", "2"], test_dsn)
+    assert removed.returncode == 0
+    assert "temporaries removed (untouched for 2 h or more): 1\n  v1:a/.x.fits.tmp-0123456789ab" \
+        in removed.stdout
+    assert not old.exists() and young.exists()
+    (root / "a" / "stray.fits").write_bytes(b"?")
+    report = json.loads(run(["storage", "audit", "--json"], test_dsn).stdout)
+    assert report["orphans"] == ["v1:a/stray.fits"]
+    assert report["temporaries"] == ["v1:a/.y.fits.tmp-ba9876543210"]
+    assert run(["storage", "audit"], test_dsn).returncode == 1
+    bad = run(["storage", "audit", "--remove-temporaries", "0"], test_dsn)
+    assert bad.returncode == 2 and "'0' is not a positive number of hours" in bad.stderr

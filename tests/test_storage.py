@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,29 @@ async def test_a_batch_delete_across_directories_removes_every_file(storage: Sto
     assert sorted(report.deleted) == sorted(str(parse_key(k)) for k in keys)
     assert not [p for p in paths if p.exists()]
     assert not [k for k in keys if await storage.exists(k)]
+
+
+async def test_audit_finds_missing_unregistered_and_temporary_files(storage: Storage, db,
+                                                                    tmp_path):
+    """Rows without files, files without rows and writers' temporaries are each named by
+    volume and path; the report is clean only without the first two. Removing temporaries
+    takes those untouched for long enough and nothing else."""
+    await storage.create("neb://vol1/k/kept", b"a")
+    lost = await storage.create("neb://vol1/k/lost", b"b")
+    lost.instances[0].path.unlink()
+    (tmp_path / "vol1" / "k" / "stray").write_bytes(b"c")
+    (tmp_path / "vol2" / "k").mkdir(parents=True)
+    old = tmp_path / "vol2" / "k" / ".img.fits.tmp-0123456789ab"
+    young = tmp_path / "vol2" / "k" / ".img2.fits.tmp-abcdef012345"
+    for path in (old, young):
+        path.write_bytes(b"half")
+    then = time.time() - 7 * 3600
+    os.utime(old, (then, then))
+    report = await storage.audit()
+    assert report.missing == ["vol1:k/lost"] and report.orphans == ["vol1:k/stray"]
+    assert report.temporaries == [f"vol2:k/{old.name}", f"vol2:k/{young.name}"]
+    assert report.temporaries_removed == [] and not report.clean and old.exists()
+    report = await storage.audit(remove_temporaries_after_s=6 * 3600)
+    assert report.temporaries_removed == [f"vol2:k/{old.name}"]
+    assert not old.exists() and young.exists()
+    assert (tmp_path / "vol1" / "k" / "stray").exists()
