@@ -69,7 +69,7 @@ test-soak: venv
 test-faults: venv
 	$(BIN)/pytest -m faults -s $(PYTEST_ARGS)
 
-bench: db
+bench: db tools
 	$(BIN)/python -m bench
 
 clean-var:

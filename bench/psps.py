@@ -194,7 +194,9 @@ def measure(chips: int = 60, per_chip: int = 3800, measurements: int = 10_000_00
                "x faster", "target 5x", ">= 5x", stilts_s / p2_cold_s >= 5,
                note=(f"loader {p2_cold_s:.2f} s (smf to FITS, region read cold) vs STILTS "
                      f"{stilts_s:.2f} s (tcat + 5 tmatch2 exact joins, computed columns, FITS "
-                     "out) on the same files")),
+                     "out) on the same files" if shutil.which("stilts") else
+                     "not measured: stilts is not installed (make tools, or apt-get install "
+                     "stilts)")),
         Figure(f"DVO look-ups, cold ({measurements / 1e6:.0f}M measurements)", cold, 2.0, "s",
                "target 2 s", "<= 2 s", cold <= 2.0,
                note=f"{rows} detections found: region read and indexed, then searched"),
