@@ -296,8 +296,8 @@ async def _write_run_logs(storage: Storage, works: list[RunWork], log: Any) -> N
         await storage.create_many([(f"{_run_log_base(w.plan)}.cleanup.log.bz2", d)
                                    for w, d in zip(works, data, strict=True)])
         return
-    except (ObjectExists, StorageError):
-        pass
+    except (ObjectExists, StorageError) as exc:
+        log.debug("cleanup_logs_one_by_one", runs=len(works), reason=str(exc))
     for work, packed in zip(works, data, strict=True):
         try:
             await _write_run_log(storage, _run_log_base(work.plan), packed)
