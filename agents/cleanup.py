@@ -1,28 +1,33 @@
 """Cleanup: delete what the file rules say for runs waiting in goto_cleaned, goto_purged or
 goto_scrubbed, keeping what is needed to regenerate them (REFERENCE 1-2).
 
-The story of one run: claim it (highest Label priority first), choose its pending components
-(REFERENCE 1), check each one's guards (config dump present for a clean, absent for a scrub,
-NULL path_base skipped), delete the files its target deletes (every instance, destreak
-recovery copies too; a chip's cmf and b1 only when its camera run is full with a valid smf),
-compress its logs, record its new data_state, then set the run to the target state (or
-error_<target> with the reasons in its note) and write the run's own cleanup log. A component
-that cannot be cleaned never stops the others; a run that fails never stops the other runs.
+The story of one run: claim it (highest Label priority first, 10000 for a label without a
+Label row, as the IPP's queries have it), choose its pending components (REFERENCE 1; every
+component in a second pass, a run labelled ``cleanup_second_pass_label``), check each one's
+guards (config dump present for a clean, absent for a scrub, NULL path_base skipped), delete
+the files its target deletes (every instance, destreak recovery copies too; a chip's cmf and
+b1 only by a clean whose camera run is full with a valid smf, never by a scrub), gzip its logs,
+record its new data_state, then set the run to the target state (or error_<target> with the
+reasons in its note) and write the run's own cleanup log, gzipped. A component that cannot be
+cleaned never stops the others; a run that fails never stops the other runs. What each stage
+and target deletes is tabled in docs/lifecycles.md against the IPP's ``ipp_cleanup.pl``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import bz2
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from isal import igzip
 
 from shared import catalogs
 from shared.db import Row
 from shared.errors import ClaimLost, ObjectExists, StorageError
-from shared.filerules import config_rule, deleted_by, rule, rules_for
+from shared.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
 from shared.queries import Q
 from shared.runclaims import CLEANUP_SPECS
 from shared.runs import components
@@ -33,11 +38,20 @@ from shared.storage import Storage, parse_key
 NAME = "cleanup"
 
 
+#: Warp skyfiles of this quality keep their files unless every component is taken (as
+#: ipp_cleanup.pl does, without saying why: "what is special about quality == 8007?").
+WARP_KEEP_QUALITY = 8007
+#: Stages whose clean goes ahead without a config dump when the dump is gone (lost volume) or
+#: the component is bad (fault or quality set); camera and stack runs never do (ipp_cleanup.pl).
+FORGIVING_STAGES = ("chip", "warp", "diff")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="list what would be deleted for every pending run; change nothing")
     parser.add_argument("--all-components", action="store_true",
-                        help="second pass: take every component, not only the pending ones")
+                        help="second pass for every run: take every component, not only the "
+                        "pending ones (runs labelled cleanup_second_pass_label always are)")
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -86,23 +100,33 @@ async def _good_smf(storage: Storage, chip_id: int) -> tuple[bool, str]:
     return False, "no full camera run with an smf"
 
 
-def _guard(goal: str, comp: Row, config: Row | None) -> tuple[str | None, str | None]:
-    """(problem, note) from the config-dump guards of REFERENCE 2."""
+def _guard(stage_name: str, goal: str, comp: Row, config: Row | None
+           ) -> tuple[str | None, str | None]:
+    """(problem, note) from the config-dump guards of REFERENCE 2 and ipp_cleanup.pl: a chip
+    of bad quality is cleaned or scrubbed without looking at its dump."""
     present = config is not None and int(config["up"] or 0) > 0
     gone = (config is not None and int(config["instances"] or 0) > 0
             and int(config["lost"] or 0) == int(config["instances"]))
     bad = bool(comp["fault"]) or bool(comp["quality"])
+    if stage_name == "chip" and comp["quality"]:
+        return None, None
     if goal == "goto_cleaned" and not present:
-        if gone:
+        if stage_name in FORGIVING_STAGES and gone:
             return None, "config dump gone (lost volume): cleaned anyway"
-        if bad:
+        if stage_name in FORGIVING_STAGES and bad:
             return None, "config dump missing, component already bad: cleaned anyway"
-        if config is not None:
+        if config is not None and not gone:
             return "config dump is on a volume that is down: not cleaned now", None
         return "config dump missing: it could not be regenerated, so it was not cleaned", None
     if goal == "goto_scrubbed" and config is not None and not gone:
         return "config dump exists: use goto_cleaned, not goto_scrubbed", None
     return None, None
+
+
+def second_pass(ctx: AgentContext, run: Row) -> bool:
+    """Whether the run is cleaned in a second pass (every component, REFERENCE 1)."""
+    return bool(ctx.args.all_components) or (
+        run.get("label") is not None and run["label"] == ctx.settings.cleanup_second_pass_label)
 
 
 async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) -> RunPlan:
@@ -120,7 +144,7 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
     config_keys = [cfg.filename(c["path_base"], c["component"]) for c in comps if c["path_base"]]
     known = await storage.stat_many(config_keys)
     rules = deleted_by(stage_name, target, good_smf=good_smf)
-    logs = [r for r in rules_for(stage_name) if r.file_class == "log"]
+    logs = compressed_rules(stage_name)
     plans = []
     for comp in comps:
         name, base = comp["component"], comp["path_base"]
@@ -130,16 +154,30 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
             plans.append(plan)
             continue
         config = known.get(parse_key(cfg.filename(base, name)).path)
-        plan.problem, plan.note = _guard(goal, comp, config)
+        plan.problem, plan.note = _guard(stage_name, goal, comp, config)
         if stage_name == "chip" and not good_smf and goal == "goto_cleaned":
             plan.note = f"cmf and b1 kept: {smf_note}"
-        for r in rules:
-            plan.deletes.append(r.filename(base, name))
-            if r.recovery and name in recovery:
-                plan.deletes.append(r.filename(recovery[name], name))
         plan.logs = [r.filename(base, name) for r in logs]
+        if stage_name == "warp" and comp["quality"] == WARP_KEEP_QUALITY and not every:
+            plan.note = f"quality {WARP_KEEP_QUALITY}: files kept (as ipp_cleanup.pl does)"
+            plans.append(plan)
+            continue
+        for r in rules:
+            for index in range(await _inputs(storage, stage_name, run, r.per_input)):
+                key = r.filename(base, name, index=index) if r.per_input else r.filename(base, name)
+                plan.deletes.append(key)
+                if r.recovery and name in recovery:
+                    plan.deletes.append(r.filename(recovery[name], name))
         plans.append(plan)
     return RunPlan(stage_name, run, goal, target, plans)
+
+
+async def _inputs(storage: Storage, stage_name: str, run: Row, per_input: bool) -> int:
+    """How many files a rule has for the run: one, or one per input for a per-input rule
+    (a stack's kernels, ``{FILE.INDEX}``)."""
+    if not per_input:
+        return 1
+    return int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run["id"]) or 0)
 
 
 # -- doing: a batch of claimed runs -------------------------------------------------------
@@ -241,17 +279,31 @@ def _delete_files(ctx: AgentContext, storage: Storage) -> Step:
     return step
 
 
-def _compress_logs(storage: Storage) -> Step:
-    """Replace the logs of the cleaned components by bzip2 copies (``<key>.bz2``)."""
+def _gzip_files(paths: list[Path], level: int) -> list[bytes]:
+    """The gzip copies of some files, read and compressed one at a time (ISA-L)."""
+    return [igzip.compress(path.read_bytes(), level) for path in paths]
+
+
+async def _gzip_many(paths: list[Path], level: int, lanes: int = 2) -> list[bytes]:
+    """The gzip copies of ``paths``, in order, compressed in ``lanes`` threads (ISA-L lets
+    go of the GIL while it compresses, so two lanes use two cores)."""
+    share = -(-len(paths) // lanes) or 1
+    parts = await asyncio.gather(*(asyncio.to_thread(_gzip_files, paths[i:i + share], level)
+                                   for i in range(0, len(paths), share)))
+    return [data for part in parts for data in part]
+
+
+def _compress_logs(storage: Storage, level: int) -> Step:
+    """Replace the logs of the cleaned components by gzip copies (``<key>.gz``, readable
+    with zcat and zless)."""
     async def step(works: list[RunWork]) -> None:
         owner = {parse_key(k).path: w for w in works for c in w.done for k in c.logs}
         paths = await storage.paths_many([k for w in works for c in w.done for k in c.logs])
         todo = [k for w in works for c in w.done for k in c.logs if parse_key(k).path in paths]
         if not todo:
             return
-        packed = await asyncio.to_thread(
-            lambda: [(f"{k}.bz2", bz2.compress(paths[parse_key(k).path].read_bytes(), 9))
-                     for k in todo])
+        data = await _gzip_many([paths[parse_key(k).path] for k in todo], level)
+        packed = [(f"{k}{COMPRESSED_SUFFIX}", d) for k, d in zip(todo, data, strict=True)]
         try:
             await storage.create_many(packed)
         except ObjectExists:  # a redo: some copies exist already
@@ -286,14 +338,14 @@ def _run_log_base(plan: RunPlan) -> str:
     return f"{plan.run['workdir'] or 'neb:///cleanup'}/{plan.stage}.{plan.run['id']}"
 
 
-async def _write_run_logs(storage: Storage, works: list[RunWork], log: Any) -> None:
-    """Each run's cleanup log at ``<run base>.cleanup.log.bz2``, all in one batch; a run
+async def _write_run_logs(storage: Storage, works: list[RunWork], level: int, log: Any) -> None:
+    """Each run's cleanup log at ``<run base>.cleanup.log.gz``, all in one batch; a run
     cleaned before already has one, so its log (and only then) goes one by one to
-    ``<run base>.cleanup.<n>.log.bz2``."""
+    ``<run base>.cleanup.<n>.log.gz``."""
     texts = [("\n".join(w.lines) + "\n").encode() for w in works]
-    data = await asyncio.to_thread(lambda: [bz2.compress(t, 9) for t in texts])
+    data = await asyncio.to_thread(lambda: [igzip.compress(t, level) for t in texts])
     try:
-        await storage.create_many([(f"{_run_log_base(w.plan)}.cleanup.log.bz2", d)
+        await storage.create_many([(f"{_run_log_base(w.plan)}{RUN_LOG}", d)
                                    for w, d in zip(works, data, strict=True)])
         return
     except (ObjectExists, StorageError) as exc:
@@ -306,9 +358,14 @@ async def _write_run_logs(storage: Storage, works: list[RunWork], log: Any) -> N
                         error=str(exc))
 
 
+#: The name of a run's cleanup log after its run base; later ones are ``.cleanup.<n>.log.gz``.
+RUN_LOG = ".cleanup.log" + COMPRESSED_SUFFIX
+
+
 async def _write_run_log(storage: Storage, base: str, data: bytes) -> str:
     for attempt in range(1, 100):
-        key = f"{base}.cleanup.log.bz2" if attempt == 1 else f"{base}.cleanup.{attempt}.log.bz2"
+        key = (f"{base}{RUN_LOG}" if attempt == 1
+               else f"{base}.cleanup.{attempt}.log{COMPRESSED_SUFFIX}")
         try:
             await storage.create(key, data)
             return key
@@ -349,18 +406,18 @@ async def clean_batch(ctx: AgentContext, stage_name: str, rows: list[Row]) -> No
     try:
         async with asyncio.TaskGroup() as group:
             planned = [group.create_task(_start(storage, stage_name, row,
-                                                ctx.args.all_components),
+                                                second_pass(ctx, row)),
                                          name=f"plan-{row['id']}") for row in rows]
         works = [task.result() for task in planned]
         # A run is finished once started (the batch is ours); pause and stop are honoured
         # between batches.
         await _together(works, _delete_files(ctx, storage))
-        await _together(works, _compress_logs(storage))
+        await _together(works, _compress_logs(storage, ctx.settings.cleanup_log_gzip_level))
         await _record_components(ctx, works)
         for work in works:
             work.lines.append("result: " + (f"error_{work.plan.target}" if work.problems
                                             else work.plan.target))
-        await _write_run_logs(storage, works, ctx.log)
+        await _write_run_logs(storage, works, ctx.settings.cleanup_log_gzip_level, ctx.log)
         for work in works:
             await _finish(ctx, work)
     except BaseException:
@@ -422,7 +479,7 @@ async def dry_run(ctx: AgentContext) -> int:
             assert run is not None
             full_run: dict[str, Any] = {**run, "note": None}
             plan = await plan_run(storage, pending["stage"], full_run,
-                                  every=ctx.args.all_components)
+                                  every=second_pass(ctx, full_run))
             print(f"{pending['stage']} {run['id']} {run['state']} -> {plan.target}")
             for comp in plan.components:
                 if comp.problem:

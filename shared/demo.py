@@ -30,7 +30,7 @@ from typing import Any
 from shared import metrics
 from shared.db import Database
 from shared.errors import DbError, IppError
-from shared.filerules import regenerated_rules, rules_for
+from shared.filerules import compressed_keys, regenerated_rules, rules_for
 from shared.log import get_logger
 from shared.queries import Q
 from shared.runs import ProductFile, run_files
@@ -399,7 +399,6 @@ async def check_files(db: Database, before: Baseline, updated: set[tuple[str, in
                       ) -> list[str]:
     """Files the rules keep are all there; regenerated files are byte-identical."""
     problems = []
-    storage = Storage(db)
     for (stage, run_id), files in before.items():
         state = str((await db.fetch_one(getattr(Q, f"demo_run_state_{stage}"), id=run_id)
                      or {}).get("state"))
@@ -409,7 +408,7 @@ async def check_files(db: Database, before: Baseline, updated: set[tuple[str, in
         for key, f in files.items():
             if (f.file_class == "log" and state != "full") or (f.file_class == "log"
                                                               and was_updated):
-                if key not in now and not await storage.exists(key + ".bz2"):
+                if key not in now and not any(k in now for k in compressed_keys(key)):
                     problems.append(f"{stage} {run_id}: log {key} neither kept nor compressed")
             elif wanted(f) and key not in now:
                 problems.append(f"{stage} {run_id} ({state}): {key} is missing")

@@ -379,10 +379,14 @@ async def runs_list(settings: Settings, args: argparse.Namespace) -> int:
 
 async def runs_set_state(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
-        changes = await runs.set_state(db, args.stage, args.state, run_id=args.id,
-                                       label=args.label)
+        changes = await runs.set_state(
+            db, args.stage, args.state, run_id=args.id, label=args.label,
+            from_label=args.from_label, only_states=tuple(args.only_state or ()),
+            dry_run=args.dry_run)
         for c in changes:
-            print(f"{args.stage} {c.run_id}: {c.was} -> {c.now}")
+            print(("would set " if args.dry_run else "") + c.describe(args.stage))
+        if args.dry_run:
+            print(f"dry run: {len(changes)} run(s) would change; nothing was changed")
         return EXIT_OK
     return await _with_db(settings, go)
 
@@ -611,8 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", required=True, choices=stages)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", type=int)
-    which.add_argument("--label")
+    which.add_argument("--label", help="the runs with this label; with --from-label, the label "
+                       "they are given (e.g. second_pass)")
     p.add_argument("--state", required=True, choices=list(OPERATOR_TARGETS))
+    p.add_argument("--from-label", metavar="L", help="take the runs labelled L and relabel them "
+                   "--label in the same transaction (a second pass, seed 000)")
+    p.add_argument("--only-state", action="append", metavar="STATE",
+                   help="only the runs now in STATE (repeatable); others are left alone")
+    p.add_argument("--dry-run", action="store_true", help="print what would change; change "
+                   "nothing")
     p.set_defaults(handler=runs_set_state)
     p = r.add_parser("request-update", help="queue an update of a run (pixels back); "
                      "--wait follows it until it is full")

@@ -7,12 +7,13 @@ queries in ``shared/sql/queries/runs.sql``.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.db import Database, Row, Tx
 from shared.errors import StorageError
-from shared.filerules import rules_for
+from shared.filerules import FileRule, compressed_keys, rules_for
+from shared.filerules import rule as rule_of
 from shared.queries import Q, Query
 from shared.stages import ALLOWED_FROM, StageError, check_state, check_transition, stage
 from shared.storage import Storage, _hash_file, parse_key
@@ -41,27 +42,63 @@ class StateChange:
     run_id: int
     was: str
     now: str
+    #: The run's label before and after, when the change relabels it.
+    label_was: str | None = None
+    label_now: str | None = None
+
+    def describe(self, stage_name: str) -> str:
+        text = f"{stage_name} {self.run_id}: {self.was} -> {self.now}"
+        if self.label_now is not None and self.label_now != self.label_was:
+            text += f" (label {self.label_was or '-'} -> {self.label_now})"
+        return text
 
 
-async def set_state(db: Database, stage_name: str, target: str, *, run_id: int | None = None,
-                    label: str | None = None) -> list[StateChange]:
-    """Set runs (one by id, or every run with a label) to ``target``.
-
-    Every run is checked against the transitions table first; if any is refused, nothing is
-    changed and the error names each refused run. ``update`` also sets the run's cleaned
-    components to ``update``. The UPDATE repeats the allowed-from condition, so a run that
-    changed state meanwhile is reported, not overwritten.
-    """
-    check_state(target)
+async def _select_runs(db: Database, stage_name: str, run_id: int | None, label: str | None,
+                       only_states: tuple[str, ...]) -> list[Row]:
+    """The runs a state change is for: one by id, or every run with a label (of the given
+    states only, when some are given)."""
     st = stage(stage_name)
-    if (run_id is None) == (label is None):
-        raise StageError("give exactly one of --id or --label")
+    for state in only_states:
+        check_state(state)
     if run_id is not None:
         runs = [await get_run(db, stage_name, run_id)]
     else:
         runs = await db.fetch_all(_q("runs_by_label", stage_name), label=label)
         if not runs:
             raise StageError(f"no {st.run_table} has label {label!r}")
+    chosen = [r for r in runs if not only_states or r["state"] in only_states]
+    if not chosen:
+        raise StageError(f"no {st.run_table} {'' if run_id is None else f'{run_id} '}"
+                         f"{'' if label is None else f'with label {label!r} '}is in state "
+                         f"{', '.join(only_states)}: nothing was changed")
+    return chosen
+
+
+async def set_state(db: Database, stage_name: str, target: str, *, run_id: int | None = None,
+                    label: str | None = None, from_label: str | None = None,
+                    only_states: tuple[str, ...] = (), dry_run: bool = False
+                    ) -> list[StateChange]:
+    """Set runs (one by id, or every run with a label) to ``target``.
+
+    With ``from_label`` the runs labelled ``from_label`` are taken and relabelled ``label`` in
+    the same transaction: seed 000's second pass (``--state goto_cleaned --label second_pass
+    --from-label L --only-state cleaned``), which the cleanup agent tells apart by its label.
+    ``only_states`` leaves the label's runs in other states alone. Every run is checked
+    against the transitions table first; if any is refused, nothing is changed and the error
+    names each refused run. ``update`` also sets the run's cleaned components to ``update``.
+    The UPDATE repeats the allowed-from condition, so a run that changed state meanwhile is
+    reported, not overwritten. ``dry_run`` returns what would change and changes nothing.
+    """
+    check_state(target)
+    st = stage(stage_name)
+    if from_label is not None and (run_id is not None or label is None):
+        raise StageError("--from-label needs --label (the new label) and no --id")
+    if run_id is None and label is None:
+        raise StageError("give --id or --label")
+    if run_id is not None and label is not None:
+        raise StageError("give exactly one of --id or --label")
+    selected = from_label if from_label is not None else label
+    runs = await _select_runs(db, stage_name, run_id, selected, only_states)
     refusals = []
     for run in runs:
         try:
@@ -70,19 +107,22 @@ async def set_state(db: Database, stage_name: str, target: str, *, run_id: int |
             refusals.append(str(exc))
     if refusals:
         raise StageError("; ".join(refusals) + " (nothing was changed)")
+    new_label = label if from_label is not None else None
+    changes = [StateChange(run["id"], run["state"], target, selected if new_label else None,
+                           new_label) for run in runs]
+    if dry_run:
+        return changes
     allowed = tuple(sorted(ALLOWED_FROM[target]))
 
     async def apply(tx: Tx) -> list[StateChange]:
-        changes = []
-        for run in runs:
-            changed = await tx.execute(_q("runs_set_state", stage_name), id=run["id"],
-                                       state=target, allowed=allowed)
+        for change in changes:
+            changed = await tx.execute(_q("runs_set_state", stage_name), id=change.run_id,
+                                       state=target, allowed=allowed, new_label=new_label)
             if changed != 1:
-                raise StageError(f"{st.run_table} {run['id']} changed state meanwhile; "
+                raise StageError(f"{st.run_table} {change.run_id} changed state meanwhile; "
                                  "nothing was changed, try again")
             if target == "update" and st.per_file_state:
-                await tx.execute(_q("runs_components_to_update", stage_name), id=run["id"])
-            changes.append(StateChange(run["id"], run["state"], target))
+                await tx.execute(_q("runs_components_to_update", stage_name), id=change.run_id)
         return changes
 
     return await db.transaction(apply, name="runs_set_state")
@@ -106,6 +146,8 @@ class ProductFile:
     bytes: int | None
     md5sum: str | None
     gone: bool = False
+    #: A log listed under the name of its compressed copy (``<log>.gz``, or ``.bz2``).
+    compressed: bool = False
 
 
 async def components(db: Database, stage_name: str, run_id: int) -> list[Row]:
@@ -113,43 +155,75 @@ async def components(db: Database, stage_name: str, run_id: int) -> list[Row]:
     return await db.fetch_all(_q("runs_components", stage_name), id=run_id)
 
 
-async def run_files(db: Database, stage_name: str, run_id: int, *,
-                    md5: bool = False) -> list[ProductFile]:
-    """Every product file of every component of a run, with what storage knows of it."""
+@dataclass(frozen=True)
+class _Planned:
+    component: str | None
+    rule: FileRule
+    key: str
+
+
+async def _planned_files(db: Database, stage_name: str, run_id: int) -> list[_Planned]:
+    """Every file the rules name for a run: per component, per chip of the exposure (camera
+    streak masks), per input (stack kernels), and run-level files once."""
     comps = await components(db, stage_name, run_id)
     chips: list[str] = []
+    inputs = 0
     if stage_name == "camera":
         chips = [r["class_id"] for r in await db.fetch_all(Q.runs_camera_chips, id=run_id)]
-    planned: list[tuple[str | None, str, str, str]] = []
+    if stage_name == "stack":
+        inputs = int(await db.fetch_val(Q.runs_stack_inputs, id=run_id) or 0)
+    planned: list[_Planned] = []
     seen: set[str] = set()
     for comp in comps:
         if stage_name == "raw":
             if comp["uri"]:
-                planned.append((comp["component"], "RAW.IMAGE", "raw", comp["uri"]))
+                planned.append(_Planned(comp["component"], rule_of("raw", "RAW.IMAGE"),
+                                        comp["uri"]))
             continue
         if not comp["path_base"]:
             continue
         for r in rules_for(stage_name):
-            names = chips if r.per_chip else [comp["component"]]
-            for name in names:
-                key = r.filename(comp["path_base"], name)
+            if r.per_input:
+                named = [(comp["component"], r.filename(comp["path_base"], index=i))
+                         for i in range(inputs)]
+            else:
+                names = chips if r.per_chip else [comp["component"]]
+                named = [(name, r.filename(comp["path_base"], name)) for name in names]
+            for name, key in named:
                 if key in seen:  # a run-level file (e.g. the chip stage's b1 mosaic)
                     continue
                 seen.add(key)
                 shared_file = "{CHIP.NAME}" not in r.pattern and stage_name == "chip"
-                owner = None if shared_file else (name if r.per_chip else comp["component"])
-                planned.append((owner, r.name, r.file_class, key))
+                planned.append(_Planned(None if shared_file else name, r, key))
+    return planned
+
+
+async def run_files(db: Database, stage_name: str, run_id: int, *,
+                    md5: bool = False) -> list[ProductFile]:
+    """Every product file of every component of a run, with what storage knows of it. A log
+    that cleanup compressed is listed under its compressed name (REFERENCE 2), so a cleaned
+    run's bundles carry it."""
+    planned = await _planned_files(db, stage_name, run_id)
     storage = Storage(db)
-    known = await storage.stat_many([key for *_, key in planned])
+    lookups = [p.key for p in planned]
+    lookups += [k for p in planned if p.rule.file_class == "log" for k in compressed_keys(p.key)]
+    known = await storage.stat_many(lookups)
     files = []
-    for component, rule_name, file_class, key in planned:
+    for p in planned:
+        key, compressed = p.key, False
+        if p.rule.file_class == "log" and parse_key(key).path not in known:
+            for candidate in compressed_keys(p.key):
+                if parse_key(candidate).path in known:
+                    key, compressed = candidate, True
+                    break
         obj = known.get(parse_key(key).path)
         files.append(ProductFile(
-            component, rule_name, file_class, key, obj is not None,
+            p.component, p.rule.name, p.rule.file_class, key, obj is not None,
             None if obj is None else int(obj["bytes"]),
             None if obj is None else str(obj["md5sum"]),
             gone=obj is not None and int(obj["instances"] or 0) > 0
             and int(obj["lost"] or 0) == int(obj["instances"]),
+            compressed=compressed,
         ))
     if md5:
         files = [await _with_md5(storage, f) for f in files]
@@ -163,12 +237,12 @@ async def _with_md5(storage: Storage, f: ProductFile) -> ProductFile:
     try:
         path = await storage.locate(f.key)
     except StorageError:  # registered but no readable instance: no md5 to show
-        return ProductFile(f.component, f.rule, f.file_class, f.key, f.exists, f.bytes, None,
-                           f.gone)
+        return replace(f, md5sum=None)
     size, digest = await asyncio.to_thread(_hash_file, path)
-    return ProductFile(f.component, f.rule, f.file_class, f.key, True, size, digest, f.gone)
+    return replace(f, exists=True, bytes=size, md5sum=digest)
 
 
 def file_dict(f: ProductFile) -> dict[str, Any]:
     return {"component": f.component, "rule": f.rule, "class": f.file_class, "key": f.key,
-            "exists": f.exists, "gone": f.gone, "bytes": f.bytes, "md5sum": f.md5sum}
+            "exists": f.exists, "gone": f.gone, "bytes": f.bytes, "md5sum": f.md5sum,
+            "compressed": f.compressed}

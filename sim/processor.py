@@ -3,7 +3,8 @@
 Every stage function is deterministic: the same input bytes and recipe give byte-identical
 products (no clocks, no randomness, no host names in any file). Each returns a mapping from
 file rule name (``shared.filerules``) to the file's bytes; the caller stores them under
-``rule.filename(path_base, component)``.
+``rule.filename(path_base, component)``. A name ``RULE:part`` is one of several files of a
+rule: ``part`` is the chip (camera streak masks) or the input index (stack kernels).
 
 Recipes live in the stage's config dump (an mdc file with a ``RECIPE`` block and an
 ``INPUTS`` block); :func:`read_recipe` gets them back, which is how an update regenerates a
@@ -519,7 +520,6 @@ def process_stack(warps: list[WarpPixels], cell: Skycell, block: Block, filter_n
         "PPSTACK.UNCONV.EXP": imaging.fits_image(exp_map.astype(np.float32)),
         "PPSTACK.UNCONV.EXPNUM": imaging.fits_image(count.astype(np.uint16)),
         "PPSTACK.UNCONV.EXPWT": imaging.fits_image((exp_map / max(exptime, 1e-9)).astype(np.float32)),
-        "PPSTACK.CONV.KERNEL": imaging.fits_image(np.full((3, 3), 1 / 9, dtype=np.float32)),
         "PPSTACK.OUTPUT.JPEG1": imaging.jpeg(imaging.bin_image(flat, int(_r(block, "BIN1")))),
         "PPSTACK.OUTPUT.JPEG2": imaging.jpeg(imaging.bin_image(flat, int(_r(block, "BIN2")))),
         "PPSTACK.TARGET.PSF": _psf_file(fwhm),
@@ -527,6 +527,9 @@ def process_stack(warps: list[WarpPixels], cell: Skycell, block: Block, filter_n
         "LOG.EXP": _log(f"ppStack {cell.skycell_id} {filter_name}: {len(warps)} inputs, "
                         f"{len(found.table)} detections", _detection_log(found.table)),
     })
+    # one convolution kernel per input, {OUTPUT}.{FILE.INDEX}.kernel
+    kernel = imaging.fits_image(np.full((3, 3), 1 / 9, dtype=np.float32))
+    products.update({f"PPSTACK.CONV.KERNEL:{i}": kernel for i in range(len(warps))})
     return products
 
 

@@ -136,8 +136,10 @@ class Survey:
     async def _store_products(self, stage: str, path_base: str, component: str | None,
                               products: dict[str, bytes]) -> None:
         for name, data in sorted(products.items()):
-            rule_name, _, chip = name.partition(":")
-            key = rule(stage, rule_name).filename(path_base, chip or component)
+            rule_name, _, part = name.partition(":")  # per chip (class_id) or per input (index)
+            r = rule(stage, rule_name)
+            key = (r.filename(path_base, component, index=int(part)) if r.per_input
+                   else r.filename(path_base, part or component))
             await self._store(key, data)
 
     def _workdir(self) -> str:

@@ -58,6 +58,11 @@ async def survey_site(test_dsn: str, suffix: str, var_dir: Path, *, exposures: i
     site = await make_survey(test_dsn, suffix, var_dir, exposures=exposures, chips=chips,
                              seed=seed)
     yield site
+    await drop_survey(site)
+
+
+async def drop_survey(site: SurveySite) -> None:
+    """Drop the survey site's database."""
     await drop_database(site.settings, parse_dsn(site.dsn))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import bz2
+import gzip
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,10 +15,11 @@ from shared.filerules import deleted_by, rule
 from shared.queries import Query
 from shared.storage import Storage
 from tests.helpers import AgentProcess
-from tests.survey_fixture import SurveySite, survey_site
+from tests.survey_fixture import SurveySite, ippctl, survey_site
 
 _numbers = itertools.count()
 RUN = Query("t_run", "SELECT state, magicked, note FROM chipRun WHERE chip_id = %(id)s", "test")
+LABELS = Query("t_labels", "SELECT state, label FROM chipRun WHERE chip_id = %(id)s", "test")
 COMPS = Query("t_comps", "SELECT class_id, data_state, magicked FROM chipProcessedImfile "
               "WHERE chip_id = %(id)s ORDER BY class_id", "test")
 
@@ -42,7 +43,11 @@ async def exists(sdb: Database, key: str) -> bool:
 
 
 async def test_goto_cleaned_deletes_what_the_rules_say_and_keeps_the_rest(site, sdb, tmp_path):
-    before = {f.key: f for f in await runs.run_files(sdb, "chip", 1)}
+    storage = Storage(sdb)
+    before = {(f.component, f.key): f for f in await runs.run_files(sdb, "chip", 1)}
+    logs = {f.key: await storage.read_bytes(f.key) for f in before.values()
+            if f.file_class == "log" and f.exists}
+    assert logs
     await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
     agent = await clean(site, tmp_path)
     assert await sdb.fetch_one(RUN, id=1) == {"state": "cleaned", "magicked": -1, "note": None}
@@ -50,12 +55,15 @@ async def test_goto_cleaned_deletes_what_the_rules_say_and_keeps_the_rest(site, 
         ("cleaned", -1), ("cleaned", -1)]
     doomed = {r.name for r in deleted_by("chip", "cleaned")}
     after = {f.key: f for f in await runs.run_files(sdb, "chip", 1)}
-    for key, f in before.items():
+    for (_, key), f in before.items():
         if f.rule in doomed:
             assert not after[key].exists, key
-        elif f.file_class == "log":
-            assert not after[key].exists and await exists(sdb, key + ".bz2"), key
-        else:
+        elif key in logs:
+            # gzipped in place of the log (zcat reads it back), listed under its new name
+            assert not await exists(sdb, key), key
+            assert after[key + ".gz"].compressed and after[key + ".gz"].rule == f.rule
+            assert gzip.decompress(await storage.read_bytes(key + ".gz")) == logs[key]
+        elif f.exists:
             assert after[key].exists, key
     # destreak recovery copies went with their images
     recovery = Query("t_rec", "SELECT recovery_path_base AS base, component FROM magicDSFile f "
@@ -65,8 +73,8 @@ async def test_goto_cleaned_deletes_what_the_rules_say_and_keeps_the_rest(site, 
         assert not await exists(sdb, rule("chip", "PPIMAGE.CHIP").filename(row["base"],
                                                                            row["component"]))
     path_base = next(iter(before.values())).key.rsplit(".XY", 1)[0]
-    log_key = f"{path_base}.cleanup.log.bz2"
-    text = bz2.decompress(await Storage(sdb).read_bytes(log_key)).decode()
+    log_key = f"{path_base}.cleanup.log.gz"
+    text = gzip.decompress(await Storage(sdb).read_bytes(log_key)).decode()
     assert "result: cleaned" in text and "deleted" in text
     assert agent.events("cleanup_done")
     assert (await sdb.fetch_one(Query("t_other", "SELECT state FROM chipRun WHERE chip_id = 2",
@@ -159,8 +167,11 @@ async def test_dry_run_lists_deletions_and_changes_nothing(site, sdb, tmp_path):
 
 
 async def test_a_second_pass_removes_what_the_first_kept(site, sdb, tmp_path):
-    """First pass with a corrupt smf keeps the cmf; with the smf repaired, a second pass
-    (label second_pass, --all-components) deletes it."""
+    """Seed 000's second pass, as an operator runs it: the first pass (corrupt smf) keeps the
+    cmf; once the smf is repaired, `ippctl runs set-state --label second_pass --from-label L
+    --only-state cleaned` relabels and queues only the cleaned runs in one go (--dry-run
+    first changes nothing), and the agent takes every component of a second_pass run, so the
+    cmf goes."""
     cam = await runs.run_files(sdb, "camera", 1)
     smf_path = await Storage(sdb).locate(next(f for f in cam if f.rule == "PSASTRO.OUTPUT").key)
     good = smf_path.read_bytes()
@@ -169,25 +180,61 @@ async def test_a_second_pass_removes_what_the_first_kept(site, sdb, tmp_path):
     await clean(site, tmp_path)
     assert any(f.exists for f in await runs.run_files(sdb, "chip", 1) if f.rule == "PSPHOT.OUTPUT")
     smf_path.write_bytes(good)
-    await sdb.execute(Query("t_label", "UPDATE chipRun SET label = 'second_pass' "
-                            "WHERE chip_id = 1", "test"))
-    await runs.set_state(sdb, "chip", "goto_cleaned", label="second_pass")
-    await clean(site, tmp_path, "--all-components")
+    second = ("runs", "set-state", "--stage", "chip", "--state", "goto_cleaned", "--label",
+              "second_pass", "--from-label", "survey.nightly", "--only-state", "cleaned")
+    dry = ippctl(site, *second, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would set chip 1: cleaned -> goto_cleaned (label survey.nightly -> second_pass)" \
+        in dry.stdout and "nothing was changed" in dry.stdout
+    assert await sdb.fetch_one(LABELS, id=1) == {"state": "cleaned", "label": "survey.nightly"}
+    done = ippctl(site, *second)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "chip 1: cleaned -> goto_cleaned (label survey.nightly -> second_pass)"]
+    assert await sdb.fetch_one(LABELS, id=1) == {"state": "goto_cleaned", "label": "second_pass"}
+    for other in (2, 3):  # full runs of the same label are left alone
+        assert await sdb.fetch_one(LABELS, id=other) == {"state": "full",
+                                                         "label": "survey.nightly"}
+    agent = await clean(site, tmp_path)
     assert not any(f.exists for f in await runs.run_files(sdb, "chip", 1)
                    if f.rule == "PSPHOT.OUTPUT")
     assert (await sdb.fetch_one(RUN, id=1))["state"] == "cleaned"
+    assert [e["run_id"] for e in agent.events("cleanup_done")] == [1]
+
+
+async def test_a_second_pass_names_what_it_cannot_do(site, sdb, tmp_path):
+    no_runs = ippctl(site, "runs", "set-state", "--stage", "chip", "--state", "goto_cleaned",
+                     "--label", "second_pass", "--from-label", "survey.nightly",
+                     "--only-state", "cleaned")
+    assert no_runs.returncode != 0
+    assert "no chipRun with label 'survey.nightly' is in state cleaned" in no_runs.stderr
+    purged = ippctl(site, "runs", "set-state", "--stage", "chip", "--state", "goto_purged",
+                    "--id", "2")
+    assert purged.returncode == 0, purged.stderr
+    await clean(site, tmp_path)
+    refused = ippctl(site, "runs", "set-state", "--stage", "chip", "--state", "goto_cleaned",
+                     "--label", "second_pass", "--from-label", "survey.nightly")
+    assert refused.returncode != 0
+    assert "chipRun 2 is purged: cannot set goto_cleaned" in refused.stderr
+    assert "nothing was changed" in refused.stderr
+    labels = [await sdb.fetch_one(LABELS, id=i) for i in (1, 2, 3)]
+    assert [r["label"] for r in labels] == ["survey.nightly"] * 3
 
 
 async def test_higher_label_priority_is_cleaned_first(site, sdb, tmp_path):
+    """Highest Label.priority first; a label without a Label row counts 10000, as in the
+    IPP's queries (IFNULL(Label.priority, 10000)), so it goes before 'urgent' (100)."""
     await sdb.execute(Query("t_prio", "INSERT INTO Label (label, priority) VALUES "
                             "('urgent', 100)", "test"))
     await sdb.execute(Query("t_lab", "UPDATE chipRun SET label = 'urgent' WHERE chip_id = 3",
                             "test"))
+    await sdb.execute(Query("t_lab2", "UPDATE chipRun SET label = 'no.label.row' "
+                            "WHERE chip_id = 2", "test"))
     for chip_id in (1, 2, 3):
         await runs.set_state(sdb, "chip", "goto_cleaned", run_id=chip_id)
     agent = await clean(site, tmp_path)
     order = [e["run_id"] for e in agent.events("cleanup_done")]
-    assert order[0] == 3 and sorted(order) == [1, 2, 3]
+    assert order == [2, 3, 1]
 
 
 async def test_a_volume_down_under_a_deletable_file_fails_only_that_component(site, sdb,

@@ -240,3 +240,37 @@ async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, t
     assert await _files(sdb) == []
     missing = ippctl(site.dsn, site.var_dir, "ds", "remove", "r", name)
     assert missing.returncode == 1 and "has no fileset" in missing.stderr
+
+
+async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path):
+    """Cleanup replaces a chip's logs by <log>.gz; the run's files list them under that name,
+    so its bundles carry them and the mirror has them, byte for byte."""
+    await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
+    await once("cleanup", site.dsn, site.var_dir, tmp_path)
+    logs = [f for f in await runs.run_files(sdb, "chip", 1) if f.file_class == "log"
+            and f.exists]
+    assert logs and all(f.compressed and f.key.endswith(".log.gz") for f in logs)
+    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type",
+                  "dist").returncode == 0
+    out = ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1",
+                 "--product", "ipp-dist")
+    assert out.returncode == 0, out.stderr
+    port = free_port()
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
+                          ds_port=port)
+    try:
+        await eventually(lambda: _shipped(sdb), timeout_s=60, what="the fileset")
+        members = set()
+        for f in await _files(sdb):
+            if str(f["file_name"]).endswith(".tgz"):
+                bundle = await Storage(sdb).locate(str(f["uri"]))
+                with tarfile.open(bundle) as tar:
+                    members |= {m.name for m in tar.getmembers()}
+        assert {"./" + f.key.rsplit("/", 1)[-1] for f in logs} <= members
+        assert ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "add", "ipp", "--uri",
+                      f"http://127.0.0.1:{port}/ds", "--product", "ipp-dist").returncode == 0
+        await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
+    finally:
+        server.kill()
+    there = {f.key: f for f in await runs.run_files(mirror.db, "chip", 1) if f.exists}
+    assert all(there[f.key].compressed and there[f.key].md5sum == f.md5sum for f in logs)

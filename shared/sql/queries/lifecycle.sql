@@ -1,27 +1,29 @@
 -- Claims and state changes of processing runs (cleanup and update agents).
 
+-- Labels with runs waiting for cleanup, highest priority first; a label without a Label row
+-- has priority 10000, as in the IPP's own queries (IFNULL(Label.priority, 10000)).
 -- name: cleanup_pending_labels
-SELECT 'chip' AS stage, r.label, COALESCE(l.priority, 0) AS priority, COUNT(*) AS n
+SELECT 'chip' AS stage, r.label, COALESCE(l.priority, 10000) AS priority, COUNT(*) AS n
 FROM chipRun r LEFT JOIN Label l ON l.label = r.label
 WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
 GROUP BY r.label, l.priority
 UNION ALL
-SELECT 'camera' AS stage, r.label, COALESCE(l.priority, 0) AS priority, COUNT(*) AS n
+SELECT 'camera' AS stage, r.label, COALESCE(l.priority, 10000) AS priority, COUNT(*) AS n
 FROM camRun r LEFT JOIN Label l ON l.label = r.label
 WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
 GROUP BY r.label, l.priority
 UNION ALL
-SELECT 'warp' AS stage, r.label, COALESCE(l.priority, 0) AS priority, COUNT(*) AS n
+SELECT 'warp' AS stage, r.label, COALESCE(l.priority, 10000) AS priority, COUNT(*) AS n
 FROM warpRun r LEFT JOIN Label l ON l.label = r.label
 WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
 GROUP BY r.label, l.priority
 UNION ALL
-SELECT 'diff' AS stage, r.label, COALESCE(l.priority, 0) AS priority, COUNT(*) AS n
+SELECT 'diff' AS stage, r.label, COALESCE(l.priority, 10000) AS priority, COUNT(*) AS n
 FROM diffRun r LEFT JOIN Label l ON l.label = r.label
 WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
 GROUP BY r.label, l.priority
 UNION ALL
-SELECT 'stack' AS stage, r.label, COALESCE(l.priority, 0) AS priority, COUNT(*) AS n
+SELECT 'stack' AS stage, r.label, COALESCE(l.priority, 10000) AS priority, COUNT(*) AS n
 FROM stackRun r LEFT JOIN Label l ON l.label = r.label
 WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
 GROUP BY r.label, l.priority

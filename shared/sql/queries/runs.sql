@@ -48,7 +48,8 @@ WHERE r.chip_id = %(id)s;
 SELECT r.chip_id AS id, r.state FROM chipRun r WHERE r.label = %(label)s ORDER BY r.chip_id;
 
 -- name: runs_set_state_chip
-UPDATE chipRun SET state = %(state)s WHERE chip_id = %(id)s AND state IN %(allowed)s;
+UPDATE chipRun SET state = %(state)s, label = COALESCE(%(new_label)s, label)
+WHERE chip_id = %(id)s AND state IN %(allowed)s;
 
 -- name: runs_components_chip
 SELECT c.class_id AS component, c.path_base, c.uri, c.data_state, c.quality, c.fault, c.magicked
@@ -80,7 +81,8 @@ WHERE r.cam_id = %(id)s;
 SELECT r.cam_id AS id, r.state FROM camRun r WHERE r.label = %(label)s ORDER BY r.cam_id;
 
 -- name: runs_set_state_camera
-UPDATE camRun SET state = %(state)s WHERE cam_id = %(id)s AND state IN %(allowed)s;
+UPDATE camRun SET state = %(state)s, label = COALESCE(%(new_label)s, label)
+WHERE cam_id = %(id)s AND state IN %(allowed)s;
 
 -- name: runs_components_camera
 SELECT NULL AS component, c.path_base, c.uri, NULL AS data_state, c.quality, c.fault, r.magicked
@@ -108,7 +110,8 @@ WHERE r.warp_id = %(id)s;
 SELECT r.warp_id AS id, r.state FROM warpRun r WHERE r.label = %(label)s ORDER BY r.warp_id;
 
 -- name: runs_set_state_warp
-UPDATE warpRun SET state = %(state)s WHERE warp_id = %(id)s AND state IN %(allowed)s;
+UPDATE warpRun SET state = %(state)s, label = COALESCE(%(new_label)s, label)
+WHERE warp_id = %(id)s AND state IN %(allowed)s;
 
 -- name: runs_components_warp
 SELECT c.skycell_id AS component, c.path_base, c.uri, c.data_state, c.quality, c.fault, c.magicked
@@ -140,7 +143,8 @@ WHERE r.diff_id = %(id)s;
 SELECT r.diff_id AS id, r.state FROM diffRun r WHERE r.label = %(label)s ORDER BY r.diff_id;
 
 -- name: runs_set_state_diff
-UPDATE diffRun SET state = %(state)s WHERE diff_id = %(id)s AND state IN %(allowed)s;
+UPDATE diffRun SET state = %(state)s, label = COALESCE(%(new_label)s, label)
+WHERE diff_id = %(id)s AND state IN %(allowed)s;
 
 -- name: runs_components_diff
 SELECT c.skycell_id AS component, c.path_base, NULL AS uri, c.data_state, c.quality, c.fault, c.magicked
@@ -172,7 +176,8 @@ WHERE r.stack_id = %(id)s;
 SELECT r.stack_id AS id, r.state FROM stackRun r WHERE r.label = %(label)s ORDER BY r.stack_id;
 
 -- name: runs_set_state_stack
-UPDATE stackRun SET state = %(state)s WHERE stack_id = %(id)s AND state IN %(allowed)s;
+UPDATE stackRun SET state = %(state)s, label = COALESCE(%(new_label)s, label)
+WHERE stack_id = %(id)s AND state IN %(allowed)s;
 
 -- name: runs_components_stack
 SELECT r.skycell_id AS component, c.path_base, c.uri, NULL AS data_state, c.quality, c.fault, 0 AS magicked
@@ -183,6 +188,10 @@ ORDER BY c.stack_id;
 -- name: runs_camera_chips
 SELECT p.class_id FROM camRun r JOIN chipProcessedImfile p ON p.chip_id = r.chip_id
 WHERE r.cam_id = %(id)s ORDER BY p.class_id;
+
+-- The inputs of a stack, in {FILE.INDEX} order (one convolution kernel each).
+-- name: runs_stack_inputs
+SELECT COUNT(*) FROM stackInputSkyfile WHERE stack_id = %(id)s;
 
 -- Export: every row of one table that belongs to one run.
 
