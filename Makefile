@@ -52,13 +52,15 @@ lint: venv
 test: lint tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Outside tools the PSPS output is checked with (fitsverify, STILTS); installed when root.
+# Outside tools the PSPS output is checked with (fitsverify, STILTS) and pigz (an anchor of
+# the cleanup benchmark); installed when root.
 tools:
-	@if ! command -v fitsverify >/dev/null || ! command -v stilts >/dev/null; then \
+	@if ! command -v fitsverify >/dev/null || ! command -v stilts >/dev/null \
+	    || ! command -v pigz >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fitsverify stilts >/dev/null \
-	      || echo "could not install fitsverify/stilts: the tests that use them are skipped"; \
-	  else echo "fitsverify/stilts missing (apt-get install fitsverify stilts): their tests are skipped"; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fitsverify stilts pigz >/dev/null \
+	      || echo "could not install fitsverify/stilts/pigz: the tests that use them are skipped"; \
+	  else echo "fitsverify/stilts/pigz missing (apt-get install fitsverify stilts pigz): their tests are skipped"; fi; \
 	fi
 
 test-soak: venv
