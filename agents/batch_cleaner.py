@@ -86,7 +86,7 @@ async def delete_datastore(ctx: AgentContext, cfg: dict[str, Any], batch: Row) -
 async def delete_dxlayer(ctx: AgentContext, cfg: dict[str, Any], batch: Row) -> str | None:
     try:
         had = await odm.delete_dxlayer_copy(ctx.resources["http"], ctx.settings.odm_base_url(),
-                                            batch["name"])
+                                            batch["name"], ctx.settings.odm_token)
     except odm.OdmError as exc:
         raise DeleteFailed(str(exc)) from None
     return None if had else "the DXLayer had no copy"

@@ -30,7 +30,7 @@ from shared.errors import ClaimLost, ObjectExists, StorageError
 from shared.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
 from shared.queries import Q
 from shared.runclaims import CLEANUP_SPECS
-from shared.runs import components
+from shared.runs import components, other_owners, path_base_owners
 from shared.runtime.agent import AgentContext
 from shared.stages import CLEANUP_TARGETS, stage
 from shared.storage import Storage, parse_key
@@ -145,6 +145,7 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
     known = await storage.stat_many(config_keys)
     rules = deleted_by(stage_name, target, good_smf=good_smf)
     logs = compressed_rules(stage_name)
+    owners = await path_base_owners(storage.db, [c["path_base"] for c in comps if c["path_base"]])
     plans = []
     for comp in comps:
         name, base = comp["component"], comp["path_base"]
@@ -155,6 +156,10 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
             continue
         config = known.get(parse_key(cfg.filename(base, name)).path)
         plan.problem, plan.note = _guard(stage_name, goal, comp, config)
+        shared = other_owners(owners, base, stage_name, run["id"])
+        if shared:
+            plan.problem = (f"path_base {base} is also used by {', '.join(shared)}: its files "
+                            "are not deleted (storage shared between runs)")
         if stage_name == "chip" and not good_smf and goal == "goto_cleaned":
             plan.note = f"cmf and b1 kept: {smf_note}"
         plan.logs = [r.filename(base, name) for r in logs]
@@ -260,15 +265,20 @@ def _delete_files(ctx: AgentContext, storage: Storage) -> Step:
     async def step(works: list[RunWork]) -> None:
         owner = {parse_key(k).path: (w, c) for w in works for c in w.ready for k in c.deletes}
         report = await storage.delete_many([k for w in works for c in w.ready for k in c.deletes])
-        blocked = {(id(owner[p][0]), owner[p][1].name)
-                   for p in (parse_key(k).path for k in report.unavailable)}
+        reasons: dict[tuple[int, str | None], str] = {}
+        for key in report.unavailable:
+            work, comp = owner[parse_key(key).path]
+            reasons.setdefault((id(work), comp.name), "a storage volume is down")
+        for key, why in report.refused.items():
+            work, comp = owner[parse_key(key).path]
+            reasons[(id(work), comp.name)] = why
         for work in works:
-            for name in sorted({c.name for c in work.ready if (id(work), c.name) in blocked},
+            for name in sorted({c.name for c in work.ready if (id(work), c.name) in reasons},
                                key=str):
-                label = name or work.plan.stage
-                work.lines.append(f"{label}: NOT CLEANED: a storage volume is down")
-                work.problems.append(f"{label}: a storage volume is down")
-            work.done = [c for c in work.ready if (id(work), c.name) not in blocked]
+                label, why = name or work.plan.stage, reasons[(id(work), name)]
+                work.lines.append(f"{label}: NOT CLEANED: {why}")
+                work.problems.append(f"{label}: {why}")
+            work.done = [c for c in work.ready if (id(work), c.name) not in reasons]
         for key in report.deleted:
             work, comp = owner[parse_key(key).path]
             work.lines.append(f"{work.label(comp)}: deleted {key}")

@@ -1,35 +1,55 @@
 """Distribution client, at a mirror site: import the filesets a source's DataStore publishes.
 
-The story of one source (rcDestination): claim it; ask its product for the filesets
-registered after the last one finished here. For each new fileset, in order: download every
-file into staging (several at once, resuming partial files with Range), check each file's
-size and md5; parse the dbinfo (refusing another schema version); unpack every bundle safely
-into staging; rewrite the run's path_base / uri / workdir keys to this site's volume
-preference; put the files into this site's storage; then import the rows and record the
-fileset done in one transaction. A fileset that fails is recorded failed with the reason and
-stops the source for this pass (order matters); nothing is written outside staging, and
-files stored before a failed import are removed again. Re-running a fileset is harmless.
+The story of the sources: claim them and poll them side by side (dist_parallel_sources at
+once). The story of one source (rcDestination): first try again the filesets that failed
+before and whose backoff has passed; then ask its product for the filesets registered after
+the last one handled here, and take each in order. The story of one fileset: read its file
+listing; download its dbinfo and check it (this schema version, a shipped state, no
+path_base that another run here owns) before anything else is fetched; check the staging
+disk has room; download every bundle (several at once, resuming partial files with Range,
+each checked for size and md5, none read past its listed size); unpack every bundle safely
+within its limits; rewrite the run's keys to this site's volume preference (under the
+source's own prefix with dist_confine_sources); put the files into this site's storage; then
+import the rows and record the fileset done in one transaction.
+
+A peer is never trusted: every request has a deadline and every listing, download and
+bundle a size limit (shared.dsclient, shared.bundles). Whatever one fileset does wrong (a
+malformed listing or dbinfo, a bundle over its limits, a row the database refuses, a full
+disk) is recorded on that fileset with the reason and retried later with backoff
+(dist_retry_s, doubled per attempt up to dist_retry_max_s); the source's other filesets and
+every other source go on. Nothing is written outside staging, files stored before a failed
+import are removed again, and re-running a fileset is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
-from shared import bundles, datastore, mdc, runio
-from shared.datastore import DataStoreError, RemoteFile
+from shared import bundles, datastore, dsclient, mdc, runio
+from shared.datastore import RemoteFile
 from shared.db import Row, Tx
-from shared.dsclient import download, get_text
-from shared.errors import ClaimLost, DbError, IppError, MdcError, ObjectExists
+from shared.dsclient import FetchFailed, Limits, download, get_text
+from shared.errors import (
+    ClaimLost,
+    DbConflict,
+    DbTimeout,
+    DbUnavailable,
+    IppError,
+    ObjectExists,
+    SchemaMismatch,
+)
 from shared.mdc import Block, Scalar
 from shared.queries import Q
+from shared.runs import other_owners, path_base_owners
 from shared.runtime.agent import AgentContext
 from shared.runtime.claims import ClaimSpec, register_claimable
 from shared.storage import Storage, parse_key
@@ -39,9 +59,16 @@ RC_SPEC = register_claimable(ClaimSpec(
     table="rcDestination", id_column="id", select=Q.rc_claim, mark=Q.claim_mark_rcDestination,
     release=Q.claim_release_rcDestination, release_orphans=Q.claim_release_orphans_rcDestination))
 FILESET = re.compile(r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|warp|diff)\.\d+|stack\.\d+)"
-                     r"\.\d+\.\d+$")
-DBINFO = re.compile(r"^dbinfo\.([a-z]+)\.(\d+)\.mdc$")
+                     r"\.\d+\.\d+\Z")
+DBINFO = re.compile(r"^dbinfo\.([a-z]+)\.(\d+)\.mdc\Z")
 KEY_COLUMNS = ("path_base", "uri", "workdir")
+#: Failures of this site's own database that may pass: the fileset is not to blame.
+TRANSIENT = (DbUnavailable, DbTimeout, DbConflict, SchemaMismatch)
+#: What a peer's bad input (or a full disk) raises on its way through one fileset; each is
+#: recorded on the fileset, never let out to stop the agent.
+FILESET_ERRORS = (IppError, UnicodeError, ValueError, OverflowError, RecursionError, OSError)
+#: Failed filesets tried again per source and pass.
+RETRIES_PER_PASS = 20
 
 
 class ImportFailed(IppError):
@@ -50,12 +77,251 @@ class ImportFailed(IppError):
 
 @asynccontextmanager
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
-    """One HTTP session for the agent's life, with the request deadline of the settings."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=ctx.settings.dist_http_timeout_s,
-                                    sock_read=ctx.settings.dist_http_timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    """One HTTP session for the agent's life: no automatic decompression, deadlines on
+    every request (shared.dsclient)."""
+    async with dsclient.session(Limits.from_settings(ctx.settings)) as session:
         ctx.resources["http"] = session
         yield
+
+
+# -- the sources ---------------------------------------------------------------------------
+
+
+async def run_once(ctx: AgentContext) -> int:
+    """Poll every active source once, dist_parallel_sources at a time; returns how many
+    filesets were imported."""
+    sources = await ctx.claimer.claim(RC_SPEC, limit=100)
+    limit = asyncio.Semaphore(ctx.settings.dist_parallel_sources)
+
+    async def one(source: Row) -> int:
+        async with limit:
+            try:
+                return await poll_source(ctx, source)
+            finally:
+                await ctx.claimer.release(RC_SPEC, source["id"])
+
+    results = await asyncio.gather(*(one(s) for s in sources), return_exceptions=True)
+    for result in results:  # each source was polled to its end; a database error goes on up
+        if isinstance(result, BaseException):
+            raise result
+    return sum(r for r in results if isinstance(r, int))
+
+
+async def poll_source(ctx: AgentContext, source: Row) -> int:
+    """Retry the source's failed filesets that are due, then import its new filesets in
+    order; one fileset's failure is recorded on it and the next goes on. Returns how many
+    were imported."""
+    imported = 0
+    for row in await ctx.db.fetch_all(Q.rc_retries_due, source=source["id"],
+                                      limit=RETRIES_PER_PASS):
+        if not ctx.keep_going():
+            return imported
+        imported += await take_fileset(ctx, source, str(row["name"]), retry=True)
+    names = await _new_filesets(ctx, source)
+    for name in names:
+        if not ctx.keep_going():
+            break
+        done = await take_fileset(ctx, source, name, retry=False)
+        if done < 0:
+            break
+        imported += done
+    return imported
+
+
+async def _new_filesets(ctx: AgentContext, source: Row) -> list[str]:
+    """The fileset names registered after the last one handled here (none if the product
+    listing cannot be had or read; the reason goes on the source)."""
+    http: aiohttp.ClientSession = ctx.resources["http"]
+    url = f"{source['status_uri'].rstrip('/')}/{source['product']}/index.txt"
+    if source["last_fileset"]:
+        url += f"?{source['last_fileset']}"
+    try:
+        text = await get_text(http, url, Limits.from_settings(ctx.settings))
+        return await asyncio.to_thread(datastore.parse_filesets, text, url)
+    except FILESET_ERRORS as exc:
+        await ctx.db.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
+                             note=str(exc)[:255])
+        ctx.log.warning("dist_poll_failed", source=source["id"], reason=str(exc))
+        return []
+
+
+async def take_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool) -> int:
+    """Import one fileset, or record why not; 1 if imported, 0 if not, -1 if the source
+    was taken from us (stop polling it)."""
+    ctx.begin_item(f"{source['id']} {name}")
+    try:
+        if not FILESET.match(name):
+            raise ImportFailed(f"fileset name {name!r} does not follow "
+                               "$exp_name.$stage.$stage_id.$dist_id.$prod_id")
+        done = await ctx.db.fetch_one(Q.rc_fileset_get, source=source["id"], name=name)
+        if done is not None and done["state"] == "full":
+            ctx.log.info("dist_already_imported", source=source["id"], fileset=name)
+            await _passed(ctx, source, name, retry)
+            ctx.item_done()
+            return 0  # listed again (a server that ignores ?last): nothing to do
+        if done is not None and done["state"] == "failed" and not retry:
+            ctx.item_done()
+            return 0  # listed again: it waits for its retry (rcDSFileset.retry_at)
+        await import_fileset(ctx, source, name)
+        ctx.item_done()
+        return 1
+    except ClaimLost as exc:  # the source was released meanwhile: leave it to its owner
+        ctx.log.warning("dist_claim_lost", source=source["id"], fileset=name, error=str(exc))
+        ctx.item_failed(str(exc))
+        return -1
+    except TRANSIENT:
+        raise
+    except FILESET_ERRORS as exc:
+        await _record_failure(ctx, source, name, exc, retry)
+        return 0
+
+
+async def _passed(ctx: AgentContext, source: Row, name: str, retry: bool) -> None:
+    if not retry:
+        await ctx.db.execute(Q.rc_fileset_passed, id=source["id"], owner=ctx.client_id,
+                             fileset=name)
+
+
+async def _record_failure(ctx: AgentContext, source: Row, name: str, exc: BaseException,
+                          retry: bool) -> None:
+    """The fileset failed: its reason, when it is tried again (backoff with jitter), and the
+    source's listing moves past it."""
+    reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, IppError) else str(exc)
+    row = await ctx.db.fetch_one(Q.rc_fileset_get, source=source["id"], name=name)
+    attempts = int(row["attempts"]) if row is not None else 0
+    wait_s = min(ctx.settings.dist_retry_s * 2 ** attempts, ctx.settings.dist_retry_max_s)
+    wait_s *= random.uniform(0.8, 1.2)
+
+    async def record(tx: Tx) -> None:
+        await tx.execute(Q.rc_fileset_failed, source=source["id"], name=name,
+                         note=reason[:1024], retry_s=round(wait_s, 3))
+        if not retry:
+            await tx.execute(Q.rc_fileset_passed, id=source["id"], owner=ctx.client_id,
+                             fileset=name)
+        await tx.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
+                         note=f"{name}: {reason}"[:255])
+
+    await ctx.db.transaction(record, name="dist_fileset_failed")
+    ctx.log.error("dist_import_failed", source=source["id"], fileset=name, reason=reason,
+                  attempts=attempts + 1, retry_in_s=round(wait_s))
+    ctx.count("filesets_failed")
+    ctx.item_failed(reason)
+
+
+# -- one fileset ---------------------------------------------------------------------------
+
+
+@dataclass
+class Fileset:
+    """One fileset on its way in: where it is, its files, its staging directory."""
+
+    source: Row
+    name: str
+    url: str
+    files: list[RemoteFile]
+    staging: Path
+    #: keys stored at this site so far (removed again if the import fails)
+    stored: list[str] = field(default_factory=list)
+
+
+async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
+    """Import one fileset; returns how many files went into storage."""
+    http: aiohttp.ClientSession = ctx.resources["http"]
+    limits = Limits.from_settings(ctx.settings)
+    url = f"{source['status_uri'].rstrip('/')}/{source['product']}/{name}"
+    text = await get_text(http, f"{url}/index.txt", limits)
+    files = await asyncio.to_thread(datastore.parse_files, text, f"{url}/index.txt")
+    staging = ctx.settings.dist_staging() / "client" / source["id"] / name
+    fs = Fileset(source, name, url, files, staging)
+    await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
+    try:
+        info = await _fetch_dbinfo(ctx, fs)
+        await _check_room(ctx, fs)
+        await _download(ctx, fs, [f for f in files if f.type == "tgz"])
+        items, digests = await _unpack(ctx, fs, info)
+        storage = Storage(ctx.db)
+        fs.stored = await _store(storage, items, digests)
+        result = await _import_rows(ctx, fs, info)
+    except FetchFailed:
+        await asyncio.to_thread(shutil.rmtree, staging / "x", True)  # downloads kept to resume
+        raise
+    except BaseException:
+        if fs.stored:
+            await Storage(ctx.db).delete_many(fs.stored)
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+        raise
+    await asyncio.to_thread(shutil.rmtree, staging, True)
+    ctx.log.info("dist_imported", source=source["id"], fileset=name, stage=info.stage,
+                 run_id=info.run_id, files=len(items), rows=result.rows,
+                 already_present=result.already_present)
+    ctx.count("filesets_imported")
+    return len(items)
+
+
+async def _fetch_dbinfo(ctx: AgentContext, fs: Fileset) -> RunInfo:
+    """Download and check the fileset's dbinfo before any bundle is fetched."""
+    dbinfos = [f for f in fs.files if f.type == "dbinfo"]
+    if len(dbinfos) != 1 or not DBINFO.match(dbinfos[0].name):
+        raise ImportFailed(f"fileset {fs.name}: needs exactly one dbinfo.<stage>.<id>.mdc "
+                           f"file, found {[f.name for f in dbinfos][:5]}")
+    (f,) = dbinfos
+    if f.bytes > ctx.settings.dist_listing_max_bytes:
+        raise ImportFailed(f"fileset {fs.name}: dbinfo of {f.bytes} bytes, more than "
+                           f"dist_listing_max_bytes ({ctx.settings.dist_listing_max_bytes})")
+    await download(ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name,
+                   Limits.from_settings(ctx.settings))
+    raw = await asyncio.to_thread((fs.staging / f.name).read_bytes)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportFailed(f"{fs.name}/{f.name}: not UTF-8 text (byte {exc.start})") from None
+    prefix = fs.source["id"] if ctx.settings.dist_confine_sources else ""
+    info = await asyncio.to_thread(read_dbinfo, text, f"{fs.name}/{f.name}",
+                                   ctx.settings.dist_mirror_volume, prefix)
+    owners = await path_base_owners(ctx.db, info.path_bases)
+    for base in info.path_bases:
+        shared = other_owners(owners, base, info.stage, info.run_id)
+        if shared:
+            raise ImportFailed(f"{fs.name}: path_base {base} belongs to {', '.join(shared)} "
+                               f"here; {info.stage} {info.run_id} may not share its storage")
+    return info
+
+
+async def _check_room(ctx: AgentContext, fs: Fileset) -> None:
+    """Refuse a fileset whose files would not fit in staging (leaving the reserve free)."""
+    need = sum(f.bytes for f in fs.files)
+    free = (await asyncio.to_thread(shutil.disk_usage, fs.staging)).free
+    if free - need < ctx.settings.dist_staging_reserve_bytes:
+        raise ImportFailed(f"fileset {fs.name}: needs {need} bytes in staging, {free} are free "
+                           f"(dist_staging_reserve_bytes {ctx.settings.dist_staging_reserve_bytes}"
+                           " must stay free)")
+
+
+async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> None:
+    limit = asyncio.Semaphore(ctx.settings.dist_parallel)
+    limits = Limits.from_settings(ctx.settings)
+
+    async def fetch(f: RemoteFile) -> None:
+        async with limit:
+            await download(ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name,
+                           limits)
+
+    results = await asyncio.gather(*(fetch(f) for f in files), return_exceptions=True)
+    for result in results:  # every download ran to its end; the first failure is the reason
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _import_rows(ctx: AgentContext, fs: Fileset, info: RunInfo) -> runio.ImportResult:
+    """The run's rows and the fileset's record, in one transaction."""
+    async def record(tx: Tx) -> None:
+        await tx.execute(Q.rc_fileset_state, source=fs.source["id"], name=fs.name,
+                         state="full", fault=0, note=None)
+        await ctx.claimer.finish_in(tx, RC_SPEC, Q.rc_fileset_done, fs.source["id"],
+                                    fileset=fs.name)
+        ctx.claimer.held.add(RC_SPEC, [fs.source["id"]])  # still ours: more filesets follow
+
+    return await runio.import_run(ctx.db, info.text, f"{fs.name}/dbinfo", also=record)
 
 
 # -- the dbinfo ----------------------------------------------------------------------------
@@ -68,14 +334,18 @@ class RunInfo:
     text: str
     #: bundle file name -> (key directory, file name prefix) of the component's files
     bundles: dict[str, tuple[str, str]]
+    #: the path_base of every component (after rewriting)
+    path_bases: list[str]
 
 
-def _rewrite(key: str, volume: str) -> str:
-    """A source key on this site's volume preference (the path is kept)."""
-    return f"neb://{volume}/{parse_key(key).path}"
+def _rewrite(key: str, volume: str, prefix: str) -> str:
+    """A source key on this site's volume preference (the path is kept, under ``prefix``
+    when sources are confined)."""
+    path = parse_key(key).path
+    return f"neb://{volume}/{prefix}/{path}" if prefix else f"neb://{volume}/{path}"
 
 
-def read_dbinfo(text: str, source: str, volume: str) -> RunInfo:
+def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInfo:
     """Parse and check the run export; rewrite its keys; name the bundles it implies."""
     doc = mdc.loads(text, source)
     try:
@@ -84,6 +354,7 @@ def read_dbinfo(text: str, source: str, volume: str) -> RunInfo:
     except runio.RunIoError as exc:
         raise ImportFailed(f"{source}: {exc}") from None
     found: dict[str, tuple[str, str]] = {}
+    bases: list[str] = []
     run_id = None
     for table, row in doc.entries:
         if not isinstance(row, Block):
@@ -91,13 +362,14 @@ def read_dbinfo(text: str, source: str, volume: str) -> RunInfo:
         for column in KEY_COLUMNS:
             value = row.get(column)
             if isinstance(value, Scalar) and isinstance(value.value, str) and value.value:
-                row.set(column, Scalar("STR", _rewrite(value.value, volume)))
+                row.set(column, Scalar("STR", _rewrite(value.value, volume, prefix)))
         if table == st.run_table:
             ident = row.value(st.id_column)
-            run_id = int(ident) if ident is not None else None
+            run_id = ident if isinstance(ident, int) else None
         if table == st.component_table or (st.component_table is None and table == st.run_table):
             base = row.value("path_base")
             if isinstance(base, str) and base:
+                bases.append(base)
                 key = parse_key(base)
                 directory, _, stem = key.path.rpartition("/")
                 comp = row.value(st.component_key) if st.component_key else None
@@ -105,63 +377,18 @@ def read_dbinfo(text: str, source: str, volume: str) -> RunInfo:
                     directory, stem)
                 found.setdefault(f"{stem}.tgz", (directory, stem))  # a run's own files
     if run_id is None:
-        raise ImportFailed(f"{source}: no {st.run_table} row with {st.id_column}")
-    return RunInfo(st.name, run_id, mdc.dumps(doc), found)
+        raise ImportFailed(f"{source}: no {st.run_table} row with an integer {st.id_column}")
+    return RunInfo(st.name, run_id, mdc.dumps(doc), found, bases)
 
 
-# -- one fileset ---------------------------------------------------------------------------
+# -- bundles and storage -------------------------------------------------------------------
 
 
-async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
-    """Import one fileset; returns how many files went into storage."""
-    session: aiohttp.ClientSession = ctx.resources["http"]
-    base = f"{source['status_uri'].rstrip('/')}/{source['product']}/{name}"
-    files = datastore.parse_files(await get_text(session, f"{base}/index.txt"),
-                                  f"{base}/index.txt")
-    dbinfos = [f for f in files if f.type == "dbinfo"]
-    if len(dbinfos) != 1 or not DBINFO.match(dbinfos[0].name):
-        raise ImportFailed(f"fileset {name}: needs exactly one dbinfo.<stage>.<id>.mdc file, "
-                           f"found {[f.name for f in dbinfos]}")
-    staging = ctx.settings.dist_staging() / "client" / source["id"] / name
-    await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
-    limit = asyncio.Semaphore(ctx.settings.dist_parallel)
-
-    async def fetch(f: RemoteFile) -> None:
-        async with limit:
-            await download(session, f"{base}/{f.name}", f, staging / f.name)
-
-    await asyncio.gather(*(fetch(f) for f in files))
-    text = await asyncio.to_thread((staging / dbinfos[0].name).read_text)
-    info = read_dbinfo(text, f"{name}/{dbinfos[0].name}", ctx.settings.dist_mirror_volume)
-    items, digests = await _unpack(ctx, staging, [f for f in files if f.type == "tgz"], info)
-    storage = Storage(ctx.db)
-    stored = await _store(storage, items, digests)
-    try:
-        async def record(tx: Tx) -> None:
-            await tx.execute(Q.rc_fileset_state, source=source["id"], name=name, state="full",
-                             fault=0, note=None)
-            await ctx.claimer.finish_in(tx, RC_SPEC, Q.rc_fileset_done, source["id"],
-                                        fileset=name)
-            ctx.claimer.held.add(RC_SPEC, [source["id"]])  # still ours: more filesets follow
-
-        result = await runio.import_run(ctx.db, info.text, f"{name}/{dbinfos[0].name}",
-                                        also=record)
-    except BaseException:
-        if stored:
-            await storage.delete_many(stored)
-        raise
-    await asyncio.to_thread(shutil.rmtree, staging, True)
-    ctx.log.info("dist_imported", source=source["id"], fileset=name, stage=info.stage,
-                 run_id=info.run_id, files=len(items), rows=result.rows,
-                 already_present=result.already_present)
-    ctx.count("filesets_imported")
-    return len(items)
-
-
-async def _unpack(ctx: AgentContext, staging: Path, tgzs: list[RemoteFile], info: RunInfo
+async def _unpack(ctx: AgentContext, fs: Fileset, info: RunInfo
                   ) -> tuple[list[tuple[str, Path]], dict[Path, tuple[int, str]]]:
-    """Extract the bundles (several at once), each into its own staging directory; returns
-    (storage key, file) per member and the (bytes, md5) of each file."""
+    """Extract the bundles (several at once), each into its own staging directory within
+    its limits; returns (storage key, file) per member and the (bytes, md5) of each file."""
+    tgzs = [f for f in fs.files if f.type == "tgz"]
     owners = {}
     for f in tgzs:
         owner = info.bundles.get(f.name)
@@ -170,14 +397,18 @@ async def _unpack(ctx: AgentContext, staging: Path, tgzs: list[RemoteFile], info
                                f"{info.run_id}")
         owners[f.name] = owner
     limit = asyncio.Semaphore(ctx.settings.dist_parallel)
+    s = ctx.settings
 
-    async def one(name: str) -> dict[Path, tuple[int, str]]:
-        into = staging / "x" / name
+    async def one(f: RemoteFile) -> dict[Path, tuple[int, str]]:
+        into = fs.staging / "x" / f.name
+        caps = bundles.UnpackLimits.for_bundle(
+            f.bytes, ratio=s.dist_unpack_ratio_max, floor_bytes=s.dist_unpack_floor_bytes,
+            max_members=s.dist_bundle_max_members, reserve_bytes=s.dist_staging_reserve_bytes)
         async with limit:
             await asyncio.to_thread(shutil.rmtree, into, True)
-            return await asyncio.to_thread(bundles.extract, staging / name, into)
+            return await asyncio.to_thread(bundles.extract, fs.staging / f.name, into, caps)
 
-    results = await asyncio.gather(*(one(f.name) for f in tgzs))
+    results = await asyncio.gather(*(one(f) for f in tgzs))
     items, digests = [], {}
     for f, written in zip(tgzs, results, strict=True):
         directory, stem = owners[f.name]
@@ -209,67 +440,3 @@ async def _store(storage: Storage, items: list[tuple[str, Path]],
     except ObjectExists as exc:
         raise ImportFailed(f"a file was stored meanwhile by someone else: {exc}") from None
     return [k for k, _ in fresh]
-
-
-# -- one source ----------------------------------------------------------------------------
-
-
-async def poll_source(ctx: AgentContext, source: Row) -> int:
-    """Import every new fileset of one source, in order; returns how many were imported."""
-    session: aiohttp.ClientSession = ctx.resources["http"]
-    url = f"{source['status_uri'].rstrip('/')}/{source['product']}/index.txt"
-    if source["last_fileset"]:
-        url += f"?{source['last_fileset']}"
-    imported = 0
-    try:
-        names = datastore.parse_filesets(await get_text(session, url), url)
-    except (ImportFailed, DataStoreError) as exc:
-        await ctx.db.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
-                             note=str(exc)[:255])
-        ctx.log.warning("dist_poll_failed", source=source["id"], reason=str(exc))
-        return 0
-    for name in names:
-        if not ctx.keep_going():
-            break
-        ctx.begin_item(f"{source['id']} {name}")
-        try:
-            if not FILESET.match(name):
-                raise ImportFailed(f"fileset name {name!r} does not follow "
-                                   "$exp_name.$stage.$stage_id.$dist_id.$prod_id")
-            done = await ctx.db.fetch_one(Q.rc_fileset_get, source=source["id"], name=name)
-            if done is not None and done["state"] == "full":
-                ctx.log.info("dist_already_imported", source=source["id"], fileset=name)
-                ctx.item_done()
-                continue  # listed again (a server that ignores ?last): nothing to do
-            await import_fileset(ctx, source, name)
-            imported += 1
-            ctx.item_done()
-        except ClaimLost as exc:  # the source was released meanwhile: leave it to its owner
-            ctx.log.warning("dist_claim_lost", source=source["id"], fileset=name,
-                            error=str(exc))
-            ctx.item_failed(str(exc))
-            break
-        except DbError:
-            raise
-        except (IppError, MdcError) as exc:
-            await ctx.db.execute(Q.rc_fileset_state, source=source["id"], name=name,
-                                 state="failed", fault=1, note=str(exc)[:1024])
-            await ctx.db.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
-                                 note=f"{name}: {exc}"[:255])
-            ctx.log.error("dist_import_failed", source=source["id"], fileset=name,
-                          reason=str(exc))
-            ctx.item_failed(str(exc))
-            break  # later filesets wait for this one (order matters)
-    return imported
-
-
-async def run_once(ctx: AgentContext) -> int:
-    """Poll every active source once; returns how many filesets were imported."""
-    imported = 0
-    for source in await ctx.claimer.claim(RC_SPEC, limit=100):
-        try:
-            imported += await poll_source(ctx, source)
-        finally:
-            await ctx.claimer.release(RC_SPEC, source["id"])
-    return imported
-

@@ -7,8 +7,10 @@ and size are known when it is closed. Members are ``./<basename>``; the result i
 gzip'd ustar that GNU tar reads.
 
 Unpacking refuses anything but plain files named ``./<basename>`` (no absolute paths, no
-``..``, no directories inside, no symlinks, hard links or devices), and a truncated or
-corrupt archive, before anything is written outside the staging directory it is given.
+``..``, no directories inside but the root entry ``./`` the IPP's own bundles begin with, no
+symlinks, hard links, devices or sparse files), more members or unpacked bytes than the
+limits allow, and a truncated or corrupt archive, before anything is written outside the
+staging directory it is given.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tarfile
 import zlib
 from collections.abc import Iterable
@@ -30,7 +33,7 @@ from shared.errors import IppError
 _CHUNK = 1 << 20
 #: Stages whose bundles are named with the class_id (REFERENCE 7).
 CLASS_NAMED = ("raw", "chip", "camera")
-MEMBER = re.compile(r"^\./[A-Za-z0-9_+][A-Za-z0-9_.+-]*$")
+MEMBER = re.compile(r"^\./[A-Za-z0-9_+][A-Za-z0-9_.+-]*\Z")
 
 
 class BundleError(IppError):
@@ -120,20 +123,55 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, md5.hexdigest()
 
 
-def extract(bundle: Path, into: Path) -> dict[Path, tuple[int, str]]:
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What one bundle may unpack to: members, bytes in all, and the free space that must
+    stay on the staging file system after each member."""
+
+    max_members: int = 1000
+    max_bytes: int = 1 << 30
+    reserve_bytes: int = 0
+
+    @classmethod
+    def for_bundle(cls, listed_bytes: int, *, ratio: float, floor_bytes: int,
+                   max_members: int, reserve_bytes: int) -> UnpackLimits:
+        """Limits for a bundle listed at ``listed_bytes``: at most ``ratio`` times that
+        unpacked (never less than ``floor_bytes``)."""
+        return cls(max_members, max(int(listed_bytes * ratio), floor_bytes), reserve_bytes)
+
+
+def extract(bundle: Path, into: Path, limits: UnpackLimits | None = None
+            ) -> dict[Path, tuple[int, str]]:
     """Unpack ``bundle`` into the (empty) directory ``into``; returns each file written with
     its (bytes, md5), computed on the way.
 
-    Every member is checked before its bytes are written; a bad member or a truncated
-    archive raises BundleError, and whatever was written is removed again."""
+    Every member is checked before its bytes are written, against the rules and ``limits``
+    (sparse members are refused: their holes would be written out in full); a bad member, a
+    bundle over its limits or a truncated archive raises BundleError, and whatever was
+    written is removed again."""
+    lim = limits or UnpackLimits()
     into.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     digests: dict[Path, tuple[int, str]] = {}
+    total = 0
     try:
         gz_in = igzip.open(bundle, "rb")  # type: ignore[no-untyped-call]
         with gz_in as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
             for info in tar:
+                if info.isdir() and info.name in (".", "./"):
+                    continue  # the root entry `tar -C DIR -czf X.tgz .` writes first (IPP)
                 target = _check(bundle, info, into)
+                if len(written) >= lim.max_members:
+                    raise BundleError(f"{bundle.name}: more than {lim.max_members} members")
+                total += info.size
+                if total > lim.max_bytes:
+                    raise BundleError(f"{bundle.name}: unpacks to more than {lim.max_bytes} "
+                                      "bytes (dist_unpack_ratio_max of its listed size)")
+                free = shutil.disk_usage(into).free
+                if free - info.size < lim.reserve_bytes:
+                    raise BundleError(f"{bundle.name}: member {info.name!r} ({info.size} "
+                                      f"bytes) would leave less than {lim.reserve_bytes} bytes "
+                                      f"free in staging ({free} free)")
                 if target.exists():
                     raise BundleError(f"{bundle.name}: member {info.name!r} appears twice")
                 source = tar.extractfile(info)
@@ -162,6 +200,8 @@ def extract(bundle: Path, into: Path) -> dict[Path, tuple[int, str]]:
 
 def _check(bundle: Path, info: tarfile.TarInfo, into: Path) -> Path:
     name = info.name
+    if info.issparse() or info.type == tarfile.GNUTYPE_SPARSE:
+        raise BundleError(f"{bundle.name}: member {name!r} is a sparse file; refused")
     if info.issym() or info.islnk():
         raise BundleError(f"{bundle.name}: member {name!r} is a link; links are refused")
     if info.isdev() or info.isfifo() or info.ischr() or info.isblk():

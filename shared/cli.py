@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from shared.errors import IppError, SettingsError
+from shared.errors import IppError, SettingsError, mask_dsns
 
 T = TypeVar("T")
 
@@ -17,7 +17,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def fail(prog: str, message: str, code: int = EXIT_FAILED) -> int:
     """Print ``prog: error: message`` on stderr and return the exit code."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {mask_dsns(message)}", file=sys.stderr)
     return code
 
 

@@ -20,9 +20,11 @@ from shared.queries import Q
 #: File types a listing may carry.
 FILE_TYPES = ("tgz", "dbinfo", "text", "fits", "table", "mdc", "manifest")
 PRODUCT_TYPES = ("dist", "psps", "other")
-FILE_ID = re.compile(r"^[A-Za-z0-9+_.: -]+$")
-MD5 = re.compile(r"^[0-9a-f]{32}$")
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+FILE_ID = re.compile(r"^[A-Za-z0-9+_.: -]+\Z")
+MD5 = re.compile(r"^[0-9a-f]{32}\Z")
+#: A size in bytes: ASCII digits only (str.isdigit() also takes '²' and other digits).
+SIZE = re.compile(r"^[0-9]{1,18}\Z")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 #: The labels a product may give its columns (prod_col_0..7).
 MAX_COLUMNS = 8
@@ -107,7 +109,7 @@ def parse_files(text: str, source: str) -> list[RemoteFile]:
         where = f"{source}: file {name!r}"
         if not FILE_ID.match(name) or name in (".", "..") or "/" in name:
             raise DataStoreError(f"{where}: not a valid file id")
-        if not size.isdigit():
+        if not SIZE.match(size):
             raise DataStoreError(f"{where}: bytes {size!r} is not a number")
         if not MD5.match(md5):
             raise DataStoreError(f"{where}: md5sum {md5!r} is not 32 lowercase hex digits")
@@ -125,9 +127,11 @@ def parse_filesets(text: str, source: str) -> list[str]:
     """The fileset names of a product listing, in order; a name listed twice is an error."""
     listing = parse_listing(text, "filesetID", source)
     names: list[str] = []
+    seen: set[str] = set()
     for row in listing.rows:
-        if row[0] in names:
+        if row[0] in seen:
             raise DataStoreError(f"{source}: fileset {row[0]!r} listed twice")
+        seen.add(row[0])
         names.append(row[0])
     return names
 
@@ -150,7 +154,7 @@ async def add_product(db: Database, name: str, kind: str, description: str | Non
     if len(columns) > MAX_COLUMNS:
         raise DataStoreError(f"a product has at most {MAX_COLUMNS} columns, got {len(columns)}")
     for c in columns:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", c):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,31}\Z", c):
             raise DataStoreError(f"product column {c!r} is not a valid label")
     if await db.fetch_one(Q.ds_product_get, name=name) is not None:
         raise DataStoreError(f"product {name!r} exists already")

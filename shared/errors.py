@@ -7,6 +7,17 @@ errors are turned into these at one boundary (:mod:`shared.db`).
 
 from __future__ import annotations
 
+import re
+
+_DSN_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^\s]*@")
+
+
+def mask_dsns(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@...`` in it replaced by
+    ``***``, found by its place (up to the last ``@`` of the word), not by parsing: a
+    password with an unencoded ``/``, ``#`` or ``?`` does not parse, and must not show."""
+    return _DSN_PASSWORD.sub(r"\1***@", text) if "://" in text else text
+
 
 def one_line(exc: BaseException) -> str:
     """A library's (possibly multi-line) message folded onto one line for our errors."""

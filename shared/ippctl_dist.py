@@ -143,6 +143,37 @@ async def dist_sources(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_db(settings, go)
 
 
+async def dist_failed(settings: Settings, args: argparse.Namespace) -> int:
+    """The filesets a mirror could not import, with their reasons and next attempt."""
+    async def go(db: Database) -> int:
+        rows: list[Any] = await db.fetch_all(Q.rc_failed, source=args.source, limit=args.limit)
+        if args.json:
+            _print_json(rows)
+            return EXIT_OK
+        if not rows:
+            print("no failed filesets")
+            return EXIT_OK
+        print(_table([(r["source"], r["name"], r["attempts"], r["retry_at"] or "-",
+                       r["note"] or "") for r in rows],
+                     ("SOURCE", "FILESET", "ATTEMPTS", "NEXT TRY", "REASON")))
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
+async def dist_retry(settings: Settings, args: argparse.Namespace) -> int:
+    """Try a failed fileset again on the mirror's next pass, without waiting for its
+    backoff."""
+    async def go(db: Database) -> int:
+        changed = await db.execute(Q.rc_retry_now, name=args.name, source=args.source)
+        if not changed:
+            raise DataStoreError(f"no failed fileset {args.name!r}"
+                                 + (f" of source {args.source!r}" if args.source else "")
+                                 + " (ippctl dist failed lists them)")
+        print(f"fileset {args.name}: tried again on the next dist_client pass")
+        return EXIT_OK
+    return await _with_db(settings, go)
+
+
 def add_commands(top: Any) -> None:
     """The ds and dist command groups."""
     ds = top.add_parser("ds", help="the DataStore: products and filesets"
@@ -197,3 +228,13 @@ def add_commands(top: Any) -> None:
     p = source.add_parser("ls", help="sources and the last fileset imported from each")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=dist_sources)
+    p = dist.add_parser("failed", help="at a mirror: filesets that failed, with the reason "
+                        "and when each is tried again")
+    p.add_argument("--source")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=dist_failed)
+    p = dist.add_parser("retry", help="at a mirror: try a failed fileset again now")
+    p.add_argument("name")
+    p.add_argument("--source")
+    p.set_defaults(handler=dist_retry)

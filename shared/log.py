@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from shared.errors import mask_dsns
 from shared.settings import Settings
 
 _LEVELS = {
@@ -22,6 +24,15 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
+
+
+def _mask_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]
+                  ) -> MutableMapping[str, Any]:
+    """No DSN password reaches a log line, whichever value carries it."""
+    for key, value in event.items():
+        if isinstance(value, str) and "://" in value:
+            event[key] = mask_dsns(value)
+    return event
 
 
 def configure_logging(settings: Settings, stream: Any = None) -> None:
@@ -42,6 +53,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            _mask_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level.lower()]),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,9 +34,9 @@ FLOAT_TYPES = ("F32", "F64")
 TIME_TYPES = ("UTC", "TAI")
 SCALAR_TYPES = (*INT_RANGES, *FLOAT_TYPES, "BOOL", "STR", *TIME_TYPES)
 VECTOR_TYPES = (*INT_RANGES, *FLOAT_TYPES)
-_NAME = re.compile(r"^[A-Za-z0-9_][.A-Za-z0-9_-]*$")
-_INT = re.compile(r"^[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)$")
-_FLOAT = re.compile(r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)$",
+_NAME = re.compile(r"^[A-Za-z0-9_][.A-Za-z0-9_-]*\Z")
+_INT = re.compile(r"^[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)\Z")
+_FLOAT = re.compile(r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)\Z",
                     re.IGNORECASE)
 
 
@@ -158,18 +159,27 @@ class _Reader:
             return None
         try:
             stamp = datetime.fromisoformat(text)
+            if stamp.tzinfo is not None:
+                stamp = stamp.astimezone(UTC).replace(tzinfo=None)
         except ValueError:
             raise self.error(f"{name}: {text!r} is not an ISO 8601 time") from None
-        if stamp.tzinfo is not None:
-            stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise self.error(f"{name}: {text!r} is outside the range of times") from None
         return stamp
 
 
+#: Blocks nest at most this deep (the IPP's own files nest a few levels): deeper input is
+#: refused instead of exhausting the writer's recursion or the reader's memory.
+MAX_DEPTH = 64
+
+
 def loads(text: str, source: str = "<mdc>") -> Block:
-    """Parse mdc text into a :class:`Block`; MdcError names the line and the problem."""
+    """Parse mdc text into a :class:`Block`; MdcError names the line and the problem.
+    Linear in the size of the text (names are looked up in a set per block)."""
     reader = _Reader(source)
     root = Block()
     stack: list[tuple[Block, str, int]] = [(root, "", 0)]
+    names: list[set[str]] = [set()]
     # Lines end at "\n" only (str.splitlines would also break at \x85, \u2028 ...).
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
@@ -187,6 +197,7 @@ def loads(text: str, source: str = "<mdc>") -> Block:
             if len(stack) == 1:
                 raise reader.error("END without an open METADATA block")
             stack.pop()
+            names.pop()
             continue
         is_vector = name.startswith("@")
         bare = name[1:] if is_vector else name
@@ -203,14 +214,18 @@ def loads(text: str, source: str = "<mdc>") -> Block:
                 raise reader.error(f"{bare}: MULTI declared twice")
             current.multi.append(bare)
             continue
-        if bare in (n for n, _ in current.entries) and bare not in current.multi:
+        if bare in names[-1] and bare not in current.multi:
             raise reader.error(f"duplicate key {bare!r} (declare '{bare} MULTI' to repeat it)")
+        names[-1].add(bare)
         if kind == "METADATA" and not is_vector:
             if rest:
                 raise reader.error(f"{bare}: unsupported METADATA directive {rest!r}")
+            if len(stack) > MAX_DEPTH:
+                raise reader.error(f"blocks nested deeper than {MAX_DEPTH}")
             block = Block(comment=comment)
             current.entries.append((bare, block))
             stack.append((block, bare, number))
+            names.append(set())
             continue
         if is_vector:
             if kind not in VECTOR_TYPES:
@@ -317,7 +332,7 @@ def _check_comment(name: str, comment: str | None) -> str:
 def _format_block(block: Block, indent: str) -> list[str]:
     lines: list[str] = []
     announced: set[str] = set()
-    names = [n for n, _ in block.entries]
+    names = Counter(n for n, _ in block.entries)
     for name in block.multi:
         if name not in names:
             lines.append(f"{indent}{name} MULTI")
@@ -327,7 +342,7 @@ def _format_block(block: Block, indent: str) -> list[str]:
         if name in block.multi and name not in announced:
             lines.append(f"{indent}{name} MULTI")
             announced.add(name)
-        elif names.count(name) > 1 and name not in block.multi:
+        elif names[name] > 1 and name not in block.multi:
             raise MdcError(f"{name} occurs more than once but is not declared MULTI")
         if isinstance(item, Block):
             lines.append(f"{indent}{name}  METADATA{_check_comment(name, item.comment)}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 QUERY_DIR = Path(__file__).resolve().parent / "sql" / "queries"
-_HEADER = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
+_HEADER = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
 
 
 @dataclass(frozen=True)

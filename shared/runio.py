@@ -12,6 +12,7 @@ accepts it for every type).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from shared.db import Database, Row, Tx
 from shared.errors import IppError, MdcError
 from shared.mdc import Block, Scalar
 from shared.queries import Q, Query
+from shared.runs import other_owners, path_base_owners
 from shared.schema import CODE_SCHEMA_VERSION
 from shared.stages import STAGES, Stage, stage
 
@@ -34,7 +36,7 @@ _MDC_TYPES = {
     "varchar": "STR", "char": "STR", "text": "STR", "tinytext": "STR", "mediumtext": "STR",
     "enum": "STR", "datetime": "UTC", "timestamp": "UTC",
 }
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 class RunIoError(IppError):
@@ -43,6 +45,10 @@ class RunIoError(IppError):
 
 #: Columns that are this site's bookkeeping (agent claims), never exported or imported.
 LOCAL_COLUMNS = frozenset({"owner", "claimed_at"})
+#: The states a run (and its components) can have when it is exported or shipped: a run
+#: imported in goto_*, update or error_* would set this site's agents working on files it
+#: does not own.
+SHIPPED_STATES = ("full", "cleaned", "scrubbed", "purged")
 
 
 async def _columns(db: Database | Tx, table: str) -> dict[str, str]:
@@ -156,6 +162,9 @@ def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
     for name, item in doc.entries:
         if name == "dbversion":
             continue
+        if name not in rows:
+            raise RunIoError(f"{name}: not a table of a {st.name} export "
+                             f"({', '.join(st.export_tables)})")
         if not isinstance(item, Block):
             raise RunIoError(f"{name}: expected a METADATA block per row")
         row = {}
@@ -173,7 +182,7 @@ async def import_run(db: Database, text: str, source: str = "<import>", *,
 
     ``also`` runs in the same transaction (e.g. recording a distribution fileset as done),
     so the rows and that record commit together or not at all."""
-    doc = mdc.loads(text, source)
+    doc = await asyncio.to_thread(mdc.loads, text, source)  # a large file: off the loop
     check_version(doc)
     st = stage_of(doc)
     rows = _rows(doc, st)
@@ -189,8 +198,14 @@ async def import_run(db: Database, text: str, source: str = "<import>", *,
                 raise RunIoError(
                     f"{source}: {table} row {number} refers to {st.id_column} "
                     f"{row.get(st.id_column)}, which is not the run in the file ({run_id})")
+    if st.lifecycle:
+        _check_states(source, st, rows)
+    bases = sorted({str(r["path_base"]) for t in rows.values() for r in t
+                    if isinstance(r.get("path_base"), str) and r["path_base"]})
 
     async def insert(tx: Tx) -> ImportResult:
+        if st.lifecycle:
+            await _check_storage_owners(tx, source, st, run_id, bases)
         existing = await tx.fetch_all(getattr(Q, f"export_{st.run_table}"), id=run_id)
         if existing:
             if await _identical(tx, st, run_id, rows):
@@ -210,6 +225,34 @@ async def import_run(db: Database, text: str, source: str = "<import>", *,
         return ImportResult(st.name, run_id, count, False)
 
     return await db.transaction(insert, name="import_run")
+
+
+def _check_states(source: str, st: Stage, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Refuse a run or component in a state no shipped run has."""
+    for row in rows[st.run_table]:
+        if row.get("state") not in SHIPPED_STATES:
+            raise RunIoError(f"{source}: {st.run_table} {row.get(st.id_column)} is in state "
+                             f"{row.get('state')!r}; an imported run must be one of "
+                             f"{', '.join(SHIPPED_STATES)}")
+    if st.component_table and st.component_key and st.per_file_state:
+        for row in rows[st.component_table]:
+            if row.get("data_state") not in SHIPPED_STATES:
+                raise RunIoError(f"{source}: {st.component_table} {row.get(st.component_key)} "
+                                 f"is in data_state {row.get('data_state')!r}; an imported "
+                                 f"component must be one of {', '.join(SHIPPED_STATES)}")
+
+
+async def _check_storage_owners(tx: Tx, source: str, st: Stage, run_id: int,
+                                bases: list[str]) -> None:
+    """Refuse a run whose path_base another run here already has (shared storage would let
+    one run's cleanup delete the other's files)."""
+    owners = await path_base_owners(tx, bases)
+    for base in bases:
+        shared = other_owners(owners, base, st.name, run_id)
+        if shared:
+            raise RunIoError(f"{source}: path_base {base} belongs to {', '.join(shared)} here; "
+                             f"{st.run_table} {run_id} may not share its storage; nothing was "
+                             "imported")
 
 
 async def _identical(tx: Tx, st: Stage, run_id: int, rows: dict[str, list[dict[str, Any]]]) -> bool:

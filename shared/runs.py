@@ -136,6 +136,25 @@ async def request_update(db: Database, stage_name: str, run_id: int) -> StateCha
     return change
 
 
+async def path_base_owners(db: Database | Tx, bases: list[str]) -> dict[str, set[tuple[str, int]]]:
+    """For each path_base, the (stage, run id) of every run whose components have it. A
+    path_base belongs to one run only: another owner means shared storage, which import
+    refuses and cleanup will not delete."""
+    owners: dict[str, set[tuple[str, int]]] = {}
+    unique = sorted(set(bases))
+    for start in range(0, len(unique), 500):
+        for row in await db.fetch_all(Q.path_base_owners, bases=tuple(unique[start:start + 500])):
+            owners.setdefault(str(row["path_base"]), set()).add((str(row["stage"]), int(row["id"])))
+    return owners
+
+
+def other_owners(owners: dict[str, set[tuple[str, int]]], path_base: str, stage_name: str,
+                 run_id: int) -> list[str]:
+    """The runs other than (stage, run_id) that own ``path_base``, named for a message."""
+    return sorted(f"{stage(s).run_table} {i}" for s, i in owners.get(path_base, set())
+                  if (s, i) != (stage_name, run_id))
+
+
 @dataclass(frozen=True)
 class ProductFile:
     component: str | None

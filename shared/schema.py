@@ -22,8 +22,8 @@ from shared.queries import Q
 from shared.settings import Dsn, Settings
 
 MIGRATION_DIR = Path(__file__).resolve().parent / "sql" / "migrations"
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_DB_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql\Z")
+_DB_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")
 
 log = get_logger("schema")
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from shared.errors import DsnError, SettingsError
 
@@ -96,6 +96,23 @@ class Settings:
     dist_http_timeout_s: float = 60.0
     # The volume preference the mirror gives imported keys (neb://<this>/...).
     dist_mirror_volume: str = "any"
+    # Keys of each source under a prefix of its own (neb://<volume>/<source>/<path>), so no
+    # source can name another's files.
+    dist_confine_sources: bool = False
+    # What a mirror takes from a peer at most: a listing's bytes; members and unpacked bytes
+    # of one bundle (the bytes as a ratio to the bundle's listed size, at least the floor);
+    # free space left on the staging file system; sources polled at once; the slowest
+    # download rate before a download's deadline (dist_http_timeout_s + bytes / rate) passes.
+    dist_listing_max_bytes: int = 16 * 1024 * 1024
+    dist_bundle_max_members: int = 1000
+    dist_unpack_ratio_max: float = 100.0
+    dist_unpack_floor_bytes: int = 64 * 1024 * 1024
+    dist_staging_reserve_bytes: int = 1024 * 1024 * 1024
+    dist_parallel_sources: int = 4
+    dist_min_rate_bytes_s: float = 256 * 1024
+    # A fileset that failed is tried again after this long, doubled per attempt up to the cap.
+    dist_retry_s: float = 300.0
+    dist_retry_max_s: float = 21600.0
 
     # PSPS. The ODM web service of the PSPS side (the stand-in ``ipp-sim psps`` serves it on
     # odm_host:odm_port; agents reach it at odm_url, empty = http://odm_host:odm_port).
@@ -124,6 +141,10 @@ class Settings:
     odm_error_share: float = 0.0
     odm_slow_s: float = 0.0
     odm_merge_delay_s: float = 0.0
+    # Who may ask the PSPS side to delete a batch's DXLayer copy: these client addresses, or
+    # any client that sends this token (Authorization: Bearer; the batch cleaner sends it).
+    odm_delete_peers: str = "127.0.0.1,::1"
+    odm_token: str = ""
 
     # Metrics agent: the read-only status page and /metrics (Prometheus text) on
     # metrics_host:metrics_port, a sample of every count per metrics_interval_s kept for
@@ -187,7 +208,9 @@ class Settings:
             "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
             "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
             "cleanup_parallel_runs", "update_timeout_s", "ds_port", "dist_parallel",
-            "dist_http_timeout_s", "odm_port", "odm_timeout_s", "odm_parallel",
+            "dist_http_timeout_s", "dist_listing_max_bytes", "dist_bundle_max_members",
+            "dist_unpack_ratio_max", "dist_parallel_sources", "dist_min_rate_bytes_s",
+            "dist_retry_s", "dist_retry_max_s", "odm_port", "odm_timeout_s", "odm_parallel",
             "odm_unknown_timeout_s", "psps_max_attempts", "dxlayer_poll_s", "metrics_port",
             "metrics_interval_s", "metrics_retention_days",
         ]
@@ -324,10 +347,12 @@ class Dsn:
         return dataclasses.replace(self, database=database)
 
     def url(self) -> str:
-        """Back to the ``mysql://`` form (password included)."""
-        auth = self.user + (f":{self.password}" if self.password else "")
-        query = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
-        return f"mysql://{auth}@{self.host}:{self.port}/{self.database}{query}"
+        """Back to the ``mysql://`` form (password included), every part percent-encoded so
+        that it parses back to the same values whatever characters they hold."""
+        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}"
+                                            if self.password else "")
+        query = f"?unix_socket={quote(self.unix_socket, safe='/')}" if self.unix_socket else ""
+        return f"mysql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
 
     def display(self) -> str:
         """A form safe to print: the password is masked."""
@@ -336,13 +361,14 @@ class Dsn:
 
 
 def _mask(dsn: str) -> str:
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<unparsable DSN>"
-    if parts.password:
-        return dsn.replace(f":{parts.password}@", ":***@")
-    return dsn
+    """The DSN with its password replaced by ``***``, found by its place (between the
+    first ``:`` after ``scheme://`` and the last ``@``), not by parsing: a password with an
+    unencoded ``/``, ``#`` or ``?`` does not parse, and must not be shown either."""
+    scheme, sep, rest = dsn.partition("://")
+    credentials, at, place = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return dsn
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{place}"
 
 
 def parse_dsn(dsn: str) -> Dsn:

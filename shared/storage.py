@@ -49,7 +49,7 @@ from shared.errors import (
 from shared.queries import Q
 
 SCHEME = "neb://"
-_VOLUME_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 #: Anything but printable, non-space ASCII.
 _BAD_CHAR = re.compile(r"[^\x21-\x7e]")
 _CHUNK = 1 << 20
@@ -151,9 +151,21 @@ class ObjectInfo:
         return bool(self.instances) and all(i.state == "lost" for i in self.instances)
 
 
+def registered_root(root: str | Path, *, volume: str = "?") -> Path:
+    """A volume's root as registered (resolved once, when the volume was added), checked to
+    resolve to itself still: a root swapped for a symlink would otherwise carry every path
+    of the volume to wherever the link points."""
+    base = Path(root)
+    now = base.resolve()
+    if now != base:
+        raise PathEscape(f"the root {base} of volume {volume} now resolves to {now} (was it "
+                         "replaced by a link?): refused")
+    return base
+
+
 def resolve_inside(root: str | Path, relpath: str, *, volume: str = "?") -> Path:
     """``root/relpath`` with symlinks resolved; PathEscape if it leaves the root."""
-    base = Path(root).resolve()
+    base = registered_root(root, volume=volume)
     target = (base / relpath).resolve()
     if not target.is_relative_to(base) or target == base:
         raise PathEscape(
@@ -181,7 +193,7 @@ class Resolver:
     def __call__(self, root: str, relpath: str, *, volume: str = "?") -> Path:
         base = self._roots.get(root)
         if base is None:
-            base = self._roots[root] = Path(root).resolve()
+            base = self._roots[root] = registered_root(root, volume=volume)
         parent, _, name = relpath.rpartition("/")
         directory = self._dirs.get((root, parent))
         if directory is None:
@@ -342,7 +354,7 @@ def _publish_all(moves: list[tuple[Path, Path]]) -> None:
         _fsync_dir(directory)
 
 
-TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
+TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}\Z")
 
 
 @dataclass
@@ -391,6 +403,8 @@ class DeleteReport:
     deleted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
+    #: Keys left alone because a path of theirs leaves its volume: key -> the reason.
+    refused: dict[str, str] = field(default_factory=dict)
     #: Bytes of the file instances removed (what the deletion freed on disk).
     bytes_freed: int = 0
 
@@ -743,8 +757,10 @@ class Storage:
         """Delete many keys with one lookup and one transaction per KEYS_PER_QUERY keys.
 
         Keys with an instance on a volume that is down are left alone and reported as
-        unavailable; unregistered keys are reported as missing. Files go first, then rows,
-        so a redo after a crash is harmless (as in :meth:`delete`).
+        unavailable; keys with a path that leaves its volume (a directory or root swapped for
+        a link) are left alone and reported as refused, with the reason; unregistered keys
+        are reported as missing. Files go first, then rows, so a redo after a crash is
+        harmless (as in :meth:`delete`).
         """
         report = DeleteReport()
         paths = sorted({parse_key(k).path for k in keys})
@@ -762,10 +778,15 @@ class Storage:
                 if any(i["state"] == "down" for i in instances):
                     report.unavailable.append(f"{SCHEME}/{path}")
                     continue
-                for i in instances:
-                    if i["ins_id"] is not None and i["state"] == "up":
-                        doomed.append(resolve(i["root"], i["relpath"], volume=i["volume"]))
-                        report.bytes_freed += int(i["bytes"])
+                try:
+                    files = [resolve(i["root"], i["relpath"], volume=i["volume"])
+                             for i in instances if i["ins_id"] is not None and i["state"] == "up"]
+                except PathEscape as exc:
+                    report.refused[f"{SCHEME}/{path}"] = str(exc)
+                    continue
+                doomed += files
+                report.bytes_freed += sum(int(i["bytes"]) for i in instances
+                                          if i["ins_id"] is not None and i["state"] == "up")
                 obj_ids.append(int(instances[0]["obj_id"]))
                 report.deleted.append(f"{SCHEME}/{path}")
             await _unlink_many(doomed)

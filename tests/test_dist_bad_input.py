@@ -1,12 +1,18 @@
-"""The mirror's client against a DataStore that serves bad input: every case is refused with
-the reason recorded, nothing is written outside staging and nothing is half-imported."""
+"""The mirror's client against a DataStore that serves bad input, broken or hostile: every
+case is refused with the reason recorded on its fileset, nothing is written outside staging,
+nothing is half-imported, no resource grows without bound, and the other filesets and
+sources go on."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import io
 import itertools
+import re
+import subprocess
+import sys
 import tarfile
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +27,7 @@ from shared.db import Database
 from shared.mdc import Block, Scalar
 from shared.queries import Query
 from shared.schema import CODE_SCHEMA_VERSION
-from tests.helpers import AgentProcess, eventually
+from tests.helpers import ROOT, AgentProcess, agent_env, eventually
 from tests.mirror_fixture import Mirror, free_port
 
 _numbers = itertools.count()
@@ -29,21 +35,25 @@ BASE = "neb://any/src/20090415/o1.1/o1.1.ch.1"
 FILESET = "o1.chip.1.1.1"
 
 
-def dbinfo(version: int = CODE_SCHEMA_VERSION) -> bytes:
+def dbinfo(version: int = CODE_SCHEMA_VERSION, *, chip_id: int = 1, state: str = "full",
+           base: str = BASE, label: str | None = None, data_state: str = "full") -> bytes:
     doc = Block()
     v = Block()
     v.add("schema_version", Scalar("S32", version))
     doc.add("dbversion", v)
     run = Block()
-    for name, kind, value in (("chip_id", "S64", 1), ("exp_id", "S64", 1), ("state", "STR", "full"),
+    for name, kind, value in (("chip_id", "S64", chip_id), ("exp_id", "S64", 1),
+                              ("state", "STR", state),
                               ("workdir", "STR", "neb://any/src/20090415")):
         run.add(name, Scalar(kind, value))
+    if label is not None:
+        run.add("label", Scalar("STR", label))
     doc.multi.append("chipRun")
     doc.add("chipRun", run)
     comp = Block()
-    for name, kind, value in (("chip_id", "S64", 1), ("exp_id", "S64", 1),
-                              ("class_id", "STR", "XY33"), ("path_base", "STR", BASE),
-                              ("data_state", "STR", "full")):
+    for name, kind, value in (("chip_id", "S64", chip_id), ("exp_id", "S64", 1),
+                              ("class_id", "STR", "XY33"), ("path_base", "STR", base),
+                              ("data_state", "STR", data_state)):
         comp.add(name, Scalar(kind, value))
     doc.multi.append("chipProcessedImfile")
     doc.add("chipProcessedImfile", comp)
@@ -84,6 +94,19 @@ class FakeDataStore:
     lie_size: bool = False
     slow_file_s: float = 0.0
     ranges: list[str] = field(default_factory=list)
+    #: files of other filesets than the first (fileset name -> file name -> (data, type))
+    others: dict[str, dict[str, tuple[bytes, str]]] = field(default_factory=dict)
+    #: bytes sent after a bundle's listed ones (a server that does not stop)
+    extra_bytes: int = 0
+    #: a Content-Encoding header sent with the listings (their body then gzipped)
+    encoding: str | None = None
+    #: seconds between the bytes of a listing (a server that drips)
+    drip_s: float = 0.0
+    #: answer every listing with a redirect to this URL
+    redirect: str | None = None
+
+    def files_of(self, fileset: str) -> dict[str, tuple[bytes, str]]:
+        return self.others.get(fileset, self.files)
 
     def product_index(self) -> str:
         return datastore.format_listing(("filesetID", "time registered", "type"),
@@ -93,9 +116,9 @@ class FakeDataStore:
     def fileset_index(self) -> str:
         return self.listing(self) if self.listing is not None else self.honest_index()
 
-    def honest_index(self) -> str:
+    def honest_index(self, fileset: str = FILESET) -> str:
         rows = []
-        for name, (data, kind) in self.files.items():
+        for name, (data, kind) in self.files_of(fileset).items():
             md5 = hashlib.md5(data).hexdigest()
             if self.lie_md5:
                 md5 = hashlib.md5(data + b"!").hexdigest()
@@ -108,19 +131,43 @@ class FakeDataStore:
         if self.status != 200:
             return web.Response(status=self.status, text="boom")
         parts = request.path.strip("/").split("/")
-        if parts[-1] == "index.txt" and len(parts) == 3:
-            return web.Response(text=self.product_index())
         if parts[-1] == "index.txt":
-            return web.Response(text=self.fileset_index())
-        data, _ = self.files[parts[-1]]
+            if self.redirect is not None and "moved" not in request.query:
+                raise web.HTTPFound(self.redirect)
+            text = self.product_index() if len(parts) == 3 else (
+                self.honest_index(parts[-2]) if parts[-2] in self.others else self.fileset_index())
+            return await self._listing(request, text)
+        data, _ = self.files_of(parts[-2])[parts[-1]]
         if self.slow_file_s and parts[-1].endswith(".tgz"):
             await asyncio.sleep(self.slow_file_s)
+        if self.extra_bytes and parts[-1].endswith(".tgz"):
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            await resp.write(data)
+            for _ in range(self.extra_bytes // 65536):
+                await resp.write(bytes(65536))
+            return resp
         wanted = request.headers.get("Range")
         if wanted:
             self.ranges.append(f"{parts[-1]} {wanted}")
             start = int(wanted.removeprefix("bytes=").rstrip("-"))
             return web.Response(status=206, body=data[start:])
         return web.Response(body=data)
+
+
+    async def _listing(self, request: web.Request, text: str) -> web.StreamResponse:
+        body = text.encode()
+        if self.encoding:
+            return web.Response(body=gzip.compress(body), headers={"Content-Encoding":
+                                                                   self.encoding})
+        if not self.drip_s:
+            return web.Response(body=body)
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(len(body)):
+            await resp.write(body[i:i + 1])
+            await asyncio.sleep(self.drip_s)
+        return resp
 
 
 @pytest.fixture
@@ -137,9 +184,16 @@ async def fake() -> AsyncIterator[tuple[FakeDataStore, int]]:
     await runner.cleanup()
 
 
-FILESET_ROW = Query("t_fs", "SELECT state, note FROM rcDSFileset WHERE name = %(name)s", "test")
+FILESET_ROW = Query("t_fs", "SELECT state, note, attempts, retry_at FROM rcDSFileset "
+                    "WHERE name = %(name)s", "test")
 CHIP_RUNS = Query("t_runs", "SELECT COUNT(*) FROM chipRun", "test")
 OBJECTS = Query("t_obj", "SELECT COUNT(*) FROM storage_object", "test")
+
+
+def ippctl(mirror: Mirror, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**agent_env(mirror.dsn), "IPP_VAR_DIR": str(mirror.var_dir)}
+    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 async def pull(mirror: Mirror, port: int, tmp_path: Path, **settings: object) -> AgentProcess:
@@ -155,15 +209,19 @@ async def pull(mirror: Mirror, port: int, tmp_path: Path, **settings: object) ->
     return proc
 
 
-async def assert_refused(mirror: Mirror, problem: str, name: str = FILESET) -> None:
+async def assert_refused(mirror: Mirror, problem: str, name: str = FILESET, *,
+                         runs: int = 0, objects: int = 0) -> None:
+    """The fileset is recorded failed with ``problem`` in its reason and a time to be tried
+    again; nothing of it was imported; the source's listing moved on past it."""
     row = await mirror.db.fetch_one(FILESET_ROW, name=name)
     assert row is not None and row["state"] == "failed", row
     assert problem in row["note"], row["note"]
-    assert await mirror.db.fetch_val(CHIP_RUNS) == 0
-    assert await mirror.db.fetch_val(OBJECTS) == 0
+    assert row["retry_at"] is not None and row["attempts"] >= 1
+    assert await mirror.db.fetch_val(CHIP_RUNS) == runs
+    assert await mirror.db.fetch_val(OBJECTS) == objects
     last = await mirror.db.fetch_val(Query("t_last", "SELECT last_fileset FROM rcDestination",
                                            "test"))
-    assert last is None
+    assert last is not None
 
 
 async def test_the_good_fileset_imports(mirror, fake, tmp_path):
@@ -259,20 +317,30 @@ async def test_a_hung_server_times_out(mirror, fake, tmp_path):
     store, port = fake
     store.hang_s = 30
     proc = await pull(mirror, port, tmp_path, dist_http_timeout_s=1)
-    assert "Timeout" in proc.events("dist_poll_failed")[0]["reason"]
+    assert "no complete answer within 1 s" in proc.events("dist_poll_failed")[0]["reason"]
     assert await mirror.db.fetch_val(CHIP_RUNS) == 0
 
 
-async def test_a_failed_fileset_is_retried_and_imports_once_fixed(mirror, fake, tmp_path):
+async def test_a_failed_fileset_waits_its_backoff_and_imports_once_retried(mirror, fake,
+                                                                           tmp_path):
+    """A failed fileset is not tried again before its backoff; `ippctl dist failed` shows it
+    with its reason, `ippctl dist retry` makes the next pass take it."""
     store, port = fake
     store.lie_md5 = True
     await pull(mirror, port, tmp_path)
     await assert_refused(mirror, "with md5")
     store.lie_md5 = False
+    await pull(mirror, port, tmp_path)  # not due yet (dist_retry_s is 300 s)
+    assert (await mirror.db.fetch_one(FILESET_ROW, name=FILESET))["state"] == "failed"
+    failed = ippctl(mirror, "dist", "failed")
+    assert failed.returncode == 0 and FILESET in failed.stdout and "with md5" in failed.stdout
+    assert ippctl(mirror, "dist", "retry", FILESET).returncode == 0
     await pull(mirror, port, tmp_path)
     row = await mirror.db.fetch_one(FILESET_ROW, name=FILESET)
     assert row["state"] == "full", row
     assert await mirror.db.fetch_val(CHIP_RUNS) == 1
+    unknown = ippctl(mirror, "dist", "retry", "no.such.fileset")
+    assert unknown.returncode != 0 and "no failed fileset 'no.such.fileset'" in unknown.stderr
 
 
 async def test_a_partial_download_is_resumed_with_range(mirror, fake, tmp_path):
@@ -314,3 +382,179 @@ async def _stale(db: Database) -> bool:
     return bool(await db.fetch_val(Query(
         "t_stale", "SELECT COUNT(*) FROM rcDestination d JOIN clients c ON c.client_id = "
         "d.owner WHERE c.heartbeat_at < NOW(6) - INTERVAL 2500000 MICROSECOND", "test")))
+
+
+# -- a hostile or broken peer (the mirror must not trust its upstream) ---------------------
+
+OTHER = "o2.chip.2.2.1"
+BASE2 = "neb://any/src/20090415/o2.2/o2.2.ch.2"
+
+
+def second_fileset(store: FakeDataStore, data: bytes, *, bundle: bytes | None = None,
+                   base: str = BASE2) -> None:
+    """A second fileset after the first, with its own dbinfo (and a bundle for ``base``)."""
+    stem = base.rsplit("/", 1)[-1]
+    store.filesets = [FILESET, OTHER]
+    store.others[OTHER] = {
+        "dbinfo.chip.2.mdc": (data, "dbinfo"),
+        f"{stem}.XY33.tgz": (bundle or tgz([member(f"./{stem}.XY33.ch.fits", b"image")]),
+                             "tgz")}
+
+
+@pytest.mark.parametrize(("state", "data_state"), [
+    ("goto_purged", "full"), ("update", "full"), ("error_cleaned", "full"),
+    ("full", "goto_cleaned")])
+async def test_an_imported_run_must_be_in_a_shipped_state(mirror, fake, tmp_path, state,
+                                                          data_state):
+    store, port = fake
+    store.files["dbinfo.chip.1.mdc"] = (dbinfo(state=state, data_state=data_state), "dbinfo")
+    await pull(mirror, port, tmp_path)
+    await assert_refused(mirror, f"state {state if state != 'full' else data_state!r}")
+
+
+async def test_a_run_renumbered_onto_another_runs_storage_is_refused(mirror, fake, tmp_path):
+    """chip 1 is imported; then a fileset says chip 999 lives at chip 1's path_base. It is
+    refused before any bundle is fetched, and chip 1 keeps every file."""
+    store, port = fake
+    second_fileset(store, dbinfo(chip_id=999, base=BASE), base=BASE)
+    await pull(mirror, port, tmp_path)
+    await assert_refused(mirror, "belongs to chipRun 1", name=OTHER, runs=1, objects=2)
+    assert (await mirror.db.fetch_one(FILESET_ROW, name=FILESET))["state"] == "full"
+
+
+async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_path):
+    """Even if two runs share a path_base (a database edited by hand), cleanup of one
+    refuses, naming the other, and deletes nothing."""
+    _store, port = fake
+    await pull(mirror, port, tmp_path)
+    await mirror.db.execute(Query("t_copy", "INSERT INTO chipRun (chip_id, exp_id, state, "
+                                  "workdir) VALUES (7, 1, 'goto_purged', 'neb://any/x')", "test"))
+    await mirror.db.execute(Query("t_copy2", "INSERT INTO chipProcessedImfile (chip_id, exp_id, "
+                                  "class_id, data_state, path_base, quality, fault, magicked) "
+                                  "VALUES (7, 1, 'XY33', 'full', %(b)s, 0, 0, 0)", "test"), b=BASE)
+    proc = AgentProcess("cleanup", mirror.dsn, tmp_path, "--once", var_dir=str(mirror.var_dir))
+    assert await proc.wait(timeout_s=120) == 0, proc.output()
+    note = await mirror.db.fetch_one(Query("t_n", "SELECT state, note FROM chipRun "
+                                           "WHERE chip_id = 7", "test"))
+    assert note["state"] == "error_purged" and "also used by chipRun 1" in note["note"]
+    kept = await mirror.db.fetch_val(Query("t_kept", "SELECT COUNT(*) FROM storage_object "
+                                           "WHERE ext_id LIKE 'src/%%XY33%%'", "test"))
+    assert kept == 2
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (b"dbversion METADATA\n   schema_version S32 \xff\nEND\n", "not UTF-8"),
+    (("dbversion METADATA\n" + "b METADATA\n" * 3000 + "END\n" * 3001).encode(),
+     "nested deeper"),
+    (re.sub(rb"(?m)^   chip_id .*$", b"   chip_id  STR  abc", dbinfo(chip_id=2, base=BASE2),
+            count=1), "integer chip_id"),
+    (dbinfo(chip_id=2, base=BASE2) + b"chipRun METADATA\n   when UTC 9999-12-31T23:59:59-05:00\n"
+     b"END\n", "outside the range of times"),
+    (dbinfo(chip_id=2, base=BASE2, label="x" * 300), "label"),
+])
+async def test_one_bad_dbinfo_fails_its_fileset_and_the_next_goes_on(mirror, fake, tmp_path,
+                                                                      data, problem):
+    """The bad fileset comes first; the good one after it is imported all the same."""
+    store, port = fake
+    second_fileset(store, data)
+    store.filesets = [OTHER, FILESET]
+    proc = await pull(mirror, port, tmp_path)
+    assert not proc.events("agent_crashed")
+    await assert_refused(mirror, problem, name=OTHER, runs=1, objects=2)
+    assert (await mirror.db.fetch_one(FILESET_ROW, name=FILESET))["state"] == "full"
+
+
+async def test_a_size_field_of_unicode_digits_is_refused(mirror, fake, tmp_path):
+    store, port = fake
+    store.listing = lambda s: datastore.format_listing(datastore.FILE_HEADER, [
+        (n, "²" if n.endswith(".tgz") else len(d), hashlib.md5(d).hexdigest(), k)
+        for n, (d, k) in s.files.items()])
+    await pull(mirror, port, tmp_path)
+    await assert_refused(mirror, "is not a number")
+
+
+async def test_a_deflate_bomb_is_refused_within_its_limit(mirror, fake, tmp_path):
+    store, port = fake
+    bomb = tgz([member("./o1.1.ch.1.XY33.ch.fits", bytes(40 * 1024 * 1024))])
+    assert len(bomb) < 100_000
+    store.files["o1.1.ch.1.XY33.tgz"] = (bomb, "tgz")
+    await pull(mirror, port, tmp_path, dist_unpack_floor_bytes=1024 * 1024)
+    await assert_refused(mirror, "unpacks to more than")
+    staging = mirror.var_dir / "dist" / "client" / "src"
+    assert not [p for p in staging.rglob("*") if p.is_file()]  # cleaned up
+
+
+async def test_sparse_and_too_many_members_are_refused(mirror, fake, tmp_path):
+    store, port = fake
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("./o1.1.ch.1.XY33.ch.fits")
+        info.type, info.size = tarfile.GNUTYPE_SPARSE, 6
+        tar.addfile(info, io.BytesIO(b"pixels"))
+    store.files["o1.1.ch.1.XY33.tgz"] = (buf.getvalue(), "tgz")
+    await pull(mirror, port, tmp_path)
+    await assert_refused(mirror, "is a sparse file")
+    many = tgz([member(f"./o1.1.ch.1.XY33.{i}", b"x") for i in range(60)])
+    store.files["o1.1.ch.1.XY33.tgz"] = (many, "tgz")
+    assert ippctl(mirror, "dist", "retry", FILESET).returncode == 0
+    await pull(mirror, port, tmp_path, dist_bundle_max_members=50)
+    await assert_refused(mirror, "more than 50 members")
+
+
+async def test_a_download_stops_at_its_listed_size(mirror, fake, tmp_path):
+    store, port = fake
+    store.extra_bytes = 8 * 1024 * 1024
+    await pull(mirror, port, tmp_path)
+    await assert_refused(mirror, "sent more than")
+    staging = mirror.var_dir / "dist" / "client" / "src"
+    assert not list(staging.rglob("*.part"))
+
+
+@pytest.mark.parametrize(("bend", "settings", "problem"), [
+    ({"encoding": "gzip"}, {}, "Content-Encoding 'gzip' refused"),
+    ({}, {"dist_listing_max_bytes": 40}, "more than the 40 bytes"),
+    ({"drip_s": 0.05}, {"dist_http_timeout_s": 1}, "no complete answer within 1 s"),
+    ({"redirect": "http://localhost:1/elsewhere"}, {}, "redirect to"),
+])
+async def test_listings_are_bounded(mirror, fake, tmp_path, bend, settings, problem):
+    store, port = fake
+    for key, value in bend.items():
+        setattr(store, key, value)
+    proc = await pull(mirror, port, tmp_path, **settings)
+    assert problem in proc.events("dist_poll_failed")[0]["reason"]
+    assert await mirror.db.fetch_val(CHIP_RUNS) == 0
+
+
+async def test_a_redirect_to_the_same_host_is_followed(mirror, fake, tmp_path):
+    store, port = fake
+    store.redirect = "?moved=1"
+    proc = await pull(mirror, port, tmp_path)
+    assert proc.events("dist_imported")
+
+
+async def test_a_stuck_source_does_not_hold_up_another(mirror, fake, tmp_path):
+    """Sources are polled side by side: one that never answers times out while the other
+    is imported in the same pass."""
+    _store, port = fake
+    hung = web.Application()
+
+    async def never(_request: web.Request) -> web.Response:
+        await asyncio.sleep(60)
+        return web.Response(text="late")
+
+    hung.router.add_get("/{tail:.*}", never)
+    runner = web.AppRunner(hung)
+    await runner.setup()
+    other = free_port()
+    await web.TCPSite(runner, "127.0.0.1", other).start()
+    try:
+        for name, where in (("src", port), ("aaa-stuck", other)):
+            await mirror.db.execute(Query("t_add2", "INSERT INTO rcDestination (name, "
+                                          "status_uri, product) VALUES (%(name)s, %(uri)s, "
+                                          "'prod')", "test"),
+                                    name=name, uri=f"http://127.0.0.1:{where}/ds")
+        proc = await pull(mirror, port, tmp_path, dist_http_timeout_s=3)
+    finally:
+        await runner.cleanup()
+    assert proc.events("dist_imported")
+    assert {e["source"] for e in proc.events("dist_poll_failed")} == {"aaa-stuck"}

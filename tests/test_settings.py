@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+from urllib.parse import quote
+
 import pytest
 
-from shared.errors import DsnError, SettingsError
+from shared.errors import DsnError, IppError, SettingsError, mask_dsns
+from shared.log import configure_logging, get_logger
 from shared.settings import Settings, load_settings, parse_dsn
 
 
@@ -76,3 +81,45 @@ def test_a_password_is_never_echoed_in_a_dsn_error():
     with pytest.raises(DsnError) as info:
         parse_dsn("mysql://u:hunter2@h")
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("password", ["a/b#c?d", "s3cr@t:x", "plain", "sp ace%"])
+def test_a_password_with_url_characters_survives_encoding_and_is_never_shown(password):
+    """User and password are percent-encoded when a URL is built (the database of a second
+    site, the PSPS DSN), so they parse back the same; every form of the DSN in a message is
+    masked by its place, even one that does not parse."""
+    dsn = parse_dsn(f"mysql://ipp:{quote(password, safe='')}@db1:3306/ipp")
+    assert dsn.password == password
+    derived = dsn.with_database("ipp_mirror").url()
+    assert parse_dsn(derived).password == password
+    texts = [derived]
+    if " " not in password:  # in free text, a DSN ends at white space
+        texts += [f"mysql://ipp:{password}@db1/ipp", f"boom at mysql://ipp:{password}@h now"]
+    for text in texts:
+        shown = mask_dsns(text)
+        assert password not in shown and "***" in shown, shown
+    with pytest.raises(DsnError) as raised:
+        parse_dsn(f"mysql://ipp:{password}@db1/ipp?bad=1")
+    assert password not in str(raised.value)
+
+
+def test_log_lines_never_carry_a_dsn_password():
+    out = io.StringIO()
+    configure_logging(load_settings(environ={}, log_format="json"), stream=out)
+    get_logger("t").error("startup_failed", error="cannot reach mysql://ipp:hunter2/x@db1/ipp")
+    line = json.loads(out.getvalue().splitlines()[-1])
+    assert "hunter2" not in line["error"] and "ipp:***@db1" in line["error"]
+
+
+@pytest.mark.parametrize("name", ["c1\n", "c1\r", "ok\nother"])
+def test_names_with_a_line_break_are_refused(name):
+    """Validation patterns end at the end of the text, not before a trailing newline."""
+    from shared import datastore
+    from shared.psps import configs
+    from shared.storage import _VOLUME_NAME
+
+    with pytest.raises(IppError):
+        configs.check_name(name)
+    with pytest.raises(IppError):
+        datastore.check_name("product", name)
+    assert not _VOLUME_NAME.match(name)

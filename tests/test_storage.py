@@ -187,10 +187,37 @@ async def test_batch_deletes_refuse_a_tampered_path_and_touch_nothing(storage: S
     victim.write_bytes(b"keep me")
     await storage.create("neb://vol1/h/s", b"x")
     await storage.create("neb://vol1/h/t", b"y")
-    await db.execute(TAMPER, relpath="../precious")
-    with pytest.raises(PathEscape):
-        await storage.delete_many(["neb:///h/s", "neb:///h/t"])
+    await storage.create("neb://vol1/h/u", b"z")
+    await db.execute(Query("t_tamper1", "UPDATE storage_instance SET relpath = '../precious' "
+                           "WHERE relpath = 'h/s'", "test"))
+    report = await storage.delete_many(["neb:///h/s", "neb:///h/t", "neb:///h/u"])
     assert victim.read_bytes() == b"keep me"
+    # the tampered key alone is refused (and kept registered); the others are deleted
+    assert list(report.refused) == ["neb:///h/s"]
+    assert "outside the root" in report.refused["neb:///h/s"]
+    assert report.deleted == ["neb:///h/t", "neb:///h/u"]
+    assert await storage.exists("neb:///h/s") and not await storage.exists("neb:///h/t")
+
+
+async def test_a_volume_root_swapped_for_a_link_is_refused_everywhere(storage: Storage,
+                                                                     tmp_path):
+    """The root is compared with the one registered (resolved once): after it is replaced
+    by a symlink, nothing reads, writes or deletes through the link."""
+    await storage.create("neb://~vol1/k/file", b"mine")
+    root = tmp_path / "vol1"
+    elsewhere = tmp_path / "elsewhere"
+    root.rename(tmp_path / "vol1.moved")
+    (elsewhere / "k").mkdir(parents=True)
+    (elsewhere / "k" / "file").write_bytes(b"someone else's")
+    root.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(PathEscape, match="now resolves to"):
+        await storage.locate("neb:///k/file")
+    with pytest.raises(PathEscape, match="now resolves to"):
+        await storage.create("neb://~vol1/k/new", b"x")
+    report = await storage.delete_many(["neb:///k/file"])
+    assert list(report.refused) == ["neb:///k/file"] and not report.deleted
+    assert (elsewhere / "k" / "file").read_bytes() == b"someone else's"
+    assert not (elsewhere / "k" / "new").exists()
 
 
 async def test_a_symlinked_file_pointing_out_is_refused_in_batches(storage: Storage, tmp_path):

@@ -204,7 +204,7 @@ def _chip(chip: ChipCatalog, found: Found, photcodes: Array, *, frame_id: int, f
 def _skycell_parts(skycell_id: str) -> tuple[int, int]:
     """(projectionID, skyCellID) of ``skycell.PPPP.NNN`` ((-1, 255) when not of that shape)."""
     parts = skycell_id.split(".")
-    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+    if len(parts) == 3 and all(p.isascii() and p.isdigit() for p in parts[1:]):
         return int(parts[1]), int(parts[2])
     return -1, 255
 

@@ -21,7 +21,7 @@ from shared.errors import IppError
 from shared.psps import BATCH_TYPES
 from shared.queries import Q
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 #: What the batch cleaner may delete, per ODM status (issue 7's defaults).
 DELETION_TARGETS = ("datastore", "dxlayer", "local")
 DELETION_STATES = ("merge_worthy", "merged", "failed")

@@ -82,11 +82,14 @@ async def batch_status(session: aiohttp.ClientSession, base: str, name: str) -> 
         raise OdmError(f"batch {name}: GET {url}: {type(exc).__name__}: {exc}") from None
 
 
-async def delete_dxlayer_copy(session: aiohttp.ClientSession, base: str, name: str) -> bool:
-    """Ask the DXLayer to delete its copy; False when it has none (404)."""
+async def delete_dxlayer_copy(session: aiohttp.ClientSession, base: str, name: str,
+                              token: str = "") -> bool:
+    """Ask the DXLayer to delete its copy; False when it has none (404). ``token`` is sent
+    as a bearer token when set (the PSPS side lets only its peers delete)."""
     url = f"{base}/dxlayer/batch/{name}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with session.delete(url) as resp:
+        async with session.delete(url, headers=headers) as resp:
             text = await resp.text(errors="replace")
             if resp.status == 404:
                 return False

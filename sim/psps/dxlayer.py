@@ -32,7 +32,7 @@ from shared import datastore
 from shared.bundles import file_digest
 from shared.datastore import DataStoreError
 from shared.db import Database, Tx
-from shared.dsclient import FetchFailed, download, get_text
+from shared.dsclient import FetchFailed, Limits, download, get_text
 from shared.errors import DbIntegrityError, IppError
 from shared.log import get_logger
 from shared.psps import BATCH_TYPES
@@ -170,6 +170,11 @@ class DxLayer:
         self.session = session
         self.base = f"http://{settings.ds_host}:{settings.ds_port}/ds"
         self.root = settings.dxlayer_path()
+        self.limits = Limits.from_settings(settings)
+
+    def copy_dir(self, product: str, name: str) -> Path:
+        """Where a batch's copy lives: inside the DXLayer's directory, whatever the names."""
+        return inside(self.root, product, name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until ``stop`` is set."""
@@ -196,8 +201,9 @@ class DxLayer:
     async def discover(self) -> int:
         """Note the filesets of every psps product not seen before."""
         try:
-            root = datastore.parse_listing(await get_text(self.session, f"{self.base}/index.txt"),
-                                           "productID", f"{self.base}/index.txt")
+            root = datastore.parse_listing(
+                await get_text(self.session, f"{self.base}/index.txt", self.limits),
+                "productID", f"{self.base}/index.txt")
         except DataStoreError as exc:
             log.warning("datastore_unreachable", error=str(exc))
             return 0
@@ -206,13 +212,22 @@ class DxLayer:
             product, kind = row[0], row[3]
             if kind != "psps":
                 continue
+            if not datastore.NAME.match(product):
+                log.warning("product_refused", product=product[:80],
+                            reason="not a valid product name")
+                continue
             url = f"{self.base}/{product}/index.txt"
             try:
-                names = datastore.parse_filesets(await get_text(self.session, url), url)
+                names = datastore.parse_filesets(await get_text(self.session, url, self.limits),
+                                                 url)
             except DataStoreError as exc:
                 log.warning("product_unreadable", product=product, error=str(exc))
                 continue
             for name in names:
+                if not datastore.NAME.match(name):
+                    log.warning("batch_refused", product=product, batch=name[:80],
+                                reason="not a valid fileset name")
+                    continue
                 added += await self.db.execute(P.dx_batch_seen, name=name, product=product)
         if added:
             log.info("batches_seen", count=added)
@@ -236,7 +251,7 @@ class DxLayer:
         name = batch["name"]
         await self.db.execute(P.dx_batch_failed, name=name, stage=exc.stage,
                               reason=str(exc)[:1024], type=batch["type"],
-                              copy_path=str(self.root / batch["product"] / name))
+                              copy_path=str(self.copy_dir(batch["product"], name)))
         for t in psps_tables(str(batch["type"])) if batch["type"] else ():
             await self.db.execute(t.unstage, batch=name)
         log.warning("batch_failed", batch=name, stage=exc.stage, reason=str(exc))
@@ -246,7 +261,8 @@ class DxLayer:
     async def _fetch(self, name: str, product: str, directory: Path) -> tuple[str, str]:
         """Download the fileset into ``directory``; (fits file, manifest file)."""
         url = f"{self.base}/{product}/{name}"
-        files = datastore.parse_files(await get_text(self.session, f"{url}/index.txt"), url)
+        files = datastore.parse_files(
+            await get_text(self.session, f"{url}/index.txt", self.limits), url)
         fits_files = [f for f in files if f.type == "fits"]
         manifests = [f for f in files if f.type == "manifest"]
         if len(fits_files) != 1 or len(manifests) != 1:
@@ -254,11 +270,11 @@ class DxLayer:
                                    f"got {[(f.name, f.type) for f in files]}")
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         for f in files:
-            await download(self.session, f"{url}/{f.name}", f, directory / f.name)
+            await download(self.session, f"{url}/{f.name}", f, directory / f.name, self.limits)
         return fits_files[0].name, manifests[0].name
 
     async def load(self, name: str, product: str) -> None:
-        directory = self.root / product / name
+        directory = self.copy_dir(product, name)
         try:
             fits_name, manifest_name = await self._fetch(name, product, directory)
         except FetchFailed as exc:
@@ -320,17 +336,35 @@ class DxLayer:
         log.info("batch_merged", batch=name)
 
 
+def _remove_inside(root: Path, path: Path) -> None:
+    """Remove the copy at ``path`` if it resolves inside ``root`` (and is not ``root``)."""
+    real, base = path.resolve(), root.resolve()
+    if real.is_relative_to(base) and real != base:
+        shutil.rmtree(real, True)
+
+
+def inside(root: Path, product: str, name: str) -> Path:
+    """``root/product/name``, refused (Rejected) unless both are plain names (the listing's
+    rules) and the result resolves inside ``root``."""
+    for part in (product, name):
+        if not datastore.NAME.match(part):
+            raise Rejected("load", f"{part[:80]!r} is not a valid product or fileset name")
+    path = root / product / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise Rejected("load", f"{product}/{name} resolves outside the DXLayer's directory")
+    return path
+
+
 async def delete_copy(db: Database, root: Path, name: str) -> bool:
     """Delete the DXLayer's copy of a batch (the ODM's DELETE); False for an unknown batch."""
     row = await db.fetch_one(P.dx_batch_get, name=name)
     if row is None:
         return False
-    path = Path(row["copy_path"] or root / row["product"] / name)
+    path = Path(row["copy_path"]) if row["copy_path"] else inside(root, row["product"], name)
     if row["status"] == "new":
         await db.execute(P.dx_batch_failed, name=name, stage="load", type=None,
                          copy_path=str(path),
                          reason="its copy was deleted on request before it was loaded")
-    if path.is_relative_to(root):  # never anything outside the DXLayer's own directory
-        await asyncio.to_thread(shutil.rmtree, path, True)
+    await asyncio.to_thread(_remove_inside, root, path)
     await db.execute(P.dx_batch_copy_deleted, name=name)
     return True

@@ -3,14 +3,16 @@
 ``GET /odm/batch/<name>`` answers ``{"batch", "status", "type", "detections", "stage",
 "reason", ...}`` with status loaded, merge_worthy, merged or failed (``stage`` says where a
 failed batch failed), or 404 for a batch the ODM does not know (yet). ``DELETE
-/dxlayer/batch/<name>`` deletes the DXLayer's copy. ``GET /odm/summary`` counts batches by
-status. Test knobs: ``odm_slow_s`` delays every answer, ``odm_error_share`` answers that
-share of requests with HTTP 500.
+/dxlayer/batch/<name>`` deletes the DXLayer's copy, for the configured peers only
+(``odm_delete_peers`` by address, or ``odm_token`` as a bearer token): 403 for anyone else.
+``GET /odm/summary`` counts batches by status. Test knobs: ``odm_slow_s`` delays every
+answer, ``odm_error_share`` answers that share of requests with HTTP 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import random
 import re
 from collections.abc import Awaitable, Callable
@@ -20,10 +22,12 @@ from typing import Any
 from aiohttp import web
 
 from shared.db import Database
+from shared.log import get_logger
 from shared.settings import Settings
 from sim.psps.dxlayer import P, delete_copy
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+log = get_logger("odm")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")
 DB_KEY: web.AppKey[Database] = web.AppKey("db", Database)
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,7 +71,22 @@ async def batch_status(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+def _may_delete(request: web.Request) -> bool:
+    """A configured peer (by address), or a client with the configured token."""
+    settings = request.app[SETTINGS_KEY]
+    peers = {p.strip() for p in settings.odm_delete_peers.split(",") if p.strip()}
+    if request.remote in peers:
+        return True
+    token = settings.odm_token
+    sent = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+
+
 async def delete_batch(request: web.Request) -> web.Response:
+    if not _may_delete(request):
+        log.warning("delete_refused", client=request.remote, path=request.path[:120])
+        return web.json_response({"error": "only the PSPS side's own peers may delete"},
+                                 status=403)
     name = _name(request)
     found = await delete_copy(request.app[DB_KEY], request.app[SETTINGS_KEY].dxlayer_path(), name)
     if not found:

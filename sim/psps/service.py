@@ -13,9 +13,9 @@ import contextlib
 import signal
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
+from shared import dsclient
 from shared.db import Database
 from shared.log import get_logger
 from shared.schema import Migration, apply_statements, create_database
@@ -49,13 +49,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     db = await open_database(settings)
     runner = web.AppRunner(odm.make_app(db, settings), access_log=None)
     await runner.setup()
-    timeout = aiohttp.ClientTimeout(total=None, connect=settings.dist_http_timeout_s,
-                                    sock_read=settings.dist_http_timeout_s)
     try:
         await web.TCPSite(runner, settings.odm_host, settings.odm_port).start()
         log.info("odm_listening", url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
                  datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/")
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with dsclient.session(dsclient.Limits.from_settings(settings)) as session:
             dx = asyncio.create_task(DxLayer(db, settings, session).run(stop), name="dxlayer")
             stopping = asyncio.create_task(stop.wait(), name="stop_requested")
             done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)

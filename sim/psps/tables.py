@@ -17,7 +17,7 @@ from functools import cache
 from shared.psps.schema import BATCH_TYPES, Table, batch_tables
 from shared.queries import Query
 
-_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,60}$")
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,60}\Z")
 _SQL_TYPE = re.compile(r"SQL type ([A-Z]+)(?:\((\d+)\))?")
 #: PSPS (SQL Server) types as MariaDB types: FLOAT is 8 bytes there, REAL 4, TINYINT unsigned.
 _TYPES = {"TINYINT": "TINYINT UNSIGNED", "SMALLINT": "SMALLINT", "INT": "INT",

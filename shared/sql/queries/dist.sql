@@ -140,11 +140,39 @@ WHERE name = %(id)s AND owner = %(owner)s;
 -- name: rc_fileset_state
 INSERT INTO rcDSFileset (source, name, state, fault, note)
 VALUES (%(source)s, %(name)s, %(state)s, %(fault)s, %(note)s)
-ON DUPLICATE KEY UPDATE state = VALUES(state), fault = VALUES(fault), note = VALUES(note);
+ON DUPLICATE KEY UPDATE state = VALUES(state), fault = VALUES(fault), note = VALUES(note),
+                        retry_at = NULL;
+
+-- A fileset that failed: its reason, one attempt more, and when to try it again.
+-- name: rc_fileset_failed
+INSERT INTO rcDSFileset (source, name, state, fault, note, attempts, retry_at)
+VALUES (%(source)s, %(name)s, 'failed', 1, %(note)s, 1,
+        NOW(6) + INTERVAL %(retry_s)s SECOND)
+ON DUPLICATE KEY UPDATE state = 'failed', fault = 1, note = VALUES(note),
+                        attempts = attempts + 1, retry_at = VALUES(retry_at);
+
+-- The source's listing has been handled up to this fileset (imported or recorded failed).
+-- name: rc_fileset_passed
+UPDATE rcDestination SET last_fileset = %(fileset)s WHERE name = %(id)s AND owner = %(owner)s;
 
 -- name: rc_fileset_get
-SELECT source, name, state, fault, note FROM rcDSFileset
+SELECT source, name, state, fault, note, attempts, retry_at FROM rcDSFileset
 WHERE source = %(source)s AND name = %(name)s;
+
+-- Failed filesets of a source whose time to be tried again has come.
+-- name: rc_retries_due
+SELECT name, attempts FROM rcDSFileset
+WHERE source = %(source)s AND state = 'failed' AND retry_at <= NOW(6)
+ORDER BY retry_at LIMIT %(limit)s;
+
+-- name: rc_failed
+SELECT source, name, attempts, retry_at, note, updated FROM rcDSFileset
+WHERE state = 'failed' AND (%(source)s IS NULL OR source = %(source)s)
+ORDER BY source, updated LIMIT %(limit)s;
+
+-- name: rc_retry_now
+UPDATE rcDSFileset SET retry_at = NOW(6)
+WHERE state = 'failed' AND name = %(name)s AND (%(source)s IS NULL OR source = %(source)s);
 
 -- name: rc_filesets
 SELECT source, name, state, fault, note, updated FROM rcDSFileset

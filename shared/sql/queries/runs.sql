@@ -251,3 +251,12 @@ SELECT column_name AS name, data_type AS type, is_nullable AS nullable
 FROM information_schema.columns
 WHERE table_schema = DATABASE() AND table_name = %(table)s
 ORDER BY ordinal_position;
+
+-- The runs whose components have these path_bases (a path_base belongs to one run only).
+-- name: path_base_owners
+SELECT 'chip' AS stage, chip_id AS id, path_base FROM chipProcessedImfile
+WHERE path_base IN %(bases)s
+UNION SELECT 'camera', cam_id, path_base FROM camProcessedExp WHERE path_base IN %(bases)s
+UNION SELECT 'warp', warp_id, path_base FROM warpSkyfile WHERE path_base IN %(bases)s
+UNION SELECT 'diff', diff_id, path_base FROM diffSkyfile WHERE path_base IN %(bases)s
+UNION SELECT 'stack', stack_id, path_base FROM stackSumSkyfile WHERE path_base IN %(bases)s;
