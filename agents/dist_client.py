@@ -162,7 +162,7 @@ async def take_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool
         if done is not None and done["state"] == "failed" and not retry:
             ctx.item_done()
             return 0  # listed again: it waits for its retry (rcDSFileset.retry_at)
-        await import_fileset(ctx, source, name)
+        await import_fileset(ctx, source, name, retry=retry)
         ctx.item_done()
         return 1
     except ClaimLost as exc:  # the source was released meanwhile: leave it to its owner
@@ -224,8 +224,10 @@ class Fileset:
     stored: list[str] = field(default_factory=list)
 
 
-async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
-    """Import one fileset; returns how many files went into storage."""
+async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool = False
+                         ) -> int:
+    """Import one fileset; returns how many files went into storage. A new fileset moves
+    the source's place in its listing to it; a retried one leaves the place alone."""
     http: aiohttp.ClientSession = ctx.resources["http"]
     limits = Limits.from_settings(ctx.settings)
     url = f"{source['status_uri'].rstrip('/')}/{source['product']}/{name}"
@@ -241,7 +243,7 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str) -> int:
         items, digests = await _unpack(ctx, fs, info)
         storage = Storage(ctx.db)
         fs.stored = await _store(storage, items, digests)
-        result = await _import_rows(ctx, fs, info)
+        result = await _import_rows(ctx, fs, info, retry)
     except FetchFailed:
         await asyncio.to_thread(shutil.rmtree, staging / "x", True)  # downloads kept to resume
         raise
@@ -312,13 +314,15 @@ async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> 
             raise result
 
 
-async def _import_rows(ctx: AgentContext, fs: Fileset, info: RunInfo) -> runio.ImportResult:
+async def _import_rows(ctx: AgentContext, fs: Fileset, info: RunInfo, retry: bool
+                       ) -> runio.ImportResult:
     """The run's rows and the fileset's record, in one transaction."""
     async def record(tx: Tx) -> None:
         await tx.execute(Q.rc_fileset_state, source=fs.source["id"], name=fs.name,
                          state="full", fault=0, note=None)
-        await ctx.claimer.finish_in(tx, RC_SPEC, Q.rc_fileset_done, fs.source["id"],
-                                    fileset=fs.name)
+        await ctx.claimer.finish_in(tx, RC_SPEC,
+                                    Q.rc_fileset_retried if retry else Q.rc_fileset_done,
+                                    fs.source["id"], fileset=fs.name)
         ctx.claimer.held.add(RC_SPEC, [fs.source["id"]])  # still ours: more filesets follow
 
     return await runio.import_run(ctx.db, info.text, f"{fs.name}/dbinfo", also=record)

@@ -22,12 +22,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from shared import bundles, datastore, dsserver, runio, runs
 from shared.db import Row, Tx
 from shared.errors import ClaimLost, DbError, IppError
 from shared.filerules import rules_for
+from shared.httpserver import ServerLimits, serving
 from shared.queries import Q
 from shared.runtime.agent import AgentContext
 from shared.runtime.claims import ClaimSpec, register_claimable
@@ -43,16 +42,11 @@ DIST_SPEC = register_claimable(ClaimSpec(
 @asynccontextmanager
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """Serve the DataStore for as long as the agent runs."""
-    runner = web.AppRunner(dsserver.make_app(ctx.db), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, ctx.settings.ds_host, ctx.settings.ds_port)
-        await site.start()
-        ctx.log.info("ds_listening",
-                     url=f"http://{ctx.settings.ds_host}:{ctx.settings.ds_port}/ds/index.txt")
+    s = ctx.settings
+    async with serving(dsserver.make_app(ctx.db), s.ds_host, s.ds_port,
+                       ServerLimits.from_settings(s), ctx.log, "datastore"):
+        ctx.log.info("ds_listening", url=f"http://{s.ds_host}:{s.ds_port}/ds/index.txt")
         yield
-    finally:
-        await runner.cleanup()
 
 
 class ShipFailed(IppError):
@@ -200,7 +194,7 @@ async def run_once(ctx: AgentContext) -> int:
             ctx.item_failed(str(exc))
         except DbError:
             raise  # the runtime retries database trouble
-        except IppError as exc:  # the run cannot be shipped as it is: record why
+        except (IppError, OSError) as exc:  # it cannot be shipped now (or its disk failed)
             if ctx.claimer.held.items():
                 await ctx.claimer.finish(DIST_SPEC, Q.dist_finish, dist["id"], state="error",
                                          fault=1, fileset=None, note=str(exc)[:255])

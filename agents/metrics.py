@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from shared import metrics, plots
 from shared.db import Database, Row
 from shared.errors import IppError
+from shared.httpserver import ServerLimits, serving
 from shared.psps import BATCH_TYPES
 from shared.runtime.agent import AgentContext
 
@@ -175,14 +176,10 @@ def make_app(db: Database, plot_dir: Path, which: str) -> web.Application:
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """Serve the status page for as long as the agent runs."""
     s = ctx.settings
-    runner = web.AppRunner(make_app(ctx.db, s.plot_dir(), ctx.config or "all"), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, s.metrics_host, s.metrics_port).start()
+    async with serving(make_app(ctx.db, s.plot_dir(), ctx.config or "all"), s.metrics_host,
+                       s.metrics_port, ServerLimits.from_settings(s), ctx.log, "status"):
         ctx.log.info("status_page_listening", url=f"http://{s.metrics_host}:{s.metrics_port}/")
         yield
-    finally:
-        await runner.cleanup()
 
 
 # -- the sampling pass ---------------------------------------------------------------------

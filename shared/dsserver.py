@@ -70,7 +70,9 @@ async def file(request: web.Request) -> web.StreamResponse:
         path = await Storage(_db(request)).locate(row["uri"])
     except StorageError as exc:
         log.warning("ds_file_unavailable", file=name, error=str(exc))
-        raise web.HTTPServiceUnavailable(text=f"{name}: {exc}\n") from None
+        # the reason (paths, volumes) stays in the server's log; the client learns only this
+        raise web.HTTPServiceUnavailable(text=f"{name}: not available now, try again later\n"
+                                         ) from None
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 

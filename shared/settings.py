@@ -83,6 +83,12 @@ class Settings:
     # Where jobs and their outputs are staged before they are moved into storage.
     update_scratch_dir: str = ""
 
+    # Every HTTP server (DataStore, status page, PSPS stand-in): connections at once, the time
+    # a client has to send its first request head, and how long an idle connection is kept.
+    http_max_connections: int = 512
+    http_header_timeout_s: float = 10.0
+    http_keepalive_timeout_s: float = 15.0
+
     # DataStore and distribution. The DataStore is served by dist_server on ds_host:ds_port.
     ds_host: str = "127.0.0.1"
     ds_port: int = 8081
@@ -210,7 +216,8 @@ class Settings:
             "cleanup_parallel_runs", "update_timeout_s", "ds_port", "dist_parallel",
             "dist_http_timeout_s", "dist_listing_max_bytes", "dist_bundle_max_members",
             "dist_unpack_ratio_max", "dist_parallel_sources", "dist_min_rate_bytes_s",
-            "dist_retry_s", "dist_retry_max_s", "odm_port", "odm_timeout_s", "odm_parallel",
+            "dist_retry_s", "dist_retry_max_s", "http_max_connections",
+            "http_header_timeout_s", "http_keepalive_timeout_s", "odm_port", "odm_timeout_s", "odm_parallel",
             "odm_unknown_timeout_s", "psps_max_attempts", "dxlayer_poll_s", "metrics_port",
             "metrics_interval_s", "metrics_retention_days",
         ]

@@ -442,6 +442,13 @@ async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_
     assert kept == 2
 
 
+def _twice_the_same_component() -> bytes:
+    """chip 2 with its XY33 row twice: the database refuses the second (a duplicate key)."""
+    text = dbinfo(chip_id=2, base=BASE2).decode()
+    block = text[text.index("chipProcessedImfile  METADATA"):]
+    return (text + block).encode()
+
+
 @pytest.mark.parametrize(("data", "problem"), [
     (b"dbversion METADATA\n   schema_version S32 \xff\nEND\n", "not UTF-8"),
     (("dbversion METADATA\n" + "b METADATA\n" * 3000 + "END\n" * 3001).encode(),
@@ -451,6 +458,7 @@ async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_
     (dbinfo(chip_id=2, base=BASE2) + b"chipRun METADATA\n   when UTC 9999-12-31T23:59:59-05:00\n"
      b"END\n", "outside the range of times"),
     (dbinfo(chip_id=2, base=BASE2, label="x" * 300), "label"),
+    (_twice_the_same_component(), "Duplicate entry"),
 ])
 async def test_one_bad_dbinfo_fails_its_fileset_and_the_next_goes_on(mirror, fake, tmp_path,
                                                                       data, problem):
@@ -558,3 +566,21 @@ async def test_a_stuck_source_does_not_hold_up_another(mirror, fake, tmp_path):
         await runner.cleanup()
     assert proc.events("dist_imported")
     assert {e["source"] for e in proc.events("dist_poll_failed")} == {"aaa-stuck"}
+
+
+async def test_a_retried_fileset_imports_without_moving_the_sources_place(mirror, fake,
+                                                                          tmp_path):
+    store, port = fake
+    second_fileset(store, b"dbversion METADATA\n")  # broken at first
+    store.filesets = [OTHER, FILESET]
+    await pull(mirror, port, tmp_path)
+    await assert_refused(mirror, "END", name=OTHER, runs=1, objects=2)
+    second_fileset(store, dbinfo(chip_id=2, base=BASE2))  # fixed at the source
+    store.filesets = [OTHER, FILESET]
+    assert ippctl(mirror, "dist", "retry", OTHER, "--source", "src").returncode == 0
+    proc = await pull(mirror, port, tmp_path)
+    assert [e["fileset"] for e in proc.events("dist_imported")] == [OTHER]
+    assert (await mirror.db.fetch_one(FILESET_ROW, name=OTHER))["state"] == "full"
+    last = await mirror.db.fetch_val(Query("t_last2", "SELECT last_fileset FROM rcDestination",
+                                           "test"))
+    assert last == FILESET and await mirror.db.fetch_val(CHIP_RUNS) == 2

@@ -13,10 +13,9 @@ import contextlib
 import signal
 from pathlib import Path
 
-from aiohttp import web
-
 from shared import dsclient
 from shared.db import Database
+from shared.httpserver import ServerLimits, serving
 from shared.log import get_logger
 from shared.schema import Migration, apply_statements, create_database
 from shared.settings import Settings, parse_dsn
@@ -47,27 +46,30 @@ async def open_database(settings: Settings) -> Database:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     db = await open_database(settings)
-    runner = web.AppRunner(odm.make_app(db, settings), access_log=None)
-    await runner.setup()
     try:
-        await web.TCPSite(runner, settings.odm_host, settings.odm_port).start()
-        log.info("odm_listening", url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
-                 datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/")
-        async with dsclient.session(dsclient.Limits.from_settings(settings)) as session:
-            dx = asyncio.create_task(DxLayer(db, settings, session).run(stop), name="dxlayer")
-            stopping = asyncio.create_task(stop.wait(), name="stop_requested")
-            done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if dx in done:
-                stopping.cancel()
-                exc = dx.exception()
-                log.error("dxlayer_died", error=repr(exc))
-                return 1
-            await dx  # it sees the stop between steps
-        log.info("psps_sim_stopped")
-        return 0
+        async with serving(odm.make_app(db, settings), settings.odm_host, settings.odm_port,
+                           ServerLimits.from_settings(settings), log, "odm"):
+            return await _run(db, settings, stop)
     finally:
-        await runner.cleanup()
         await db.close()
+
+
+async def _run(db: Database, settings: Settings, stop: asyncio.Event) -> int:
+    """The DXLayer's passes until a stop is asked for (the ODM answers meanwhile)."""
+    log.info("odm_listening", url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
+             datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/")
+    async with dsclient.session(dsclient.Limits.from_settings(settings)) as session:
+        dx = asyncio.create_task(DxLayer(db, settings, session).run(stop), name="dxlayer")
+        stopping = asyncio.create_task(stop.wait(), name="stop_requested")
+        done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if dx in done:
+            stopping.cancel()
+            exc = dx.exception()
+            log.error("dxlayer_died", error=repr(exc))
+            return 1
+        await dx  # it sees the stop between steps
+    log.info("psps_sim_stopped")
+    return 0
 
 
 async def main_async(settings: Settings) -> int:

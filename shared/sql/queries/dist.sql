@@ -143,6 +143,10 @@ VALUES (%(source)s, %(name)s, %(state)s, %(fault)s, %(note)s)
 ON DUPLICATE KEY UPDATE state = VALUES(state), fault = VALUES(fault), note = VALUES(note),
                         retry_at = NULL;
 
+-- A failed fileset imported on a retry: the source's place in its listing stays where it is.
+-- name: rc_fileset_retried
+UPDATE rcDestination SET note = NULL WHERE name = %(id)s AND owner = %(owner)s;
+
 -- A fileset that failed: its reason, one attempt more, and when to try it again.
 -- name: rc_fileset_failed
 INSERT INTO rcDSFileset (source, name, state, fault, note, attempts, retry_at)
