@@ -79,7 +79,8 @@ class ImportFailed(IppError):
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """One HTTP session for the agent's life: no automatic decompression, deadlines on
     every request (shared.dsclient)."""
-    async with dsclient.session(Limits.from_settings(ctx.settings)) as session:
+    async with dsclient.session(Limits.from_settings(ctx.settings),
+                                ctx.settings.dist_client_token) as session:
         ctx.resources["http"] = session
         yield
 

@@ -43,9 +43,14 @@ DIST_SPEC = register_claimable(ClaimSpec(
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """Serve the DataStore for as long as the agent runs."""
     s = ctx.settings
-    async with serving(dsserver.make_app(ctx.db), s.ds_host, s.ds_port,
+    async with serving(dsserver.make_app(ctx.db, s.ds_token), s.ds_host, s.ds_port,
                        ServerLimits.from_settings(s), ctx.log, "datastore"):
-        ctx.log.info("ds_listening", url=f"http://{s.ds_host}:{s.ds_port}/ds/index.txt")
+        ctx.log.info("ds_listening", url=f"http://{s.ds_host}:{s.ds_port}/ds/index.txt",
+                     token_required=bool(s.ds_token))
+        if s.ds_host not in ("127.0.0.1", "::1", "localhost") and not s.ds_token:
+            ctx.log.warning("ds_unprotected", host=s.ds_host,
+                            advice="serve other sites through a TLS proxy that authenticates, "
+                                   "or set ds_token (docs/operations.md)")
         yield
 
 

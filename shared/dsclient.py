@@ -55,12 +55,14 @@ class Limits:
                    settings.dist_min_rate_bytes_s)
 
 
-def session(limits: Limits) -> aiohttp.ClientSession:
+def session(limits: Limits, token: str = "") -> aiohttp.ClientSession:
     """A client session for DataStore peers: bodies as sent (no automatic decompression),
-    connect and read deadlines from ``limits`` (each request adds its total deadline)."""
+    connect and read deadlines from ``limits`` (each request adds its total deadline), and
+    the bearer token a protected DataStore wants, when one is given."""
     timeout = aiohttp.ClientTimeout(total=None, connect=limits.timeout_s,
                                     sock_connect=limits.timeout_s, sock_read=limits.timeout_s)
-    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False, headers=headers)
 
 
 def _same_origin(a: str, b: str) -> bool:

@@ -8,12 +8,17 @@
 
 Only files registered in dsFile are served, from their storage instance; a name that is not
 registered is 404 whatever lies on disk. Everything is read from the database per request,
-so what the listings show is what has been committed.
+so what the listings show is what has been committed. With a token (``ds_token``) every
+request must carry ``Authorization: Bearer <token>``, else 401.
 """
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shared import datastore
 from shared.datastore import NotFound
@@ -76,8 +81,26 @@ async def file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
-def make_app(db: Database) -> web.Application:
-    app = web.Application()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _token_required(token: str) -> Middleware:
+    """A middleware that answers 401 unless the request carries the bearer token."""
+    wanted = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), wanted):
+            log.warning("ds_unauthorized", client=request.remote, path=request.path[:120])
+            raise web.HTTPUnauthorized(text="a DataStore token is required\n",
+                                       headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return check
+
+
+def make_app(db: Database, token: str = "") -> web.Application:
+    app = web.Application(middlewares=[_token_required(token)] if token else [])
     app[DB_KEY] = db
     app.router.add_get("/ds/index.txt", root)
     app.router.add_get("/ds/{product}/index.txt", product)

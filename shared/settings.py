@@ -89,9 +89,13 @@ class Settings:
     http_header_timeout_s: float = 10.0
     http_keepalive_timeout_s: float = 15.0
 
-    # DataStore and distribution. The DataStore is served by dist_server on ds_host:ds_port.
+    # DataStore and distribution. The DataStore is served by dist_server on ds_host:ds_port;
+    # with ds_token every request must carry it (Authorization: Bearer), and the clients of a
+    # DataStore (the mirror, the PSPS stand-in) send dist_client_token.
     ds_host: str = "127.0.0.1"
     ds_port: int = 8081
+    ds_token: str = ""
+    dist_client_token: str = ""
     # gzip level of distribution bundles (ISA-L levels 0-3; 1 is fast and still compresses).
     dist_gzip_level: int = 1
     # Bundles built (server) or files downloaded (client) at once.

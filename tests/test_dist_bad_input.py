@@ -104,6 +104,8 @@ class FakeDataStore:
     drip_s: float = 0.0
     #: answer every listing with a redirect to this URL
     redirect: str | None = None
+    #: a bearer token every request must carry
+    token: str | None = None
 
     def files_of(self, fileset: str) -> dict[str, tuple[bytes, str]]:
         return self.others.get(fileset, self.files)
@@ -130,6 +132,8 @@ class FakeDataStore:
             await asyncio.sleep(self.hang_s)
         if self.status != 200:
             return web.Response(status=self.status, text="boom")
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.Response(status=401, text="token required")
         parts = request.path.strip("/").split("/")
         if parts[-1] == "index.txt":
             if self.redirect is not None and "moved" not in request.query:
@@ -584,3 +588,12 @@ async def test_a_retried_fileset_imports_without_moving_the_sources_place(mirror
     last = await mirror.db.fetch_val(Query("t_last2", "SELECT last_fileset FROM rcDestination",
                                            "test"))
     assert last == FILESET and await mirror.db.fetch_val(CHIP_RUNS) == 2
+
+
+async def test_a_protected_datastore_is_read_with_the_clients_token(mirror, fake, tmp_path):
+    store, port = fake
+    store.token = "t0ken"
+    proc = await pull(mirror, port, tmp_path)
+    assert "HTTP 401" in proc.events("dist_poll_failed")[0]["reason"]
+    proc = await pull(mirror, port, tmp_path, dist_client_token="t0ken")
+    assert proc.events("dist_imported")

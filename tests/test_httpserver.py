@@ -81,3 +81,18 @@ async def test_a_client_that_sends_its_head_in_time_is_served_on_a_kept_connecti
         for _ in range(3):  # one connection, several requests
             async with http.get(f"http://127.0.0.1:{port}/") as resp:
                 assert resp.status == 200
+
+
+async def test_the_datastore_wants_its_token_when_one_is_set(db):
+    from shared import dsserver
+
+    port = free_port()
+    async with serving(dsserver.make_app(db, "s3cret"), "127.0.0.1", port, ServerLimits(),
+                       Recorder(), "datastore"), aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{port}/ds/index.txt"
+        async with http.get(url) as resp:
+            assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+        async with http.get(url, headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 401
+        async with http.get(url, headers={"Authorization": "Bearer s3cret"}) as resp:
+            assert resp.status == 200 and (await resp.text()).startswith("# productID")

@@ -58,7 +58,8 @@ async def _run(db: Database, settings: Settings, stop: asyncio.Event) -> int:
     """The DXLayer's passes until a stop is asked for (the ODM answers meanwhile)."""
     log.info("odm_listening", url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
              datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/")
-    async with dsclient.session(dsclient.Limits.from_settings(settings)) as session:
+    async with dsclient.session(dsclient.Limits.from_settings(settings),
+                                settings.dist_client_token) as session:
         dx = asyncio.create_task(DxLayer(db, settings, session).run(stop), name="dxlayer")
         stopping = asyncio.create_task(stop.wait(), name="stop_requested")
         done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)
