@@ -146,6 +146,8 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
     rules = deleted_by(stage_name, target, good_smf=good_smf)
     logs = compressed_rules(stage_name)
     owners = await path_base_owners(storage.db, [c["path_base"] for c in comps if c["path_base"]])
+    inputs = (int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run["id"]) or 0)
+              if any(r.per_input for r in rules) else 0)
     plans = []
     for comp in comps:
         name, base = comp["component"], comp["path_base"]
@@ -168,21 +170,14 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
             plans.append(plan)
             continue
         for r in rules:
-            for index in range(await _inputs(storage, stage_name, run, r.per_input)):
-                key = r.filename(base, name, index=index) if r.per_input else r.filename(base, name)
-                plan.deletes.append(key)
-                if r.recovery and name in recovery:
-                    plan.deletes.append(r.filename(recovery[name], name))
+            if r.per_input:  # one file per input of the run (a stack's kernels)
+                plan.deletes += [r.filename(base, name, index=i) for i in range(inputs)]
+                continue
+            plan.deletes.append(r.filename(base, name))
+            if r.recovery and name in recovery:
+                plan.deletes.append(r.filename(recovery[name], name))
         plans.append(plan)
     return RunPlan(stage_name, run, goal, target, plans)
-
-
-async def _inputs(storage: Storage, stage_name: str, run: Row, per_input: bool) -> int:
-    """How many files a rule has for the run: one, or one per input for a per-input rule
-    (a stack's kernels, ``{FILE.INDEX}``)."""
-    if not per_input:
-        return 1
-    return int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run["id"]) or 0)
 
 
 # -- doing: a batch of claimed runs -------------------------------------------------------
