@@ -26,7 +26,13 @@ from shared.errors import DbError, IppError
 from shared.localdb import LocalMariaDB
 from shared.log import configure_logging
 from shared.queries import Q
-from shared.schema import CODE_SCHEMA_VERSION, create_database, database_version, upgrade
+from shared.schema import (
+    CODE_SCHEMA_VERSION,
+    create_database,
+    database_version,
+    upgrade,
+    upgrade_lock,
+)
 from shared.settings import Settings, load_settings, parse_dsn
 from shared.stages import OPERATOR_TARGETS, STAGES
 from shared.storage import Storage
@@ -75,13 +81,14 @@ def _local(settings: Settings) -> LocalMariaDB:
 
 async def db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     dsn = parse_dsn(settings.effective_dsn())
-    created = await create_database(settings, dsn)
-    db = await _connect(settings)
-    try:
-        before = await database_version(db) or 0
-        applied = await upgrade(db)
-    finally:
-        await db.close()
+    async with upgrade_lock(settings, dsn, waiting=lambda m: print(m, file=sys.stderr)):
+        created = await create_database(settings, dsn)
+        db = await _connect(settings)
+        try:
+            before = await database_version(db) or 0
+            applied = await upgrade(db)
+        finally:
+            await db.close()
     if created:
         print(f"created database {dsn.database}")
     if applied:

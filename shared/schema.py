@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +150,53 @@ async def drop_database(settings: Settings, dsn: Dsn) -> None:
             with warnings.catch_warnings():  # "database doesn't exist" is what IF EXISTS is for
                 warnings.simplefilter("ignore", pymysql.Warning)
                 await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+def upgrade_lock_name(database: str) -> str:
+    """The named lock that serialises upgrades of one database (server-wide, at most 64
+    characters as MariaDB allows)."""
+    return f"ipp_schema_upgrade.{database}"[:64]
+
+
+@asynccontextmanager
+async def upgrade_lock(settings: Settings, dsn: Dsn,
+                       waiting: Callable[[str], None] | None = None) -> AsyncIterator[None]:
+    """Hold the upgrade lock of the DSN's database for the body (creating the database and
+    applying migrations), so two ``ippctl db upgrade`` run at once, from any hosts, apply
+    each migration once: the second waits up to ``db_upgrade_lock_wait_s`` and then finds
+    the work done. The lock lives on its own connection; closing it frees the lock."""
+    name = upgrade_lock_name(check_database_name(dsn.database))
+    kwargs = dsn.connect_kwargs()
+    kwargs.pop("db")
+    try:
+        conn = await aiomysql.connect(connect_timeout=settings.db_connect_timeout_s, **kwargs)
+    except (pymysql.err.Error, OSError) as exc:
+        raise DbError(f"cannot reach database server for {dsn.display()}: {exc}") from None
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(Q.upgrade_lock_try.sql, {"name": name, "wait_s": 0})
+            (granted,) = await cur.fetchone()
+            if not granted:
+                await cur.execute(Q.upgrade_lock_holder.sql, {"name": name})
+                (holder,) = await cur.fetchone()
+                message = (f"another upgrade of {dsn.display()} is running (server connection "
+                           f"{holder} holds lock {name}); waiting up to "
+                           f"{settings.db_upgrade_lock_wait_s:g} s")
+                log.info("upgrade_lock_wait", lock=name, holder=holder)
+                if waiting is not None:
+                    waiting(message)
+                await cur.execute(Q.upgrade_lock_try.sql,
+                                  {"name": name, "wait_s": settings.db_upgrade_lock_wait_s})
+                (granted,) = await cur.fetchone()
+            if granted != 1:
+                raise DbError(f"{dsn.display()}: no upgrade lock ({name}) within "
+                              f"{settings.db_upgrade_lock_wait_s:g} s (db_upgrade_lock_wait_s)")
+            try:
+                yield
+            finally:
+                await cur.execute(Q.upgrade_lock_release.sql, {"name": name})
     finally:
         conn.close()
 

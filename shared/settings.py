@@ -42,6 +42,8 @@ class Settings:
     db_retry_attempts: int = 5
     db_backoff_base_s: float = 0.05
     db_backoff_max_s: float = 5.0
+    # How long `ippctl db upgrade` waits for another upgrade of the same database to end.
+    db_upgrade_lock_wait_s: float = 3600.0
 
     # The database on that server, overriding the DSN's (a second site on one server, such
     # as the demo's mirror ipp_mirror); empty: the DSN's, or local_db_name for the local one.
@@ -215,6 +217,7 @@ class Settings:
         """Reject values that cannot work, naming the setting."""
         positive = [
             "db_pool_size", "db_connect_timeout_s", "db_statement_timeout_s",
+            "db_upgrade_lock_wait_s",
             "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
             "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
             "cleanup_parallel_runs", "update_timeout_s", "ds_port", "dist_parallel",

@@ -19,3 +19,13 @@ SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = %(name
 
 -- name: server_version
 SELECT VERSION() AS version;
+
+-- name: upgrade_lock_try
+-- A server-wide named lock, held by this connection until released or closed.
+SELECT GET_LOCK(%(name)s, %(wait_s)s) AS granted;
+
+-- name: upgrade_lock_holder
+SELECT IS_USED_LOCK(%(name)s) AS connection_id;
+
+-- name: upgrade_lock_release
+SELECT RELEASE_LOCK(%(name)s) AS released;
