@@ -64,6 +64,10 @@ class ClaimLost(DbError):
     """A claimed row is no longer owned by this client (the sweeper released it)."""
 
 
+class PortInUse(IppError):
+    """A server cannot listen on its host:port (another process holds it, or it is not ours)."""
+
+
 class UnknownAgent(IppError):
     """``ipp-agent NAME`` names no known agent."""
 

@@ -13,15 +13,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import resource
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from aiohttp import web
 
+from shared.errors import PortInUse
 from shared.settings import Settings
+
+
+def port_holder(port: int) -> str:
+    """Who listens on TCP ``port`` on this host, for an error message ("pid 123 (ipp-agent
+    dist_server)"), as far as this user may see."""
+    try:
+        listeners = [c for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+    except (psutil.Error, OSError):
+        return "another process (not visible to this user)"
+    for conn in listeners:
+        if conn.pid is None:
+            continue
+        try:
+            proc = psutil.Process(conn.pid)
+            command = " ".join(proc.cmdline()[:4]) or proc.name()
+        except psutil.Error:
+            command = "?"
+        return f"pid {conn.pid} ({' '.join(command.split())[:120]})"
+    return "another process (not visible to this user)" if listeners else "nobody listening now"
+
+
+def _cannot_listen(exc: OSError, name: str, host: str, port: int) -> PortInUse:
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUse(f"the {name} server cannot listen on {host}:{port}: the port is taken "
+                         f"by {port_holder(port)}")
+    return PortInUse(f"the {name} server cannot listen on {host}:{port}: "
+                     f"{exc.strerror or exc}")
 
 
 @dataclass(frozen=True)
@@ -129,9 +160,12 @@ async def serving(app: web.Application, host: str, port: int, limits: ServerLimi
     await runner.setup()
     try:
         conns = _Connections(limits, log, name)
-        server = await asyncio.get_running_loop().create_server(
-            lambda: _Guard(runner.server(), conns),  # type: ignore[misc]
-            host, port, reuse_address=True, backlog=min(1024, limits.max_connections))
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: _Guard(runner.server(), conns),  # type: ignore[misc]
+                host, port, reuse_address=True, backlog=min(1024, limits.max_connections))
+        except OSError as exc:
+            raise _cannot_listen(exc, name, host, port) from None
         try:
             yield server
         finally:

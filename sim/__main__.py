@@ -1,20 +1,16 @@
 """``ipp-sim``: the stand-ins for what surrounds the IPP.
 
-``ipp-sim psps`` runs the PSPS side (DXLayer + ODM web service) until SIGTERM.
+``ipp-sim psps`` runs the PSPS side (DXLayer + ODM web service) until SIGTERM. As with
+``ipp-agent``, stop signals are caught before anything heavy is imported, so a SIGTERM during
+start-up ends in a clean exit 0 (:mod:`shared.runtime.stopsignals`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import socket
 import sys
 
-from shared.cli import EXIT_FAILED, EXIT_USAGE, fail
-from shared.errors import IppError, SettingsError
-from shared.log import bind, configure_logging
-from shared.settings import load_settings
+from shared.runtime.stopsignals import STOP
 
 PROG = "ipp-sim"
 
@@ -28,19 +24,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    STOP.catch()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        return fail(PROG, str(exc), EXIT_USAGE)
-    configure_logging(settings)
-    bind(agent=f"sim_{args.command}", host=socket.gethostname(), pid=os.getpid())
-    from sim.psps.service import main_async
+    from sim.psps.service import run_stand_in
 
-    try:
-        return asyncio.run(main_async(settings))
-    except IppError as exc:
-        return fail(PROG, str(exc), EXIT_FAILED)
+    return run_stand_in(args.command)
 
 
 if __name__ == "__main__":

@@ -64,11 +64,11 @@ class AgentProcess:
     (``module="sim"`` runs a stand-in, ``python -m sim NAME``, the same way)."""
 
     def __init__(self, name: str, dsn: str, log_dir: Path, *args: str, module: str = "agents",
-                 **settings: Any) -> None:
+                 launcher: tuple[str, ...] = (), **settings: Any) -> None:
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, name, *args],
+            [*launcher, sys.executable, "-m", module, name, *args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=ROOT, env=agent_env(dsn, **settings),
         )

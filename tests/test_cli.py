@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import aiomysql
 import pytest
 
 from shared.db import Database
 from shared.queries import Q
-from shared.schema import CODE_SCHEMA_VERSION
+from shared.schema import CODE_SCHEMA_VERSION, drop_database, upgrade_lock_name
+from shared.settings import parse_dsn
 from tests.helpers import ROOT, agent_env, eventually
 
 
@@ -157,3 +160,74 @@ async def test_storage_audit_reports_disagreements_and_removes_old_temporaries(d
     assert run(["storage", "audit"], test_dsn).returncode == 1
     bad = run(["storage", "audit", "--remove-temporaries", "0"], test_dsn)
     assert bad.returncode == 2 and "'0' is not a positive number of hours" in bad.stderr
+
+
+async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration_once(
+        settings, test_dsn):
+    """Both wait while another holder has the upgrade lock (as a third host would), then one
+    creates the database and applies every migration, the other finds nothing to do."""
+    fresh = parse_dsn(test_dsn).with_database(f"{parse_dsn(test_dsn).database}_up")
+    holder = await aiomysql.connect(**{k: v for k, v in fresh.connect_kwargs().items()
+                                       if k != "db"})
+    try:
+        async with holder.cursor() as cur:
+            await cur.execute("SELECT GET_LOCK(%s, 0)", (upgrade_lock_name(fresh.database),))
+            assert (await cur.fetchone())[0] == 1
+        procs = [subprocess.Popen([sys.executable, "-m", "shared.ippctl", "db", "upgrade"],
+                                  cwd=ROOT, env=agent_env(fresh.url()), text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+
+        async def both_wait() -> bool:
+            async with holder.cursor() as cur:
+                await cur.execute("SELECT COUNT(*) FROM information_schema.processlist "
+                                  "WHERE info LIKE 'SELECT GET_LOCK(%%ipp_schema_upgrade%%'")
+                return (await cur.fetchone())[0] == 2
+        await eventually(both_wait, timeout_s=60, what="both upgrades waiting for the lock")
+        async with holder.cursor() as cur:
+            await cur.execute("SELECT RELEASE_LOCK(%s)", (upgrade_lock_name(fresh.database),))
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        stdout = "".join(o for o, _ in outs)
+        assert stdout.count("created database") == 1, stdout
+        assert stdout.count(f"-> {CODE_SCHEMA_VERSION} (") == 1, stdout
+        assert stdout.count(f"already at schema version {CODE_SCHEMA_VERSION}") == 1, stdout
+        assert all("another upgrade of" in err and "holds lock ipp_schema_upgrade." in err
+                   for _, err in outs), outs
+        async with holder.cursor() as cur:
+            await cur.execute(f"SELECT version, COUNT(*) FROM `{fresh.database}`."
+                              "schema_migration GROUP BY version")
+            counts = dict(await cur.fetchall())
+        assert counts == {v: 1 for v in range(1, CODE_SCHEMA_VERSION + 1)}
+    finally:
+        holder.close()
+        await drop_database(settings, fresh)
+
+
+@pytest.mark.parametrize(("module", "argv", "setting"), [
+    ("agents", ["metrics", "--config", "all"], "IPP_METRICS_PORT"),
+    ("agents", ["dist_server"], "IPP_DS_PORT"),
+    ("sim", ["psps"], "IPP_ODM_PORT"),
+])
+async def test_a_server_whose_port_is_taken_stops_at_once_naming_the_port_and_its_holder(
+        db, settings, test_dsn, module, argv, setting):
+    psps = parse_dsn(test_dsn).with_database(f"{parse_dsn(test_dsn).database}_portpsps")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        env = {**agent_env(test_dsn), setting: str(port), "IPP_LOG_FORMAT": "json",
+               "IPP_PSPS_DB_NAME": psps.database}
+        out = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True,
+                             text=True, cwd=ROOT, env=env, timeout=120, check=False)
+    finally:
+        taken.close()
+        await drop_database(settings, psps)
+    assert out.returncode == 1, out.stdout + out.stderr
+    (line,) = out.stderr.splitlines()
+    assert f"cannot listen on 127.0.0.1:{port}: the port is taken by pid {os.getpid()}" in line
+    assert "Traceback" not in out.stdout + out.stderr
+    running = [r for r in await db.fetch_all(Q.list_clients, all=True)
+               if r["status"] in ("running", "paused", "stopping")]
+    assert running == []

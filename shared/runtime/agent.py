@@ -26,10 +26,11 @@ from types import ModuleType
 from typing import Any
 
 from shared.db import Database, backoff_s
-from shared.errors import DbError
+from shared.errors import DbError, IppError
 from shared.log import bind, get_logger
 from shared.runtime.claims import Claimer
 from shared.runtime.clients import ClientIdentity, ClientRow, ClientState, Control
+from shared.runtime.stopsignals import STOP
 from shared.runtime.sweeper import sweep
 from shared.settings import Settings
 
@@ -145,6 +146,7 @@ class AgentRunner:
         self.beat_now = asyncio.Event()
         self.stop_reason = ""
         self.exit_code = 0
+        self.startup_error: str | None = None
         self.heartbeat_ok_at = time.monotonic()
         self.heartbeat_lost = False
         self.declared_dead = False
@@ -177,18 +179,27 @@ class AgentRunner:
 
     async def run(self) -> int:
         """Register, work until stopped, hand back, mark the row ended; returns the exit code."""
-        await self.row.register()
-        bind(client_id=self.identity.client_id)
-        self.log.info("agent_started", once=self.once, version=self.identity.version)
-        self._install_signal_handlers()
-        lifespan = self.spec.lifespan or _no_lifespan
-        try:
-            async with lifespan(self.ctx):
-                await self._run_tasks()
-        finally:
-            self._remove_signal_handlers()
-            await self._finish()
+        with STOP.delivered_by(asyncio.get_running_loop()):
+            await self.row.register()
+            bind(client_id=self.identity.client_id)
+            self.log.info("agent_started", once=self.once, version=self.identity.version)
+            lifespan = self.spec.lifespan or _no_lifespan
+            try:
+                with STOP.listening(self._on_signal):
+                    async with lifespan(self.ctx):
+                        await self._run_tasks()
+            except IppError as exc:  # a resource the agent needs could not be set up
+                self._failed_to_start(exc)
+            finally:
+                await self._finish()
         return self.exit_code
+
+    def _failed_to_start(self, exc: IppError) -> None:
+        self.startup_error = str(exc)
+        self.exit_code = 1
+        self.stop_reason = str(exc)
+        self.state.record_error(str(exc))
+        self.log.error("startup_failed", error=str(exc))
 
     async def _run_tasks(self) -> None:
         if self.spec.background_sweep:
@@ -392,16 +403,6 @@ class AgentRunner:
             await self._sweep_once()
 
     # -- signals -----------------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log.info("signal_received", signal=sig.name,

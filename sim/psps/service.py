@@ -9,21 +9,25 @@ program with exit 1, loudly, so the supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
+import os
+import socket
 from pathlib import Path
 
 from shared import dsclient
+from shared.cli import EXIT_FAILED, EXIT_USAGE, fail
 from shared.db import Database
+from shared.errors import IppError, SettingsError
 from shared.httpserver import ServerLimits, serving
-from shared.log import get_logger
+from shared.log import bind, configure_logging, get_logger
+from shared.runtime.stopsignals import STOP
 from shared.schema import Migration, apply_statements, create_database
-from shared.settings import Settings, parse_dsn
+from shared.settings import Settings, load_settings, parse_dsn
 from sim.psps import odm
 from sim.psps.dxlayer import DxLayer
 from sim.psps.tables import all_tables
 
 SCHEMA = Path(__file__).resolve().parent.parent / "sql" / "psps_schema.sql"
+PROG = "ipp-sim"
 log = get_logger("psps_sim")
 
 
@@ -75,12 +79,23 @@ async def _run(db: Database, settings: Settings, stop: asyncio.Event) -> int:
 
 async def main_async(settings: Settings) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with STOP.delivered_by(asyncio.get_running_loop()), STOP.listening(lambda _: stop.set()):
         return await serve(settings, stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
+
+
+def run_stand_in(command: str) -> int:
+    """``ipp-sim psps``: settings, logging, then the stand-in until a stop request."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return fail(PROG, str(exc), EXIT_USAGE)
+    configure_logging(settings)
+    bind(agent=f"sim_{command}", host=socket.gethostname(), pid=os.getpid())
+    if STOP.received is not None:
+        log.info("psps_sim_stopped", reason=STOP.received.name, phase="start-up")
+        return 0
+    try:
+        return asyncio.run(main_async(settings))
+    except IppError as exc:
+        log.error("psps_sim_failed", error=str(exc))
+        return fail(PROG, str(exc), EXIT_FAILED)

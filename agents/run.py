@@ -1,0 +1,122 @@
+"""What ``ipp-agent NAME`` does once its stop signals are caught: settings, the agent's module,
+logging, the database, the schema check, then the runtime's loop.
+
+A stop request that came during start-up ends the process here, cleanly: before the database
+is reached nothing is claimed; after that the runtime registers, sees the request at once and
+exits without taking work (it marks its clients row stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable
+from typing import Any
+
+from agents.registry import agent_modules, load_agent
+from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from shared.db import Database
+from shared.errors import IppError, SettingsError, UnknownAgent
+from shared.log import bind, configure_logging, get_logger
+from shared.runtime.agent import AgentRunner, AgentSpec
+from shared.runtime.clients import ClientIdentity
+from shared.runtime.stopsignals import STOP
+from shared.schema import check_schema
+from shared.settings import Settings, load_settings
+
+PROG = "ipp-agent"
+
+
+def _parser(settings: Settings | None) -> argparse.ArgumentParser:
+    known = ", ".join(sorted(agent_modules(settings))) if settings else "see the docs"
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=f"Run one IPP agent under the shared runtime. Agents: {known}.",
+    )
+    parser.add_argument("name", help="the agent to run")
+    parser.add_argument("--config", default="",
+                        help="the configuration this agent works on (a name, or 'all')")
+    parser.add_argument("--once", action="store_true",
+                        help="process what is pending, then exit")
+    return parser
+
+
+async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) -> int:
+    log = get_logger("runtime")
+    asked = asyncio.Event()
+    with STOP.delivered_by(asyncio.get_running_loop()), STOP.listening(lambda _: asked.set()):
+        try:
+            db = await _unless_asked(Database.connect(settings), asked)
+        except IppError as exc:
+            log.error("startup_failed", error=str(exc))
+            return fail(PROG, str(exc))
+        if db is None:
+            return _stopped_in_startup(log, "connecting to the database")
+        try:
+            try:
+                await check_schema(db)
+            except IppError as exc:
+                log.error("startup_failed", error=str(exc))
+                return fail(PROG, str(exc))
+            identity = ClientIdentity.fresh(spec.name, args.config)
+            runner = AgentRunner(spec, settings, db, identity, once=args.once, args=args)
+            code = await runner.run()
+            if runner.startup_error is not None:
+                return fail(PROG, runner.startup_error, code)
+            return code
+        finally:
+            await db.close()
+
+
+async def _unless_asked(connecting: Awaitable[Database], asked: asyncio.Event) -> Database | None:
+    """The database, or None if a stop was asked for first (the connect may wait minutes
+    for a server that is down; a stop must not)."""
+    task = asyncio.ensure_future(connecting)
+    waiter = asyncio.create_task(asked.wait(), name="stop-wait")
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+def _stopped_in_startup(log: Any, phase: str) -> int:
+    """Log the clean end of a process stopped before it took any work."""
+    sig = STOP.received.name if STOP.received else "?"
+    log.info("agent_stopped", reason=sig, phase=phase, exit_code=EXIT_OK, claims_handed_back=0,
+             items_done=0, items_failed=0)
+    return EXIT_OK
+
+
+def run_agent(argv: list[str]) -> int:
+    """Parse ``argv``, load the agent and run it; the process's exit code."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return fail(PROG, str(exc), EXIT_USAGE)
+    parser = _parser(settings)
+    first, _ = parser.parse_known_args(argv)
+    try:
+        spec = load_agent(first.name, settings)
+    except (UnknownAgent, SettingsError) as exc:
+        return fail(PROG, str(exc), EXIT_USAGE)
+    if spec.add_arguments:
+        spec.add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(settings)
+    bind(agent=spec.name, host=socket.gethostname(), pid=os.getpid(), config=args.config)
+    if STOP.received is not None:
+        return _stopped_in_startup(get_logger("runtime"), "start-up")
+    try:
+        return asyncio.run(_run(spec, settings, args))
+    except IppError as exc:
+        return fail(PROG, str(exc), EXIT_FAILED)
+
