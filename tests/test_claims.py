@@ -18,8 +18,9 @@ from shared.runtime.agent import AgentContext, AgentRunner, AgentSpec
 from shared.runtime.claims import Claimer
 from shared.runtime.clients import ClientIdentity
 from shared.runtime.sweeper import sweep
-from shared.settings import Settings
+from shared.settings import Settings, parse_dsn
 from sim.workload import SPEC, W
+from tests.dbproxy import lossy_proxy
 from tests.helpers import eventually
 
 MARK_DEAD = Query("t_mark_dead", "UPDATE clients SET status = 'dead' WHERE client_id = %(id)s",
@@ -177,3 +178,31 @@ async def test_no_work_is_taken_while_the_heartbeat_cannot_be_written(db, settin
     runner.request_stop("test over")
     assert await task == 0
     assert all(calls), "run_once was called while the heartbeat was not being written"
+
+
+OWNED_BY = Query("t_owned_by", "SELECT item_id FROM sim_work WHERE owner = %(owner)s "
+                 "ORDER BY item_id", "test")
+
+
+async def test_a_claim_whose_commit_reply_is_lost_leaves_no_row_owned_that_nobody_works_on(
+        db, settings):
+    """The proxy lets the claim's COMMIT reach the server and drops the reply: the claim
+    committed, the client saw a lost connection and retried, taking another row. Only the
+    row it holds stays owned by it; the first is pending again for anyone."""
+    items = [await db.insert(W.work_add, duration_ms=0) for _ in range(3)]
+    async with lossy_proxy(parse_dsn(settings.db_dsn)) as proxy:
+        pdb = await Database.connect(settings, proxy.dsn(), pool_size=2)
+        try:
+            owner = await register(pdb)
+            claimer = Claimer(pdb, owner)
+            proxy.lose_next_commit_reply()
+            (row,) = await claimer.claim(SPEC, limit=1)
+            assert proxy.dropped == 1
+        finally:
+            await pdb.close()
+    owned = [r["item_id"] for r in await db.fetch_all(OWNED_BY, owner=owner)]
+    assert owned == [row["item_id"]]
+    assert claimer.held.items() == [(SPEC, row["item_id"])] and len(claimer.strays) == 0
+    assert row["item_id"] != items[0]  # the first attempt's row was taken, then handed back
+    pending = await db.fetch_one(W.work_get, item_id=items[0])
+    assert pending is not None and pending["owner"] is None

@@ -9,17 +9,30 @@ client whose claim was released can never finish twice (:class:`~shared.errors.C
 
 Claims held by this process are tracked so the runtime can hand them back on a drain; claims
 of a dead client are released by the sweeper through the spec's ``release_orphans`` query.
+
+A claim transaction whose outcome is unknown (the connection died after COMMIT was sent,
+before its reply came) may have committed: its rows would then stay owned by a live client
+that is not working on them, and the sweeper would never release them. The transaction is
+retried (and takes other rows), so every row an earlier attempt marked and the final one did
+not return is handed back with the owner-guarded ``release`` query (a no-op where the
+attempt had not committed). A hand-back that fails is kept and tried again before the next
+claim and on exit. Claims of one table are taken one at a time per process, so no row of a
+concurrent claim can be among them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.db import Database, Row, Tx
-from shared.errors import ClaimLost
+from shared.errors import ClaimLost, DbError
+from shared.log import get_logger
 from shared.queries import Query
+
+log = get_logger("claims")
 
 
 @dataclass(frozen=True)
@@ -82,20 +95,55 @@ class Claimer:
         self.db = db
         self.owner = owner
         self.held = HeldClaims()
+        #: Rows a claim attempt of unknown outcome may have taken, not yet handed back.
+        self.strays = HeldClaims()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def claim(self, spec: ClaimSpec, limit: int = 1, **params: Any) -> list[Row]:
         """Claim up to ``limit`` pending rows; returns the rows ``select`` returned."""
+        marked: list[Any] = []  # every id an attempt marked (an attempt may be retried)
 
         async def take(tx: Tx) -> list[Row]:
             rows = await tx.fetch_all(spec.select, limit=limit, **params)
             if rows:
                 ids = tuple(row[spec.id_column] for row in rows)
+                marked.extend(ids)
                 await tx.execute(spec.mark, owner=self.owner, ids=ids)
             return rows
 
-        rows = await self.db.transaction(take, name=f"claim_{spec.table}")
-        self.held.add(spec, (row[spec.id_column] for row in rows))
+        async with self._locks.setdefault(spec.table, asyncio.Lock()):
+            await self._hand_back_strays(spec)
+            try:
+                rows = await self.db.transaction(take, name=f"claim_{spec.table}")
+            except BaseException:
+                self.strays.add(spec, marked)
+                raise
+            got = {row[spec.id_column] for row in rows}
+            self.held.add(spec, got)
+            for item_id in got:
+                self.strays.discard(spec, item_id)
+            self.strays.add(spec, (i for i in marked if i not in got))
+            await self._hand_back_strays(spec)
         return rows
+
+    async def _hand_back_strays(self, spec: ClaimSpec) -> None:
+        """Release what attempts of unknown outcome may have claimed (best effort: a failure
+        keeps them for the next try)."""
+        strays = [i for s, i in self.strays.items() if s.table == spec.table]
+        released: list[Any] = []
+        for item_id in strays:
+            try:
+                changed = await self.db.execute(spec.release, id=item_id, owner=self.owner)
+            except DbError as exc:
+                log.warning("claim_handback_deferred", table=spec.table, error=str(exc),
+                            pending=len(strays) - len(released))
+                return
+            self.strays.discard(spec, item_id)
+            if changed == 1:
+                released.append(item_id)
+        if released:
+            log.warning("claim_outcome_unknown_released", table=spec.table, ids=released,
+                        reason="a claim transaction's COMMIT had no reply and was retried")
 
     async def finish(self, spec: ClaimSpec, query: Query, item_id: Any, **params: Any) -> None:
         """Run the finishing statement for a claimed row; ClaimLost if we no longer own it.
@@ -127,9 +175,12 @@ class Claimer:
         return changed == 1
 
     async def release_all(self) -> int:
-        """Hand back every claim this process still holds (on a drain or a crash)."""
+        """Hand back every claim this process still holds (on a drain or a crash), and what
+        claim attempts of unknown outcome may have taken."""
         released = 0
         for spec, item_id in self.held.items():
             if await self.release(spec, item_id):
                 released += 1
+        for spec in {s.table: s for s, _ in self.strays.items()}.values():
+            await self._hand_back_strays(spec)
         return released
