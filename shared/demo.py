@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared import metrics
+from shared import demostate, metrics
 from shared.db import Database
 from shared.errors import DbError, IppError
 from shared.filerules import compressed_keys, regenerated_rules, rules_for
@@ -103,6 +103,7 @@ async def setup(sh: Shell, plan: Plan) -> None:
     s = sh.settings
     if not s.db_dsn:
         await sh.ippctl("db", "start-local")
+    await demostate.record(s, plan.mirror_db)
     await sh.ippctl("db", "upgrade")
     await sh.ippctl("db", "upgrade", site=plan.mirror_db)
     if json.loads(await sh.ippctl("runs", "list", "--stage", "chip", "--limit", "1",
@@ -145,12 +146,41 @@ async def start_agents(sh: Shell, plan: Plan, extra_env: dict[str, str]) -> None
 
 
 async def stop_agents(sh: Shell, plan: Plan) -> None:
-    await sh.supervisorctl(plan.conf, "shutdown")
     pidfile = plan.conf.parent / "var" / "supervisord.pid"
+    if not _supervisord_running(pidfile):
+        return
+    await sh.supervisorctl(plan.conf, "shutdown")
     for _ in range(600):  # supervisord exits once every program has stopped
-        if not pidfile.exists():
+        if not _supervisord_running(pidfile):
             return
         await asyncio.sleep(0.1)
+
+
+def _supervisord_running(pidfile: Path) -> bool:
+    """True while the supervisord of ``pidfile`` lives (a stale file, left by a killed one,
+    is removed)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pidfile.unlink(missing_ok=True)
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def start_over(sh: Shell, plan: Plan) -> None:
+    """``ippctl demo --reset``: stop the demo's agents, drop what it made."""
+    if not sh.settings.db_dsn:
+        await sh.ippctl("db", "start-local")
+    print("stopping the demo's agents (if running)", flush=True)
+    await stop_agents(sh, plan)
+    for line in await demostate.reset(sh.settings, plan.mirror_db):
+        print(line, flush=True)
 
 
 # -- what the system holds -----------------------------------------------------------------
@@ -322,14 +352,48 @@ class Faults:
     log: list[str] = field(default_factory=list)
 
 
-async def _programs(sh: Shell, plan: Plan) -> list[tuple[str, int]]:
+async def _program_states(sh: Shell, plan: Plan) -> list[tuple[str, str, int | None]]:
+    """(name, state, pid) of every program supervisord runs."""
     out = await sh.supervisorctl(plan.conf, "status")
-    found = []
+    found: list[tuple[str, str, int | None]] = []
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) >= 4 and parts[1] == "RUNNING" and parts[2] == "pid":
-            found.append((parts[0], int(parts[3].rstrip(","))))
+        if len(parts) >= 2 and parts[1].isupper():
+            pid = (int(parts[3].rstrip(",")) if len(parts) >= 4 and parts[2] == "pid"
+                   and parts[3].rstrip(",").isdigit() else None)
+            found.append((parts[0], parts[1], pid))
     return found
+
+
+async def _programs(sh: Shell, plan: Plan) -> list[tuple[str, int]]:
+    return [(name, pid) for name, state, pid in await _program_states(sh, plan)
+            if state == "RUNNING" and pid is not None]
+
+
+async def every_program_up(sh: Shell, plan: Plan, sites: Sites) -> bool:
+    """Every program RUNNING; every agent registered in its site's clients table (by pid);
+    the PSPS stand-in, which is not an IPP client, answering on its ODM port."""
+    states = await _program_states(sh, plan)
+    if not states or any(state != "RUNNING" or pid is None for _, state, pid in states):
+        return False
+    registered = {int(c["pid"]) for db in (sites.ipp, sites.mirror)
+                  for c in await metrics.clients(db) if c["status"] == "running"}
+    for name, _, pid in states:
+        if name.split(":")[-1].startswith("psps_sim"):
+            if not await _answers(sh.settings.odm_host, sh.settings.odm_port):
+                return False
+        elif pid not in registered:
+            return False
+    return True
+
+
+async def _answers(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 async def killer(sh: Shell, plan: Plan, faults: Faults, stop: asyncio.Event,
@@ -368,10 +432,6 @@ async def volume_outage(sh: Shell, faults: Faults, volume: str, seconds: float) 
     await sh.ippctl("storage", "volume", "set", volume, "up")
     faults.volume_outages += 1
     faults.log.append(f"volume {volume} down and up")
-
-
-def local_server(settings: Settings) -> bool:
-    return parse_dsn(settings.effective_dsn()).unix_socket == str(settings.local_socket())
 
 
 # -- checks --------------------------------------------------------------------------------
@@ -514,7 +574,7 @@ async def walk(sh: Shell, sites: Sites, plan: Plan, faults: Faults, deadline: fl
                ) -> tuple[Baseline, set[tuple[str, int]], list[str]]:
     """Loaded and shipped, then cleaned, then partly updated."""
     before = await baseline(sites.ipp)
-    if plan.faults and plan.restart_db and local_server(sh.settings):
+    if plan.faults and plan.restart_db and demostate.local_server(sh.settings):
         await asyncio.sleep(6.0)
         await restart_database(sh, faults)
     await wait_for("PSPS batches loaded, merged, copies deleted; chip runs shipped and "
@@ -535,15 +595,24 @@ async def _at_least(faults: Faults, kills: int) -> bool:
 async def until_done(settings: Settings, plan: Plan, sh: Shell) -> Outcome:
     """Set up, run, walk the survey through its life, stop, check; the final counts."""
     deadline = time.monotonic() + plan.timeout_s
+    if demostate.DemoState.load(settings) is not None:
+        print("an earlier demo left its state here: starting over (as 'ippctl demo --reset' "
+              "does), so every check meets the runs as this walk leaves them", flush=True)
+        await start_over(sh, plan)
     await setup(sh, plan)
     env = {"IPP_ODM_FAIL_SHARE": str(plan.fail_share)} if plan.faults else {}
     await start_agents(sh, plan, env)
-    sites = await connect(settings, plan)
     faults, stop_killing = Faults(), asyncio.Event()
-    killing = (asyncio.create_task(killer(sh, plan, faults, stop_killing,
-                                          random.Random(plan.seed)), name="fault_killer")
-               if plan.faults else None)
+    killing: asyncio.Task[None] | None = None
+    sites = None
     try:
+        sites = await connect(settings, plan)
+        up = sites
+        await wait_for("every program running, every agent registered",
+                       lambda: every_program_up(sh, plan, up), deadline)
+        if plan.faults:
+            killing = asyncio.create_task(killer(sh, plan, faults, stop_killing,
+                                                 random.Random(plan.seed)), name="fault_killer")
         before, updated, problems = await walk(sh, sites, plan, faults, deadline)
         stop_killing.set()
         if killing is not None:
@@ -551,6 +620,10 @@ async def until_done(settings: Settings, plan: Plan, sh: Shell) -> Outcome:
         # after the last kill the restarted agents finish what was cut short
         await wait_for("everything settled after the last fault",
                        lambda: loaded_and_shipped(sites), deadline)
+    except BaseException:
+        if sites is not None:
+            await sites.close()
+        raise
     finally:
         stop_killing.set()
         if killing is not None and not killing.done():

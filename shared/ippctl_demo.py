@@ -22,6 +22,10 @@ def _plan(args: argparse.Namespace) -> demo.Plan:
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     plan = _plan(args)
     sh = demo.Shell(settings)
+    if args.reset:
+        await demo.start_over(sh, plan)
+        print("the demo starts from nothing next time")
+        return EXIT_OK
     if not args.until_done:
         await demo.run_live(settings, plan, sh)
         return EXIT_OK
@@ -41,6 +45,9 @@ def add_commands(top: Any) -> None:
                    help="no screen: walk the survey through its life cycle, check the outcome, "
                         "print the final counts and stop (exit 1 if a check failed)")
     p.add_argument("--json", action="store_true", help="with --until-done: the counts as JSON")
+    p.add_argument("--reset", action="store_true",
+                   help="start over: stop the demo's agents, drop the databases it created "
+                        "and remove its data under var_dir (the private server keeps running)")
     p.add_argument("--faults", action="store_true",
                    help="with --until-done: the fault campaign (SIGKILLs, a database restart, "
                         "failing ODM, a volume down and up)")

@@ -115,9 +115,9 @@ def check_database_name(name: str) -> str:
     return name
 
 
-async def create_database(settings: Settings, dsn: Dsn) -> bool:
-    """Create the DSN's database if missing; returns True if it was created."""
-    name = check_database_name(dsn.database)
+@asynccontextmanager
+async def server_connection(settings: Settings, dsn: Dsn) -> AsyncIterator[aiomysql.Connection]:
+    """A connection to the DSN's server, not to its database (which may not exist)."""
     kwargs = dsn.connect_kwargs()
     kwargs.pop("db")
     try:
@@ -125,33 +125,41 @@ async def create_database(settings: Settings, dsn: Dsn) -> bool:
     except (pymysql.err.Error, OSError) as exc:
         raise DbError(f"cannot reach database server for {dsn.display()}: {exc}") from None
     try:
-        async with conn.cursor() as cur:
-            await cur.execute(Q.database_exists.sql, {"name": name})
-            (exists,) = await cur.fetchone()
-            if exists:
-                return False
-            # An identifier, checked against _DB_NAME above: it cannot be a parameter.
-            await cur.execute(
-                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
-            return True
+        yield conn
     finally:
         conn.close()
+
+
+async def database_exists(settings: Settings, dsn: Dsn) -> bool:
+    name = check_database_name(dsn.database)
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        await cur.execute(Q.database_exists.sql, {"name": name})
+        (exists,) = await cur.fetchone()
+        return bool(exists)
+
+
+async def create_database(settings: Settings, dsn: Dsn) -> bool:
+    """Create the DSN's database if missing; returns True if it was created."""
+    name = check_database_name(dsn.database)
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        await cur.execute(Q.database_exists.sql, {"name": name})
+        (exists,) = await cur.fetchone()
+        if exists:
+            return False
+        # An identifier, checked against _DB_NAME above: it cannot be a parameter.
+        await cur.execute(
+            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )
+        return True
 
 
 async def drop_database(settings: Settings, dsn: Dsn) -> None:
-    """Drop the DSN's database (used by the test suite for its per-session databases)."""
+    """Drop the DSN's database (the test suite's per-session databases, the demo's reset)."""
     name = check_database_name(dsn.database)
-    kwargs = dsn.connect_kwargs()
-    kwargs.pop("db")
-    conn = await aiomysql.connect(connect_timeout=settings.db_connect_timeout_s, **kwargs)
-    try:
-        async with conn.cursor() as cur:
-            with warnings.catch_warnings():  # "database doesn't exist" is what IF EXISTS is for
-                warnings.simplefilter("ignore", pymysql.Warning)
-                await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        with warnings.catch_warnings():  # "database doesn't exist" is what IF EXISTS is for
+            warnings.simplefilter("ignore", pymysql.Warning)
+            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def upgrade_lock_name(database: str) -> str:
@@ -168,37 +176,28 @@ async def upgrade_lock(settings: Settings, dsn: Dsn,
     each migration once: the second waits up to ``db_upgrade_lock_wait_s`` and then finds
     the work done. The lock lives on its own connection; closing it frees the lock."""
     name = upgrade_lock_name(check_database_name(dsn.database))
-    kwargs = dsn.connect_kwargs()
-    kwargs.pop("db")
-    try:
-        conn = await aiomysql.connect(connect_timeout=settings.db_connect_timeout_s, **kwargs)
-    except (pymysql.err.Error, OSError) as exc:
-        raise DbError(f"cannot reach database server for {dsn.display()}: {exc}") from None
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(Q.upgrade_lock_try.sql, {"name": name, "wait_s": 0})
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        await cur.execute(Q.upgrade_lock_try.sql, {"name": name, "wait_s": 0})
+        (granted,) = await cur.fetchone()
+        if not granted:
+            await cur.execute(Q.upgrade_lock_holder.sql, {"name": name})
+            (holder,) = await cur.fetchone()
+            message = (f"another upgrade of {dsn.display()} is running (server connection "
+                       f"{holder} holds lock {name}); waiting up to "
+                       f"{settings.db_upgrade_lock_wait_s:g} s")
+            log.info("upgrade_lock_wait", lock=name, holder=holder)
+            if waiting is not None:
+                waiting(message)
+            await cur.execute(Q.upgrade_lock_try.sql,
+                              {"name": name, "wait_s": settings.db_upgrade_lock_wait_s})
             (granted,) = await cur.fetchone()
-            if not granted:
-                await cur.execute(Q.upgrade_lock_holder.sql, {"name": name})
-                (holder,) = await cur.fetchone()
-                message = (f"another upgrade of {dsn.display()} is running (server connection "
-                           f"{holder} holds lock {name}); waiting up to "
-                           f"{settings.db_upgrade_lock_wait_s:g} s")
-                log.info("upgrade_lock_wait", lock=name, holder=holder)
-                if waiting is not None:
-                    waiting(message)
-                await cur.execute(Q.upgrade_lock_try.sql,
-                                  {"name": name, "wait_s": settings.db_upgrade_lock_wait_s})
-                (granted,) = await cur.fetchone()
-            if granted != 1:
-                raise DbError(f"{dsn.display()}: no upgrade lock ({name}) within "
-                              f"{settings.db_upgrade_lock_wait_s:g} s (db_upgrade_lock_wait_s)")
-            try:
-                yield
-            finally:
-                await cur.execute(Q.upgrade_lock_release.sql, {"name": name})
-    finally:
-        conn.close()
+        if granted != 1:
+            raise DbError(f"{dsn.display()}: no upgrade lock ({name}) within "
+                          f"{settings.db_upgrade_lock_wait_s:g} s (db_upgrade_lock_wait_s)")
+        try:
+            yield
+        finally:
+            await cur.execute(Q.upgrade_lock_release.sql, {"name": name})
 
 
 async def upgrade(db: Database) -> list[Migration]:

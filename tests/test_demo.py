@@ -1,6 +1,7 @@
-"""The whole system: ``ippctl demo`` as a user runs it (live screen, Ctrl-C), and
-``ippctl demo --until-done --faults`` walking the survey through its life while agents are
-SIGKILLed, the ODM fails batches and a volume goes down; then every check must hold.
+"""The whole system: ``ippctl demo`` as a user runs it (live screen, Ctrl-C), then
+``ippctl demo --until-done --faults`` on that state, walking the survey through its life while
+agents are SIGKILLed, the ODM fails batches and a volume goes down (every check must hold),
+``--until-done`` once more on what that left, and ``--reset``.
 
 The default suite runs a short campaign against the test server; ``make test-faults`` runs
 the full one (at least 20 kills and a database restart) on a private server of its own.
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from shared.schema import drop_database
+from shared import demo
+from shared.schema import database_exists, drop_database
 from shared.settings import load_settings, parse_dsn
 from tests.helpers import BIN, ROOT, eventually
 from tests.mirror_fixture import free_port
@@ -61,11 +63,13 @@ def ippctl_demo(home: Path, env: dict[str, str], mirror_db: str, *args: str,
 
 
 def assert_all_checks_hold(out: subprocess.CompletedProcess[str], kills: int) -> dict[str, Any]:
+    """``kills`` 0: a run without the fault campaign."""
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(out.stdout[out.stdout.index("{\n"):])
     counts = result["counts"]
     assert result["problems"] == []
-    assert counts["faults"]["kills"] >= kills and counts["faults"]["volume_outages"] == 1
+    assert counts["faults"]["kills"] >= kills
+    assert counts["faults"]["volume_outages"] == (1 if kills else 0)
     assert counts["psps_items"] and set(counts["psps_items"]) <= {"done", "failed"}
     assert counts["runs"]["chip"] == {"cleaned": 1, "full": 1}  # chip 1 updated, 2 cleaned
     assert counts["runs"]["diff"] == {"cleaned": 2}
@@ -82,8 +86,25 @@ async def _drop(test_dsn: str, names: dict[str, str]) -> None:
         await drop_database(settings, parse_dsn(test_dsn).with_database(name))
 
 
-@pytest.mark.timeout(1200)
-async def test_the_demo_shows_its_screen_stops_on_ctrl_c_and_survives_a_short_campaign(
+async def every_program_up(env: dict[str, str], home: Path, mirror_db: str) -> bool:
+    """What the demo itself waits for: every program RUNNING and registered in clients."""
+    settings = load_settings(environ=env)
+    plan = demo.Plan(conf=home / "supervisord.conf", mirror_db=mirror_db)
+    sites = await demo.connect(settings, plan)
+    try:
+        return await demo.every_program_up(demo.Shell(settings, env=env), plan, sites)
+    finally:
+        await sites.close()
+
+
+async def _databases(test_dsn: str, names: dict[str, str]) -> set[str]:
+    settings = load_settings(environ={}, db_dsn=test_dsn)
+    return {n for n in names.values()
+            if await database_exists(settings, parse_dsn(test_dsn).with_database(n))}
+
+
+@pytest.mark.timeout(1500)
+async def test_the_demo_runs_again_on_its_own_state_after_ctrl_c_and_after_a_finished_walk(
         test_dsn, tmp_path):
     base = parse_dsn(test_dsn).database
     names = {"ipp": f"{base}_demo", "mirror": f"{base}_demomirror", "psps": f"{base}_demopsps"}
@@ -91,7 +112,8 @@ async def test_the_demo_shows_its_screen_stops_on_ctrl_c_and_survives_a_short_ca
     env = demo_env(home, IPP_DB_DSN=test_dsn, IPP_DB_NAME=names["ipp"],
                    IPP_PSPS_DB_NAME=names["psps"])
     try:
-        # make demo's way: the live screen, then Ctrl-C stops everything cleanly
+        # make demo's way: the live screen, then Ctrl-C (once every program is up) stops
+        # everything cleanly
         screen = tmp_path / "screen.txt"
         with open(screen, "w") as out:
             live = subprocess.Popen(
@@ -103,6 +125,8 @@ async def test_the_demo_shows_its_screen_stops_on_ctrl_c_and_survives_a_short_ca
             await eventually(lambda: "merged" in screen.read_text()
                              and "loader" in screen.read_text(), timeout_s=240,
                              what="the live screen with agents and batches")
+            await eventually(lambda: every_program_up(env, home, names["mirror"]),
+                             timeout_s=240, what="every program running and registered")
             text = screen.read_text()
             for part in ("status page: http://127.0.0.1:", "runs", "distribution:",
                          "PSPS items:", "deleted_local", "PSPS holds:", "heartbeat"):
@@ -113,20 +137,53 @@ async def test_the_demo_shows_its_screen_stops_on_ctrl_c_and_survives_a_short_ca
             if live.poll() is None:
                 live.kill()
         assert not (home / "var" / "supervisord.pid").exists()  # everything stopped
-        logs = (home / "logs" / "loader_00.log").read_text()
-        assert '"event": "agent_stopped"' in logs
+        for log in sorted((home / "logs").glob("*_0*.log")):
+            if not log.name.startswith("psps_sim"):
+                assert '"event": "agent_stopped"' in log.read_text(), log.name
+        assert json.loads((home / "var" / "demo-state.json").read_text())["databases"] == [
+            names["ipp"], names["mirror"], names["psps"]]
 
-        # the short fault campaign on the same site
+        # the short fault campaign on the state the live demo left (half-loaded, shipped)
         started = time.monotonic()
         out = ippctl_demo(home, env, names["mirror"], "--until-done", "--json", "--faults",
                           "--kills", "6", "--timeout", "600")
+        assert "starting over" in out.stdout, out.stdout[-2000:]
         counts = assert_all_checks_hold(out, kills=6)
         assert counts["faults"]["db_restarts"] == 0  # not the private server: not restarted
         assert time.monotonic() - started < 700
+
+        # and once more, on the cleaned and updated state that walk left
+        again = ippctl_demo(home, env, names["mirror"], "--until-done", "--json",
+                            "--timeout", "600")
+        assert "starting over" in again.stdout
+        assert_all_checks_hold(again, kills=0)
+
+        reset = ippctl_demo(home, env, names["mirror"], "--reset")
+        assert reset.returncode == 0, reset.stdout + reset.stderr
+        assert f"dropped database {names['ipp']}" in reset.stdout
+        assert await _databases(test_dsn, names) == set()
+        assert not (home / "var" / "storage").exists()
+        assert not (home / "var" / "demo-state.json").exists()
     finally:
         subprocess.run([str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"),
                         "shutdown"], env=env, capture_output=True, check=False, timeout=120)
         await _drop(test_dsn, names)
+
+
+async def test_the_demo_reset_drops_no_database_it_did_not_create(test_dsn, tmp_path):
+    """A database that was there before the demo's first set-up is refused by name."""
+    base = parse_dsn(test_dsn).database
+    names = {"ipp": base, "mirror": f"{base}_rsmirror", "psps": f"{base}_rspsps"}
+    home = demo_home(tmp_path, names["mirror"])
+    env = demo_env(home, IPP_DB_DSN=test_dsn, IPP_DB_NAME=names["ipp"],
+                   IPP_PSPS_DB_NAME=names["psps"])
+    (home / "var").mkdir()
+    (home / "var" / "demo-state.json").write_text(json.dumps({"databases": [names["mirror"]]}))
+    (home / "var" / "storage").mkdir()
+    out = ippctl_demo(home, env, names["mirror"], "--reset")
+    assert out.returncode == 1
+    assert f"database {parse_dsn(test_dsn).display()} was not created by the demo" in out.stderr
+    assert await _databases(test_dsn, {"ipp": base}) == {base}
 
 
 @pytest.mark.faults
