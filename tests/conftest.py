@@ -23,7 +23,7 @@ from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
 from sim import workload
 from tests.helpers import FAST, AgentProcess
 from tests.mirror_fixture import Mirror, make_mirror
-from tests.survey_fixture import SurveySite
+from tests.survey_fixture import SurveySite, drop_templates
 
 # CI runs the same examples every time; local runs keep exploring new ones.
 hypothesis_settings.register_profile("ci", derandomize=True)
@@ -62,6 +62,7 @@ async def test_dsn(server_dsn: str) -> AsyncIterator[str]:
     finally:
         await db.close()
     yield dsn.url()
+    await drop_templates()
     await drop_database(settings, dsn)
 
 

@@ -180,7 +180,7 @@ async def fake() -> AsyncIterator[tuple[FakeDataStore, int]]:
                                  "o1.1.ch.1.XY33.tgz": (good_bundle(), "tgz")})
     app = web.Application()
     app.router.add_get("/{tail:.*}", store.handle)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)  # hung handlers are dropped
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -555,7 +555,7 @@ async def test_a_stuck_source_does_not_hold_up_another(mirror, fake, tmp_path):
         return web.Response(text="late")
 
     hung.router.add_get("/{tail:.*}", never)
-    runner = web.AppRunner(hung)
+    runner = web.AppRunner(hung, shutdown_timeout=0.5)
     await runner.setup()
     other = free_port()
     await web.TCPSite(runner, "127.0.0.1", other).start()
