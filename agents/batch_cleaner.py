@@ -19,12 +19,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from shared import datastore
-from shared.db import Row
-from shared.errors import IppError
+from shared.core.errors import IppError
+from shared.db.database import Row
+from shared.db.queries import Q
+from shared.distribution import datastore
 from shared.psps import odm
 from shared.psps.configs import DELETION_TARGETS, for_each, parse_policy
-from shared.queries import Q
 from shared.runtime.agent import AgentContext
 
 NAME = "batch_cleaner"

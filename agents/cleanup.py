@@ -24,16 +24,16 @@ from typing import Any
 
 from isal import igzip
 
-from shared import catalogs
-from shared.db import Row
-from shared.errors import ClaimLost, ObjectExists, StorageError
-from shared.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
-from shared.queries import Q
-from shared.runclaims import CLEANUP_SPECS
-from shared.runs import components, other_owners, path_base_owners
+from shared.core.errors import ClaimLost, ObjectExists, StorageError
+from shared.db.database import Row
+from shared.db.queries import Q
+from shared.formats import catalogs
+from shared.processing.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
+from shared.processing.runclaims import CLEANUP_SPECS
+from shared.processing.runs import components, other_owners, path_base_owners
+from shared.processing.stages import CLEANUP_TARGETS, stage
 from shared.runtime.agent import AgentContext
-from shared.stages import CLEANUP_TARGETS, stage
-from shared.storage import Storage, parse_key
+from shared.storage.store import Storage, parse_key
 
 NAME = "cleanup"
 

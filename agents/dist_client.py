@@ -13,9 +13,9 @@ source's own prefix with dist_confine_sources); put the files into this site's s
 import the rows and record the fileset done in one transaction.
 
 A peer is never trusted: every request has a deadline and every listing, download and
-bundle a size limit (shared.dsclient, shared.bundles). Whatever one fileset does wrong (a
-malformed listing or dbinfo, a bundle over its limits, a row the database refuses, a full
-disk) is recorded on that fileset with the reason and retried later with backoff
+bundle a size limit (shared.distribution.client, shared.distribution.bundles). Whatever
+one fileset does wrong (a malformed listing or dbinfo, a bundle over its limits, a row the
+database refuses, a full disk) is recorded on that fileset with the reason and retried later with backoff
 (dist_retry_s, doubled per attempt up to dist_retry_max_s); the source's other filesets and
 every other source go on. Nothing is written outside staging, files stored before a failed
 import are removed again, and re-running a fileset is harmless.
@@ -34,11 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shared import bundles, datastore, dsclient, mdc, runio
-from shared.datastore import RemoteFile
-from shared.db import Row, Tx
-from shared.dsclient import FetchFailed, Limits, download, get_text
-from shared.errors import (
+from shared.core.errors import (
     ClaimLost,
     DbConflict,
     DbTimeout,
@@ -47,12 +43,19 @@ from shared.errors import (
     ObjectExists,
     SchemaMismatch,
 )
-from shared.mdc import Block, Scalar
-from shared.queries import Q
-from shared.runs import other_owners, path_base_owners
+from shared.db.database import Row, Tx
+from shared.db.queries import Q
+from shared.distribution import bundles, datastore
+from shared.distribution import client as dsclient
+from shared.distribution.client import FetchFailed, Limits, download, get_text
+from shared.distribution.datastore import RemoteFile
+from shared.formats import mdc
+from shared.formats.mdc import Block, Scalar
+from shared.processing import runio
+from shared.processing.runs import other_owners, path_base_owners
 from shared.runtime.agent import AgentContext
 from shared.runtime.claims import ClaimSpec, register_claimable
-from shared.storage import Storage, parse_key
+from shared.storage.store import Storage, parse_key
 
 NAME = "dist_client"
 RC_SPEC = register_claimable(ClaimSpec(
@@ -78,7 +81,7 @@ class ImportFailed(IppError):
 @asynccontextmanager
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """One HTTP session for the agent's life: no automatic decompression, deadlines on
-    every request (shared.dsclient)."""
+    every request (shared.distribution.client)."""
     async with dsclient.session(Limits.from_settings(ctx.settings),
                                 ctx.settings.dist_client_token) as session:
         ctx.resources["http"] = session

@@ -22,16 +22,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from shared import bundles, datastore, dsserver, runio, runs
-from shared.db import Row, Tx
-from shared.errors import ClaimLost, DbError, IppError
-from shared.filerules import rules_for
-from shared.httpserver import ServerLimits, serving
-from shared.queries import Q
+from shared.core.errors import ClaimLost, DbError, IppError
+from shared.db.database import Row, Tx
+from shared.db.queries import Q
+from shared.distribution import bundles, datastore
+from shared.distribution import server as dsserver
+from shared.processing import runio, runs
+from shared.processing.filerules import rules_for
+from shared.processing.stages import stage
 from shared.runtime.agent import AgentContext
 from shared.runtime.claims import ClaimSpec, register_claimable
-from shared.stages import stage
-from shared.storage import Storage, parse_key
+from shared.runtime.httpserver import ServerLimits, serving
+from shared.storage.store import Storage, parse_key
 
 NAME = "dist_server"
 DIST_SPEC = register_claimable(ClaimSpec(

@@ -17,18 +17,18 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from shared import catalogs
-from shared.db import Row, Tx
-from shared.errors import ClaimLost, DbError, IppError
-from shared.filerules import rule
+from shared.core.errors import ClaimLost, DbError, IppError
+from shared.db.database import Row, Tx
+from shared.db.queries import Q
+from shared.formats import catalogs
+from shared.processing.filerules import rule
 from shared.psps import batches, builders, publish
 from shared.psps.batches import BatchError
 from shared.psps.configs import for_each
 from shared.psps.dvocache import DvoCache
-from shared.queries import Q
 from shared.runtime.agent import AgentContext
 from shared.runtime.claims import ClaimSpec, register_claimable
-from shared.storage import Storage
+from shared.storage.store import Storage
 
 NAME = "loader"
 STRIPE_SPEC = register_claimable(ClaimSpec(

@@ -26,12 +26,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from shared import metrics, plots
-from shared.db import Database, Row
-from shared.errors import IppError
-from shared.httpserver import ServerLimits, serving
+from shared.core.errors import IppError
+from shared.db.database import Database, Row
+from shared.observe import metrics, plots
 from shared.psps import BATCH_TYPES
 from shared.runtime.agent import AgentContext
+from shared.runtime.httpserver import ServerLimits, serving
 
 NAME = "metrics"
 DB_KEY: web.AppKey[Database] = web.AppKey("db", Database)

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from shared.db import Row, Tx
+from shared.db.database import Row, Tx
+from shared.db.queries import Q
 from shared.psps import BATCH_TYPES, odm
 from shared.psps.configs import for_each
-from shared.queries import Q
 from shared.runtime.agent import AgentContext
 
 NAME = "odm_poller"

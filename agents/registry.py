@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib
 
-from shared.errors import SettingsError, UnknownAgent
+from shared.core.errors import SettingsError, UnknownAgent
+from shared.core.settings import Settings
 from shared.runtime.agent import AgentSpec
-from shared.settings import Settings
 
 #: Built-in agents, by name.
 BUILTIN: dict[str, str] = {

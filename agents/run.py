@@ -17,15 +17,15 @@ from collections.abc import Awaitable
 from typing import Any
 
 from agents.registry import agent_modules, load_agent
-from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
-from shared.db import Database
-from shared.errors import IppError, SettingsError, UnknownAgent
-from shared.log import bind, configure_logging, get_logger
+from shared.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from shared.core.errors import IppError, SettingsError, UnknownAgent
+from shared.core.log import bind, configure_logging, get_logger
+from shared.core.settings import Settings, load_settings
+from shared.db.database import Database
+from shared.db.schema import check_schema
 from shared.runtime.agent import AgentRunner, AgentSpec
 from shared.runtime.clients import ClientIdentity
 from shared.runtime.stopsignals import STOP
-from shared.schema import check_schema
-from shared.settings import Settings, load_settings
 
 PROG = "ipp-agent"
 

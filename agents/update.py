@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.db import Row, Tx
-from shared.errors import ClaimLost, IppError, ObjectExists, StorageError
-from shared.filerules import config_rule, regenerated_rules, rule, rules_for
-from shared.process import CommandFailed, run_command
-from shared.queries import Q
-from shared.runclaims import UPDATE_SPECS
-from shared.runs import components, request_update
+from shared.core.errors import ClaimLost, IppError, ObjectExists, StorageError
+from shared.db.database import Row, Tx
+from shared.db.queries import Q
+from shared.processing.filerules import config_rule, regenerated_rules, rule, rules_for
+from shared.processing.runclaims import UPDATE_SPECS
+from shared.processing.runs import components, request_update
+from shared.processing.stages import StageError, stage
 from shared.runtime.agent import AgentContext
-from shared.scratch import remove_stale, scratch_dir
-from shared.stages import StageError, stage
-from shared.storage import Storage, parse_key
+from shared.runtime.process import CommandFailed, run_command
+from shared.runtime.scratch import remove_stale, scratch_dir
+from shared.storage.store import Storage, parse_key
 
 NAME = "update"
 #: Stages in the order inputs come before what is made from them, so one pass can bring a

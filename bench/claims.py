@@ -20,10 +20,10 @@ import aiomysql
 import pymysql
 
 from bench.common import Figure, bench_database
-from shared.db import Database
-from shared.queries import Query
+from shared.core.settings import Settings, parse_dsn
+from shared.db.database import Database
+from shared.db.queries import Query
 from shared.runtime.claims import Claimer
-from shared.settings import Settings, parse_dsn
 from sim.workload import SPEC, W
 
 CLAIMERS = 8

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from bench.common import Figure, agent_env, bench_database, run_agent_once, working_seconds
 from bench.volume import VolumeUnavailable, drop_caches, production_volume
-from shared.filerules import compressed_rules, deleted_by, rules_for
-from shared.queries import QueryBook, load_queries
-from shared.storage import Storage
+from shared.db.queries import QueryBook, load_queries
+from shared.processing.filerules import compressed_rules, deleted_by, rules_for
+from shared.storage.store import Storage
 from sim.logs import SEED_LOG_BYTES, ipp_log
 from sim.sky import OTAS
 

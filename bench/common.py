@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.db import Database
-from shared.schema import create_database, drop_database, upgrade
-from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
+from shared.core.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
+from shared.db.database import Database
+from shared.db.schema import create_database, drop_database, upgrade
 from sim import workload
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,6 +1,6 @@
 """Distribution figures, each against its anchor on the same files in the same run.
 
-- Bundle building: the dist_server's bundle step (``shared.bundles.build`` per component,
+- Bundle building: the dist_server's bundle step (``shared.distribution.bundles.build`` per component,
   ``dist_parallel`` at once, ISA-L gzip) against ``tar czf`` of the same component files,
   one component after another, as throughput of input bytes.
 - Import: ``ipp-agent dist_client --once`` importing the fileset from a running dist_server
@@ -23,11 +23,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.common import Figure, agent_env, bench_database, run_agent_once, working_seconds
-from shared import bundles, datastore, runs
-from shared.db import Database
-from shared.queries import Q
-from shared.settings import Settings
-from shared.storage import Storage, parse_key
+from shared.core.settings import Settings
+from shared.db.database import Database
+from shared.db.queries import Q
+from shared.distribution import bundles, datastore
+from shared.processing import runs
+from shared.storage.store import Storage, parse_key
 from sim.survey import Survey, SurveyOptions, ensure_volumes
 
 

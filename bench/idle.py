@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.common import Figure, bench_database
-from shared.settings import PROJECT_ROOT
+from shared.core.settings import PROJECT_ROOT
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

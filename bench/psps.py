@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import Figure
-from shared import catalogs, dvo, ids
-from shared.catalogs import ChipCatalog
+from shared.core import ids
+from shared.formats import catalogs, dvo
+from shared.formats.catalogs import ChipCatalog
 from shared.psps import batches, builders
 from shared.psps.dvocache import DvoCache
 from sim.sky import OTAS

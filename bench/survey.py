@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Figure, bench_database
-from shared.storage import Storage
+from shared.storage.store import Storage
 from sim import imaging, processor
 from sim.processor import ChipInputs, Exposure
 from sim.sky import chip_wcs, star_field

@@ -26,11 +26,11 @@ from tempfile import TemporaryDirectory
 import aiohttp
 
 from bench.common import Figure, agent_env, bench_database, run_agent_once, working_seconds
-from shared.db import Database
+from shared.core.settings import PROJECT_ROOT, Settings, parse_dsn
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.db.schema import drop_database
 from shared.psps import configs
-from shared.queries import Query
-from shared.schema import drop_database
-from shared.settings import PROJECT_ROOT, Settings, parse_dsn
 
 ADD_BATCHES = Query("b_add_batches", """
 INSERT INTO psps_batch (name, config, type, item_id, detections, processed, processed_at,
@@ -133,7 +133,7 @@ async def poller_rate(batches: int) -> Figure:
 def _ippctl_seconds(settings: Settings) -> float:
     env = {**os.environ, "IPP_DB_DSN": settings.effective_dsn(), "PYTHONPATH": str(PROJECT_ROOT)}
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "shared.ippctl", "metrics", "all"], env=env,
+    out = subprocess.run([sys.executable, "-m", "shared.ctl.main", "metrics", "all"], env=env,
                          capture_output=True, text=True, check=False, cwd=PROJECT_ROOT)
     elapsed = time.perf_counter() - started
     if out.returncode != 0 or "loaded_to_datastore" not in out.stdout:
@@ -152,7 +152,7 @@ async def metrics_summary(rows: int) -> list[Figure]:
             await db.fetch_all(PLAIN)
             plain.append(time.perf_counter() - started)
         command = [await asyncio.to_thread(_ippctl_seconds, settings) for _ in range(3)]
-        from shared import metrics
+        from shared.observe import metrics
 
         queries = []
         for _ in range(3):

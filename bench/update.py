@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from bench.common import Figure, agent_env, bench_database, run_agent_once
-from shared import runs
-from shared.db import Database
-from shared.settings import PROJECT_ROOT, Settings
-from shared.storage import Storage
+from shared.core.settings import PROJECT_ROOT, Settings
+from shared.db.database import Database
+from shared.processing import runs
+from shared.storage.store import Storage
 from sim.survey import Survey, SurveyOptions, ensure_volumes
 
 

@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared.settings import PROJECT_ROOT
+from shared.core.settings import PROJECT_ROOT
 
 #: Apparent size of the sparse image: room for two trees of 20 x 60 production components.
 IMAGE_BYTES = 1 << 40

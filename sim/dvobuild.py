@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from shared import dvo, ids
+from shared.core import ids
+from shared.formats import dvo
 from sim.processor import Exposure, photcode
 from sim.sky import FILTERS, ZERO_POINTS, StarField, Wcs
 

@@ -2,7 +2,7 @@
 
 Every stage function is deterministic: the same input bytes and recipe give byte-identical
 products (no clocks, no randomness, no host names in any file). Each returns a mapping from
-file rule name (``shared.filerules``) to the file's bytes; the caller stores them under
+file rule name (``shared.processing.filerules``) to the file's bytes; the caller stores them under
 ``rule.filename(path_base, component)``. A name ``RULE:part`` is one of several files of a
 rule: ``part`` is the chip (camera streak masks) or the input index (stack kernels).
 
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from shared import catalogs, mdc
-from shared.catalogs import ChipCatalog
-from shared.errors import MdcError
-from shared.mdc import Block, Scalar
+from shared.core.errors import MdcError
+from shared.formats import catalogs, mdc
+from shared.formats.catalogs import ChipCatalog
+from shared.formats.mdc import Block, Scalar
 from sim import imaging
 from sim.sky import ZERO_POINTS, Skycell, Wcs
 

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.errors import IppError
+from shared.core.errors import IppError
 from sim import imaging, processor
 from sim.processor import ChipInputs, ChipPixels, Exposure, WarpPixels
 from sim.sky import Skycell, chip_wcs, skycell_from_row

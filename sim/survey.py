@@ -1,4 +1,4 @@
-"""The synthetic survey: ``ippctl sim survey --exposures N --chips K --seed S``.
+"""The synthetic survey: ``ipp-sim survey --exposures N --chips K --seed S``.
 
 It plays the telescope and the IPP's processing. For each exposure it renders raw chips from
 a seeded star field and runs every stage through the reference processor, recording each
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from shared.db import Database, Tx
-from shared.filerules import rule
-from shared.queries import QueryBook, load_queries
-from shared.storage import Storage
+from shared.db.database import Database, Tx
+from shared.db.queries import QueryBook, load_queries
+from shared.processing.filerules import rule
+from shared.storage.store import Storage
 from sim import imaging, processor
 from sim.dvobuild import DvoBuilder
 from sim.processor import (

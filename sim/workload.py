@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from shared.db import Database, Tx
-from shared.errors import ClaimLost
-from shared.queries import QueryBook, load_queries
+from shared.core.errors import ClaimLost
+from shared.db.database import Database, Tx
+from shared.db.queries import QueryBook, load_queries
+from shared.db.schema import Migration, apply_statements
 from shared.runtime.agent import AgentContext
 from shared.runtime.claims import ClaimSpec, register_claimable
-from shared.schema import Migration, apply_statements
 
 NAME = "workload"
 SQL_DIR = Path(__file__).resolve().parent / "sql"

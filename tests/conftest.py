@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from shared.db import Database
-from shared.localdb import LocalMariaDB
-from shared.queries import Query
-from shared.schema import create_database, drop_database, upgrade
-from shared.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
+from shared.core.settings import PROJECT_ROOT, Settings, load_settings, parse_dsn
+from shared.db.database import Database
+from shared.db.localdb import LocalMariaDB
+from shared.db.queries import Query
+from shared.db.schema import create_database, drop_database, upgrade
 from sim import workload
 from tests.helpers import FAST, AgentProcess
 from tests.mirror_fixture import Mirror, make_mirror

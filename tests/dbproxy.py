@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from shared.settings import Dsn
+from shared.core.settings import Dsn
 
 COM_QUERY = 0x03
 

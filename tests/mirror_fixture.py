@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.db import Database
-from shared.schema import create_database, drop_database, upgrade
-from shared.settings import load_settings, parse_dsn
-from shared.storage import Storage
+from shared.core.settings import load_settings, parse_dsn
+from shared.db.database import Database
+from shared.db.schema import create_database, drop_database, upgrade
+from shared.storage.store import Storage
 from tests.helpers import FAST
 from tests.survey_fixture import sibling
 

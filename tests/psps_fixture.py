@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.db import Database
-from shared.schema import drop_database
-from shared.settings import load_settings, parse_dsn
+from shared.core.settings import load_settings, parse_dsn
+from shared.db.database import Database
+from shared.db.schema import drop_database
 from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import free_port
 from tests.survey_fixture import SurveySite

@@ -2,7 +2,7 @@
 
 Generating one takes 10-20 s (the reference processor makes every product), and most tests
 need a fresh one to change. So each kind of survey (exposures, chips, seed) is generated once
-per test session, by ``ippctl sim survey``, into a template; a test's site is a copy of it: a
+per test session, by ``ipp-sim survey``, into a template; a test's site is a copy of it: a
 database at the current schema holding the template's rows (the volume roots pointed at the
 test's own directory) and a copy of its files. :func:`make_survey` still generates one when a
 test is about the generation itself.
@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.db import Database
-from shared.schema import create_database, drop_database, server_connection, upgrade
-from shared.settings import Settings, load_settings, parse_dsn
+from shared.core.settings import Settings, load_settings, parse_dsn
+from shared.db.database import Database
+from shared.db.schema import create_database, drop_database, server_connection, upgrade
 from tests.helpers import FAST, ROOT, agent_env
 
 
@@ -44,7 +44,7 @@ def sibling(test_dsn: str, suffix: str) -> str:
 
 async def make_survey(test_dsn: str, suffix: str, var_dir: Path, *, exposures: int, chips: int,
                       seed: int) -> SurveySite:
-    """Create a database beside the test database and run `ippctl sim survey` in it."""
+    """Create a database beside the test database and run `ipp-sim survey` in it."""
     dsn = parse_dsn(sibling(test_dsn, suffix))
     settings = load_settings(environ={}, db_dsn=dsn.url(), var_dir=str(var_dir), **FAST)
     await create_database(settings, dsn)
@@ -55,7 +55,7 @@ async def make_survey(test_dsn: str, suffix: str, var_dir: Path, *, exposures: i
         await db.close()
     env = {**agent_env(dsn.url()), "IPP_VAR_DIR": str(var_dir)}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.ippctl", "sim", "survey", "--exposures", str(exposures),
+        [sys.executable, "-m", "sim", "survey", "--exposures", str(exposures),
          "--chips", str(chips), "--seed", str(seed)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr
@@ -135,7 +135,7 @@ async def drop_survey(site: SurveySite) -> None:
 def ippctl(site: SurveySite, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     """``ippctl ARGS`` against the site (its database and var dir), as an operator runs it."""
     env = {**agent_env(site.dsn, **settings), "IPP_VAR_DIR": str(site.var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -11,14 +11,14 @@ from collections import Counter
 import pytest
 
 from agents import sweeper as sweeper_agent
-from shared.db import Database
-from shared.errors import ClaimLost
-from shared.queries import Q, Query
+from shared.core.errors import ClaimLost
+from shared.core.settings import Settings, parse_dsn
+from shared.db.database import Database
+from shared.db.queries import Q, Query
 from shared.runtime.agent import AgentContext, AgentRunner, AgentSpec
 from shared.runtime.claims import Claimer
 from shared.runtime.clients import ClientIdentity
 from shared.runtime.sweeper import sweep
-from shared.settings import Settings, parse_dsn
 from sim.workload import SPEC, W
 from tests.dbproxy import lossy_proxy
 from tests.helpers import eventually
@@ -147,7 +147,7 @@ async def test_item_progress_is_reported_in_the_clients_row(db, settings: Settin
 async def test_no_work_is_taken_while_the_heartbeat_cannot_be_written(db, settings: Settings):
     """After heartbeat_grace_s without a written heartbeat, run_once is not called; once the
     heartbeat is written again, work resumes."""
-    from shared.errors import DbUnavailable
+    from shared.core.errors import DbUnavailable
 
     quick = dataclasses.replace(settings, heartbeat_interval_s=0.05, heartbeat_grace_s=0.3,
                                 poll_interval_s=0.05)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from shared import runs
-from shared.db import Database
-from shared.filerules import deleted_by, rule
-from shared.queries import Query
-from shared.storage import Storage
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.processing import runs
+from shared.processing.filerules import deleted_by, rule
+from shared.storage.store import Storage
 from tests.helpers import AgentProcess
 from tests.survey_fixture import SurveySite, ippctl, survey_site
 

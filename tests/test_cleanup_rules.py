@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared import runs
-from shared.db import Database
-from shared.queries import Query
-from shared.storage import Storage
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.processing import runs
+from shared.storage.store import Storage
 from sim.logs import ipp_log
 from tests.helpers import ROOT, AgentProcess
 from tests.survey_fixture import SurveySite, drop_survey, make_survey
@@ -183,7 +183,7 @@ def _expected_gone(case: Case, before: dict[str, str]) -> dict[str, str]:
 
 
 def test_the_table_names_every_rule_the_agent_has_and_no_other() -> None:
-    from shared.filerules import RULES  # the code's rules, only to check the table is whole
+    from shared.processing.filerules import RULES  # the code's rules, only to check the table is whole
 
     code = {(r.stage, r.name) for r in RULES if r.stage in STAGES}
     assert {(r.stage, r.rule) for r in TABLE} == code

@@ -14,15 +14,15 @@ from pathlib import Path
 import aiomysql
 import pytest
 
-from shared.db import Database
-from shared.queries import Q
-from shared.schema import CODE_SCHEMA_VERSION, drop_database, upgrade_lock_name
-from shared.settings import parse_dsn
+from shared.core.settings import parse_dsn
+from shared.db.database import Database
+from shared.db.queries import Q
+from shared.db.schema import CODE_SCHEMA_VERSION, drop_database, upgrade_lock_name
 from tests.helpers import ROOT, agent_env, eventually
 
 
 def run(args: list[str], dsn: str, *, prog: str = "ippctl", **env: str) -> subprocess.CompletedProcess[str]:
-    module = "shared.ippctl" if prog == "ippctl" else "agents"
+    module = "shared.ctl.main" if prog == "ippctl" else "agents"
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
         env={**agent_env(dsn), **env}, timeout=60, check=False,
@@ -173,7 +173,7 @@ async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration
         async with holder.cursor() as cur:
             await cur.execute("SELECT GET_LOCK(%s, 0)", (upgrade_lock_name(fresh.database),))
             assert (await cur.fetchone())[0] == 1
-        procs = [subprocess.Popen([sys.executable, "-m", "shared.ippctl", "db", "upgrade"],
+        procs = [subprocess.Popen([sys.executable, "-m", "shared.ctl.main", "db", "upgrade"],
                                   cwd=ROOT, env=agent_env(fresh.url()), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(2)]

@@ -23,11 +23,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import bundles, catalogs, datastore, dvo, mdc
-from shared.errors import IppError, MdcError, SettingsError, StorageError
+from shared.core.errors import IppError, MdcError, SettingsError, StorageError
+from shared.core.settings import load_settings, parse_dsn
+from shared.distribution import bundles, datastore
+from shared.formats import catalogs, dvo, mdc
 from shared.psps import batches, builders, configs, odm
-from shared.settings import load_settings, parse_dsn
-from shared.storage import parse_key
+from shared.storage.store import parse_key
 from sim.psps.dxlayer import Rejected, check_batch
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

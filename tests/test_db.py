@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.db import Database, Tx
-from shared.errors import DbError, DbIntegrityError, DbTimeout, DbUnavailable
-from shared.localdb import LocalMariaDB
-from shared.queries import Query
-from shared.schema import create_database, upgrade
-from shared.settings import Settings, parse_dsn
+from shared.core.errors import DbError, DbIntegrityError, DbTimeout, DbUnavailable
+from shared.core.settings import Settings, parse_dsn
+from shared.db.database import Database, Tx
+from shared.db.localdb import LocalMariaDB
+from shared.db.queries import Query
+from shared.db.schema import create_database, upgrade
 from sim import workload
 from sim.workload import W
 from tests.helpers import AgentProcess, eventually

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from shared import demo
-from shared.schema import database_exists, drop_database
-from shared.settings import load_settings, parse_dsn
+from shared.core.settings import load_settings, parse_dsn
+from shared.ctl import demo
+from shared.db.schema import database_exists, drop_database
 from tests.helpers import BIN, ROOT, eventually
 from tests.mirror_fixture import free_port
 
@@ -57,7 +57,7 @@ def demo_env(home: Path, **extra: str) -> dict[str, str]:
 def ippctl_demo(home: Path, env: dict[str, str], mirror_db: str, *args: str,
                 timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.ippctl", "demo", "--conf", str(home / "supervisord.conf"),
+        [sys.executable, "-m", "shared.ctl.main", "demo", "--conf", str(home / "supervisord.conf"),
          "--mirror-db", mirror_db, "--exposures", "2", "--chips", "2", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
 
@@ -117,7 +117,7 @@ async def test_the_demo_runs_again_on_its_own_state_after_ctrl_c_and_after_a_fin
         screen = tmp_path / "screen.txt"
         with open(screen, "w") as out:
             live = subprocess.Popen(
-                [sys.executable, "-m", "shared.ippctl", "demo", "--conf",
+                [sys.executable, "-m", "shared.ctl.main", "demo", "--conf",
                  str(home / "supervisord.conf"), "--mirror-db", names["mirror"],
                  "--exposures", "2", "--chips", "2"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -204,5 +204,5 @@ def test_the_full_fault_campaign_on_a_private_server(tmp_path):
     finally:
         subprocess.run([str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"),
                         "shutdown"], env=env, capture_output=True, check=False, timeout=120)
-        subprocess.run([sys.executable, "-m", "shared.ippctl", "db", "stop-local"], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "shared.ctl.main", "db", "stop-local"], cwd=ROOT,
                        env=env, capture_output=True, check=False, timeout=120)

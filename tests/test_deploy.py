@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.queries import Q
-from shared.settings import parse_dsn
+from shared.core.settings import parse_dsn
+from shared.db.queries import Q
 from tests.helpers import BIN, ROOT, agent_env, eventually
 
 SUPERVISORD_CONF = ROOT / "supervisord.conf"
@@ -19,7 +19,7 @@ SYSTEMD = ROOT / "systemd"
 
 
 def test_supervisord_stop_waits_longer_than_the_drain_deadline():
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
     conf = configparser.RawConfigParser()
     conf.read(SUPERVISORD_CONF)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from shared import datastore, runs
-from shared.db import Database
-from shared.queries import Query
-from shared.storage import Storage
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.distribution import datastore
+from shared.processing import runs
+from shared.storage.store import Storage
 from tests.helpers import ROOT, AgentProcess, agent_env, eventually
 from tests.mirror_fixture import free_port
 from tests.survey_fixture import SurveySite, survey_site
@@ -32,7 +33,7 @@ async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
 
 def ippctl(dsn: str, var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**agent_env(dsn), "IPP_VAR_DIR": str(var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -136,7 +137,7 @@ async def _files(sdb: Database) -> list[dict[str, object]]:
 
 def test_bundle_member_tar_is_readable(tmp_path):
     """A bundle built here is a plain gzip'd tar (python's tarfile reads it too)."""
-    from shared import bundles
+    from shared.distribution import bundles
     src = tmp_path / "a.fits"
     src.write_bytes(b"x" * 5000)
     built = bundles.build(tmp_path / "a.tgz", [bundles.Member(src, "a.fits")])

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from shared import datastore, mdc
-from shared.db import Database
-from shared.mdc import Block, Scalar
-from shared.queries import Query
-from shared.schema import CODE_SCHEMA_VERSION
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.db.schema import CODE_SCHEMA_VERSION
+from shared.distribution import datastore
+from shared.formats import mdc
+from shared.formats.mdc import Block, Scalar
 from tests.helpers import ROOT, AgentProcess, agent_env, eventually
 from tests.mirror_fixture import Mirror, free_port
 
@@ -196,7 +197,7 @@ OBJECTS = Query("t_obj", "SELECT COUNT(*) FROM storage_object", "test")
 
 def ippctl(mirror: Mirror, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**agent_env(mirror.dsn), "IPP_VAR_DIR": str(mirror.var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

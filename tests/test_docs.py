@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from shared.ippctl import build_parser
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.ctl.main import build_parser
 from tests.helpers import ROOT
 
 

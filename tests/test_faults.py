@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from shared.db import Database
+from shared.db.database import Database
 from sim.workload import W
 from tests.helpers import AgentProcess, eventually
 

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from shared.httpserver import ServerLimits, serving
+from shared.runtime.httpserver import ServerLimits, serving
 from tests.mirror_fixture import free_port
 
 
@@ -84,7 +84,7 @@ async def test_a_client_that_sends_its_head_in_time_is_served_on_a_kept_connecti
 
 
 async def test_the_datastore_wants_its_token_when_one_is_set(db):
-    from shared import dsserver
+    from shared.distribution import server as dsserver
 
     port = free_port()
     async with serving(dsserver.make_app(db, "s3cret"), "127.0.0.1", port, ServerLimits(),

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.dist_client import read_dbinfo
-from shared import bundles
-from shared.errors import IppError
+from shared.core.errors import IppError
+from shared.distribution import bundles
 from tests.test_dist_bad_input import dbinfo
 
 RUNS = {"dbinfo": 0, "bundle": 0}

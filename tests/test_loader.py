@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from shared import catalogs, dvo
-from shared.db import Database
-from shared.filerules import rule
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.formats import catalogs, dvo
+from shared.processing.filerules import rule
 from shared.psps.schema import batch_tables
-from shared.queries import Query
-from shared.storage import Storage
+from shared.storage.store import Storage
 from tests.helpers import AgentProcess
 from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
 
@@ -191,8 +191,8 @@ async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, t
 
 
 def test_smf_reader_is_the_one_the_loader_uses():
-    """The loader reads smf files through shared.catalogs (one reader for all agents)."""
-    assert catalogs.read_smf.__module__ == "shared.catalogs"
+    """The loader reads smf files through shared.formats.catalogs (one reader for all agents)."""
+    assert catalogs.read_smf.__module__ == "shared.formats.catalogs"
 
 
 async def test_st_and_ob_batches_are_built_from_stack_cmfs_and_dvo_regions(site, sdb, tmp_path):

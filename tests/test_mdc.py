@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import mdc
-from shared.errors import MdcError
-from shared.mdc import Block, Scalar, Vector
+from shared.core.errors import MdcError
+from shared.formats import mdc
+from shared.formats.mdc import Block, Scalar, Vector
 
 SAMPLE = """\
 # a run export

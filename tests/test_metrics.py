@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import runs
-from shared.queries import Query
+from shared.db.queries import Query
+from shared.processing import runs
 from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import free_port
 from tests.psps_fixture import psps_side

@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from shared import catalogs, ids, runio, runs
-from shared.db import Database
-from shared.dvo import DvoDatabase
-from shared.errors import DbError, MdcError
-from shared.filerules import rules_for
-from shared.queries import Query
-from shared.schema import CODE_SCHEMA_VERSION, create_database, drop_database, upgrade
-from shared.settings import Dsn, parse_dsn
-from shared.stages import STAGES, StageError
-from shared.storage import Storage
+from shared.core import ids
+from shared.core.errors import DbError, MdcError
+from shared.core.settings import Dsn, parse_dsn
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.db.schema import CODE_SCHEMA_VERSION, create_database, drop_database, upgrade
+from shared.formats import catalogs
+from shared.formats.dvo import DvoDatabase
+from shared.processing import runio, runs
+from shared.processing.filerules import rules_for
+from shared.processing.stages import STAGES, StageError
+from shared.storage.store import Storage
 from tests.survey_fixture import SurveySite, make_survey, sibling
 
 #: REFERENCE 1: each table with the columns it must have (IPP names).
@@ -260,7 +262,7 @@ async def test_bad_import_files_are_refused_and_nothing_is_written(sdb, site, te
 
 
 def test_unknown_stages_and_states_are_named():
-    from shared.stages import check_state, stage
+    from shared.processing.stages import check_state, stage
     with pytest.raises(StageError, match="unknown stage 'chips'"):
         stage("chips")
     with pytest.raises(StageError, match="unknown state 'clean'"):

@@ -49,7 +49,7 @@ def test_an_unknown_batch_type_is_refused():
 
 
 def ippctl(test_dsn: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.ippctl", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT,
                           env=agent_env(test_dsn), input=stdin, capture_output=True, text=True,
                           timeout=60, check=False)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from shared.db import Database
-from shared.queries import Query
+from shared.db.database import Database
+from shared.db.queries import Query
 from sim.psps.dxlayer import knob_fails
 from tests.helpers import eventually
 from tests.psps_fixture import PspsSide, psps_side

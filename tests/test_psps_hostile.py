@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from shared import datastore
-from shared.schema import drop_database
-from shared.settings import load_settings, parse_dsn
+from shared.core.settings import load_settings, parse_dsn
+from shared.db.schema import drop_database
+from shared.distribution import datastore
 from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import Mirror, free_port
 

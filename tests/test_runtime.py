@@ -6,9 +6,9 @@ import signal
 import socket
 from typing import Any
 
-from shared.db import Database
-from shared.queries import Q, Query
-from shared.schema import CODE_SCHEMA_VERSION
+from shared.db.database import Database
+from shared.db.queries import Q, Query
+from shared.db.schema import CODE_SCHEMA_VERSION
 from sim.workload import W
 from tests.helpers import eventually
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.scratch import LOCK_NAME, UNLOCKED_GRACE_S, remove_stale, scratch_dir
+from shared.runtime.scratch import LOCK_NAME, UNLOCKED_GRACE_S, remove_stale, scratch_dir
 
 HOLDER = """
 import asyncio, sys
 from pathlib import Path
-from shared.scratch import scratch_dir
+from shared.runtime.scratch import scratch_dir
 
 async def main():
     async with scratch_dir(Path(sys.argv[1]), "held.") as path:

@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.errors import DsnError, IppError, SettingsError, mask_dsns
-from shared.log import configure_logging, get_logger
-from shared.settings import Settings, load_settings, parse_dsn
+from shared.core.errors import DsnError, IppError, SettingsError, mask_dsns
+from shared.core.log import configure_logging, get_logger
+from shared.core.settings import Settings, load_settings, parse_dsn
 
 
 def test_defaults_use_the_local_socket_database():
@@ -114,9 +114,9 @@ def test_log_lines_never_carry_a_dsn_password():
 @pytest.mark.parametrize("name", ["c1\n", "c1\r", "ok\nother"])
 def test_names_with_a_line_break_are_refused(name):
     """Validation patterns end at the end of the text, not before a trailing newline."""
-    from shared import datastore
+    from shared.distribution import datastore
     from shared.psps import configs
-    from shared.storage import _VOLUME_NAME
+    from shared.storage.store import _VOLUME_NAME
 
     with pytest.raises(IppError):
         configs.check_name(name)

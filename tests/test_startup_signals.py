@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.db import Database
-from shared.queries import Query
-from shared.schema import drop_database
-from shared.settings import Settings, parse_dsn
+from shared.core.settings import Settings, parse_dsn
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.db.schema import drop_database
 from sim.workload import W
 from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import free_port

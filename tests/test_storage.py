@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.db import Database
-from shared.errors import (
+from shared.core.errors import (
     BadKey,
     ObjectExists,
     ObjectGone,
@@ -20,8 +19,9 @@ from shared.errors import (
     PathEscape,
     StorageError,
 )
-from shared.queries import Query
-from shared.storage import Storage, parse_key
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.storage.store import Storage, parse_key
 
 TAMPER = Query("t_tamper", "UPDATE storage_instance SET relpath = %(relpath)s", "test")
 

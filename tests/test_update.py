@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from shared import runs
-from shared.db import Database
-from shared.filerules import config_rule, rule
-from shared.queries import Query
-from shared.runs import ProductFile
-from shared.stages import stage
-from shared.storage import Storage
+from shared.db.database import Database
+from shared.db.queries import Query
+from shared.processing import runs
+from shared.processing.filerules import config_rule, rule
+from shared.processing.runs import ProductFile
+from shared.processing.stages import stage
+from shared.storage.store import Storage
 from tests.helpers import ROOT, AgentProcess, agent_env, eventually
 from tests.survey_fixture import SurveySite, survey_site
 
@@ -209,7 +209,7 @@ async def test_request_update_wait_reports_when_the_pixels_are_back(site, sdb, t
     await clean(site, sdb, tmp_path, [("warp", 1)])
     env = {**agent_env(site.dsn), "IPP_VAR_DIR": str(site.var_dir)}
     waiter = subprocess.Popen(
-        [sys.executable, "-m", "shared.ippctl", "runs", "request-update", "--stage", "warp",
+        [sys.executable, "-m", "shared.ctl.main", "runs", "request-update", "--stage", "warp",
          "--id", "1", "--wait", "--timeout", "120"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     updater = AgentProcess("update", site.dsn, tmp_path,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from shared.errors import IppError
+from shared.core.errors import IppError
 from shared.psps.schema import Table, batch_tables
 
 Array = np.ndarray[Any, Any]

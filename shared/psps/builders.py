@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from shared import ids
-from shared.catalogs import ChipCatalog
+from shared.core import ids
+from shared.formats.catalogs import ChipCatalog
 from shared.psps.batches import PROCESSING_VERSION, BatchError, BuiltTable, fill
 from shared.psps.dvocache import DvoCache, Found
 from shared.psps.schema import batch_tables

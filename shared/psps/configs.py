@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.db import Database, Row
-from shared.errors import IppError
+from shared.core.errors import IppError
+from shared.db.database import Database, Row
+from shared.db.queries import Q
 from shared.psps import BATCH_TYPES
-from shared.queries import Q
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 #: What the batch cleaner may delete, per ODM status (issue 7's defaults).

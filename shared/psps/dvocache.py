@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.dvo import DvoDatabase, DvoError, Region
+from shared.formats.dvo import DvoDatabase, DvoError, Region
 
 Array = np.ndarray[Any, Any]
 #: How far (degrees) a detection may lie from its object (regions are chosen with this margin).

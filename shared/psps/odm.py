@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from shared.errors import IppError
+from shared.core.errors import IppError
 
 STATUSES = ("loaded", "merge_worthy", "merged", "failed")
 #: Where a failed batch failed, as the ODM names it -> the batch column it fails.

@@ -9,13 +9,13 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared import datastore
-from shared.bundles import file_digest
-from shared.db import Database, Tx
-from shared.errors import DbIntegrityError
+from shared.core.errors import DbIntegrityError
+from shared.db.database import Database, Tx
+from shared.db.queries import Q
+from shared.distribution import datastore
+from shared.distribution.bundles import file_digest
 from shared.psps.batches import Written, batch_name
-from shared.queries import Q
-from shared.storage import Storage
+from shared.storage.store import Storage
 
 
 async def new_batch(db: Database | Tx, config: str, batch_type: str, item_id: int) -> tuple[int, str]:

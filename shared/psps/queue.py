@@ -15,10 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shared.db import Database
-from shared.dvo import DvoDatabase, DvoError
+from shared.db.database import Database
+from shared.db.queries import Q
+from shared.formats.dvo import DvoDatabase, DvoError
 from shared.psps import configs
-from shared.queries import Q
 
 MAX_ATTEMPTS = 3
 

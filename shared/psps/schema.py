@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from astropy.io.votable import parse
 
-from shared.errors import IppError
+from shared.core.errors import IppError
 from shared.psps import BATCH_TYPES
 
 VOTABLES = Path(__file__).resolve().parent / "votables"

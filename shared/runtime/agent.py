@@ -25,14 +25,14 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
-from shared.db import Database, backoff_s
-from shared.errors import DbError, IppError
-from shared.log import bind, get_logger
+from shared.core.errors import DbError, IppError
+from shared.core.log import bind, get_logger
+from shared.core.settings import Settings
+from shared.db.database import Database, backoff_s
 from shared.runtime.claims import Claimer
 from shared.runtime.clients import ClientIdentity, ClientRow, ClientState, Control
 from shared.runtime.stopsignals import STOP
 from shared.runtime.sweeper import sweep
-from shared.settings import Settings
 
 RunOnce = Callable[["AgentContext"], Awaitable[int]]
 Lifespan = Callable[["AgentContext"], AbstractAsyncContextManager[None]]

@@ -5,7 +5,7 @@ claimed in one short transaction: the spec's ``select`` query picks pending rows
 ``FOR UPDATE SKIP LOCKED`` (over an index that matches its ORDER BY), then ``mark`` sets
 owner = this client and claimed_at = NOW(6). The row is processed outside any transaction
 and finished with a statement that ends ``WHERE <id> = %(id)s AND owner = %(owner)s``, so a
-client whose claim was released can never finish twice (:class:`~shared.errors.ClaimLost`).
+client whose claim was released can never finish twice (:class:`~shared.core.errors.ClaimLost`).
 
 Claims held by this process are tracked so the runtime can hand them back on a drain; claims
 of a dead client are released by the sweeper through the spec's ``release_orphans`` query.
@@ -27,10 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.db import Database, Row, Tx
-from shared.errors import ClaimLost, DbError
-from shared.log import get_logger
-from shared.queries import Query
+from shared.core.errors import ClaimLost, DbError
+from shared.core.log import get_logger
+from shared.db.database import Database, Row, Tx
+from shared.db.queries import Query
 
 log = get_logger("claims")
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import __version__
-from shared.db import Database
-from shared.queries import Q
+from shared.db.database import Database
+from shared.db.queries import Q
 
 
 class Control(enum.Enum):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import shared.runclaims  # noqa: F401 - registers the run tables' claims for sweeping
-from shared.db import Database
-from shared.queries import Q
+import shared.processing.runclaims  # noqa: F401 - registers the run tables' claims for sweeping
+from shared.core.settings import Settings
+from shared.db.database import Database
+from shared.db.queries import Q
 from shared.runtime.claims import claimables
-from shared.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,16 @@ import aiohttp
 import fitsio
 import numpy as np
 
-from shared import datastore
-from shared.bundles import file_digest
-from shared.datastore import DataStoreError
-from shared.db import Database, Tx
-from shared.dsclient import FetchFailed, Limits, download, get_text
-from shared.errors import DbIntegrityError, IppError
-from shared.log import get_logger
+from shared.core.errors import DbIntegrityError, IppError
+from shared.core.log import get_logger
+from shared.core.settings import Settings
+from shared.db.database import Database, Tx
+from shared.db.queries import QueryBook, load_queries
+from shared.distribution import datastore
+from shared.distribution.bundles import file_digest
+from shared.distribution.client import FetchFailed, Limits, download, get_text
+from shared.distribution.datastore import DataStoreError
 from shared.psps import BATCH_TYPES
-from shared.queries import QueryBook, load_queries
-from shared.settings import Settings
 from sim.psps.tables import PspsTable, psps_tables
 
 P = QueryBook(load_queries(Path(__file__).resolve().parent.parent / "sql"))

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.db import Database
-from shared.log import get_logger
-from shared.settings import Settings
+from shared.core.log import get_logger
+from shared.core.settings import Settings
+from shared.db.database import Database
 from sim.psps.dxlayer import P, delete_copy
 
 log = get_logger("odm")

@@ -13,15 +13,15 @@ import os
 import socket
 from pathlib import Path
 
-from shared import dsclient
-from shared.cli import EXIT_FAILED, EXIT_USAGE, fail
-from shared.db import Database
-from shared.errors import IppError, SettingsError
-from shared.httpserver import ServerLimits, serving
-from shared.log import bind, configure_logging, get_logger
+from shared.core.cli import EXIT_FAILED, EXIT_USAGE, fail
+from shared.core.errors import IppError, SettingsError
+from shared.core.log import bind, configure_logging, get_logger
+from shared.core.settings import Settings, load_settings, parse_dsn
+from shared.db.database import Database
+from shared.db.schema import Migration, apply_statements, create_database
+from shared.distribution import client as dsclient
+from shared.runtime.httpserver import ServerLimits, serving
 from shared.runtime.stopsignals import STOP
-from shared.schema import Migration, apply_statements, create_database
-from shared.settings import Settings, load_settings, parse_dsn
 from sim.psps import odm
 from sim.psps.dxlayer import DxLayer
 from sim.psps.tables import all_tables

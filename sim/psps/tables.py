@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from shared.db.queries import Query
 from shared.psps.schema import BATCH_TYPES, Table, batch_tables
-from shared.queries import Query
 
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,60}\Z")
 _SQL_TYPE = re.compile(r"SQL type ([A-Z]+)(?:\((\d+)\))?")

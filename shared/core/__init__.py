@@ -1,0 +1,1 @@
+"""The bottom layer: settings, errors, logging, ids, command-line exit conventions."""

@@ -1,0 +1,74 @@
+"""Structured logging: JSON lines on stdout for shipping, readable output on a terminal.
+
+Every line carries an event name and the keys bound with :func:`bind` (agent, client_id,
+host, pid, config ...). Keys are bound through context variables, so a task started after
+binding inherits them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from shared.core.errors import mask_dsns
+from shared.core.settings import Settings
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _mask_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]
+                  ) -> MutableMapping[str, Any]:
+    """No DSN password reaches a log line, whichever value carries it."""
+    for key, value in event.items():
+        if isinstance(value, str) and "://" in value:
+            event[key] = mask_dsns(value)
+    return event
+
+
+def configure_logging(settings: Settings, stream: Any = None) -> None:
+    """Set up structlog once per process according to ``log_format`` and ``log_level``."""
+    out = stream if stream is not None else sys.stdout
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            _mask_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level.lower()]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def bind(**keys: Any) -> None:
+    """Bind keys to every later log line of this task and the tasks it starts."""
+    structlog.contextvars.bind_contextvars(**keys)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; ``name`` becomes the ``component`` key when given."""
+    # Initial values keep the proxy lazy: a module-level logger created at import time
+    # still follows the configuration made later by configure_logging().
+    return structlog.get_logger(component=name) if name else structlog.get_logger()

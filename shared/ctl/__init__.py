@@ -1,0 +1,1 @@
+"""ippctl, the operators' command line, and the demo."""

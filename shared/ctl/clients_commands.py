@@ -1,0 +1,111 @@
+"""``ippctl clients``: agent processes, their heartbeats and control (pause, resume, stop)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+from typing import Any
+
+from shared.core.cli import EXIT_OK
+from shared.core.errors import IppError
+from shared.core.settings import Settings
+from shared.ctl.output import connect, print_json, table
+from shared.db.queries import Q
+
+# -- clients -------------------------------------------------------------------------------
+
+
+def _age(seconds: Any) -> str:
+    if seconds is None:
+        return ""
+    s = float(seconds)
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+
+
+async def clients_list(settings: Settings, args: argparse.Namespace) -> int:
+    db = await connect(settings)
+    try:
+        rows = await db.fetch_all(Q.list_clients, all=bool(args.all))
+        flags = await db.fetch_all(Q.list_standing_flags)
+    finally:
+        await db.close()
+    if args.json:
+        for row in rows:
+            row["counters"] = json.loads(row["counters"]) if row["counters"] else {}
+        print_json({"clients": rows, "standing_flags": flags})
+        return EXIT_OK
+    lines = [
+        (r["client_id"], r["agent"], r["host"], r["pid"], r["config"] or "-",
+         r["status"] + (f" ({r['command']})" if r["command"] and r["status"] not in
+                        ("stopped", "dead") else ""),
+         _age(r["heartbeat_age_s"]), r["current_item"] or "-",
+         f"{r['items_done']}/{r['items_failed']}", (r["last_error"] or "")[:60])
+        for r in rows
+    ]
+    headers = ("ID", "AGENT", "HOST", "PID", "CONFIG", "STATUS", "HEARTBEAT", "ITEM",
+               "DONE/FAILED", "LAST ERROR")
+    print(table(lines, headers) if rows else "no clients")
+    if flags:
+        print("\nstanding flags:")
+        print(table([(f["agent"] or "*", f["host"] or "*", f["config"] or "*", f["command"],
+                       f["set_at"], f["set_by"]) for f in flags],
+                     ("AGENT", "HOST", "CONFIG", "COMMAND", "SET AT", "SET BY")))
+    return EXIT_OK
+
+
+async def clients_command(settings: Settings, args: argparse.Namespace) -> int:
+    command: str = args.command
+    if args.id and (args.agent or args.host or args.config):
+        raise IppError("give either --id or --agent [--host] [--config], not both")
+    if not args.id and args.agent is None:
+        raise IppError("say which clients: --id ID, or --agent NAME (or 'all') [--host] [--config]")
+    db = await connect(settings)
+    try:
+        if args.id:
+            changed = await db.execute(Q.command_client, client_id=args.id, command=command)
+            if changed != 1:
+                row = await db.fetch_one(Q.get_client, client_id=args.id)
+                if row is None:
+                    raise IppError(f"no client with id {args.id}")
+                raise IppError(f"client {args.id} is {row['status']}; nothing to {command}")
+            print(f"{command}: client {args.id}")
+            return EXIT_OK
+        agent = "" if args.agent == "all" else args.agent
+        scope = dict(agent=agent, host=args.host or "", config=args.config or "")
+        if command == "resume":
+            cleared = await db.execute(Q.clear_standing_flags, **scope)
+            live = await db.execute(Q.command_matching_clients, command="resume", **scope)
+            print(f"resume: cleared {cleared} standing flag(s) for {_scope(scope)}; "
+                  f"{live} live client(s) told to resume")
+        else:
+            who = f"{getpass.getuser()}@{socket.gethostname()}"
+            await db.execute(Q.set_standing_flag, command=command, set_by=who, **scope)
+            live = await db.execute(Q.command_matching_clients, command=command, **scope)
+            print(f"{command}: standing flag set for {_scope(scope)}; {live} live client(s) now "
+                  f"told to {command}")
+    finally:
+        await db.close()
+    return EXIT_OK
+
+
+def _scope(scope: dict[str, str]) -> str:
+    return " ".join(f"{k}={v or '*'}" for k, v in scope.items())
+
+
+def add_commands(top: Any) -> None:
+    clients = top.add_parser("clients", help="agent processes: list, pause, resume, stop"
+                             ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = clients.add_parser("list", help="every agent client with its heartbeat and progress")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--all", action="store_true", help="include clients ended over 24 h ago")
+    ls.set_defaults(handler=clients_list)
+    for command in ("pause", "resume", "stop"):
+        p = clients.add_parser(command, help=f"{command} one client (--id) or a standing "
+                                             "set (--agent [--host] [--config])")
+        p.add_argument("--id", help="one client id")
+        p.add_argument("--agent", help="an agent name, or 'all'")
+        p.add_argument("--host")
+        p.add_argument("--config")
+        p.set_defaults(handler=clients_command, command=command)

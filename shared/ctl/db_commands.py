@@ -1,0 +1,104 @@
+"""``ippctl db``: the schema (upgrade, status) and the private local server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.core.cli import EXIT_FAILED, EXIT_OK
+from shared.core.errors import IppError
+from shared.core.settings import Settings, parse_dsn
+from shared.ctl.output import connect
+from shared.db.localdb import LocalMariaDB
+from shared.db.queries import Q
+from shared.db.schema import (
+    CODE_SCHEMA_VERSION,
+    create_database,
+    database_version,
+    upgrade,
+    upgrade_lock,
+)
+
+
+def _local(settings: Settings) -> LocalMariaDB:
+    return LocalMariaDB(Path(settings.var_dir) / "mariadb")
+
+
+# -- db ------------------------------------------------------------------------------------
+
+
+async def db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    dsn = parse_dsn(settings.effective_dsn())
+    async with upgrade_lock(settings, dsn, waiting=lambda m: print(m, file=sys.stderr)):
+        created = await create_database(settings, dsn)
+        db = await connect(settings)
+        try:
+            before = await database_version(db) or 0
+            applied = await upgrade(db)
+        finally:
+            await db.close()
+    if created:
+        print(f"created database {dsn.database}")
+    if applied:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+        print(f"{dsn.display()}: schema version {before} -> {applied[-1].version} ({names})")
+    else:
+        print(f"{dsn.display()}: already at schema version {before}")
+    return EXIT_OK
+
+
+async def db_status(settings: Settings, args: argparse.Namespace) -> int:
+    dsn = parse_dsn(settings.effective_dsn())
+    print(f"database:        {dsn.display()}" + ("" if settings.db_dsn else " (local default)"))
+    if not settings.db_dsn:
+        status = _local(settings).status()
+        state = f"running, pid {status.pid}, {status.version}" if status.running else "not running"
+        print(f"local server:    {state} (data in {status.datadir})")
+    print(f"code schema:     {CODE_SCHEMA_VERSION}")
+    try:
+        db = await connect(settings)
+    except IppError as exc:
+        print(f"database schema: unknown ({exc})")
+        return EXIT_FAILED
+    try:
+        version = await database_version(db)
+        server = await db.fetch_val(Q.server_version)
+    finally:
+        await db.close()
+    print(f"server:          {server}")
+    print(f"database schema: {'none' if version is None else version}"
+          + ("" if version == CODE_SCHEMA_VERSION else "  (run 'ippctl db upgrade')"))
+    return EXIT_OK if version == CODE_SCHEMA_VERSION else EXIT_FAILED
+
+
+async def db_start_local(settings: Settings, args: argparse.Namespace) -> int:
+    local = _local(settings)
+    started = await asyncio.to_thread(local.start)
+    print(("started" if started else "already running") + f": local MariaDB, socket {local.socket}")
+    if settings.db_dsn:
+        print(f"note: IPP_DB_DSN is set ({parse_dsn(settings.db_dsn).display()}), so programs "
+              "will not use this local server")
+    return EXIT_OK
+
+
+async def db_stop_local(settings: Settings, args: argparse.Namespace) -> int:
+    local = _local(settings)
+    stopped = await asyncio.to_thread(local.stop)
+    print("stopped local MariaDB" if stopped else "local MariaDB was not running")
+    return EXIT_OK
+
+
+def add_commands(top: Any) -> None:
+    db = top.add_parser("db", help="the database: schema, local server").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    db.add_parser("upgrade", help="create the database if needed and apply migrations"
+                  ).set_defaults(handler=db_upgrade)
+    db.add_parser("status", help="where the database is and its schema version"
+                  ).set_defaults(handler=db_status)
+    db.add_parser("start-local", help="start the private MariaDB under var/"
+                  ).set_defaults(handler=db_start_local)
+    db.add_parser("stop-local", help="stop the private MariaDB under var/"
+                  ).set_defaults(handler=db_stop_local)

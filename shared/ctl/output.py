@@ -1,0 +1,52 @@
+"""What every ippctl command shares: connecting, JSON and table output, a database for the
+length of one command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from shared.core.settings import Settings
+from shared.db.database import Database
+
+
+async def connect(settings: Settings) -> Database:
+    """Connect for a command: fail at once (no reconnect wait) with a clear message."""
+    return await Database.connect(settings, wait_s=0, pool_size=2)
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, default=json_default, indent=2))
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain aligned text table."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+
+async def with_db(settings: Settings, fn: Callable[[Database], Awaitable[int]]) -> int:
+    db = await connect(settings)
+    try:
+        return await fn(db)
+    finally:
+        await db.close()
+

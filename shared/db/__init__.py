@@ -1,0 +1,1 @@
+"""The database layer: the connection pool, named queries, schema migrations, the private server."""

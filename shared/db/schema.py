@@ -1,0 +1,241 @@
+"""Schema migrations: ordered SQL files applied by ``ippctl db upgrade``.
+
+Files are ``shared/db/sql/migrations/NNNN_<name>.sql``; the code's schema version is the highest
+NNNN. ``dbversion`` records the version a database is at, and agents refuse to start when it
+differs from the code's (:func:`check_schema`).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomysql
+import pymysql
+
+from shared.core.errors import DbError, SchemaMismatch
+from shared.core.log import get_logger
+from shared.core.settings import Dsn, Settings
+from shared.db.database import Database, Tx
+from shared.db.queries import Q
+
+MIGRATION_DIR = Path(__file__).resolve().parent / "sql" / "migrations"
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql\Z")
+_DB_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")
+
+log = get_logger("schema")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    def statements(self) -> list[str]:
+        """The file's statements; each ends with ';' at the end of a line. As in the mysql
+        client, a ``DELIMITER $$`` line changes that terminator (for trigger bodies, whose
+        statements end with ';') until ``DELIMITER ;``."""
+        statements: list[str] = []
+        current: list[str] = []
+        end = ";"
+        for line in self.path.read_text().splitlines():
+            if line.strip().startswith("--") or not line.strip():
+                continue
+            if line.strip().upper().startswith("DELIMITER "):
+                if current:
+                    raise ValueError(f"{self.path.name}: DELIMITER inside a statement")
+                end = line.split(None, 1)[1].strip()
+                continue
+            current.append(line)
+            if line.rstrip().endswith(end):
+                statements.append("\n".join(current).rstrip()[: -len(end)].rstrip())
+                current = []
+        if current:
+            raise ValueError(f"{self.path.name}: last statement does not end with {end!r}")
+        return statements
+
+
+def migrations() -> list[Migration]:
+    """Every migration file in order; the numbers must run 1, 2, 3 ... without gaps."""
+    found = []
+    for path in sorted(MIGRATION_DIR.glob("*.sql")):
+        match = _FILE.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise ValueError(f"migration {migration.path.name}: expected number {expected:04d}")
+    return found
+
+
+#: The schema version this code is written for.
+CODE_SCHEMA_VERSION = migrations()[-1].version
+
+
+async def database_version(db: Database) -> int | None:
+    """The schema version recorded in the database, or None for an empty database."""
+    if not await db.fetch_val(Q.dbversion_table_exists):
+        return None
+    version = await db.fetch_val(Q.schema_version)
+    return None if version is None else int(version)
+
+
+async def check_schema(db: Database) -> int:
+    """Raise SchemaMismatch unless the database is at exactly the code's version."""
+    version = await database_version(db)
+    if version == CODE_SCHEMA_VERSION:
+        return version
+    where = f"database {db.dsn.display()}"
+    if version is None:
+        raise SchemaMismatch(
+            f"{where} has no schema (this code needs version {CODE_SCHEMA_VERSION}); "
+            "run 'ippctl db upgrade'"
+        )
+    if version < CODE_SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"{where} is at schema version {version}, this code needs {CODE_SCHEMA_VERSION}; "
+            "run 'ippctl db upgrade'"
+        )
+    raise SchemaMismatch(
+        f"{where} is at schema version {version}, newer than this code's "
+        f"{CODE_SCHEMA_VERSION}; install the newer code"
+    )
+
+
+def check_database_name(name: str) -> str:
+    """Database names are identifiers that cannot be sent as parameters: allow a safe set."""
+    if not _DB_NAME.match(name):
+        raise DbError(f"database name {name!r} must be 1-64 letters, digits or '_'")
+    return name
+
+
+@asynccontextmanager
+async def server_connection(settings: Settings, dsn: Dsn) -> AsyncIterator[aiomysql.Connection]:
+    """A connection to the DSN's server, not to its database (which may not exist)."""
+    kwargs = dsn.connect_kwargs()
+    kwargs.pop("db")
+    try:
+        conn = await aiomysql.connect(connect_timeout=settings.db_connect_timeout_s, **kwargs)
+    except (pymysql.err.Error, OSError) as exc:
+        raise DbError(f"cannot reach database server for {dsn.display()}: {exc}") from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+async def database_exists(settings: Settings, dsn: Dsn) -> bool:
+    name = check_database_name(dsn.database)
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        await cur.execute(Q.database_exists.sql, {"name": name})
+        (exists,) = await cur.fetchone()
+        return bool(exists)
+
+
+async def create_database(settings: Settings, dsn: Dsn) -> bool:
+    """Create the DSN's database if missing; returns True if it was created."""
+    name = check_database_name(dsn.database)
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        await cur.execute(Q.database_exists.sql, {"name": name})
+        (exists,) = await cur.fetchone()
+        if exists:
+            return False
+        # An identifier, checked against _DB_NAME above: it cannot be a parameter.
+        await cur.execute(
+            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )
+        return True
+
+
+async def drop_database(settings: Settings, dsn: Dsn) -> None:
+    """Drop the DSN's database (the test suite's per-session databases, the demo's reset)."""
+    name = check_database_name(dsn.database)
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        with warnings.catch_warnings():  # "database doesn't exist" is what IF EXISTS is for
+            warnings.simplefilter("ignore", pymysql.Warning)
+            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def upgrade_lock_name(database: str) -> str:
+    """The named lock that serialises upgrades of one database (server-wide, at most 64
+    characters as MariaDB allows)."""
+    return f"ipp_schema_upgrade.{database}"[:64]
+
+
+@asynccontextmanager
+async def upgrade_lock(settings: Settings, dsn: Dsn,
+                       waiting: Callable[[str], None] | None = None) -> AsyncIterator[None]:
+    """Hold the upgrade lock of the DSN's database for the body (creating the database and
+    applying migrations), so two ``ippctl db upgrade`` run at once, from any hosts, apply
+    each migration once: the second waits up to ``db_upgrade_lock_wait_s`` and then finds
+    the work done. The lock lives on its own connection; closing it frees the lock."""
+    name = upgrade_lock_name(check_database_name(dsn.database))
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        await cur.execute(Q.upgrade_lock_try.sql, {"name": name, "wait_s": 0})
+        (granted,) = await cur.fetchone()
+        if not granted:
+            await cur.execute(Q.upgrade_lock_holder.sql, {"name": name})
+            (holder,) = await cur.fetchone()
+            message = (f"another upgrade of {dsn.display()} is running (server connection "
+                       f"{holder} holds lock {name}); waiting up to "
+                       f"{settings.db_upgrade_lock_wait_s:g} s")
+            log.info("upgrade_lock_wait", lock=name, holder=holder)
+            if waiting is not None:
+                waiting(message)
+            await cur.execute(Q.upgrade_lock_try.sql,
+                              {"name": name, "wait_s": settings.db_upgrade_lock_wait_s})
+            (granted,) = await cur.fetchone()
+        if granted != 1:
+            raise DbError(f"{dsn.display()}: no upgrade lock ({name}) within "
+                          f"{settings.db_upgrade_lock_wait_s:g} s (db_upgrade_lock_wait_s)")
+        try:
+            yield
+        finally:
+            await cur.execute(Q.upgrade_lock_release.sql, {"name": name})
+
+
+async def upgrade(db: Database) -> list[Migration]:
+    """Apply every migration above the database's version, recording each one."""
+    current = await database_version(db) or 0
+    if current > CODE_SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"database {db.dsn.display()} is at schema version {current}, newer than this "
+            f"code's {CODE_SCHEMA_VERSION}; install the newer code"
+        )
+    applied = []
+    for migration in migrations():
+        if migration.version <= current:
+            continue
+        log.info("migration_apply", version=migration.version, name=migration.name)
+        for statement in migration.statements():
+            await _execute_ddl(db, statement)
+
+        async def record(tx: Tx, m: Migration = migration) -> None:
+            await tx.execute(Q.record_migration, version=m.version, name=m.name)
+            await tx.execute(Q.clear_dbversion)
+            await tx.execute(Q.set_dbversion, version=m.version)
+
+        await db.transaction(record, name="record_migration")
+        applied.append(migration)
+    return applied
+
+
+async def _execute_ddl(db: Database, statement: str) -> None:
+    async def run(tx: Tx) -> None:
+        await tx.execute_raw(statement)
+
+    await db.transaction(run, name="migration")
+
+
+async def apply_statements(db: Database, statements: list[str], *, name: str) -> None:
+    """Run trusted DDL statements one by one (each its own transaction, as DDL commits
+    anyway): the stand-ins' ``CREATE TABLE IF NOT EXISTS`` schemas."""
+    for statement in statements:
+        await _execute_ddl(db, statement)
+    log.debug("schema_applied", name=name, statements=len(statements))

@@ -1,0 +1,1 @@
+"""Distribution: the DataStore (listings, filesets), bundles, its HTTP server and client."""

@@ -1,0 +1,267 @@
+"""The DataStore (REFERENCE 6): products, filesets and files, and their ``index.txt`` listings.
+
+The server side (tables, registration in one transaction, the listings byte for byte) and the
+client side (parsing a listing strictly: any malformed line, unknown file type, bad size or
+md5 is an error naming the line) live here together so both ends agree on one format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.core.errors import IppError
+from shared.db.database import Database, Row, Tx
+from shared.db.queries import Q
+
+#: File types a listing may carry.
+FILE_TYPES = ("tgz", "dbinfo", "text", "fits", "table", "mdc", "manifest")
+PRODUCT_TYPES = ("dist", "psps", "other")
+FILE_ID = re.compile(r"^[A-Za-z0-9+_.: -]+\Z")
+MD5 = re.compile(r"^[0-9a-f]{32}\Z")
+#: A size in bytes: ASCII digits only (str.isdigit() also takes '²' and other digits).
+SIZE = re.compile(r"^[0-9]{1,18}\Z")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+#: The labels a product may give its columns (prod_col_0..7).
+MAX_COLUMNS = 8
+
+PRODUCT_HEADER = ("productID", "Most recent", "Time registered", "type", "Description")
+FILESET_HEADER = ("filesetID", "time registered", "type")
+FILE_HEADER = ("fileID", "bytes", "md5sum", "type")
+
+
+class DataStoreError(IppError):
+    """A DataStore operation or listing that is not valid; names the item and the problem."""
+
+
+class NotFound(DataStoreError):
+    """An unknown product, fileset or file."""
+
+
+def ds_time(when: datetime | None) -> str:
+    return when.strftime(TIME_FORMAT) if when is not None else "null"
+
+
+def format_listing(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An ``index.txt``: a ``#`` header line, then one line per row; every field is padded to
+    its column's width (the widest of label and values) and ends with ``|``."""
+    labels = [f"# {header[0]}", *header[1:]]
+    cells = [["null" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(label)] + [len(r[i]) for r in cells]) for i, label in enumerate(labels)]
+    lines = ["".join(f"{label:<{w}}|" for label, w in zip(labels, widths, strict=True))]
+    lines += ["".join(f"{v:<{w}}|" for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Listing:
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+
+
+def parse_listing(text: str, first: str, source: str) -> Listing:
+    """Parse an ``index.txt`` whose first column is ``first``; DataStoreError on any line
+    that is not a well-formed row of the header's columns."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("#"):
+        raise DataStoreError(f"{source}: no '#' header line")
+    header = _fields(lines[0][1:], source, 1)
+    if not header or header[0] != first:
+        raise DataStoreError(f"{source}: header starts with {header[:1]!r}, expected {first!r}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = _fields(line, source, number)
+        if len(fields) != len(header):
+            raise DataStoreError(f"{source}:{number}: {len(fields)} fields, the header has "
+                                 f"{len(header)}: {line[:120]!r}")
+        rows.append(fields)
+    return Listing(header, rows)
+
+
+def _fields(line: str, source: str, number: int) -> tuple[str, ...]:
+    if not line.endswith("|"):
+        raise DataStoreError(f"{source}:{number}: a line must end with '|': {line[:120]!r}")
+    return tuple(f.strip() for f in line[:-1].split("|"))
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    bytes: int
+    md5sum: str
+    type: str
+
+
+def parse_files(text: str, source: str) -> list[RemoteFile]:
+    """A fileset's file list, every value checked (REFERENCE 6)."""
+    listing = parse_listing(text, "fileID", source)
+    if listing.header != FILE_HEADER:
+        raise DataStoreError(f"{source}: file listing columns {listing.header}, expected "
+                             f"{FILE_HEADER}")
+    files, seen = [], set()
+    for name, size, md5, kind in listing.rows:
+        where = f"{source}: file {name!r}"
+        if not FILE_ID.match(name) or name in (".", "..") or "/" in name:
+            raise DataStoreError(f"{where}: not a valid file id")
+        if not SIZE.match(size):
+            raise DataStoreError(f"{where}: bytes {size!r} is not a number")
+        if not MD5.match(md5):
+            raise DataStoreError(f"{where}: md5sum {md5!r} is not 32 lowercase hex digits")
+        if kind not in FILE_TYPES:
+            raise DataStoreError(f"{where}: unknown file type {kind!r} "
+                                 f"(known: {', '.join(FILE_TYPES)})")
+        if name in seen:
+            raise DataStoreError(f"{where}: listed twice")
+        seen.add(name)
+        files.append(RemoteFile(name, int(size), md5, kind))
+    return files
+
+
+def parse_filesets(text: str, source: str) -> list[str]:
+    """The fileset names of a product listing, in order; a name listed twice is an error."""
+    listing = parse_listing(text, "filesetID", source)
+    names: list[str] = []
+    seen: set[str] = set()
+    for row in listing.rows:
+        if row[0] in seen:
+            raise DataStoreError(f"{source}: fileset {row[0]!r} listed twice")
+        seen.add(row[0])
+        names.append(row[0])
+    return names
+
+
+# -- the server's tables -------------------------------------------------------------------
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise DataStoreError(f"{kind} name {name!r} is not valid (letters, digits, _ . + -; "
+                             "at most 128)")
+    return name
+
+
+async def add_product(db: Database, name: str, kind: str, description: str | None,
+                      columns: Sequence[str]) -> int:
+    check_name("product", name)
+    if kind not in PRODUCT_TYPES:
+        raise DataStoreError(f"product type {kind!r} is not one of {', '.join(PRODUCT_TYPES)}")
+    if len(columns) > MAX_COLUMNS:
+        raise DataStoreError(f"a product has at most {MAX_COLUMNS} columns, got {len(columns)}")
+    for c in columns:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,31}\Z", c):
+            raise DataStoreError(f"product column {c!r} is not a valid label")
+    if await db.fetch_one(Q.ds_product_get, name=name) is not None:
+        raise DataStoreError(f"product {name!r} exists already")
+    cols = {f"col{i}": (columns[i] if i < len(columns) else None) for i in range(MAX_COLUMNS)}
+    return await db.insert(Q.ds_product_add, name=name, type=kind, description=description,
+                           **cols)
+
+
+async def product(db: Database | Tx, name: str) -> Row:
+    row = await db.fetch_one(Q.ds_product_get, name=name)
+    if row is None:
+        raise NotFound(f"no product {name!r}")
+    return row
+
+
+def product_columns(prod: Row) -> list[str]:
+    return [prod[f"prod_col_{i}"] for i in range(MAX_COLUMNS) if prod[f"prod_col_{i}"]]
+
+
+async def root_listing(db: Database) -> str:
+    rows = await db.fetch_all(Q.ds_products)
+    return format_listing(PRODUCT_HEADER, [
+        (r["prod_name"], r["last_fs"], ds_time(r["last_update"] or r["reg_time"]), r["type"],
+         r["description"] or "null") for r in rows])
+
+
+async def product_listing(db: Database, name: str, after: str | None = None) -> str:
+    """A product's filesets (only those registered after ``after``, if given)."""
+    prod = await product(db, name)
+    after_id = 0
+    if after:
+        row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=after)
+        if row is None:
+            raise NotFound(f"product {name!r} has no fileset {after!r}")
+        after_id = int(row["fileset_id"])
+    cols = product_columns(prod)
+    rows = await db.fetch_all(Q.ds_filesets, prod_id=prod["prod_id"], after_id=after_id)
+    return format_listing((*FILESET_HEADER, *cols), [
+        (r["fileset_name"], ds_time(r["reg_time"]), r["type"],
+         *(r[f"prod_col_{i}"] for i in range(len(cols)))) for r in rows])
+
+
+async def fileset_files(db: Database, prod_name: str, fileset: str) -> list[Row]:
+    prod = await product(db, prod_name)
+    row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=fileset)
+    if row is None or row["hide"]:
+        raise NotFound(f"product {prod_name!r} has no fileset {fileset!r}")
+    return await db.fetch_all(Q.ds_files, fileset_id=row["fileset_id"])
+
+
+async def fileset_listing(db: Database, prod_name: str, fileset: str) -> str:
+    files = await fileset_files(db, prod_name, fileset)
+    return format_listing(FILE_HEADER, [(f["file_name"], f["bytes"], f["md5sum"], f["type"])
+                                        for f in files])
+
+
+@dataclass(frozen=True)
+class NewFile:
+    name: str
+    bytes: int
+    md5sum: str
+    type: str
+    uri: str
+
+
+async def register_fileset(tx: Tx, prod: Row, name: str, kind: str, values: Sequence[Any],
+                           files: Sequence[NewFile]) -> int:
+    """Register a complete fileset (its row, its files, the product's last fileset) inside
+    the caller's transaction, so it becomes visible all at once."""
+    check_name("fileset", name)
+    for f in files:
+        if not FILE_ID.match(f.name) or f.type not in FILE_TYPES or not MD5.match(f.md5sum):
+            raise DataStoreError(f"fileset {name}: file {f.name!r} ({f.type}) is not valid")
+    cols = {f"col{i}": (None if i >= len(values) or values[i] is None else str(values[i]))
+            for i in range(MAX_COLUMNS)}
+    fileset_id = await tx.insert(Q.ds_fileset_add, prod_id=prod["prod_id"], name=name,
+                                 type=kind, **cols)
+    await tx.execute_many(Q.ds_file_add, [
+        {"fileset_id": fileset_id, "name": f.name, "bytes": f.bytes, "md5sum": f.md5sum,
+         "type": f.type, "uri": f.uri} for f in files])
+    await tx.execute(Q.ds_product_touch, prod_id=prod["prod_id"], name=name)
+    return fileset_id
+
+
+async def remove_fileset(db: Database, prod_name: str, fileset: str) -> int | None:
+    """Hide a fileset, delete its stored files, then forget its rows; returns how many files
+    were deleted, or None when the product has no such fileset (already removed).
+
+    Hidden first, so no client starts a download of files about to go. A file on a volume
+    that is down leaves the fileset hidden but registered (DataStoreError): run again later.
+    """
+    from shared.storage.store import Storage  # storage sits above this module
+
+    prod = await product(db, prod_name)
+    row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=fileset)
+    if row is None:
+        return None
+    files = await db.fetch_all(Q.ds_files, fileset_id=row["fileset_id"])
+    await db.execute(Q.ds_fileset_hide, fileset_id=row["fileset_id"])
+    report = await Storage(db).delete_many([f["uri"] for f in files])
+    if report.unavailable:
+        raise DataStoreError(f"{prod_name}/{fileset}: {len(report.unavailable)} files are on a "
+                             "volume that is down; the fileset stays hidden until it is up")
+
+    async def forget(tx: Tx) -> None:
+        await tx.execute(Q.ds_files_delete, fileset_id=row["fileset_id"])
+        await tx.execute(Q.ds_fileset_delete, fileset_id=row["fileset_id"])
+
+    await db.transaction(forget, name="ds_remove")
+    return len(report.deleted)

@@ -1,0 +1,1 @@
+"""File formats the IPP reads and writes: mdc metadata, FITS catalogs, DVO databases."""

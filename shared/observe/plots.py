@@ -1,0 +1,192 @@
+"""PNG plots for operators (matplotlib, no display needed): where on the sky the pending items
+of each batch type are, how a config's batches progressed through the life cycle over time,
+and the cleanup / update / distribution side (runs by state per stage, bytes freed, updates
+served, filesets shipped).
+
+Data is read from the database first (async); drawing is plain synchronous code meant to run
+in a worker thread. File names: ``<config>_<type>_<timestamp>.png`` (density),
+``<config>_progress_<timestamp>.png`` and ``lifecycle_<timestamp>.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.db.database import Database
+from shared.db.queries import Q
+from shared.observe import metrics
+from shared.psps import configs
+
+KINDS = ("density", "progress", "lifecycle")
+Series = dict[str, list[tuple[datetime, float]]]
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, never a screen), imported on first
+    use so commands that draw nothing start quickly."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def stamp(when: datetime | None = None) -> str:
+    return (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write through a temporary name, so a reader never sees half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=90)
+    _pyplot().close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# -- density of pending items ---------------------------------------------------------------
+
+
+def draw_density(config: str, kind: str, ra: np.ndarray[Any, Any], dec: np.ndarray[Any, Any],
+                 box: tuple[float, float, float, float], box_size_deg: float,
+                 path: Path) -> Path:
+    ra_min, ra_max, dec_min, dec_max = box
+    bins = (max(1, int(np.ceil((ra_max - ra_min) / box_size_deg))),
+            max(1, int(np.ceil((dec_max - dec_min) / box_size_deg))))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
+    _counts, _, _, image = ax.hist2d(ra, dec, bins=bins, range=[[ra_min, ra_max],
+                                                              [dec_min, dec_max]], cmap="viridis")
+    fig.colorbar(image, ax=ax, label="pending items per box")
+    ax.set_xlabel("RA (deg)")
+    ax.set_ylabel("Dec (deg)")
+    ax.invert_xaxis()
+    ax.set_title(f"{config}: {len(ra)} pending {kind} items ({stamp()} UTC)")
+    return _save(fig, path)
+
+
+async def density(db: Database, config: str, out_dir: Path) -> list[Path]:
+    """One plot per batch type that has pending items."""
+    cfg = await configs.load(db, config)
+    by_type: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in await db.fetch_all(Q.metrics_items_pending, config=config):
+        by_type[str(row["type"])].append((float(row["ra"]), float(row["decl"])))
+    written = []
+    for kind, points in sorted(by_type.items()):
+        pts = np.asarray(points)
+        path = out_dir / f"{config}_{kind}_{stamp()}.png"
+        written.append(await asyncio.to_thread(
+            draw_density, config, kind, pts[:, 0], pts[:, 1],
+            (cfg["ra_min"], cfg["ra_max"], cfg["dec_min"], cfg["dec_max"]),
+            float(cfg["box_size_deg"]), path))
+    return written
+
+
+# -- progress over time ---------------------------------------------------------------------
+
+
+def draw_progress(config: str, succeeded: dict[str, list[tuple[datetime, float]]],
+                  path: Path) -> Path:
+    fig, ax = _pyplot().subplots(figsize=(8, 4.5))
+    for stage in metrics.BATCH_STAGES:
+        points = succeeded.get(stage)
+        if points:
+            ax.plot(np.array([p[0] for p in points], dtype="datetime64[us]"),
+                    [p[1] for p in points], label=stage, marker=".")
+    ax.set_ylabel("batches succeeded")
+    ax.set_title(f"{config}: batches through the life cycle")
+    if succeeded:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no samples yet (the metrics agent writes them)", ha="center",
+                transform=ax.transAxes)
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def _sum_by(series: Series, key: str, where: dict[str, str]) -> dict[str, list[tuple[datetime, float]]]:
+    """Add up a metric's series over label sets, grouped by one label, filtered by others."""
+    totals: dict[str, dict[datetime, float]] = defaultdict(lambda: defaultdict(float))
+    for labels, points in series.items():
+        parts = dict(p.split("=", 1) for p in labels.split(",") if "=" in p)
+        if any(parts.get(k) != v for k, v in where.items()) or key not in parts:
+            continue
+        for when, value in points:
+            totals[parts[key]][when] += value
+    return {k: sorted(v.items()) for k, v in totals.items()}
+
+
+async def progress(db: Database, config: str, out_dir: Path, since_s: float = 7 * 86400
+                   ) -> list[Path]:
+    series = await metrics.series(db, "psps_batches", since_s)
+    where = {"outcome": "succeeded"} | ({} if config == "all" else {"config": config})
+    succeeded = _sum_by(series, "stage", where)
+    path = out_dir / f"{config}_progress_{stamp()}.png"
+    return [await asyncio.to_thread(draw_progress, config, succeeded, path)]
+
+
+# -- the cleanup / update / distribution side ----------------------------------------------
+
+
+def draw_lifecycle(runs: dict[str, dict[str, int]], totals: dict[str, Series], path: Path) -> Path:
+    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 4.5))
+    stages = list(runs)
+    states = sorted({s for counts in runs.values() for s in counts})
+    bottom = np.zeros(len(stages))
+    for state in states:
+        values = np.array([runs[st].get(state, 0) for st in stages], dtype=float)
+        axes[0].bar(stages, values, bottom=bottom, label=state)
+        bottom += values
+    axes[0].set_title("runs by state per stage")
+    if states:
+        axes[0].legend(fontsize="small")
+    ax = axes[1]
+    drawn = 0
+    for label, points in totals.items():
+        for _, series in points.items():
+            if series:
+                ax.plot(np.array([p[0] for p in series], dtype="datetime64[us]"),
+                        [p[1] for p in series], label=label, marker=".")
+                drawn += 1
+    ax.set_title("bytes freed, updates served, filesets shipped (totals)")
+    if drawn:
+        ax.set_yscale("symlog")
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no totals sampled yet", ha="center", transform=ax.transAxes)
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+TOTALS = {"bytes freed (cleanup)": "cleanup.bytes_freed",
+          "runs updated": "update.runs_updated",
+          "filesets shipped": "dist_server.filesets_shipped",
+          "filesets imported": "dist_client.filesets_imported"}
+
+
+async def lifecycle(db: Database, out_dir: Path, since_s: float = 7 * 86400) -> list[Path]:
+    life = await metrics.lifecycle(db)
+    series = await metrics.series(db, "agent_total", since_s)
+    totals = {label: {k: v for k, v in series.items() if k == f"name={name}"}
+              for label, name in TOTALS.items()}
+    path = out_dir / f"lifecycle_{stamp()}.png"
+    return [await asyncio.to_thread(draw_lifecycle, life.runs, totals, path)]
+
+
+async def plot(db: Database, config: str, kind: str, out_dir: Path) -> list[Path]:
+    """``ippctl plot CONFIG KIND``: the plots of one kind."""
+    if kind == "density":
+        return await density(db, config, out_dir)
+    if kind == "progress":
+        return await progress(db, config, out_dir)
+    if kind == "lifecycle":
+        return await lifecycle(db, out_dir)
+    raise ValueError(f"unknown plot {kind!r} (plots: {', '.join(KINDS)})")

@@ -1,0 +1,306 @@
+"""Export a run's rows to an mdc file and import such a file (REFERENCE 4).
+
+An export begins with the ``dbversion`` block, then for each of the stage's tables (parents
+first) a ``<table> MULTI`` line and one ``<table> METADATA`` block per row, each column typed
+from the database's own catalog. Import refuses a file of another schema version, inserts the
+rows with their original ids inside one transaction, and accepts a dependent row only if its
+run was imported from the same file. Re-importing an identical run is a no-op.
+
+NULL numbers are written as ``NULL`` (the IPP's own exports avoid NULL integers; our reader
+accepts it for every type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from shared.core.errors import IppError, MdcError
+from shared.db.database import Database, Row, Tx
+from shared.db.queries import Q, Query
+from shared.db.schema import CODE_SCHEMA_VERSION
+from shared.formats import mdc
+from shared.formats.mdc import Block, Scalar
+from shared.processing.runs import other_owners, path_base_owners
+from shared.processing.stages import STAGES, Stage, stage
+
+_MDC_TYPES = {
+    "bigint": "S64", "int": "S32", "mediumint": "S32", "smallint": "S16", "tinyint": "S8",
+    "float": "F32", "double": "F64", "decimal": "F64",
+    "varchar": "STR", "char": "STR", "text": "STR", "tinytext": "STR", "mediumtext": "STR",
+    "enum": "STR", "datetime": "UTC", "timestamp": "UTC",
+}
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+class RunIoError(IppError):
+    """An export or import cannot be done; the database is unchanged."""
+
+
+#: Columns that are this site's bookkeeping (agent claims), never exported or imported.
+LOCAL_COLUMNS = frozenset({"owner", "claimed_at"})
+#: The states a run (and its components) can have when it is exported or shipped: a run
+#: imported in goto_*, update or error_* would set this site's agents working on files it
+#: does not own.
+SHIPPED_STATES = ("full", "cleaned", "scrubbed", "purged")
+
+
+async def _columns(db: Database | Tx, table: str) -> dict[str, str]:
+    """Column name -> mdc type, from information_schema (so exports follow the schema)."""
+    rows = await db.fetch_all(Q.table_columns, table=table)
+    columns = {}
+    for r in rows:
+        if str(r["name"]) in LOCAL_COLUMNS:
+            continue
+        kind = _MDC_TYPES.get(str(r["type"]).lower())
+        if kind is None:
+            raise RunIoError(f"{table}.{r['name']}: column type {r['type']} has no mdc type")
+        columns[str(r["name"])] = kind
+    if not columns:
+        raise RunIoError(f"table {table} does not exist in this database")
+    return columns
+
+
+def _value(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return float(value)
+    if kind in ("F32", "F64"):
+        return float(value)
+    if kind in mdc.INT_RANGES:
+        return int(value)
+    return value
+
+
+def _clean_state(table: str, row: Row, column: str) -> None:
+    state = row.get(column)
+    if state is None:
+        return
+    if state == "full":
+        row[column] = "cleaned"
+    elif state != "cleaned":
+        raise RunIoError(f"cannot export {table} as cleaned: its {column} is {state!r} "
+                         "(only full or cleaned rows can be exported with --clean)")
+
+
+async def export_run(db: Database, stage_name: str, run_id: int, *, clean: bool = False) -> Block:
+    """The run's rows as an mdc document."""
+    st = stage(stage_name)
+    doc = Block()
+    version = Block()
+    version.add("schema_version", Scalar("S32", CODE_SCHEMA_VERSION))
+    doc.add("dbversion", version)
+    for table in st.export_tables:
+        columns = await _columns(db, table)
+        rows = await db.fetch_all(getattr(Q, f"export_{table}"), id=run_id)
+        if table == st.run_table and not rows:
+            raise RunIoError(f"{table} {run_id} does not exist")
+        doc.multi.append(table)
+        for row in rows:
+            if clean:
+                for column in ("state", "data_state"):
+                    if column in row:
+                        _clean_state(table, row, column)
+            block = Block()
+            for name, kind in columns.items():
+                block.add(name, Scalar(kind, _value(kind, row[name])))
+            doc.add(table, block)
+    return doc
+
+
+def export_text(doc: Block) -> str:
+    try:
+        return mdc.dumps(doc)
+    except MdcError as exc:
+        raise RunIoError(f"cannot write the export: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    stage: str
+    run_id: int
+    rows: int
+    already_present: bool
+
+
+def stage_of(doc: Block) -> Stage:
+    """The stage of an export, from its first table (RunIoError if it is not one)."""
+    tables = [name for name, _ in doc.entries if name != "dbversion"]
+    if not tables:
+        raise RunIoError("the file holds no table rows")
+    for st in STAGES.values():
+        if tables[0] == st.run_table:
+            unknown = sorted({t for t in tables if t not in st.export_tables})
+            if unknown:
+                raise RunIoError(f"tables {', '.join(unknown)} do not belong to a "
+                                 f"{st.name} export")
+            return st
+    raise RunIoError(f"the first table is {tables[0]}, which is not a run table "
+                     f"({', '.join(s.run_table for s in STAGES.values())})")
+
+
+def check_version(doc: Block) -> None:
+    """RunIoError unless the export begins with this code's dbversion."""
+    version = doc.get("dbversion")
+    if not isinstance(version, Block) or doc.entries[0][0] != "dbversion":
+        raise RunIoError("the file does not begin with a dbversion block")
+    found = version.value("schema_version")
+    if found != CODE_SCHEMA_VERSION:
+        raise RunIoError(f"the file is of schema version {found}, this database is at "
+                         f"{CODE_SCHEMA_VERSION}; export it again from a matching site")
+
+
+def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in st.export_tables}
+    for name, item in doc.entries:
+        if name == "dbversion":
+            continue
+        if name not in rows:
+            raise RunIoError(f"{name}: not a table of a {st.name} export "
+                             f"({', '.join(st.export_tables)})")
+        if not isinstance(item, Block):
+            raise RunIoError(f"{name}: expected a METADATA block per row")
+        row = {}
+        for column, value in item.entries:
+            if not isinstance(value, Scalar):
+                raise RunIoError(f"{name}.{column}: expected a scalar value")
+            row[column] = value.value
+        rows[name].append(row)
+    return rows
+
+
+async def import_run(db: Database, text: str, source: str = "<import>", *,
+                     also: Callable[[Tx], Awaitable[None]] | None = None) -> ImportResult:
+    """Insert the file's rows in one transaction; nothing is written if anything is wrong.
+
+    ``also`` runs in the same transaction (e.g. recording a distribution fileset as done),
+    so the rows and that record commit together or not at all."""
+    doc = await asyncio.to_thread(mdc.loads, text, source)  # a large file: off the loop
+    check_version(doc)
+    st = stage_of(doc)
+    rows = _rows(doc, st)
+    runs = rows[st.run_table]
+    if len(runs) != 1:
+        raise RunIoError(f"{source}: expected exactly one {st.run_table} row, found {len(runs)}")
+    run_id = runs[0].get(st.id_column)
+    if not isinstance(run_id, int):
+        raise RunIoError(f"{source}: the {st.run_table} row has no {st.id_column}")
+    for table, table_rows in rows.items():
+        for number, row in enumerate(table_rows, start=1):
+            if row.get(st.id_column) != run_id:
+                raise RunIoError(
+                    f"{source}: {table} row {number} refers to {st.id_column} "
+                    f"{row.get(st.id_column)}, which is not the run in the file ({run_id})")
+    if st.lifecycle:
+        _check_states(source, st, rows)
+    bases = sorted({str(r["path_base"]) for t in rows.values() for r in t
+                    if isinstance(r.get("path_base"), str) and r["path_base"]})
+
+    async def insert(tx: Tx) -> ImportResult:
+        if st.lifecycle:
+            await _check_storage_owners(tx, source, st, run_id, bases)
+        existing = await tx.fetch_all(getattr(Q, f"export_{st.run_table}"), id=run_id)
+        if existing:
+            if await _identical(tx, st, run_id, rows):
+                if also is not None:
+                    await also(tx)
+                return ImportResult(st.name, run_id, 0, True)
+            raise RunIoError(f"{st.run_table} {run_id} already exists here with other values; "
+                             "nothing was imported")
+        count = 0
+        for table in st.export_tables:
+            columns = await _columns(tx, table)
+            for row in rows[table]:
+                await tx.execute(_insert_query(table, row, columns), **_params(row))
+                count += 1
+        if also is not None:
+            await also(tx)
+        return ImportResult(st.name, run_id, count, False)
+
+    return await db.transaction(insert, name="import_run")
+
+
+def _check_states(source: str, st: Stage, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Refuse a run or component in a state no shipped run has."""
+    for row in rows[st.run_table]:
+        if row.get("state") not in SHIPPED_STATES:
+            raise RunIoError(f"{source}: {st.run_table} {row.get(st.id_column)} is in state "
+                             f"{row.get('state')!r}; an imported run must be one of "
+                             f"{', '.join(SHIPPED_STATES)}")
+    if st.component_table and st.component_key and st.per_file_state:
+        for row in rows[st.component_table]:
+            if row.get("data_state") not in SHIPPED_STATES:
+                raise RunIoError(f"{source}: {st.component_table} {row.get(st.component_key)} "
+                                 f"is in data_state {row.get('data_state')!r}; an imported "
+                                 f"component must be one of {', '.join(SHIPPED_STATES)}")
+
+
+async def _check_storage_owners(tx: Tx, source: str, st: Stage, run_id: int,
+                                bases: list[str]) -> None:
+    """Refuse a run whose path_base another run here already has (shared storage would let
+    one run's cleanup delete the other's files)."""
+    owners = await path_base_owners(tx, bases)
+    for base in bases:
+        shared = other_owners(owners, base, st.name, run_id)
+        if shared:
+            raise RunIoError(f"{source}: path_base {base} belongs to {', '.join(shared)} here; "
+                             f"{st.run_table} {run_id} may not share its storage; nothing was "
+                             "imported")
+
+
+async def _identical(tx: Tx, st: Stage, run_id: int, rows: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether the rows here equal the file's, compared as exported values (floats to a
+    relative 1e-6: F32 columns pass through ``%.7g`` text)."""
+    for table in st.export_tables:
+        columns = await _columns(tx, table)
+        here = await tx.fetch_all(getattr(Q, f"export_{table}"), id=run_id)
+        mine = sorted(([_value(k, r[c]) for c, k in columns.items()] for r in here), key=repr)
+        theirs = sorted(([_value(k, r.get(c)) for c, k in columns.items()] for r in rows[table]),
+                        key=repr)
+        if len(mine) != len(theirs):
+            return False
+        for a_row, b_row in zip(mine, theirs, strict=True):
+            if not all(_same(a, b) for a, b in zip(a_row, b_row, strict=True)):
+                return False
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return a.replace(tzinfo=None, microsecond=0) == b.replace(tzinfo=None, microsecond=0)
+    return bool(a == b)
+
+
+def _insert_query(table: str, row: dict[str, Any], columns: dict[str, str]) -> Query:
+    """An INSERT for the file's columns. Identifiers cannot be parameters, so every one is
+    checked against the database's own catalog (``columns``) before it is named; values are
+    always parameters."""
+    unknown = sorted(c for c in row if c not in columns)
+    if unknown:
+        raise RunIoError(f"{table}: the file has column(s) this database lacks: "
+                         f"{', '.join(unknown)}")
+    names = [c for c in columns if c in row]
+    for name in (table, *names):
+        if not _IDENT.match(name):
+            raise RunIoError(f"refusing identifier {name!r}")
+    cols = ", ".join(f"`{c}`" for c in names)
+    values = ", ".join(f"%(p_{c})s" for c in names)
+    return Query(f"import_{table}", f"INSERT INTO `{table}` ({cols}) VALUES ({values})", "runio")
+
+
+def _params(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for column, value in row.items():
+        if isinstance(value, datetime):
+            value = value.replace(tzinfo=None)
+        out[f"p_{column}"] = value
+    return out

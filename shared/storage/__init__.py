@@ -1,0 +1,1 @@
+"""Nebulous-style storage: neb:// keys, volumes, objects and their file instances."""
