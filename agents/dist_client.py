@@ -47,6 +47,7 @@ from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.distribution import bundles, datastore
 from shared.distribution import client as dsclient
+from shared.distribution.claims import RC_SPEC
 from shared.distribution.client import FetchFailed, Limits, download, get_text
 from shared.distribution.datastore import RemoteFile
 from shared.formats import mdc
@@ -54,13 +55,9 @@ from shared.formats.mdc import Block, Scalar
 from shared.processing import runio
 from shared.processing.runs import other_owners, path_base_owners
 from shared.runtime.agent import AgentContext
-from shared.runtime.claims import ClaimSpec, register_claimable
 from shared.storage.store import Storage, parse_key
 
 NAME = "dist_client"
-RC_SPEC = register_claimable(ClaimSpec(
-    table="rcDestination", id_column="id", select=Q.rc_claim, mark=Q.claim_mark_rcDestination,
-    release=Q.claim_release_rcDestination, release_orphans=Q.claim_release_orphans_rcDestination))
 FILESET = re.compile(r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|warp|diff)\.\d+|stack\.\d+)"
                      r"\.\d+\.\d+\Z")
 DBINFO = re.compile(r"^dbinfo\.([a-z]+)\.(\d+)\.mdc\Z")

@@ -27,18 +27,15 @@ from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.distribution import bundles, datastore
 from shared.distribution import server as dsserver
+from shared.distribution.claims import DIST_SPEC
 from shared.processing import runio, runs
 from shared.processing.filerules import rules_for
 from shared.processing.stages import stage
 from shared.runtime.agent import AgentContext
-from shared.runtime.claims import ClaimSpec, register_claimable
 from shared.runtime.httpserver import ServerLimits, serving
 from shared.storage.store import Storage, parse_key
 
 NAME = "dist_server"
-DIST_SPEC = register_claimable(ClaimSpec(
-    table="distRun", id_column="id", select=Q.dist_claim, mark=Q.claim_mark_distRun,
-    release=Q.claim_release_distRun, release_orphans=Q.claim_release_orphans_distRun))
 
 
 @asynccontextmanager

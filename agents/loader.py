@@ -24,20 +24,13 @@ from shared.formats import catalogs
 from shared.processing.filerules import rule
 from shared.psps import batches, builders, publish
 from shared.psps.batches import BatchError
+from shared.psps.claims import ITEM_SPEC, STRIPE_SPEC
 from shared.psps.configs import for_each
 from shared.psps.dvocache import DvoCache
 from shared.runtime.agent import AgentContext
-from shared.runtime.claims import ClaimSpec, register_claimable
 from shared.storage.store import Storage
 
 NAME = "loader"
-STRIPE_SPEC = register_claimable(ClaimSpec(
-    table="psps_stripe", id_column="id", select=Q.psps_stripe_claim,
-    mark=Q.claim_mark_psps_stripe, release=Q.claim_release_psps_stripe,
-    release_orphans=Q.claim_release_orphans_psps_stripe))
-ITEM_SPEC = register_claimable(ClaimSpec(
-    table="psps_item", id_column="id", select=Q.psps_item_claim, mark=Q.claim_mark_psps_item,
-    release=Q.claim_release_psps_item, release_orphans=Q.claim_release_orphans_psps_item))
 
 
 def _dvo(ctx: AgentContext, location: str) -> DvoCache:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from agents.registry import agent_modules, load_agent
+from shared.claimables import CLAIMABLES
 from shared.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from shared.core.errors import IppError, SettingsError, UnknownAgent
 from shared.core.log import bind, configure_logging, get_logger
@@ -62,7 +63,8 @@ async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) ->
                 log.error("startup_failed", error=str(exc))
                 return fail(PROG, str(exc))
             identity = ClientIdentity.fresh(spec.name, args.config)
-            runner = AgentRunner(spec, settings, db, identity, once=args.once, args=args)
+            runner = AgentRunner(spec, settings, db, identity, once=args.once, args=args,
+                                 claimables=CLAIMABLES)
             code = await runner.run()
             if runner.startup_error is not None:
                 return fail(PROG, runner.startup_error, code)

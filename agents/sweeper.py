@@ -17,7 +17,7 @@ BACKGROUND_SWEEP = False
 
 async def run_once(ctx: AgentContext) -> int:
     """One sweep pass. Returns 0: a sweep never leaves work pending, so the loop idles."""
-    result = await sweep(ctx.db, ctx.settings)
+    result = await sweep(ctx.db, ctx.settings, ctx.claimables)
     released = sum(result.claims_released.values())
     if result.clients_dead or released or result.clients_pruned:
         ctx.log.info("sweep", clients_dead=result.clients_dead,

@@ -17,17 +17,19 @@ from shared.db.database import Database, Tx
 from shared.db.queries import QueryBook, load_queries
 from shared.db.schema import Migration, apply_statements
 from shared.runtime.agent import AgentContext
-from shared.runtime.claims import ClaimSpec, register_claimable
+from shared.runtime.claims import ClaimSpec
 
 NAME = "workload"
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 W = QueryBook(load_queries(SQL_DIR))
 
-SPEC = register_claimable(ClaimSpec(
+SPEC = ClaimSpec(
     table="sim_work", id_column="item_id",
     select=W.work_claim_select, mark=W.work_claim_mark,
     release=W.work_release, release_orphans=W.work_release_orphans,
-))
+)
+#: Not an IPP table, so not in shared.claimables: the runtime sweeps it for this agent.
+CLAIMABLES = (SPEC,)
 
 
 async def create_tables(db: Database) -> None:

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from agents import sweeper as sweeper_agent
+from shared.claimables import CLAIMABLES
 from shared.core.errors import ClaimLost
 from shared.core.settings import Settings, parse_dsn
 from shared.db.database import Database
@@ -21,7 +22,7 @@ from shared.runtime.clients import ClientIdentity
 from shared.runtime.sweeper import sweep
 from sim.workload import SPEC, W
 from tests.dbproxy import lossy_proxy
-from tests.helpers import eventually
+from tests.helpers import AgentProcess, eventually
 
 MARK_DEAD = Query("t_mark_dead", "UPDATE clients SET status = 'dead' WHERE client_id = %(id)s",
                   "test")
@@ -72,7 +73,7 @@ async def test_a_stale_owner_can_never_finish_a_released_row(db, settings):
     assert [r["item_id"] for r in await first.claim(SPEC)] == [item]
 
     await db.execute(MARK_DEAD, id=first.owner)
-    result = await sweep(db, settings)
+    result = await sweep(db, settings, [SPEC])
     assert result.claims_released == {"sim_work": 1}
 
     second = Claimer(db, await register(db))
@@ -88,7 +89,7 @@ async def test_claims_of_a_vanished_client_row_are_released(db, settings):
     item = await db.insert(W.work_add, duration_ms=0)
     ghost = Claimer(db, str(uuid.uuid4()))  # an owner with no clients row at all
     await ghost.claim(SPEC)
-    assert (await sweep(db, settings)).claims_released == {"sim_work": 1}
+    assert (await sweep(db, settings, [SPEC])).claims_released == {"sim_work": 1}
     assert (await db.fetch_one(W.work_get, item_id=item))["owner"] is None
 
 
@@ -98,7 +99,7 @@ async def test_the_sweeper_declares_silent_clients_dead(db, settings):
                   "WHERE client_id = %(id)s", "test")
     await db.execute(stale, id=cid)
     live = await register(db)
-    assert (await sweep(db, settings)).clients_dead == 1
+    assert (await sweep(db, settings, [SPEC])).clients_dead == 1
     assert (await db.fetch_one(GET_CLIENT, id=cid))["status"] == "dead"
     assert (await db.fetch_one(GET_CLIENT, id=live))["status"] == "running"
 
@@ -206,3 +207,63 @@ async def test_a_claim_whose_commit_reply_is_lost_leaves_no_row_owned_that_nobod
     assert row["item_id"] != items[0]  # the first attempt's row was taken, then handed back
     pending = await db.fetch_one(W.work_get, item_id=items[0])
     assert pending is not None and pending["owner"] is None
+
+
+CLAIM_COLUMNS = Query("t_claim_columns", """
+SELECT table_name AS name FROM information_schema.columns
+WHERE table_schema = DATABASE() AND column_name IN ('owner', 'claimed_at')
+GROUP BY table_name HAVING COUNT(*) = 2 ORDER BY table_name""", "test")
+REQUIRED_COLUMNS = Query("t_required", """
+SELECT column_name AS name, data_type AS type, column_type AS full_type
+FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = %(table)s AND is_nullable = 'NO'
+  AND column_default IS NULL AND extra NOT LIKE '%%auto_increment%%'""", "test")
+
+
+def _filler(column: dict[str, str]) -> object:
+    """A value any column of this type takes (the first of an enum's values)."""
+    if column["type"] == "enum":
+        return column["full_type"].split("'")[1]
+    if column["type"] in ("datetime", "timestamp", "date"):
+        return "2026-01-01 00:00:00"
+    if column["type"] in ("varchar", "char", "text", "mediumtext", "longtext", "varbinary",
+                          "blob"):
+        return "x"
+    return 0
+
+
+async def test_every_table_with_claim_columns_is_claimable_and_swept_by_the_sweeper_alone(
+        db, test_dsn, tmp_path):
+    """The database's own catalogue says which tables have owner/claimed_at; each is in
+    shared.claimables (sim_work is the workload stand-in's own), and the sweeper agent, which
+    imports no other agent, releases a dead client's claim on every one."""
+    tables = [r["name"] for r in await db.fetch_all(CLAIM_COLUMNS)]
+    assert sorted(s.table for s in CLAIMABLES) == sorted(t for t in tables if t != "sim_work")
+    dead = await register(db, "loader")
+    await db.execute(MARK_DEAD, id=dead)
+    for spec in CLAIMABLES:
+        columns = [c for c in await db.fetch_all(REQUIRED_COLUMNS, table=spec.table)
+                   if c["name"] not in ("owner", "claimed_at")]
+        names = ", ".join(f"`{c['name']}`" for c in columns)  # from the catalogue
+        values = ", ".join(f"%({c['name']})s" for c in columns)
+        insert = Query("t_insert", f"INSERT INTO `{spec.table}` ({names}{', ' if names else ''}"
+                       f"owner, claimed_at) VALUES ({values}{', ' if values else ''}"
+                       "%(owner)s, NOW(6))", "test")
+        await db.transaction(lambda tx, q=insert, cs=columns: _insert_unchecked(tx, q, cs, dead),
+                             name="t_insert")
+    sweeper = AgentProcess("sweeper", test_dsn, tmp_path, "--once")
+    assert await sweeper.wait(timeout_s=60) == 0, sweeper.output()
+    for spec in CLAIMABLES:
+        owned = Query("t_owned", f"SELECT COUNT(*) AS n FROM `{spec.table}` "
+                      "WHERE owner = %(owner)s", "test")
+        assert await db.fetch_val(owned, owner=dead) == 0, spec.table
+    (released,) = [e for e in sweeper.events("sweep")]
+    assert set(released["claims_released"]) == {s.table for s in CLAIMABLES}
+
+
+async def _insert_unchecked(tx, query: Query, columns: list[dict[str, str]], owner: str) -> None:
+    await tx.execute_raw("SET SESSION foreign_key_checks = 0")
+    try:
+        await tx.execute(query, owner=owner, **{c["name"]: _filler(c) for c in columns})
+    finally:
+        await tx.execute_raw("SET SESSION foreign_key_checks = 1")

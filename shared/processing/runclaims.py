@@ -1,17 +1,16 @@
-"""Claim specs of the processing-run tables, registered for every sweeper.
+"""Claim specs of the processing-run tables.
 
 The cleanup and update agents claim runs of the same five tables (chipRun, camRun, warpRun,
-diffRun, stackRun) through the owner/claimed_at columns of migration 0003. Registering the
-specs here, in a module the sweeper imports, means any agent's sweeper releases the run
-claims of a dead cleanup or update client (both agents' specs share each table's release
-queries, so registering the cleanup specs covers the update claims too).
+diffRun, stackRun) through the owner/claimed_at columns of migration 0003. Both agents' specs
+share each table's release queries, so :mod:`shared.claimables` lists the cleanup specs for
+the sweeper and that covers the update claims too.
 """
 
 from __future__ import annotations
 
 from shared.db.queries import Q
 from shared.processing.stages import stage
-from shared.runtime.claims import ClaimSpec, register_claimable
+from shared.runtime.claims import ClaimSpec
 
 LIFECYCLE_STAGES = ("chip", "camera", "warp", "diff", "stack")
 
@@ -30,5 +29,5 @@ def run_spec(stage_name: str, purpose: str) -> ClaimSpec:
     )
 
 
-CLEANUP_SPECS = {name: register_claimable(run_spec(name, "cleanup")) for name in LIFECYCLE_STAGES}
+CLEANUP_SPECS = {name: run_spec(name, "cleanup") for name in LIFECYCLE_STAGES}
 UPDATE_SPECS = {name: run_spec(name, "update") for name in LIFECYCLE_STAGES}

@@ -3,7 +3,9 @@
 An agent is a module with ``NAME`` and ``async def run_once(ctx) -> int`` (the number of items
 it handled; 0 means nothing is pending). Optionally ``add_arguments(parser)`` for its own
 command-line options, ``lifespan(ctx)`` (an async context manager pairing the setup of its
-resources with their teardown) and ``BACKGROUND_SWEEP = False`` to not run the sweeper task.
+resources with their teardown), ``BACKGROUND_SWEEP = False`` to not run the sweeper task and
+``CLAIMABLES`` for claimable tables of its own beyond those the runner is given (the IPP's,
+:mod:`shared.claimables`).
 
 :class:`AgentRunner` owns everything else: the clients row, the heartbeat and sweeper tasks
 (named and watched: if one dies the agent stops, loudly), pause/resume/stop from the
@@ -19,7 +21,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from types import ModuleType
@@ -29,7 +31,7 @@ from shared.core.errors import DbError, IppError
 from shared.core.log import bind, get_logger
 from shared.core.settings import Settings
 from shared.db.database import Database, backoff_s
-from shared.runtime.claims import Claimer
+from shared.runtime.claims import Claimer, ClaimSpec
 from shared.runtime.clients import ClientIdentity, ClientRow, ClientState, Control
 from shared.runtime.stopsignals import STOP
 from shared.runtime.sweeper import sweep
@@ -48,6 +50,7 @@ class AgentSpec:
     lifespan: Lifespan | None = None
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     background_sweep: bool = True
+    claimables: tuple[ClaimSpec, ...] = ()
 
     @classmethod
     def from_module(cls, module: ModuleType) -> AgentSpec:
@@ -59,6 +62,7 @@ class AgentSpec:
             lifespan=getattr(module, "lifespan", None),
             add_arguments=getattr(module, "add_arguments", None),
             background_sweep=getattr(module, "BACKGROUND_SWEEP", True),
+            claimables=tuple(getattr(module, "CLAIMABLES", ())),
         )
 
 
@@ -72,6 +76,7 @@ class AgentContext:
         self.db: Database = runner.db
         self.identity: ClientIdentity = runner.identity
         self.claimer = Claimer(runner.db, runner.identity.client_id)
+        self.claimables: tuple[ClaimSpec, ...] = runner.claimables
         self.log = get_logger(runner.spec.name)
         self.resources: dict[str, Any] = {}
 
@@ -124,8 +129,11 @@ class AgentRunner:
         *,
         once: bool = False,
         args: argparse.Namespace | None = None,
+        claimables: Sequence[ClaimSpec] = (),
     ) -> None:
         self.spec = spec
+        #: The tables whose dead clients' claims this process's sweeps release.
+        self.claimables = tuple({s.table: s for s in (*claimables, *spec.claimables)}.values())
         self.settings = settings
         self.db = db
         self.identity = identity
@@ -387,7 +395,7 @@ class AgentRunner:
 
     async def _sweep_once(self) -> None:
         try:
-            result = await sweep(self.db, self.settings)
+            result = await sweep(self.db, self.settings, self.claimables)
         except DbError as exc:
             self.log.warning("sweep_failed", error=str(exc))
             return

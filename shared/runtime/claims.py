@@ -8,7 +8,8 @@ and finished with a statement that ends ``WHERE <id> = %(id)s AND owner = %(owne
 client whose claim was released can never finish twice (:class:`~shared.core.errors.ClaimLost`).
 
 Claims held by this process are tracked so the runtime can hand them back on a drain; claims
-of a dead client are released by the sweeper through the spec's ``release_orphans`` query.
+of a dead client are released by the sweeper through the spec's ``release_orphans`` query,
+for every table the process is told of (:mod:`shared.claimables` lists the IPP's).
 
 A claim transaction whose outcome is unknown (the connection died after COMMIT was sent,
 before its reply came) may have committed: its rows would then stay owned by a live client
@@ -52,20 +53,6 @@ class ClaimSpec:
     mark: Query
     release: Query
     release_orphans: Query
-
-
-_REGISTRY: dict[str, ClaimSpec] = {}
-
-
-def register_claimable(spec: ClaimSpec) -> ClaimSpec:
-    """Make the sweeper release this table's orphaned claims. Idempotent per table."""
-    _REGISTRY[spec.table] = spec
-    return spec
-
-
-def claimables() -> list[ClaimSpec]:
-    """Every registered claimable table, in registration order."""
-    return list(_REGISTRY.values())
 
 
 @dataclass

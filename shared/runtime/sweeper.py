@@ -6,13 +6,13 @@ statements are idempotent, so several sweepers at once do no harm.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import shared.processing.runclaims  # noqa: F401 - registers the run tables' claims for sweeping
 from shared.core.settings import Settings
 from shared.db.database import Database
 from shared.db.queries import Q
-from shared.runtime.claims import claimables
+from shared.runtime.claims import ClaimSpec
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,13 @@ class SweepResult:
     clients_pruned: int
 
 
-async def sweep(db: Database, settings: Settings) -> SweepResult:
-    """One pass: stale heartbeats -> dead; orphaned claims -> released; old rows pruned."""
+async def sweep(db: Database, settings: Settings, claimables: Sequence[ClaimSpec]
+                ) -> SweepResult:
+    """One pass: stale heartbeats -> dead; orphaned claims on ``claimables`` -> released; old
+    client rows pruned."""
     dead = await db.execute(Q.mark_stale_clients_dead, stale_us=int(settings.client_stale_s * 1e6))
     released = {}
-    for spec in claimables():
+    for spec in claimables:
         released[spec.table] = await db.execute(spec.release_orphans)
     pruned = await db.execute(
         Q.prune_ended_clients, retention_s=int(settings.client_retention_days * 86400)
