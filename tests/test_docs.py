@@ -7,6 +7,7 @@ from dataclasses import fields
 
 from shared.core.settings import Settings
 from shared.ctl.main import build_parser
+from sim.settings import StandIns
 from tests.helpers import ROOT
 
 
@@ -23,6 +24,8 @@ def test_every_setting_is_documented():
     text = (ROOT / "docs" / "configuration.md").read_text()
     missing = [f.name for f in fields(Settings) if f"`{f.name}`" not in text]
     assert missing == []
+    knobs = text[text.index("## The stand-ins"):]
+    assert [f.name for f in fields(StandIns) if f"`{f.name}`" not in knobs] == []
 
 
 def test_every_ippctl_command_is_documented():

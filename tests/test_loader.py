@@ -269,3 +269,23 @@ async def test_a_corrupt_stack_cmf_fails_its_st_batch(site, sdb, tmp_path):
     rows = {r["item_id"]: r for r in await sdb.fetch_all(BATCHES)}
     assert rows[1]["processed"] == "failed" and "stackRun 1" in rows[1]["note"]
     assert any(r["processed"] == "succeeded" for k, r in rows.items() if k != 1)
+
+
+FAIL_ITEMS = Query("t_fail_items", "UPDATE psps_item SET state = 'failed', attempts = 3 "
+                   "WHERE config = %(config)s", "test")
+ITEM_STATES = Query("t_item_states", "SELECT state, COUNT(*) AS n FROM psps_item "
+                    "WHERE config = %(config)s GROUP BY state", "test")
+
+
+async def test_the_queue_retries_failed_items_up_to_the_psps_max_attempts_setting(site, sdb):
+    """The queue and the ODM poller obey one setting: with three attempts used, the default
+    (3) leaves the items failed, psps_max_attempts=5 queues them again."""
+    configure_loading(site, "demo")
+    assert ippctl(site, "psps", "queue", "demo").returncode == 0
+    await sdb.execute(FAIL_ITEMS, config="demo")
+    assert ippctl(site, "psps", "queue", "demo").returncode == 0
+    states = {r["state"]: int(r["n"]) for r in await sdb.fetch_all(ITEM_STATES, config="demo")}
+    assert states == {"failed": 3}
+    assert ippctl(site, "psps", "queue", "demo", psps_max_attempts="5").returncode == 0
+    states = {r["state"]: int(r["n"]) for r in await sdb.fetch_all(ITEM_STATES, config="demo")}
+    assert states == {"new": 3}

@@ -123,3 +123,23 @@ def test_names_with_a_line_break_are_refused(name):
     with pytest.raises(IppError):
         datastore.check_name("product", name)
     assert not _VOLUME_NAME.match(name)
+
+
+def test_the_stand_ins_knobs_are_their_own_section_not_ipp_settings(tmp_path):
+    """[stand_ins] in the settings file (or IPP_ODM_FAIL_SHARE) sets a stand-in's knob; the
+    IPP's settings neither have such fields nor refuse the table."""
+    from sim.settings import load_stand_ins
+
+    path = tmp_path / "ipp.toml"
+    path.write_text('ds_port = 9000\n[stand_ins]\nodm_fail_share = 0.25\n')
+    env = {"IPP_SETTINGS": str(path), "IPP_ODM_SLOW_S": "2"}
+    assert load_settings(environ=env).ds_port == 9000
+    knobs = load_stand_ins(environ=env)
+    assert (knobs.odm_fail_share, knobs.odm_slow_s) == (0.25, 2.0)
+    assert not hasattr(load_settings(environ=env), "odm_fail_share")
+    path.write_text('[stand_ins]\nodm_fail_share = 2\n')
+    with pytest.raises(SettingsError, match="odm_fail_share must be a share between 0 and 1"):
+        load_stand_ins(environ=env)
+    path.write_text('[stand_ins]\nno_such_knob = 1\n')
+    with pytest.raises(SettingsError, match=r"\[stand_ins\]: unknown setting\(s\): no_such_knob"):
+        load_stand_ins(environ=env)

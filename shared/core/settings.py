@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from shared.core.errors import DsnError, SettingsError
@@ -141,21 +141,12 @@ class Settings:
     psps_max_attempts: int = 3
     # A deletion that failed (ODM down, volume down) is tried again after this long.
     batch_retry_s: float = 300.0
-    # The stand-in: its database (empty = psps_db_name on the local server), where the
-    # DXLayer keeps its copies (empty: <var_dir>/dxlayer), how often it polls the DataStore,
-    # and its test knobs (share of batches failed, share of answers that are HTTP 500, a
-    # delay before every answer, a delay between merge_worthy and merged).
+    # The PSPS stand-in's database (empty = psps_db_name on the local server), which the demo
+    # reads to check what PSPS holds; the stand-in's own knobs are its section of the settings
+    # (sim/settings.py).
     psps_dsn: str = ""
     psps_db_name: str = "psps"
-    dxlayer_dir: str = ""
-    dxlayer_poll_s: float = 2.0
-    odm_fail_share: float = 0.0
-    odm_error_share: float = 0.0
-    odm_slow_s: float = 0.0
-    odm_merge_delay_s: float = 0.0
-    # Who may ask the PSPS side to delete a batch's DXLayer copy: these client addresses, or
-    # any client that sends this token (Authorization: Bearer; the batch cleaner sends it).
-    odm_delete_peers: str = "127.0.0.1,::1"
+    # The token the batch cleaner sends to PSPS with a deletion (Authorization: Bearer).
     odm_token: str = ""
 
     # Metrics agent: the read-only status page and /metrics (Prometheus text) on
@@ -188,9 +179,6 @@ class Settings:
         if self.psps_dsn:
             return self.psps_dsn
         return parse_dsn(self.effective_dsn()).with_database(self.psps_db_name).url()
-
-    def dxlayer_path(self) -> Path:
-        return Path(self.dxlayer_dir or Path(self.var_dir) / "dxlayer")
 
     def plot_dir(self) -> Path:
         return Path(self.metrics_plot_dir or Path(self.var_dir) / "plots")
@@ -225,7 +213,7 @@ class Settings:
             "dist_unpack_ratio_max", "dist_parallel_sources", "dist_min_rate_bytes_s",
             "dist_retry_s", "dist_retry_max_s", "http_max_connections",
             "http_header_timeout_s", "http_keepalive_timeout_s", "odm_port", "odm_timeout_s", "odm_parallel",
-            "odm_unknown_timeout_s", "psps_max_attempts", "dxlayer_poll_s", "metrics_port",
+            "odm_unknown_timeout_s", "psps_max_attempts", "metrics_port",
             "metrics_interval_s", "metrics_retention_days",
         ]
         for name in positive:
@@ -244,13 +232,8 @@ class Settings:
             if getattr(self, port) > 65535:
                 raise SettingsError(f"setting {port} must be a TCP port, got "
                                     f"{getattr(self, port)!r}")
-        for share in ("odm_fail_share", "odm_error_share"):
-            if not 0 <= getattr(self, share) <= 1:
-                raise SettingsError(f"setting {share} must be a share between 0 and 1, got "
-                                    f"{getattr(self, share)!r}")
-        for delay in ("odm_slow_s", "odm_merge_delay_s", "batch_retry_s"):
-            if getattr(self, delay) < 0:
-                raise SettingsError(f"setting {delay} must be >= 0, got {getattr(self, delay)!r}")
+        if self.batch_retry_s < 0:
+            raise SettingsError(f"setting batch_retry_s must be >= 0, got {self.batch_retry_s!r}")
         if self.update_wait_s < 0:
             raise SettingsError(f"setting update_wait_s must be >= 0, got {self.update_wait_s!r}")
         for stage in ("chip", "warp", "stack", "diff"):
@@ -301,38 +284,56 @@ def load_settings(
     environ: Mapping[str, str] | None = None, **overrides: Any
 ) -> Settings:
     """Build the settings from defaults, the ``IPP_SETTINGS`` TOML file and ``IPP_*``."""
-    env = os.environ if environ is None else environ
-    known = {f.name: f for f in fields(Settings)}
-    values: dict[str, Any] = {}
+    settings = load_section(Settings, None, environ, overrides)
+    settings.validate()
+    return settings
 
+
+#: Tables of the settings file owned by other programs (the stand-ins' ``[stand_ins]``).
+SECTIONS = ("stand_ins",)
+
+T = TypeVar("T")
+
+
+def load_section(cls: type[T], section: str | None, environ: Mapping[str, str] | None,
+                 overrides: Mapping[str, Any]) -> T:
+    """A frozen settings dataclass from its defaults, the ``IPP_SETTINGS`` TOML file (its top
+    level, or the table ``section``) and ``IPP_<NAME>`` variables, in that order."""
+    env = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
     path = env.get("IPP_SETTINGS")
     if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise SettingsError(f"IPP_SETTINGS={path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"IPP_SETTINGS={path}: not valid TOML: {exc}") from None
-        unknown = sorted(set(data) - set(known))
+        data = _read_toml(path)
+        table = data.get(section, {}) if section else {k: v for k, v in data.items()
+                                                        if k not in SECTIONS}
+        where = f"{path} [{section}]" if section else path
+        if not isinstance(table, dict):
+            raise SettingsError(f"{where}: not a table")
+        unknown = sorted(set(table) - set(known))
         if unknown:
-            raise SettingsError(f"{path}: unknown setting(s): {', '.join(unknown)}")
-        for key, raw in data.items():
+            raise SettingsError(f"{where}: unknown setting(s): {', '.join(unknown)}")
+        for key, raw in table.items():
             values[key] = _convert(key, known[key].type, raw, path)
-
     for key, f in known.items():
         env_name = f"IPP_{key.upper()}"
         if env_name in env:
             values[key] = _convert(key, f.type, env[env_name], env_name)
-
     for key, raw in overrides.items():
         if key not in known:
             raise SettingsError(f"unknown setting {key}")
         values[key] = raw
+    return cls(**values)
 
-    settings = Settings(**values)
-    settings.validate()
-    return settings
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"IPP_SETTINGS={path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"IPP_SETTINGS={path}: not valid TOML: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def local_server(settings: Settings) -> bool:
 def data_dirs(settings: Settings) -> list[Path]:
     """The directories the demo fills, as far as they lie under ``var_dir``."""
     var = Path(settings.var_dir).resolve()
-    dirs = [var / "storage", var / "dvo", var / "psps", settings.dxlayer_path(),
+    dirs = [var / "storage", var / "dvo", var / "psps", var / "dxlayer",
             settings.plot_dir(), settings.dist_staging(), settings.update_scratch()]
     return [d.resolve() for d in dirs if d.resolve().is_relative_to(var) and d.resolve() != var]
 

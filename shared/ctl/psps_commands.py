@@ -96,7 +96,7 @@ async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
 
     async def go(db: Database) -> int:
         while True:
-            added = await queue.queue(db, args.config)
+            added = await queue.queue(db, args.config, settings.psps_max_attempts)
             counts = await db.fetch_all(Q.psps_queue_counts, config=args.config)
             news = ", ".join(f"{k} {v}" for k, v in sorted(added.items()) if v)
             print(f"{args.config}: queued " + (news or "nothing new")

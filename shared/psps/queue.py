@@ -4,7 +4,7 @@ The config's sky is cut into stripes of RA (``box_size_deg`` wide) and each stri
 of declination; loaders reserve a stripe and work it box by box. Items: P2 = camera runs
 merged into the config's DVO database (addRun.dvodb = dvo_label), ST = full stack runs, OB =
 DVO regions with catalog files; each inside the config's sky limits. Queuing is idempotent:
-an item already queued is left as it is; failed items are retried up to ``MAX_ATTEMPTS``;
+an item already queued is left as it is; failed items are retried up to ``psps_max_attempts``;
 items whose batch was published before the config's epoch are loaded again.
 """
 
@@ -19,8 +19,6 @@ from shared.db.database import Database
 from shared.db.queries import Q
 from shared.formats.dvo import DvoDatabase, DvoError
 from shared.psps import configs
-
-MAX_ATTEMPTS = 3
 
 
 def _place(cfg: dict[str, Any], ra: float, dec: float) -> tuple[int, int]:
@@ -53,7 +51,7 @@ async def _candidates(db: Database, cfg: dict[str, Any], kind: str) -> list[tupl
     return []
 
 
-async def queue(db: Database, name: str) -> Counter[str]:
+async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
     """Queue the config's stripes and items; returns how many items were added per type."""
     cfg = await configs.load(db, name)
     box = float(cfg["box_size_deg"])
@@ -70,6 +68,6 @@ async def queue(db: Database, name: str) -> Counter[str]:
                                             item_id=item_id, stripe=stripe, box=box_no, ra=ra,
                                             decl=dec)
     added["retried"] += await db.execute(Q.psps_items_retry, config=name,
-                                         max_attempts=MAX_ATTEMPTS)
+                                         max_attempts=max_attempts)
     added["reloaded"] += await db.execute(Q.psps_items_reload, config=name, epoch=cfg["epoch"])
     return added

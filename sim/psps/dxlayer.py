@@ -39,6 +39,7 @@ from shared.distribution.client import FetchFailed, Limits, download, get_text
 from shared.distribution.datastore import DataStoreError
 from shared.psps import BATCH_TYPES
 from sim.psps.tables import PspsTable, psps_tables
+from sim.settings import StandIns
 
 P = QueryBook(load_queries(Path(__file__).resolve().parent.parent / "sql"))
 log = get_logger("dxlayer")
@@ -164,12 +165,14 @@ def write_csv(rows: Any, path: Path) -> None:
 class DxLayer:
     """The polling half of the stand-in (the ODM web service is the other)."""
 
-    def __init__(self, db: Database, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, db: Database, settings: Settings, knobs: StandIns,
+                 session: aiohttp.ClientSession) -> None:
         self.db = db
         self.settings = settings
         self.session = session
         self.base = f"http://{settings.ds_host}:{settings.ds_port}/ds"
-        self.root = settings.dxlayer_path()
+        self.knobs = knobs
+        self.root = knobs.dxlayer_path(settings)
         self.limits = Limits.from_settings(settings)
 
     def copy_dir(self, product: str, name: str) -> Path:
@@ -186,14 +189,14 @@ class DxLayer:
                 busy = 0
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.dxlayer_poll_s)
+                    await asyncio.wait_for(stop.wait(), self.knobs.dxlayer_poll_s)
 
     async def run_once(self) -> int:
         """Discover new batches, then move every batch with work one step on."""
         await self.discover()
         todo = await self.db.fetch_all(
             P.dx_batches_todo, limit=PER_PASS,
-            merge_delay_us=int(self.settings.odm_merge_delay_s * 1e6))
+            merge_delay_us=int(self.knobs.odm_merge_delay_s * 1e6))
         for batch in todo:
             await self.step(batch)
         return len(todo)
@@ -281,7 +284,7 @@ class DxLayer:
             if exc.status == 404:
                 raise Rejected("load", f"fileset {product}/{name} is no longer on the DataStore: "
                                        f"{exc}") from None
-            wait = min(60.0, self.settings.dxlayer_poll_s * 4)
+            wait = min(60.0, self.knobs.dxlayer_poll_s * 4)
             await self.db.execute(P.dx_batch_try_later, name=name, reason=str(exc)[:1024],
                                   wait_us=int(wait * 1e6))
             log.warning("batch_download_failed", batch=name, error=str(exc), retry_in_s=wait)
@@ -289,7 +292,7 @@ class DxLayer:
         except DataStoreError as exc:
             raise Rejected("load", f"fileset {product}/{name}: {exc}") from None
         checked = await asyncio.to_thread(check_batch, directory, name, fits_name, manifest_name)
-        if knob_fails(name, self.settings.odm_fail_share):
+        if knob_fails(name, self.knobs.odm_fail_share):
             raise Rejected("load", "refused by the stand-in's odm_fail_share knob (a test of "
                                    "failed batches)")
         for table, rows in checked.tables.items():

@@ -25,11 +25,13 @@ from shared.core.log import get_logger
 from shared.core.settings import Settings
 from shared.db.database import Database
 from sim.psps.dxlayer import P, delete_copy
+from sim.settings import StandIns
 
 log = get_logger("odm")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")
 DB_KEY: web.AppKey[Database] = web.AppKey("db", Database)
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
+KNOBS_KEY: web.AppKey[StandIns] = web.AppKey("knobs", StandIns)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -40,10 +42,10 @@ def _when(value: datetime | None) -> str | None:
 @web.middleware
 async def knobs(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The test knobs: a slow ODM, and one that sometimes fails."""
-    settings = request.app[SETTINGS_KEY]
-    if settings.odm_slow_s:
-        await asyncio.sleep(settings.odm_slow_s)
-    if settings.odm_error_share and random.random() < settings.odm_error_share:
+    knob = request.app[KNOBS_KEY]
+    if knob.odm_slow_s:
+        await asyncio.sleep(knob.odm_slow_s)
+    if knob.odm_error_share and random.random() < knob.odm_error_share:
         return web.json_response({"error": "internal error (odm_error_share knob)"}, status=500)
     return await handler(request)
 
@@ -73,11 +75,10 @@ async def batch_status(request: web.Request) -> web.Response:
 
 def _may_delete(request: web.Request) -> bool:
     """A configured peer (by address), or a client with the configured token."""
-    settings = request.app[SETTINGS_KEY]
-    peers = {p.strip() for p in settings.odm_delete_peers.split(",") if p.strip()}
+    peers = {p.strip() for p in request.app[KNOBS_KEY].odm_delete_peers.split(",") if p.strip()}
     if request.remote in peers:
         return True
-    token = settings.odm_token
+    token = request.app[SETTINGS_KEY].odm_token
     sent = request.headers.get("Authorization", "")
     return bool(token) and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
 
@@ -88,7 +89,8 @@ async def delete_batch(request: web.Request) -> web.Response:
         return web.json_response({"error": "only the PSPS side's own peers may delete"},
                                  status=403)
     name = _name(request)
-    found = await delete_copy(request.app[DB_KEY], request.app[SETTINGS_KEY].dxlayer_path(), name)
+    root = request.app[KNOBS_KEY].dxlayer_path(request.app[SETTINGS_KEY])
+    found = await delete_copy(request.app[DB_KEY], root, name)
     if not found:
         return web.json_response({"batch": name, "error": "unknown batch"}, status=404)
     return web.json_response({"batch": name, "deleted": True})
@@ -101,9 +103,10 @@ async def summary(request: web.Request) -> web.Response:
                               for r in rows})
 
 
-def make_app(db: Database, settings: Settings) -> web.Application:
+def make_app(db: Database, settings: Settings, stand_ins: StandIns) -> web.Application:
     app = web.Application(middlewares=[knobs])
     app[DB_KEY] = db
+    app[KNOBS_KEY] = stand_ins
     app[SETTINGS_KEY] = settings
     app.router.add_get("/odm/batch/{name}", batch_status)
     app.router.add_delete("/dxlayer/batch/{name}", delete_batch)

@@ -25,6 +25,7 @@ from shared.runtime.stopsignals import STOP
 from sim.psps import odm
 from sim.psps.dxlayer import DxLayer
 from sim.psps.tables import all_tables
+from sim.settings import StandIns, load_stand_ins
 
 SCHEMA = Path(__file__).resolve().parent.parent / "sql" / "psps_schema.sql"
 PROG = "ipp-sim"
@@ -48,23 +49,24 @@ async def open_database(settings: Settings) -> Database:
     return db
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> int:
+async def serve(settings: Settings, knobs: StandIns, stop: asyncio.Event) -> int:
     db = await open_database(settings)
     try:
-        async with serving(odm.make_app(db, settings), settings.odm_host, settings.odm_port,
+        async with serving(odm.make_app(db, settings, knobs), settings.odm_host, settings.odm_port,
                            ServerLimits.from_settings(settings), log, "odm"):
-            return await _run(db, settings, stop)
+            return await _run(db, settings, knobs, stop)
     finally:
         await db.close()
 
 
-async def _run(db: Database, settings: Settings, stop: asyncio.Event) -> int:
+async def _run(db: Database, settings: Settings, knobs: StandIns, stop: asyncio.Event
+               ) -> int:
     """The DXLayer's passes until a stop is asked for (the ODM answers meanwhile)."""
     log.info("odm_listening", url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
              datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/")
     async with dsclient.session(dsclient.Limits.from_settings(settings),
                                 settings.dist_client_token) as session:
-        dx = asyncio.create_task(DxLayer(db, settings, session).run(stop), name="dxlayer")
+        dx = asyncio.create_task(DxLayer(db, settings, knobs, session).run(stop), name="dxlayer")
         stopping = asyncio.create_task(stop.wait(), name="stop_requested")
         done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if dx in done:
@@ -77,16 +79,17 @@ async def _run(db: Database, settings: Settings, stop: asyncio.Event) -> int:
     return 0
 
 
-async def main_async(settings: Settings) -> int:
+async def main_async(settings: Settings, knobs: StandIns) -> int:
     stop = asyncio.Event()
     with STOP.delivered_by(asyncio.get_running_loop()), STOP.listening(lambda _: stop.set()):
-        return await serve(settings, stop)
+        return await serve(settings, knobs, stop)
 
 
 def run_stand_in(command: str) -> int:
     """``ipp-sim psps``: settings, logging, then the stand-in until a stop request."""
     try:
         settings = load_settings()
+        knobs = load_stand_ins()
     except SettingsError as exc:
         return fail(PROG, str(exc), EXIT_USAGE)
     configure_logging(settings)
@@ -95,7 +98,7 @@ def run_stand_in(command: str) -> int:
         log.info("psps_sim_stopped", reason=STOP.received.name, phase="start-up")
         return 0
     try:
-        return asyncio.run(main_async(settings))
+        return asyncio.run(main_async(settings, knobs))
     except IppError as exc:
         log.error("psps_sim_failed", error=str(exc))
         return fail(PROG, str(exc), EXIT_FAILED)
