@@ -48,6 +48,7 @@ demo-stop:
 lint: venv
 	$(BIN)/ruff check agents shared sim tests bench
 	$(BIN)/mypy agents shared sim bench
+	$(BIN)/lint-imports
 
 test: lint tools
 	$(BIN)/pytest $(PYTEST_ARGS)
