@@ -33,7 +33,8 @@ from shared.processing.runclaims import CLEANUP_SPECS
 from shared.processing.runs import components, other_owners, path_base_owners
 from shared.processing.stages import CLEANUP_TARGETS, stage
 from shared.runtime.agent import AgentContext
-from shared.storage.store import Storage, parse_key
+from shared.storage.keys import parse_key
+from shared.storage.store import Storage
 
 NAME = "cleanup"
 

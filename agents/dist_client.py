@@ -55,7 +55,8 @@ from shared.formats.mdc import Block, Scalar
 from shared.processing import runio
 from shared.processing.runs import other_owners, path_base_owners
 from shared.runtime.agent import AgentContext
-from shared.storage.store import Storage, parse_key
+from shared.storage.keys import parse_key
+from shared.storage.store import Storage
 
 NAME = "dist_client"
 FILESET = re.compile(r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|warp|diff)\.\d+|stack\.\d+)"

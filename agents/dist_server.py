@@ -33,7 +33,8 @@ from shared.processing.filerules import rules_for
 from shared.processing.stages import stage
 from shared.runtime.agent import AgentContext
 from shared.runtime.httpserver import ServerLimits, serving
-from shared.storage.store import Storage, parse_key
+from shared.storage.keys import parse_key
+from shared.storage.store import Storage
 
 NAME = "dist_server"
 

@@ -32,7 +32,8 @@ from shared.processing.stages import StageError, stage
 from shared.runtime.agent import AgentContext
 from shared.runtime.process import CommandFailed, run_command
 from shared.runtime.scratch import remove_stale, scratch_dir
-from shared.storage.store import Storage, parse_key
+from shared.storage.keys import parse_key
+from shared.storage.store import Storage
 
 NAME = "update"
 #: Stages in the order inputs come before what is made from them, so one pass can bring a

@@ -28,7 +28,8 @@ from shared.db.database import Database
 from shared.db.queries import Q
 from shared.distribution import bundles, datastore
 from shared.processing import runs
-from shared.storage.store import Storage, parse_key
+from shared.storage.keys import parse_key
+from shared.storage.store import Storage
 from sim.survey import Survey, SurveyOptions, ensure_volumes
 
 

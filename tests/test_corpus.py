@@ -28,7 +28,7 @@ from shared.core.settings import load_settings, parse_dsn
 from shared.distribution import bundles, datastore
 from shared.formats import catalogs, dvo, mdc
 from shared.psps import batches, builders, configs, odm
-from shared.storage.store import parse_key
+from shared.storage.keys import parse_key
 from sim.psps.dxlayer import Rejected, check_batch
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

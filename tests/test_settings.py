@@ -116,13 +116,13 @@ def test_names_with_a_line_break_are_refused(name):
     """Validation patterns end at the end of the text, not before a trailing newline."""
     from shared.distribution import datastore
     from shared.psps import configs
-    from shared.storage.store import _VOLUME_NAME
+    from shared.storage.keys import VOLUME_NAME
 
     with pytest.raises(IppError):
         configs.check_name(name)
     with pytest.raises(IppError):
         datastore.check_name("product", name)
-    assert not _VOLUME_NAME.match(name)
+    assert not VOLUME_NAME.match(name)
 
 
 def test_the_stand_ins_knobs_are_their_own_section_not_ipp_settings(tmp_path):

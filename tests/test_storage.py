@@ -21,7 +21,8 @@ from shared.core.errors import (
 )
 from shared.db.database import Database
 from shared.db.queries import Query
-from shared.storage.store import Storage, parse_key
+from shared.storage.keys import parse_key
+from shared.storage.store import Storage
 
 TAMPER = Query("t_tamper", "UPDATE storage_instance SET relpath = %(relpath)s", "test")
 

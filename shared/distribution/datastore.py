@@ -16,6 +16,7 @@ from typing import Any
 from shared.core.errors import IppError
 from shared.db.database import Database, Row, Tx
 from shared.db.queries import Q
+from shared.storage.store import Storage
 
 #: File types a listing may carry.
 FILE_TYPES = ("tgz", "dbinfo", "text", "fits", "table", "mdc", "manifest")
@@ -246,8 +247,6 @@ async def remove_fileset(db: Database, prod_name: str, fileset: str) -> int | No
     Hidden first, so no client starts a download of files about to go. A file on a volume
     that is down leaves the fileset hidden but registered (DataStoreError): run again later.
     """
-    from shared.storage.store import Storage  # storage sits above this module
-
     prod = await product(db, prod_name)
     row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=fileset)
     if row is None:

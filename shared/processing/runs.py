@@ -16,7 +16,9 @@ from shared.db.queries import Q, Query
 from shared.processing.filerules import FileRule, compressed_keys, rules_for
 from shared.processing.filerules import rule as rule_of
 from shared.processing.stages import ALLOWED_FROM, StageError, check_state, check_transition, stage
-from shared.storage.store import Storage, _hash_file, parse_key
+from shared.storage.files import hash_file
+from shared.storage.keys import parse_key
+from shared.storage.store import Storage
 
 
 def _q(operation: str, stage_name: str) -> Query:
@@ -257,7 +259,7 @@ async def _with_md5(storage: Storage, f: ProductFile) -> ProductFile:
         path = await storage.locate(f.key)
     except StorageError:  # registered but no readable instance: no md5 to show
         return replace(f, md5sum=None)
-    size, digest = await asyncio.to_thread(_hash_file, path)
+    size, digest = await asyncio.to_thread(hash_file, path)
     return replace(f, exists=True, bytes=size, md5sum=digest)
 
 

@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
-import hashlib
-import os
-import re
 import shutil
-import sys
-import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from shared.core.errors import (
-    BadKey,
     DbIntegrityError,
     DbUnavailable,
     ObjectExists,
@@ -47,68 +39,27 @@ from shared.core.errors import (
 )
 from shared.db.database import Database, Row, Tx
 from shared.db.queries import Q
+from shared.storage.audit import TEMP_NAME, AuditReport, remove_older_than, walk
+from shared.storage.files import (
+    fsync_and_hash,
+    hash_file,
+    link_hash,
+    publish,
+    publish_all,
+    split_in_lanes,
+    sync_files,
+    unlink,
+    unlink_all,
+    unlink_many,
+    write_all,
+)
+from shared.storage.keys import SCHEME, VOLUME_NAME, NebKey, parse_key
+from shared.storage.paths import Resolver, resolve_inside
 
-SCHEME = "neb://"
-_VOLUME_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
-#: Anything but printable, non-space ASCII.
-_BAD_CHAR = re.compile(r"[^\x21-\x7e]")
 _CHUNK = 1 << 20
 VOLUME_STATES = ("up", "down", "lost")
 #: Keys per lookup and per deleting transaction in the batch operations.
 KEYS_PER_QUERY = 1000
-
-
-@dataclass(frozen=True)
-class NebKey:
-    """A parsed, canonical ``neb://`` key."""
-
-    path: str
-    volume: str | None = None
-    required: bool = False
-
-    def __str__(self) -> str:
-        if self.volume is None:
-            return f"{SCHEME}/{self.path}"
-        return f"{SCHEME}{'~' if self.required else ''}{self.volume}/{self.path}"
-
-    @property
-    def basename(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def parse_key(text: str) -> NebKey:
-    """Parse and canonicalise a key; BadKey names the key and what is wrong with it.
-
-    Repeated and trailing ``/`` and ``.`` segments are folded away; ``..``, whitespace,
-    control and non-ASCII characters are refused. Results are cached (a batch meets the
-    same key several times); a refused key is checked again each time.
-    """
-    if not isinstance(text, str) or not text.startswith(SCHEME):
-        raise BadKey(f"storage key {text!r} does not start with {SCHEME}")
-    bad = _BAD_CHAR.search(text)
-    if bad:
-        if bad.group().isspace():
-            raise BadKey(f"storage key {text!r} contains whitespace")
-        raise BadKey(f"storage key {text!r} contains a control or non-ASCII character")
-    rest = text[len(SCHEME):]
-    volume_part, sep, path_part = rest.partition("/")
-    if not sep:
-        raise BadKey(f"storage key {text!r} has no path after the volume")
-    required = volume_part.startswith("~")
-    volume: str | None = volume_part[1:] if required else volume_part
-    if volume in ("", "any"):
-        if required:
-            raise BadKey(f"storage key {text!r}: '~' must be followed by a volume name")
-        volume = None
-    elif volume is not None and not _VOLUME_NAME.match(volume):
-        raise BadKey(f"storage key {text!r}: bad volume name {volume!r}")
-    segments = [s for s in path_part.split("/") if s not in ("", ".")]
-    if ".." in segments:
-        raise BadKey(f"storage key {text!r}: '..' is not allowed in a path")
-    if not segments:
-        raise BadKey(f"storage key {text!r} has an empty path")
-    return NebKey(path="/".join(segments), volume=volume, required=required)
 
 
 @dataclass(frozen=True)
@@ -151,251 +102,6 @@ class ObjectInfo:
         return bool(self.instances) and all(i.state == "lost" for i in self.instances)
 
 
-def registered_root(root: str | Path, *, volume: str = "?") -> Path:
-    """A volume's root as registered (resolved once, when the volume was added), checked to
-    resolve to itself still: a root swapped for a symlink would otherwise carry every path
-    of the volume to wherever the link points."""
-    base = Path(root)
-    now = base.resolve()
-    if now != base:
-        raise PathEscape(f"the root {base} of volume {volume} now resolves to {now} (was it "
-                         "replaced by a link?): refused")
-    return base
-
-
-def resolve_inside(root: str | Path, relpath: str, *, volume: str = "?") -> Path:
-    """``root/relpath`` with symlinks resolved; PathEscape if it leaves the root."""
-    base = registered_root(root, volume=volume)
-    target = (base / relpath).resolve()
-    if not target.is_relative_to(base) or target == base:
-        raise PathEscape(
-            f"storage path {relpath!r} resolves to {target}, outside the root {base} "
-            f"of volume {volume}"
-        )
-    return target
-
-
-class Resolver:
-    """``resolve_inside`` for many paths of one batch: each directory is resolved once.
-
-    The final name is checked on its own: if it is a symlink it is resolved and must stay
-    inside the root too. A cache lives for one batch only, so a directory swapped for a
-    symlink later is seen by the next batch.
-    """
-
-    def __init__(self, *, for_unlink: bool = False) -> None:
-        self._dirs: dict[tuple[str, str], Path] = {}
-        self._roots: dict[str, Path] = {}
-        # Unlinking a symlink removes the link itself, never its target: paths that are only
-        # unlinked need their directories checked, not the final name (one lstat less each).
-        self._check_name = not for_unlink
-
-    def __call__(self, root: str, relpath: str, *, volume: str = "?") -> Path:
-        base = self._roots.get(root)
-        if base is None:
-            base = self._roots[root] = registered_root(root, volume=volume)
-        parent, _, name = relpath.rpartition("/")
-        directory = self._dirs.get((root, parent))
-        if directory is None:
-            directory = (base / parent).resolve() if parent else base
-            if not directory.is_relative_to(base):
-                raise PathEscape(f"storage path {relpath!r} resolves to {directory / name}, "
-                                 f"outside the root {base} of volume {volume}")
-            self._dirs[(root, parent)] = directory
-        target = directory / name
-        if not name or name in (".", "..") or (self._check_name and target.is_symlink()
-                                                and not target.resolve().is_relative_to(base)):
-            raise PathEscape(f"storage path {relpath!r} resolves to {target.resolve()}, "
-                             f"outside the root {base} of volume {volume}")
-        return target
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.md5()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _fsync_and_hash(path: Path) -> tuple[int, str]:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-    return _hash_file(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(source, target)
-
-
-def _link_hash(source: Path, tmp: Path, digest: tuple[int, str] | None = None) -> tuple[int, str]:
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    _link_or_copy(source, tmp)
-    if digest is None:
-        return _fsync_and_hash(tmp)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-        if os.fstat(fh.fileno()).st_size != digest[0]:
-            raise StorageError(f"{source}: {os.fstat(fh.fileno()).st_size} bytes, expected "
-                               f"{digest[0]}")
-    return digest
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        _unlink(path)
-
-
-#: Metadata work on files on disk (unlink, create) is mostly waiting on the file system, and
-#: operations in one directory take turns on its lock; lanes of whole directories overlap
-#: them (on the project's test machine 4 lanes unlinked at 40 us a file against 85 us).
-FS_LANES = 4
-
-
-def _lanes(paths: list[Path]) -> list[list[Path]]:
-    """The paths grouped by directory, the directories spread over up to FS_LANES lanes."""
-    by_dir: dict[Path, list[Path]] = {}
-    for path in paths:
-        by_dir.setdefault(path.parent, []).append(path)
-    lanes: list[list[Path]] = [[] for _ in range(min(FS_LANES, len(by_dir)))]
-    for group in sorted(by_dir.values(), key=len, reverse=True):
-        min(lanes, key=len).extend(group)
-    return lanes
-
-
-async def _unlink_many(paths: list[Path]) -> None:
-    """Unlink the files (missing ones are fine), in lanes of whole directories."""
-    await asyncio.gather(*(asyncio.to_thread(_unlink_all, lane) for lane in _lanes(paths)))
-
-
-def _write_all(items: list[tuple[Path, bytes]]) -> list[tuple[int, str]]:
-    """Write each temporary file (not yet synced: see :func:`_sync_files`); returns
-    (bytes, md5) of each."""
-    out = []
-    for tmp, data in items:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        out.append((len(data), hashlib.md5(data).hexdigest()))
-    return out
-
-
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-_syncfs = getattr(_libc, "syncfs", None)
-#: From this many files on, one syncfs(2) per file system beats one fsync(2) per file: the
-#: data of small files goes out in one writeback and one journal commit instead of one each.
-SYNCFS_FROM_FILES = 16
-
-
-def _syncfs_dir(directory: Path) -> None:
-    assert _syncfs is not None
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs of the file system holding {directory}: "
-                               f"{os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def _syncfs_each(directories: set[Path]) -> None:
-    """One syncfs(2) for each file system holding one of the directories."""
-    by_device: dict[int, Path] = {}
-    for directory in directories:
-        by_device.setdefault(os.stat(directory).st_dev, directory)
-    for directory in by_device.values():
-        _syncfs_dir(directory)
-
-
-def _sync_files(paths: list[Path]) -> None:
-    """Make the written files' data durable: one fsync per file for a few files, one
-    syncfs(2) per file system for many (Linux)."""
-    if _syncfs is not None and len(paths) >= SYNCFS_FROM_FILES:
-        _syncfs_each({p.parent for p in paths})
-        return
-    for path in paths:
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-
-
-def _publish_all(moves: list[tuple[Path, Path]]) -> None:
-    """Rename the temporaries into place and make the new names durable."""
-    for tmp, final in moves:
-        os.replace(tmp, final)
-    directories = {final.parent for _, final in moves}
-    if _syncfs is not None and len(directories) >= SYNCFS_FROM_FILES:
-        _syncfs_each(directories)
-        return
-    for directory in directories:
-        _fsync_dir(directory)
-
-
-TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}\Z")
-
-
-@dataclass
-class AuditReport:
-    """What :meth:`Storage.audit` found on the volumes that are up."""
-
-    files: int = 0
-    #: registered instances whose file is missing (rows without files)
-    missing: list[str] = field(default_factory=list)
-    #: files under a volume root that no instance names (files without rows)
-    orphans: list[str] = field(default_factory=list)
-    #: temporary files (``.<name>.tmp-<hex>``) a writer that was killed left behind
-    temporaries: list[str] = field(default_factory=list)
-    #: objects with no instance at all
-    empty_objects: list[str] = field(default_factory=list)
-    #: temporaries deleted because nobody had written to them for long enough
-    temporaries_removed: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not (self.missing or self.orphans or self.empty_objects)
-
-
-def _remove_older_than(files: list[tuple[Path, str]], age_s: float) -> list[str]:
-    """Unlink the files last modified more than ``age_s`` ago; returns their labels."""
-    removed = []
-    now = time.time()
-    for path, label in files:
-        with contextlib.suppress(FileNotFoundError):  # published or removed meanwhile
-            if now - path.lstat().st_mtime > age_s:
-                path.unlink()
-                removed.append(label)
-    return removed
-
-
-def _walk(root: Path) -> list[str]:
-    if not root.is_dir():
-        return []
-    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
-
-
 @dataclass
 class DeleteReport:
     """What :meth:`Storage.delete_many` did with each key."""
@@ -419,7 +125,7 @@ class Storage:
 
     async def add_volume(self, name: str, root: str | Path, *, host: str = "",
                          allocate: bool = True) -> Volume:
-        if not _VOLUME_NAME.match(name):
+        if not VOLUME_NAME.match(name):
             raise StorageError(f"volume name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
         path = Path(root)
         if not path.is_absolute():
@@ -491,10 +197,10 @@ class Storage:
             yield tmp
             if not await asyncio.to_thread(tmp.exists):
                 raise StorageError(f"{key}: nothing was written to the temporary file")
-            size, md5 = await asyncio.to_thread(_fsync_and_hash, tmp)
+            size, md5 = await asyncio.to_thread(fsync_and_hash, tmp)
             await self._register(key, volume, tmp, final, size, md5)
         finally:
-            await asyncio.to_thread(_unlink, tmp)
+            await asyncio.to_thread(unlink, tmp)
 
     async def _publish_registered(
         self, name: str, tmp: Path, final: Path, register: Callable[[Tx], Awaitable[bool]]
@@ -512,7 +218,7 @@ class Storage:
         async def attempt(tx: Tx) -> None:
             nonlocal published
             if await register(tx) and not published:  # a retry finds it already in place
-                await asyncio.to_thread(_publish, tmp, final)
+                await asyncio.to_thread(publish, tmp, final)
                 published = True
 
         try:
@@ -521,7 +227,7 @@ class Storage:
             raise
         except BaseException:
             if published:
-                await asyncio.to_thread(_unlink, final)
+                await asyncio.to_thread(unlink, final)
             raise
 
     async def _register(self, key: NebKey, volume: Volume, tmp: Path, final: Path,
@@ -631,7 +337,7 @@ class Storage:
             root = Path(vol["root"])
             rows = {r["relpath"] for r in await self.db.fetch_all(Q.audit_instances,
                                                                   vol_id=vol["vol_id"])}
-            on_disk = set(await asyncio.to_thread(_walk, root))
+            on_disk = set(await asyncio.to_thread(walk, root))
             report.files += len(on_disk)
             report.missing += [f"{vol['name']}:{p}" for p in sorted(rows - on_disk)]
             for rel in sorted(on_disk - rows):
@@ -645,7 +351,7 @@ class Storage:
         if old_temporaries:
             assert remove_temporaries_after_s is not None
             report.temporaries_removed = await asyncio.to_thread(
-                _remove_older_than, old_temporaries, remove_temporaries_after_s)
+                remove_older_than, old_temporaries, remove_temporaries_after_s)
         report.empty_objects = [str(r["ext_id"]) for r in
                                 await self.db.fetch_all(Q.audit_objects_without_instances)]
         return report
@@ -660,7 +366,7 @@ class Storage:
             if not await asyncio.to_thread(instance.path.is_file):
                 problems.append(f"{instance.volume}: file missing")
                 continue
-            size, md5 = await asyncio.to_thread(_hash_file, instance.path)
+            size, md5 = await asyncio.to_thread(hash_file, instance.path)
             if (size, md5) != (info.bytes, info.md5sum):
                 problems.append(f"{instance.volume}: {size} bytes md5 {md5}, expected "
                                 f"{info.bytes} bytes md5 {info.md5sum}")
@@ -684,7 +390,7 @@ class Storage:
         tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
         try:
             await asyncio.to_thread(shutil.copyfile, source, tmp)
-            size, md5 = await asyncio.to_thread(_fsync_and_hash, tmp)
+            size, md5 = await asyncio.to_thread(fsync_and_hash, tmp)
             if (size, md5) != (info.bytes, info.md5sum):
                 raise StorageCorrupt(
                     f"{key}: copy from {source} has {size} bytes md5 {md5}, expected "
@@ -692,7 +398,7 @@ class Storage:
                 )
             await self._add_instance(key, target, tmp, final)
         finally:
-            await asyncio.to_thread(_unlink, tmp)
+            await asyncio.to_thread(unlink, tmp)
         refreshed = await self.stat(key_text)
         return next(i for i in refreshed.instances if i.vol_id == target.vol_id)
 
@@ -723,7 +429,7 @@ class Storage:
         if victim.state == "down":
             raise ObjectUnavailable(f"{key}: volume {volume_name} is down; cannot remove the file")
         if victim.state == "up":
-            await asyncio.to_thread(_unlink, victim.path)
+            await asyncio.to_thread(unlink, victim.path)
         await self.db.execute(Q.delete_instance, ins_id=victim.ins_id)
 
     async def delete(self, key_text: str, *, missing_ok: bool = False) -> bool:
@@ -744,7 +450,7 @@ class Storage:
             raise ObjectUnavailable(f"cannot delete {key}: volume(s) {', '.join(down)} down")
         for instance in instances:
             if instance.state == "up":
-                await asyncio.to_thread(_unlink, instance.path)
+                await asyncio.to_thread(unlink, instance.path)
 
         async def forget(tx: Tx) -> None:
             await tx.execute(Q.delete_instances, obj_id=row["obj_id"])
@@ -789,7 +495,7 @@ class Storage:
                                           if i["ins_id"] is not None and i["state"] == "up")
                 obj_ids.append(int(instances[0]["obj_id"]))
                 report.deleted.append(f"{SCHEME}/{path}")
-            await _unlink_many(doomed)
+            await unlink_many(doomed)
             if obj_ids:
                 async def forget(tx: Tx, ids: tuple[int, ...] = tuple(obj_ids)) -> None:
                     await tx.execute(Q.delete_instances_of, obj_ids=ids)
@@ -814,17 +520,17 @@ class Storage:
 
     async def create_many(self, items: list[tuple[str, bytes]]) -> None:
         """Store many new keys with one volume lookup, the writes in lanes of directories (made
-        durable together, see :func:`_sync_files`) and one registering transaction (files
+        durable together, see :func:`sync_files`) and one registering transaction (files
         are published inside it, as :meth:`create_via` does). Any key that exists already
         fails the whole batch with ObjectExists."""
         async def stage(staged: list[tuple[Path, bytes]]) -> list[tuple[int, str]]:
             data = dict(staged)
-            lanes = _lanes([tmp for tmp, _ in staged])
+            lanes = split_in_lanes([tmp for tmp, _ in staged])
             done = await asyncio.gather(*(asyncio.to_thread(
-                _write_all, [(tmp, data[tmp]) for tmp in lane]) for lane in lanes))
+                write_all, [(tmp, data[tmp]) for tmp in lane]) for lane in lanes))
             hashed = {tmp: result for lane, results in zip(lanes, done, strict=True)
                       for tmp, result in zip(lane, results, strict=True)}
-            await asyncio.to_thread(_sync_files, [tmp for tmp, _ in staged])
+            await asyncio.to_thread(sync_files, [tmp for tmp, _ in staged])
             return [hashed[tmp] for tmp, _ in staged]
 
         await self._create_batch(items, stage)
@@ -839,10 +545,10 @@ class Storage:
 
         async def stage(staged: list[tuple[Path, Path]]) -> list[tuple[int, str]]:
             return list(await asyncio.gather(*(
-                asyncio.to_thread(_link_hash, src, tmp, known.get(src)) for tmp, src in staged)))
+                asyncio.to_thread(link_hash, src, tmp, known.get(src)) for tmp, src in staged)))
 
         await self._create_batch(items, stage)
-        await asyncio.to_thread(_unlink_all, [src for _, src in items])
+        await asyncio.to_thread(unlink_all, [src for _, src in items])
 
     async def _create_batch(
         self, items: list[tuple[str, Any]],
@@ -866,7 +572,7 @@ class Storage:
                                   in zip(placed, items, strict=True)])
             await self._register_batch(placed, hashed)
         finally:
-            await asyncio.to_thread(_unlink_all, [tmp for *_, tmp in placed])
+            await asyncio.to_thread(unlink_all, [tmp for *_, tmp in placed])
 
     async def _register_batch(self, placed: list[tuple[NebKey, Volume, Path, Path]],
                               hashed: list[tuple[int, str]]) -> None:
@@ -885,7 +591,7 @@ class Storage:
             for vol_id, ext_ids in by_volume.items():
                 await tx.execute(Q.instances_from_objects, vol_id=vol_id, ext_ids=tuple(ext_ids))
             if not published:
-                await asyncio.to_thread(_publish_all, [(tmp, final) for _, _, final, tmp in placed])
+                await asyncio.to_thread(publish_all, [(tmp, final) for _, _, final, tmp in placed])
                 published.extend(final for _, _, final, _ in placed)
 
         try:
@@ -893,7 +599,7 @@ class Storage:
         except DbUnavailable:
             raise
         except BaseException:
-            await asyncio.to_thread(_unlink_all, published)
+            await asyncio.to_thread(unlink_all, published)
             raise
 
     async def delete_under(self, prefix: str) -> DeleteReport:
