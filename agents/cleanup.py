@@ -31,7 +31,7 @@ from shared.formats import catalogs
 from shared.processing.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
 from shared.processing.runclaims import CLEANUP_SPECS
 from shared.processing.runs import components, other_owners, path_base_owners
-from shared.processing.stages import CLEANUP_TARGETS, stage
+from shared.processing.stages import CLEANUP_TARGETS, stage, stage_query
 from shared.runtime.agent import AgentContext
 from shared.storage.keys import parse_key
 from shared.storage.store import Storage
@@ -326,7 +326,7 @@ async def _record_components(ctx: AgentContext, works: list[RunWork]) -> None:
     """The new data_state of the cleaned components of each run."""
     for work in works:
         if stage(work.plan.stage).per_file_state and work.done:
-            await ctx.db.execute(getattr(Q, f"cleanup_components_state_{work.plan.stage}"),
+            await ctx.db.execute(stage_query("cleanup_components_state", work.plan.stage),
                                  id=work.run["id"], state=work.plan.target,
                                  components=tuple(str(c.name) for c in work.done))
         ctx.count("components_cleaned", len(work.done))
@@ -388,7 +388,7 @@ async def _finish(ctx: AgentContext, work: RunWork) -> None:
     note = "; ".join(work.problems)[:255] if work.problems else run["note"]
     try:
         await ctx.claimer.finish(CLEANUP_SPECS[plan.stage],
-                                 getattr(Q, f"cleanup_finish_{plan.stage}"), run["id"],
+                                 stage_query("cleanup_finish", plan.stage), run["id"],
                                  state=state, unmagic=not work.problems, note=note,
                                  goal=run["state"])
     except ClaimLost as exc:
@@ -476,11 +476,11 @@ async def dry_run(ctx: AgentContext) -> int:
     """Print what each pending run would lose, claiming and changing nothing."""
     storage = Storage(ctx.db)
     for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
-        spec_query = getattr(Q, f"runs_by_label_{pending['stage']}")
+        spec_query = stage_query("runs_by_label", pending['stage'])
         for run_row in await ctx.db.fetch_all(spec_query, label=pending["label"]):
             if run_row["state"] not in CLEANUP_TARGETS:
                 continue
-            run = await ctx.db.fetch_one(getattr(Q, f"runs_get_{pending['stage']}"),
+            run = await ctx.db.fetch_one(stage_query("runs_get", pending['stage']),
                                          id=run_row["id"])
             assert run is not None
             full_run: dict[str, Any] = {**run, "note": None}

@@ -30,7 +30,7 @@ from shared.distribution import server as dsserver
 from shared.distribution.claims import DIST_SPEC
 from shared.processing import runio, runs
 from shared.processing.filerules import rules_for
-from shared.processing.stages import stage
+from shared.processing.stages import stage, stage_query
 from shared.runtime.agent import AgentContext
 from shared.runtime.httpserver import ServerLimits, serving
 from shared.storage.keys import parse_key
@@ -166,7 +166,7 @@ async def queue_targets(ctx: AgentContext) -> int:
     """Queue the full runs that standing targets (distTarget) ask for; returns how many."""
     queued = 0
     for t in await ctx.db.fetch_all(Q.dist_targets_active):
-        for run in await ctx.db.fetch_all(getattr(Q, f"dist_candidates_{t['stage']}"),
+        for run in await ctx.db.fetch_all(stage_query("dist_candidates", t['stage']),
                                           dist_group=t["dist_group"], product=t["product"],
                                           clean=t["clean"], limit=1000):
             queued += await ctx.db.execute(Q.dist_queue, target_id=t["target_id"],

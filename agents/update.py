@@ -28,7 +28,7 @@ from shared.db.queries import Q
 from shared.processing.filerules import config_rule, regenerated_rules, rule, rules_for
 from shared.processing.runclaims import UPDATE_SPECS
 from shared.processing.runs import components, request_update
-from shared.processing.stages import StageError, stage
+from shared.processing.stages import StageError, stage, stage_query
 from shared.runtime.agent import AgentContext
 from shared.runtime.process import CommandFailed, run_command
 from shared.runtime.scratch import remove_stale, scratch_dir
@@ -502,10 +502,10 @@ async def finish(ctx: AgentContext, plan: Plan) -> None:
 
     async def record(tx: Tx) -> None:
         if stage(stage_name).per_file_state and plan.finished:
-            await tx.execute(getattr(Q, f"update_components_full_{stage_name}"), id=run_id,
+            await tx.execute(stage_query("update_components_full", stage_name), id=run_id,
                              components=tuple(plan.finished), magic_id=plan.magic_id)
         await ctx.claimer.finish_in(tx, UPDATE_SPECS[stage_name],
-                                    getattr(Q, f"update_finish_{stage_name}"), run_id,
+                                    stage_query("update_finish", stage_name), run_id,
                                     note=note, magic_id=plan.magic_id)
         await tx.execute(Q.update_wait_clear, stage=stage_name, id=run_id)
 
@@ -524,7 +524,7 @@ async def postpone(ctx: AgentContext, stage_name: str, run: Row, reason: str, *,
         await tx.execute(Q.update_wait_set, stage=stage_name, id=run["id"],
                          delay_us=int(delay_s * 1e6), reason=reason[:1024], failed=int(failed))
         await ctx.claimer.finish_in(tx, UPDATE_SPECS[stage_name],
-                                    getattr(Q, f"update_release_{stage_name}"), run["id"],
+                                    stage_query("update_release", stage_name), run["id"],
                                     note=note)
 
     await ctx.db.transaction(record, name="update_postpone")

@@ -36,13 +36,17 @@ from shared.db.queries import Q
 from shared.observe import metrics
 from shared.processing.filerules import compressed_keys, regenerated_rules, rules_for
 from shared.processing.runs import ProductFile, run_files
+from shared.processing.stages import COMPONENT_STAGES, LIFECYCLE_STAGES, stage_query
 from shared.storage.store import Storage
 
 log = get_logger("demo")
 CONFIG = "demo"
 LABEL = "survey.nightly"
-CLEAN_STAGES = ("chip", "warp", "diff")
+#: The demo cleans the stages whose components are cleaned one by one (chip, warp, diff).
+CLEAN_STAGES = COMPONENT_STAGES
 PSPS_TABLES = {"P2": "Detection", "ST": "StackDetection", "OB": "ObjectThin"}
+PSPS_COUNTS = {"Detection": Q.demo_count_Detection, "StackDetection": Q.demo_count_StackDetection,
+               "ObjectThin": Q.demo_count_ObjectThin}
 
 
 class DemoError(IppError):
@@ -235,7 +239,7 @@ async def _psps_rows(sites: Sites, settings: Settings) -> dict[str, int]:
     out = {}
     for kind, table in PSPS_TABLES.items():
         try:
-            out[kind] = int(await sites.psps.fetch_val(getattr(Q, f"demo_count_{table}")) or 0)
+            out[kind] = int(await sites.psps.fetch_val(PSPS_COUNTS[table]) or 0)
         except DbError:  # the stand-in has not made its tables yet
             out[kind] = 0
     return out
@@ -334,8 +338,8 @@ Baseline = dict[tuple[str, int], dict[str, ProductFile]]
 async def baseline(db: Database) -> Baseline:
     """Every run's files as they are now (keys, md5s)."""
     out: Baseline = {}
-    for stage in ("chip", "camera", "warp", "diff", "stack"):
-        for run in await db.fetch_all(getattr(Q, f"demo_runs_{stage}")):
+    for stage in LIFECYCLE_STAGES:
+        for run in await db.fetch_all(stage_query("demo_runs", stage)):
             files = await run_files(db, stage, int(run["id"]))
             out[(stage, int(run["id"]))] = {f.key: f for f in files if f.exists}
     return out
@@ -461,7 +465,7 @@ async def check_files(db: Database, before: Baseline, updated: set[tuple[str, in
     """Files the rules keep are all there; regenerated files are byte-identical."""
     problems = []
     for (stage, run_id), files in before.items():
-        state = str((await db.fetch_one(getattr(Q, f"demo_run_state_{stage}"), id=run_id)
+        state = str((await db.fetch_one(stage_query("demo_run_state", stage), id=run_id)
                      or {}).get("state"))
         now = {f.key: f for f in await run_files(db, stage, run_id) if f.exists}
         was_updated = (stage, run_id) in updated
@@ -544,7 +548,7 @@ async def _clean_everything(sh: Shell, sites: Sites, faults: Faults, plan: Plan,
                 await outage  # the volume is back before failed cleanups are asked again
             errors = 0
             for stage in CLEAN_STAGES:
-                rows = await sites.ipp.fetch_all(getattr(Q, f"demo_runs_{stage}"))
+                rows = await sites.ipp.fetch_all(stage_query("demo_runs", stage))
                 for r in rows:
                     if r["state"] == "error_cleaned":  # the runbook: ask again once it is up
                         await sh.ippctl("runs", "set-state", "--stage", stage, "--id",
@@ -564,7 +568,7 @@ async def _update_some(sh: Shell, sites: Sites, deadline: float) -> set[tuple[st
         await sh.ippctl("runs", "request-update", "--stage", stage, "--id", str(run_id))
 
     async def back() -> bool:
-        states = [(await sites.ipp.fetch_one(getattr(Q, f"demo_run_state_{s}"), id=i) or {}
+        states = [(await sites.ipp.fetch_one(stage_query("demo_run_state", s), id=i) or {}
                    ).get("state") for s, i in updated]
         return all(s == "full" for s in states)
     await wait_for("chip 1 and warp 1 updated (full again)", back, deadline)

@@ -13,8 +13,9 @@ from shared.db.queries import Q
 from shared.distribution import datastore
 from shared.distribution.datastore import DataStoreError, NotFound
 from shared.processing import runs
+from shared.processing.stages import STAGES
 
-LIFECYCLE = ("raw", "chip", "camera", "warp", "diff", "stack")
+LIFECYCLE = tuple(STAGES)
 
 
 # -- ds ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.db.database import Database, Row
 from shared.db.queries import Q
-from shared.processing.stages import STAGES
+from shared.processing.stages import STAGES, stage_query
 from shared.psps import BATCH_TYPES
 
 #: The batch life cycle, in order (REFERENCE 11).
@@ -146,7 +146,7 @@ class Lifecycle:
 async def lifecycle(db: Database) -> Lifecycle:
     runs: dict[str, dict[str, int]] = {}
     for stage in RUN_STAGES:
-        rows = await db.fetch_all(getattr(Q, f"metrics_runs_{stage}"))
+        rows = await db.fetch_all(stage_query("metrics_runs", stage))
         runs[stage] = {str(r["state"]): int(r["n"]) for r in rows}
     filesets = {f"{r['product']}": int(r["n"]) for r in await db.fetch_all(Q.metrics_filesets)}
     imported = {str(r["state"]): int(r["n"]) for r in await db.fetch_all(Q.metrics_imported)}

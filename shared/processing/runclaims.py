@@ -8,11 +8,8 @@ the sweeper and that covers the update claims too.
 
 from __future__ import annotations
 
-from shared.db.queries import Q
-from shared.processing.stages import stage
+from shared.processing.stages import LIFECYCLE_STAGES, stage, stage_query, table_query
 from shared.runtime.claims import ClaimSpec
-
-LIFECYCLE_STAGES = ("chip", "camera", "warp", "diff", "stack")
 
 
 def run_spec(stage_name: str, purpose: str) -> ClaimSpec:
@@ -22,10 +19,10 @@ def run_spec(stage_name: str, purpose: str) -> ClaimSpec:
     st = stage(stage_name)
     return ClaimSpec(
         table=st.run_table, id_column="id",
-        select=getattr(Q, f"{purpose}_claim_{stage_name}"),
-        mark=getattr(Q, f"claim_mark_{st.run_table}"),
-        release=getattr(Q, f"claim_release_{st.run_table}"),
-        release_orphans=getattr(Q, f"claim_release_orphans_{st.run_table}"),
+        select=stage_query(f"{purpose}_claim", stage_name),
+        mark=table_query("claim_mark", st.run_table),
+        release=table_query("claim_release", st.run_table),
+        release_orphans=table_query("claim_release_orphans", st.run_table),
     )
 
 

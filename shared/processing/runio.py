@@ -28,7 +28,7 @@ from shared.db.schema import CODE_SCHEMA_VERSION
 from shared.formats import mdc
 from shared.formats.mdc import Block, Scalar
 from shared.processing.runs import other_owners, path_base_owners
-from shared.processing.stages import STAGES, Stage, stage
+from shared.processing.stages import STAGES, Stage, stage, table_query
 
 _MDC_TYPES = {
     "bigint": "S64", "int": "S32", "mediumint": "S32", "smallint": "S16", "tinyint": "S8",
@@ -99,7 +99,7 @@ async def export_run(db: Database, stage_name: str, run_id: int, *, clean: bool 
     doc.add("dbversion", version)
     for table in st.export_tables:
         columns = await _columns(db, table)
-        rows = await db.fetch_all(getattr(Q, f"export_{table}"), id=run_id)
+        rows = await db.fetch_all(table_query("export", table), id=run_id)
         if table == st.run_table and not rows:
             raise RunIoError(f"{table} {run_id} does not exist")
         doc.multi.append(table)
@@ -206,7 +206,7 @@ async def import_run(db: Database, text: str, source: str = "<import>", *,
     async def insert(tx: Tx) -> ImportResult:
         if st.lifecycle:
             await _check_storage_owners(tx, source, st, run_id, bases)
-        existing = await tx.fetch_all(getattr(Q, f"export_{st.run_table}"), id=run_id)
+        existing = await tx.fetch_all(table_query("export", st.run_table), id=run_id)
         if existing:
             if await _identical(tx, st, run_id, rows):
                 if also is not None:
@@ -260,7 +260,7 @@ async def _identical(tx: Tx, st: Stage, run_id: int, rows: dict[str, list[dict[s
     relative 1e-6: F32 columns pass through ``%.7g`` text)."""
     for table in st.export_tables:
         columns = await _columns(tx, table)
-        here = await tx.fetch_all(getattr(Q, f"export_{table}"), id=run_id)
+        here = await tx.fetch_all(table_query("export", table), id=run_id)
         mine = sorted(([_value(k, r[c]) for c, k in columns.items()] for r in here), key=repr)
         theirs = sorted(([_value(k, r.get(c)) for c, k in columns.items()] for r in rows[table]),
                         key=repr)

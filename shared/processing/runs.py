@@ -15,14 +15,21 @@ from shared.db.database import Database, Row, Tx
 from shared.db.queries import Q, Query
 from shared.processing.filerules import FileRule, compressed_keys, rules_for
 from shared.processing.filerules import rule as rule_of
-from shared.processing.stages import ALLOWED_FROM, StageError, check_state, check_transition, stage
+from shared.processing.stages import (
+    ALLOWED_FROM,
+    StageError,
+    check_state,
+    check_transition,
+    stage,
+    stage_query,
+)
 from shared.storage.files import hash_file
 from shared.storage.keys import parse_key
 from shared.storage.store import Storage
 
 
 def _q(operation: str, stage_name: str) -> Query:
-    return getattr(Q, f"{operation}_{stage(stage_name).name}")  # type: ignore[no-any-return]
+    return stage_query(operation, stage(stage_name).name)
 
 
 async def list_runs(db: Database, stage_name: str, *, state: str | None = None,

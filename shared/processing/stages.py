@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.core.errors import IppError
+from shared.db.queries import Q, Query
 
 #: Every valid run ``state`` and component ``data_state``.
 STATES: tuple[str, ...] = (
@@ -57,6 +58,73 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("stack", "stackRun", "stack_id", "stackSumSkyfile", None, False,
           ("stackRun", "stackInputSkyfile", "stackSumSkyfile")),
 )}
+
+
+#: The stages the cleanup and update agents act on (every one but raw), in pipeline order.
+LIFECYCLE_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.lifecycle)
+#: The stages whose components carry their own data_state (cleaned component by component).
+COMPONENT_STAGES: tuple[str, ...] = tuple(
+    s.name for s in STAGES.values() if s.lifecycle and s.per_file_state)
+
+#: Every family of per-stage named queries (``<family>_<stage>``) and the stages it exists for.
+QUERY_FAMILIES: dict[str, tuple[str, ...]] = {
+    "runs_get": tuple(STAGES), "runs_list": tuple(STAGES), "runs_set_state": tuple(STAGES),
+    "runs_by_label": tuple(STAGES), "runs_components": tuple(STAGES),
+    "runs_components_to_update": COMPONENT_STAGES,
+    "cleanup_claim": LIFECYCLE_STAGES, "cleanup_finish": LIFECYCLE_STAGES,
+    "cleanup_components_state": COMPONENT_STAGES,
+    "update_claim": LIFECYCLE_STAGES, "update_finish": LIFECYCLE_STAGES,
+    "update_release": LIFECYCLE_STAGES, "update_components_full": COMPONENT_STAGES,
+    "dist_candidates": LIFECYCLE_STAGES, "metrics_runs": LIFECYCLE_STAGES,
+    "demo_runs": LIFECYCLE_STAGES, "demo_run_state": LIFECYCLE_STAGES,
+}
+
+
+_LIFECYCLE_TABLES = tuple(STAGES[s].run_table for s in LIFECYCLE_STAGES)
+#: Families of per-table queries (``<family>_<table>``): run claims, exports (REFERENCE 4).
+TABLE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "claim_mark": _LIFECYCLE_TABLES, "claim_release": _LIFECYCLE_TABLES,
+    "claim_release_orphans": _LIFECYCLE_TABLES,
+    "export": tuple(t for s in STAGES.values() for t in s.export_tables),
+}
+
+
+def _lookup(families: dict[str, tuple[str, ...]]) -> dict[tuple[str, str], Query]:
+    """Every query of the families, looked up once at import: a family missing for one of
+    its stages (or tables) fails here, not when that path first runs."""
+    found, missing = {}, []
+    for family, names in families.items():
+        for name in names:
+            try:
+                found[(family, name)] = getattr(Q, f"{family}_{name}")
+            except AttributeError:
+                missing.append(f"{family}_{name}")
+    if missing:
+        raise RuntimeError(f"per-stage queries missing from shared/db/sql: {', '.join(missing)}")
+    return found
+
+
+_STAGE_QUERIES = _lookup(QUERY_FAMILIES)
+_TABLE_QUERIES = _lookup(TABLE_FAMILIES)
+
+
+def stage_query(family: str, stage_name: str) -> Query:
+    """The ``family`` query of one stage (``stage_query("cleanup_finish", "warp")``)."""
+    try:
+        return _STAGE_QUERIES[(family, stage_name)]
+    except KeyError:
+        if family not in QUERY_FAMILIES:
+            raise StageError(f"no per-stage query family {family!r}") from None
+        raise StageError(f"query family {family} has no {stage_name!r} query (stages: "
+                         f"{', '.join(QUERY_FAMILIES[family])})") from None
+
+
+def table_query(family: str, table: str) -> Query:
+    """The ``family`` query of one table (``table_query("export", "warpSkyfile")``)."""
+    try:
+        return _TABLE_QUERIES[(family, table)]
+    except KeyError:
+        raise StageError(f"no {family} query for table {table!r}") from None
 
 
 def stage(name: str) -> Stage:
