@@ -144,7 +144,8 @@ async def clean_batch(ctx: AgentContext, cfg: dict[str, Any], batch: Row,
         except DeleteFailed as exc:
             failed = True
             await ctx.db.execute(Q.batch_deleted, batch_id=batch["batch_id"], target=target,
-                                 state="failed", note=f"delete {target}: {exc}"[:1024])
+                                 state="failed", note=ctx.text.fit("psps_batch", "note",
+                                                                f"delete {target}: {exc}"))
             log.warning("batch_delete_failed", target=target, reason=str(exc),
                         retry_in_s=ctx.settings.batch_retry_s)
             ctx.count(f"delete_{target}_failed")

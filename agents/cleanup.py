@@ -385,7 +385,8 @@ async def _finish(ctx: AgentContext, work: RunWork) -> None:
     run, plan = work.run, work.plan
     log = ctx.log.bind(stage=plan.stage, run_id=run["id"], goal=run["state"])
     state = f"error_{plan.target}" if work.problems else plan.target
-    note = "; ".join(work.problems)[:255] if work.problems else run["note"]
+    note = (ctx.text.fit(stage(plan.stage).run_table, "note", "; ".join(work.problems))
+            if work.problems else run["note"])
     try:
         await ctx.claimer.finish(CLEANUP_SPECS[plan.stage],
                                  stage_query("cleanup_finish", plan.stage), run["id"],

@@ -142,7 +142,7 @@ async def _new_filesets(ctx: AgentContext, source: Row) -> list[str]:
         return await asyncio.to_thread(datastore.parse_filesets, text, url)
     except FILESET_ERRORS as exc:
         await ctx.db.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
-                             note=str(exc)[:255])
+                             note=ctx.text.fit("rcDestination", "note", str(exc)))
         ctx.log.warning("dist_poll_failed", source=source["id"], reason=str(exc))
         return []
 
@@ -196,12 +196,13 @@ async def _record_failure(ctx: AgentContext, source: Row, name: str, exc: BaseEx
 
     async def record(tx: Tx) -> None:
         await tx.execute(Q.rc_fileset_failed, source=source["id"], name=name,
-                         note=reason[:1024], retry_s=round(wait_s, 3))
+                         note=ctx.text.fit("rcDSFileset", "note", reason),
+                         retry_s=round(wait_s, 3))
         if not retry:
             await tx.execute(Q.rc_fileset_passed, id=source["id"], owner=ctx.client_id,
                              fileset=name)
         await tx.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
-                         note=f"{name}: {reason}"[:255])
+                         note=ctx.text.fit("rcDestination", "note", f"{name}: {reason}"))
 
     await ctx.db.transaction(record, name="dist_fileset_failed")
     ctx.log.error("dist_import_failed", source=source["id"], fileset=name, reason=reason,

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from shared.core.errors import ClaimLost, DbError, IppError
+from shared.core.errors import IppError
 from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.distribution import bundles, datastore
@@ -31,12 +31,13 @@ from shared.distribution.claims import DIST_SPEC
 from shared.processing import runio, runs
 from shared.processing.filerules import rules_for
 from shared.processing.stages import stage, stage_query
-from shared.runtime.agent import AgentContext
+from shared.runtime.agent import AgentContext, ItemEvents
 from shared.runtime.httpserver import ServerLimits, serving
 from shared.storage.keys import parse_key
 from shared.storage.store import Storage
 
 NAME = "dist_server"
+EVENTS = ItemEvents(claim_lost="dist_claim_lost", failed="dist_failed")
 
 
 @asynccontextmanager
@@ -185,26 +186,17 @@ async def run_once(ctx: AgentContext) -> int:
     """Queue what standing targets ask for, then ship queued runs one at a time."""
     await queue_targets(ctx)
     handled = 0
-    while ctx.keep_going():
-        rows = await ctx.claimer.claim(DIST_SPEC, limit=1)
-        if not rows:
-            break
-        dist = rows[0]
-        ctx.begin_item(f"dist {dist['id']} {dist['stage']} {dist['stage_id']}")
-        try:
-            await ship(ctx, dist)
-            ctx.item_done()
-        except ClaimLost as exc:  # released meanwhile: another server ships it again
-            ctx.log.warning("dist_claim_lost", dist_id=dist["id"], error=str(exc))
-            ctx.item_failed(str(exc))
-        except DbError:
-            raise  # the runtime retries database trouble
-        except (IppError, OSError) as exc:  # it cannot be shipped now (or its disk failed)
+    async for (dist,) in ctx.claimed(DIST_SPEC, limit=1):
+
+        async def failed(reason: str, dist: Row = dist) -> None:  # it cannot be shipped now
             if ctx.claimer.held.items():
                 await ctx.claimer.finish(DIST_SPEC, Q.dist_finish, dist["id"], state="error",
-                                         fault=1, fileset=None, note=str(exc)[:255])
-            ctx.log.error("dist_failed", dist_id=dist["id"], stage=dist["stage"],
-                          run_id=dist["stage_id"], reason=str(exc))
-            ctx.item_failed(str(exc))
+                                         fault=1, fileset=None,
+                                         note=ctx.text.fit("distRun", "note", reason))
+
+        log = ctx.log.bind(dist_id=dist["id"], stage=dist["stage"], run_id=dist["stage_id"])
+        async with ctx.working_on(f"dist {dist['id']} {dist['stage']} {dist['stage_id']}",
+                                  EVENTS, failed, failures=(IppError, OSError), log=log):
+            await ship(ctx, dist)
         handled += 1
     return handled

@@ -17,7 +17,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from shared.core.errors import ClaimLost, DbError, IppError
+from shared.core.errors import ClaimLost
 from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.formats import catalogs
@@ -27,10 +27,11 @@ from shared.psps.batches import BatchError
 from shared.psps.claims import ITEM_SPEC, STRIPE_SPEC
 from shared.psps.configs import for_each
 from shared.psps.dvocache import DvoCache
-from shared.runtime.agent import AgentContext
+from shared.runtime.agent import AgentContext, ItemEvents
 from shared.storage.store import Storage
 
 NAME = "loader"
+EVENTS = ItemEvents(claim_lost="batch_claim_lost", failed="batch_failed")
 
 
 def _dvo(ctx: AgentContext, location: str) -> DvoCache:
@@ -109,41 +110,47 @@ async def load_item(ctx: AgentContext, cfg: dict[str, Any], item: Row) -> None:
     batch_id, name = await publish.new_batch(ctx.db, name_cfg, kind, item_id)
     await ctx.db.execute(Q.psps_item_batch, id=item["id"], owner=ctx.client_id, batch_id=batch_id)
     log = ctx.log.bind(config=name_cfg, batch=name, type=kind, item=item_id)
-    ctx.begin_item(f"{name_cfg} {kind} {item_id} {name}")
-    try:
-        result = await build(ctx, cfg, kind, item_id, batch_id)
-        directory = Path(ctx.settings.var_dir) / "psps" / name_cfg
-        written = await asyncio.to_thread(batches.write, directory, name, kind, name_cfg,
-                                          result.tables)
 
-        async def done(tx: Tx) -> None:
-            await ctx.claimer.finish_in(tx, ITEM_SPEC, Q.psps_item_finish, item["id"],
-                                        state="done", attempt=1,
-                                        note="; ".join(result.notes)[:1024] or None)
-
-        fileset = await publish.publish(ctx.db, cfg, batch_id, name, kind, written,
-                                        result.detections, also=done)
-    except ClaimLost as exc:  # released meanwhile (this loader looked dead): someone redoes it
-        log.warning("batch_claim_lost", error=str(exc),
-                    action="the item was handed to another loader; this batch is dropped")
-        await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id,
-                             note=f"dropped: {exc}"[:1024])
-        ctx.item_failed(str(exc))
-        return
-    except DbError:
-        raise
-    except IppError as exc:
-        await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id, note=str(exc)[:1024])
+    async def failed(reason: str) -> None:
+        note = ctx.text.fit("psps_batch", "note", reason)
+        await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id, note=note)
         await ctx.claimer.finish(ITEM_SPEC, Q.psps_item_finish, item["id"], state="failed",
-                                 attempt=1, note=str(exc)[:1024])
-        log.error("batch_failed", reason=str(exc))
-        ctx.item_failed(str(exc))
-        return
-    log.info("batch_published", detections=result.detections, fileset=fileset,
+                                 attempt=1, note=ctx.text.fit("psps_item", "note", reason))
+
+    async with ctx.working_on(f"{name_cfg} {kind} {item_id} {name}", EVENTS, failed, log=log):
+        try:
+            await _build_and_publish(ctx, cfg, item, batch_id, name, log)
+        except ClaimLost as exc:  # this loader looked dead: the item is someone else's now
+            await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id,
+                                 note=ctx.text.fit("psps_batch", "note", f"dropped: {exc}"))
+            raise
+
+
+async def _build_and_publish(ctx: AgentContext, cfg: dict[str, Any], item: Row, batch_id: int,
+                             name: str, log: Any) -> None:
+    kind, item_id = item["type"], int(item["item_id"])
+    result = await build(ctx, cfg, kind, item_id, batch_id)
+    directory = Path(ctx.settings.var_dir) / "psps" / cfg["name"]
+    written = await asyncio.to_thread(batches.write, directory, name, kind, cfg["name"],
+                                      result.tables)
+
+    pub = await publish.stage(ctx.db, cfg, batch_id, name, kind, written, result.detections)
+
+    async def record(tx: Tx) -> None:
+        await pub.record(tx)
+        note = ctx.text.fit("psps_item", "note", "; ".join(result.notes)) or None
+        await ctx.claimer.finish_in(tx, ITEM_SPEC, Q.psps_item_finish, item["id"],
+                                    state="done", attempt=1, note=note)
+
+    try:
+        await ctx.db.transaction(record, name="psps_publish")
+    except BaseException:
+        await pub.abandon()
+        raise
+    log.info("batch_published", detections=result.detections, fileset=pub.fileset,
              fits=str(written.fits_path), missing=result.missing or None)
     ctx.count("batches_published")
     ctx.count("detections", result.detections)
-    ctx.item_done()
 
 
 async def load_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
@@ -156,12 +163,9 @@ async def load_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
         return 0
     handled = 0
     try:
-        while ctx.keep_going():
-            items = await ctx.claimer.claim(ITEM_SPEC, limit=1, config=cfg["name"],
-                                            stripe=stripe["stripe"], types=types)
-            if not items:
-                break
-            await load_item(ctx, cfg, items[0])
+        async for (item,) in ctx.claimed(ITEM_SPEC, limit=1, config=cfg["name"],
+                                          stripe=stripe["stripe"], types=types):
+            await load_item(ctx, cfg, item)
             handled += 1
     finally:
         if stripes:

@@ -22,20 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.core.errors import ClaimLost, IppError, ObjectExists, StorageError
+from shared.core.errors import IppError, ObjectExists, StorageError
 from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.processing.filerules import config_rule, regenerated_rules, rule, rules_for
 from shared.processing.runclaims import UPDATE_SPECS
 from shared.processing.runs import components, request_update
 from shared.processing.stages import StageError, stage, stage_query
-from shared.runtime.agent import AgentContext
+from shared.runtime.agent import AgentContext, ItemEvents
 from shared.runtime.process import CommandFailed, run_command
 from shared.runtime.scratch import remove_stale, scratch_dir
 from shared.storage.keys import parse_key
 from shared.storage.store import Storage
 
 NAME = "update"
+EVENTS = ItemEvents(claim_lost="update_claim_lost", failed="update_failed")
 #: Stages in the order inputs come before what is made from them, so one pass can bring a
 #: whole chain back once the first inputs are ready.
 ORDER = ("chip", "camera", "warp", "stack", "diff")
@@ -498,7 +499,7 @@ async def _store(storage: Storage, plan: Plan, staged: dict[str, Path]) -> None:
 async def finish(ctx: AgentContext, plan: Plan) -> None:
     """Components and run full in one transaction, magicked restored, wait row cleared."""
     stage_name, run_id = plan.stage, plan.run["id"]
-    note = "; ".join(plan.notes)[:255] or None
+    note = ctx.text.fit(stage(stage_name).run_table, "note", "; ".join(plan.notes)) or None
 
     async def record(tx: Tx) -> None:
         if stage(stage_name).per_file_state and plan.finished:
@@ -518,11 +519,13 @@ async def postpone(ctx: AgentContext, stage_name: str, run: Row, reason: str, *,
     previous = await ctx.db.fetch_one(Q.update_wait_get, stage=stage_name, id=run["id"])
     attempts = int(previous["attempts"]) if previous else 0
     delay_s = ctx.settings.update_wait_s * 2 ** min(attempts, 3)
-    note = (("update failed: " if failed else "update waiting: ") + reason)[:255]
+    note = ctx.text.fit(stage(stage_name).run_table, "note",
+                        ("update failed: " if failed else "update waiting: ") + reason)
 
     async def record(tx: Tx) -> None:
         await tx.execute(Q.update_wait_set, stage=stage_name, id=run["id"],
-                         delay_us=int(delay_s * 1e6), reason=reason[:1024], failed=int(failed))
+                         delay_us=int(delay_s * 1e6), reason=ctx.text.fit("update_wait", "reason", reason),
+                         failed=int(failed))
         await ctx.claimer.finish_in(tx, UPDATE_SPECS[stage_name],
                                     stage_query("update_release", stage_name), run["id"],
                                     note=note)
@@ -533,38 +536,36 @@ async def postpone(ctx: AgentContext, stage_name: str, run: Row, reason: str, *,
 async def update_run(ctx: AgentContext, stage_name: str, run: Row) -> bool:
     """Bring one claimed run back to full, or leave it waiting or failed with the reason;
     True unless it is only waiting (so a pass that only waited counts as idle)."""
-    storage = Storage(ctx.db)
-    ctx.begin_item(f"{stage_name} {run['id']} update")
     log = ctx.log.bind(stage=stage_name, run_id=run["id"])
+    waited = False
+
+    async def failed(reason: str) -> None:
+        await postpone(ctx, stage_name, run, reason, failed=True)
+
+    async with ctx.working_on(f"{stage_name} {run['id']} update", EVENTS, failed,
+                              failures=(UpdateFailed, StorageError), log=log):
+        try:
+            await _update(ctx, stage_name, run, log)
+        except Waiting as exc:  # an input is not there yet: not a failure
+            await postpone(ctx, stage_name, run, str(exc), failed=False)
+            log.info("update_waiting", reason=str(exc))
+            waited = True
+    return not waited
+
+
+async def _update(ctx: AgentContext, stage_name: str, run: Row, log: Any) -> None:
+    storage = Storage(ctx.db)
     started = asyncio.get_running_loop().time()
-    try:
-        plan = await Planner(storage, stage_name, run).build()
-        if plan.tasks:
-            await check_inputs(ctx, plan)
-            await regenerate(ctx, storage, plan)
-        await finish(ctx, plan)
-    except Waiting as exc:
-        await postpone(ctx, stage_name, run, str(exc), failed=False)
-        log.info("update_waiting", reason=str(exc))
-        ctx.item_done()
-        return False
-    except (UpdateFailed, StorageError) as exc:
-        await postpone(ctx, stage_name, run, str(exc), failed=True)
-        log.error("update_failed", reason=str(exc))
-        ctx.item_failed(str(exc))
-        return True
-    except ClaimLost as exc:
-        log.warning("update_claim_lost", error=str(exc),
-                    action="the run changed state or was released; it will be picked up again")
-        ctx.item_failed(str(exc))
-        return True
+    plan = await Planner(storage, stage_name, run).build()
+    if plan.tasks:
+        await check_inputs(ctx, plan)
+        await regenerate(ctx, storage, plan)
+    await finish(ctx, plan)
     ctx.count("runs_updated")
     ctx.count("files_regenerated", plan.files)
     log.info("update_done", files=plan.files, components=len(plan.finished),
              duration_s=round(asyncio.get_running_loop().time() - started, 3),
              notes=plan.notes or None)
-    ctx.item_done()
-    return True
 
 
 # -- the agent -----------------------------------------------------------------------------

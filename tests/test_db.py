@@ -139,3 +139,19 @@ async def test_an_agent_carries_on_after_its_database_server_restarts(
 async def _done(db: Database, n: int) -> bool:
     counts = {r["state"]: int(r["n"]) for r in await db.fetch_all(W.work_counts)}
     return counts.get("done", 0) == n
+
+
+async def test_notes_are_cut_to_their_column_as_the_schema_says(db):
+    """The lengths come from information_schema, not from the code: the run tables' and
+    distRun's notes are VARCHAR(255), the PSPS items' VARCHAR(1024) (migrations 0002, 0005, 0007)."""
+    from shared.db.columns import CUT, TextLimits
+
+    limits = await TextLimits.read(db)
+    assert limits.lengths[("chipRun", "note")] == 255
+    assert limits.lengths[("distRun", "note")] == 255
+    assert limits.lengths[("psps_item", "note")] == 1024
+    cut = limits.fit("distRun", "note", "x" * 300)
+    assert len(cut) == 255 and cut.endswith(CUT)
+    assert limits.fit("distRun", "note", "short") == "short"
+    with pytest.raises(ValueError, match="no text column distRun.nots"):
+        limits.fit("distRun", "nots", "x")

@@ -1,16 +1,17 @@
-"""Recording and publishing a built batch: the FITS file and manifest go into storage and, in
-one transaction, become a fileset of the config's DataStore product while the batch row is
+"""Recording and publishing a built batch: the FITS file and manifest go into storage
+(:func:`stage`) and then, in one transaction (:meth:`Publication.record`, with the caller's
+own writes), become a fileset of the config's DataStore product while the batch row is
 marked processed and loaded_to_datastore. Nothing is visible before that commit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from shared.core.errors import DbIntegrityError
-from shared.db.database import Database, Tx
+from shared.db.database import Database, Row, Tx
 from shared.db.queries import Q
 from shared.distribution import datastore
 from shared.distribution.bundles import file_digest
@@ -38,16 +39,52 @@ async def _product(db: Database, cfg: dict[str, Any]) -> Any:
         return await datastore.product(db, cfg["datastore_product"])
 
 
-async def publish(db: Database, cfg: dict[str, Any], batch_id: int, name: str, batch_type: str,
-                  written: Written, detections: int,
-                  also: Callable[[Tx], Awaitable[None]] | None = None) -> str | None:
-    """Store the batch's files and register them (unless the config does not publish);
-    returns the fileset name."""
-    fileset = None
+@dataclass(frozen=True)
+class Publication:
+    """A built batch whose files are in storage, waiting for its record step: the fileset
+    registered and the batch row marked published, in the caller's transaction (with the
+    caller's own writes, such as finishing its item). Until then nothing is visible."""
+
+    storage: Storage
+    cfg: dict[str, Any]
+    batch_id: int
+    name: str
+    batch_type: str
+    written: Written
+    detections: int
+    prod: Row | None
+    files: list[datastore.NewFile]
+
+    @property
+    def fileset(self) -> str | None:
+        return self.name if self.prod is not None else None
+
+    @property
+    def stored(self) -> str:
+        return f"datastore/{self.cfg['datastore_product']}/{self.name}/"
+
+    async def record(self, tx: Tx) -> None:
+        """Register the fileset and mark the batch row published."""
+        if self.prod is not None:
+            await datastore.register_fileset(tx, self.prod, self.name, "psps",
+                                             [self.name, self.batch_type, self.cfg["name"]],
+                                             self.files)
+        await tx.execute(Q.psps_batch_published, batch_id=self.batch_id,
+                         detections=self.detections, fits_path=str(self.written.fits_path),
+                         fileset=self.fileset, loaded="succeeded" if self.fileset else "pending")
+
+    async def abandon(self) -> None:
+        """The record step did not commit: the stored copies go again."""
+        if self.prod is not None:
+            await self.storage.delete_under(self.stored)
+
+
+async def stage(db: Database, cfg: dict[str, Any], batch_id: int, name: str, batch_type: str,
+                written: Written, detections: int) -> Publication:
+    """Store the batch's files (unless the config does not publish) for :meth:`record`."""
+    storage = Storage(db)
     files: list[datastore.NewFile] = []
     prod = None
-    stored = f"datastore/{cfg['datastore_product']}/{name}/"
-    storage = Storage(db)
     if cfg["datastore_publish"]:
         prod = await _product(db, cfg)
         prefix = f"neb://any/datastore/{cfg['datastore_product']}/{name}"
@@ -57,25 +94,21 @@ async def publish(db: Database, cfg: dict[str, Any], batch_id: int, name: str, b
                                    f"{prefix}/{written.fits_path.name}"),
                  datastore.NewFile(manifest.name, m_size, m_md5, "manifest",
                                    f"{prefix}/{manifest.name}")]
-        await storage.delete_under(stored)
-        for f, path in zip(files, (written.fits_path, manifest), strict=True):
+    pub = Publication(storage, cfg, batch_id, name, batch_type, written, detections, prod, files)
+    if prod is not None:
+        await storage.delete_under(pub.stored)
+        for f, path in zip(files, (written.fits_path, written.manifest_path), strict=True):
             await storage.create_from_file(f.uri, path)  # a copy: the local one stays
-        fileset = name
+    return pub
 
-    async def record(tx: Tx) -> None:
-        if prod is not None:
-            await datastore.register_fileset(tx, prod, name, "psps", [name, batch_type,
-                                                                       cfg["name"]], files)
-        await tx.execute(Q.psps_batch_published, batch_id=batch_id, detections=detections,
-                         fits_path=str(written.fits_path), fileset=fileset,
-                         loaded="succeeded" if fileset else "pending")
-        if also is not None:
-            await also(tx)
 
+async def publish(db: Database, cfg: dict[str, Any], batch_id: int, name: str, batch_type: str,
+                  written: Written, detections: int) -> str | None:
+    """Stage and record a batch in one go (the IN batch); returns the fileset name."""
+    pub = await stage(db, cfg, batch_id, name, batch_type, written, detections)
     try:
-        await db.transaction(record, name="psps_publish")
+        await db.transaction(pub.record, name="psps_publish")
     except BaseException:
-        if fileset is not None:  # never registered: its stored copies go again
-            await storage.delete_under(stored)
+        await pub.abandon()
         raise
-    return fileset
+    return pub.fileset

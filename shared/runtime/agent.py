@@ -27,16 +27,18 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
-from shared.core.errors import DbError, IppError
+from shared.core.errors import ClaimLost, DbError, IppError
 from shared.core.log import bind, get_logger
 from shared.core.settings import Settings
-from shared.db.database import Database, backoff_s
+from shared.db.columns import TextLimits
+from shared.db.database import Database, Row, backoff_s
 from shared.runtime.claims import Claimer, ClaimSpec
 from shared.runtime.clients import ClientIdentity, ClientRow, ClientState, Control
 from shared.runtime.stopsignals import STOP
 from shared.runtime.sweeper import sweep
 
 RunOnce = Callable[["AgentContext"], Awaitable[int]]
+Failure = Callable[[str], Awaitable[None]]
 Lifespan = Callable[["AgentContext"], AbstractAsyncContextManager[None]]
 
 
@@ -66,6 +68,14 @@ class AgentSpec:
         )
 
 
+@dataclass(frozen=True)
+class ItemEvents:
+    """The log events of one agent's items: a claim lost meanwhile, and a failure."""
+
+    claim_lost: str
+    failed: str
+
+
 class AgentContext:
     """What ``run_once`` gets: the database, settings, claims, and progress reporting."""
 
@@ -79,6 +89,8 @@ class AgentContext:
         self.claimables: tuple[ClaimSpec, ...] = runner.claimables
         self.log = get_logger(runner.spec.name)
         self.resources: dict[str, Any] = {}
+        #: Lengths of the text columns (notes), read when the agent starts.
+        self.text = TextLimits()
 
     @property
     def client_id(self) -> str:
@@ -105,6 +117,42 @@ class AgentContext:
         state.items_failed += 1
         state.current_item = None
         state.record_error(reason)
+
+    async def claimed(self, spec: ClaimSpec, *, limit: int = 1, **params: Any
+                      ) -> AsyncIterator[list[Row]]:
+        """Claim rows ``limit`` at a time until none is pending or the agent should take no
+        more (stop, pause, lost heartbeat); yields each claimed batch."""
+        while self.keep_going():
+            rows = await self.claimer.claim(spec, limit=limit, **params)
+            if not rows:
+                return
+            yield rows
+
+    @contextlib.asynccontextmanager
+    async def working_on(self, item: str, events: ItemEvents, fail: Failure, *,
+                         failures: tuple[type[BaseException], ...] = (IppError,),
+                         log: Any = None) -> AsyncIterator[None]:
+        """One item under the agents' common policy: a claim lost meanwhile (another client
+        has the item now) is a warning and a failed item; a database error propagates (the
+        runtime retries, and hands the claim back on a stop); one of ``failures`` is
+        recorded on the item with ``fail(reason)`` and logged; otherwise the item is done."""
+        log = log or self.log
+        self.begin_item(item)
+        try:
+            yield
+        except ClaimLost as exc:
+            log.warning(events.claim_lost, error=str(exc),
+                        action="the item was released meanwhile; its new owner does it")
+            self.item_failed(str(exc))
+        except DbError:
+            raise
+        except failures as exc:
+            reason = str(exc)
+            await fail(reason)
+            log.error(events.failed, reason=reason)
+            self.item_failed(reason)
+        else:
+            self.item_done()
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to an agent-specific counter reported in the clients row."""
@@ -193,6 +241,7 @@ class AgentRunner:
             self.log.info("agent_started", once=self.once, version=self.identity.version)
             lifespan = self.spec.lifespan or _no_lifespan
             try:
+                self.ctx.text = await TextLimits.read(self.db)
                 with STOP.listening(self._on_signal):
                     async with lifespan(self.ctx):
                         await self._run_tasks()

@@ -29,3 +29,9 @@ SELECT IS_USED_LOCK(%(name)s) AS connection_id;
 
 -- name: upgrade_lock_release
 SELECT RELEASE_LOCK(%(name)s) AS released;
+
+-- name: text_column_limits
+SELECT table_name AS tbl, column_name AS col, character_maximum_length AS n
+FROM information_schema.columns
+WHERE table_schema = DATABASE() AND character_maximum_length IS NOT NULL
+  AND data_type IN ('varchar', 'char');
