@@ -143,7 +143,8 @@ async def _done(db: Database, n: int) -> bool:
 
 async def test_notes_are_cut_to_their_column_as_the_schema_says(db):
     """The lengths come from information_schema, not from the code: the run tables' and
-    distRun's notes are VARCHAR(255), the PSPS items' VARCHAR(1024) (migrations 0002, 0005, 0007)."""
+    distRun's notes are VARCHAR(255), the PSPS items' VARCHAR(1024) (migrations 0002, 0005,
+    0007)."""
     from shared.db.columns import CUT, TextLimits
 
     limits = await TextLimits.read(db)
@@ -153,5 +154,5 @@ async def test_notes_are_cut_to_their_column_as_the_schema_says(db):
     cut = limits.fit("distRun", "note", "x" * 300)
     assert len(cut) == 255 and cut.endswith(CUT)
     assert limits.fit("distRun", "note", "short") == "short"
-    with pytest.raises(ValueError, match="no text column distRun.nots"):
+    with pytest.raises(ValueError, match=r"no text column distRun\.nots"):
         limits.fit("distRun", "nots", "x")
