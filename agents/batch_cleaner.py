@@ -17,14 +17,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from shared.core.errors import IppError
 from shared.db.database import Row
 from shared.db.queries import Q
 from shared.distribution import datastore
 from shared.psps import odm
-from shared.psps.configs import DELETION_TARGETS, for_each, parse_policy
+from shared.psps.configs import DELETION_TARGETS, LoadingConfig, for_each, parse_policy
 from shared.runtime.agent import AgentContext
 
 NAME = "batch_cleaner"
@@ -70,20 +69,20 @@ def final(batch: Row) -> bool:
 # -- the three copies ----------------------------------------------------------------------
 
 
-async def delete_datastore(ctx: AgentContext, cfg: dict[str, Any], batch: Row) -> str | None:
+async def delete_datastore(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str | None:
     if not batch["fileset"]:
         return "never published on the DataStore"
     try:
-        deleted = await datastore.remove_fileset(ctx.db, cfg["datastore_product"],
+        deleted = await datastore.remove_fileset(ctx.db, cfg.datastore_product,
                                                  batch["fileset"])
     except datastore.NotFound:
-        return f"product {cfg['datastore_product']} is gone"
+        return f"product {cfg.datastore_product} is gone"
     except datastore.DataStoreError as exc:
         raise DeleteFailed(str(exc)) from None
     return "already gone from the DataStore" if deleted is None else None
 
 
-async def delete_dxlayer(ctx: AgentContext, cfg: dict[str, Any], batch: Row) -> str | None:
+async def delete_dxlayer(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str | None:
     try:
         had = await odm.delete_dxlayer_copy(ctx.resources["http"], ctx.settings.odm_base_url(),
                                             batch["name"], ctx.settings.odm_token)
@@ -102,7 +101,7 @@ def _local_files(ctx: AgentContext, batch: Row) -> list[Path]:
     return [fits_path, fits_path.with_name(f"{batch['name']}.manifest.json")]
 
 
-async def delete_local(ctx: AgentContext, cfg: dict[str, Any], batch: Row) -> str | None:
+async def delete_local(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str | None:
     files = _local_files(ctx, batch)
     gone = 0
     for path in files:
@@ -127,12 +126,12 @@ def due(ctx: AgentContext, batch: Row, target: str) -> bool:
     return state == "pending" or age is None or float(age) >= ctx.settings.batch_retry_s
 
 
-async def clean_batch(ctx: AgentContext, cfg: dict[str, Any], batch: Row,
+async def clean_batch(ctx: AgentContext, cfg: LoadingConfig, batch: Row,
                       policy: dict[str, tuple[str, ...]]) -> int:
     """Delete what is due for one batch; returns the deletions recorded as succeeded."""
     todo = wanted(batch, policy)
     done, failed = 0, False
-    log = ctx.log.bind(batch=batch["name"], config=cfg["name"], type=batch["type"])
+    log = ctx.log.bind(batch=batch["name"], config=cfg.name, type=batch["type"])
     for target in DELETION_TARGETS:
         if target not in todo:
             continue
@@ -160,14 +159,14 @@ async def clean_batch(ctx: AgentContext, cfg: dict[str, Any], batch: Row,
     return done
 
 
-async def clean_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
-    policy = parse_policy(cfg["deletion_policy"])
-    batches = await ctx.db.fetch_all(Q.cleaner_batches, config=cfg["name"], limit=PER_PASS)
+async def clean_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
+    policy = parse_policy(cfg.deletion_policy)
+    batches = await ctx.db.fetch_all(Q.cleaner_batches, config=cfg.name, limit=PER_PASS)
     done = 0
     for batch in batches:
         if not ctx.keep_going():
             break
-        ctx.begin_item(f"{cfg['name']} {batch['name']}")
+        ctx.begin_item(f"{cfg.name} {batch['name']}")
         done += await clean_batch(ctx, cfg, batch, policy)
         ctx.item_done()
     return done

@@ -25,7 +25,7 @@ from shared.processing.filerules import rule
 from shared.psps import batches, builders, publish
 from shared.psps.batches import BatchError
 from shared.psps.claims import ITEM_SPEC, STRIPE_SPEC
-from shared.psps.configs import for_each
+from shared.psps.configs import LoadingConfig, for_each
 from shared.psps.dvocache import DvoCache
 from shared.runtime.agent import AgentContext, ItemEvents
 from shared.storage.store import Storage
@@ -42,7 +42,7 @@ def _dvo(ctx: AgentContext, location: str) -> DvoCache:
     return caches[location]
 
 
-async def build_p2(ctx: AgentContext, cfg: dict[str, Any], cam_id: int
+async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int
                    ) -> builders.P2Result:
     frame = await ctx.db.fetch_one(Q.psps_p2_frame, cam_id=cam_id)
     if frame is None or not frame["path_base"]:
@@ -56,11 +56,11 @@ async def build_p2(ctx: AgentContext, cfg: dict[str, Any], cam_id: int
     except catalogs.CatalogError as exc:
         raise BatchError(f"camRun {cam_id}: {exc}") from None
     return await asyncio.to_thread(
-        builders.p2_batch, frame, chips, _dvo(ctx, cfg["dvo_location"]),
-        survey_id=int(cfg["survey_id"]), smf_md5=info.md5sum, test_mode=bool(cfg["test_mode"]))
+        builders.p2_batch, frame, chips, _dvo(ctx, cfg.dvo_location),
+        survey_id=int(cfg.survey_id), smf_md5=info.md5sum, test_mode=bool(cfg.test_mode))
 
 
-async def build_st(ctx: AgentContext, cfg: dict[str, Any], stack_id: int,
+async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int,
                    batch_id: int) -> builders.P2Result:
     stack = await ctx.db.fetch_one(Q.psps_st_stack, stack_id=stack_id)
     if stack is None or not stack["path_base"]:
@@ -74,22 +74,22 @@ async def build_st(ctx: AgentContext, cfg: dict[str, Any], stack_id: int,
     warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs,
                                                                 stack_id=stack_id)]
     return builders.st_batch(stack, header, table, warps, batch_id=batch_id,
-                             survey_id=int(cfg["survey_id"]))
+                             survey_id=int(cfg.survey_id))
 
 
-async def build_ob(ctx: AgentContext, cfg: dict[str, Any], region_index: int,
+async def build_ob(ctx: AgentContext, cfg: LoadingConfig, region_index: int,
                    batch_id: int) -> builders.P2Result:
-    cache = _dvo(ctx, cfg["dvo_location"])
+    cache = _dvo(ctx, cfg.dvo_location)
     region = next((r for r in cache.regions() if r.index == region_index), None)
     if region is None:
         raise BatchError(f"DVO region {region_index} is not in SkyTable.fits with catalog files")
     objects, averages = await asyncio.to_thread(
         lambda: (cache.db.objects(region), cache.db.averages(region)))
     return builders.ob_batch(region_index, objects, averages, batch_id=batch_id,
-                             survey_id=int(cfg["survey_id"]))
+                             survey_id=int(cfg.survey_id))
 
 
-async def build(ctx: AgentContext, cfg: dict[str, Any], kind: str, item_id: int,
+async def build(ctx: AgentContext, cfg: LoadingConfig, kind: str, item_id: int,
                 batch_id: int) -> builders.P2Result:
     """The tables of one item's batch."""
     if kind == "P2":
@@ -101,9 +101,9 @@ async def build(ctx: AgentContext, cfg: dict[str, Any], kind: str, item_id: int,
     raise BatchError(f"{kind} items are not built by loaders (IN: ippctl psps init)")
 
 
-async def load_item(ctx: AgentContext, cfg: dict[str, Any], item: Row) -> None:
+async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: Row) -> None:
     """Build, check and publish the batch of one claimed item; record why if it fails."""
-    name_cfg, kind, item_id = cfg["name"], item["type"], int(item["item_id"])
+    name_cfg, kind, item_id = cfg.name, item["type"], int(item["item_id"])
     if item["batch_id"]:  # an earlier attempt died mid-build: that batch is abandoned
         await ctx.db.execute(Q.psps_batch_abandon, batch_id=item["batch_id"],
                              note="abandoned: its loader stopped before publishing")
@@ -126,12 +126,12 @@ async def load_item(ctx: AgentContext, cfg: dict[str, Any], item: Row) -> None:
             raise
 
 
-async def _build_and_publish(ctx: AgentContext, cfg: dict[str, Any], item: Row, batch_id: int,
+async def _build_and_publish(ctx: AgentContext, cfg: LoadingConfig, item: Row, batch_id: int,
                              name: str, log: Any) -> None:
     kind, item_id = item["type"], int(item["item_id"])
     result = await build(ctx, cfg, kind, item_id, batch_id)
-    directory = Path(ctx.settings.var_dir) / "psps" / cfg["name"]
-    written = await asyncio.to_thread(batches.write, directory, name, kind, cfg["name"],
+    directory = Path(ctx.settings.var_dir) / "psps" / cfg.name
+    written = await asyncio.to_thread(batches.write, directory, name, kind, cfg.name,
                                       result.tables)
 
     pub = await publish.stage(ctx.db, cfg, batch_id, name, kind, written, result.detections)
@@ -153,17 +153,17 @@ async def _build_and_publish(ctx: AgentContext, cfg: dict[str, Any], item: Row, 
     ctx.count("detections", result.detections)
 
 
-async def load_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
+async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     """Work one stripe of a config; returns how many items were handled."""
-    types = tuple(t for t in str(cfg["batch_types"]).split(",") if t != "IN") or ("--",)
-    stripes = await ctx.claimer.claim(STRIPE_SPEC, limit=1, config=cfg["name"])
+    types = tuple(t for t in str(cfg.batch_types).split(",") if t != "IN") or ("--",)
+    stripes = await ctx.claimer.claim(STRIPE_SPEC, limit=1, config=cfg.name)
     stripe: Row | None = stripes[0] if stripes else await ctx.db.fetch_one(
-        Q.psps_stripe_busiest, config=cfg["name"])
+        Q.psps_stripe_busiest, config=cfg.name)
     if stripe is None:
         return 0
     handled = 0
     try:
-        async for (item,) in ctx.claimed(ITEM_SPEC, limit=1, config=cfg["name"],
+        async for (item,) in ctx.claimed(ITEM_SPEC, limit=1, config=cfg.name,
                                           stripe=stripe["stripe"], types=types):
             await load_item(ctx, cfg, item)
             handled += 1

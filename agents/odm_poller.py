@@ -18,12 +18,11 @@ import argparse
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.psps import BATCH_TYPES, odm
-from shared.psps.configs import for_each
+from shared.psps.configs import LoadingConfig, for_each
 from shared.runtime.agent import AgentContext
 
 NAME = "odm_poller"
@@ -105,15 +104,15 @@ async def poll_batch(ctx: AgentContext, batch: Row, gate: asyncio.Semaphore) -> 
     return await record(ctx, batch, status), False
 
 
-async def poll_config(ctx: AgentContext, cfg: dict[str, Any]) -> int:
+async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     kind = ctx.args.type
     types = tuple(t for t in BATCH_TYPES if kind in ("all", t))
     batches = await ctx.db.fetch_all(
-        Q.odm_poll_batches, config=cfg["name"], types=types, stage=ctx.args.stage,
+        Q.odm_poll_batches, config=cfg.name, types=types, stage=ctx.args.stage,
         recheck_us=int(ctx.settings.poll_interval_s * 1e6), limit=PER_PASS)
     if not batches:
         return 0
-    ctx.begin_item(f"{cfg['name']}: {len(batches)} batches")
+    ctx.begin_item(f"{cfg.name}: {len(batches)} batches")
     gate = asyncio.Semaphore(ctx.settings.odm_parallel)
     # every check runs to its end before a database error (the first) is raised
     outcomes = await asyncio.gather(*(poll_batch(ctx, b, gate) for b in batches),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -69,7 +70,8 @@ async def config_set(settings: Settings, args: argparse.Namespace) -> int:
 
 async def config_list(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
-        rows = await configs.configs(db, "all") if args.active else await _all(db)
+        rows = ([dataclasses.asdict(c) for c in await configs.configs(db, "all")] if args.active
+                else await _all(db))
         if args.json:
             print_json(rows)
             return EXIT_OK
@@ -113,19 +115,19 @@ async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
     from shared.psps import batches, builders, publish  # astropy: imported when used
 
     async def go(db: Database) -> int:
-        cfg = {"name": args.config, **await configs.load(db, args.config)}
+        cfg = await configs.load(db, args.config)
         done = await db.fetch_one(Q.psps_in_published, config=args.config)
         if done is not None:
             print(f"{args.config}: the IN batch {done['name']} is published already")
             return EXIT_OK
         batch_id, name = await publish.new_batch(db, args.config, "IN", 0)
-        tables = builders.in_batch(args.config, int(cfg["survey_id"]))
+        tables = builders.in_batch(args.config, int(cfg.survey_id))
         directory = Path(settings.var_dir) / "psps" / args.config
         written = await asyncio.to_thread(batches.write, directory, name, "IN", args.config,
                                           tables)
         fileset = await publish.publish(db, cfg, batch_id, name, "IN", written, 0)
         print(f"{args.config}: IN batch {name} written to {written.fits_path}"
-              + (f", published as {cfg['datastore_product']}/{fileset}" if fileset else ""))
+              + (f", published as {cfg.datastore_product}/{fileset}" if fileset else ""))
         return EXIT_OK
     return await with_db(settings, go)
 
@@ -185,7 +187,7 @@ async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int
                 print(f"{row['name']}: never published on the DataStore")
             else:
                 try:
-                    deleted = await datastore.remove_fileset(db, cfg["datastore_product"],
+                    deleted = await datastore.remove_fileset(db, cfg.datastore_product,
                                                              row["fileset"])
                 except datastore.DataStoreError as exc:
                     await db.execute(Q.batch_deleted, batch_id=row["batch_id"],
@@ -194,7 +196,7 @@ async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int
                     failed += 1
                     continue
                 print(f"{row['name']}: " + ("already gone from the DataStore" if deleted is None
-                                            else f"removed from {cfg['datastore_product']}, "
+                                            else f"removed from {cfg.datastore_product}, "
                                                  f"{deleted} files deleted"))
             await db.execute(Q.batch_deleted, batch_id=row["batch_id"], target="datastore",
                              state="succeeded", note=None)

@@ -85,8 +85,8 @@ async def density(db: Database, config: str, out_dir: Path) -> list[Path]:
         path = out_dir / f"{config}_{kind}_{stamp()}.png"
         written.append(await asyncio.to_thread(
             draw_density, config, kind, pts[:, 0], pts[:, 1],
-            (cfg["ra_min"], cfg["ra_max"], cfg["dec_min"], cfg["dec_max"]),
-            float(cfg["box_size_deg"]), path))
+            (cfg.ra_min, cfg.ra_max, cfg.dec_min, cfg.dec_max),
+            float(cfg.box_size_deg), path))
     return written
 
 

@@ -194,10 +194,53 @@ def show(value: Any) -> str:
 
 
 def from_row(row: Row) -> dict[str, Any]:
+    """A row's field values, for showing and editing (:class:`LoadingConfig` for working)."""
     out = {f.name: row[f.name] for f in FIELDS}
     for f in ("datastore_publish", "test_mode", "active"):
         out[f] = bool(out[f])
     return out
+
+
+@dataclass(frozen=True)
+class LoadingConfig:
+    """One loading config as the agents work it, read fresh on every pass."""
+
+    name: str
+    datastore_product: str
+    datastore_type: str
+    datastore_publish: bool
+    dvo_label: str
+    dvo_location: str
+    ra_min: float
+    ra_max: float
+    dec_min: float
+    dec_max: float
+    box_size_deg: float
+    epoch: datetime
+    survey_id: int
+    batch_types: str
+    test_mode: bool
+    deletion_policy: str
+    active: bool
+
+    @classmethod
+    def from_row(cls, row: Row) -> LoadingConfig:
+        values = from_row(row)
+        return cls(name=str(row["name"]), datastore_product=str(values["datastore_product"]),
+                   datastore_type=str(values["datastore_type"]),
+                   datastore_publish=values["datastore_publish"],
+                   dvo_label=str(values["dvo_label"]), dvo_location=str(values["dvo_location"]),
+                   ra_min=float(values["ra_min"]), ra_max=float(values["ra_max"]),
+                   dec_min=float(values["dec_min"]), dec_max=float(values["dec_max"]),
+                   box_size_deg=float(values["box_size_deg"]), epoch=values["epoch"],
+                   survey_id=int(values["survey_id"]), batch_types=str(values["batch_types"]),
+                   test_mode=values["test_mode"],
+                   deletion_policy=str(values["deletion_policy"]), active=values["active"])
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The batch types it loads."""
+        return tuple(t for t in self.batch_types.split(",") if t)
 
 
 async def get(db: Database, name: str) -> dict[str, Any] | None:
@@ -205,11 +248,11 @@ async def get(db: Database, name: str) -> dict[str, Any] | None:
     return None if row is None else from_row(row)
 
 
-async def load(db: Database, name: str) -> dict[str, Any]:
-    found = await get(db, name)
-    if found is None:
+async def load(db: Database, name: str) -> LoadingConfig:
+    row = await db.fetch_one(Q.psps_config_get, name=name)
+    if row is None:
         raise ConfigError(f"no loading config {name!r} (ippctl psps config list)")
-    return found
+    return LoadingConfig.from_row(row)
 
 
 async def save(db: Database, name: str, values: Mapping[str, Any]) -> None:
@@ -233,16 +276,16 @@ async def set_fields(db: Database, name: str, assignments: Mapping[str, str]) ->
     return values
 
 
-async def configs(db: Database, which: str) -> list[dict[str, Any]]:
+async def configs(db: Database, which: str) -> list[LoadingConfig]:
     """One config by name, or every active one for ``all``."""
     if which == "all":
-        return [{"name": r["name"], **from_row(r)} for r in await db.fetch_all(Q.psps_configs)
+        return [LoadingConfig.from_row(r) for r in await db.fetch_all(Q.psps_configs)
                 if r["active"]]
-    return [{"name": which, **await load(db, which)}]
+    return [await load(db, which)]
 
 
 async def for_each(db: Database, which: str,
-                   work: Callable[[dict[str, Any]], Awaitable[int]]) -> int:
+                   work: Callable[[LoadingConfig], Awaitable[int]]) -> int:
     """Run ``work`` on one config (or every active one for ``all``) in turn, each read fresh
     from the database (so edits apply at the next pass); the sum of what it returned."""
     total = 0

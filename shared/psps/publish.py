@@ -16,6 +16,7 @@ from shared.db.queries import Q
 from shared.distribution import datastore
 from shared.distribution.bundles import file_digest
 from shared.psps.batches import Written, batch_name
+from shared.psps.configs import LoadingConfig
 from shared.storage.store import Storage
 
 
@@ -27,16 +28,16 @@ async def new_batch(db: Database | Tx, config: str, batch_type: str, item_id: in
     return batch_id, name
 
 
-async def _product(db: Database, cfg: dict[str, Any]) -> Any:
+async def _product(db: Database, cfg: LoadingConfig) -> Any:
     try:
-        return await datastore.product(db, cfg["datastore_product"])
+        return await datastore.product(db, cfg.datastore_product)
     except datastore.NotFound:
         # another loader may create it at the same moment: either way it exists after
         with contextlib.suppress(datastore.DataStoreError, DbIntegrityError):
-            await datastore.add_product(db, cfg["datastore_product"], "psps",
-                                        f"PSPS batches of loading config {cfg['name']}",
+            await datastore.add_product(db, cfg.datastore_product, "psps",
+                                        f"PSPS batches of loading config {cfg.name}",
                                         ["batch", "type", "config"])
-        return await datastore.product(db, cfg["datastore_product"])
+        return await datastore.product(db, cfg.datastore_product)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Publication:
     caller's own writes, such as finishing its item). Until then nothing is visible."""
 
     storage: Storage
-    cfg: dict[str, Any]
+    cfg: LoadingConfig
     batch_id: int
     name: str
     batch_type: str
@@ -61,13 +62,13 @@ class Publication:
 
     @property
     def stored(self) -> str:
-        return f"datastore/{self.cfg['datastore_product']}/{self.name}/"
+        return f"datastore/{self.cfg.datastore_product}/{self.name}/"
 
     async def record(self, tx: Tx) -> None:
         """Register the fileset and mark the batch row published."""
         if self.prod is not None:
             await datastore.register_fileset(tx, self.prod, self.name, "psps",
-                                             [self.name, self.batch_type, self.cfg["name"]],
+                                             [self.name, self.batch_type, self.cfg.name],
                                              self.files)
         await tx.execute(Q.psps_batch_published, batch_id=self.batch_id,
                          detections=self.detections, fits_path=str(self.written.fits_path),
@@ -79,15 +80,15 @@ class Publication:
             await self.storage.delete_under(self.stored)
 
 
-async def stage(db: Database, cfg: dict[str, Any], batch_id: int, name: str, batch_type: str,
+async def stage(db: Database, cfg: LoadingConfig, batch_id: int, name: str, batch_type: str,
                 written: Written, detections: int) -> Publication:
     """Store the batch's files (unless the config does not publish) for :meth:`record`."""
     storage = Storage(db)
     files: list[datastore.NewFile] = []
     prod = None
-    if cfg["datastore_publish"]:
+    if cfg.datastore_publish:
         prod = await _product(db, cfg)
-        prefix = f"neb://any/datastore/{cfg['datastore_product']}/{name}"
+        prefix = f"neb://any/datastore/{cfg.datastore_product}/{name}"
         manifest = written.manifest_path
         m_size, m_md5 = await asyncio.to_thread(file_digest, manifest)
         files = [datastore.NewFile(written.fits_path.name, written.bytes, written.md5sum, "fits",
@@ -102,7 +103,7 @@ async def stage(db: Database, cfg: dict[str, Any], batch_id: int, name: str, bat
     return pub
 
 
-async def publish(db: Database, cfg: dict[str, Any], batch_id: int, name: str, batch_type: str,
+async def publish(db: Database, cfg: LoadingConfig, batch_id: int, name: str, batch_type: str,
                   written: Written, detections: int) -> str | None:
     """Stage and record a batch in one go (the IN batch); returns the fileset name."""
     pub = await stage(db, cfg, batch_id, name, batch_type, written, detections)

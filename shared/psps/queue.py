@@ -13,33 +13,34 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from shared.db.database import Database
 from shared.db.queries import Q
 from shared.formats.dvo import DvoDatabase, DvoError
 from shared.psps import configs
+from shared.psps.configs import LoadingConfig
 
 
-def _place(cfg: dict[str, Any], ra: float, dec: float) -> tuple[int, int]:
-    box = float(cfg["box_size_deg"])
-    return (math.floor((ra - cfg["ra_min"]) / box), math.floor((dec - cfg["dec_min"]) / box))
+def _place(cfg: LoadingConfig, ra: float, dec: float) -> tuple[int, int]:
+    box = float(cfg.box_size_deg)
+    return (math.floor((ra - cfg.ra_min) / box), math.floor((dec - cfg.dec_min) / box))
 
 
-async def _candidates(db: Database, cfg: dict[str, Any], kind: str) -> list[tuple[int, float, float]]:
-    limits = {k: cfg[k] for k in ("ra_min", "ra_max", "dec_min", "dec_max")}
+async def _candidates(db: Database, cfg: LoadingConfig, kind: str) -> list[tuple[int, float, float]]:
+    limits = {"ra_min": cfg.ra_min, "ra_max": cfg.ra_max, "dec_min": cfg.dec_min,
+              "dec_max": cfg.dec_max}
     if kind == "P2":
-        rows = await db.fetch_all(Q.psps_p2_candidates, dvodb=cfg["dvo_label"], **limits)
+        rows = await db.fetch_all(Q.psps_p2_candidates, dvodb=cfg.dvo_label, **limits)
         found = [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
-        return found[:1] if cfg["test_mode"] else found
+        return found[:1] if cfg.test_mode else found
     if kind == "ST":
         rows = await db.fetch_all(Q.psps_st_candidates, **limits)
         return [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
     if kind == "OB":
-        if not cfg["dvo_location"]:
+        if not cfg.dvo_location:
             return []
         try:
-            regions = DvoDatabase(Path(cfg["dvo_location"])).regions()
+            regions = DvoDatabase(Path(cfg.dvo_location)).regions()
         except DvoError:
             return []
         out = []
@@ -54,14 +55,14 @@ async def _candidates(db: Database, cfg: dict[str, Any], kind: str) -> list[tupl
 async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
     """Queue the config's stripes and items; returns how many items were added per type."""
     cfg = await configs.load(db, name)
-    box = float(cfg["box_size_deg"])
-    stripes = max(1, math.ceil((cfg["ra_max"] - cfg["ra_min"]) / box))
+    box = float(cfg.box_size_deg)
+    stripes = max(1, math.ceil((cfg.ra_max - cfg.ra_min) / box))
     for i in range(stripes):
         await db.execute(Q.psps_stripe_add, config=name, stripe=i,
-                         ra_min=cfg["ra_min"] + i * box,
-                         ra_max=min(cfg["ra_min"] + (i + 1) * box, cfg["ra_max"]))
+                         ra_min=cfg.ra_min + i * box,
+                         ra_max=min(cfg.ra_min + (i + 1) * box, cfg.ra_max))
     added: Counter[str] = Counter()
-    for kind in str(cfg["batch_types"]).split(","):
+    for kind in str(cfg.batch_types).split(","):
         for item_id, ra, dec in await _candidates(db, cfg, kind):
             stripe, box_no = _place(cfg, ra, dec)
             added[kind] += await db.execute(Q.psps_item_add, config=name, type=kind,
@@ -69,5 +70,5 @@ async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
                                             decl=dec)
     added["retried"] += await db.execute(Q.psps_items_retry, config=name,
                                          max_attempts=max_attempts)
-    added["reloaded"] += await db.execute(Q.psps_items_reload, config=name, epoch=cfg["epoch"])
+    added["reloaded"] += await db.execute(Q.psps_items_reload, config=name, epoch=cfg.epoch)
     return added
