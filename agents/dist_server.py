@@ -27,7 +27,7 @@ from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.distribution import bundles, datastore
 from shared.distribution import server as dsserver
-from shared.distribution.claims import DIST_SPEC
+from shared.distribution.claims import DIST_SPEC, DistRun
 from shared.processing import runio, runs
 from shared.processing.filerules import rules_for
 from shared.processing.stages import stage, stage_query
@@ -69,14 +69,14 @@ async def _exp_name(ctx: AgentContext, stage_name: str, run: Row) -> str | None:
     return None if run["name"] is None else str(run["name"])
 
 
-async def _bundles(ctx: AgentContext, storage: Storage, dist: Row,
+async def _bundles(ctx: AgentContext, storage: Storage, dist: DistRun,
                    staging: Path) -> list[tuple[str, str | None, bundles.Built]]:
     """Build every component's bundle in ``staging``; (file name, component, result)."""
-    stage_name, run_id = dist["stage"], dist["stage_id"]
+    stage_name, run_id = dist.stage, dist.stage_id
     comps = {c["component"]: c for c in await runs.components(ctx.db, stage_name, run_id)}
     files = [f for f in await runs.run_files(ctx.db, stage_name, run_id)
              if f.exists and not f.gone]
-    if dist["clean"]:  # a cleaned run ships what cleanup keeps
+    if dist.clean:  # a cleaned run ships what cleanup keeps
         dropped = {r.name for r in rules_for(stage_name) if r.deleted_for("cleaned")}
         files = [f for f in files if f.rule not in dropped]
     paths = await storage.paths_many([f.key for f in files])
@@ -108,32 +108,32 @@ async def _bundles(ctx: AgentContext, storage: Storage, dist: Row,
     return [(n, c, b) for (n, c, _), b in zip(jobs, built, strict=True)]
 
 
-def _column_values(prod: Row, dist: Row, exp_name: str | None) -> list[Any]:
-    known = {"target_id": dist["target_id"], "stage": dist["stage"],
-             "stage_id": dist["stage_id"], "exp_name": exp_name, "dist_id": dist["id"],
-             "label": dist["label"], "clean": dist["clean"]}
+def _column_values(prod: Row, dist: DistRun, exp_name: str | None) -> list[Any]:
+    known = {"target_id": dist.target_id, "stage": dist.stage,
+             "stage_id": dist.stage_id, "exp_name": exp_name, "dist_id": dist.id,
+             "label": dist.label, "clean": int(dist.clean)}  # as the row holds it
     return [known.get(label) for label in datastore.product_columns(prod)]
 
 
-async def ship(ctx: AgentContext, dist: Row) -> None:
+async def ship(ctx: AgentContext, dist: DistRun) -> None:
     """Build and register the fileset of one claimed distRun."""
     storage = Storage(ctx.db)
-    stage_name, run_id = dist["stage"], dist["stage_id"]
-    prod = await datastore.product(ctx.db, dist["product"])
+    stage_name, run_id = dist.stage, dist.stage_id
+    prod = await datastore.product(ctx.db, dist.product)
     run = await runs.get_run(ctx.db, stage_name, run_id)
     if run["state"] not in ("full", "cleaned"):
         raise ShipFailed(f"{stage(stage_name).run_table} {run_id} is {run['state']}: only full "
                          "or cleaned runs are distributed")
     exp_name = await _exp_name(ctx, stage_name, run)
-    name = bundles.fileset_name(stage_name, run_id, exp_name, dist["id"], prod["prod_id"])
-    prefix = f"datastore/{dist['product']}/{name}/"
+    name = bundles.fileset_name(stage_name, run_id, exp_name, dist.id, prod["prod_id"])
+    prefix = f"datastore/{dist.product}/{name}/"
     # a redo after a crash: what an earlier attempt stored but never registered
     await storage.delete_under(prefix)
     staging = ctx.settings.dist_staging() / "server" / name
     await asyncio.to_thread(shutil.rmtree, staging, True)
     await asyncio.to_thread(staging.mkdir, parents=True)
     try:
-        doc = await runio.export_run(ctx.db, stage_name, run_id, clean=bool(dist["clean"]))
+        doc = await runio.export_run(ctx.db, stage_name, run_id, clean=dist.clean)
         dbinfo = staging / f"dbinfo.{stage_name}.{run_id}.mdc"
         await asyncio.to_thread(dbinfo.write_text, runio.export_text(doc))
         built = await _bundles(ctx, storage, dist, staging)
@@ -147,17 +147,17 @@ async def ship(ctx: AgentContext, dist: Row) -> None:
             await datastore.register_fileset(tx, prod, name, "notset",
                                              _column_values(prod, dist, exp_name), files)
             for n, component, b in built:
-                await tx.execute(Q.dist_component_add, dist_id=dist["id"],
+                await tx.execute(Q.dist_component_add, dist_id=dist.id,
                                  component=component or "run", bytes=b.bytes, md5sum=b.md5sum,
                                  name=n)
-            await ctx.claimer.finish_in(tx, DIST_SPEC, Q.dist_finish, dist["id"], state="full",
+            await ctx.claimer.finish_in(tx, DIST_SPEC, Q.dist_finish, dist.id, state="full",
                                         fault=0, fileset=name, note=None)
 
         await ctx.db.transaction(register, name="dist_register")
     finally:
         await asyncio.to_thread(shutil.rmtree, staging, True)
-    ctx.log.info("dist_shipped", dist_id=dist["id"], stage=stage_name, run_id=run_id,
-                 product=dist["product"], fileset=name, files=len(files),
+    ctx.log.info("dist_shipped", dist_id=dist.id, stage=stage_name, run_id=run_id,
+                 product=dist.product, fileset=name, files=len(files),
                  bytes=sum(f.bytes for f in files))
     ctx.count("filesets_shipped")
     ctx.count("bytes_shipped", sum(f.bytes for f in files))
@@ -186,16 +186,17 @@ async def run_once(ctx: AgentContext) -> int:
     """Queue what standing targets ask for, then ship queued runs one at a time."""
     await queue_targets(ctx)
     handled = 0
-    async for (dist,) in ctx.claimed(DIST_SPEC, limit=1):
+    async for (row,) in ctx.claimed(DIST_SPEC, limit=1):
+        dist = DistRun.from_row(row)
 
-        async def failed(reason: str, dist: Row = dist) -> None:  # it cannot be shipped now
+        async def failed(reason: str, dist: DistRun = dist) -> None:  # it cannot be shipped now
             if ctx.claimer.held.items():
-                await ctx.claimer.finish(DIST_SPEC, Q.dist_finish, dist["id"], state="error",
+                await ctx.claimer.finish(DIST_SPEC, Q.dist_finish, dist.id, state="error",
                                          fault=1, fileset=None,
                                          note=ctx.text.fit("distRun", "note", reason))
 
-        log = ctx.log.bind(dist_id=dist["id"], stage=dist["stage"], run_id=dist["stage_id"])
-        async with ctx.working_on(f"dist {dist['id']} {dist['stage']} {dist['stage_id']}",
+        log = ctx.log.bind(dist_id=dist.id, stage=dist.stage, run_id=dist.stage_id)
+        async with ctx.working_on(f"dist {dist.id} {dist.stage} {dist.stage_id}",
                                   EVENTS, failed, failures=(IppError, OSError), log=log):
             await ship(ctx, dist)
         handled += 1

@@ -24,7 +24,7 @@ from shared.formats import catalogs
 from shared.processing.filerules import rule
 from shared.psps import batches, builders, publish
 from shared.psps.batches import BatchError
-from shared.psps.claims import ITEM_SPEC, STRIPE_SPEC
+from shared.psps.claims import ITEM_SPEC, STRIPE_SPEC, PspsItem
 from shared.psps.configs import LoadingConfig, for_each
 from shared.psps.dvocache import DvoCache
 from shared.runtime.agent import AgentContext, ItemEvents
@@ -101,20 +101,20 @@ async def build(ctx: AgentContext, cfg: LoadingConfig, kind: str, item_id: int,
     raise BatchError(f"{kind} items are not built by loaders (IN: ippctl psps init)")
 
 
-async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: Row) -> None:
+async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> None:
     """Build, check and publish the batch of one claimed item; record why if it fails."""
-    name_cfg, kind, item_id = cfg.name, item["type"], int(item["item_id"])
-    if item["batch_id"]:  # an earlier attempt died mid-build: that batch is abandoned
-        await ctx.db.execute(Q.psps_batch_abandon, batch_id=item["batch_id"],
+    name_cfg, kind, item_id = cfg.name, item.type, item.item_id
+    if item.batch_id:  # an earlier attempt died mid-build: that batch is abandoned
+        await ctx.db.execute(Q.psps_batch_abandon, batch_id=item.batch_id,
                              note="abandoned: its loader stopped before publishing")
     batch_id, name = await publish.new_batch(ctx.db, name_cfg, kind, item_id)
-    await ctx.db.execute(Q.psps_item_batch, id=item["id"], owner=ctx.client_id, batch_id=batch_id)
+    await ctx.db.execute(Q.psps_item_batch, id=item.id, owner=ctx.client_id, batch_id=batch_id)
     log = ctx.log.bind(config=name_cfg, batch=name, type=kind, item=item_id)
 
     async def failed(reason: str) -> None:
         note = ctx.text.fit("psps_batch", "note", reason)
         await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id, note=note)
-        await ctx.claimer.finish(ITEM_SPEC, Q.psps_item_finish, item["id"], state="failed",
+        await ctx.claimer.finish(ITEM_SPEC, Q.psps_item_finish, item.id, state="failed",
                                  attempt=1, note=ctx.text.fit("psps_item", "note", reason))
 
     async with ctx.working_on(f"{name_cfg} {kind} {item_id} {name}", EVENTS, failed, log=log):
@@ -126,9 +126,9 @@ async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: Row) -> None:
             raise
 
 
-async def _build_and_publish(ctx: AgentContext, cfg: LoadingConfig, item: Row, batch_id: int,
+async def _build_and_publish(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem, batch_id: int,
                              name: str, log: Any) -> None:
-    kind, item_id = item["type"], int(item["item_id"])
+    kind, item_id = item.type, item.item_id
     result = await build(ctx, cfg, kind, item_id, batch_id)
     directory = Path(ctx.settings.var_dir) / "psps" / cfg.name
     written = await asyncio.to_thread(batches.write, directory, name, kind, cfg.name,
@@ -139,7 +139,7 @@ async def _build_and_publish(ctx: AgentContext, cfg: LoadingConfig, item: Row, b
     async def record(tx: Tx) -> None:
         await pub.record(tx)
         note = ctx.text.fit("psps_item", "note", "; ".join(result.notes)) or None
-        await ctx.claimer.finish_in(tx, ITEM_SPEC, Q.psps_item_finish, item["id"],
+        await ctx.claimer.finish_in(tx, ITEM_SPEC, Q.psps_item_finish, item.id,
                                     state="done", attempt=1, note=note)
 
     try:
@@ -165,7 +165,7 @@ async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     try:
         async for (item,) in ctx.claimed(ITEM_SPEC, limit=1, config=cfg.name,
                                           stripe=stripe["stripe"], types=types):
-            await load_item(ctx, cfg, item)
+            await load_item(ctx, cfg, PspsItem.from_row(item))
             handled += 1
     finally:
         if stripes:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from shared.db.database import Row
 from shared.db.queries import Q
 from shared.runtime.claims import ClaimSpec
 
@@ -12,3 +15,23 @@ STRIPE_SPEC = ClaimSpec(
 ITEM_SPEC = ClaimSpec(
     table="psps_item", id_column="id", select=Q.psps_item_claim, mark=Q.claim_mark_psps_item,
     release=Q.claim_release_psps_item, release_orphans=Q.claim_release_orphans_psps_item)
+
+
+@dataclass(frozen=True)
+class PspsItem:
+    """A claimed item (``psps_item_claim``): one P2/ST/OB batch to build."""
+
+    id: int
+    config: str
+    type: str
+    item_id: int
+    box: int
+    attempts: int
+    #: The batch an earlier attempt began (and died building), if any.
+    batch_id: int | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> PspsItem:
+        return cls(int(row["id"]), str(row["config"]), str(row["type"]), int(row["item_id"]),
+                   int(row["box"]), int(row["attempts"]),
+                   None if row["batch_id"] is None else int(row["batch_id"]))
