@@ -47,7 +47,7 @@ demo-stop:
 
 lint: venv
 	$(BIN)/ruff check agents shared sim tests bench
-	$(BIN)/mypy agents shared sim bench
+	$(BIN)/mypy agents shared sim bench tests
 	$(BIN)/lint-imports
 
 test: lint tools

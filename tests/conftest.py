@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,8 @@ def agents(test_dsn: str, tmp_path: Path) -> Iterator[list[AgentProcess]]:
 
 
 @pytest.fixture
-def spawn(test_dsn: str, tmp_path: Path, agents: list[AgentProcess]):  # type: ignore[no-untyped-def]
+def spawn(test_dsn: str, tmp_path: Path,
+          agents: list[AgentProcess]) -> Callable[..., AgentProcess]:
     """``spawn("workload", "--once", heartbeat_interval_s=1)`` starts an agent process."""
 
     def start(name: str, *args: str, **overrides: Any) -> AgentProcess:

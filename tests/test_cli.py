@@ -182,7 +182,7 @@ async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration
             async with holder.cursor() as cur:
                 await cur.execute("SELECT COUNT(*) FROM information_schema.processlist "
                                   "WHERE info LIKE 'SELECT GET_LOCK(%%ipp_schema_upgrade%%'")
-                return (await cur.fetchone())[0] == 2
+                return bool((await cur.fetchone())[0] == 2)
         await eventually(both_wait, timeout_s=60, what="both upgrades waiting for the lock")
         async with holder.cursor() as cur:
             await cur.execute("SELECT RELEASE_LOCK(%s)", (upgrade_lock_name(fresh.database),))

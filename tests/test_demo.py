@@ -77,7 +77,7 @@ def assert_all_checks_hold(out: subprocess.CompletedProcess[str], kills: int) ->
     assert counts["psps_rows"]["P2"] > 0
     for site in counts["storage"].values():
         assert site["missing"] == site["orphans"] == site["empty_objects"] == 0
-    return counts
+    return dict(counts)
 
 
 async def _drop(test_dsn: str, names: dict[str, str]) -> None:
@@ -115,12 +115,12 @@ async def test_the_demo_runs_again_on_its_own_state_after_ctrl_c_and_after_a_fin
         # make demo's way: the live screen, then Ctrl-C (once every program is up) stops
         # everything cleanly
         screen = tmp_path / "screen.txt"
-        with open(screen, "w") as out:
+        with open(screen, "w") as screen_out:
             live = subprocess.Popen(
                 [sys.executable, "-m", "shared.ctl.main", "demo", "--conf",
                  str(home / "supervisord.conf"), "--mirror-db", names["mirror"],
                  "--exposures", "2", "--chips", "2"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                cwd=ROOT, env=env, stdout=screen_out, stderr=subprocess.STDOUT)
         try:
             await eventually(lambda: "merged" in screen.read_text()
                              and "loader" in screen.read_text(), timeout_s=240,

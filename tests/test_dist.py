@@ -9,6 +9,7 @@ import sys
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def ippctl(dsn: str, var_dir: Path, *args: str) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-async def once(name: str, dsn: str, var_dir: Path, tmp_path: Path, **settings: object
+async def once(name: str, dsn: str, var_dir: Path, tmp_path: Path, **settings: Any
                ) -> AgentProcess:
     proc = AgentProcess(name, dsn, tmp_path, "--once", var_dir=str(var_dir), **settings)
     code = await proc.wait(timeout_s=120)
@@ -131,7 +132,7 @@ async def _shipped(sdb: Database) -> dict[str, object] | None:
     return row if row and row["state"] == "full" else None
 
 
-async def _files(sdb: Database) -> list[dict[str, object]]:
+async def _files(sdb: Database) -> list[dict[str, Any]]:
     return await sdb.fetch_all(Query("t_f", "SELECT file_name, uri FROM dsFile", "test"))
 
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -201,7 +202,7 @@ def ippctl(mirror: Mirror, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-async def pull(mirror: Mirror, port: int, tmp_path: Path, **settings: object) -> AgentProcess:
+async def pull(mirror: Mirror, port: int, tmp_path: Path, **settings: Any) -> AgentProcess:
     db = mirror.db
     if not await db.fetch_all(Query("t_src", "SELECT name FROM rcDestination", "test")):
         await db.execute(Query("t_add", "INSERT INTO rcDestination (name, status_uri, product) "

@@ -7,6 +7,7 @@ suite; the long one is marked ``soak`` (``make test-soak``).
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 
@@ -31,7 +32,7 @@ async def campaign(db: Database, spawn, *, agents: int, items: int, kills: int, 
     for _ in range(kills):
         before = await done_count(db)
         # Kill only once work is visibly flowing, so victims are usually mid-item.
-        await eventually(lambda b=before: _more_done(db, b, 3), timeout_s=60,
+        await eventually(functools.partial(_more_done, db, before, 3), timeout_s=60,
                          what="progress before the next kill")
         if await done_count(db) >= items:
             break

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -180,7 +181,8 @@ async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, t
     configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")
     # generous staleness: on a loaded machine the FAST 2 s would declare a busy loader dead
-    relaxed = {"var_dir": str(site.var_dir), "heartbeat_grace_s": 10, "client_stale_s": 20}
+    relaxed: dict[str, Any] = {"var_dir": str(site.var_dir), "heartbeat_grace_s": 10,
+                               "client_stale_s": 20}
     a = AgentProcess("loader", site.dsn, tmp_path, "--once", "--config", "demo", **relaxed)
     b = AgentProcess("loader", site.dsn, tmp_path, "--once", "--config", "demo", **relaxed)
     codes = (await a.wait(timeout_s=180), await b.wait(timeout_s=180))

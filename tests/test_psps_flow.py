@@ -161,7 +161,8 @@ async def test_a_batch_loaded_twice_is_refused_by_psps_and_shows_up_failed(site,
         pdb = await side.psps_db()
         try:
             async def merged(n: int) -> bool:
-                return sum(d["status"] == "merged" for d in await pdb.fetch_all(DX)) >= n
+                merged_now = sum(d["status"] == "merged" for d in await pdb.fetch_all(DX))
+                return bool(merged_now >= n)
             await eventually(lambda: merged(4), timeout_s=60, what="4 merged batches")
             item = (await rows(sdb, ITEMS))[0]
             await sdb.execute(Query("t_r", "UPDATE psps_item SET state = 'new' WHERE item_id = "

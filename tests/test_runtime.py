@@ -24,10 +24,11 @@ async def add_items(db: Database, n: int, duration_ms: int = 0) -> list[int]:
     return [await db.insert(W.work_add, duration_ms=duration_ms) for _ in range(n)]
 
 
-async def client(db: Database, client_id: str | None) -> dict[str, Any] | None:
+async def client(db: Database, client_id: str | None) -> dict[str, Any]:
+    """The clients row of ``client_id`` ({} while the agent has not registered)."""
     if client_id is None:
-        return None
-    return await db.fetch_one(GET_CLIENT, client_id=client_id)
+        return {}
+    return await db.fetch_one(GET_CLIENT, client_id=client_id) or {}
 
 
 async def counts(db: Database) -> dict[str, int]:
@@ -53,7 +54,7 @@ async def test_heartbeat_advances_on_the_database_clock(db, spawn) -> None:
 
     async def advanced_twice() -> bool:
         row = await client(db, cid)
-        return row is not None and (row["heartbeat_at"] - first).total_seconds() >= 0.55
+        return bool(row) and (row["heartbeat_at"] - first).total_seconds() >= 0.55
 
     await eventually(advanced_twice, timeout_s=10, what="heartbeat to advance two intervals")
     agent.send(signal.SIGTERM)
@@ -74,7 +75,7 @@ async def test_pause_is_honoured_within_two_heartbeats_and_resume_continues(db, 
 
     async def beat_while_paused() -> bool:
         row = await client(db, cid)
-        return row["status"] == "paused" and row["heartbeat_at"] > paused_beat
+        return bool(row.get("status") == "paused" and row["heartbeat_at"] > paused_beat)
 
     await eventually(beat_while_paused, timeout_s=5, what="heartbeat while paused")
     assert await counts(db) == {"pending": 5}, "a paused agent took work"
@@ -180,7 +181,7 @@ async def test_schema_mismatch_refuses_to_start_naming_both_versions(db, spawn) 
 
 async def _status_is(db: Database, cid: str, status: str) -> bool:
     row = await client(db, cid)
-    return row is not None and row["status"] == status
+    return row.get("status") == status
 
 
 async def _counts_are(db: Database, expected: dict[str, int]) -> bool:

@@ -200,6 +200,7 @@ async def _diff_chain(sdb: Database, diff_id: int) -> list[tuple[str, int]]:
     chain += [("stack", s) for s in sorted(stacks)] + [("warp", w) for w in sorted(warps)]
     for w in sorted(warps):
         row = await sdb.fetch_one(wc, id=w)
+        assert row is not None
         chain += [("camera", row["cam_id"]), ("chip", row["chip_id"])]
     return chain
 
@@ -401,7 +402,7 @@ async def test_sigkill_mid_update_is_redone_by_the_next_agent(site, sdb, tmp_pat
 
 async def _stale(sdb: Database, owner: Query) -> bool:
     row = await sdb.fetch_one(owner)
-    return bool(row["stale"])
+    return row is not None and bool(row["stale"])
 
 
 def test_regen_rejects_a_bad_job_file(tmp_path):
