@@ -47,6 +47,7 @@ demo-stop:
 
 lint: venv
 	$(BIN)/ruff check agents shared sim tests bench
+	$(BIN)/ruff format --check agents shared sim tests bench
 	$(BIN)/mypy agents shared sim bench tests
 	$(BIN)/lint-imports
 

@@ -48,8 +48,7 @@ def verdicts(batch: Row) -> list[str]:
         found.append("merge_worthy")
     if batch["merged"] == "succeeded":
         found.append("merged")
-    if "failed" in (batch["processed"], batch["loaded_to_odm"], batch["merge_worthy"],
-                    batch["merged"]):
+    if "failed" in (batch["processed"], batch["loaded_to_odm"], batch["merge_worthy"], batch["merged"]):
         found.append("failed")
     return found
 
@@ -73,8 +72,7 @@ async def delete_datastore(ctx: AgentContext, cfg: LoadingConfig, batch: Row) ->
     if not batch["fileset"]:
         return "never published on the DataStore"
     try:
-        deleted = await datastore.remove_fileset(ctx.db, cfg.datastore_product,
-                                                 batch["fileset"])
+        deleted = await datastore.remove_fileset(ctx.db, cfg.datastore_product, batch["fileset"])
     except datastore.NotFound:
         return f"product {cfg.datastore_product} is gone"
     except datastore.DataStoreError as exc:
@@ -84,8 +82,9 @@ async def delete_datastore(ctx: AgentContext, cfg: LoadingConfig, batch: Row) ->
 
 async def delete_dxlayer(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str | None:
     try:
-        had = await odm.delete_dxlayer_copy(ctx.resources["http"], ctx.settings.odm_base_url(),
-                                            batch["name"], ctx.settings.odm_token)
+        had = await odm.delete_dxlayer_copy(
+            ctx.resources["http"], ctx.settings.odm_base_url(), batch["name"], ctx.settings.odm_token
+        )
     except odm.OdmError as exc:
         raise DeleteFailed(str(exc)) from None
     return None if had else "the DXLayer had no copy"
@@ -126,8 +125,9 @@ def due(ctx: AgentContext, batch: Row, target: str) -> bool:
     return state == "pending" or age is None or float(age) >= ctx.settings.batch_retry_s
 
 
-async def clean_batch(ctx: AgentContext, cfg: LoadingConfig, batch: Row,
-                      policy: dict[str, tuple[str, ...]]) -> int:
+async def clean_batch(
+    ctx: AgentContext, cfg: LoadingConfig, batch: Row, policy: dict[str, tuple[str, ...]]
+) -> int:
     """Delete what is due for one batch; returns the deletions recorded as succeeded."""
     todo = wanted(batch, policy)
     done, failed = 0, False
@@ -142,15 +142,21 @@ async def clean_batch(ctx: AgentContext, cfg: LoadingConfig, batch: Row,
             note = await DELETERS[target](ctx, cfg, batch)
         except DeleteFailed as exc:
             failed = True
-            await ctx.db.execute(Q.batch_deleted, batch_id=batch["batch_id"], target=target,
-                                 state="failed", note=ctx.text.fit("psps_batch", "note",
-                                                                f"delete {target}: {exc}"))
-            log.warning("batch_delete_failed", target=target, reason=str(exc),
-                        retry_in_s=ctx.settings.batch_retry_s)
+            await ctx.db.execute(
+                Q.batch_deleted,
+                batch_id=batch["batch_id"],
+                target=target,
+                state="failed",
+                note=ctx.text.fit("psps_batch", "note", f"delete {target}: {exc}"),
+            )
+            log.warning(
+                "batch_delete_failed", target=target, reason=str(exc), retry_in_s=ctx.settings.batch_retry_s
+            )
             ctx.count(f"delete_{target}_failed")
             continue
-        await ctx.db.execute(Q.batch_deleted, batch_id=batch["batch_id"], target=target,
-                             state="succeeded", note=None)
+        await ctx.db.execute(
+            Q.batch_deleted, batch_id=batch["batch_id"], target=target, state="succeeded", note=None
+        )
         log.info("batch_copy_deleted", target=target, note=note)
         ctx.count(f"deleted_{target}")
         done += 1

@@ -48,11 +48,17 @@ FORGIVING_STAGES = ("chip", "warp", "diff")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dry-run", action="store_true",
-                        help="list what would be deleted for every pending run; change nothing")
-    parser.add_argument("--all-components", action="store_true",
-                        help="second pass for every run: take every component, not only the "
-                        "pending ones (runs labelled cleanup_second_pass_label always are)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be deleted for every pending run; change nothing",
+    )
+    parser.add_argument(
+        "--all-components",
+        action="store_true",
+        help="second pass for every run: take every component, not only the "
+        "pending ones (runs labelled cleanup_second_pass_label always are)",
+    )
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -101,13 +107,15 @@ async def _good_smf(storage: Storage, chip_id: int) -> tuple[bool, str]:
     return False, "no full camera run with an smf"
 
 
-def _guard(stage_name: str, goal: str, comp: Row, config: Row | None
-           ) -> tuple[str | None, str | None]:
+def _guard(stage_name: str, goal: str, comp: Row, config: Row | None) -> tuple[str | None, str | None]:
     """(problem, note) from the config-dump guards of REFERENCE 2 and ipp_cleanup.pl: a chip
     of bad quality is cleaned or scrubbed without looking at its dump."""
     present = config is not None and int(config["up"] or 0) > 0
-    gone = (config is not None and int(config["instances"] or 0) > 0
-            and int(config["lost"] or 0) == int(config["instances"]))
+    gone = (
+        config is not None
+        and int(config["instances"] or 0) > 0
+        and int(config["lost"] or 0) == int(config["instances"])
+    )
     bad = bool(comp["fault"]) or bool(comp["quality"])
     if stage_name == "chip" and comp["quality"]:
         return None, None
@@ -127,28 +135,37 @@ def _guard(stage_name: str, goal: str, comp: Row, config: Row | None
 def second_pass(ctx: AgentContext, run: Row) -> bool:
     """Whether the run is cleaned in a second pass (every component, REFERENCE 1)."""
     return bool(ctx.args.all_components) or (
-        run.get("label") is not None and run["label"] == ctx.settings.cleanup_second_pass_label)
+        run.get("label") is not None and run["label"] == ctx.settings.cleanup_second_pass_label
+    )
 
 
 async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) -> RunPlan:
     st = stage(stage_name)
     goal = run["state"]
     target = CLEANUP_TARGETS[goal]
-    comps = [c for c in await components(storage.db, stage_name, run["id"])
-             if _selected(c, goal, target, st.per_file_state, every)]
+    comps = [
+        c
+        for c in await components(storage.db, stage_name, run["id"])
+        if _selected(c, goal, target, st.per_file_state, every)
+    ]
     good_smf, smf_note = True, ""
     if stage_name == "chip" and goal == "goto_cleaned":
         good_smf, smf_note = await _good_smf(storage, run["id"])
-    recovery = {r["component"]: r["recovery_path_base"] for r in await storage.db.fetch_all(
-        Q.cleanup_recovery_paths, stage=stage_name, id=run["id"])}
+    recovery = {
+        r["component"]: r["recovery_path_base"]
+        for r in await storage.db.fetch_all(Q.cleanup_recovery_paths, stage=stage_name, id=run["id"])
+    }
     cfg = config_rule(stage_name)
     config_keys = [cfg.filename(c["path_base"], c["component"]) for c in comps if c["path_base"]]
     known = await storage.stat_many(config_keys)
     rules = deleted_by(stage_name, target, good_smf=good_smf)
     logs = compressed_rules(stage_name)
     owners = await path_base_owners(storage.db, [c["path_base"] for c in comps if c["path_base"]])
-    inputs = (int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run["id"]) or 0)
-              if any(r.per_input for r in rules) else 0)
+    inputs = (
+        int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run["id"]) or 0)
+        if any(r.per_input for r in rules)
+        else 0
+    )
     plans = []
     for comp in comps:
         name, base = comp["component"], comp["path_base"]
@@ -161,8 +178,10 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
         plan.problem, plan.note = _guard(stage_name, goal, comp, config)
         shared = other_owners(owners, base, stage_name, run["id"])
         if shared:
-            plan.problem = (f"path_base {base} is also used by {', '.join(shared)}: its files "
-                            "are not deleted (storage shared between runs)")
+            plan.problem = (
+                f"path_base {base} is also used by {', '.join(shared)}: its files "
+                "are not deleted (storage shared between runs)"
+            )
         if stage_name == "chip" and not good_smf and goal == "goto_cleaned":
             plan.note = f"cmf and b1 kept: {smf_note}"
         plan.logs = [r.filename(base, name) for r in logs]
@@ -269,8 +288,7 @@ def _delete_files(ctx: AgentContext, storage: Storage) -> Step:
             work, comp = owner[parse_key(key).path]
             reasons[(id(work), comp.name)] = why
         for work in works:
-            for name in sorted({c.name for c in work.ready if (id(work), c.name) in reasons},
-                               key=str):
+            for name in sorted({c.name for c in work.ready if (id(work), c.name) in reasons}, key=str):
                 label, why = name or work.plan.stage, reasons[(id(work), name)]
                 work.lines.append(f"{label}: NOT CLEANED: {why}")
                 work.problems.append(f"{label}: {why}")
@@ -282,6 +300,7 @@ def _delete_files(ctx: AgentContext, storage: Storage) -> Step:
             owner[parse_key(key).path][0].lines.append(f"already gone {key}")
         ctx.count("files_deleted", len(report.deleted))
         ctx.count("bytes_freed", report.bytes_freed)
+
     return step
 
 
@@ -294,14 +313,16 @@ async def _gzip_many(paths: list[Path], level: int, lanes: int = 2) -> list[byte
     """The gzip copies of ``paths``, in order, compressed in ``lanes`` threads (ISA-L lets
     go of the GIL while it compresses, so two lanes use two cores)."""
     share = -(-len(paths) // lanes) or 1
-    parts = await asyncio.gather(*(asyncio.to_thread(_gzip_files, paths[i:i + share], level)
-                                   for i in range(0, len(paths), share)))
+    parts = await asyncio.gather(
+        *(asyncio.to_thread(_gzip_files, paths[i : i + share], level) for i in range(0, len(paths), share))
+    )
     return [data for part in parts for data in part]
 
 
 def _compress_logs(storage: Storage, level: int) -> Step:
     """Replace the logs of the cleaned components by gzip copies (``<key>.gz``, readable
     with zcat and zless)."""
+
     async def step(works: list[RunWork]) -> None:
         owner = {parse_key(k).path: w for w in works for c in w.done for k in c.logs}
         paths = await storage.paths_many([k for w in works for c in w.done for k in c.logs])
@@ -314,11 +335,13 @@ def _compress_logs(storage: Storage, level: int) -> Step:
             await storage.create_many(packed)
         except ObjectExists:  # a redo: some copies exist already
             made = await storage.stat_many([key for key, _ in packed])
-            await storage.create_many([(key, data) for key, data in packed
-                                       if parse_key(key).path not in made])
+            await storage.create_many(
+                [(key, data) for key, data in packed if parse_key(key).path not in made]
+            )
         report = await storage.delete_many(todo)
         for key in report.deleted:
             owner[parse_key(key).path].lines.append(f"compressed {key}")
+
     return step
 
 
@@ -326,9 +349,12 @@ async def _record_components(ctx: AgentContext, works: list[RunWork]) -> None:
     """The new data_state of the cleaned components of each run."""
     for work in works:
         if stage(work.plan.stage).per_file_state and work.done:
-            await ctx.db.execute(stage_query("cleanup_components_state", work.plan.stage),
-                                 id=work.run["id"], state=work.plan.target,
-                                 components=tuple(str(c.name) for c in work.done))
+            await ctx.db.execute(
+                stage_query("cleanup_components_state", work.plan.stage),
+                id=work.run["id"],
+                state=work.plan.target,
+                components=tuple(str(c.name) for c in work.done),
+            )
         ctx.count("components_cleaned", len(work.done))
 
 
@@ -351,8 +377,9 @@ async def _write_run_logs(storage: Storage, works: list[RunWork], level: int, lo
     texts = [("\n".join(w.lines) + "\n").encode() for w in works]
     data = await asyncio.to_thread(lambda: [igzip.compress(t, level) for t in texts])
     try:
-        await storage.create_many([(f"{_run_log_base(w.plan)}{RUN_LOG}", d)
-                                   for w, d in zip(works, data, strict=True)])
+        await storage.create_many(
+            [(f"{_run_log_base(w.plan)}{RUN_LOG}", d) for w, d in zip(works, data, strict=True)]
+        )
         return
     except (ObjectExists, StorageError) as exc:
         log.debug("cleanup_logs_one_by_one", runs=len(works), reason=str(exc))
@@ -360,8 +387,9 @@ async def _write_run_logs(storage: Storage, works: list[RunWork], level: int, lo
         try:
             await _write_run_log(storage, _run_log_base(work.plan), packed)
         except StorageError as exc:
-            log.warning("cleanup_log_not_written", stage=work.plan.stage, run_id=work.run["id"],
-                        error=str(exc))
+            log.warning(
+                "cleanup_log_not_written", stage=work.plan.stage, run_id=work.run["id"], error=str(exc)
+            )
 
 
 #: The name of a run's cleanup log after its run base; later ones are ``.cleanup.<n>.log.gz``.
@@ -370,8 +398,7 @@ RUN_LOG = ".cleanup.log" + COMPRESSED_SUFFIX
 
 async def _write_run_log(storage: Storage, base: str, data: bytes) -> str:
     for attempt in range(1, 100):
-        key = (f"{base}{RUN_LOG}" if attempt == 1
-               else f"{base}.cleanup.{attempt}.log{COMPRESSED_SUFFIX}")
+        key = f"{base}{RUN_LOG}" if attempt == 1 else f"{base}.cleanup.{attempt}.log{COMPRESSED_SUFFIX}"
         try:
             await storage.create(key, data)
             return key
@@ -385,16 +412,27 @@ async def _finish(ctx: AgentContext, work: RunWork) -> None:
     run, plan = work.run, work.plan
     log = ctx.log.bind(stage=plan.stage, run_id=run["id"], goal=run["state"])
     state = f"error_{plan.target}" if work.problems else plan.target
-    note = (ctx.text.fit(stage(plan.stage).run_table, "note", "; ".join(work.problems))
-            if work.problems else run["note"])
+    note = (
+        ctx.text.fit(stage(plan.stage).run_table, "note", "; ".join(work.problems))
+        if work.problems
+        else run["note"]
+    )
     try:
-        await ctx.claimer.finish(CLEANUP_SPECS[plan.stage],
-                                 stage_query("cleanup_finish", plan.stage), run["id"],
-                                 state=state, unmagic=not work.problems, note=note,
-                                 goal=run["state"])
+        await ctx.claimer.finish(
+            CLEANUP_SPECS[plan.stage],
+            stage_query("cleanup_finish", plan.stage),
+            run["id"],
+            state=state,
+            unmagic=not work.problems,
+            note=note,
+            goal=run["state"],
+        )
     except ClaimLost as exc:
-        log.warning("cleanup_claim_lost", error=str(exc),
-                    action="the run changed state or was released; it will be picked up again")
+        log.warning(
+            "cleanup_claim_lost",
+            error=str(exc),
+            action="the run changed state or was released; it will be picked up again",
+        )
         ctx.item_failed(str(exc))
         return
     if work.problems:
@@ -412,9 +450,12 @@ async def clean_batch(ctx: AgentContext, stage_name: str, rows: list[Row]) -> No
     ctx.begin_item(f"{stage_name} {', '.join(str(r['id']) for r in rows)}")
     try:
         async with asyncio.TaskGroup() as group:
-            planned = [group.create_task(_start(storage, stage_name, row,
-                                                second_pass(ctx, row)),
-                                         name=f"plan-{row['id']}") for row in rows]
+            planned = [
+                group.create_task(
+                    _start(storage, stage_name, row, second_pass(ctx, row)), name=f"plan-{row['id']}"
+                )
+                for row in rows
+            ]
         works = [task.result() for task in planned]
         # A run is finished once started (the batch is ours); pause and stop are honoured
         # between batches.
@@ -422,8 +463,9 @@ async def clean_batch(ctx: AgentContext, stage_name: str, rows: list[Row]) -> No
         await _together(works, _compress_logs(storage, ctx.settings.cleanup_log_gzip_level))
         await _record_components(ctx, works)
         for work in works:
-            work.lines.append("result: " + (f"error_{work.plan.target}" if work.problems
-                                            else work.plan.target))
+            work.lines.append(
+                "result: " + (f"error_{work.plan.target}" if work.problems else work.plan.target)
+            )
         await _write_run_logs(storage, works, ctx.settings.cleanup_log_gzip_level, ctx.log)
         for work in works:
             await _finish(ctx, work)
@@ -461,14 +503,16 @@ async def _clean_label(ctx: AgentContext, stage_name: str, label: str) -> int:
         running: set[asyncio.Task[None]] = set()
         while ctx.keep_going():
             if len(running) >= lanes:
-                _, running = await asyncio.wait(running,
-                                                       return_when=asyncio.FIRST_COMPLETED)
+                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             rows = await ctx.claimer.claim(spec, limit=size, label=label)
             if not rows:
                 break
-            running.add(group.create_task(clean_batch(ctx, stage_name, rows),
-                                          name=f"clean-{stage_name}-{rows[0]['id']}"))
+            running.add(
+                group.create_task(
+                    clean_batch(ctx, stage_name, rows), name=f"clean-{stage_name}-{rows[0]['id']}"
+                )
+            )
             handled += len(rows)
     return handled
 
@@ -477,16 +521,14 @@ async def dry_run(ctx: AgentContext) -> int:
     """Print what each pending run would lose, claiming and changing nothing."""
     storage = Storage(ctx.db)
     for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
-        spec_query = stage_query("runs_by_label", pending['stage'])
+        spec_query = stage_query("runs_by_label", pending["stage"])
         for run_row in await ctx.db.fetch_all(spec_query, label=pending["label"]):
             if run_row["state"] not in CLEANUP_TARGETS:
                 continue
-            run = await ctx.db.fetch_one(stage_query("runs_get", pending['stage']),
-                                         id=run_row["id"])
+            run = await ctx.db.fetch_one(stage_query("runs_get", pending["stage"]), id=run_row["id"])
             assert run is not None
             full_run: dict[str, Any] = {**run, "note": None}
-            plan = await plan_run(storage, pending["stage"], full_run,
-                                  every=second_pass(ctx, full_run))
+            plan = await plan_run(storage, pending["stage"], full_run, every=second_pass(ctx, full_run))
             print(f"{pending['stage']} {run['id']} {run['state']} -> {plan.target}")
             for comp in plan.components:
                 if comp.problem:

@@ -59,8 +59,10 @@ from shared.storage.keys import parse_key
 from shared.storage.store import Storage
 
 NAME = "dist_client"
-FILESET = re.compile(r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|warp|diff)\.\d+|stack\.\d+)"
-                     r"\.\d+\.\d+\Z")
+FILESET = re.compile(
+    r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|warp|diff)\.\d+|stack\.\d+)"
+    r"\.\d+\.\d+\Z"
+)
 DBINFO = re.compile(r"^dbinfo\.([a-z]+)\.(\d+)\.mdc\Z")
 KEY_COLUMNS = ("path_base", "uri", "workdir")
 #: Failures of this site's own database that may pass: the fileset is not to blame.
@@ -80,8 +82,9 @@ class ImportFailed(IppError):
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """One HTTP session for the agent's life: no automatic decompression, deadlines on
     every request (shared.distribution.client)."""
-    async with dsclient.session(Limits.from_settings(ctx.settings),
-                                ctx.settings.dist_client_token) as session:
+    async with dsclient.session(
+        Limits.from_settings(ctx.settings), ctx.settings.dist_client_token
+    ) as session:
         ctx.resources["http"] = session
         yield
 
@@ -114,8 +117,7 @@ async def poll_source(ctx: AgentContext, source: Row) -> int:
     order; one fileset's failure is recorded on it and the next goes on. Returns how many
     were imported."""
     imported = 0
-    for row in await ctx.db.fetch_all(Q.rc_retries_due, source=source["id"],
-                                      limit=RETRIES_PER_PASS):
+    for row in await ctx.db.fetch_all(Q.rc_retries_due, source=source["id"], limit=RETRIES_PER_PASS):
         if not ctx.keep_going():
             return imported
         imported += await take_fileset(ctx, source, str(row["name"]), retry=True)
@@ -141,8 +143,12 @@ async def _new_filesets(ctx: AgentContext, source: Row) -> list[str]:
         text = await get_text(http, url, Limits.from_settings(ctx.settings))
         return await asyncio.to_thread(datastore.parse_filesets, text, url)
     except FILESET_ERRORS as exc:
-        await ctx.db.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
-                             note=ctx.text.fit("rcDestination", "note", str(exc)))
+        await ctx.db.execute(
+            Q.rc_source_note,
+            id=source["id"],
+            owner=ctx.client_id,
+            note=ctx.text.fit("rcDestination", "note", str(exc)),
+        )
         ctx.log.warning("dist_poll_failed", source=source["id"], reason=str(exc))
         return []
 
@@ -153,8 +159,9 @@ async def take_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool
     ctx.begin_item(f"{source['id']} {name}")
     try:
         if not FILESET.match(name):
-            raise ImportFailed(f"fileset name {name!r} does not follow "
-                               "$exp_name.$stage.$stage_id.$dist_id.$prod_id")
+            raise ImportFailed(
+                f"fileset name {name!r} does not follow $exp_name.$stage.$stage_id.$dist_id.$prod_id"
+            )
         done = await ctx.db.fetch_one(Q.rc_fileset_get, source=source["id"], name=name)
         if done is not None and done["state"] == "full":
             ctx.log.info("dist_already_imported", source=source["id"], fileset=name)
@@ -180,33 +187,44 @@ async def take_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool
 
 async def _passed(ctx: AgentContext, source: Row, name: str, retry: bool) -> None:
     if not retry:
-        await ctx.db.execute(Q.rc_fileset_passed, id=source["id"], owner=ctx.client_id,
-                             fileset=name)
+        await ctx.db.execute(Q.rc_fileset_passed, id=source["id"], owner=ctx.client_id, fileset=name)
 
 
-async def _record_failure(ctx: AgentContext, source: Row, name: str, exc: BaseException,
-                          retry: bool) -> None:
+async def _record_failure(ctx: AgentContext, source: Row, name: str, exc: BaseException, retry: bool) -> None:
     """The fileset failed: its reason, when it is tried again (backoff with jitter), and the
     source's listing moves past it."""
     reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, IppError) else str(exc)
     row = await ctx.db.fetch_one(Q.rc_fileset_get, source=source["id"], name=name)
     attempts = int(row["attempts"]) if row is not None else 0
-    wait_s = min(ctx.settings.dist_retry_s * 2 ** attempts, ctx.settings.dist_retry_max_s)
+    wait_s = min(ctx.settings.dist_retry_s * 2**attempts, ctx.settings.dist_retry_max_s)
     wait_s *= random.uniform(0.8, 1.2)
 
     async def record(tx: Tx) -> None:
-        await tx.execute(Q.rc_fileset_failed, source=source["id"], name=name,
-                         note=ctx.text.fit("rcDSFileset", "note", reason),
-                         retry_s=round(wait_s, 3))
+        await tx.execute(
+            Q.rc_fileset_failed,
+            source=source["id"],
+            name=name,
+            note=ctx.text.fit("rcDSFileset", "note", reason),
+            retry_s=round(wait_s, 3),
+        )
         if not retry:
-            await tx.execute(Q.rc_fileset_passed, id=source["id"], owner=ctx.client_id,
-                             fileset=name)
-        await tx.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id,
-                         note=ctx.text.fit("rcDestination", "note", f"{name}: {reason}"))
+            await tx.execute(Q.rc_fileset_passed, id=source["id"], owner=ctx.client_id, fileset=name)
+        await tx.execute(
+            Q.rc_source_note,
+            id=source["id"],
+            owner=ctx.client_id,
+            note=ctx.text.fit("rcDestination", "note", f"{name}: {reason}"),
+        )
 
     await ctx.db.transaction(record, name="dist_fileset_failed")
-    ctx.log.error("dist_import_failed", source=source["id"], fileset=name, reason=reason,
-                  attempts=attempts + 1, retry_in_s=round(wait_s))
+    ctx.log.error(
+        "dist_import_failed",
+        source=source["id"],
+        fileset=name,
+        reason=reason,
+        attempts=attempts + 1,
+        retry_in_s=round(wait_s),
+    )
     ctx.count("filesets_failed")
     ctx.item_failed(reason)
 
@@ -227,8 +245,7 @@ class Fileset:
     stored: list[str] = field(default_factory=list)
 
 
-async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool = False
-                         ) -> int:
+async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool = False) -> int:
     """Import one fileset; returns how many files went into storage. A new fileset moves
     the source's place in its listing to it; a retried one leaves the place alone."""
     http: aiohttp.ClientSession = ctx.resources["http"]
@@ -256,9 +273,16 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bo
         await asyncio.to_thread(shutil.rmtree, staging, True)
         raise
     await asyncio.to_thread(shutil.rmtree, staging, True)
-    ctx.log.info("dist_imported", source=source["id"], fileset=name, stage=info.stage,
-                 run_id=info.run_id, files=len(items), rows=result.rows,
-                 already_present=result.already_present)
+    ctx.log.info(
+        "dist_imported",
+        source=source["id"],
+        fileset=name,
+        stage=info.stage,
+        run_id=info.run_id,
+        files=len(items),
+        rows=result.rows,
+        already_present=result.already_present,
+    )
     ctx.count("filesets_imported")
     return len(items)
 
@@ -267,28 +291,40 @@ async def _fetch_dbinfo(ctx: AgentContext, fs: Fileset) -> RunInfo:
     """Download and check the fileset's dbinfo before any bundle is fetched."""
     dbinfos = [f for f in fs.files if f.type == "dbinfo"]
     if len(dbinfos) != 1 or not DBINFO.match(dbinfos[0].name):
-        raise ImportFailed(f"fileset {fs.name}: needs exactly one dbinfo.<stage>.<id>.mdc "
-                           f"file, found {[f.name for f in dbinfos][:5]}")
+        raise ImportFailed(
+            f"fileset {fs.name}: needs exactly one dbinfo.<stage>.<id>.mdc "
+            f"file, found {[f.name for f in dbinfos][:5]}"
+        )
     (f,) = dbinfos
     if f.bytes > ctx.settings.dist_listing_max_bytes:
-        raise ImportFailed(f"fileset {fs.name}: dbinfo of {f.bytes} bytes, more than "
-                           f"dist_listing_max_bytes ({ctx.settings.dist_listing_max_bytes})")
-    await download(ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name,
-                   Limits.from_settings(ctx.settings))
+        raise ImportFailed(
+            f"fileset {fs.name}: dbinfo of {f.bytes} bytes, more than "
+            f"dist_listing_max_bytes ({ctx.settings.dist_listing_max_bytes})"
+        )
+    await download(
+        ctx.resources["http"],
+        f"{fs.url}/{f.name}",
+        f,
+        fs.staging / f.name,
+        Limits.from_settings(ctx.settings),
+    )
     raw = await asyncio.to_thread((fs.staging / f.name).read_bytes)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ImportFailed(f"{fs.name}/{f.name}: not UTF-8 text (byte {exc.start})") from None
     prefix = fs.source["id"] if ctx.settings.dist_confine_sources else ""
-    info = await asyncio.to_thread(read_dbinfo, text, f"{fs.name}/{f.name}",
-                                   ctx.settings.dist_mirror_volume, prefix)
+    info = await asyncio.to_thread(
+        read_dbinfo, text, f"{fs.name}/{f.name}", ctx.settings.dist_mirror_volume, prefix
+    )
     owners = await path_base_owners(ctx.db, info.path_bases)
     for base in info.path_bases:
         shared = other_owners(owners, base, info.stage, info.run_id)
         if shared:
-            raise ImportFailed(f"{fs.name}: path_base {base} belongs to {', '.join(shared)} "
-                               f"here; {info.stage} {info.run_id} may not share its storage")
+            raise ImportFailed(
+                f"{fs.name}: path_base {base} belongs to {', '.join(shared)} "
+                f"here; {info.stage} {info.run_id} may not share its storage"
+            )
     return info
 
 
@@ -297,9 +333,11 @@ async def _check_room(ctx: AgentContext, fs: Fileset) -> None:
     need = sum(f.bytes for f in fs.files)
     free = (await asyncio.to_thread(shutil.disk_usage, fs.staging)).free
     if free - need < ctx.settings.dist_staging_reserve_bytes:
-        raise ImportFailed(f"fileset {fs.name}: needs {need} bytes in staging, {free} are free "
-                           f"(dist_staging_reserve_bytes {ctx.settings.dist_staging_reserve_bytes}"
-                           " must stay free)")
+        raise ImportFailed(
+            f"fileset {fs.name}: needs {need} bytes in staging, {free} are free "
+            f"(dist_staging_reserve_bytes {ctx.settings.dist_staging_reserve_bytes}"
+            " must stay free)"
+        )
 
 
 async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> None:
@@ -308,8 +346,7 @@ async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> 
 
     async def fetch(f: RemoteFile) -> None:
         async with limit:
-            await download(ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name,
-                           limits)
+            await download(ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name, limits)
 
     results = await asyncio.gather(*(fetch(f) for f in files), return_exceptions=True)
     for result in results:  # every download ran to its end; the first failure is the reason
@@ -317,15 +354,20 @@ async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> 
             raise result
 
 
-async def _import_rows(ctx: AgentContext, fs: Fileset, info: RunInfo, retry: bool
-                       ) -> runio.ImportResult:
+async def _import_rows(ctx: AgentContext, fs: Fileset, info: RunInfo, retry: bool) -> runio.ImportResult:
     """The run's rows and the fileset's record, in one transaction."""
+
     async def record(tx: Tx) -> None:
-        await tx.execute(Q.rc_fileset_state, source=fs.source["id"], name=fs.name,
-                         state="full", fault=0, note=None)
-        await ctx.claimer.finish_in(tx, RC_SPEC,
-                                    Q.rc_fileset_retried if retry else Q.rc_fileset_done,
-                                    fs.source["id"], fileset=fs.name)
+        await tx.execute(
+            Q.rc_fileset_state, source=fs.source["id"], name=fs.name, state="full", fault=0, note=None
+        )
+        await ctx.claimer.finish_in(
+            tx,
+            RC_SPEC,
+            Q.rc_fileset_retried if retry else Q.rc_fileset_done,
+            fs.source["id"],
+            fileset=fs.name,
+        )
         ctx.claimer.held.add(RC_SPEC, [fs.source["id"]])  # still ours: more filesets follow
 
     return await runio.import_run(ctx.db, info.text, f"{fs.name}/dbinfo", also=record)
@@ -380,8 +422,7 @@ def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInf
                 key = parse_key(base)
                 directory, _, stem = key.path.rpartition("/")
                 comp = row.value(st.component_key) if st.component_key else None
-                found[bundles.bundle_name(st.name, base, str(comp) if comp else None)] = (
-                    directory, stem)
+                found[bundles.bundle_name(st.name, base, str(comp) if comp else None)] = (directory, stem)
                 found.setdefault(f"{stem}.tgz", (directory, stem))  # a run's own files
     if run_id is None:
         raise ImportFailed(f"{source}: no {st.run_table} row with an integer {st.id_column}")
@@ -391,8 +432,9 @@ def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInf
 # -- bundles and storage -------------------------------------------------------------------
 
 
-async def _unpack(ctx: AgentContext, fs: Fileset, info: RunInfo
-                  ) -> tuple[list[tuple[str, Path]], dict[Path, tuple[int, str]]]:
+async def _unpack(
+    ctx: AgentContext, fs: Fileset, info: RunInfo
+) -> tuple[list[tuple[str, Path]], dict[Path, tuple[int, str]]]:
     """Extract the bundles (several at once), each into its own staging directory within
     its limits; returns (storage key, file) per member and the (bytes, md5) of each file."""
     tgzs = [f for f in fs.files if f.type == "tgz"]
@@ -400,8 +442,7 @@ async def _unpack(ctx: AgentContext, fs: Fileset, info: RunInfo
     for f in tgzs:
         owner = info.bundles.get(f.name)
         if owner is None:
-            raise ImportFailed(f"bundle {f.name} belongs to no component of {info.stage} "
-                               f"{info.run_id}")
+            raise ImportFailed(f"bundle {f.name} belongs to no component of {info.stage} {info.run_id}")
         owners[f.name] = owner
     limit = asyncio.Semaphore(ctx.settings.dist_parallel)
     s = ctx.settings
@@ -409,8 +450,12 @@ async def _unpack(ctx: AgentContext, fs: Fileset, info: RunInfo
     async def one(f: RemoteFile) -> dict[Path, tuple[int, str]]:
         into = fs.staging / "x" / f.name
         caps = bundles.UnpackLimits.for_bundle(
-            f.bytes, ratio=s.dist_unpack_ratio_max, floor_bytes=s.dist_unpack_floor_bytes,
-            max_members=s.dist_bundle_max_members, reserve_bytes=s.dist_staging_reserve_bytes)
+            f.bytes,
+            ratio=s.dist_unpack_ratio_max,
+            floor_bytes=s.dist_unpack_floor_bytes,
+            max_members=s.dist_bundle_max_members,
+            reserve_bytes=s.dist_staging_reserve_bytes,
+        )
         async with limit:
             await asyncio.to_thread(shutil.rmtree, into, True)
             return await asyncio.to_thread(bundles.extract, fs.staging / f.name, into, caps)
@@ -421,15 +466,17 @@ async def _unpack(ctx: AgentContext, fs: Fileset, info: RunInfo
         directory, stem = owners[f.name]
         for path in written:
             if not path.name.startswith(stem):
-                raise ImportFailed(f"bundle {f.name}: member {path.name} is not a file of "
-                                   f"its component ({stem}*)")
+                raise ImportFailed(
+                    f"bundle {f.name}: member {path.name} is not a file of its component ({stem}*)"
+                )
             items.append((f"neb://any/{directory}/{path.name}", path))
         digests.update(written)
     return items, digests
 
 
-async def _store(storage: Storage, items: list[tuple[str, Path]],
-                 digests: dict[Path, tuple[int, str]]) -> list[str]:
+async def _store(
+    storage: Storage, items: list[tuple[str, Path]], digests: dict[Path, tuple[int, str]]
+) -> list[str]:
     """Put the files into storage; those already there with the same md5 are kept (a redo).
     Returns the keys stored now (to remove if the import then fails)."""
     known = await storage.stat_many([k for k, _ in items])

@@ -44,14 +44,26 @@ EVENTS = ItemEvents(claim_lost="dist_claim_lost", failed="dist_failed")
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """Serve the DataStore for as long as the agent runs."""
     s = ctx.settings
-    async with serving(dsserver.make_app(ctx.db, s.ds_token), s.ds_host, s.ds_port,
-                       ServerLimits.from_settings(s), ctx.log, "datastore"):
-        ctx.log.info("ds_listening", url=f"http://{s.ds_host}:{s.ds_port}/ds/index.txt",
-                     token_required=bool(s.ds_token))
+    async with serving(
+        dsserver.make_app(ctx.db, s.ds_token),
+        s.ds_host,
+        s.ds_port,
+        ServerLimits.from_settings(s),
+        ctx.log,
+        "datastore",
+    ):
+        ctx.log.info(
+            "ds_listening",
+            url=f"http://{s.ds_host}:{s.ds_port}/ds/index.txt",
+            token_required=bool(s.ds_token),
+        )
         if s.ds_host not in ("127.0.0.1", "::1", "localhost") and not s.ds_token:
-            ctx.log.warning("ds_unprotected", host=s.ds_host,
-                            advice="serve other sites through a TLS proxy that authenticates, "
-                                   "or set ds_token (docs/operations.md)")
+            ctx.log.warning(
+                "ds_unprotected",
+                host=s.ds_host,
+                advice="serve other sites through a TLS proxy that authenticates, "
+                "or set ds_token (docs/operations.md)",
+            )
         yield
 
 
@@ -69,13 +81,13 @@ async def _exp_name(ctx: AgentContext, stage_name: str, run: Row) -> str | None:
     return None if run["name"] is None else str(run["name"])
 
 
-async def _bundles(ctx: AgentContext, storage: Storage, dist: DistRun,
-                   staging: Path) -> list[tuple[str, str | None, bundles.Built]]:
+async def _bundles(
+    ctx: AgentContext, storage: Storage, dist: DistRun, staging: Path
+) -> list[tuple[str, str | None, bundles.Built]]:
     """Build every component's bundle in ``staging``; (file name, component, result)."""
     stage_name, run_id = dist.stage, dist.stage_id
     comps = {c["component"]: c for c in await runs.components(ctx.db, stage_name, run_id)}
-    files = [f for f in await runs.run_files(ctx.db, stage_name, run_id)
-             if f.exists and not f.gone]
+    files = [f for f in await runs.run_files(ctx.db, stage_name, run_id) if f.exists and not f.gone]
     if dist.clean:  # a cleaned run ships what cleanup keeps
         dropped = {r.name for r in rules_for(stage_name) if r.deleted_for("cleaned")}
         files = [f for f in files if f.rule not in dropped]
@@ -101,17 +113,24 @@ async def _bundles(ctx: AgentContext, storage: Storage, dist: DistRun,
 
     async def build(name: str, members: list[bundles.Member]) -> bundles.Built:
         async with limit:
-            return await asyncio.to_thread(bundles.build, staging / name, members,
-                                           level=ctx.settings.dist_gzip_level)
+            return await asyncio.to_thread(
+                bundles.build, staging / name, members, level=ctx.settings.dist_gzip_level
+            )
 
     built = await asyncio.gather(*(build(n, m) for n, _, m in jobs))
     return [(n, c, b) for (n, c, _), b in zip(jobs, built, strict=True)]
 
 
 def _column_values(prod: Row, dist: DistRun, exp_name: str | None) -> list[Any]:
-    known = {"target_id": dist.target_id, "stage": dist.stage,
-             "stage_id": dist.stage_id, "exp_name": exp_name, "dist_id": dist.id,
-             "label": dist.label, "clean": int(dist.clean)}  # as the row holds it
+    known = {
+        "target_id": dist.target_id,
+        "stage": dist.stage,
+        "stage_id": dist.stage_id,
+        "exp_name": exp_name,
+        "dist_id": dist.id,
+        "label": dist.label,
+        "clean": int(dist.clean),
+    }  # as the row holds it
     return [known.get(label) for label in datastore.product_columns(prod)]
 
 
@@ -122,8 +141,10 @@ async def ship(ctx: AgentContext, dist: DistRun) -> None:
     prod = await datastore.product(ctx.db, dist.product)
     run = await runs.get_run(ctx.db, stage_name, run_id)
     if run["state"] not in ("full", "cleaned"):
-        raise ShipFailed(f"{stage(stage_name).run_table} {run_id} is {run['state']}: only full "
-                         "or cleaned runs are distributed")
+        raise ShipFailed(
+            f"{stage(stage_name).run_table} {run_id} is {run['state']}: only full "
+            "or cleaned runs are distributed"
+        )
     exp_name = await _exp_name(ctx, stage_name, run)
     name = bundles.fileset_name(stage_name, run_id, exp_name, dist.id, prod["prod_id"])
     prefix = f"datastore/{dist.product}/{name}/"
@@ -139,26 +160,41 @@ async def ship(ctx: AgentContext, dist: DistRun) -> None:
         built = await _bundles(ctx, storage, dist, staging)
         size, md5 = await asyncio.to_thread(bundles.file_digest, dbinfo)
         files = [datastore.NewFile(dbinfo.name, size, md5, "dbinfo", f"neb://any/{prefix}{dbinfo.name}")]
-        files += [datastore.NewFile(n, b.bytes, b.md5sum, "tgz", f"neb://any/{prefix}{n}")
-                  for n, _, b in built]
+        files += [
+            datastore.NewFile(n, b.bytes, b.md5sum, "tgz", f"neb://any/{prefix}{n}") for n, _, b in built
+        ]
         await storage.create_many_by_moving([(f.uri, staging / f.name) for f in files])
 
         async def register(tx: Tx) -> None:
-            await datastore.register_fileset(tx, prod, name, "notset",
-                                             _column_values(prod, dist, exp_name), files)
+            await datastore.register_fileset(
+                tx, prod, name, "notset", _column_values(prod, dist, exp_name), files
+            )
             for n, component, b in built:
-                await tx.execute(Q.dist_component_add, dist_id=dist.id,
-                                 component=component or "run", bytes=b.bytes, md5sum=b.md5sum,
-                                 name=n)
-            await ctx.claimer.finish_in(tx, DIST_SPEC, Q.dist_finish, dist.id, state="full",
-                                        fault=0, fileset=name, note=None)
+                await tx.execute(
+                    Q.dist_component_add,
+                    dist_id=dist.id,
+                    component=component or "run",
+                    bytes=b.bytes,
+                    md5sum=b.md5sum,
+                    name=n,
+                )
+            await ctx.claimer.finish_in(
+                tx, DIST_SPEC, Q.dist_finish, dist.id, state="full", fault=0, fileset=name, note=None
+            )
 
         await ctx.db.transaction(register, name="dist_register")
     finally:
         await asyncio.to_thread(shutil.rmtree, staging, True)
-    ctx.log.info("dist_shipped", dist_id=dist.id, stage=stage_name, run_id=run_id,
-                 product=dist.product, fileset=name, files=len(files),
-                 bytes=sum(f.bytes for f in files))
+    ctx.log.info(
+        "dist_shipped",
+        dist_id=dist.id,
+        stage=stage_name,
+        run_id=run_id,
+        product=dist.product,
+        fileset=name,
+        files=len(files),
+        bytes=sum(f.bytes for f in files),
+    )
     ctx.count("filesets_shipped")
     ctx.count("bytes_shipped", sum(f.bytes for f in files))
 
@@ -167,13 +203,22 @@ async def queue_targets(ctx: AgentContext) -> int:
     """Queue the full runs that standing targets (distTarget) ask for; returns how many."""
     queued = 0
     for t in await ctx.db.fetch_all(Q.dist_targets_active):
-        for run in await ctx.db.fetch_all(stage_query("dist_candidates", t['stage']),
-                                          dist_group=t["dist_group"], product=t["product"],
-                                          clean=t["clean"], limit=1000):
-            queued += await ctx.db.execute(Q.dist_queue, target_id=t["target_id"],
-                                           stage=t["stage"], stage_id=run["id"],
-                                           label=run["label"], clean=t["clean"],
-                                           product=t["product"])
+        for run in await ctx.db.fetch_all(
+            stage_query("dist_candidates", t["stage"]),
+            dist_group=t["dist_group"],
+            product=t["product"],
+            clean=t["clean"],
+            limit=1000,
+        ):
+            queued += await ctx.db.execute(
+                Q.dist_queue,
+                target_id=t["target_id"],
+                stage=t["stage"],
+                stage_id=run["id"],
+                label=run["label"],
+                clean=t["clean"],
+                product=t["product"],
+            )
     if queued:
         ctx.log.info("dist_targets_queued", runs=queued)
     return queued
@@ -191,13 +236,24 @@ async def run_once(ctx: AgentContext) -> int:
 
         async def failed(reason: str, dist: DistRun = dist) -> None:  # it cannot be shipped now
             if ctx.claimer.held.items():
-                await ctx.claimer.finish(DIST_SPEC, Q.dist_finish, dist.id, state="error",
-                                         fault=1, fileset=None,
-                                         note=ctx.text.fit("distRun", "note", reason))
+                await ctx.claimer.finish(
+                    DIST_SPEC,
+                    Q.dist_finish,
+                    dist.id,
+                    state="error",
+                    fault=1,
+                    fileset=None,
+                    note=ctx.text.fit("distRun", "note", reason),
+                )
 
         log = ctx.log.bind(dist_id=dist.id, stage=dist.stage, run_id=dist.stage_id)
-        async with ctx.working_on(f"dist {dist.id} {dist.stage} {dist.stage_id}",
-                                  EVENTS, failed, failures=(IppError, OSError), log=log):
+        async with ctx.working_on(
+            f"dist {dist.id} {dist.stage} {dist.stage_id}",
+            EVENTS,
+            failed,
+            failures=(IppError, OSError),
+            log=log,
+        ):
             await ship(ctx, dist)
         handled += 1
     return handled

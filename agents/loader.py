@@ -42,8 +42,7 @@ def _dvo(ctx: AgentContext, location: str) -> DvoCache:
     return caches[location]
 
 
-async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int
-                   ) -> builders.P2Result:
+async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int) -> builders.P2Result:
     frame = await ctx.db.fetch_one(Q.psps_p2_frame, cam_id=cam_id)
     if frame is None or not frame["path_base"]:
         raise BatchError(f"camRun {cam_id}: no camera products recorded")
@@ -56,12 +55,17 @@ async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int
     except catalogs.CatalogError as exc:
         raise BatchError(f"camRun {cam_id}: {exc}") from None
     return await asyncio.to_thread(
-        builders.p2_batch, frame, chips, _dvo(ctx, cfg.dvo_location),
-        survey_id=int(cfg.survey_id), smf_md5=info.md5sum, test_mode=bool(cfg.test_mode))
+        builders.p2_batch,
+        frame,
+        chips,
+        _dvo(ctx, cfg.dvo_location),
+        survey_id=int(cfg.survey_id),
+        smf_md5=info.md5sum,
+        test_mode=bool(cfg.test_mode),
+    )
 
 
-async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int,
-                   batch_id: int) -> builders.P2Result:
+async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int, batch_id: int) -> builders.P2Result:
     stack = await ctx.db.fetch_one(Q.psps_st_stack, stack_id=stack_id)
     if stack is None or not stack["path_base"]:
         raise BatchError(f"stackRun {stack_id}: no stack products recorded")
@@ -71,26 +75,24 @@ async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int,
         header, table = await asyncio.to_thread(catalogs.read_cmf, path)
     except catalogs.CatalogError as exc:
         raise BatchError(f"stackRun {stack_id}: {exc}") from None
-    warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs,
-                                                                stack_id=stack_id)]
-    return builders.st_batch(stack, header, table, warps, batch_id=batch_id,
-                             survey_id=int(cfg.survey_id))
+    warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs, stack_id=stack_id)]
+    return builders.st_batch(stack, header, table, warps, batch_id=batch_id, survey_id=int(cfg.survey_id))
 
 
-async def build_ob(ctx: AgentContext, cfg: LoadingConfig, region_index: int,
-                   batch_id: int) -> builders.P2Result:
+async def build_ob(
+    ctx: AgentContext, cfg: LoadingConfig, region_index: int, batch_id: int
+) -> builders.P2Result:
     cache = _dvo(ctx, cfg.dvo_location)
     region = next((r for r in cache.regions() if r.index == region_index), None)
     if region is None:
         raise BatchError(f"DVO region {region_index} is not in SkyTable.fits with catalog files")
-    objects, averages = await asyncio.to_thread(
-        lambda: (cache.db.objects(region), cache.db.averages(region)))
-    return builders.ob_batch(region_index, objects, averages, batch_id=batch_id,
-                             survey_id=int(cfg.survey_id))
+    objects, averages = await asyncio.to_thread(lambda: (cache.db.objects(region), cache.db.averages(region)))
+    return builders.ob_batch(region_index, objects, averages, batch_id=batch_id, survey_id=int(cfg.survey_id))
 
 
-async def build(ctx: AgentContext, cfg: LoadingConfig, kind: str, item_id: int,
-                batch_id: int) -> builders.P2Result:
+async def build(
+    ctx: AgentContext, cfg: LoadingConfig, kind: str, item_id: int, batch_id: int
+) -> builders.P2Result:
     """The tables of one item's batch."""
     if kind == "P2":
         return await build_p2(ctx, cfg, item_id)
@@ -105,8 +107,11 @@ async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> No
     """Build, check and publish the batch of one claimed item; record why if it fails."""
     name_cfg, kind, item_id = cfg.name, item.type, item.item_id
     if item.batch_id:  # an earlier attempt died mid-build: that batch is abandoned
-        await ctx.db.execute(Q.psps_batch_abandon, batch_id=item.batch_id,
-                             note="abandoned: its loader stopped before publishing")
+        await ctx.db.execute(
+            Q.psps_batch_abandon,
+            batch_id=item.batch_id,
+            note="abandoned: its loader stopped before publishing",
+        )
     batch_id, name = await publish.new_batch(ctx.db, name_cfg, kind, item_id)
     await ctx.db.execute(Q.psps_item_batch, id=item.id, owner=ctx.client_id, batch_id=batch_id)
     log = ctx.log.bind(config=name_cfg, batch=name, type=kind, item=item_id)
@@ -114,41 +119,56 @@ async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> No
     async def failed(reason: str) -> None:
         note = ctx.text.fit("psps_batch", "note", reason)
         await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id, note=note)
-        await ctx.claimer.finish(ITEM_SPEC, Q.psps_item_finish, item.id, state="failed",
-                                 attempt=1, note=ctx.text.fit("psps_item", "note", reason))
+        await ctx.claimer.finish(
+            ITEM_SPEC,
+            Q.psps_item_finish,
+            item.id,
+            state="failed",
+            attempt=1,
+            note=ctx.text.fit("psps_item", "note", reason),
+        )
 
     async with ctx.working_on(f"{name_cfg} {kind} {item_id} {name}", EVENTS, failed, log=log):
         try:
             await _build_and_publish(ctx, cfg, item, batch_id, name, log)
         except ClaimLost as exc:  # this loader looked dead: the item is someone else's now
-            await ctx.db.execute(Q.psps_batch_failed, batch_id=batch_id,
-                                 note=ctx.text.fit("psps_batch", "note", f"dropped: {exc}"))
+            await ctx.db.execute(
+                Q.psps_batch_failed,
+                batch_id=batch_id,
+                note=ctx.text.fit("psps_batch", "note", f"dropped: {exc}"),
+            )
             raise
 
 
-async def _build_and_publish(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem, batch_id: int,
-                             name: str, log: Any) -> None:
+async def _build_and_publish(
+    ctx: AgentContext, cfg: LoadingConfig, item: PspsItem, batch_id: int, name: str, log: Any
+) -> None:
     kind, item_id = item.type, item.item_id
     result = await build(ctx, cfg, kind, item_id, batch_id)
     directory = Path(ctx.settings.var_dir) / "psps" / cfg.name
-    written = await asyncio.to_thread(batches.write, directory, name, kind, cfg.name,
-                                      result.tables)
+    written = await asyncio.to_thread(batches.write, directory, name, kind, cfg.name, result.tables)
 
     pub = await publish.stage(ctx.db, cfg, batch_id, name, kind, written, result.detections)
 
     async def record(tx: Tx) -> None:
         await pub.record(tx)
         note = ctx.text.fit("psps_item", "note", "; ".join(result.notes)) or None
-        await ctx.claimer.finish_in(tx, ITEM_SPEC, Q.psps_item_finish, item.id,
-                                    state="done", attempt=1, note=note)
+        await ctx.claimer.finish_in(
+            tx, ITEM_SPEC, Q.psps_item_finish, item.id, state="done", attempt=1, note=note
+        )
 
     try:
         await ctx.db.transaction(record, name="psps_publish")
     except BaseException:
         await pub.abandon()
         raise
-    log.info("batch_published", detections=result.detections, fileset=pub.fileset,
-             fits=str(written.fits_path), missing=result.missing or None)
+    log.info(
+        "batch_published",
+        detections=result.detections,
+        fileset=pub.fileset,
+        fits=str(written.fits_path),
+        missing=result.missing or None,
+    )
     ctx.count("batches_published")
     ctx.count("detections", result.detections)
 
@@ -157,14 +177,16 @@ async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     """Work one stripe of a config; returns how many items were handled."""
     types = tuple(t for t in str(cfg.batch_types).split(",") if t != "IN") or ("--",)
     stripes = await ctx.claimer.claim(STRIPE_SPEC, limit=1, config=cfg.name)
-    stripe: Row | None = stripes[0] if stripes else await ctx.db.fetch_one(
-        Q.psps_stripe_busiest, config=cfg.name)
+    stripe: Row | None = (
+        stripes[0] if stripes else await ctx.db.fetch_one(Q.psps_stripe_busiest, config=cfg.name)
+    )
     if stripe is None:
         return 0
     handled = 0
     try:
-        async for (item,) in ctx.claimed(ITEM_SPEC, limit=1, config=cfg.name,
-                                          stripe=stripe["stripe"], types=types):
+        async for (item,) in ctx.claimed(
+            ITEM_SPEC, limit=1, config=cfg.name, stripe=stripe["stripe"], types=types
+        ):
             await load_item(ctx, cfg, PspsItem.from_row(item))
             handled += 1
     finally:

@@ -52,8 +52,9 @@ HELP = {
 # -- one snapshot -------------------------------------------------------------------------
 
 
-async def snapshot(db: Database, which: str) -> tuple[metrics.LoadingSummary, list[metrics.Sample],
-                                                      list[Row]]:
+async def snapshot(
+    db: Database, which: str
+) -> tuple[metrics.LoadingSummary, list[metrics.Sample], list[Row]]:
     summary = await metrics.loading_summary(db, which)
     life = await metrics.lifecycle(db)
     client_rows = await metrics.clients(db)
@@ -72,17 +73,22 @@ class Snapshot:
         for s in self.taken:
             by_metric[s.metric].append(s)
         for name, found in sorted(by_metric.items()):
-            family = GaugeMetricFamily(f"ipp_{name}", HELP.get(name, name),
-                                       labels=[k for k, _ in found[0].labels])
+            family = GaugeMetricFamily(
+                f"ipp_{name}", HELP.get(name, name), labels=[k for k, _ in found[0].labels]
+            )
             for s in found:
                 family.add_metric([v for _, v in s.labels], s.value)
             yield family
-        age = GaugeMetricFamily("ipp_client_heartbeat_age_seconds",
-                                "seconds since each agent process last wrote its heartbeat",
-                                labels=["agent", "host", "pid", "config", "status"])
+        age = GaugeMetricFamily(
+            "ipp_client_heartbeat_age_seconds",
+            "seconds since each agent process last wrote its heartbeat",
+            labels=["agent", "host", "pid", "config", "status"],
+        )
         for c in self.client_rows:
-            age.add_metric([str(c["agent"]), str(c["host"]), str(c["pid"]), str(c["config"]),
-                            str(c["status"])], float(c["heartbeat_age_s"] or 0))
+            age.add_metric(
+                [str(c["agent"]), str(c["host"]), str(c["pid"]), str(c["config"]), str(c["status"])],
+                float(c["heartbeat_age_s"] or 0),
+            )
         yield age
 
 
@@ -97,34 +103,57 @@ def prometheus_text(taken: list[metrics.Sample], client_rows: list[Row]) -> byte
 
 async def prometheus(request: web.Request) -> web.Response:
     _, taken, client_rows = await snapshot(request.app[DB_KEY], request.app[WHICH_KEY])
-    return web.Response(body=prometheus_text(taken, client_rows),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=prometheus_text(taken, client_rows), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
-                   for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _clients_html(client_rows: list[Row]) -> str:
-    return _table(["agent", "host", "pid", "config", "status", "heartbeat age (s)", "current item",
-                   "done", "failed", "last error"],
-                  [[c["agent"], c["host"], c["pid"], c["config"] or "-", c["status"],
-                    f"{float(c['heartbeat_age_s'] or 0):.1f}", c["current_item"] or "-",
-                    c["items_done"], c["items_failed"], (c["last_error"] or "")[:120]]
-                   for c in client_rows])
+    return _table(
+        [
+            "agent",
+            "host",
+            "pid",
+            "config",
+            "status",
+            "heartbeat age (s)",
+            "current item",
+            "done",
+            "failed",
+            "last error",
+        ],
+        [
+            [
+                c["agent"],
+                c["host"],
+                c["pid"],
+                c["config"] or "-",
+                c["status"],
+                f"{float(c['heartbeat_age_s'] or 0):.1f}",
+                c["current_item"] or "-",
+                c["items_done"],
+                c["items_failed"],
+                (c["last_error"] or "")[:120],
+            ]
+            for c in client_rows
+        ],
+    )
 
 
 def _pipelines_html(life: metrics.Lifecycle) -> str:
     states = sorted({s for counts in life.runs.values() for s in counts})
-    runs = _table(["stage", *states], [[st, *(counts.get(s, 0) for s in states)]
-                                      for st, counts in life.runs.items()])
+    runs = _table(
+        ["stage", *states], [[st, *(counts.get(s, 0) for s in states)] for st, counts in life.runs.items()]
+    )
     files = _table(["product", "filesets"], [[p, n] for p, n in sorted(life.filesets.items())])
     totals = _table(["total", "value"], [[k, v] for k, v in sorted(life.counters.items())])
-    return f"<h2>Runs by stage and state</h2>{runs}<h2>DataStore</h2>{files}" \
-           f"<h2>Agent totals</h2>{totals}"
+    return f"<h2>Runs by stage and state</h2>{runs}<h2>DataStore</h2>{files}<h2>Agent totals</h2>{totals}"
 
 
 def newest_plots(directory: Path) -> list[str]:
@@ -139,19 +168,22 @@ async def status_page(request: web.Request) -> web.Response:
     life = await metrics.lifecycle(db)
     client_rows = await metrics.clients(db)
     pngs = await asyncio.to_thread(newest_plots, request.app[DIR_KEY])
-    images = "".join(f'<figure><img src="/plots/{html.escape(n)}" alt="{html.escape(n)}">'
-                     f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in pngs)
+    images = "".join(
+        f'<figure><img src="/plots/{html.escape(n)}" alt="{html.escape(n)}">'
+        f"<figcaption>{html.escape(n)}</figcaption></figure>"
+        for n in pngs
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="30"><title>IPP status</title>
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}pre{{background:#f6f6f6;
 padding:.5em}}img{{max-width:48%}}</style></head><body>
-<h1>IPP status</h1><p>{html.escape(datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S'))} UTC,
+<h1>IPP status</h1><p>{html.escape(datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"))} UTC,
 read-only; <a href="/metrics">/metrics</a></p>
 <h2>Clients and heartbeats</h2>{_clients_html(client_rows)}
 {_pipelines_html(life)}
 <h2>PSPS loading</h2><pre>{html.escape(metrics.format_summary(summary))}</pre>
-<h2>Plots</h2>{images or '<p>no plots yet</p>'}
+<h2>Plots</h2>{images or "<p>no plots yet</p>"}
 </body></html>"""
     return web.Response(text=page, content_type="text/html")
 
@@ -176,8 +208,14 @@ def make_app(db: Database, plot_dir: Path, which: str) -> web.Application:
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """Serve the status page for as long as the agent runs."""
     s = ctx.settings
-    async with serving(make_app(ctx.db, s.plot_dir(), ctx.config or "all"), s.metrics_host,
-                       s.metrics_port, ServerLimits.from_settings(s), ctx.log, "status"):
+    async with serving(
+        make_app(ctx.db, s.plot_dir(), ctx.config or "all"),
+        s.metrics_host,
+        s.metrics_port,
+        ServerLimits.from_settings(s),
+        ctx.log,
+        "status",
+    ):
         ctx.log.info("status_page_listening", url=f"http://{s.metrics_host}:{s.metrics_port}/")
         yield
 
@@ -188,8 +226,9 @@ async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
 def keep_newest(directory: Path, names: list[str], written: list[Path]) -> int:
     """Remove every older plot of the kinds this agent draws (a density plot of a type with
     nothing pending any more goes too: it would show a sky that is no longer so)."""
-    prefixes = {"lifecycle_"} | {f"{n}_progress_" for n in names} | {
-        f"{n}_{t}_" for n in names for t in BATCH_TYPES}
+    prefixes = (
+        {"lifecycle_"} | {f"{n}_progress_" for n in names} | {f"{n}_{t}_" for n in names for t in BATCH_TYPES}
+    )
     keep = {p.name for p in written}
     removed = 0
     for old in directory.glob("*.png"):
@@ -227,6 +266,11 @@ async def run_once(ctx: AgentContext) -> int:
         ctx.item_failed(f"plots: {exc}")
         written = []
     ctx.count("samples", len(taken))
-    ctx.log.info("metrics_sampled", samples=len(taken), pruned=pruned, plots=len(written),
-                 duration_s=round(time.monotonic() - started, 3))
+    ctx.log.info(
+        "metrics_sampled",
+        samples=len(taken),
+        pruned=pruned,
+        plots=len(written),
+        duration_s=round(time.monotonic() - started, 3),
+    )
     return 0

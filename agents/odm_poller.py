@@ -31,10 +31,12 @@ PER_PASS = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--type", default="all", choices=(*BATCH_TYPES, "all"),
-                        help="poll only batches of this type")
-    parser.add_argument("--stage", default="all", choices=STAGES,
-                        help="poll only batches waiting for this stage")
+    parser.add_argument(
+        "--type", default="all", choices=(*BATCH_TYPES, "all"), help="poll only batches of this type"
+    )
+    parser.add_argument(
+        "--stage", default="all", choices=STAGES, help="poll only batches waiting for this stage"
+    )
 
 
 @asynccontextmanager
@@ -55,15 +57,26 @@ async def record(ctx: AgentContext, batch: Row, status: odm.OdmStatus) -> bool:
     note = f"PSPS {status.stage}: {status.reason}" if failed else None
 
     async def write(tx: Tx) -> None:
-        await tx.execute(Q.odm_record, batch_id=batch["batch_id"], status=status.status,
-                         loaded=stages["loaded_to_odm"], worthy=stages["merge_worthy"],
-                         merged=stages["merged"], done=int(failed or status.status == "merged"),
-                         note=note)
+        await tx.execute(
+            Q.odm_record,
+            batch_id=batch["batch_id"],
+            status=status.status,
+            loaded=stages["loaded_to_odm"],
+            worthy=stages["merge_worthy"],
+            merged=stages["merged"],
+            done=int(failed or status.status == "merged"),
+            note=note,
+        )
         if failed:
-            await tx.execute(Q.psps_item_requeue, config=batch["config"], type=batch["type"],
-                             item_id=batch["item_id"], batch_id=batch["batch_id"],
-                             max_attempts=ctx.settings.psps_max_attempts,
-                             note=f"batch {batch['name']} failed in PSPS: {note}"[:1000])
+            await tx.execute(
+                Q.psps_item_requeue,
+                config=batch["config"],
+                type=batch["type"],
+                item_id=batch["item_id"],
+                batch_id=batch["batch_id"],
+                max_attempts=ctx.settings.psps_max_attempts,
+                note=f"batch {batch['name']} failed in PSPS: {note}"[:1000],
+            )
 
     await ctx.db.transaction(write, name="odm_record")
     log = ctx.log.bind(batch=batch["name"], config=batch["config"], type=batch["type"])
@@ -80,8 +93,9 @@ def unknown_too_long(ctx: AgentContext, batch: Row) -> odm.OdmStatus | None:
     """A batch the ODM should have known long ago counts as failed at load."""
     age = batch["published_s"]
     if age is not None and age > ctx.settings.odm_unknown_timeout_s:
-        return odm.OdmStatus("failed", "load", f"the ODM still does not know this batch "
-                                               f"{int(age)} s after it was published")
+        return odm.OdmStatus(
+            "failed", "load", f"the ODM still does not know this batch {int(age)} s after it was published"
+        )
     return None
 
 
@@ -89,11 +103,14 @@ async def poll_batch(ctx: AgentContext, batch: Row, gate: asyncio.Semaphore) -> 
     """(moved on, ODM error) for one batch."""
     async with gate:
         try:
-            status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(),
-                                            batch["name"])
+            status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(), batch["name"])
         except odm.OdmError as exc:
-            ctx.log.warning("odm_answer_unusable", batch=batch["name"], error=str(exc),
-                            action="asked again on a later pass")
+            ctx.log.warning(
+                "odm_answer_unusable",
+                batch=batch["name"],
+                error=str(exc),
+                action="asked again on a later pass",
+            )
             return False, True
     ctx.count("status_checks")
     if status is None:
@@ -108,15 +125,19 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     kind = ctx.args.type
     types = tuple(t for t in BATCH_TYPES if kind in ("all", t))
     batches = await ctx.db.fetch_all(
-        Q.odm_poll_batches, config=cfg.name, types=types, stage=ctx.args.stage,
-        recheck_us=int(ctx.settings.poll_interval_s * 1e6), limit=PER_PASS)
+        Q.odm_poll_batches,
+        config=cfg.name,
+        types=types,
+        stage=ctx.args.stage,
+        recheck_us=int(ctx.settings.poll_interval_s * 1e6),
+        limit=PER_PASS,
+    )
     if not batches:
         return 0
     ctx.begin_item(f"{cfg.name}: {len(batches)} batches")
     gate = asyncio.Semaphore(ctx.settings.odm_parallel)
     # every check runs to its end before a database error (the first) is raised
-    outcomes = await asyncio.gather(*(poll_batch(ctx, b, gate) for b in batches),
-                                    return_exceptions=True)
+    outcomes = await asyncio.gather(*(poll_batch(ctx, b, gate) for b in batches), return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
@@ -124,8 +145,9 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     moved = sum(1 for m, _ in results if m)
     errors = sum(1 for _, e in results if e)
     if errors:
-        ctx.item_failed(f"{errors} of {len(batches)} status checks failed (ODM down, slow or "
-                        "answering nonsense)")
+        ctx.item_failed(
+            f"{errors} of {len(batches)} status checks failed (ODM down, slow or answering nonsense)"
+        )
     else:
         ctx.item_done()
     return moved

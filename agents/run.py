@@ -38,10 +38,10 @@ def _parser(settings: Settings | None) -> argparse.ArgumentParser:
         description=f"Run one IPP agent under the shared runtime. Agents: {known}.",
     )
     parser.add_argument("name", help="the agent to run")
-    parser.add_argument("--config", default="",
-                        help="the configuration this agent works on (a name, or 'all')")
-    parser.add_argument("--once", action="store_true",
-                        help="process what is pending, then exit")
+    parser.add_argument(
+        "--config", default="", help="the configuration this agent works on (a name, or 'all')"
+    )
+    parser.add_argument("--once", action="store_true", help="process what is pending, then exit")
     return parser
 
 
@@ -63,8 +63,9 @@ async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) ->
                 log.error("startup_failed", error=str(exc))
                 return fail(PROG, str(exc))
             identity = ClientIdentity.fresh(spec.name, args.config)
-            runner = AgentRunner(spec, settings, db, identity, once=args.once, args=args,
-                                 claimables=CLAIMABLES)
+            runner = AgentRunner(
+                spec, settings, db, identity, once=args.once, args=args, claimables=CLAIMABLES
+            )
             code = await runner.run()
             if runner.startup_error is not None:
                 return fail(PROG, runner.startup_error, code)
@@ -93,8 +94,15 @@ async def _unless_asked(connecting: Awaitable[Database], asked: asyncio.Event) -
 def _stopped_in_startup(log: Any, phase: str) -> int:
     """Log the clean end of a process stopped before it took any work."""
     sig = STOP.received.name if STOP.received else "?"
-    log.info("agent_stopped", reason=sig, phase=phase, exit_code=EXIT_OK, claims_handed_back=0,
-             items_done=0, items_failed=0)
+    log.info(
+        "agent_stopped",
+        reason=sig,
+        phase=phase,
+        exit_code=EXIT_OK,
+        claims_handed_back=0,
+        items_done=0,
+        items_failed=0,
+    )
     return EXIT_OK
 
 
@@ -121,4 +129,3 @@ def run_agent(argv: list[str]) -> int:
         return asyncio.run(_run(spec, settings, args))
     except IppError as exc:
         return fail(PROG, str(exc), EXIT_FAILED)
-

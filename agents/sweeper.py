@@ -20,8 +20,12 @@ async def run_once(ctx: AgentContext) -> int:
     result = await sweep(ctx.db, ctx.settings, ctx.claimables)
     released = sum(result.claims_released.values())
     if result.clients_dead or released or result.clients_pruned:
-        ctx.log.info("sweep", clients_dead=result.clients_dead,
-                     claims_released=result.claims_released, clients_pruned=result.clients_pruned)
+        ctx.log.info(
+            "sweep",
+            clients_dead=result.clients_dead,
+            claims_released=result.claims_released,
+            clients_pruned=result.clients_pruned,
+        )
         ctx.count("clients_declared_dead", result.clients_dead)
         ctx.count("claims_released", released)
     return 0

@@ -98,8 +98,7 @@ class Plan:
         return sum(len(t.outputs) + len(t.recovery) for t in self.tasks)
 
 
-EXPOSURE_COLUMNS = ("exp_id", "exp_name", "filter", "dateobs", "exp_time", "airmass", "ra",
-                    "decl")
+EXPOSURE_COLUMNS = ("exp_id", "exp_name", "filter", "dateobs", "exp_time", "airmass", "ra", "decl")
 
 
 def _exposure(row: Row) -> dict[str, Any]:
@@ -111,10 +110,12 @@ def _exposure(row: Row) -> dict[str, Any]:
 
 def _sky_pixels(stage_name: str, prefix: str, path_base: str, e: dict[str, Any]) -> dict[str, Any]:
     """A sky-stage image set (image, mask, variance) and the exposure it was taken in."""
-    return {"image": rule(stage_name, prefix).filename(path_base),
-            "mask": rule(stage_name, f"{prefix}.MASK").filename(path_base),
-            "variance": rule(stage_name, f"{prefix}.VARIANCE").filename(path_base),
-            "exposure": e}
+    return {
+        "image": rule(stage_name, prefix).filename(path_base),
+        "mask": rule(stage_name, f"{prefix}.MASK").filename(path_base),
+        "variance": rule(stage_name, f"{prefix}.VARIANCE").filename(path_base),
+        "exposure": e,
+    }
 
 
 class Planner:
@@ -181,11 +182,14 @@ class Planner:
             if status[dump_key] == "ok":
                 task.dump = dump_key
             elif status[dump_key] == "down":
-                self.plan.notes.append(f"{name or self.stage}: config dump on a volume that is "
-                                       "down: current recipes, no dump saved")
+                self.plan.notes.append(
+                    f"{name or self.stage}: config dump on a volume that is "
+                    "down: current recipes, no dump saved"
+                )
             else:
-                self.plan.notes.append(f"{name or self.stage}: config dump {status[dump_key]}: "
-                                       "current recipes, new dump saved")
+                self.plan.notes.append(
+                    f"{name or self.stage}: config dump {status[dump_key]}: current recipes, new dump saved"
+                )
                 task.outputs[cfg.name] = dump_key
                 if status[dump_key] == "gone":
                     task.replace.append(dump_key)
@@ -207,16 +211,25 @@ class Planner:
         run_id = self.plan.run["id"]
         ctx = await self._context(Q.update_chip_context, comps, "its rawExp row is missing")
         e = _exposure(ctx)
-        raws = {r["class_id"]: r for r in await self.db.fetch_all(Q.update_chip_raws,
-                                                                  exp_id=ctx["exp_id"])}
-        recovery = {r["component"]: r["recovery_path_base"] for r in await self.db.fetch_all(
-            Q.cleanup_recovery_paths, stage="chip", id=run_id)}
-        cam_base = next((c["path_base"] for c in await self.db.fetch_all(
-            Q.cleanup_camera_of_chip, id=run_id) if c["path_base"]), None)
-        rec_keys = {(c["component"], n): rule("chip", n).filename(recovery[c["component"]],
-                                                                  c["component"])
-                    for c in comps if int(c["magicked"] or 0) != 0 and c["component"] in recovery
-                    for n in DESTREAK_RULES}
+        raws = {r["class_id"]: r for r in await self.db.fetch_all(Q.update_chip_raws, exp_id=ctx["exp_id"])}
+        recovery = {
+            r["component"]: r["recovery_path_base"]
+            for r in await self.db.fetch_all(Q.cleanup_recovery_paths, stage="chip", id=run_id)
+        }
+        cam_base = next(
+            (
+                c["path_base"]
+                for c in await self.db.fetch_all(Q.cleanup_camera_of_chip, id=run_id)
+                if c["path_base"]
+            ),
+            None,
+        )
+        rec_keys = {
+            (c["component"], n): rule("chip", n).filename(recovery[c["component"]], c["component"])
+            for c in comps
+            if int(c["magicked"] or 0) != 0 and c["component"] in recovery
+            for n in DESTREAK_RULES
+        }
         rec_status = await self._status(list(rec_keys.values()))
         for c, task in await self._tasks(comps):
             name = str(c["component"])
@@ -234,13 +247,18 @@ class Planner:
             streak = None
             if int(c["magicked"] or 0) != 0 and int(raw["magicked"] or 0) <= 0:
                 if cam_base is None:
-                    raise UpdateFailed(f"chip {name} was destreaked but no camera run holds "
-                                       "its streak mask")
+                    raise UpdateFailed(f"chip {name} was destreaked but no camera run holds its streak mask")
                 streak = rule("camera", "PSASTRO.OUTPUT.MASK").filename(cam_base, name)
             task.dump_values = {"EXP_NAME": e["exp_name"], "CLASS_ID": name, "CHIP_ID": run_id}
-            task.inputs = {"raw": raw["uri"], "exposure": e, "image_id": raw["image_id"],
-                           "chip_id": run_id, "class_id": name, "streak_mask": streak,
-                           "run_photometry": "PSPHOT.PSF.SAVE" in task.outputs}
+            task.inputs = {
+                "raw": raw["uri"],
+                "exposure": e,
+                "image_id": raw["image_id"],
+                "chip_id": run_id,
+                "class_id": name,
+                "streak_mask": streak,
+                "run_photometry": "PSPHOT.PSF.SAVE" in task.outputs,
+            }
             self.plan.tasks.append(task)
         await self._chip_fpa(comps)
 
@@ -251,41 +269,53 @@ class Planner:
         base = comps[0]["path_base"]
         fpa = [r for r in rules_for("chip") if r.deleted_by and "{CHIP.NAME}" not in r.pattern]
         status = await self._status([r.filename(base) for r in fpa])
-        missing = {r.name: r.filename(base) for r in fpa
-                   if status[r.filename(base)] in ("absent", "gone")}
+        missing = {r.name: r.filename(base) for r in fpa if status[r.filename(base)] in ("absent", "gone")}
         if not missing:
             return
         b1, b2 = rule("chip", "PPIMAGE.BIN1"), rule("chip", "PPIMAGE.BIN2")
-        bins = {c["component"]: [b1.filename(c["path_base"], c["component"]),
-                                 b2.filename(c["path_base"], c["component"])] for c in comps}
-        self.plan.tasks.append(Task(None, kind="fpa", outputs=missing, inputs={"bins": bins},
-                                    replace=[k for k in missing.values()
-                                             if status[k] == "gone"]))
+        bins = {
+            c["component"]: [
+                b1.filename(c["path_base"], c["component"]),
+                b2.filename(c["path_base"], c["component"]),
+            ]
+            for c in comps
+        }
+        self.plan.tasks.append(
+            Task(
+                None,
+                kind="fpa",
+                outputs=missing,
+                inputs={"bins": bins},
+                replace=[k for k in missing.values() if status[k] == "gone"],
+            )
+        )
 
     async def _camera(self, comps: list[Row]) -> None:
         """Cleanup keeps every camera product a cleaned run needs; nothing to regenerate."""
         await self._context(Q.update_camera_context, comps, "its chip run is missing")
         missing = [n for _c, task in await self._tasks(comps) for n in task.outputs]
         if missing:
-            raise UpdateFailed(f"camRun {self.plan.run['id']}: {', '.join(missing)} missing; "
-                               "camera products are not regenerated (re-run the camera stage)")
+            raise UpdateFailed(
+                f"camRun {self.plan.run['id']}: {', '.join(missing)} missing; "
+                "camera products are not regenerated (re-run the camera stage)"
+            )
 
     async def _warp(self, comps: list[Row]) -> None:
         run_id = self.plan.run["id"]
-        ctx = await self._context(Q.update_warp_context, comps,
-                                  "its camera, chip or exposure row is missing")
+        ctx = await self._context(Q.update_warp_context, comps, "its camera, chip or exposure row is missing")
         e = _exposure(ctx)
         chips: dict[str, dict[str, list[str]]] = {}
         for m in await self.db.fetch_all(Q.update_warp_chips, id=run_id):
             chips.setdefault(m["skycell_id"], {})[m["class_id"]] = [
-                rule("chip", n).filename(m["path_base"], m["class_id"]) for n in DESTREAK_RULES]
+                rule("chip", n).filename(m["path_base"], m["class_id"]) for n in DESTREAK_RULES
+            ]
         tasks = [(c, t) for c, t in await self._tasks(comps, WARP_ALWAYS) if t.outputs]
         if not tasks:
             return
-        self.plan.inputs += [InputRun("chip", ctx["chip_id"], ctx["chip_state"],
-                                      int(ctx["chip_magicked"])),
-                             InputRun("camera", ctx["cam_id"], ctx["cam_state"],
-                                      int(ctx["cam_magicked"]))]
+        self.plan.inputs += [
+            InputRun("chip", ctx["chip_id"], ctx["chip_state"], int(ctx["chip_magicked"])),
+            InputRun("camera", ctx["cam_id"], ctx["cam_state"], int(ctx["cam_magicked"])),
+        ]
         cells = await self._skycells([str(c["component"]) for c, _ in tasks])
         for c, task in tasks:
             name = str(c["component"])
@@ -300,21 +330,22 @@ class Planner:
         if not tasks:
             return
         warps = await self.db.fetch_all(Q.update_stack_warps, id=run_id)
-        self.plan.inputs += [InputRun("warp", w["warp_id"], w["state"], int(w["magicked"]))
-                             for w in warps]
+        self.plan.inputs += [InputRun("warp", w["warp_id"], w["state"], int(w["magicked"])) for w in warps]
         missing = [str(w["warp_id"]) for w in warps if not w["path_base"]]
         if missing:
-            raise UpdateFailed(f"stackRun {run_id}: warps {', '.join(missing)} have no skyfile "
-                               f"for {ctx['skycell_id']}")
+            raise UpdateFailed(
+                f"stackRun {run_id}: warps {', '.join(missing)} have no skyfile for {ctx['skycell_id']}"
+            )
         cells = await self._skycells([ctx["skycell_id"]])
         filter_name = str(ctx["filter"]).split(".")[0]
         for _c, task in tasks:
-            task.dump_values = {"SKYCELL_ID": ctx["skycell_id"], "STACK_ID": run_id,
-                                "FILTER": filter_name}
-            task.inputs = {"skycell": cells[ctx["skycell_id"]], "filter": filter_name,
-                           "stack_id": run_id,
-                           "warps": [_sky_pixels("warp", "PSWARP.OUTPUT", w["path_base"],
-                                                 _exposure(w)) for w in warps]}
+            task.dump_values = {"SKYCELL_ID": ctx["skycell_id"], "STACK_ID": run_id, "FILTER": filter_name}
+            task.inputs = {
+                "skycell": cells[ctx["skycell_id"]],
+                "filter": filter_name,
+                "stack_id": run_id,
+                "warps": [_sky_pixels("warp", "PSWARP.OUTPUT", w["path_base"], _exposure(w)) for w in warps],
+            }
             self.plan.tasks.append(task)
 
     async def _diff(self, comps: list[Row]) -> None:
@@ -323,36 +354,41 @@ class Planner:
         tasks = [(c, t) for c, t in await self._tasks(comps) if t.outputs]
         if not tasks:
             return
-        inputs = {i["skycell_id"]: i for i in await self.db.fetch_all(Q.update_diff_inputs,
-                                                                      id=run_id)}
+        inputs = {i["skycell_id"]: i for i in await self.db.fetch_all(Q.update_diff_inputs, id=run_id)}
         cells = await self._skycells([str(c["component"]) for c, _ in tasks])
         for c, task in tasks:
             name = str(c["component"])
             i = inputs.get(name)
             if i is None or not i["warp_path_base"] or not i["stack_path_base"]:
-                raise UpdateFailed(f"diff {run_id} {name}: its input warp or stack skyfile is "
-                                   "not recorded")
-            self.plan.inputs += [InputRun("warp", i["warp_id"], i["warp_state"],
-                                          int(i["warp_magicked"])),
-                                 InputRun("stack", i["stack_id"], i["stack_state"], 0)]
+                raise UpdateFailed(f"diff {run_id} {name}: its input warp or stack skyfile is not recorded")
+            self.plan.inputs += [
+                InputRun("warp", i["warp_id"], i["warp_state"], int(i["warp_magicked"])),
+                InputRun("stack", i["stack_id"], i["stack_state"], 0),
+            ]
             e = _exposure(i)
-            task.dump_values = {"SKYCELL_ID": name, "DIFF_ID": run_id,
-                                "WARP_ID": i["warp_id"], "STACK_ID": i["stack_id"]}
-            task.inputs = {"skycell": cells[name],
-                           "warp": _sky_pixels("warp", "PSWARP.OUTPUT", i["warp_path_base"], e),
-                           "stack": _sky_pixels("stack", "PPSTACK.OUTPUT", i["stack_path_base"],
-                                                e)}
+            task.dump_values = {
+                "SKYCELL_ID": name,
+                "DIFF_ID": run_id,
+                "WARP_ID": i["warp_id"],
+                "STACK_ID": i["stack_id"],
+            }
+            task.inputs = {
+                "skycell": cells[name],
+                "warp": _sky_pixels("warp", "PSWARP.OUTPUT", i["warp_path_base"], e),
+                "stack": _sky_pixels("stack", "PPSTACK.OUTPUT", i["stack_path_base"], e),
+            }
             self.plan.tasks.append(task)
 
     # -- helpers ------------------------------------------------------------------------
 
     def _magic(self, magic_id: Any, comps: list[Row]) -> None:
         """The streak run whose magic_id a destreaked run (magicked -1) gets back."""
-        cleaned = int(self.plan.run["magicked"] or 0) < 0 or any(
-            int(c["magicked"] or 0) < 0 for c in comps)
+        cleaned = int(self.plan.run["magicked"] or 0) < 0 or any(int(c["magicked"] or 0) < 0 for c in comps)
         if cleaned and magic_id is None:
-            raise UpdateFailed("the run was destreaked (magicked -1) but no streak run "
-                               "(magicRun / magicDSRun) records its magic_id")
+            raise UpdateFailed(
+                "the run was destreaked (magicked -1) but no streak run "
+                "(magicRun / magicDSRun) records its magic_id"
+            )
         self.plan.magic_id = None if magic_id is None else int(magic_id)
 
     async def _skycells(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -360,8 +396,9 @@ class Planner:
         cells = {r["skycell_id"]: dict(r) for r in rows}
         unknown = sorted(set(ids) - set(cells))
         if unknown:
-            raise UpdateFailed(f"skycell geometry unknown for {', '.join(unknown)} (the skycell "
-                               "table has no row)")
+            raise UpdateFailed(
+                f"skycell geometry unknown for {', '.join(unknown)} (the skycell table has no row)"
+            )
         return cells
 
 
@@ -383,14 +420,21 @@ async def check_inputs(ctx: AgentContext, plan: Plan) -> None:
             except StageError as exc:  # it changed state meanwhile: look again later
                 waiting.append(f"{what} ({exc})")
                 continue
-            ctx.log.info("update_input_requested", stage=plan.stage, run_id=plan.run["id"],
-                         input_stage=i.stage, input_id=i.run_id, was=i.state)
+            ctx.log.info(
+                "update_input_requested",
+                stage=plan.stage,
+                run_id=plan.run["id"],
+                input_stage=i.stage,
+                input_id=i.run_id,
+                was=i.state,
+            )
             waiting.append(f"{what} (update requested)")
         elif i.state in PENDING:
             waiting.append(f"{what} ({i.state})")
         elif i.state == "full":
-            raise UpdateFailed(f"input {what} is full but magicked {i.magicked} (its streak "
-                               "mask was not restored)")
+            raise UpdateFailed(
+                f"input {what} is full but magicked {i.magicked} (its streak mask was not restored)"
+            )
         else:
             raise UpdateFailed(f"input {what} is {i.state}: it cannot be regenerated")
     if waiting:
@@ -423,8 +467,9 @@ def _keys(value: Any) -> list[str]:
 
 async def _input_paths(storage: Storage, plan: Plan, staged: dict[str, Path]) -> dict[str, Path]:
     """A local path for every input key: staged outputs of this job first, then storage."""
-    wanted = sorted({k for t in plan.tasks for k in _keys(t.inputs) + ([t.dump] if t.dump else [])
-                     if k not in staged})
+    wanted = sorted(
+        {k for t in plan.tasks for k in _keys(t.inputs) + ([t.dump] if t.dump else []) if k not in staged}
+    )
     paths = await storage.paths_many(wanted)
     known = await storage.stat_many(wanted)
     resolved: dict[str, Path] = dict(staged)
@@ -450,28 +495,41 @@ def _stage_paths(plan: Plan, scratch: Path) -> dict[str, Path]:
 
 async def regenerate(ctx: AgentContext, storage: Storage, plan: Plan) -> None:
     """Run the stage's processor on a job for every task, then store what it wrote."""
-    async with scratch_dir(ctx.settings.update_scratch(),
-                           f"{plan.stage}.{plan.run['id']}.") as scratch:
+    async with scratch_dir(ctx.settings.update_scratch(), f"{plan.stage}.{plan.run['id']}.") as scratch:
         staged = _stage_paths(plan, scratch)
         await asyncio.to_thread((scratch / "out").mkdir)
         paths = await _input_paths(storage, plan, {})
         paths.update(staged)
-        job = {"stage": plan.stage, "tasks": [
-            {"component": t.component, "kind": t.kind,
-             "dump": str(paths[t.dump]) if t.dump else None, "dump_values": t.dump_values,
-             "outputs": {n: str(staged[k]) for n, k in t.outputs.items()},
-             "recovery": {n: str(staged[k]) for n, k in t.recovery.items()},
-             "inputs": _resolve(t.inputs, paths)} for t in plan.tasks]}
+        job = {
+            "stage": plan.stage,
+            "tasks": [
+                {
+                    "component": t.component,
+                    "kind": t.kind,
+                    "dump": str(paths[t.dump]) if t.dump else None,
+                    "dump_values": t.dump_values,
+                    "outputs": {n: str(staged[k]) for n, k in t.outputs.items()},
+                    "recovery": {n: str(staged[k]) for n, k in t.recovery.items()},
+                    "inputs": _resolve(t.inputs, paths),
+                }
+                for t in plan.tasks
+            ],
+        }
         job_path = scratch / "job.json"
         await asyncio.to_thread(job_path.write_text, json.dumps(job, indent=1, default=str))
         argv = [*ctx.settings.update_command(plan.stage), str(job_path)]
         try:
-            result = await run_command(argv, timeout_s=ctx.settings.update_timeout_s,
-                                       log_path=scratch / "processor.log")
+            result = await run_command(
+                argv, timeout_s=ctx.settings.update_timeout_s, log_path=scratch / "processor.log"
+            )
         except CommandFailed as exc:
             raise UpdateFailed(f"processor: {exc}") from None
-        ctx.log.debug("update_processor_done", stage=plan.stage, run_id=plan.run["id"],
-                      duration_s=round(result.duration_s, 3))
+        ctx.log.debug(
+            "update_processor_done",
+            stage=plan.stage,
+            run_id=plan.run["id"],
+            duration_s=round(result.duration_s, 3),
+        )
         await _store(storage, plan, staged)
 
 
@@ -479,8 +537,10 @@ async def _store(storage: Storage, plan: Plan, staged: dict[str, Path]) -> None:
     """Move the processor's outputs into storage (replacing what must be made again)."""
     absent = [k for k, p in staged.items() if not p.exists()]
     if absent:
-        raise UpdateFailed(f"processor wrote no {', '.join(absent[:3])}"
-                           + (f" and {len(absent) - 3} more" if len(absent) > 3 else ""))
+        raise UpdateFailed(
+            f"processor wrote no {', '.join(absent[:3])}"
+            + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
+        )
     replace = [k for t in plan.tasks for k in t.replace]
     if replace:
         report = await storage.delete_many(replace)
@@ -489,8 +549,7 @@ async def _store(storage: Storage, plan: Plan, staged: dict[str, Path]) -> None:
     try:
         await storage.create_many_by_moving(list(staged.items()))
     except ObjectExists:  # one was stored meanwhile (a race with another attempt)
-        raise Waiting("some outputs were stored by someone else meanwhile; looking again") \
-            from None
+        raise Waiting("some outputs were stored by someone else meanwhile; looking again") from None
 
 
 # -- recording -----------------------------------------------------------------------------
@@ -503,32 +562,46 @@ async def finish(ctx: AgentContext, plan: Plan) -> None:
 
     async def record(tx: Tx) -> None:
         if stage(stage_name).per_file_state and plan.finished:
-            await tx.execute(stage_query("update_components_full", stage_name), id=run_id,
-                             components=tuple(plan.finished), magic_id=plan.magic_id)
-        await ctx.claimer.finish_in(tx, UPDATE_SPECS[stage_name],
-                                    stage_query("update_finish", stage_name), run_id,
-                                    note=note, magic_id=plan.magic_id)
+            await tx.execute(
+                stage_query("update_components_full", stage_name),
+                id=run_id,
+                components=tuple(plan.finished),
+                magic_id=plan.magic_id,
+            )
+        await ctx.claimer.finish_in(
+            tx,
+            UPDATE_SPECS[stage_name],
+            stage_query("update_finish", stage_name),
+            run_id,
+            note=note,
+            magic_id=plan.magic_id,
+        )
         await tx.execute(Q.update_wait_clear, stage=stage_name, id=run_id)
 
     await ctx.db.transaction(record, name="update_finish")
 
 
-async def postpone(ctx: AgentContext, stage_name: str, run: Row, reason: str, *,
-                   failed: bool) -> None:
+async def postpone(ctx: AgentContext, stage_name: str, run: Row, reason: str, *, failed: bool) -> None:
     """Hand the claim back with the reason in the run's note and a wait (or failed) row."""
     previous = await ctx.db.fetch_one(Q.update_wait_get, stage=stage_name, id=run["id"])
     attempts = int(previous["attempts"]) if previous else 0
     delay_s = ctx.settings.update_wait_s * 2 ** min(attempts, 3)
-    note = ctx.text.fit(stage(stage_name).run_table, "note",
-                        ("update failed: " if failed else "update waiting: ") + reason)
+    note = ctx.text.fit(
+        stage(stage_name).run_table, "note", ("update failed: " if failed else "update waiting: ") + reason
+    )
 
     async def record(tx: Tx) -> None:
-        await tx.execute(Q.update_wait_set, stage=stage_name, id=run["id"],
-                         delay_us=int(delay_s * 1e6), reason=ctx.text.fit("update_wait", "reason", reason),
-                         failed=int(failed))
-        await ctx.claimer.finish_in(tx, UPDATE_SPECS[stage_name],
-                                    stage_query("update_release", stage_name), run["id"],
-                                    note=note)
+        await tx.execute(
+            Q.update_wait_set,
+            stage=stage_name,
+            id=run["id"],
+            delay_us=int(delay_s * 1e6),
+            reason=ctx.text.fit("update_wait", "reason", reason),
+            failed=int(failed),
+        )
+        await ctx.claimer.finish_in(
+            tx, UPDATE_SPECS[stage_name], stage_query("update_release", stage_name), run["id"], note=note
+        )
 
     await ctx.db.transaction(record, name="update_postpone")
 
@@ -542,8 +615,9 @@ async def update_run(ctx: AgentContext, stage_name: str, run: Row) -> bool:
     async def failed(reason: str) -> None:
         await postpone(ctx, stage_name, run, reason, failed=True)
 
-    async with ctx.working_on(f"{stage_name} {run['id']} update", EVENTS, failed,
-                              failures=(UpdateFailed, StorageError), log=log):
+    async with ctx.working_on(
+        f"{stage_name} {run['id']} update", EVENTS, failed, failures=(UpdateFailed, StorageError), log=log
+    ):
         try:
             await _update(ctx, stage_name, run, log)
         except Waiting as exc:  # an input is not there yet: not a failure
@@ -563,9 +637,13 @@ async def _update(ctx: AgentContext, stage_name: str, run: Row, log: Any) -> Non
     await finish(ctx, plan)
     ctx.count("runs_updated")
     ctx.count("files_regenerated", plan.files)
-    log.info("update_done", files=plan.files, components=len(plan.finished),
-             duration_s=round(asyncio.get_running_loop().time() - started, 3),
-             notes=plan.notes or None)
+    log.info(
+        "update_done",
+        files=plan.files,
+        components=len(plan.finished),
+        duration_s=round(asyncio.get_running_loop().time() - started, 3),
+        notes=plan.notes or None,
+    )
 
 
 # -- the agent -----------------------------------------------------------------------------
@@ -577,14 +655,16 @@ async def run_once(ctx: AgentContext) -> int:
     rather than spinning on them, and ``--once`` ends)."""
     stale = await asyncio.to_thread(remove_stale, ctx.settings.update_scratch())
     if stale:
-        ctx.log.info("update_scratch_removed", directories=[str(p) for p in stale],
-                     reason="left by an update agent that was killed")
+        ctx.log.info(
+            "update_scratch_removed",
+            directories=[str(p) for p in stale],
+            reason="left by an update agent that was killed",
+        )
     handled = 0
     for stage_name in ORDER:
         seen: list[int] = []
         while ctx.keep_going():
-            rows = await ctx.claimer.claim(UPDATE_SPECS[stage_name], limit=1,
-                                           seen=tuple(seen) or (-1,))
+            rows = await ctx.claimer.claim(UPDATE_SPECS[stage_name], limit=1, seen=tuple(seen) or (-1,))
             if not rows:
                 break
             seen.append(int(rows[0]["id"]))

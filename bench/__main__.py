@@ -13,17 +13,20 @@ async def run_all(quick: bool) -> list[Figure]:
     figures = [await claims.measure(items=1000 if quick else 3000, rounds=3 if quick else 5)]
     figures += await idle.measure(window_s=15 if quick else 60)
     figures.append(await cleanup.measure(runs=3 if quick else 20, chips=20 if quick else 60))
-    figures.append(await update.measure(chips=4 if quick else 8, size=256 if quick else 1024,
-                                        rounds=2 if quick else 3))
-    figures += await dist.measure(chips=4 if quick else 8, size=256 if quick else 1024,
-                                  rounds=2 if quick else 3)
-    figures += await asyncio.to_thread(psps.measure, 60, 3800,
-                                       1_000_000 if quick else 10_000_000)
-    figures += await tracking.measure(batches=500 if quick else 3000,
-                                      rows=100_000 if quick else 1_000_000)
+    figures.append(
+        await update.measure(chips=4 if quick else 8, size=256 if quick else 1024, rounds=2 if quick else 3)
+    )
+    figures += await dist.measure(
+        chips=4 if quick else 8, size=256 if quick else 1024, rounds=2 if quick else 3
+    )
+    figures += await asyncio.to_thread(psps.measure, 60, 3800, 1_000_000 if quick else 10_000_000)
+    figures += await tracking.measure(batches=500 if quick else 3000, rows=100_000 if quick else 1_000_000)
     figures.append(survey.chip_seconds_per_megapixel(size=512 if quick else 1024))
-    figures.append(await survey.survey_rate(chips=8 if quick else 60, size=256 if quick else 1024,
-                                            stars_per_chip=300 if quick else 4400))
+    figures.append(
+        await survey.survey_rate(
+            chips=8 if quick else 60, size=256 if quick else 1024, stars_per_chip=300 if quick else 4400
+        )
+    )
     return figures
 
 

@@ -27,8 +27,7 @@ from shared.runtime.claims import Claimer
 from sim.workload import SPEC, W
 
 CLAIMERS = 8
-RESET = Query("b_reset", "UPDATE sim_work SET state = 'pending', owner = NULL, claimed_at = NULL",
-              "bench")
+RESET = Query("b_reset", "UPDATE sim_work SET state = 'pending', owner = NULL, claimed_at = NULL", "bench")
 
 
 async def helper_round(settings: Settings, items: int) -> tuple[float, list[int]]:
@@ -103,9 +102,11 @@ async def measure(items: int = 3000, rounds: int = 5) -> Figure:
         rates: dict[str, list[float]] = {"helper": [], "bare": []}
         duplicates = 0
         runners: dict[str, Callable[[Settings, int], Awaitable[tuple[float, list[int]]]]] = {
-            "helper": helper_round, "bare": bare_round}
+            "helper": helper_round,
+            "bare": bare_round,
+        }
         for i in range(rounds):
-            for name in (("helper", "bare") if i % 2 == 0 else ("bare", "helper")):
+            for name in ("helper", "bare") if i % 2 == 0 else ("bare", "helper"):
                 await db.execute(RESET)
                 elapsed, got = await runners[name](settings, items)
                 if len(got) != items:
@@ -115,12 +116,18 @@ async def measure(items: int = 3000, rounds: int = 5) -> Figure:
         ours, anchor = statistics.median(rates["helper"]), statistics.median(rates["bare"])
         ok = ours >= 0.7 * anchor and duplicates == 0
         return Figure(
-            name=f"claims/s, {CLAIMERS} concurrent claimers", ours=ours, anchor=anchor,
-            unit="claims/s", anchor_name="bare aiomysql SKIP LOCKED loop",
-            target=">= 0.7x anchor, 0 duplicates", ok=ok,
-            note=(f"{items} rows x {rounds} rounds each (median); duplicates: {duplicates}; "
-                  f"helper rounds {', '.join(f'{r:.0f}' for r in rates['helper'])}; "
-                  f"bare rounds {', '.join(f'{r:.0f}' for r in rates['bare'])}"),
+            name=f"claims/s, {CLAIMERS} concurrent claimers",
+            ours=ours,
+            anchor=anchor,
+            unit="claims/s",
+            anchor_name="bare aiomysql SKIP LOCKED loop",
+            target=">= 0.7x anchor, 0 duplicates",
+            ok=ok,
+            note=(
+                f"{items} rows x {rounds} rounds each (median); duplicates: {duplicates}; "
+                f"helper rounds {', '.join(f'{r:.0f}' for r in rates['helper'])}; "
+                f"bare rounds {', '.join(f'{r:.0f}' for r in rates['bare'])}"
+            ),
         )
 
 

@@ -52,15 +52,22 @@ def _fits(data_bytes: int) -> int:
 #: the smaller products at plausible production sizes (the catalog: ~4000 PS1_V5 rows of
 #: ~230 bytes; b1 binned 16x, b2 256x; the mosaics of 60 chips binned likewise).
 SIZES = {
-    "PPIMAGE.CHIP": _fits(4 * OTA_PIXELS), "PPIMAGE.CHIP.VARIANCE": _fits(4 * OTA_PIXELS),
-    "PPIMAGE.CHIP.MASK": _fits(2 * OTA_PIXELS), "PPIMAGE.PATTERN": 12_000,
-    "TRACE.IMFILE": 0, "PSPHOT.OUTPUT": _fits(4000 * 230),
-    "PPIMAGE.BIN1": _fits(4 * OTA_PIXELS // 256), "PPIMAGE.BIN2": _fits(4 * OTA_PIXELS // 65536),
-    "PSPHOT.PSF.SAVE": _fits(30_000), "PPIMAGE.STATS": 3_000, "PPIMAGE.CONFIG": 120_000,
+    "PPIMAGE.CHIP": _fits(4 * OTA_PIXELS),
+    "PPIMAGE.CHIP.VARIANCE": _fits(4 * OTA_PIXELS),
+    "PPIMAGE.CHIP.MASK": _fits(2 * OTA_PIXELS),
+    "PPIMAGE.PATTERN": 12_000,
+    "TRACE.IMFILE": 0,
+    "PSPHOT.OUTPUT": _fits(4000 * 230),
+    "PPIMAGE.BIN1": _fits(4 * OTA_PIXELS // 256),
+    "PPIMAGE.BIN2": _fits(4 * OTA_PIXELS // 65536),
+    "PSPHOT.PSF.SAVE": _fits(30_000),
+    "PPIMAGE.STATS": 3_000,
+    "PPIMAGE.CONFIG": 120_000,
     "PSPHOT.BACKMDL": _fits(4 * 160 * 160),
     "PPIMAGE.OUTPUT.FPA1": _fits(60 * 4 * OTA_PIXELS // 256),
     "PPIMAGE.OUTPUT.FPA2": _fits(60 * 4 * OTA_PIXELS // 65536),
-    "PPIMAGE.JPEG1": 400_000, "PPIMAGE.JPEG2": 20_000,
+    "PPIMAGE.JPEG1": 400_000,
+    "PPIMAGE.JPEG2": 20_000,
 }
 #: Distinct log texts, used in turn (making 1 200 of them would take a minute per tree).
 LOG_VARIANTS = 16
@@ -99,8 +106,9 @@ def _allocate(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _write_tree(root: Path, path_bases: list[str], chips: tuple[str, ...]
-                ) -> tuple[Tree, list[dict[str, object]]]:
+def _write_tree(
+    root: Path, path_bases: list[str], chips: tuple[str, ...]
+) -> tuple[Tree, list[dict[str, object]]]:
     """Write every chip product of every component; returns the tree and storage rows."""
     doomed_rules = {r.name for r in deleted_by("chip", "cleaned", good_smf=False)}
     log_rules = {r.name for r in compressed_rules("chip")}
@@ -141,8 +149,9 @@ async def _register(storage: Storage, runs: int, chips: int) -> list[str]:
         chip_id = await db.insert(B.bench_chip_run, exp_id=r + 1, workdir=workdir)
         path_base = f"{workdir}/e{r}.ch.{chip_id}"
         for class_id in OTAS[:chips]:
-            await db.execute(B.bench_chip_component, chip_id=chip_id, exp_id=r + 1,
-                             class_id=class_id, path_base=path_base)
+            await db.execute(
+                B.bench_chip_component, chip_id=chip_id, exp_id=r + 1, class_id=class_id, path_base=path_base
+            )
         bases.append(path_base)
     return bases
 
@@ -152,7 +161,7 @@ async def _register_files(storage: Storage, root: Path, objects: list[dict[str, 
 
     async def register(tx):  # type: ignore[no-untyped-def]
         for start in range(0, len(objects), 2000):
-            await tx.execute_many(B.bench_object, objects[start:start + 2000])
+            await tx.execute_many(B.bench_object, objects[start : start + 2000])
         await tx.execute(B.bench_instances, vol_id=volume.vol_id, prefix="bench/%")
 
     await storage.db.transaction(register, name="bench_register")
@@ -215,10 +224,19 @@ async def _round(volume: Path, runs: int, chips: int, pigz: bool) -> Round:
         await asyncio.to_thread(shutil.rmtree, agent_root)
         await asyncio.to_thread(shutil.rmtree, anchor_root)
     if states != {"cleaned": runs} or left or packed != len(tree.logs):
-        raise RuntimeError(f"cleanup bench: states {states}, {left} files left, "
-                           f"{packed}/{len(tree.logs)} logs compressed")
-    return Round(working_seconds(events), wall_s, rm_s, gzip_s, pigz_s, len(tree.doomed),
-                 len(tree.logs), tree.bytes_allocated)
+        raise RuntimeError(
+            f"cleanup bench: states {states}, {left} files left, {packed}/{len(tree.logs)} logs compressed"
+        )
+    return Round(
+        working_seconds(events),
+        wall_s,
+        rm_s,
+        gzip_s,
+        pigz_s,
+        len(tree.doomed),
+        len(tree.logs),
+        tree.bytes_allocated,
+    )
 
 
 async def measure(runs: int = 20, chips: int = 60, rounds: int = 3) -> Figure:
@@ -231,8 +249,16 @@ async def measure(runs: int = 20, chips: int = 60, rounds: int = 3) -> Figure:
         with production_volume("cleanup", 2 * components * 260_000_000) as volume:
             results = [await _round(volume, runs, chips, pigz) for _ in range(rounds)]
     except VolumeUnavailable as exc:
-        return Figure(name, float("nan"), float("nan"), "components/s", "rm + gzip -1", target,
-                      False, note=f"not measured: {exc}")
+        return Figure(
+            name,
+            float("nan"),
+            float("nan"),
+            "components/s",
+            "rm + gzip -1",
+            target,
+            False,
+            note=f"not measured: {exc}",
+        )
     ours_s = statistics.median(r.agent_s for r in results)
     anchor_s = statistics.median(r.rm_s + r.gzip_s for r in results)
     ours, anchor = components / ours_s, components / anchor_s
@@ -240,17 +266,26 @@ async def measure(runs: int = 20, chips: int = 60, rounds: int = 3) -> Figure:
     pigz_note = "pigz not installed"
     if pigz:
         pigz_s = statistics.median(r.pigz_s or 0.0 for r in results)
-        pigz_note = (f"rm + pigz -1 -p 2 {pigz_s:.2f} s ({components / pigz_s:.0f}/s, ratio "
-                     f"{pigz_s / ours_s:.2f})")
+        pigz_note = (
+            f"rm + pigz -1 -p 2 {pigz_s:.2f} s ({components / pigz_s:.0f}/s, ratio {pigz_s / ours_s:.2f})"
+        )
     first = results[0]
     return Figure(
-        name, ours, anchor, "components/s", "rm -f + gzip -1 of the same files", target,
+        name,
+        ours,
+        anchor,
+        "components/s",
+        "rm -f + gzip -1 of the same files",
+        target,
         ours >= 0.8 * anchor,
-        note=(f"{first.files} files deleted ({first.bytes_allocated / 1e9:.0f} GB allocated) "
-              f"and {first.logs} logs of {SEED_LOG_BYTES} bytes compressed per round; median "
-              f"of {rounds} rounds, files on disk (synced, page cache dropped): agent working "
-              f"{ours_s:.2f} s (agent_started to agent_stopped), "
-              f"{statistics.median(r.wall_s for r in results):.1f} s with process start-up; "
-              f"rm {statistics.median(r.rm_s for r in results):.2f} s + gzip -1 "
-              f"{statistics.median(r.gzip_s for r in results):.2f} s; {pigz_note}; ratio per "
-              f"round {', '.join(f'{x:.2f}' for x in ratios)}"))
+        note=(
+            f"{first.files} files deleted ({first.bytes_allocated / 1e9:.0f} GB allocated) "
+            f"and {first.logs} logs of {SEED_LOG_BYTES} bytes compressed per round; median "
+            f"of {rounds} rounds, files on disk (synced, page cache dropped): agent working "
+            f"{ours_s:.2f} s (agent_started to agent_stopped), "
+            f"{statistics.median(r.wall_s for r in results):.1f} s with process start-up; "
+            f"rm {statistics.median(r.rm_s for r in results):.2f} s + gzip -1 "
+            f"{statistics.median(r.gzip_s for r in results):.2f} s; {pigz_note}; ratio per "
+            f"round {', '.join(f'{x:.2f}' for x in ratios)}"
+        ),
+    )

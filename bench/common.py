@@ -51,10 +51,13 @@ def machine() -> str:
                 break
     server = ""
     with contextlib.suppress(OSError):
-        server = subprocess.run(["mariadbd", "--version"], capture_output=True, text=True,
-                                check=False).stdout.strip()
-    return (f"{platform.node()}: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}"
-            f"; {server or 'server version unknown'}")
+        server = subprocess.run(
+            ["mariadbd", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}"
+        f"; {server or 'server version unknown'}"
+    )
 
 
 @asynccontextmanager
@@ -80,7 +83,10 @@ def write_results(figures: list[Figure], stem: str = "summary") -> Path:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"# Benchmarks ({stamp})", "", f"Machine: {machine()}", "",
+        f"# Benchmarks ({stamp})",
+        "",
+        f"Machine: {machine()}",
+        "",
         "| figure | ours | anchor | ratio | target | met |",
         "|---|---|---|---|---|---|",
     ]
@@ -96,14 +102,14 @@ def write_results(figures: list[Figure], stem: str = "summary") -> Path:
     path = RESULTS / f"{stem}.md"
     path.write_text("\n".join(lines) + "\n")
     (RESULTS / f"{stem}.json").write_text(
-        json.dumps([{**asdict(f), "ratio": f.ratio} for f in figures], indent=2))
+        json.dumps([{**asdict(f), "ratio": f.ratio} for f in figures], indent=2)
+    )
     return path
 
 
 def agent_env(dsn: str, var_dir: Path | None = None, /, **settings: Any) -> dict[str, str]:
     """Environment for an agent process of a benchmark: its database, JSON logs, settings."""
-    env = {**os.environ, "IPP_DB_DSN": dsn, "IPP_LOG_FORMAT": "json",
-           "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {**os.environ, "IPP_DB_DSN": dsn, "IPP_LOG_FORMAT": "json", "PYTHONPATH": str(PROJECT_ROOT)}
     if var_dir is not None:
         env["IPP_VAR_DIR"] = str(var_dir)
     env.update({f"IPP_{k.upper()}": str(v) for k, v in settings.items()})
@@ -113,8 +119,15 @@ def agent_env(dsn: str, var_dir: Path | None = None, /, **settings: Any) -> dict
 async def run_agent_once(name: str, env: dict[str, str]) -> list[dict[str, Any]]:
     """``ipp-agent NAME --once``; its JSON log events (RuntimeError if it did not exit 0)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agents", name, "--once", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "agents",
+        name,
+        "--once",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"bench: {name} exited {proc.returncode}")
@@ -127,6 +140,9 @@ async def run_agent_once(name: str, env: dict[str, str]) -> list[dict[str, Any]]
 
 def working_seconds(events: list[dict[str, Any]]) -> float:
     """Seconds from an agent's agent_started to its agent_stopped event."""
-    stamps = {e["event"]: datetime.fromisoformat(e["timestamp"]) for e in events
-              if e.get("event") in ("agent_started", "agent_stopped")}
+    stamps = {
+        e["event"]: datetime.fromisoformat(e["timestamp"])
+        for e in events
+        if e.get("event") in ("agent_started", "agent_stopped")
+    }
     return (stamps["agent_stopped"] - stamps["agent_started"]).total_seconds()

@@ -61,16 +61,16 @@ async def _ours(groups: dict[str, list[Path]], out: Path, parallel: int, level: 
 
     async def one(name: str, paths: list[Path]) -> None:
         async with limit:
-            await asyncio.to_thread(bundles.build, out / f"{name}.tgz",
-                                    [bundles.Member(p, p.name) for p in paths], level=level)
+            await asyncio.to_thread(
+                bundles.build, out / f"{name}.tgz", [bundles.Member(p, p.name) for p in paths], level=level
+            )
 
     started = time.perf_counter()
     await asyncio.gather(*(one(n, p) for n, p in groups.items()))
     return time.perf_counter() - started
 
 
-async def bundle_figure(settings: Settings, db: Database, chip_id: int, tmp: Path,
-                        rounds: int = 3) -> Figure:
+async def bundle_figure(settings: Settings, db: Database, chip_id: int, tmp: Path, rounds: int = 3) -> Figure:
     groups = await _components(db, chip_id)
     total = sum(p.stat().st_size for paths in groups.values() for p in paths)
     ours, anchor = [], []
@@ -81,14 +81,25 @@ async def bundle_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
         anchor.append(await asyncio.to_thread(_tar_czf, groups, a))
         ours.append(await _ours(groups, b, settings.dist_parallel, settings.dist_gzip_level))
     ours_rate, anchor_rate = total / statistics.median(ours) / 1e6, total / statistics.median(anchor) / 1e6
-    sizes = (sum(p.stat().st_size for p in (tmp / "ours0").iterdir()),
-             sum(p.stat().st_size for p in (tmp / "tar0").iterdir()))
-    return Figure("bundle building (chip components)", ours_rate, anchor_rate, "MB/s",
-                  "tar czf of the same files", ">= 10x", ours_rate >= 10 * anchor_rate,
-                  note=(f"{len(groups)} bundles from {total / 1e6:.0f} MB; ISA-L level "
-                        f"{settings.dist_gzip_level}, {settings.dist_parallel} at once; "
-                        f"bundles {sizes[0] / 1e6:.0f} MB vs tar czf {sizes[1] / 1e6:.0f} MB; "
-                        f"medians of {rounds}"))
+    sizes = (
+        sum(p.stat().st_size for p in (tmp / "ours0").iterdir()),
+        sum(p.stat().st_size for p in (tmp / "tar0").iterdir()),
+    )
+    return Figure(
+        "bundle building (chip components)",
+        ours_rate,
+        anchor_rate,
+        "MB/s",
+        "tar czf of the same files",
+        ">= 10x",
+        ours_rate >= 10 * anchor_rate,
+        note=(
+            f"{len(groups)} bundles from {total / 1e6:.0f} MB; ISA-L level "
+            f"{settings.dist_gzip_level}, {settings.dist_parallel} at once; "
+            f"bundles {sizes[0] / 1e6:.0f} MB vs tar czf {sizes[1] / 1e6:.0f} MB; "
+            f"medians of {rounds}"
+        ),
+    )
 
 
 def _anchor_import(base: str, names: list[str], out: Path) -> float:
@@ -104,21 +115,33 @@ def _anchor_import(base: str, names: list[str], out: Path) -> float:
     return time.perf_counter() - started
 
 
-async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Path,
-                        rounds: int = 3) -> Figure:
+async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Path, rounds: int = 3) -> Figure:
     await datastore.add_product(db, "bench-dist", "dist", None, ["stage", "stage_id"])
-    await db.execute(Q.dist_queue, target_id=None, stage="chip", stage_id=chip_id, label=None,
-                     clean=0, product="bench-dist")
+    await db.execute(
+        Q.dist_queue,
+        target_id=None,
+        stage="chip",
+        stage_id=chip_id,
+        label=None,
+        clean=0,
+        product="bench-dist",
+    )
     port = _port()
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agents", "dist_server",
+        sys.executable,
+        "-m",
+        "agents",
+        "dist_server",
         env=agent_env(settings.effective_dsn(), tmp / "server", ds_port=port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         fileset = None
         for _ in range(600):
-            row = await db.fetch_one(Q.dist_run_get, product="bench-dist", stage="chip",
-                                     stage_id=chip_id, clean=0)
+            row = await db.fetch_one(
+                Q.dist_run_get, product="bench-dist", stage="chip", stage_id=chip_id, clean=0
+            )
             if row and row["state"] == "full":
                 fileset = row["fileset_name"]
                 break
@@ -132,15 +155,13 @@ async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
         for n in range(rounds):
             out = tmp / f"curl{n}"
             out.mkdir()
-            anchor.append(await asyncio.to_thread(_anchor_import, f"{base}/bench-dist/{fileset}",
-                                                  files, out))
+            anchor.append(await asyncio.to_thread(_anchor_import, f"{base}/bench-dist/{fileset}", files, out))
             async with bench_database(f"ipp_bench_mirror{n}") as (msettings, mdb):
                 mvar = tmp / f"mirror{n}"
                 await ensure_volumes(Storage(mdb), mvar, "mirror")
                 await mdb.execute(Q.rc_source_add, name="src", uri=base, product="bench-dist")
                 started = time.perf_counter()
-                events = await run_agent_once("dist_client",
-                                              agent_env(msettings.effective_dsn(), mvar))
+                events = await run_agent_once("dist_client", agent_env(msettings.effective_dsn(), mvar))
                 wall = time.perf_counter() - started
                 done = [e for e in events if e.get("event") == "dist_imported"]
                 if not done:
@@ -150,12 +171,20 @@ async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
         server.terminate()
         await server.wait()
     ours_s, anchor_s = statistics.median(ours), statistics.median(anchor)
-    return Figure("import of a fileset (mirror client)", total / ours_s / 1e6,
-                  total / anchor_s / 1e6, "MB/s", "curl + md5sum + tar xzf, same server",
-                  ">= 1x", ours_s <= anchor_s,
-                  note=(f"{len(files)} files, {total / 1e6:.0f} MB; agent {ours_s:.2f} s "
-                        f"(agent_started to agent_stopped: download, verify, unpack, store, "
-                        f"import) vs {anchor_s:.2f} s; medians of {rounds}"))
+    return Figure(
+        "import of a fileset (mirror client)",
+        total / ours_s / 1e6,
+        total / anchor_s / 1e6,
+        "MB/s",
+        "curl + md5sum + tar xzf, same server",
+        ">= 1x",
+        ours_s <= anchor_s,
+        note=(
+            f"{len(files)} files, {total / 1e6:.0f} MB; agent {ours_s:.2f} s "
+            f"(agent_started to agent_stopped: download, verify, unpack, store, "
+            f"import) vs {anchor_s:.2f} s; medians of {rounds}"
+        ),
+    )
 
 
 async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> list[Figure]:
@@ -163,9 +192,16 @@ async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> list[Fig
         with tempfile.TemporaryDirectory(prefix="ipp-bench-dist-") as tmp_name:
             tmp = Path(tmp_name)
             await ensure_volumes(Storage(db), tmp / "server", "bench")
-            options = SurveyOptions(exposures=1, chips=chips, seed=4, site="bench", size=size,
-                                    stars_per_chip=4400 if size >= 1024 else 400,
-                                    dvo_dir=tmp / "dvo", progress=False)
+            options = SurveyOptions(
+                exposures=1,
+                chips=chips,
+                seed=4,
+                site="bench",
+                size=size,
+                stars_per_chip=4400 if size >= 1024 else 400,
+                dvo_dir=tmp / "dvo",
+                progress=False,
+            )
             summary = await Survey(db, Storage(db), options).run()
             chip_id = summary.chip_runs[0]
             first = await bundle_figure(settings, db, chip_id, tmp, rounds)

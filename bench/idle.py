@@ -32,8 +32,7 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def observe(proc: asyncio.subprocess.Process, warmup_s: float,
-                  window_s: float) -> tuple[float, float]:
+async def observe(proc: asyncio.subprocess.Process, warmup_s: float, window_s: float) -> tuple[float, float]:
     """(CPU share of one core over the window, peak RSS in MB) after a warm-up."""
     await asyncio.sleep(warmup_s)
     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
@@ -47,16 +46,24 @@ async def observe(proc: asyncio.subprocess.Process, warmup_s: float,
 
 async def measure(window_s: float = 60.0, warmup_s: float = 5.0) -> list[Figure]:
     async with bench_database("ipp_bench_idle") as (settings, _db):
-        env = {**os.environ, "IPP_DB_DSN": settings.effective_dsn(), "IPP_LOG_FORMAT": "json",
-               "IPP_EXTRA_AGENTS": "workload=sim.workload", "PYTHONPATH": str(PROJECT_ROOT)}
+        env = {
+            **os.environ,
+            "IPP_DB_DSN": settings.effective_dsn(),
+            "IPP_LOG_FORMAT": "json",
+            "IPP_EXTRA_AGENTS": "workload=sim.workload",
+            "PYTHONPATH": str(PROJECT_ROOT),
+        }
         quiet = asyncio.subprocess.DEVNULL
         agent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agents", "workload", env=env, stdout=quiet, stderr=quiet)
+            sys.executable, "-m", "agents", "workload", env=env, stdout=quiet, stderr=quiet
+        )
         bare = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "import time; time.sleep(3600)", stdout=quiet)
+            sys.executable, "-c", "import time; time.sleep(3600)", stdout=quiet
+        )
         try:
             (agent_cpu, agent_rss), (bare_cpu, bare_rss) = await asyncio.gather(
-                observe(agent, warmup_s, window_s), observe(bare, warmup_s, window_s))
+                observe(agent, warmup_s, window_s), observe(bare, warmup_s, window_s)
+            )
         finally:
             agent.send_signal(signal.SIGTERM)
             bare.kill()
@@ -64,11 +71,26 @@ async def measure(window_s: float = 60.0, warmup_s: float = 5.0) -> list[Figure]
             await bare.wait()
     note = f"window {window_s:.0f} s after {warmup_s:.0f} s warm-up, default settings"
     return [
-        Figure("idle agent CPU", agent_cpu * 100, bare_cpu * 100, "% of a core",
-               "sleeping bare python", "< 1 % of a core", agent_cpu < 0.01,
-               note + f"; anchor {bare_cpu * 100:.3f} %"),
-        Figure("idle agent resident memory", agent_rss, bare_rss, "MB",
-               "sleeping bare python", "< 80 MB", agent_rss < 80, note),
+        Figure(
+            "idle agent CPU",
+            agent_cpu * 100,
+            bare_cpu * 100,
+            "% of a core",
+            "sleeping bare python",
+            "< 1 % of a core",
+            agent_cpu < 0.01,
+            note + f"; anchor {bare_cpu * 100:.3f} %",
+        ),
+        Figure(
+            "idle agent resident memory",
+            agent_rss,
+            bare_rss,
+            "MB",
+            "sleeping bare python",
+            "< 80 MB",
+            agent_rss < 80,
+            note,
+        ),
     ]
 
 

@@ -38,8 +38,9 @@ Array = np.ndarray[Any, Any]
 MJD = 54936.25
 
 
-def _chips(exposure: int, n_chips: int, per_chip: int, rng: np.random.Generator,
-           first_extern: int) -> list[ChipCatalog]:
+def _chips(
+    exposure: int, n_chips: int, per_chip: int, rng: np.random.Generator, first_extern: int
+) -> list[ChipCatalog]:
     chips = []
     for c, class_id in enumerate(OTAS[:n_chips]):
         t = catalogs.empty_table(per_chip)
@@ -55,15 +56,24 @@ def _chips(exposure: int, n_chips: int, per_chip: int, rng: np.random.Generator,
         t["DEC_PSF"] = 20.0 + rng.uniform(0, 0.05, per_chip)
         t["SKY"], t["SKY_SIGMA"] = 200.0, 5.0
         t["FLAGS"] = 5
-        header = {"IMAGEID": first_extern + c, "SOURCEID": exposure, "MJD-OBS": MJD + exposure,
-                  "EXPTIME": 30.0, "AIRMASS": 1.1, "CHIP": class_id, "ZPT_ERR": 0.02,
-                  "MSKY_MN": 200.0, "MSKY_SIG": 5.0, "NASTRO": per_chip, "CERROR": 0.05}
+        header = {
+            "IMAGEID": first_extern + c,
+            "SOURCEID": exposure,
+            "MJD-OBS": MJD + exposure,
+            "EXPTIME": 30.0,
+            "AIRMASS": 1.1,
+            "CHIP": class_id,
+            "ZPT_ERR": 0.02,
+            "MSKY_MN": 200.0,
+            "MSKY_SIG": 5.0,
+            "NASTRO": per_chip,
+            "CERROR": 0.05,
+        }
         chips.append(ChipCatalog(class_id, header, t))
     return chips
 
 
-def _dvo(root: Path, exposures: list[list[ChipCatalog]], total: int,
-         rng: np.random.Generator) -> None:
+def _dvo(root: Path, exposures: list[list[ChipCatalog]], total: int, rng: np.random.Generator) -> None:
     """One region holding the exposures' detections among ``total`` measurements."""
     db = dvo.DvoDatabase(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -115,35 +125,68 @@ def _stilts(root: Path, smf: Path, chips: list[ChipCatalog]) -> float:
     """Seconds for the STILTS pipeline that makes the same Detection rows."""
     region = next((root / "dvo").glob("*/*.cpm"))
     cpt = region.with_suffix(".cpt")
-    (root / "map.csv").write_text("LOC,IMAGEID\n" + "".join(
-        f"{smf.name}#{2 * k + 2},{int(c.header['IMAGEID'])}\n" for k, c in enumerate(chips)))
+    (root / "map.csv").write_text(
+        "LOC,IMAGEID\n"
+        + "".join(f"{smf.name}#{2 * k + 2},{int(c.header['IMAGEID'])}\n" for k, c in enumerate(chips))
+    )
     flux = "/30.0*pow(10,-0.4*zp+3.56)"
     steps = [
-        ["tcat", "in=" + " ".join(f"{smf.name}#{2 * k + 2}" for k in range(len(chips))),
-         "ifmt=fits", "loccol=LOC", "out=s1.fits"],
-        ["tmatch2", "in1=s1.fits", "in2=map.csv", "ifmt2=csv", "values1=LOC", "values2=LOC",
-         "out=s2.fits"],
-        ["tmatch2", "in1=s2.fits", "in2=dvo/Images.dat", "values1=IMAGEID",
-         "values2=EXTERN_ID", "suffix2=_img", "out=s3.fits"],
-        ["tmatch2", "in1=s3.fits", f"in2={region.relative_to(root)}",
-         "values1=IMAGE_ID*4294967296L+IPP_IDET", "values2=IMAGE_ID*4294967296L+DET_ID",
-         "suffix2=_cpm", "out=s4.fits"],
-        ["tmatch2", "in1=s4.fits", "in2=dvo/Photcodes.dat", "values1=PHOTCODE_cpm",
-         "values2=CODE", "suffix2=_pc", "out=s5.fits"],
-        ["tmatch2", "in1=s5.fits", f"in2={cpt.relative_to(root)}", "icmd2=addcol ROW $0-1",
-         "values1=AVE_REF", "values2=ROW", "suffix2=_cpt",
-         "ocmd=addcol zp 0.001*C_LAM+K*(AIRMASS_cpm-1)-M_CAL; "
-         f"addcol psfFlux PSF_INST_FLUX{flux}; addcol psfFluxErr PSF_INST_FLUX_SIG{flux}; "
-         f"addcol apFlux AP_FLUX{flux}; addcol kronFlux KRON_FLUX{flux}; "
-         "addcol objID EXT_ID_cpt; addcol detectID EXT_ID_1; "
-         "addcol ippObjID CAT_ID_cpt*4294967296L+OBJ_ID_cpt", "out=detections.fits"],
+        [
+            "tcat",
+            "in=" + " ".join(f"{smf.name}#{2 * k + 2}" for k in range(len(chips))),
+            "ifmt=fits",
+            "loccol=LOC",
+            "out=s1.fits",
+        ],
+        ["tmatch2", "in1=s1.fits", "in2=map.csv", "ifmt2=csv", "values1=LOC", "values2=LOC", "out=s2.fits"],
+        [
+            "tmatch2",
+            "in1=s2.fits",
+            "in2=dvo/Images.dat",
+            "values1=IMAGEID",
+            "values2=EXTERN_ID",
+            "suffix2=_img",
+            "out=s3.fits",
+        ],
+        [
+            "tmatch2",
+            "in1=s3.fits",
+            f"in2={region.relative_to(root)}",
+            "values1=IMAGE_ID*4294967296L+IPP_IDET",
+            "values2=IMAGE_ID*4294967296L+DET_ID",
+            "suffix2=_cpm",
+            "out=s4.fits",
+        ],
+        [
+            "tmatch2",
+            "in1=s4.fits",
+            "in2=dvo/Photcodes.dat",
+            "values1=PHOTCODE_cpm",
+            "values2=CODE",
+            "suffix2=_pc",
+            "out=s5.fits",
+        ],
+        [
+            "tmatch2",
+            "in1=s5.fits",
+            f"in2={cpt.relative_to(root)}",
+            "icmd2=addcol ROW $0-1",
+            "values1=AVE_REF",
+            "values2=ROW",
+            "suffix2=_cpt",
+            "ocmd=addcol zp 0.001*C_LAM+K*(AIRMASS_cpm-1)-M_CAL; "
+            f"addcol psfFlux PSF_INST_FLUX{flux}; addcol psfFluxErr PSF_INST_FLUX_SIG{flux}; "
+            f"addcol apFlux AP_FLUX{flux}; addcol kronFlux KRON_FLUX{flux}; "
+            "addcol objID EXT_ID_cpt; addcol detectID EXT_ID_1; "
+            "addcol ippObjID CAT_ID_cpt*4294967296L+OBJ_ID_cpt",
+            "out=detections.fits",
+        ],
     ]
     join = ["matcher=exact", "join=1and2", "find=best1", "fixcols=dups"]
     started = time.perf_counter()
     for step in steps:
         args = ["stilts", *step, *(join if step[0] == "tmatch2" else [])]
-        subprocess.run(args, cwd=root, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(args, cwd=root, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -166,9 +209,18 @@ def measure(chips: int = 60, per_chip: int = 3800, measurements: int = 10_000_00
         rows = chips * per_chip
         if found != rows or found_warm != rows:
             raise RuntimeError(f"psps bench: found {found} and {found_warm} of {rows}")
-        frame = {"cam_id": 1, "chip_id": 1, "exp_id": 1, "exp_name": "o1", "filter": "r.00000",
-                 "exp_time": 30.0, "airmass": 1.1, "ra": 10.0, "decl": 20.0,
-                 "software_ver": "bench"}
+        frame = {
+            "cam_id": 1,
+            "chip_id": 1,
+            "exp_id": 1,
+            "exp_name": "o1",
+            "filter": "r.00000",
+            "exp_time": 30.0,
+            "airmass": 1.1,
+            "ra": 10.0,
+            "decl": 20.0,
+            "software_ver": "bench",
+        }
         p2_cache = DvoCache(root / "dvo")
         _lookup(p2_cache, second)  # the region is read once per loader (warm for P2 timing)
         started = time.perf_counter()
@@ -180,27 +232,59 @@ def measure(chips: int = 60, per_chip: int = 3800, measurements: int = 10_000_00
             raise RuntimeError("psps bench: the batch lost detections")
         started = time.perf_counter()
         _, read = catalogs.read_smf(smf)
-        cold_result = builders.p2_batch(frame, read, DvoCache(root / "dvo"), survey_id=0,
-                                        smf_md5="0" * 32)
+        cold_result = builders.p2_batch(frame, read, DvoCache(root / "dvo"), survey_id=0, smf_md5="0" * 32)
         batches.write(root / "out", "B00000002", "P2", "bench", cold_result.tables)
         p2_cold_s = time.perf_counter() - started
         stilts_s = _stilts(root, smf, first) if shutil.which("stilts") else float("nan")
     return [
-        Figure(f"P2 batch ({chips} chips x {per_chip} detections)", p2_s, 1.5, "s",
-               "target 1.5 s (STILTS: the next figure)", "<= 1.5 s", p2_s <= 1.5,
-               note=(f"{rows} Detection rows, FITS {written.bytes / 1e6:.0f} MB; smf read, DVO "
-                     "look-ups (region cached), fluxes and ids, checks, FITS and manifest; one "
-                     "process")),
-        Figure("P2 batch vs the STILTS pipeline (cold DVO)", stilts_s / p2_cold_s, 5.0,
-               "x faster", "target 5x", ">= 5x", stilts_s / p2_cold_s >= 5,
-               note=(f"loader {p2_cold_s:.2f} s (smf to FITS, region read cold) vs STILTS "
-                     f"{stilts_s:.2f} s (tcat + 5 tmatch2 exact joins, computed columns, FITS "
-                     "out) on the same files" if shutil.which("stilts") else
-                     "not measured: stilts is not installed (make tools, or apt-get install "
-                     "stilts)")),
-        Figure(f"DVO look-ups, cold ({measurements / 1e6:.0f}M measurements)", cold, 2.0, "s",
-               "target 2 s", "<= 2 s", cold <= 2.0,
-               note=f"{rows} detections found: region read and indexed, then searched"),
-        Figure("DVO look-ups, warm (region cached)", warm, 0.3, "s", "target 0.3 s",
-               "<= 0.3 s", warm <= 0.3, note=f"{rows} detections of a second exposure"),
+        Figure(
+            f"P2 batch ({chips} chips x {per_chip} detections)",
+            p2_s,
+            1.5,
+            "s",
+            "target 1.5 s (STILTS: the next figure)",
+            "<= 1.5 s",
+            p2_s <= 1.5,
+            note=(
+                f"{rows} Detection rows, FITS {written.bytes / 1e6:.0f} MB; smf read, DVO "
+                "look-ups (region cached), fluxes and ids, checks, FITS and manifest; one "
+                "process"
+            ),
+        ),
+        Figure(
+            "P2 batch vs the STILTS pipeline (cold DVO)",
+            stilts_s / p2_cold_s,
+            5.0,
+            "x faster",
+            "target 5x",
+            ">= 5x",
+            stilts_s / p2_cold_s >= 5,
+            note=(
+                f"loader {p2_cold_s:.2f} s (smf to FITS, region read cold) vs STILTS "
+                f"{stilts_s:.2f} s (tcat + 5 tmatch2 exact joins, computed columns, FITS "
+                "out) on the same files"
+                if shutil.which("stilts")
+                else "not measured: stilts is not installed (make tools, or apt-get install stilts)"
+            ),
+        ),
+        Figure(
+            f"DVO look-ups, cold ({measurements / 1e6:.0f}M measurements)",
+            cold,
+            2.0,
+            "s",
+            "target 2 s",
+            "<= 2 s",
+            cold <= 2.0,
+            note=f"{rows} detections found: region read and indexed, then searched",
+        ),
+        Figure(
+            "DVO look-ups, warm (region cached)",
+            warm,
+            0.3,
+            "s",
+            "target 0.3 s",
+            "<= 0.3 s",
+            warm <= 0.3,
+            note=f"{rows} detections of a second exposure",
+        ),
     ]

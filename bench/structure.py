@@ -65,8 +65,7 @@ def main() -> int:
         for target in imports_of(tree):
             while target not in known and "." in target:
                 target = target.rsplit(".", 1)[0]
-            if (name.startswith("shared") and target.startswith("shared")
-                    and part(name) != part(target)):
+            if name.startswith("shared") and target.startswith("shared") and part(name) != part(target):
                 edges[part(name)].add(part(target))
             if name.startswith("shared") and target.startswith("sim"):
                 shared_to_sim.add(f"{name} -> {target}")
@@ -78,15 +77,19 @@ def main() -> int:
     print(f"functions over {LONG_LINES} lines: {len(long_functions)}")
     for lines, name in sorted(long_functions, reverse=True):
         print(f"  {lines:5d}  {name}")
-    print(f"parts of shared: {len({part(n) for n, _ in modules() if n.startswith('shared')})}; "
-          f"imports between them: {sum(len(v) for v in edges.values())}")
+    print(
+        f"parts of shared: {len({part(n) for n, _ in modules() if n.startswith('shared')})}; "
+        f"imports between them: {sum(len(v) for v in edges.values())}"
+    )
     for source in sorted(edges):
         print(f"  {source} -> {', '.join(sorted(edges[source]))}")
     print(f"shared importing sim: {len(shared_to_sim)}")
     for edge in sorted(shared_to_sim):
         print(f"  {edge}")
-    print(f"row['key'] lookups: {sum(lookups.values())} "
-          f"({', '.join(f'{k} {v}' for k, v in lookups.most_common(8))})")
+    print(
+        f"row['key'] lookups: {sum(lookups.values())} "
+        f"({', '.join(f'{k} {v}' for k, v in lookups.most_common(8))})"
+    )
     return 0
 
 

@@ -45,27 +45,51 @@ def chip_seconds_per_megapixel(size: int = 1024, repeats: int = 5) -> Figure:
         result = processor.process_chip(raw, block, inputs, dump=b"")
         times.append(time.perf_counter() - started)
     per_mp = statistics.median(times) / (size * size / 1e6)
-    return Figure(f"reference processor chip time ({size}x{size})", per_mp, per_mp,
-                  "s/megapixel", "none (report only)", "report only", True,
-                  note=f"median of {repeats}; {len(result.catalog.table)} detections per chip")
+    return Figure(
+        f"reference processor chip time ({size}x{size})",
+        per_mp,
+        per_mp,
+        "s/megapixel",
+        "none (report only)",
+        "report only",
+        True,
+        note=f"median of {repeats}; {len(result.catalog.table)} detections per chip",
+    )
 
 
-async def survey_rate(exposures: int = 2, chips: int = 60, size: int = 1024,
-                      stars_per_chip: int = 4400) -> Figure:
+async def survey_rate(
+    exposures: int = 2, chips: int = 60, size: int = 1024, stars_per_chip: int = 4400
+) -> Figure:
     async with bench_database("ipp_bench_survey") as (_settings, db):
         with tempfile.TemporaryDirectory(prefix="ipp-bench-") as tmp:
             storage = Storage(db)
             await ensure_volumes(storage, Path(tmp), "bench")
-            options = SurveyOptions(exposures=exposures, chips=chips, seed=1, site="bench",
-                                    size=size, stars_per_chip=stars_per_chip,
-                                    dvo_dir=Path(tmp) / "dvo", progress=False)
+            options = SurveyOptions(
+                exposures=exposures,
+                chips=chips,
+                seed=1,
+                site="bench",
+                size=size,
+                stars_per_chip=stars_per_chip,
+                dvo_dir=Path(tmp) / "dvo",
+                progress=False,
+            )
             started = time.perf_counter()
             summary = await Survey(db, storage, options).run()
             elapsed = time.perf_counter() - started
     rate = exposures / (elapsed / 60)
     per_exposure = summary.detections / exposures
-    return Figure(f"survey generation ({chips} chips x {size}px)", rate, rate,
-                  "exposures/min", "none (report only)", "report only", True,
-                  note=(f"{exposures} exposures in {elapsed:.0f} s, {per_exposure:.0f} detections "
-                        f"per exposure, {summary.files} files ({summary.bytes / 1e9:.2f} GB), "
-                        f"{len(summary.stack_runs)} stacks, {len(summary.diff_runs)} diff runs"))
+    return Figure(
+        f"survey generation ({chips} chips x {size}px)",
+        rate,
+        rate,
+        "exposures/min",
+        "none (report only)",
+        "report only",
+        True,
+        note=(
+            f"{exposures} exposures in {elapsed:.0f} s, {per_exposure:.0f} detections "
+            f"per exposure, {summary.files} files ({summary.bytes / 1e9:.2f} GB), "
+            f"{len(summary.stack_runs)} stacks, {len(summary.diff_runs)} diff runs"
+        ),
+    )

@@ -32,7 +32,9 @@ from shared.db.queries import Query
 from shared.db.schema import drop_database
 from shared.psps import configs
 
-ADD_BATCHES = Query("b_add_batches", """
+ADD_BATCHES = Query(
+    "b_add_batches",
+    """
 INSERT INTO psps_batch (name, config, type, item_id, detections, processed, processed_at,
                         loaded_to_datastore, loaded_to_datastore_at, loaded_to_odm, merge_worthy,
                         merged, deleted_datastore, deleted_dxlayer, deleted_local, fileset)
@@ -44,13 +46,18 @@ SELECT CONCAT('B', LPAD(k, 8, '0')), %(config)s, ELT(1 + k %% 3, 'P2', 'ST', 'OB
        IF(k %% 5 = 0, 'pending', 'succeeded'), IF(k %% 7 = 0, 'pending', 'succeeded'),
        IF(k %% 11 = 0, 'failed', 'succeeded'), CONCAT('B', LPAD(k, 8, '0'))
 FROM (SELECT seq + %(offset)s AS k FROM seq_1_to_100000) s
-WHERE k <= %(n)s""", "bench")
-ADD_DX = Query("b_add_dx", """
+WHERE k <= %(n)s""",
+    "bench",
+)
+ADD_DX = Query(
+    "b_add_dx",
+    """
 INSERT INTO dx_batch (name, product, type, status, loaded_at, merge_worthy_at, merged_at)
 SELECT CONCAT('B', LPAD(seq, 8, '0')), 'PSPS_bench', 'P2', 'merged', NOW(6), NOW(6), NOW(6)
-FROM seq_1_to_%(n)s""", "bench")
-PLAIN = Query("b_plain", "SELECT config, type, COUNT(*) AS n FROM psps_batch "
-              "GROUP BY config, type", "bench")
+FROM seq_1_to_%(n)s""",
+    "bench",
+)
+PLAIN = Query("b_plain", "SELECT config, type, COUNT(*) AS n FROM psps_batch GROUP BY config, type", "bench")
 
 
 def _free_port() -> int:
@@ -68,9 +75,11 @@ async def _add_batches(db: Database, n: int, odm: str) -> None:
 async def _bare_gets(base: str, names: list[str], parallel: int) -> float:
     gate = asyncio.Semaphore(parallel)
     async with aiohttp.ClientSession() as session:
+
         async def one(name: str) -> None:
             async with gate, session.get(f"{base}/odm/batch/{name}") as resp:
                 await resp.json()
+
         started = time.perf_counter()
         await asyncio.gather(*(one(n) for n in names))
         return time.perf_counter() - started
@@ -91,50 +100,77 @@ async def poller_rate(batches: int) -> Figure:
     async with bench_database("ipp_bench_odm") as (settings, db):
         await configs.set_fields(db, "bench", {"datastore_product": "PSPS_bench"})
         await _add_batches(db, batches, "pending")
-        published = await db.fetch_all(Query("b_pub", "SELECT name FROM psps_batch WHERE "
-                                             "loaded_to_datastore = 'succeeded'", "bench"))
+        published = await db.fetch_all(
+            Query("b_pub", "SELECT name FROM psps_batch WHERE loaded_to_datastore = 'succeeded'", "bench")
+        )
         names = [str(r["name"]) for r in published]
         count = len(names)
         port = _free_port()
         psps_db = "ipp_bench_odm_psps"
         with TemporaryDirectory() as tmp:
-            env = agent_env(settings.effective_dsn(), Path(tmp), odm_port=port,
-                            psps_db_name=psps_db, ds_port=_free_port(), dxlayer_poll_s=3600)
+            env = agent_env(
+                settings.effective_dsn(),
+                Path(tmp),
+                odm_port=port,
+                psps_db_name=psps_db,
+                ds_port=_free_port(),
+                dxlayer_poll_s=3600,
+            )
             sim = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sim", "psps", env=env, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT)
+                sys.executable,
+                "-m",
+                "sim",
+                "psps",
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=PROJECT_ROOT,
+            )
             try:
                 base = f"http://127.0.0.1:{port}"
                 await _wait_up(base)
-                pdb = await Database.connect(settings, parse_dsn(settings.effective_dsn())
-                                             .with_database(psps_db))
+                pdb = await Database.connect(
+                    settings, parse_dsn(settings.effective_dsn()).with_database(psps_db)
+                )
                 try:
                     sql = ADD_DX.sql.replace("seq_1_to_%(n)s", f"seq_1_to_{int(batches)}")
                     await pdb.execute(Query(ADD_DX.name, sql, "bench"))
                 finally:
                     await pdb.close()
                 bare = await _bare_gets(base, names, settings.odm_parallel)
-                events = await run_agent_once("odm_poller", agent_env(
-                    settings.effective_dsn(), Path(tmp), odm_port=port))
+                events = await run_agent_once(
+                    "odm_poller", agent_env(settings.effective_dsn(), Path(tmp), odm_port=port)
+                )
                 ours = working_seconds(events)
             finally:
                 sim.terminate()
                 await asyncio.wait_for(sim.wait(), 30)
-                await drop_database(settings, parse_dsn(settings.effective_dsn())
-                                    .with_database(psps_db))
+                await drop_database(settings, parse_dsn(settings.effective_dsn()).with_database(psps_db))
     recorded = sum(1 for e in events if e.get("event") == "batch_status")
-    return Figure("ODM poller status checks (recorded)", count / ours, count / bare,
-                  "checks/s", "bare aiohttp GETs, same ODM, same concurrency", "report",
-                  recorded == count,
-                  f"{count} batches, {settings.odm_parallel} in flight; the poller also writes "
-                  f"each status ({recorded} recorded); agent time includes start-up")
+    return Figure(
+        "ODM poller status checks (recorded)",
+        count / ours,
+        count / bare,
+        "checks/s",
+        "bare aiohttp GETs, same ODM, same concurrency",
+        "report",
+        recorded == count,
+        f"{count} batches, {settings.odm_parallel} in flight; the poller also writes "
+        f"each status ({recorded} recorded); agent time includes start-up",
+    )
 
 
 def _ippctl_seconds(settings: Settings) -> float:
     env = {**os.environ, "IPP_DB_DSN": settings.effective_dsn(), "PYTHONPATH": str(PROJECT_ROOT)}
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "shared.ctl.main", "metrics", "all"], env=env,
-                         capture_output=True, text=True, check=False, cwd=PROJECT_ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", "metrics", "all"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PROJECT_ROOT,
+    )
     elapsed = time.perf_counter() - started
     if out.returncode != 0 or "loaded_to_datastore" not in out.stdout:
         raise RuntimeError(f"bench: ippctl metrics failed: {out.stderr[-500:]}")
@@ -161,12 +197,26 @@ async def metrics_summary(rows: int) -> list[Figure]:
             queries.append(time.perf_counter() - started)
     anchor = min(plain)
     return [
-        Figure(f"ippctl metrics all, {rows:,} batch rows (whole command)", min(command), anchor,
-               "s", "plain SELECT COUNT(*) GROUP BY", "< 1 s", min(command) < 1.0,
-               f"median {statistics.median(command):.3f} s; includes Python start-up"),
-        Figure(f"loading summary queries, {rows:,} batch rows", min(queries), anchor, "s",
-               "plain SELECT COUNT(*) GROUP BY", "report", True,
-               "from the tables the psps_batch triggers keep, plus the last hour by index"),
+        Figure(
+            f"ippctl metrics all, {rows:,} batch rows (whole command)",
+            min(command),
+            anchor,
+            "s",
+            "plain SELECT COUNT(*) GROUP BY",
+            "< 1 s",
+            min(command) < 1.0,
+            f"median {statistics.median(command):.3f} s; includes Python start-up",
+        ),
+        Figure(
+            f"loading summary queries, {rows:,} batch rows",
+            min(queries),
+            anchor,
+            "s",
+            "plain SELECT COUNT(*) GROUP BY",
+            "report",
+            True,
+            "from the tables the psps_batch triggers keep, plus the last hour by index",
+        ),
     ]
 
 
@@ -175,6 +225,10 @@ async def measure(batches: int, rows: int) -> list[Figure]:
 
 
 if __name__ == "__main__":
-    for f in asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 2000,
-                                 int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)):
+    for f in asyncio.run(
+        measure(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 2000,
+            int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000,
+        )
+    ):
         print(f)

@@ -38,8 +38,9 @@ async def _direct(job_path: Path, scratch: Path) -> float:
     direct_job = scratch / "job.json"
     await asyncio.to_thread(direct_job.write_text, json.dumps(job))
     started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim.regen",
-                                                str(direct_job), cwd=PROJECT_ROOT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim.regen", str(direct_job), cwd=PROJECT_ROOT
+    )
     if await proc.wait() != 0:
         raise RuntimeError("update bench: direct sim.regen failed")
     return time.perf_counter() - started
@@ -56,14 +57,23 @@ async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> Figure:
             root = Path(tmp)
             storage = Storage(db)
             await ensure_volumes(storage, root, "bench")
-            options = SurveyOptions(exposures=1, chips=chips, seed=3, site="bench", size=size,
-                                    stars_per_chip=4400 if size >= 1024 else 400,
-                                    dvo_dir=root / "dvo", progress=False)
+            options = SurveyOptions(
+                exposures=1,
+                chips=chips,
+                seed=3,
+                site="bench",
+                size=size,
+                stars_per_chip=4400 if size >= 1024 else 400,
+                dvo_dir=root / "dvo",
+                progress=False,
+            )
             summary = await Survey(db, storage, options).run()
             chip_id = summary.chip_runs[0]
             saved = root / "job.json"
-            wrapper = (f"sh -c 'cp \"$0\" {shlex.quote(str(saved))} && "
-                       f"exec {shlex.quote(sys.executable)} -m sim.regen \"$0\"'")
+            wrapper = (
+                f'sh -c \'cp "$0" {shlex.quote(str(saved))} && '
+                f'exec {shlex.quote(sys.executable)} -m sim.regen "$0"\''
+            )
             env = {"update_command_chip": wrapper, "update_scratch_dir": str(root / "scratch")}
             ours, direct, files = [], [], 0
             for n in range(rounds):
@@ -80,8 +90,17 @@ async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> Figure:
                 direct.append(await _direct(saved, out))
     agent_s, direct_s = statistics.median(ours), statistics.median(direct)
     ratio = agent_s / direct_s
-    return Figure("update overhead (chip run regenerated)", agent_s, direct_s, "s",
-                  "python -m sim.regen on the same job", "<= 1.1x", ratio <= 1.1,
-                  note=(f"{chips} chips of {size}x{size}, {files} files regenerated; medians of "
-                        f"{rounds} rounds: agent {agent_s:.2f} s (claim to recorded), direct "
-                        f"{direct_s:.2f} s (process start to exit)"))
+    return Figure(
+        "update overhead (chip run regenerated)",
+        agent_s,
+        direct_s,
+        "s",
+        "python -m sim.regen on the same job",
+        "<= 1.1x",
+        ratio <= 1.1,
+        note=(
+            f"{chips} chips of {size}x{size}, {files} files regenerated; medians of "
+            f"{rounds} rounds: agent {agent_s:.2f} s (claim to recorded), direct "
+            f"{direct_s:.2f} s (process start to exit)"
+        ),
+    )

@@ -41,8 +41,9 @@ def production_volume(name: str, need_bytes: int) -> Iterator[Path]:
     if given:
         root = Path(given) / name
         if shutil.disk_usage(given).free < need_bytes:
-            raise VolumeUnavailable(f"IPP_BENCH_VOLUME_DIR={given} has less than "
-                                    f"{need_bytes / 1e9:.0f} GB free")
+            raise VolumeUnavailable(
+                f"IPP_BENCH_VOLUME_DIR={given} has less than {need_bytes / 1e9:.0f} GB free"
+            )
         root.mkdir(parents=True, exist_ok=False)
         try:
             yield root
@@ -52,7 +53,8 @@ def production_volume(name: str, need_bytes: int) -> Iterator[Path]:
     if os.geteuid() != 0 or not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
         raise VolumeUnavailable(
             "a production-sized benchmark needs root (to loop-mount a sparse ext4 image) or "
-            f"IPP_BENCH_VOLUME_DIR naming a directory with {need_bytes / 1e9:.0f} GB free")
+            f"IPP_BENCH_VOLUME_DIR naming a directory with {need_bytes / 1e9:.0f} GB free"
+        )
     with _loop_ext4(PROJECT_ROOT / "var" / "bench" / name) as mount:
         yield mount
 
@@ -69,8 +71,18 @@ def _loop_ext4(where: Path) -> Iterator[Path]:
         fh.truncate(IMAGE_BYTES)
     try:
         # few inodes (their tables are written lazily), a journal of ordinary size, no discard
-        _run("mkfs.ext4", "-q", "-F", "-N", "500000", "-J", "size=256", "-E",
-             "lazy_itable_init=1,nodiscard", str(image))
+        _run(
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-N",
+            "500000",
+            "-J",
+            "size=256",
+            "-E",
+            "lazy_itable_init=1,nodiscard",
+            str(image),
+        )
         device = _run("losetup", "--direct-io=on", "--show", "-f", str(image))
         try:
             mount.mkdir(exist_ok=True)

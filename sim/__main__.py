@@ -19,8 +19,11 @@ PROG = "ipp-sim"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Stand-ins for the IPP's neighbours.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("psps", help="the PSPS side: a DXLayer loading published batches into the "
-                                "psps database and the ODM web service (odm_port)")
+    sub.add_parser(
+        "psps",
+        help="the PSPS side: a DXLayer loading published batches into the "
+        "psps database and the ODM web service (odm_port)",
+    )
     from sim import survey_command
 
     survey_command.add_commands(sub)

@@ -31,24 +31,53 @@ class DvoBuilder:
     def __init__(self, root: Path, ra: float, dec: float, half_width: float) -> None:
         self.database = dvo.DvoDatabase(root)
         cosd = math.cos(math.radians(dec))
-        self.regions = dvo.region_grid(ra - half_width / cosd, ra + half_width / cosd,
-                                       dec - half_width, dec + half_width, REGION_STEP_DEG)
+        self.regions = dvo.region_grid(
+            ra - half_width / cosd,
+            ra + half_width / cosd,
+            dec - half_width,
+            dec + half_width,
+            REGION_STEP_DEG,
+        )
         self.images: list[tuple[Any, ...]] = []
         self.parts: dict[str, list[Array]] = defaultdict(list)
         self.photcodes: set[tuple[int, str, str]] = set()
 
-    def add_chip(self, e: Exposure, class_id: str, extern_id: int, chip_id: int,
-                 table: Array, stars: tuple[Array, Array, Array], field: StarField,
-                 wcs: Wcs) -> None:
+    def add_chip(
+        self,
+        e: Exposure,
+        class_id: str,
+        extern_id: int,
+        chip_id: int,
+        table: Array,
+        stars: tuple[Array, Array, Array],
+        field: StarField,
+        wcs: Wcs,
+    ) -> None:
         """Record one chip image and its detections."""
         image_id = len(self.images) + 1
         code = photcode(e.filter, class_id)
         self.photcodes.add((code, class_id, e.filter))
         size = round(wcs.x0 * 2 + 1)
-        self.images.append((image_id, extern_id, chip_id, e.exp_id, code, int(class_id[2:4]),
-                            e.exptime, e.mjd, e.airmass, f"{e.exp_name}.{class_id}",
-                            wcs.ra0, wcs.dec0, wcs.x0 + 1, wcs.y0 + 1, wcs.scale_deg,
-                            wcs.scale_deg))
+        self.images.append(
+            (
+                image_id,
+                extern_id,
+                chip_id,
+                e.exp_id,
+                code,
+                int(class_id[2:4]),
+                e.exptime,
+                e.mjd,
+                e.airmass,
+                f"{e.exp_name}.{class_id}",
+                wcs.ra0,
+                wcs.dec0,
+                wcs.x0 + 1,
+                wcs.y0 + 1,
+                wcs.scale_deg,
+                wcs.scale_deg,
+            )
+        )
         star = self._match(table, stars, size)
         matched = star >= 0
         ra = np.where(matched, field.ra[np.maximum(star, 0)], table["RA_PSF"])
@@ -106,8 +135,9 @@ class DvoBuilder:
         for i, values in enumerate(self.images):
             for (name, _), value in zip(dvo.IMAGES_COLUMNS, values, strict=True):
                 rows[name][i] = value
-        dvo.write_atomic(self.database.path("Images.dat"),
-                         dvo.table_bytes(dvo.IMAGES_COLUMNS, rows, extname="DVO_IMAGE"))
+        dvo.write_atomic(
+            self.database.path("Images.dat"), dvo.table_bytes(dvo.IMAGES_COLUMNS, rows, extname="DVO_IMAGE")
+        )
 
     def _write_photcodes(self) -> None:
         codes = sorted(self.photcodes)
@@ -119,8 +149,10 @@ class DvoBuilder:
             rows["C_LAM"][i] = round(ZERO_POINTS[filter_name] * 1000)
             rows["K"][i] = EXTINCTION_K
             rows["FILTER"][i] = filter_name
-        dvo.write_atomic(self.database.path("Photcodes.dat"),
-                         dvo.table_bytes(dvo.PHOTCODE_COLUMNS, rows, extname="DVO_PHOTCODE"))
+        dvo.write_atomic(
+            self.database.path("Photcodes.dat"),
+            dvo.table_bytes(dvo.PHOTCODE_COLUMNS, rows, extname="DVO_PHOTCODE"),
+        )
 
     def _write_regions(self, d: dict[str, Array]) -> set[int]:
         # One object per matched star, one per unmatched detection.
@@ -137,8 +169,15 @@ class DvoBuilder:
             written.add(region.index)
         return written
 
-    def _write_region(self, region: dvo.Region, d: dict[str, Array], objects: Array,
-                      inverse: Array, obj_ra: Array, obj_dec: Array) -> None:
+    def _write_region(
+        self,
+        region: dvo.Region,
+        d: dict[str, Array],
+        objects: Array,
+        inverse: Array,
+        obj_ra: Array,
+        obj_dec: Array,
+    ) -> None:
         order = objects[np.lexsort((obj_dec[objects], obj_ra[objects]))]
         ave_ref = np.full(len(obj_ra), -1, dtype=np.int64)
         ave_ref[order] = np.arange(len(order))
@@ -154,15 +193,29 @@ class DvoBuilder:
         cpt["EXT_ID"] = ids.obj_ids(obj_ra[order], obj_dec[order])
         cpt["OFF_MEASURE"], cpt["NMEASURE"] = offsets, counts
         cpm = dvo.empty(dvo.CPM_COLUMNS, len(meas))
-        for name, src in (("RA", "ra"), ("DEC", "dec"), ("MAG", "mag"), ("DET_ID", "det_id"),
-                          ("IMAGE_ID", "image_id"), ("PHOTCODE", "photcode"),
-                          ("M_TIME", "m_time"), ("AIRMASS", "airmass"), ("EXT_ID", "detect_id")):
+        for name, src in (
+            ("RA", "ra"),
+            ("DEC", "dec"),
+            ("MAG", "mag"),
+            ("DET_ID", "det_id"),
+            ("IMAGE_ID", "image_id"),
+            ("PHOTCODE", "photcode"),
+            ("M_TIME", "m_time"),
+            ("AIRMASS", "airmass"),
+            ("EXT_ID", "detect_id"),
+        ):
             cpm[name] = d[src][meas]
         cpm["AVE_REF"], cpm["OBJ_ID"], cpm["CAT_ID"] = refs, refs + 1, region.index
         cps = self._averages(cpm)
-        bounds = {"CATID": region.index, "NSTARS": len(cpt), "NMEAS": len(cpm),
-                  "R_MIN": region.r_min, "R_MAX": region.r_max, "D_MIN": region.d_min,
-                  "D_MAX": region.d_max}
+        bounds = {
+            "CATID": region.index,
+            "NSTARS": len(cpt),
+            "NMEAS": len(cpm),
+            "R_MIN": region.r_min,
+            "R_MAX": region.r_max,
+            "D_MIN": region.d_min,
+            "D_MAX": region.d_max,
+        }
         files = self.database.region_files(region)
         dvo.write_atomic(files["cpt"], dvo.table_bytes(dvo.CPT_COLUMNS, cpt, bounds, "DVO_AVERAGE"))
         dvo.write_atomic(files["cpm"], dvo.table_bytes(dvo.CPM_COLUMNS, cpm, bounds, "DVO_MEASURE"))
@@ -187,10 +240,20 @@ class DvoBuilder:
     def _write_skytable(self, with_tables: set[int]) -> None:
         rows = dvo.empty(dvo.SKYTABLE_COLUMNS, len(self.regions))
         for i, r in enumerate(self.regions):
-            rows[i] = (r.r_min, r.r_max, r.d_min, r.d_max, r.index, r.depth,
-                       1 if r.index in with_tables else 0, r.name)
-        dvo.write_atomic(self.database.path("SkyTable.fits"),
-                         dvo.table_bytes(dvo.SKYTABLE_COLUMNS, rows, extname="SKY_REGION"))
+            rows[i] = (
+                r.r_min,
+                r.r_max,
+                r.d_min,
+                r.d_max,
+                r.index,
+                r.depth,
+                1 if r.index in with_tables else 0,
+                r.name,
+            )
+        dvo.write_atomic(
+            self.database.path("SkyTable.fits"),
+            dvo.table_bytes(dvo.SKYTABLE_COLUMNS, rows, extname="SKY_REGION"),
+        )
 
 
 assert len(FILTERS) <= 10  # the cps key packs the filter index into one decimal digit

@@ -68,7 +68,7 @@ def find_peaks(signal: Array, threshold: Array) -> tuple[Array, Array]:
         for dx in (-1, 0, 1):
             if dy == 0 and dx == 0:
                 continue
-            neighbour = signal[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx]
+            neighbour = signal[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx]
             ok &= core > neighbour if (dy, dx) < (0, 0) else core >= neighbour
     ys, xs = np.nonzero(ok)
     return ys + 1, xs + 1
@@ -94,7 +94,8 @@ def moments(image: Array, ys: Array, xs: Array) -> dict[str, Array]:
     total = stack.sum(axis=0)
     cx, cy = (stack * dx).sum(axis=0) / total, (stack * dy).sum(axis=0) / total
     return {
-        "x": xs + cx, "y": ys + cy,
+        "x": xs + cx,
+        "y": ys + cy,
         "xx": (stack * (dx - cx) ** 2).sum(axis=0) / total,
         "yy": (stack * (dy - cy) ** 2).sum(axis=0) / total,
         "xy": (stack * (dx - cx) * (dy - cy)).sum(axis=0) / total,
@@ -119,7 +120,7 @@ def read_fits_image(data: bytes) -> tuple[Array, fits.Header]:
 def jpeg(image: Array) -> bytes:
     """A greyscale JPEG preview scaled between the 1st and 99th percentile."""
     finite = image[np.isfinite(image)]
-    low, high = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     scaled = np.clip((image - low) / max(high - low, 1e-9), 0, 1)
     picture = Image.fromarray((np.nan_to_num(scaled) * 255).astype(np.uint8)[::-1], mode="L")
     buf = io.BytesIO()
@@ -142,5 +143,5 @@ def smooth3(image: Array) -> Array:
     total = np.zeros(image.shape, dtype=np.float64)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            total += padded[1 + dy:padded.shape[0] - 1 + dy, 1 + dx:padded.shape[1] - 1 + dx]
+            total += padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
     return (total / 9.0).astype(np.float32)

@@ -34,11 +34,12 @@ def _message(rng: random.Random, component: str, n: int) -> str:
     if kind == 2:
         return f"cell {cell}: sky {rng.uniform(80, 900):.1f} counts, stdev {rng.uniform(4, 40):.1f}"
     if kind == 3:
-        return (f"psf model PS_MODEL_PS1_V1: fwhm {rng.uniform(3.5, 8):.2f} px, "
-                f"{rng.randrange(40, 400)} stars")
+        return f"psf model PS_MODEL_PS1_V1: fwhm {rng.uniform(3.5, 8):.2f} px, {rng.randrange(40, 400)} stars"
     if kind == 4:
-        return (f"source {n}: x {rng.uniform(0, 4846):.1f} y {rng.uniform(0, 4868):.1f} "
-                f"mag {rng.uniform(-16, -5):.3f}")
+        return (
+            f"source {n}: x {rng.uniform(0, 4846):.1f} y {rng.uniform(0, 4868):.1f} "
+            f"mag {rng.uniform(-16, -5):.3f}"
+        )
     if kind == 5:
         return f"cell {cell}: applying mask PPIMAGE.MASK, bias, dark, flat"
     if kind == 6:
@@ -54,8 +55,9 @@ def _message(rng: random.Random, component: str, n: int) -> str:
     return f"cell {cell}: no saturated pixels above SATURATION threshold"
 
 
-def ipp_log(seed: int, target_bytes: int, *, component: str = "o4741g0239o.XY05",
-            host: str = "ipp054") -> bytes:
+def ipp_log(
+    seed: int, target_bytes: int, *, component: str = "o4741g0239o.XY05", host: str = "ipp054"
+) -> bytes:
     """About ``target_bytes`` of log text (never less), the same for the same arguments."""
     rng = random.Random(seed)
     when = datetime(2012, 11, 14, 10, 0, tzinfo=UTC)

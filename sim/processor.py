@@ -34,21 +34,48 @@ SOFTWARE_VERSION = "refproc-1.0"
 #: Default recipes per stage (the "current recipes").
 RECIPES: dict[str, dict[str, tuple[str, Any]]] = {
     "chip": {
-        "BIAS": ("F32", 1000.0), "FLAT": ("F32", 1.0), "GAIN": ("F32", 1.2),
-        "READNOISE": ("F32", 5.0), "SATURATION": ("F32", 60000.0), "DETECT_NSIGMA": ("F32", 5.0),
-        "APERTURE": ("S32", 2), "BIN1": ("S32", 4), "BIN2": ("S32", 16),
-        "BACKMDL_BOX": ("S32", 16), "FWHM_PX": ("F32", 2.5),
+        "BIAS": ("F32", 1000.0),
+        "FLAT": ("F32", 1.0),
+        "GAIN": ("F32", 1.2),
+        "READNOISE": ("F32", 5.0),
+        "SATURATION": ("F32", 60000.0),
+        "DETECT_NSIGMA": ("F32", 5.0),
+        "APERTURE": ("S32", 2),
+        "BIN1": ("S32", 4),
+        "BIN2": ("S32", 16),
+        "BACKMDL_BOX": ("S32", 16),
+        "FWHM_PX": ("F32", 2.5),
     },
     "camera": {"ASTROM_ORDER": ("S32", 1), "STREAK_WIDTH_PX": ("S32", 2)},
-    "warp": {"DETECT_NSIGMA": ("F32", 5.0), "APERTURE": ("S32", 2), "BACKMDL_BOX": ("S32", 16),
-             "BIN1": ("S32", 4), "BIN2": ("S32", 16)},
-    "stack": {"DETECT_NSIGMA": ("F32", 5.0), "APERTURE": ("S32", 2), "BACKMDL_BOX": ("S32", 16),
-              "BIN1": ("S32", 4), "BIN2": ("S32", 16)},
-    "diff": {"DETECT_NSIGMA": ("F32", 5.0), "APERTURE": ("S32", 2), "BACKMDL_BOX": ("S32", 16),
-             "BIN1": ("S32", 4), "BIN2": ("S32", 16)},
+    "warp": {
+        "DETECT_NSIGMA": ("F32", 5.0),
+        "APERTURE": ("S32", 2),
+        "BACKMDL_BOX": ("S32", 16),
+        "BIN1": ("S32", 4),
+        "BIN2": ("S32", 16),
+    },
+    "stack": {
+        "DETECT_NSIGMA": ("F32", 5.0),
+        "APERTURE": ("S32", 2),
+        "BACKMDL_BOX": ("S32", 16),
+        "BIN1": ("S32", 4),
+        "BIN2": ("S32", 16),
+    },
+    "diff": {
+        "DETECT_NSIGMA": ("F32", 5.0),
+        "APERTURE": ("S32", 2),
+        "BACKMDL_BOX": ("S32", 16),
+        "BIN1": ("S32", 4),
+        "BIN2": ("S32", 16),
+    },
 }
-CONFIG_RULES = {"chip": "PPIMAGE.CONFIG", "camera": "PSASTRO.CONFIG", "warp": "PSWARP.CONFIG",
-                "stack": "PPSTACK.CONFIG", "diff": "PPSUB.CONFIG"}
+CONFIG_RULES = {
+    "chip": "PPIMAGE.CONFIG",
+    "camera": "PSASTRO.CONFIG",
+    "warp": "PSWARP.CONFIG",
+    "stack": "PPSTACK.CONFIG",
+    "diff": "PPSUB.CONFIG",
+}
 
 
 # -- recipes and config dumps ------------------------------------------------------------
@@ -87,8 +114,7 @@ DUMP_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
 def dump_for(stage: str, recipe_block: Block, values: Mapping[str, Any]) -> bytes:
     """The config dump of one component of ``stage`` processed with ``recipe_block``."""
     try:
-        return config_dump(recipe_block, {name: (kind, values[name])
-                                          for name, kind in DUMP_INPUTS[stage]})
+        return config_dump(recipe_block, {name: (kind, values[name]) for name, kind in DUMP_INPUTS[stage]})
     except KeyError as exc:
         raise MdcError(f"{stage} config dump: no value for {exc.args[0]}") from None
 
@@ -135,9 +161,16 @@ class Exposure:
         when = row["dateobs"]
         if isinstance(when, str):
             when = datetime.fromisoformat(when)
-        return cls(int(row["exp_id"]), str(row["exp_name"]), str(row["filter"]).split(".")[0],
-                   mjd_of(when), float(row["exp_time"]), float(row["airmass"]),
-                   float(row["ra"]), float(row["decl"]))
+        return cls(
+            int(row["exp_id"]),
+            str(row["exp_name"]),
+            str(row["filter"]).split(".")[0],
+            mjd_of(when),
+            float(row["exp_time"]),
+            float(row["airmass"]),
+            float(row["ra"]),
+            float(row["decl"]),
+        )
 
 
 def mjd_of(when: datetime) -> float:
@@ -148,6 +181,7 @@ def mjd_of(when: datetime) -> float:
 def photcode(filter_name: str, class_id: str) -> int:
     """Numeric photcode: 10000 + 100*filter + ccd, so that photcode % 100 is the ccd."""
     from sim.sky import FILTERS
+
     return 10000 + 100 * FILTERS.index(filter_name) + int(class_id[2:4])
 
 
@@ -157,8 +191,18 @@ class Detections:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def detect(image: Array, variance: Array, mask: Array, wcs: Wcs, block: Block, *,
-           zpt: float, zpt_err: float, exptime: float, fwhm_px: float) -> Detections:
+def detect(
+    image: Array,
+    variance: Array,
+    mask: Array,
+    wcs: Wcs,
+    block: Block,
+    *,
+    zpt: float,
+    zpt_err: float,
+    exptime: float,
+    fwhm_px: float,
+) -> Detections:
     """Find and measure sources: PS1_V5 rows numbered 0..N-1 in (y, x) order."""
     box = int(_r(block, "BACKMDL_BOX"))
     clean = np.nan_to_num(image.astype(np.float64))
@@ -208,9 +252,14 @@ def detect(image: Array, variance: Array, mask: Array, wcs: Wcs, block: Block, *
     flags = np.full(n, catalogs.FLAGS["PSFMODEL"] | catalogs.FLAGS["FITTED"], dtype=np.uint32)
     flags[mask[ys, xs] != 0] |= catalogs.FLAGS["SATURATED"]
     t["FLAGS"], t["N_FRAMES"] = flags, 1
-    stats = {"BG": float(np.median(bg)), "BG_STDEV": float(np.std(bg_model)),
-             "N_STARS": float(n), "FWHM": fwhm_px,
-             "MSKY_MN": float(np.mean(bg)), "MSKY_SIG": float(np.median(noise))}
+    stats = {
+        "BG": float(np.median(bg)),
+        "BG_STDEV": float(np.std(bg_model)),
+        "N_STARS": float(n),
+        "FWHM": fwhm_px,
+        "MSKY_MN": float(np.mean(bg)),
+        "MSKY_SIG": float(np.median(noise)),
+    }
     return Detections(t, stats)
 
 
@@ -226,17 +275,20 @@ def _log(title: str, lines: list[str]) -> bytes:
 
 
 def _detection_log(table: Array) -> list[str]:
-    return [f"  det {int(r['IPP_IDET'])} x={r['X_PSF']:.2f} y={r['Y_PSF']:.2f} "
-            f"flux={r['PSF_INST_FLUX']:.1f} mag={r['PSF_INST_MAG']:.3f}" for r in table]
+    return [
+        f"  det {int(r['IPP_IDET'])} x={r['X_PSF']:.2f} y={r['Y_PSF']:.2f} "
+        f"flux={r['PSF_INST_FLUX']:.1f} mag={r['PSF_INST_MAG']:.3f}"
+        for r in table
+    ]
 
 
 def _psf_file(fwhm_px: float) -> bytes:
     sigma = fwhm_px / 2.3548
     y, x = np.mgrid[-7:8, -7:8]
     model = np.exp(-(x**2 + y**2) / (2 * sigma**2)).astype(np.float32)
-    return imaging.fits_image(model / model.sum(),
-                              {"PSFMODEL": "PS_MODEL_GAUSS", "FWHM_MAJ": fwhm_px,
-                               "FWHM_MIN": fwhm_px})
+    return imaging.fits_image(
+        model / model.sum(), {"PSFMODEL": "PS_MODEL_GAUSS", "FWHM_MAJ": fwhm_px, "FWHM_MIN": fwhm_px}
+    )
 
 
 # -- chip ----------------------------------------------------------------------------------
@@ -260,22 +312,36 @@ class ChipResult:
     b2: Array
 
 
-def chip_header(inp: ChipInputs, stats: dict[str, float], fwhm_px: float,
-                n_stars: int) -> dict[str, Any]:
+def chip_header(inp: ChipInputs, stats: dict[str, float], fwhm_px: float, n_stars: int) -> dict[str, Any]:
     """The chip header keywords the loader needs (REFERENCE 8)."""
     e = inp.exposure
     return {
-        "IMAGEID": inp.image_id, "SOURCEID": inp.chip_id, "EXP_NAME": e.exp_name,
-        "CHIP": inp.class_id, "MJD-OBS": e.mjd, "EXPTIME": e.exptime, "AIRMASS": e.airmass,
-        "PHOTCODE": f"GPC1.{e.filter}.{inp.class_id}", "ZPT_OBS": e.zpt_obs, "ZPT_ERR": 0.02,
-        "FWHM_MAJ": fwhm_px, "FWHM_MIN": fwhm_px, "MSKY_MN": stats["MSKY_MN"],
-        "MSKY_SIG": stats["MSKY_SIG"], "APMIFIT": 0.0, "HIERARCH DETEFF.MAGREF": 21.5,
-        "FSATUR": 0.0, "NASTRO": n_stars, "CERROR": 0.05, **inp.wcs.header(),
+        "IMAGEID": inp.image_id,
+        "SOURCEID": inp.chip_id,
+        "EXP_NAME": e.exp_name,
+        "CHIP": inp.class_id,
+        "MJD-OBS": e.mjd,
+        "EXPTIME": e.exptime,
+        "AIRMASS": e.airmass,
+        "PHOTCODE": f"GPC1.{e.filter}.{inp.class_id}",
+        "ZPT_OBS": e.zpt_obs,
+        "ZPT_ERR": 0.02,
+        "FWHM_MAJ": fwhm_px,
+        "FWHM_MIN": fwhm_px,
+        "MSKY_MN": stats["MSKY_MN"],
+        "MSKY_SIG": stats["MSKY_SIG"],
+        "APMIFIT": 0.0,
+        "HIERARCH DETEFF.MAGREF": 21.5,
+        "FSATUR": 0.0,
+        "NASTRO": n_stars,
+        "CERROR": 0.05,
+        **inp.wcs.header(),
     }
 
 
-def process_chip(raw: bytes, block: Block, inp: ChipInputs, *, dump: bytes,
-                 run_photometry: bool = True) -> ChipResult:
+def process_chip(
+    raw: bytes, block: Block, inp: ChipInputs, *, dump: bytes, run_photometry: bool = True
+) -> ChipResult:
     """raw -> chip: detrend, mask, variance, binned images, background model, detections.
 
     ``run_photometry=False`` skips the psf (REFERENCE 3: a chip update re-runs photometry only
@@ -289,8 +355,9 @@ def process_chip(raw: bytes, block: Block, inp: ChipInputs, *, dump: bytes,
     mask = (pixels >= float(_r(block, "SATURATION"))).astype(np.uint16)
     variance = (np.clip(image, 0, None) / gain + (readnoise / gain) ** 2 / flat**2).astype(np.float32)
     e = inp.exposure
-    found = detect(image, variance, mask, inp.wcs, block, zpt=e.zpt_obs, zpt_err=0.02,
-                   exptime=e.exptime, fwhm_px=fwhm)
+    found = detect(
+        image, variance, mask, inp.wcs, block, zpt=e.zpt_obs, zpt_err=0.02, exptime=e.exptime, fwhm_px=fwhm
+    )
     header = chip_header(inp, found.stats, fwhm, len(found.table))
     b1 = imaging.bin_image(image, int(_r(block, "BIN1")))
     b2 = imaging.bin_image(image, int(_r(block, "BIN2")))
@@ -308,14 +375,15 @@ def process_chip(raw: bytes, block: Block, inp: ChipInputs, *, dump: bytes,
         "PPIMAGE.STATS": _stats(found.stats),
         "PPIMAGE.CONFIG": dump,
         "PSPHOT.BACKMDL": imaging.fits_image(bg_model),
-        "LOG.IMFILE": _log(f"ppImage {e.exp_name} {inp.class_id} chip_id {inp.chip_id}: "
-                           f"bias {bias} flat {flat} detections {len(found.table)}",
-                           _detection_log(found.table)),
+        "LOG.IMFILE": _log(
+            f"ppImage {e.exp_name} {inp.class_id} chip_id {inp.chip_id}: "
+            f"bias {bias} flat {flat} detections {len(found.table)}",
+            _detection_log(found.table),
+        ),
     }
     if run_photometry:
         products["PSPHOT.PSF.SAVE"] = _psf_file(fwhm)
-    return ChipResult(products, ChipCatalog(inp.class_id, header, found.table), found.stats,
-                      b1, b2)
+    return ChipResult(products, ChipCatalog(inp.class_id, header, found.table), found.stats, b1, b2)
 
 
 #: The chip products a destreak blanks (and keeps as recovery copies).
@@ -324,8 +392,9 @@ DESTREAK_RULES = ("PPIMAGE.CHIP", "PPIMAGE.CHIP.MASK", "PPIMAGE.CHIP.VARIANCE")
 STREAK_BIT = 0x100
 
 
-def destreak(products: dict[str, bytes], streak: Array, header: dict[str, Any],
-             names: tuple[str, ...] = DESTREAK_RULES) -> dict[str, bytes]:
+def destreak(
+    products: dict[str, bytes], streak: Array, header: dict[str, Any], names: tuple[str, ...] = DESTREAK_RULES
+) -> dict[str, bytes]:
     """Blank the streak in a chip's image and variance and flag it in its mask.
 
     ``streak`` is the camera stage's streak mask for the chip (non-zero on the streak).
@@ -350,16 +419,19 @@ def mosaic(tiles: dict[str, Array]) -> Array:
     out = np.zeros((8 * size, 8 * size), dtype=np.float32)
     for class_id, tile in tiles.items():
         col, row = int(class_id[2]), int(class_id[3])
-        out[row * size:(row + 1) * size, col * size:(col + 1) * size] = tile[:size, :size]
+        out[row * size : (row + 1) * size, col * size : (col + 1) * size] = tile[:size, :size]
     return out
 
 
 def chip_fpa_products(b1: dict[str, Array], b2: dict[str, Array]) -> dict[str, bytes]:
     """The run-level products of the chip stage: binned focal-plane mosaics and jpegs."""
     m1, m2 = mosaic(b1), mosaic(b2)
-    return {"PPIMAGE.OUTPUT.FPA1": imaging.fits_image(m1),
-            "PPIMAGE.OUTPUT.FPA2": imaging.fits_image(m2),
-            "PPIMAGE.JPEG1": imaging.jpeg(m1), "PPIMAGE.JPEG2": imaging.jpeg(m2)}
+    return {
+        "PPIMAGE.OUTPUT.FPA1": imaging.fits_image(m1),
+        "PPIMAGE.OUTPUT.FPA2": imaging.fits_image(m2),
+        "PPIMAGE.JPEG1": imaging.jpeg(m1),
+        "PPIMAGE.JPEG2": imaging.jpeg(m2),
+    }
 
 
 # -- camera --------------------------------------------------------------------------------
@@ -385,29 +457,55 @@ def streak_mask(wcs: Wcs, size: int, streaks: list[Streak], width_px: int) -> Ar
     return mask
 
 
-def process_camera(chips: list[ChipCatalog], block: Block, exposure: Exposure,
-                   wcs: dict[str, Wcs], size: int, streaks: list[Streak], *,
-                   dump: bytes, b1: dict[str, Array], b2: dict[str, Array]) -> dict[str, bytes]:
+def process_camera(
+    chips: list[ChipCatalog],
+    block: Block,
+    exposure: Exposure,
+    wcs: dict[str, Wcs],
+    size: int,
+    streaks: list[Streak],
+    *,
+    dump: bytes,
+    b1: dict[str, Array],
+    b2: dict[str, Array],
+) -> dict[str, bytes]:
     """chip -> camera: the smf, a streak mask per chip, stats, jpegs."""
     e = exposure
-    header = {"FILTERID": f"{e.filter}.00000", "MJD-OBS": e.mjd, "EXPTIME": e.exptime,
-              "AIRMASS": e.airmass, "RA": e.ra, "DEC": e.dec, "EXP_NAME": e.exp_name,
-              "ZPT_OBS": e.zpt_obs, "NCHIPS": len(chips)}
+    header = {
+        "FILTERID": f"{e.filter}.00000",
+        "MJD-OBS": e.mjd,
+        "EXPTIME": e.exptime,
+        "AIRMASS": e.airmass,
+        "RA": e.ra,
+        "DEC": e.dec,
+        "EXP_NAME": e.exp_name,
+        "ZPT_OBS": e.zpt_obs,
+        "NCHIPS": len(chips),
+    }
     ordered = sorted(chips, key=lambda c: c.class_id)
     width = int(_r(block, "STREAK_WIDTH_PX"))
     products = {
         "PSASTRO.OUTPUT": catalogs.smf_bytes(header, ordered),
         "PSASTRO.CONFIG": dump,
-        "PSASTRO.STATS": _stats({"N_CHIPS": len(chips), "N_STARS": sum(len(c.table) for c in chips),
-                                 "ZPT_OBS": e.zpt_obs, "N_STREAKS": len(streaks)}),
+        "PSASTRO.STATS": _stats(
+            {
+                "N_CHIPS": len(chips),
+                "N_STARS": sum(len(c.table) for c in chips),
+                "ZPT_OBS": e.zpt_obs,
+                "N_STREAKS": len(streaks),
+            }
+        ),
         "PPIMAGE.JPEG1": imaging.jpeg(mosaic(b1)),
         "PPIMAGE.JPEG2": imaging.jpeg(mosaic(b2)),
-        "LOG.EXP": _log(f"psastro {e.exp_name}: {len(chips)} chips, {len(streaks)} streaks",
-                        [f"  {c.class_id}: {len(c.table)} detections" for c in ordered]),
+        "LOG.EXP": _log(
+            f"psastro {e.exp_name}: {len(chips)} chips, {len(streaks)} streaks",
+            [f"  {c.class_id}: {len(c.table)} detections" for c in ordered],
+        ),
     }
     for class_id, chip_wcs_ in sorted(wcs.items()):
         products[f"PSASTRO.OUTPUT.MASK:{class_id}"] = imaging.fits_image(
-            streak_mask(chip_wcs_, size, streaks, width), chip_wcs_.header())
+            streak_mask(chip_wcs_, size, streaks, width), chip_wcs_.header()
+        )
     return products
 
 
@@ -423,15 +521,26 @@ class ChipPixels:
 
 
 def _skycell_grid(cell: Skycell) -> tuple[Array, Array]:
-    y, x = np.mgrid[0:cell.size, 0:cell.size]
+    y, x = np.mgrid[0 : cell.size, 0 : cell.size]
     return cell.wcs.to_sky(x.astype(np.float64), y.astype(np.float64))
 
 
-def _sky_products(prefix: str, image: Array, mask: Array, variance: Array, block: Block,
-                  cell: Skycell, *, zpt: float, exptime: float, fwhm: float,
-                  header: dict[str, Any]) -> tuple[dict[str, bytes], Detections]:
-    found = detect(image, variance, mask, cell.wcs, block, zpt=zpt, zpt_err=0.02,
-                   exptime=exptime, fwhm_px=fwhm)
+def _sky_products(
+    prefix: str,
+    image: Array,
+    mask: Array,
+    variance: Array,
+    block: Block,
+    cell: Skycell,
+    *,
+    zpt: float,
+    exptime: float,
+    fwhm: float,
+    header: dict[str, Any],
+) -> tuple[dict[str, bytes], Detections]:
+    found = detect(
+        image, variance, mask, cell.wcs, block, zpt=zpt, zpt_err=0.02, exptime=exptime, fwhm_px=fwhm
+    )
     hdr = {**cell.wcs.header(), "SKYCELL": cell.skycell_id, "TESS_ID": cell.tess_id}
     return {
         f"{prefix}": imaging.fits_image(np.nan_to_num(image).astype(np.float32), hdr),
@@ -441,8 +550,15 @@ def _sky_products(prefix: str, image: Array, mask: Array, variance: Array, block
     }, found
 
 
-def process_warp(chips: dict[str, ChipPixels], cell: Skycell, block: Block, exposure: Exposure,
-                 *, dump: bytes, fwhm: float = 2.5) -> dict[str, bytes]:
+def process_warp(
+    chips: dict[str, ChipPixels],
+    cell: Skycell,
+    block: Block,
+    exposure: Exposure,
+    *,
+    dump: bytes,
+    fwhm: float = 2.5,
+) -> dict[str, bytes]:
     """camera -> warp: resample the chips onto one skycell and measure it."""
     ra, dec = _skycell_grid(cell)
     image = np.full(ra.shape, np.nan)
@@ -457,27 +573,45 @@ def process_warp(chips: dict[str, ChipPixels], cell: Skycell, block: Block, expo
         mask[hit] = imaging.resample_nearest(c.mask.astype(np.float64), sx, sy)[hit]
         variance[hit] = imaging.resample_nearest(c.variance, sx, sy)[hit]
     e = exposure
-    header = {"EXP_NAME": e.exp_name, "MJD-OBS": e.mjd, "EXPTIME": e.exptime,
-              "ZPT_OBS": e.zpt_obs, "FPA.FILTER": e.filter}
-    products, found = _sky_products("PSWARP.OUTPUT", image, mask, variance, block, cell,
-                                    zpt=e.zpt_obs, exptime=e.exptime, fwhm=fwhm, header=header)
+    header = {
+        "EXP_NAME": e.exp_name,
+        "MJD-OBS": e.mjd,
+        "EXPTIME": e.exptime,
+        "ZPT_OBS": e.zpt_obs,
+        "FPA.FILTER": e.filter,
+    }
+    products, found = _sky_products(
+        "PSWARP.OUTPUT",
+        image,
+        mask,
+        variance,
+        block,
+        cell,
+        zpt=e.zpt_obs,
+        exptime=e.exptime,
+        fwhm=fwhm,
+        header=header,
+    )
     products["PSWARP.OUTPUT.SOURCES"] = products.pop("_SOURCES")
     clean = np.nan_to_num(image)
-    bg = imaging.expand_model(imaging.background_model(clean, int(_r(block, "BACKMDL_BOX"))),
-                              clean.shape)
-    products.update({
-        "SKYCELL.TEMPLATE": imaging.fits_image(None, {**cell.wcs.header(),
-                                                      "SKYCELL": cell.skycell_id,
-                                                      "TESS_ID": cell.tess_id}),
-        "PSPHOT.RESID": imaging.fits_image((clean - bg).astype(np.float32)),
-        "PSPHOT.PSF.SKY.SAVE": _psf_file(fwhm),
-        "PSWARP.BIN1": imaging.fits_image(imaging.bin_image(clean, int(_r(block, "BIN1")))),
-        "PSWARP.BIN2": imaging.fits_image(imaging.bin_image(clean, int(_r(block, "BIN2")))),
-        "SKYCELL.STATS": _stats({**found.stats, "GOOD_FRAC": float(np.mean(mask == 0))}),
-        "PSWARP.CONFIG": dump,
-        "LOG.EXP": _log(f"pswarp {e.exp_name} {cell.skycell_id}: {len(chips)} chips, "
-                        f"{len(found.table)} detections", _detection_log(found.table)),
-    })
+    bg = imaging.expand_model(imaging.background_model(clean, int(_r(block, "BACKMDL_BOX"))), clean.shape)
+    products.update(
+        {
+            "SKYCELL.TEMPLATE": imaging.fits_image(
+                None, {**cell.wcs.header(), "SKYCELL": cell.skycell_id, "TESS_ID": cell.tess_id}
+            ),
+            "PSPHOT.RESID": imaging.fits_image((clean - bg).astype(np.float32)),
+            "PSPHOT.PSF.SKY.SAVE": _psf_file(fwhm),
+            "PSWARP.BIN1": imaging.fits_image(imaging.bin_image(clean, int(_r(block, "BIN1")))),
+            "PSWARP.BIN2": imaging.fits_image(imaging.bin_image(clean, int(_r(block, "BIN2")))),
+            "SKYCELL.STATS": _stats({**found.stats, "GOOD_FRAC": float(np.mean(mask == 0))}),
+            "PSWARP.CONFIG": dump,
+            "LOG.EXP": _log(
+                f"pswarp {e.exp_name} {cell.skycell_id}: {len(chips)} chips, {len(found.table)} detections",
+                _detection_log(found.table),
+            ),
+        }
+    )
     return products
 
 
@@ -491,8 +625,16 @@ class WarpPixels:
     mjd: float
 
 
-def process_stack(warps: list[WarpPixels], cell: Skycell, block: Block, filter_name: str,
-                  *, dump: bytes, stack_id: int, fwhm: float = 2.5) -> dict[str, bytes]:
+def process_stack(
+    warps: list[WarpPixels],
+    cell: Skycell,
+    block: Block,
+    filter_name: str,
+    *,
+    dump: bytes,
+    stack_id: int,
+    fwhm: float = 2.5,
+) -> dict[str, bytes]:
     """warps -> stack: the mean of the warps of one skycell in one filter."""
     images = np.stack([np.where(w.mask == 0, w.image, np.nan) for w in warps])
     count = np.sum(np.isfinite(images), axis=0)
@@ -504,37 +646,59 @@ def process_stack(warps: list[WarpPixels], cell: Skycell, block: Block, filter_n
     mask = (count == 0).astype(np.uint16)
     zpt = float(np.mean([w.zpt for w in warps]))
     mjd = float(np.mean([w.mjd for w in warps]))
-    header = {"HIERARCH FPA.ZP": zpt, "HIERARCH FPA.FILTER": filter_name, "MJD-OBS": mjd,
-              "EXPTIME": exptime, "NINPUTS": len(warps), "STACK_ID": stack_id}
-    products, found = _sky_products("PPSTACK.OUTPUT", imaging.smooth3(mean), mask, var, block,
-                                    cell, zpt=zpt, exptime=exptime, fwhm=fwhm, header=header)
+    header = {
+        "HIERARCH FPA.ZP": zpt,
+        "HIERARCH FPA.FILTER": filter_name,
+        "MJD-OBS": mjd,
+        "EXPTIME": exptime,
+        "NINPUTS": len(warps),
+        "STACK_ID": stack_id,
+    }
+    products, found = _sky_products(
+        "PPSTACK.OUTPUT",
+        imaging.smooth3(mean),
+        mask,
+        var,
+        block,
+        cell,
+        zpt=zpt,
+        exptime=exptime,
+        fwhm=fwhm,
+        header=header,
+    )
     products["PPSTACK.SOURCES"] = products.pop("_SOURCES")
     flat = np.nan_to_num(mean).astype(np.float32)
-    products.update({
-        "PPSTACK.OUTPUT.EXP": imaging.fits_image(exp_map.astype(np.float32)),
-        "PPSTACK.OUTPUT.EXPNUM": imaging.fits_image(count.astype(np.uint16)),
-        "PPSTACK.OUTPUT.EXPWT": imaging.fits_image((exp_map / max(exptime, 1e-9)).astype(np.float32)),
-        "PPSTACK.UNCONV": imaging.fits_image(flat),
-        "PPSTACK.UNCONV.MASK": imaging.fits_image(mask),
-        "PPSTACK.UNCONV.VARIANCE": imaging.fits_image(np.nan_to_num(var).astype(np.float32)),
-        "PPSTACK.UNCONV.EXP": imaging.fits_image(exp_map.astype(np.float32)),
-        "PPSTACK.UNCONV.EXPNUM": imaging.fits_image(count.astype(np.uint16)),
-        "PPSTACK.UNCONV.EXPWT": imaging.fits_image((exp_map / max(exptime, 1e-9)).astype(np.float32)),
-        "PPSTACK.OUTPUT.JPEG1": imaging.jpeg(imaging.bin_image(flat, int(_r(block, "BIN1")))),
-        "PPSTACK.OUTPUT.JPEG2": imaging.jpeg(imaging.bin_image(flat, int(_r(block, "BIN2")))),
-        "PPSTACK.TARGET.PSF": _psf_file(fwhm),
-        "PPSTACK.CONFIG": dump,
-        "LOG.EXP": _log(f"ppStack {cell.skycell_id} {filter_name}: {len(warps)} inputs, "
-                        f"{len(found.table)} detections", _detection_log(found.table)),
-    })
+    products.update(
+        {
+            "PPSTACK.OUTPUT.EXP": imaging.fits_image(exp_map.astype(np.float32)),
+            "PPSTACK.OUTPUT.EXPNUM": imaging.fits_image(count.astype(np.uint16)),
+            "PPSTACK.OUTPUT.EXPWT": imaging.fits_image((exp_map / max(exptime, 1e-9)).astype(np.float32)),
+            "PPSTACK.UNCONV": imaging.fits_image(flat),
+            "PPSTACK.UNCONV.MASK": imaging.fits_image(mask),
+            "PPSTACK.UNCONV.VARIANCE": imaging.fits_image(np.nan_to_num(var).astype(np.float32)),
+            "PPSTACK.UNCONV.EXP": imaging.fits_image(exp_map.astype(np.float32)),
+            "PPSTACK.UNCONV.EXPNUM": imaging.fits_image(count.astype(np.uint16)),
+            "PPSTACK.UNCONV.EXPWT": imaging.fits_image((exp_map / max(exptime, 1e-9)).astype(np.float32)),
+            "PPSTACK.OUTPUT.JPEG1": imaging.jpeg(imaging.bin_image(flat, int(_r(block, "BIN1")))),
+            "PPSTACK.OUTPUT.JPEG2": imaging.jpeg(imaging.bin_image(flat, int(_r(block, "BIN2")))),
+            "PPSTACK.TARGET.PSF": _psf_file(fwhm),
+            "PPSTACK.CONFIG": dump,
+            "LOG.EXP": _log(
+                f"ppStack {cell.skycell_id} {filter_name}: {len(warps)} inputs, "
+                f"{len(found.table)} detections",
+                _detection_log(found.table),
+            ),
+        }
+    )
     # one convolution kernel per input, {OUTPUT}.{FILE.INDEX}.kernel
     kernel = imaging.fits_image(np.full((3, 3), 1 / 9, dtype=np.float32))
     products.update({f"PPSTACK.CONV.KERNEL:{i}": kernel for i in range(len(warps))})
     return products
 
 
-def process_diff(warp: WarpPixels, stack: WarpPixels, cell: Skycell, block: Block, *,
-                 dump: bytes, fwhm: float = 2.5) -> dict[str, bytes]:
+def process_diff(
+    warp: WarpPixels, stack: WarpPixels, cell: Skycell, block: Block, *, dump: bytes, fwhm: float = 2.5
+) -> dict[str, bytes]:
     """warp - stack -> diff: both convolved to a common smoothing, then subtracted."""
     in_conv = imaging.smooth3(np.where(warp.mask == 0, warp.image, 0.0))
     ref_conv = imaging.smooth3(np.nan_to_num(stack.image))
@@ -542,27 +706,50 @@ def process_diff(warp: WarpPixels, stack: WarpPixels, cell: Skycell, block: Bloc
     mask = ((warp.mask != 0) | (stack.mask != 0)).astype(np.uint16)
     variance = (np.nan_to_num(warp.variance) + np.nan_to_num(stack.variance)).astype(np.float32)
     header = {"MJD-OBS": warp.mjd, "EXPTIME": warp.exptime, "ZPT_OBS": warp.zpt}
-    products, found = _sky_products("PPSUB.OUTPUT", diff, mask, variance, block, cell,
-                                    zpt=warp.zpt, exptime=warp.exptime, fwhm=fwhm, header=header)
+    products, found = _sky_products(
+        "PPSUB.OUTPUT",
+        diff,
+        mask,
+        variance,
+        block,
+        cell,
+        zpt=warp.zpt,
+        exptime=warp.exptime,
+        fwhm=fwhm,
+        header=header,
+    )
     products["PPSUB.OUTPUT.SOURCES"] = products.pop("_SOURCES")
-    inverse, inv_found = _sky_products("PPSUB.INVERSE", -diff, mask, variance, block, cell,
-                                       zpt=warp.zpt, exptime=warp.exptime, fwhm=fwhm,
-                                       header=header)
+    inverse, inv_found = _sky_products(
+        "PPSUB.INVERSE",
+        -diff,
+        mask,
+        variance,
+        block,
+        cell,
+        zpt=warp.zpt,
+        exptime=warp.exptime,
+        fwhm=fwhm,
+        header=header,
+    )
     products["PPSUB.INVERSE.SOURCES"] = inverse.pop("_SOURCES")
     products.update(inverse)
-    products.update({
-        "PPSUB.INPUT.CONV": imaging.fits_image(in_conv),
-        "PPSUB.INPUT.CONV.MASK": imaging.fits_image(warp.mask.astype(np.uint16)),
-        "PPSUB.INPUT.CONV.VARIANCE": imaging.fits_image(np.nan_to_num(warp.variance).astype(np.float32)),
-        "PPSUB.REF.CONV": imaging.fits_image(ref_conv),
-        "PPSUB.REF.CONV.MASK": imaging.fits_image(stack.mask.astype(np.uint16)),
-        "PPSUB.REF.CONV.VARIANCE": imaging.fits_image(np.nan_to_num(stack.variance).astype(np.float32)),
-        "PPSUB.OUTPUT.JPEG1": imaging.jpeg(imaging.bin_image(diff, int(_r(block, "BIN1")))),
-        "PPSUB.OUTPUT.JPEG2": imaging.jpeg(imaging.bin_image(diff, int(_r(block, "BIN2")))),
-        "PPSUB.OUTPUT.KERNELS": imaging.fits_image(np.full((3, 3), 1 / 9, dtype=np.float32)),
-        "PPSUB.CONFIG": dump,
-        "LOG.EXP": _log(f"ppSub {cell.skycell_id}: {len(found.table)} positive, "
-                        f"{len(inv_found.table)} negative detections",
-                        _detection_log(found.table)),
-    })
+    products.update(
+        {
+            "PPSUB.INPUT.CONV": imaging.fits_image(in_conv),
+            "PPSUB.INPUT.CONV.MASK": imaging.fits_image(warp.mask.astype(np.uint16)),
+            "PPSUB.INPUT.CONV.VARIANCE": imaging.fits_image(np.nan_to_num(warp.variance).astype(np.float32)),
+            "PPSUB.REF.CONV": imaging.fits_image(ref_conv),
+            "PPSUB.REF.CONV.MASK": imaging.fits_image(stack.mask.astype(np.uint16)),
+            "PPSUB.REF.CONV.VARIANCE": imaging.fits_image(np.nan_to_num(stack.variance).astype(np.float32)),
+            "PPSUB.OUTPUT.JPEG1": imaging.jpeg(imaging.bin_image(diff, int(_r(block, "BIN1")))),
+            "PPSUB.OUTPUT.JPEG2": imaging.jpeg(imaging.bin_image(diff, int(_r(block, "BIN2")))),
+            "PPSUB.OUTPUT.KERNELS": imaging.fits_image(np.full((3, 3), 1 / 9, dtype=np.float32)),
+            "PPSUB.CONFIG": dump,
+            "LOG.EXP": _log(
+                f"ppSub {cell.skycell_id}: {len(found.table)} positive, "
+                f"{len(inv_found.table)} negative detections",
+                _detection_log(found.table),
+            ),
+        }
+    )
     return products

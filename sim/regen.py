@@ -68,8 +68,9 @@ def _sky(d: dict[str, Any]) -> Skycell:
 
 def _warp_pixels(d: dict[str, Any]) -> WarpPixels:
     e = _exposure(d["exposure"])
-    return WarpPixels(_pixels(d["image"]), _pixels(d["mask"]), _pixels(d["variance"]),
-                      e.exptime, e.zpt_obs, e.mjd)
+    return WarpPixels(
+        _pixels(d["image"]), _pixels(d["mask"]), _pixels(d["variance"]), e.exptime, e.zpt_obs, e.mjd
+    )
 
 
 def chip(task: dict[str, Any], dump: bytes) -> tuple[Products, Products]:
@@ -85,8 +86,12 @@ def chip(task: dict[str, Any], dump: bytes) -> tuple[Products, Products]:
     wcs = chip_wcs(e.ra, e.dec, inp["class_id"], size)
     block = processor.read_recipe(dump, task.get("dump") or "current recipes")
     result = processor.process_chip(
-        raw, block, ChipInputs(inp["class_id"], e, int(inp["image_id"]), int(inp["chip_id"]), wcs),
-        dump=dump, run_photometry=bool(inp["run_photometry"]))
+        raw,
+        block,
+        ChipInputs(inp["class_id"], e, int(inp["image_id"]), int(inp["chip_id"]), wcs),
+        dump=dump,
+        run_photometry=bool(inp["run_photometry"]),
+    )
     products = result.products
     if inp.get("streak_mask"):
         originals = {n: products[n] for n in processor.DESTREAK_RULES}
@@ -100,8 +105,9 @@ def warp(task: dict[str, Any], dump: bytes) -> tuple[Products, Products]:
     chips = {}
     for class_id, (image, mask, variance) in sorted(inp["chips"].items()):
         img = _pixels(image)
-        chips[class_id] = ChipPixels(chip_wcs(e.ra, e.dec, class_id, img.shape[0]), img,
-                                     _pixels(mask), _pixels(variance))
+        chips[class_id] = ChipPixels(
+            chip_wcs(e.ra, e.dec, class_id, img.shape[0]), img, _pixels(mask), _pixels(variance)
+        )
     block = processor.read_recipe(dump, task.get("dump") or "current recipes")
     return processor.process_warp(chips, _sky(inp["skycell"]), block, e, dump=dump), {}
 
@@ -109,20 +115,29 @@ def warp(task: dict[str, Any], dump: bytes) -> tuple[Products, Products]:
 def stack(task: dict[str, Any], dump: bytes) -> tuple[Products, Products]:
     inp = task["inputs"]
     block = processor.read_recipe(dump, task.get("dump") or "current recipes")
-    return processor.process_stack([_warp_pixels(w) for w in inp["warps"]], _sky(inp["skycell"]),
-                                   block, inp["filter"], dump=dump,
-                                   stack_id=int(inp["stack_id"])), {}
+    return processor.process_stack(
+        [_warp_pixels(w) for w in inp["warps"]],
+        _sky(inp["skycell"]),
+        block,
+        inp["filter"],
+        dump=dump,
+        stack_id=int(inp["stack_id"]),
+    ), {}
 
 
 def diff(task: dict[str, Any], dump: bytes) -> tuple[Products, Products]:
     inp = task["inputs"]
     block = processor.read_recipe(dump, task.get("dump") or "current recipes")
-    return processor.process_diff(_warp_pixels(inp["warp"]), _warp_pixels(inp["stack"]),
-                                  _sky(inp["skycell"]), block, dump=dump), {}
+    return processor.process_diff(
+        _warp_pixels(inp["warp"]), _warp_pixels(inp["stack"]), _sky(inp["skycell"]), block, dump=dump
+    ), {}
 
 
 STAGES: dict[str, Callable[[dict[str, Any], bytes], tuple[Products, Products]]] = {
-    "chip": chip, "warp": warp, "stack": stack, "diff": diff,
+    "chip": chip,
+    "warp": warp,
+    "stack": stack,
+    "diff": diff,
 }
 
 
@@ -146,12 +161,15 @@ def run_task(stage: str, task: dict[str, Any]) -> list[str]:
     dump = _dump(stage, task)
     products, originals = STAGES[stage](task, dump)
     written = []
-    for wanted, (source, paths) in (("output", (products, task.get("outputs", {}))),
-                                    ("recovery", (originals, task.get("recovery", {})))):
+    for wanted, (source, paths) in (
+        ("output", (products, task.get("outputs", {}))),
+        ("recovery", (originals, task.get("recovery", {}))),
+    ):
         for rule_name, path in sorted(paths.items()):
             if rule_name not in source:
-                raise JobError(f"task {task.get('component')}: the {stage} processor makes no "
-                               f"{wanted} {rule_name}")
+                raise JobError(
+                    f"task {task.get('component')}: the {stage} processor makes no {wanted} {rule_name}"
+                )
             _write(path, source[rule_name])
             written.append(path)
     return written

@@ -42,8 +42,9 @@ class StandIns:
             raise SettingsError(f"setting dxlayer_poll_s must be > 0, got {self.dxlayer_poll_s!r}")
         for share in ("odm_fail_share", "odm_error_share"):
             if not 0 <= getattr(self, share) <= 1:
-                raise SettingsError(f"setting {share} must be a share between 0 and 1, got "
-                                    f"{getattr(self, share)!r}")
+                raise SettingsError(
+                    f"setting {share} must be a share between 0 and 1, got {getattr(self, share)!r}"
+                )
         for delay in ("odm_slow_s", "odm_merge_delay_s"):
             if getattr(self, delay) < 0:
                 raise SettingsError(f"setting {delay} must be >= 0, got {getattr(self, delay)!r}")

@@ -20,7 +20,9 @@ CHIP_DEG = 0.05
 CHIP_PITCH_DEG = 0.055
 #: GPC1 OTA names: columns 0-7, rows 0-7, without the four corners.
 OTAS: tuple[str, ...] = tuple(
-    f"XY{col}{row}" for row in range(8) for col in range(8)
+    f"XY{col}{row}"
+    for row in range(8)
+    for col in range(8)
     if (col, row) not in ((0, 0), (7, 0), (0, 7), (7, 7))
 )
 FILTERS = ("g", "r", "i", "z", "y")
@@ -48,28 +50,44 @@ class Wcs:
 
     def to_sky(self, x: Array, y: Array) -> tuple[Array, Array]:
         cosd = math.cos(math.radians(self.dec0))
-        return (self.ra0 + (np.asarray(x) - self.x0) * self.scale_deg / cosd,
-                self.dec0 + (np.asarray(y) - self.y0) * self.scale_deg)
+        return (
+            self.ra0 + (np.asarray(x) - self.x0) * self.scale_deg / cosd,
+            self.dec0 + (np.asarray(y) - self.y0) * self.scale_deg,
+        )
 
     def to_pixel(self, ra: Array, dec: Array) -> tuple[Array, Array]:
         cosd = math.cos(math.radians(self.dec0))
-        return (self.x0 + (np.asarray(ra) - self.ra0) * cosd / self.scale_deg,
-                self.y0 + (np.asarray(dec) - self.dec0) / self.scale_deg)
+        return (
+            self.x0 + (np.asarray(ra) - self.ra0) * cosd / self.scale_deg,
+            self.y0 + (np.asarray(dec) - self.dec0) / self.scale_deg,
+        )
 
     def header(self) -> dict[str, Any]:
-        return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": self.ra0,
-                "CRVAL2": self.dec0, "CRPIX1": self.x0 + 1, "CRPIX2": self.y0 + 1,
-                "CD1_1": self.scale_deg / math.cos(math.radians(self.dec0)), "CD1_2": 0.0,
-                "CD2_1": 0.0, "CD2_2": self.scale_deg}
+        return {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRVAL1": self.ra0,
+            "CRVAL2": self.dec0,
+            "CRPIX1": self.x0 + 1,
+            "CRPIX2": self.y0 + 1,
+            "CD1_1": self.scale_deg / math.cos(math.radians(self.dec0)),
+            "CD1_2": 0.0,
+            "CD2_1": 0.0,
+            "CD2_2": self.scale_deg,
+        }
 
 
 def chip_wcs(ra: float, dec: float, class_id: str, size: int) -> Wcs:
     """Where chip ``class_id`` looks when the boresight is at (ra, dec)."""
     col, row = int(class_id[2]), int(class_id[3])
     cosd = math.cos(math.radians(dec))
-    return Wcs(ra0=ra + (col - 3.5) * CHIP_PITCH_DEG / cosd,
-               dec0=dec + (row - 3.5) * CHIP_PITCH_DEG,
-               x0=(size - 1) / 2, y0=(size - 1) / 2, scale_deg=CHIP_DEG / size)
+    return Wcs(
+        ra0=ra + (col - 3.5) * CHIP_PITCH_DEG / cosd,
+        dec0=dec + (row - 3.5) * CHIP_PITCH_DEG,
+        x0=(size - 1) / 2,
+        y0=(size - 1) / 2,
+        scale_deg=CHIP_DEG / size,
+    )
 
 
 @dataclass(frozen=True)
@@ -79,12 +97,12 @@ class StarField:
     mag: dict[str, Array]
 
     def within(self, ra_min: float, ra_max: float, dec_min: float, dec_max: float) -> Array:
-        return np.nonzero((self.ra >= ra_min) & (self.ra < ra_max)
-                          & (self.dec >= dec_min) & (self.dec < dec_max))[0]
+        return np.nonzero(
+            (self.ra >= ra_min) & (self.ra < ra_max) & (self.dec >= dec_min) & (self.dec < dec_max)
+        )[0]
 
 
-def star_field(seed: int, ra: float, dec: float, half_width_deg: float,
-               stars_per_chip: int) -> StarField:
+def star_field(seed: int, ra: float, dec: float, half_width_deg: float, stars_per_chip: int) -> StarField:
     """A seeded field of stars around (ra, dec), dense enough for ``stars_per_chip``."""
     rng = np.random.default_rng([seed, 1])
     area = (2 * half_width_deg) ** 2
@@ -121,15 +139,23 @@ def skycells(ra: float, dec: float, half_width_deg: float, size: int) -> list[Sk
             # rounded so the centre survives a trip through a DOUBLE column exactly
             c_ra = round(ra + (-half_width_deg + (i + 0.5) * CHIP_DEG) / cosd, 9)
             c_dec = round(dec - half_width_deg + (j + 0.5) * CHIP_DEG, 9)
-            cells.append(Skycell(f"skycell.{projection}.{j * n + i:03d}", TESS_ID,
-                                 Wcs(c_ra, c_dec, (size - 1) / 2, (size - 1) / 2,
-                                     CHIP_DEG / size), size))
+            cells.append(
+                Skycell(
+                    f"skycell.{projection}.{j * n + i:03d}",
+                    TESS_ID,
+                    Wcs(c_ra, c_dec, (size - 1) / 2, (size - 1) / 2, CHIP_DEG / size),
+                    size,
+                )
+            )
     return cells
 
 
 def skycell_from_row(row: dict[str, Any]) -> Skycell:
     """A skycell as the ``skycell`` table records it."""
     size = int(row["size_px"])
-    return Skycell(str(row["skycell_id"]), str(row["tess_id"]),
-                   Wcs(float(row["ra"]), float(row["decl"]), (size - 1) / 2, (size - 1) / 2,
-                       float(row["scale_deg"])), size)
+    return Skycell(
+        str(row["skycell_id"]),
+        str(row["tess_id"]),
+        Wcs(float(row["ra"]), float(row["decl"]), (size - 1) / 2, (size - 1) / 2, float(row["scale_deg"])),
+        size,
+    )

@@ -117,8 +117,9 @@ class Survey:
         self.db, self.storage, self.o = db, storage, options
         self.summary = SurveySummary()
         self.half_width = 4 * 0.055 + 0.03
-        self.field: StarField = star_field(options.seed, options.ra, options.dec,
-                                           self.half_width + 0.05, options.stars_per_chip)
+        self.field: StarField = star_field(
+            options.seed, options.ra, options.dec, self.half_width + 0.05, options.stars_per_chip
+        )
         self.cells = skycells(options.ra, options.dec, self.half_width, options.size)
         self.classes = chip_names(options.chips)
         self.warps: list[WarpDone] = []
@@ -133,23 +134,32 @@ class Survey:
         self.summary.bytes += info.bytes
         return info.bytes, info.md5sum
 
-    async def _store_products(self, stage: str, path_base: str, component: str | None,
-                              products: dict[str, bytes]) -> None:
+    async def _store_products(
+        self, stage: str, path_base: str, component: str | None, products: dict[str, bytes]
+    ) -> None:
         for name, data in sorted(products.items()):
             rule_name, _, part = name.partition(":")  # per chip (class_id) or per input (index)
             r = rule(stage, rule_name)
-            key = (r.filename(path_base, component, index=int(part)) if r.per_input
-                   else r.filename(path_base, part or component))
+            key = (
+                r.filename(path_base, component, index=int(part))
+                if r.per_input
+                else r.filename(path_base, part or component)
+            )
             await self._store(key, data)
 
     def _workdir(self) -> str:
         return f"neb://any/{self.o.site}/{NIGHT:%Y%m%d}"
 
     def _common(self) -> dict[str, Any]:
-        return {"label": self.o.label, "data_group": self.o.data_group,
-                "dist_group": self.o.dist_group, "dvodb": self.o.dvodb,
-                "software_ver": processor.SOFTWARE_VERSION, "tess_id": "RINGS.V3",
-                "registered": NIGHT.replace(tzinfo=None)}
+        return {
+            "label": self.o.label,
+            "data_group": self.o.data_group,
+            "dist_group": self.o.dist_group,
+            "dvodb": self.o.dvodb,
+            "software_ver": processor.SOFTWARE_VERSION,
+            "tess_id": "RINGS.V3",
+            "registered": NIGHT.replace(tzinfo=None),
+        }
 
     # -- the whole survey ------------------------------------------------------------------
 
@@ -157,10 +167,15 @@ class Survey:
         await self.db.execute(S.upsert_label, label=self.o.label, priority=10)
         await self.db.execute(S.upsert_label, label="second_pass", priority=5)
         for cell in self.cells:
-            await self.db.execute(S.insert_skycell, tess_id=cell.tess_id,
-                                  skycell_id=cell.skycell_id, ra=cell.wcs.ra0,
-                                  decl=cell.wcs.dec0, size_px=cell.size,
-                                  scale_deg=cell.wcs.scale_deg)
+            await self.db.execute(
+                S.insert_skycell,
+                tess_id=cell.tess_id,
+                skycell_id=cell.skycell_id,
+                ra=cell.wcs.ra0,
+                decl=cell.wcs.dec0,
+                size_px=cell.size,
+                scale_deg=cell.wcs.scale_deg,
+            )
         first = int(await self.db.fetch_val(S.next_exp_id))
         with self._bar(self.o.exposures, "exposures", "exp") as bar:
             for i in range(self.o.exposures):
@@ -173,8 +188,13 @@ class Survey:
 
     def _bar(self, total: int, desc: str, unit: str) -> tqdm[Any]:
         """A progress bar on a terminal (stderr), silent otherwise."""
-        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
-                    disable=not (self.o.progress and sys.stderr.isatty()))
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            file=sys.stderr,
+            disable=not (self.o.progress and sys.stderr.isatty()),
+        )
 
     def _exposure(self, exp_id: int, i: int) -> Exposure:
         rng = np.random.default_rng([self.o.seed, 2, i])
@@ -182,10 +202,16 @@ class Survey:
         mjd = processor.mjd_of(dateobs)
         filter_name = FILTERS[1 + (i // 2) % 3]  # r r i i z z r r ...
         # rounded as the rawExp columns keep them (FLOAT airmass, DOUBLE ra/decl)
-        return Exposure(exp_id, f"o{int(mjd) - 50000:04d}g{exp_id:04d}o", filter_name, mjd,
-                        30.0, round(float(1.0 + 0.3 * rng.random()), 3),
-                        round(self.o.ra + float(rng.uniform(-0.01, 0.01)), 6),
-                        round(self.o.dec + float(rng.uniform(-0.01, 0.01)), 6))
+        return Exposure(
+            exp_id,
+            f"o{int(mjd) - 50000:04d}g{exp_id:04d}o",
+            filter_name,
+            mjd,
+            30.0,
+            round(float(1.0 + 0.3 * rng.random()), 3),
+            round(self.o.ra + float(rng.uniform(-0.01, 0.01)), 6),
+            round(self.o.dec + float(rng.uniform(-0.01, 0.01)), 6),
+        )
 
     def _streaks(self, i: int, e: Exposure) -> list[Streak]:
         if i % 3 == 2:
@@ -200,27 +226,42 @@ class Survey:
         streaks = self._streaks(i, e)
         destreak = bool(streaks) and i % 3 == 0
         exp_tag = f"{e.exp_name}.{exp_id}"
-        await self.db.execute(S.insert_rawExp, exp_id=exp_id, exp_name=e.exp_name,
-                              dateobs=NIGHT + timedelta(seconds=45 * i), exp_tag=exp_tag,
-                              workdir=self._workdir(), filter=f"{e.filter}.00000",
-                              airmass=e.airmass, ra=e.ra, decl=e.dec, exp_time=e.exptime,
-                              object="synthetic", tess_id="RINGS.V3")
+        await self.db.execute(
+            S.insert_rawExp,
+            exp_id=exp_id,
+            exp_name=e.exp_name,
+            dateobs=NIGHT + timedelta(seconds=45 * i),
+            exp_tag=exp_tag,
+            workdir=self._workdir(),
+            filter=f"{e.filter}.00000",
+            airmass=e.airmass,
+            ra=e.ra,
+            decl=e.dec,
+            exp_time=e.exptime,
+            object="synthetic",
+            tess_id="RINGS.V3",
+        )
         row = await self.db.fetch_one(S.get_rawExp, exp_id=exp_id)
         assert row is not None
         e = Exposure.from_row(row)  # what a regeneration will see
         raws, stars = await self.raw(e, i)
         magic_id = None
         if streaks:
-            magic_id = await self.db.insert(S.insert_magicRun, exp_id=exp_id,
-                                            workdir=self._workdir(), label=self.o.label,
-                                            registered=NIGHT)
+            magic_id = await self.db.insert(
+                S.insert_magicRun,
+                exp_id=exp_id,
+                workdir=self._workdir(),
+                label=self.o.label,
+                registered=NIGHT,
+            )
         chips = await self.chip(e, exp_tag, raws, stars, streaks, magic_id if destreak else None)
         cam_id = await self.camera(e, exp_tag, chips, streaks)
         await self.warp(e, exp_tag, cam_id, chips, magic_id if destreak else None)
         self.summary.exposures.append(exp_id)
 
-    async def raw(self, e: Exposure, i: int) -> tuple[dict[str, tuple[bytes, int]],
-                                                       dict[str, tuple[Any, Any, Any]]]:
+    async def raw(
+        self, e: Exposure, i: int
+    ) -> tuple[dict[str, tuple[bytes, int]], dict[str, tuple[Any, Any, Any]]]:
         """Render and store the raw chips; returns (raw bytes, raw_image_id) and the stars
         each chip saw (index, x, y)."""
         raws, stars = {}, {}
@@ -229,9 +270,20 @@ class Survey:
             uri = f"neb://any/{self.o.site}/{NIGHT:%Y%m%d}/{e.exp_name}/{e.exp_name}.{class_id}.fits"
             size, md5 = await self._store(uri, data)
             image_id = await self.db.insert(
-                S.insert_rawImfile, exp_id=e.exp_id, exp_name=e.exp_name, dateobs=NIGHT,
-                class_id=class_id, uri=uri, filter=f"{e.filter}.00000", airmass=e.airmass,
-                ra=e.ra, decl=e.dec, exp_time=e.exptime, bytes=size, md5sum=md5)
+                S.insert_rawImfile,
+                exp_id=e.exp_id,
+                exp_name=e.exp_name,
+                dateobs=NIGHT,
+                class_id=class_id,
+                uri=uri,
+                filter=f"{e.filter}.00000",
+                airmass=e.airmass,
+                ra=e.ra,
+                decl=e.dec,
+                exp_time=e.exptime,
+                bytes=size,
+                md5sum=md5,
+            )
             raws[class_id] = (data, image_id)
             stars[class_id] = seen
         return raws, stars
@@ -251,56 +303,98 @@ class Survey:
         electrons = rng.poisson(np.clip((sky + stars) * gain, 0, None)) / gain
         pixels = recipe["BIAS"][1] + recipe["FLAT"][1] * electrons + rng.normal(0, 5.0, (size, size))
         raw = np.clip(np.round(pixels), 0, 65535).astype(np.uint16)
-        header = {"EXPNAME": e.exp_name, "CHIP": class_id, "FILTER": e.filter,
-                  "EXPTIME": e.exptime, "MJD-OBS": e.mjd, "AIRMASS": e.airmass, **wcs.header()}
+        header = {
+            "EXPNAME": e.exp_name,
+            "CHIP": class_id,
+            "FILTER": e.filter,
+            "EXPTIME": e.exptime,
+            "MJD-OBS": e.mjd,
+            "AIRMASS": e.airmass,
+            **wcs.header(),
+        }
         return imaging.fits_image(raw, header), (inside, x[inside], y[inside])
 
-    async def chip(self, e: Exposure, exp_tag: str, raws: dict[str, tuple[bytes, int]],
-                   stars: dict[str, tuple[Any, Any, Any]], streaks: list[Streak],
-                   magic_id: int | None) -> dict[str, Any]:
+    async def chip(
+        self,
+        e: Exposure,
+        exp_tag: str,
+        raws: dict[str, tuple[bytes, int]],
+        stars: dict[str, tuple[Any, Any, Any]],
+        streaks: list[Streak],
+        magic_id: int | None,
+    ) -> dict[str, Any]:
         common = self._common()
-        chip_id = await self.db.insert(S.insert_chipRun, exp_id=e.exp_id, workdir=self._workdir(),
-                                       magicked=magic_id or 0, **common)
+        chip_id = await self.db.insert(
+            S.insert_chipRun, exp_id=e.exp_id, workdir=self._workdir(), magicked=magic_id or 0, **common
+        )
         path_base = f"{self._workdir()}/{exp_tag}/{exp_tag}.ch.{chip_id}"
         block = processor.recipe("chip")
-        results: dict[str, Any] = {"chip_id": chip_id, "path_base": path_base, "pixels": {},
-                                   "catalogs": [], "b1": {}, "b2": {}, "wcs": {}}
+        results: dict[str, Any] = {
+            "chip_id": chip_id,
+            "path_base": path_base,
+            "pixels": {},
+            "catalogs": [],
+            "b1": {},
+            "b2": {},
+            "wcs": {},
+        }
         ds_id = None
         if magic_id is not None:
             ds_id = await self.db.insert(
-                S.insert_magicDSRun, magic_id=magic_id, stage="chip", stage_id=chip_id,
-                cam_id=None, label=self.o.label, outroot=self._workdir(),
-                recoveryroot=f"{self._workdir()}/{exp_tag}/recovery")
+                S.insert_magicDSRun,
+                magic_id=magic_id,
+                stage="chip",
+                stage_id=chip_id,
+                cam_id=None,
+                label=self.o.label,
+                outroot=self._workdir(),
+                recoveryroot=f"{self._workdir()}/{exp_tag}/recovery",
+            )
         rows = []
         for class_id in self.classes:
             raw, image_id = raws[class_id]
             wcs = chip_wcs(e.ra, e.dec, class_id, self.o.size)
             inp = ChipInputs(class_id, e, image_id, chip_id, wcs)
-            dump = processor.dump_for("chip", block, {"EXP_NAME": e.exp_name,
-                                                      "CLASS_ID": class_id, "CHIP_ID": chip_id})
+            dump = processor.dump_for(
+                "chip", block, {"EXP_NAME": e.exp_name, "CLASS_ID": class_id, "CHIP_ID": chip_id}
+            )
             res = await asyncio.to_thread(processor.process_chip, raw, block, inp, dump=dump)
             products = res.products
             if ds_id is not None:
                 recovery_base = f"{self._workdir()}/{exp_tag}/recovery/{exp_tag}.ch.{chip_id}"
-                frac, products = await self._destreak(products, recovery_base, class_id, wcs,
-                                                      streaks)
-                await self.db.execute(S.insert_magicDSFile, magic_ds_id=ds_id,
-                                      component=class_id, backup_path_base=None,
-                                      recovery_path_base=recovery_base, streak_frac=frac)
+                frac, products = await self._destreak(products, recovery_base, class_id, wcs, streaks)
+                await self.db.execute(
+                    S.insert_magicDSFile,
+                    magic_ds_id=ds_id,
+                    component=class_id,
+                    backup_path_base=None,
+                    recovery_path_base=recovery_base,
+                    streak_frac=frac,
+                )
             results["pixels"][class_id] = self._pixels(products, wcs)
             await self._store_products("chip", path_base, class_id, products)
             results["catalogs"].append(res.catalog)
             results["b1"][class_id], results["b2"][class_id] = res.b1, res.b2
             results["wcs"][class_id] = wcs
             self.summary.detections += len(res.catalog.table)
-            self.dvo.add_chip(e, class_id, image_id, chip_id, res.catalog.table, stars[class_id],
-                              self.field, wcs)
-            rows.append(dict(chip_id=chip_id, exp_id=e.exp_id, class_id=class_id,
-                             uri=rule("chip", "PPIMAGE.CHIP").filename(path_base, class_id),
-                             bg=res.stats["BG"], bg_stdev=res.stats["BG_STDEV"],
-                             fwhm=res.stats["FWHM"], n_stars=len(res.catalog.table),
-                             path_base=path_base, magicked=magic_id or 0,
-                             software_ver=processor.SOFTWARE_VERSION))
+            self.dvo.add_chip(
+                e, class_id, image_id, chip_id, res.catalog.table, stars[class_id], self.field, wcs
+            )
+            rows.append(
+                dict(
+                    chip_id=chip_id,
+                    exp_id=e.exp_id,
+                    class_id=class_id,
+                    uri=rule("chip", "PPIMAGE.CHIP").filename(path_base, class_id),
+                    bg=res.stats["BG"],
+                    bg_stdev=res.stats["BG_STDEV"],
+                    fwhm=res.stats["FWHM"],
+                    n_stars=len(res.catalog.table),
+                    path_base=path_base,
+                    magicked=magic_id or 0,
+                    software_ver=processor.SOFTWARE_VERSION,
+                )
+            )
         fpa = processor.chip_fpa_products(results["b1"], results["b2"])
         await self._store_products("chip", path_base, None, fpa)
 
@@ -320,40 +414,61 @@ class Survey:
         var, _ = imaging.read_fits_image(products["PPIMAGE.CHIP.VARIANCE"])
         return ChipPixels(wcs, image, mask, var)
 
-    async def _destreak(self, products: dict[str, bytes], recovery_base: str, class_id: str,
-                        wcs: Any, streaks: list[Streak]) -> tuple[float, dict[str, bytes]]:
+    async def _destreak(
+        self, products: dict[str, bytes], recovery_base: str, class_id: str, wcs: Any, streaks: list[Streak]
+    ) -> tuple[float, dict[str, bytes]]:
         """Keep the originals as recovery files; blank the streak in the products. The mask
         is the one the camera stage saves for the chip (same recipe width)."""
         width = int(processor.recipe("camera").value("STREAK_WIDTH_PX"))
         streak = processor.streak_mask(wcs, self.o.size, streaks, width)
         for name in processor.DESTREAK_RULES:
-            await self._store(rule("chip", name).filename(recovery_base, class_id),
-                              products[name])
+            await self._store(rule("chip", name).filename(recovery_base, class_id), products[name])
         return float(np.mean(streak != 0)), processor.destreak(products, streak, wcs.header())
 
-    async def camera(self, e: Exposure, exp_tag: str, chips: dict[str, Any],
-                     streaks: list[Streak]) -> int:
+    async def camera(self, e: Exposure, exp_tag: str, chips: dict[str, Any], streaks: list[Streak]) -> int:
         common = self._common()
-        cam_id = await self.db.insert(S.insert_camRun, chip_id=chips["chip_id"],
-                                      workdir=self._workdir(), **common)
+        cam_id = await self.db.insert(
+            S.insert_camRun, chip_id=chips["chip_id"], workdir=self._workdir(), **common
+        )
         path_base = f"{self._workdir()}/{exp_tag}/{exp_tag}.cm.{cam_id}"
         block = processor.recipe("camera")
         dump = processor.dump_for("camera", block, {"EXP_NAME": e.exp_name, "CAM_ID": cam_id})
         products = await asyncio.to_thread(
-            processor.process_camera, chips["catalogs"], block, e, chips["wcs"], self.o.size,
-            streaks, dump=dump, b1=chips["b1"], b2=chips["b2"])
+            processor.process_camera,
+            chips["catalogs"],
+            block,
+            e,
+            chips["wcs"],
+            self.o.size,
+            streaks,
+            dump=dump,
+            b1=chips["b1"],
+            b2=chips["b2"],
+        )
         await self._store_products("camera", path_base, None, products)
         n_stars = sum(len(c.table) for c in chips["catalogs"])
 
         async def record(tx: Tx) -> None:
-            await tx.execute(S.insert_camProcessedExp, cam_id=cam_id,
-                             uri=rule("camera", "PSASTRO.OUTPUT").filename(path_base),
-                             bg=200.0, zpt_obs=e.zpt_obs, fwhm=2.5, n_stars=n_stars,
-                             path_base=path_base, software_ver=processor.SOFTWARE_VERSION)
+            await tx.execute(
+                S.insert_camProcessedExp,
+                cam_id=cam_id,
+                uri=rule("camera", "PSASTRO.OUTPUT").filename(path_base),
+                bg=200.0,
+                zpt_obs=e.zpt_obs,
+                fwhm=2.5,
+                n_stars=n_stars,
+                path_base=path_base,
+                software_ver=processor.SOFTWARE_VERSION,
+            )
             await tx.execute(S.set_camRun_full, id=cam_id)
-            await tx.execute(S.insert_addRun, cam_id=cam_id, workdir=self._workdir(),
-                             label=self.o.label, data_group=self.o.data_group,
-                             dvodb=self.o.dvodb)
+            await tx.execute(
+                S.insert_addRun,
+                cam_id=cam_id,
+                workdir=self._workdir(),
+                label=self.o.label,
+                data_group=self.o.data_group,
+                dvodb=self.o.dvodb,
+            )
 
         await self.db.transaction(record, name="survey_camera")
         self.summary.cam_runs.append(cam_id)
@@ -365,16 +480,17 @@ class Survey:
         for class_id in self.classes:
             w = chip_wcs(e.ra, e.dec, class_id, self.o.size)
             cosd = math.cos(math.radians(w.dec0))
-            if (abs(w.ra0 - cell.wcs.ra0) * cosd < CHIP_DEG
-                    and abs(w.dec0 - cell.wcs.dec0) < CHIP_DEG):
+            if abs(w.ra0 - cell.wcs.ra0) * cosd < CHIP_DEG and abs(w.dec0 - cell.wcs.dec0) < CHIP_DEG:
                 hits.append(class_id)
         return hits
 
-    async def warp(self, e: Exposure, exp_tag: str, cam_id: int, chips: dict[str, Any],
-                   magic_id: int | None) -> None:
+    async def warp(
+        self, e: Exposure, exp_tag: str, cam_id: int, chips: dict[str, Any], magic_id: int | None
+    ) -> None:
         common = self._common()
-        warp_id = await self.db.insert(S.insert_warpRun, cam_id=cam_id, workdir=self._workdir(),
-                                       magicked=magic_id or 0, **common)
+        warp_id = await self.db.insert(
+            S.insert_warpRun, cam_id=cam_id, workdir=self._workdir(), magicked=magic_id or 0, **common
+        )
         block = processor.recipe("warp")
         maps, rows = [], []
         for cell in self.cells:
@@ -382,21 +498,32 @@ class Survey:
             if not hits:
                 continue
             path_base = f"{self._workdir()}/{exp_tag}/{exp_tag}.wrp.{warp_id}.{cell.skycell_id}"
-            dump = processor.dump_for("warp", block, {"EXP_NAME": e.exp_name,
-                                                      "SKYCELL_ID": cell.skycell_id,
-                                                      "WARP_ID": warp_id})
+            dump = processor.dump_for(
+                "warp", block, {"EXP_NAME": e.exp_name, "SKYCELL_ID": cell.skycell_id, "WARP_ID": warp_id}
+            )
             products = await asyncio.to_thread(
-                processor.process_warp, {c: chips["pixels"][c] for c in hits}, cell, block, e,
-                dump=dump)
+                processor.process_warp, {c: chips["pixels"][c] for c in hits}, cell, block, e, dump=dump
+            )
             await self._store_products("warp", path_base, None, products)
-            maps += [dict(warp_id=warp_id, skycell_id=cell.skycell_id, tess_id=cell.tess_id,
-                          class_id=c) for c in hits]
+            maps += [
+                dict(warp_id=warp_id, skycell_id=cell.skycell_id, tess_id=cell.tess_id, class_id=c)
+                for c in hits
+            ]
             mask_px, _ = imaging.read_fits_image(products["PSWARP.OUTPUT.MASK"])
-            rows.append(dict(warp_id=warp_id, skycell_id=cell.skycell_id, tess_id=cell.tess_id,
-                             uri=rule("warp", "PSWARP.OUTPUT").filename(path_base),
-                             path_base=path_base, bg=200.0, bg_stdev=1.0,
-                             good_frac=float(np.mean(mask_px == 0)), magicked=magic_id or 0,
-                             software_ver=processor.SOFTWARE_VERSION))
+            rows.append(
+                dict(
+                    warp_id=warp_id,
+                    skycell_id=cell.skycell_id,
+                    tess_id=cell.tess_id,
+                    uri=rule("warp", "PSWARP.OUTPUT").filename(path_base),
+                    path_base=path_base,
+                    bg=200.0,
+                    bg_stdev=1.0,
+                    good_frac=float(np.mean(mask_px == 0)),
+                    magicked=magic_id or 0,
+                    software_ver=processor.SOFTWARE_VERSION,
+                )
+            )
             self.warps.append(WarpDone(warp_id, cell, e.filter, path_base, e))
 
         async def record(tx: Tx) -> None:
@@ -412,13 +539,21 @@ class Survey:
 
     # -- stacks and diffs ------------------------------------------------------------------
 
-    async def _warp_pixels(self, stage: str, prefix: str, path_base: str, e_time: float,
-                           zpt: float, mjd: float) -> WarpPixels:
+    async def _warp_pixels(
+        self, stage: str, prefix: str, path_base: str, e_time: float, zpt: float, mjd: float
+    ) -> WarpPixels:
         async def read(name: str) -> Any:
             data = await self.storage.read_bytes(rule(stage, name).filename(path_base))
             return imaging.read_fits_image(data)[0]
-        return WarpPixels(await read(prefix), await read(f"{prefix}.MASK"),
-                          await read(f"{prefix}.VARIANCE"), e_time, zpt, mjd)
+
+        return WarpPixels(
+            await read(prefix),
+            await read(f"{prefix}.MASK"),
+            await read(f"{prefix}.VARIANCE"),
+            e_time,
+            zpt,
+            mjd,
+        )
 
     async def stacks_and_diffs(self) -> None:
         groups: dict[tuple[str, str], list[WarpDone]] = defaultdict(list)
@@ -442,29 +577,46 @@ class Survey:
     async def stack(self, warps: list[WarpDone], filter_name: str) -> tuple[int, str]:
         cell = warps[0].skycell
         common = self._common()
-        stack_id = await self.db.insert(S.insert_stackRun, workdir=self._workdir(),
-                                        skycell_id=cell.skycell_id, filter=f"{filter_name}.00000",
-                                        **{k: v for k, v in common.items() if k != "tess_id"},
-                                        tess_id=cell.tess_id)
+        stack_id = await self.db.insert(
+            S.insert_stackRun,
+            workdir=self._workdir(),
+            skycell_id=cell.skycell_id,
+            filter=f"{filter_name}.00000",
+            **{k: v for k, v in common.items() if k != "tess_id"},
+            tess_id=cell.tess_id,
+        )
         path_base = f"{self._workdir()}/stack/{cell.skycell_id}/{cell.skycell_id}.stk.{stack_id}"
-        pixels = [await self._warp_pixels("warp", "PSWARP.OUTPUT", w.path_base,
-                                          w.exposure.exptime, w.exposure.zpt_obs, w.exposure.mjd)
-                  for w in warps]
+        pixels = [
+            await self._warp_pixels(
+                "warp", "PSWARP.OUTPUT", w.path_base, w.exposure.exptime, w.exposure.zpt_obs, w.exposure.mjd
+            )
+            for w in warps
+        ]
         block = processor.recipe("stack")
-        dump = processor.dump_for("stack", block, {"SKYCELL_ID": cell.skycell_id,
-                                                   "STACK_ID": stack_id, "FILTER": filter_name})
-        products = await asyncio.to_thread(processor.process_stack, pixels, cell, block,
-                                           filter_name, dump=dump, stack_id=stack_id)
+        dump = processor.dump_for(
+            "stack", block, {"SKYCELL_ID": cell.skycell_id, "STACK_ID": stack_id, "FILTER": filter_name}
+        )
+        products = await asyncio.to_thread(
+            processor.process_stack, pixels, cell, block, filter_name, dump=dump, stack_id=stack_id
+        )
         await self._store_products("stack", path_base, cell.skycell_id, products)
         mjd = float(np.mean([w.exposure.mjd for w in warps]))
 
         async def record(tx: Tx) -> None:
             for w in warps:
                 await tx.execute(S.insert_stackInputSkyfile, stack_id=stack_id, warp_id=w.warp_id)
-            await tx.execute(S.insert_stackSumSkyfile, stack_id=stack_id,
-                             uri=rule("stack", "PPSTACK.OUTPUT").filename(path_base),
-                             path_base=path_base, bg=200.0, bg_stdev=1.0, sources=0,
-                             good_frac=1.0, mjd_obs=mjd, software_ver=processor.SOFTWARE_VERSION)
+            await tx.execute(
+                S.insert_stackSumSkyfile,
+                stack_id=stack_id,
+                uri=rule("stack", "PPSTACK.OUTPUT").filename(path_base),
+                path_base=path_base,
+                bg=200.0,
+                bg_stdev=1.0,
+                sources=0,
+                good_frac=1.0,
+                mjd_obs=mjd,
+                software_ver=processor.SOFTWARE_VERSION,
+            )
             await tx.execute(S.set_stackRun_full, id=stack_id)
 
         await self.db.transaction(record, name="survey_stack")
@@ -481,21 +633,47 @@ class Survey:
         for w in warps:
             stack_id, stack_base = stacks[(w.skycell.skycell_id, w.filter)]
             path_base = f"{self._workdir()}/{exp_tag}/{exp_tag}.dif.{diff_id}.{w.skycell.skycell_id}"
-            warp_px = await self._warp_pixels("warp", "PSWARP.OUTPUT", w.path_base, e.exptime,
-                                              e.zpt_obs, e.mjd)
-            stack_px = await self._warp_pixels("stack", "PPSTACK.OUTPUT", stack_base, e.exptime,
-                                               e.zpt_obs, e.mjd)
-            dump = processor.dump_for("diff", block, {"SKYCELL_ID": w.skycell.skycell_id,
-                                                      "DIFF_ID": diff_id, "WARP_ID": w.warp_id,
-                                                      "STACK_ID": stack_id})
-            products = await asyncio.to_thread(processor.process_diff, warp_px, stack_px,
-                                               w.skycell, block, dump=dump)
+            warp_px = await self._warp_pixels(
+                "warp", "PSWARP.OUTPUT", w.path_base, e.exptime, e.zpt_obs, e.mjd
+            )
+            stack_px = await self._warp_pixels(
+                "stack", "PPSTACK.OUTPUT", stack_base, e.exptime, e.zpt_obs, e.mjd
+            )
+            dump = processor.dump_for(
+                "diff",
+                block,
+                {
+                    "SKYCELL_ID": w.skycell.skycell_id,
+                    "DIFF_ID": diff_id,
+                    "WARP_ID": w.warp_id,
+                    "STACK_ID": stack_id,
+                },
+            )
+            products = await asyncio.to_thread(
+                processor.process_diff, warp_px, stack_px, w.skycell, block, dump=dump
+            )
             await self._store_products("diff", path_base, None, products)
-            inputs.append(dict(diff_id=diff_id, skycell_id=w.skycell.skycell_id,
-                               warp_id=w.warp_id, stack_id=stack_id, tess_id=w.skycell.tess_id))
-            rows.append(dict(diff_id=diff_id, skycell_id=w.skycell.skycell_id,
-                             path_base=path_base, bg=0.0, bg_stdev=1.0, sources=0, good_frac=1.0,
-                             software_ver=processor.SOFTWARE_VERSION))
+            inputs.append(
+                dict(
+                    diff_id=diff_id,
+                    skycell_id=w.skycell.skycell_id,
+                    warp_id=w.warp_id,
+                    stack_id=stack_id,
+                    tess_id=w.skycell.tess_id,
+                )
+            )
+            rows.append(
+                dict(
+                    diff_id=diff_id,
+                    skycell_id=w.skycell.skycell_id,
+                    path_base=path_base,
+                    bg=0.0,
+                    bg_stdev=1.0,
+                    sources=0,
+                    good_frac=1.0,
+                    software_ver=processor.SOFTWARE_VERSION,
+                )
+            )
 
         async def record(tx: Tx) -> None:
             for i in inputs:

@@ -23,9 +23,15 @@ async def sim_survey(settings: Settings, args: argparse.Namespace) -> int:
     from sim.survey import Survey, SurveyOptions, ensure_volumes
 
     dvo_dir = Path(args.dvo_dir) if args.dvo_dir else Path(settings.var_dir) / "dvo" / args.site
-    options = SurveyOptions(exposures=args.exposures, chips=args.chips, seed=args.seed,
-                            site=args.site, size=args.size, stars_per_chip=args.stars_per_chip,
-                            dvo_dir=dvo_dir)
+    options = SurveyOptions(
+        exposures=args.exposures,
+        chips=args.chips,
+        seed=args.seed,
+        site=args.site,
+        size=args.size,
+        stars_per_chip=args.stars_per_chip,
+        dvo_dir=dvo_dir,
+    )
     try:
         options.validate()
     except ValueError as exc:
@@ -38,18 +44,24 @@ async def sim_survey(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print_json(summary.__dict__)
         else:
-            print(f"survey {args.site}: {len(summary.exposures)} exposures, "
-                  f"{summary.detections} detections, {summary.files} files "
-                  f"({summary.bytes / 1e6:.1f} MB)")
-            for stage_name, ids_ in (("chip", summary.chip_runs), ("camera", summary.cam_runs),
-                                     ("warp", summary.warp_runs), ("stack", summary.stack_runs),
-                                     ("diff", summary.diff_runs)):
+            print(
+                f"survey {args.site}: {len(summary.exposures)} exposures, "
+                f"{summary.detections} detections, {summary.files} files "
+                f"({summary.bytes / 1e6:.1f} MB)"
+            )
+            for stage_name, ids_ in (
+                ("chip", summary.chip_runs),
+                ("camera", summary.cam_runs),
+                ("warp", summary.warp_runs),
+                ("stack", summary.stack_runs),
+                ("diff", summary.diff_runs),
+            ):
                 shown = f"{ids_[0]}..{ids_[-1]}" if ids_ else "none"
                 print(f"  {stage_name:<6} runs: {len(ids_):>4}  ids {shown}")
             print(f"  DVO database: {summary.dvo_dir}")
         return EXIT_OK
-    return await with_db(settings, go)
 
+    return await with_db(settings, go)
 
 
 def add_commands(top: Any) -> None:
@@ -63,7 +75,6 @@ def add_commands(top: Any) -> None:
     p.add_argument("--dvo-dir", help="DVO catalog directory (default var/dvo/SITE)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=sim_survey)
-
 
 
 def run_survey(args: argparse.Namespace) -> int:

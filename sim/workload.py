@@ -24,9 +24,12 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 W = QueryBook(load_queries(SQL_DIR))
 
 SPEC = ClaimSpec(
-    table="sim_work", id_column="item_id",
-    select=W.work_claim_select, mark=W.work_claim_mark,
-    release=W.work_release, release_orphans=W.work_release_orphans,
+    table="sim_work",
+    id_column="item_id",
+    select=W.work_claim_select,
+    mark=W.work_claim_mark,
+    release=W.work_release,
+    release_orphans=W.work_release_orphans,
 )
 #: Not an IPP table, so not in shared.claimables: the runtime sweeps it for this agent.
 CLAIMABLES = (SPEC,)

@@ -31,8 +31,12 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 CLEAN = [
-    "DELETE FROM sim_work_log", "DELETE FROM sim_work", "DELETE FROM agent_control",
-    "DELETE FROM clients", "DELETE FROM storage_instance", "DELETE FROM storage_object",
+    "DELETE FROM sim_work_log",
+    "DELETE FROM sim_work",
+    "DELETE FROM agent_control",
+    "DELETE FROM clients",
+    "DELETE FROM storage_instance",
+    "DELETE FROM storage_object",
     "DELETE FROM storage_volume",
 ]
 
@@ -93,8 +97,7 @@ def agents(test_dsn: str, tmp_path: Path) -> Iterator[list[AgentProcess]]:
 
 
 @pytest.fixture
-def spawn(test_dsn: str, tmp_path: Path,
-          agents: list[AgentProcess]) -> Callable[..., AgentProcess]:
+def spawn(test_dsn: str, tmp_path: Path, agents: list[AgentProcess]) -> Callable[..., AgentProcess]:
     """``spawn("workload", "--once", heartbeat_interval_s=1)`` starts an agent process."""
 
     def start(name: str, *args: str, **overrides: Any) -> AgentProcess:

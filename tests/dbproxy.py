@@ -38,20 +38,20 @@ class LossyProxy:
 
     def dsn(self) -> Dsn:
         """The upstream DSN, reached through this proxy."""
-        return Dsn(self.upstream.user, self.upstream.password, "127.0.0.1", self.port,
-                   self.upstream.database)
+        return Dsn(self.upstream.user, self.upstream.password, "127.0.0.1", self.port, self.upstream.database)
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.upstream.unix_socket:
             return await asyncio.open_unix_connection(self.upstream.unix_socket)
         return await asyncio.open_connection(self.upstream.host, self.upstream.port)
 
-    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
-                     ) -> None:
+    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         s_reader, s_writer = await self._open_upstream()
         pair = _Pair()
-        pumps = [asyncio.create_task(self._client_to_server(c_reader, s_writer, pair)),
-                 asyncio.create_task(self._server_to_client(s_reader, c_writer, pair))]
+        pumps = [
+            asyncio.create_task(self._client_to_server(c_reader, s_writer, pair)),
+            asyncio.create_task(self._server_to_client(s_reader, c_writer, pair)),
+        ]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -61,21 +61,26 @@ class LossyProxy:
             for writer in (c_writer, s_writer):
                 writer.close()
 
-    async def _client_to_server(self, reader: asyncio.StreamReader,
-                                writer: asyncio.StreamWriter, pair: _Pair) -> None:
+    async def _client_to_server(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair
+    ) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 header = await reader.readexactly(4)
                 payload = await reader.readexactly(int.from_bytes(header[:3], "little"))
-                if (self.armed and payload[:1] == bytes([COM_QUERY])
-                        and payload[1:].strip().upper() == b"COMMIT"):
+                if (
+                    self.armed
+                    and payload[:1] == bytes([COM_QUERY])
+                    and payload[1:].strip().upper() == b"COMMIT"
+                ):
                     self.armed = False
                     pair.drop_reply.set()
                 writer.write(header + payload)
                 await writer.drain()
 
-    async def _server_to_client(self, reader: asyncio.StreamReader,
-                                writer: asyncio.StreamWriter, pair: _Pair) -> None:
+    async def _server_to_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while True:
                 data = await reader.read(65536)

@@ -63,14 +63,25 @@ class AgentProcess:
     """One ``python -m agents NAME`` process whose stdout (JSON lines) goes to a file
     (``module="sim"`` runs a stand-in, ``python -m sim NAME``, the same way)."""
 
-    def __init__(self, name: str, dsn: str, log_dir: Path, *args: str, module: str = "agents",
-                 launcher: tuple[str, ...] = (), **settings: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        dsn: str,
+        log_dir: Path,
+        *args: str,
+        module: str = "agents",
+        launcher: tuple[str, ...] = (),
+        **settings: Any,
+    ) -> None:
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
             [*launcher, sys.executable, "-m", module, name, *args],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=ROOT, env=agent_env(dsn, **settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=agent_env(dsn, **settings),
         )
 
     @property

@@ -35,8 +35,14 @@ class PspsSide:
 
     def agent(self, name: str, *args: str, **settings: Any) -> AgentProcess:
         """An agent of the site with the PSPS side's ports."""
-        proc = AgentProcess(name, self.site.dsn, self.log_dir, *args,
-                            var_dir=str(self.site.var_dir), **{**self.settings, **settings})
+        proc = AgentProcess(
+            name,
+            self.site.dsn,
+            self.log_dir,
+            *args,
+            var_dir=str(self.site.var_dir),
+            **{**self.settings, **settings},
+        )
         self.extra.append(proc)
         return proc
 
@@ -46,8 +52,14 @@ class PspsSide:
         return proc
 
     def start_sim(self, **knobs: Any) -> AgentProcess:
-        self.sim = AgentProcess("psps", self.site.dsn, self.log_dir, module="sim",
-                                var_dir=str(self.site.var_dir), **{**self.settings, **knobs})
+        self.sim = AgentProcess(
+            "psps",
+            self.site.dsn,
+            self.log_dir,
+            module="sim",
+            var_dir=str(self.site.var_dir),
+            **{**self.settings, **knobs},
+        )
         return self.sim
 
     async def stop_sim(self) -> None:
@@ -62,8 +74,9 @@ class PspsSide:
     async def odm_up(self) -> None:
         def answers() -> bool:
             if self.sim is not None and self.sim.proc.poll() is not None:
-                raise AssertionError(f"the stand-in exited with {self.sim.proc.returncode}:\n"
-                                     f"{self.sim.output()}")
+                raise AssertionError(
+                    f"the stand-in exited with {self.sim.proc.returncode}:\n{self.sim.output()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.odm}/odm/summary", timeout=15) as r:
                     return bool(r.status == 200)
@@ -71,6 +84,7 @@ class PspsSide:
                 return True
             except OSError:
                 return False
+
         await eventually(answers, timeout_s=60, what="the ODM stand-in to answer")
 
 
@@ -78,8 +92,13 @@ class PspsSide:
 async def psps_side(site: SurveySite, log_dir: Path, **knobs: Any) -> AsyncIterator[PspsSide]:
     """dist_server serving the site's DataStore and the PSPS stand-in polling it."""
     db_name = f"{parse_dsn(site.dsn).database}_psps"
-    settings = {"ds_port": free_port(), "odm_port": free_port(), "psps_db_name": db_name,
-                "dxlayer_poll_s": 0.2, "dxlayer_dir": str(site.var_dir / "dxlayer")}
+    settings = {
+        "ds_port": free_port(),
+        "odm_port": free_port(),
+        "psps_db_name": db_name,
+        "dxlayer_poll_s": 0.2,
+        "dxlayer_dir": str(site.var_dir / "dxlayer"),
+    }
     side = PspsSide(site, log_dir, settings)
     side.server = side.agent("dist_server")
     side.start_sim(**knobs)
@@ -90,5 +109,6 @@ async def psps_side(site: SurveySite, log_dir: Path, **knobs: Any) -> AsyncItera
         for proc in [*side.extra, side.sim]:
             if proc is not None:
                 proc.kill()
-        await drop_database(load_settings(environ={}, db_dsn=site.dsn),
-                            parse_dsn(site.dsn).with_database(db_name))
+        await drop_database(
+            load_settings(environ={}, db_dsn=site.dsn), parse_dsn(site.dsn).with_database(db_name)
+        )

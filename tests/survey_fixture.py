@@ -42,8 +42,9 @@ def sibling(test_dsn: str, suffix: str) -> str:
     return dsn.with_database(f"{dsn.database}_{suffix}").url()
 
 
-async def make_survey(test_dsn: str, suffix: str, var_dir: Path, *, exposures: int, chips: int,
-                      seed: int) -> SurveySite:
+async def make_survey(
+    test_dsn: str, suffix: str, var_dir: Path, *, exposures: int, chips: int, seed: int
+) -> SurveySite:
     """Create a database beside the test database and run `ipp-sim survey` in it."""
     dsn = parse_dsn(sibling(test_dsn, suffix))
     settings = load_settings(environ={}, db_dsn=dsn.url(), var_dir=str(var_dir), **FAST)
@@ -55,16 +56,33 @@ async def make_survey(test_dsn: str, suffix: str, var_dir: Path, *, exposures: i
         await db.close()
     env = {**agent_env(dsn.url()), "IPP_VAR_DIR": str(var_dir)}
     result = subprocess.run(
-        [sys.executable, "-m", "sim", "survey", "--exposures", str(exposures),
-         "--chips", str(chips), "--seed", str(seed)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "survey",
+            "--exposures",
+            str(exposures),
+            "--chips",
+            str(chips),
+            "--seed",
+            str(seed),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert f"{exposures} exposures" in result.stdout
     return SurveySite(dsn.url(), var_dir, settings)
 
 
-async def survey_site(test_dsn: str, suffix: str, var_dir: Path, *, exposures: int, chips: int,
-                      seed: int) -> AsyncIterator[SurveySite]:
+async def survey_site(
+    test_dsn: str, suffix: str, var_dir: Path, *, exposures: int, chips: int, seed: int
+) -> AsyncIterator[SurveySite]:
     """A survey site for one fixture's life: a copy of the session's template of that kind,
     yielded, its database dropped."""
     template = await survey_template(test_dsn, exposures=exposures, chips=chips, seed=seed)
@@ -77,19 +95,22 @@ async def survey_site(test_dsn: str, suffix: str, var_dir: Path, *, exposures: i
 TEMPLATES: dict[tuple[int, int, int], SurveySite] = {}
 
 
-async def survey_template(test_dsn: str, *, exposures: int, chips: int, seed: int
-                          ) -> SurveySite:
+async def survey_template(test_dsn: str, *, exposures: int, chips: int, seed: int) -> SurveySite:
     key = (exposures, chips, seed)
     if key not in TEMPLATES:
         root = Path(tempfile.mkdtemp(prefix="ipp-survey-"))
-        TEMPLATES[key] = await make_survey(test_dsn, f"tpl{exposures}x{chips}s{seed}",
-                                           root / "var", exposures=exposures, chips=chips,
-                                           seed=seed)
+        TEMPLATES[key] = await make_survey(
+            test_dsn,
+            f"tpl{exposures}x{chips}s{seed}",
+            root / "var",
+            exposures=exposures,
+            chips=chips,
+            seed=seed,
+        )
     return TEMPLATES[key]
 
 
-async def copy_survey(template: SurveySite, test_dsn: str, suffix: str, var_dir: Path
-                      ) -> SurveySite:
+async def copy_survey(template: SurveySite, test_dsn: str, suffix: str, var_dir: Path) -> SurveySite:
     """The template's rows in a new database at the current schema, and its files under
     ``var_dir`` (the only absolute paths in the rows are the volume roots)."""
     dsn = parse_dsn(sibling(test_dsn, suffix))
@@ -103,19 +124,21 @@ async def copy_survey(template: SurveySite, test_dsn: str, suffix: str, var_dir:
     source = parse_dsn(template.dsn).database
     async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
         await cur.execute("SET SESSION foreign_key_checks = 0")
-        await cur.execute("SELECT table_name FROM information_schema.tables "
-                          "WHERE table_schema = %s AND table_type = 'BASE TABLE'", (source,))
+        await cur.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (source,),
+        )
         tables = [name for (name,) in await cur.fetchall()]
         for table in tables:  # names from the server's own catalogue, of our own schema
             await cur.execute(f"DELETE FROM `{dsn.database}`.`{table}`")
-            await cur.execute(f"INSERT INTO `{dsn.database}`.`{table}` "
-                              f"SELECT * FROM `{source}`.`{table}`")
-        await cur.execute(f"UPDATE `{dsn.database}`.storage_volume "
-                          "SET root = REPLACE(root, %s, %s)",
-                          (str(template.var_dir), str(var_dir)))
+            await cur.execute(f"INSERT INTO `{dsn.database}`.`{table}` SELECT * FROM `{source}`.`{table}`")
+        await cur.execute(
+            f"UPDATE `{dsn.database}`.storage_volume SET root = REPLACE(root, %s, %s)",
+            (str(template.var_dir), str(var_dir)),
+        )
         await conn.commit()
-    await asyncio.to_thread(shutil.copytree, template.var_dir, var_dir, symlinks=True,
-                            dirs_exist_ok=True)
+    await asyncio.to_thread(shutil.copytree, template.var_dir, var_dir, symlinks=True, dirs_exist_ok=True)
     return SurveySite(dsn.url(), var_dir, settings)
 
 
@@ -135,14 +158,34 @@ async def drop_survey(site: SurveySite) -> None:
 def ippctl(site: SurveySite, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     """``ippctl ARGS`` against the site (its database and var dir), as an operator runs it."""
     env = {**agent_env(site.dsn, **settings), "IPP_VAR_DIR": str(site.var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def configure_loading(site: SurveySite, name: str, *fields: str) -> None:
     """A loading config over the survey's sky and DVO database (P2 unless ``fields`` say
     otherwise; a later key=value wins)."""
-    out = ippctl(site, "psps", "config", "set", name, "dvo_label=ipp.dvo",
-                 f"dvo_location={site.dvo_dir}", "ra_min=9", "ra_max=11", "dec_min=19",
-                 "dec_max=21", "box_size_deg=0.5", "batch_types=P2", *fields)
+    out = ippctl(
+        site,
+        "psps",
+        "config",
+        "set",
+        name,
+        "dvo_label=ipp.dvo",
+        f"dvo_location={site.dvo_dir}",
+        "ra_min=9",
+        "ra_max=11",
+        "dec_min=19",
+        "dec_max=21",
+        "box_size_deg=0.5",
+        "batch_types=P2",
+        *fields,
+    )
     assert out.returncode == 0, out.stderr

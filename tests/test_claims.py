@@ -24,16 +24,21 @@ from sim.workload import SPEC, W
 from tests.dbproxy import lossy_proxy
 from tests.helpers import AgentProcess, eventually
 
-MARK_DEAD = Query("t_mark_dead", "UPDATE clients SET status = 'dead' WHERE client_id = %(id)s",
-                  "test")
-GET_CLIENT = Query("t_client", "SELECT status, last_error FROM clients WHERE client_id = %(id)s",
-                   "test")
+MARK_DEAD = Query("t_mark_dead", "UPDATE clients SET status = 'dead' WHERE client_id = %(id)s", "test")
+GET_CLIENT = Query("t_client", "SELECT status, last_error FROM clients WHERE client_id = %(id)s", "test")
 
 
 async def register(db: Database, agent: str = "workload") -> str:
     identity = ClientIdentity.fresh(agent, "")
-    await db.execute(Q.register_client, client_id=identity.client_id, agent=agent,
-                     host=identity.host, pid=identity.pid, config="", version="test")
+    await db.execute(
+        Q.register_client,
+        client_id=identity.client_id,
+        agent=agent,
+        host=identity.host,
+        pid=identity.pid,
+        config="",
+        version="test",
+    )
     return identity.client_id
 
 
@@ -95,8 +100,11 @@ async def test_claims_of_a_vanished_client_row_are_released(db, settings):
 
 async def test_the_sweeper_declares_silent_clients_dead(db, settings):
     cid = await register(db)
-    stale = Query("t_stale", "UPDATE clients SET heartbeat_at = NOW(6) - INTERVAL 1 HOUR "
-                  "WHERE client_id = %(id)s", "test")
+    stale = Query(
+        "t_stale",
+        "UPDATE clients SET heartbeat_at = NOW(6) - INTERVAL 1 HOUR WHERE client_id = %(id)s",
+        "test",
+    )
     await db.execute(stale, id=cid)
     live = await register(db)
     assert (await sweep(db, settings, [SPEC])).clients_dead == 1
@@ -128,9 +136,10 @@ async def test_item_progress_is_reported_in_the_clients_row(db, settings: Settin
     async def run_once(ctx: AgentContext) -> int:
         ctx.begin_item("run 7")
         await ctx._runner.heartbeat_row.heartbeat(ctx._runner.state)
-        seen["during"] = await db.fetch_one(Query(
-            "t_item", "SELECT current_item FROM clients WHERE client_id = %(id)s", "test"),
-            id=ctx.client_id)
+        seen["during"] = await db.fetch_one(
+            Query("t_item", "SELECT current_item FROM clients WHERE client_id = %(id)s", "test"),
+            id=ctx.client_id,
+        )
         ctx.count("bytes_freed", 1234)
         ctx.item_done()
         return 0
@@ -150,8 +159,9 @@ async def test_no_work_is_taken_while_the_heartbeat_cannot_be_written(db, settin
     heartbeat is written again, work resumes."""
     from shared.core.errors import DbUnavailable
 
-    quick = dataclasses.replace(settings, heartbeat_interval_s=0.05, heartbeat_grace_s=0.3,
-                                poll_interval_s=0.05)
+    quick = dataclasses.replace(
+        settings, heartbeat_interval_s=0.05, heartbeat_grace_s=0.3, poll_interval_s=0.05
+    )
     calls: list[bool] = []
     runner: AgentRunner
 
@@ -174,19 +184,20 @@ async def test_no_work_is_taken_while_the_heartbeat_cannot_be_written(db, settin
     await eventually(lambda: runner.heartbeat_lost, timeout_s=10, what="heartbeat_lost")
     taken_when_lost = len(calls)
     broken = False
-    await eventually(lambda: len(calls) > taken_when_lost and not runner.heartbeat_lost,
-                     timeout_s=10, what="work resumed")
+    await eventually(
+        lambda: len(calls) > taken_when_lost and not runner.heartbeat_lost, timeout_s=10, what="work resumed"
+    )
     runner.request_stop("test over")
     assert await task == 0
     assert all(calls), "run_once was called while the heartbeat was not being written"
 
 
-OWNED_BY = Query("t_owned_by", "SELECT item_id FROM sim_work WHERE owner = %(owner)s "
-                 "ORDER BY item_id", "test")
+OWNED_BY = Query(
+    "t_owned_by", "SELECT item_id FROM sim_work WHERE owner = %(owner)s ORDER BY item_id", "test"
+)
 
 
-async def test_a_claim_whose_commit_reply_is_lost_leaves_no_row_owned_that_nobody_works_on(
-        db, settings):
+async def test_a_claim_whose_commit_reply_is_lost_leaves_no_row_owned_that_nobody_works_on(db, settings):
     """The proxy lets the claim's COMMIT reach the server and drops the reply: the claim
     committed, the client saw a lost connection and retried, taking another row. Only the
     row it holds stays owned by it; the first is pending again for anyone."""
@@ -209,15 +220,23 @@ async def test_a_claim_whose_commit_reply_is_lost_leaves_no_row_owned_that_nobod
     assert pending is not None and pending["owner"] is None
 
 
-CLAIM_COLUMNS = Query("t_claim_columns", """
+CLAIM_COLUMNS = Query(
+    "t_claim_columns",
+    """
 SELECT table_name AS name FROM information_schema.columns
 WHERE table_schema = DATABASE() AND column_name IN ('owner', 'claimed_at')
-GROUP BY table_name HAVING COUNT(*) = 2 ORDER BY table_name""", "test")
-REQUIRED_COLUMNS = Query("t_required", """
+GROUP BY table_name HAVING COUNT(*) = 2 ORDER BY table_name""",
+    "test",
+)
+REQUIRED_COLUMNS = Query(
+    "t_required",
+    """
 SELECT column_name AS name, data_type AS type, column_type AS full_type
 FROM information_schema.columns
 WHERE table_schema = DATABASE() AND table_name = %(table)s AND is_nullable = 'NO'
-  AND column_default IS NULL AND extra NOT LIKE '%%auto_increment%%'""", "test")
+  AND column_default IS NULL AND extra NOT LIKE '%%auto_increment%%'""",
+    "test",
+)
 
 
 def _filler(column: dict[str, str]) -> object:
@@ -226,14 +245,14 @@ def _filler(column: dict[str, str]) -> object:
         return column["full_type"].split("'")[1]
     if column["type"] in ("datetime", "timestamp", "date"):
         return "2026-01-01 00:00:00"
-    if column["type"] in ("varchar", "char", "text", "mediumtext", "longtext", "varbinary",
-                          "blob"):
+    if column["type"] in ("varchar", "char", "text", "mediumtext", "longtext", "varbinary", "blob"):
         return "x"
     return 0
 
 
 async def test_every_table_with_claim_columns_is_claimable_and_swept_by_the_sweeper_alone(
-        db, test_dsn, tmp_path):
+    db, test_dsn, tmp_path
+):
     """The database's own catalogue says which tables have owner/claimed_at; each is in
     shared.claimables (sim_work is the workload stand-in's own), and the sweeper agent, which
     imports no other agent, releases a dead client's claim on every one."""
@@ -242,20 +261,27 @@ async def test_every_table_with_claim_columns_is_claimable_and_swept_by_the_swee
     dead = await register(db, "loader")
     await db.execute(MARK_DEAD, id=dead)
     for spec in CLAIMABLES:
-        columns = [c for c in await db.fetch_all(REQUIRED_COLUMNS, table=spec.table)
-                   if c["name"] not in ("owner", "claimed_at")]
+        columns = [
+            c
+            for c in await db.fetch_all(REQUIRED_COLUMNS, table=spec.table)
+            if c["name"] not in ("owner", "claimed_at")
+        ]
         names = ", ".join(f"`{c['name']}`" for c in columns)  # from the catalogue
         values = ", ".join(f"%({c['name']})s" for c in columns)
-        insert = Query("t_insert", f"INSERT INTO `{spec.table}` ({names}{', ' if names else ''}"
-                       f"owner, claimed_at) VALUES ({values}{', ' if values else ''}"
-                       "%(owner)s, NOW(6))", "test")
-        await db.transaction(lambda tx, q=insert, cs=columns: _insert_unchecked(tx, q, cs, dead),
-                             name="t_insert")
+        insert = Query(
+            "t_insert",
+            f"INSERT INTO `{spec.table}` ({names}{', ' if names else ''}"
+            f"owner, claimed_at) VALUES ({values}{', ' if values else ''}"
+            "%(owner)s, NOW(6))",
+            "test",
+        )
+        await db.transaction(
+            lambda tx, q=insert, cs=columns: _insert_unchecked(tx, q, cs, dead), name="t_insert"
+        )
     sweeper = AgentProcess("sweeper", test_dsn, tmp_path, "--once")
     assert await sweeper.wait(timeout_s=60) == 0, sweeper.output()
     for spec in CLAIMABLES:
-        owned = Query("t_owned", f"SELECT COUNT(*) AS n FROM `{spec.table}` "
-                      "WHERE owner = %(owner)s", "test")
+        owned = Query("t_owned", f"SELECT COUNT(*) AS n FROM `{spec.table}` WHERE owner = %(owner)s", "test")
         assert await db.fetch_val(owned, owner=dead) == 0, spec.table
     (released,) = [e for e in sweeper.events("sweep")]
     assert set(released["claims_released"]) == {s.table for s in CLAIMABLES}

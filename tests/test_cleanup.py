@@ -20,14 +20,16 @@ from tests.survey_fixture import SurveySite, ippctl, survey_site
 _numbers = itertools.count()
 RUN = Query("t_run", "SELECT state, magicked, note FROM chipRun WHERE chip_id = %(id)s", "test")
 LABELS = Query("t_labels", "SELECT state, label FROM chipRun WHERE chip_id = %(id)s", "test")
-COMPS = Query("t_comps", "SELECT class_id, data_state, magicked FROM chipProcessedImfile "
-              "WHERE chip_id = %(id)s ORDER BY class_id", "test")
+COMPS = Query(
+    "t_comps",
+    "SELECT class_id, data_state, magicked FROM chipProcessedImfile WHERE chip_id = %(id)s ORDER BY class_id",
+    "test",
+)
 
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    async for survey in survey_site(test_dsn, f"cl{next(_numbers)}", tmp_path, exposures=3,
-                                   chips=2, seed=5):
+    async for survey in survey_site(test_dsn, f"cl{next(_numbers)}", tmp_path, exposures=3, chips=2, seed=5):
         yield survey
 
 
@@ -45,14 +47,17 @@ async def exists(sdb: Database, key: str) -> bool:
 async def test_goto_cleaned_deletes_what_the_rules_say_and_keeps_the_rest(site, sdb, tmp_path):
     storage = Storage(sdb)
     before = {(f.component, f.key): f for f in await runs.run_files(sdb, "chip", 1)}
-    logs = {f.key: await storage.read_bytes(f.key) for f in before.values()
-            if f.file_class == "log" and f.exists}
+    logs = {
+        f.key: await storage.read_bytes(f.key) for f in before.values() if f.file_class == "log" and f.exists
+    }
     assert logs
     await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
     agent = await clean(site, tmp_path)
     assert await sdb.fetch_one(RUN, id=1) == {"state": "cleaned", "magicked": -1, "note": None}
     assert [(c["data_state"], c["magicked"]) for c in await sdb.fetch_all(COMPS, id=1)] == [
-        ("cleaned", -1), ("cleaned", -1)]
+        ("cleaned", -1),
+        ("cleaned", -1),
+    ]
     doomed = {r.name for r in deleted_by("chip", "cleaned")}
     after = {f.key: f for f in await runs.run_files(sdb, "chip", 1)}
     for (_, key), f in before.items():
@@ -66,19 +71,23 @@ async def test_goto_cleaned_deletes_what_the_rules_say_and_keeps_the_rest(site, 
         elif f.exists:
             assert after[key].exists, key
     # destreak recovery copies went with their images
-    recovery = Query("t_rec", "SELECT recovery_path_base AS base, component FROM magicDSFile f "
-                     "JOIN magicDSRun r USING (magic_ds_id) WHERE r.stage = 'chip' "
-                     "AND r.stage_id = 1", "test")
+    recovery = Query(
+        "t_rec",
+        "SELECT recovery_path_base AS base, component FROM magicDSFile f "
+        "JOIN magicDSRun r USING (magic_ds_id) WHERE r.stage = 'chip' "
+        "AND r.stage_id = 1",
+        "test",
+    )
     for row in await sdb.fetch_all(recovery):
-        assert not await exists(sdb, rule("chip", "PPIMAGE.CHIP").filename(row["base"],
-                                                                           row["component"]))
+        assert not await exists(sdb, rule("chip", "PPIMAGE.CHIP").filename(row["base"], row["component"]))
     path_base = next(iter(before.values())).key.rsplit(".XY", 1)[0]
     log_key = f"{path_base}.cleanup.log.gz"
     text = gzip.decompress(await Storage(sdb).read_bytes(log_key)).decode()
     assert "result: cleaned" in text and "deleted" in text
     assert agent.events("cleanup_done")
-    assert (await sdb.fetch_one(Query("t_other", "SELECT state FROM chipRun WHERE chip_id = 2",
-                                      "test")))["state"] == "full"
+    assert (await sdb.fetch_one(Query("t_other", "SELECT state FROM chipRun WHERE chip_id = 2", "test")))[
+        "state"
+    ] == "full"
 
 
 async def test_a_corrupt_smf_keeps_the_chip_cmf_and_b1(site, sdb, tmp_path):
@@ -105,21 +114,22 @@ async def test_a_missing_config_dump_refuses_that_component_and_marks_the_run(si
     states = {c["class_id"]: c["data_state"] for c in await sdb.fetch_all(COMPS, id=2)}
     assert states[victim.component] == "full"
     assert sorted(states.values()) == ["cleaned", "full"]
-    kept = [f for f in await runs.run_files(sdb, "chip", 2)
-            if f.component == victim.component and f.rule == "PPIMAGE.CHIP"]
+    kept = [
+        f
+        for f in await runs.run_files(sdb, "chip", 2)
+        if f.component == victim.component and f.rule == "PPIMAGE.CHIP"
+    ]
     assert kept[0].exists
 
 
 async def test_goto_scrubbed_refuses_components_that_still_have_their_config(site, sdb, tmp_path):
     await runs.set_state(sdb, "warp", "goto_scrubbed", run_id=2)
     await clean(site, tmp_path)
-    state = await sdb.fetch_val(Query("t_w", "SELECT state FROM warpRun WHERE warp_id = 2",
-                                      "test"))
+    state = await sdb.fetch_val(Query("t_w", "SELECT state FROM warpRun WHERE warp_id = 2", "test"))
     assert state == "error_scrubbed"
 
 
-async def test_goto_purged_also_removes_the_config_dump_but_keeps_the_background(site, sdb,
-                                                                               tmp_path):
+async def test_goto_purged_also_removes_the_config_dump_but_keeps_the_background(site, sdb, tmp_path):
     await runs.set_state(sdb, "chip", "goto_purged", run_id=3)
     await clean(site, tmp_path)
     files = {f.rule: f for f in await runs.run_files(sdb, "chip", 3)}
@@ -137,13 +147,13 @@ async def test_every_stage_can_be_cleaned(site, sdb, tmp_path):
         run = (await runs.list_runs(sdb, stage_name, limit=1))[0]
         assert run["state"] == "cleaned", stage_name
         doomed = {r.name for r in deleted_by(stage_name, "cleaned")}
-        left = [f.key for f in await runs.run_files(sdb, stage_name, run["id"])
-                if f.rule in doomed and f.exists]
+        left = [
+            f.key for f in await runs.run_files(sdb, stage_name, run["id"]) if f.rule in doomed and f.exists
+        ]
         assert left == [], stage_name
 
 
-async def test_a_volume_down_marks_the_run_in_error_and_deletes_nothing_there(site, sdb,
-                                                                            tmp_path):
+async def test_a_volume_down_marks_the_run_in_error_and_deletes_nothing_there(site, sdb, tmp_path):
     storage = Storage(sdb)
     for v in await storage.volumes():
         await storage.set_volume_state(v.name, "down")
@@ -153,8 +163,7 @@ async def test_a_volume_down_marks_the_run_in_error_and_deletes_nothing_there(si
     assert run["state"] == "error_cleaned" and "volume that is down" in run["note"]
     for v in await storage.volumes():
         await storage.set_volume_state(v.name, "up")
-    assert all(f.exists for f in await runs.run_files(sdb, "chip", 1)
-               if f.file_class != "log")
+    assert all(f.exists for f in await runs.run_files(sdb, "chip", 1) if f.file_class != "log")
 
 
 async def test_dry_run_lists_deletions_and_changes_nothing(site, sdb, tmp_path):
@@ -180,40 +189,75 @@ async def test_a_second_pass_removes_what_the_first_kept(site, sdb, tmp_path):
     await clean(site, tmp_path)
     assert any(f.exists for f in await runs.run_files(sdb, "chip", 1) if f.rule == "PSPHOT.OUTPUT")
     smf_path.write_bytes(good)
-    second = ("runs", "set-state", "--stage", "chip", "--state", "goto_cleaned", "--label",
-              "second_pass", "--from-label", "survey.nightly", "--only-state", "cleaned")
+    second = (
+        "runs",
+        "set-state",
+        "--stage",
+        "chip",
+        "--state",
+        "goto_cleaned",
+        "--label",
+        "second_pass",
+        "--from-label",
+        "survey.nightly",
+        "--only-state",
+        "cleaned",
+    )
     dry = ippctl(site, *second, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would set chip 1: cleaned -> goto_cleaned (label survey.nightly -> second_pass)" \
-        in dry.stdout and "nothing was changed" in dry.stdout
+    assert (
+        "would set chip 1: cleaned -> goto_cleaned (label survey.nightly -> second_pass)" in dry.stdout
+        and "nothing was changed" in dry.stdout
+    )
     assert await sdb.fetch_one(LABELS, id=1) == {"state": "cleaned", "label": "survey.nightly"}
     done = ippctl(site, *second)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "chip 1: cleaned -> goto_cleaned (label survey.nightly -> second_pass)"]
+        "chip 1: cleaned -> goto_cleaned (label survey.nightly -> second_pass)"
+    ]
     assert await sdb.fetch_one(LABELS, id=1) == {"state": "goto_cleaned", "label": "second_pass"}
     for other in (2, 3):  # full runs of the same label are left alone
-        assert await sdb.fetch_one(LABELS, id=other) == {"state": "full",
-                                                         "label": "survey.nightly"}
+        assert await sdb.fetch_one(LABELS, id=other) == {"state": "full", "label": "survey.nightly"}
     agent = await clean(site, tmp_path)
-    assert not any(f.exists for f in await runs.run_files(sdb, "chip", 1)
-                   if f.rule == "PSPHOT.OUTPUT")
+    assert not any(f.exists for f in await runs.run_files(sdb, "chip", 1) if f.rule == "PSPHOT.OUTPUT")
     assert (await sdb.fetch_one(RUN, id=1))["state"] == "cleaned"
     assert [e["run_id"] for e in agent.events("cleanup_done")] == [1]
 
 
 async def test_a_second_pass_names_what_it_cannot_do(site, sdb, tmp_path):
-    no_runs = ippctl(site, "runs", "set-state", "--stage", "chip", "--state", "goto_cleaned",
-                     "--label", "second_pass", "--from-label", "survey.nightly",
-                     "--only-state", "cleaned")
+    no_runs = ippctl(
+        site,
+        "runs",
+        "set-state",
+        "--stage",
+        "chip",
+        "--state",
+        "goto_cleaned",
+        "--label",
+        "second_pass",
+        "--from-label",
+        "survey.nightly",
+        "--only-state",
+        "cleaned",
+    )
     assert no_runs.returncode != 0
     assert "no chipRun with label 'survey.nightly' is in state cleaned" in no_runs.stderr
-    purged = ippctl(site, "runs", "set-state", "--stage", "chip", "--state", "goto_purged",
-                    "--id", "2")
+    purged = ippctl(site, "runs", "set-state", "--stage", "chip", "--state", "goto_purged", "--id", "2")
     assert purged.returncode == 0, purged.stderr
     await clean(site, tmp_path)
-    refused = ippctl(site, "runs", "set-state", "--stage", "chip", "--state", "goto_cleaned",
-                     "--label", "second_pass", "--from-label", "survey.nightly")
+    refused = ippctl(
+        site,
+        "runs",
+        "set-state",
+        "--stage",
+        "chip",
+        "--state",
+        "goto_cleaned",
+        "--label",
+        "second_pass",
+        "--from-label",
+        "survey.nightly",
+    )
     assert refused.returncode != 0
     assert "chipRun 2 is purged: cannot set goto_cleaned" in refused.stderr
     assert "nothing was changed" in refused.stderr
@@ -224,12 +268,9 @@ async def test_a_second_pass_names_what_it_cannot_do(site, sdb, tmp_path):
 async def test_higher_label_priority_is_cleaned_first(site, sdb, tmp_path):
     """Highest Label.priority first; a label without a Label row counts 10000, as in the
     IPP's queries (IFNULL(Label.priority, 10000)), so it goes before 'urgent' (100)."""
-    await sdb.execute(Query("t_prio", "INSERT INTO Label (label, priority) VALUES "
-                            "('urgent', 100)", "test"))
-    await sdb.execute(Query("t_lab", "UPDATE chipRun SET label = 'urgent' WHERE chip_id = 3",
-                            "test"))
-    await sdb.execute(Query("t_lab2", "UPDATE chipRun SET label = 'no.label.row' "
-                            "WHERE chip_id = 2", "test"))
+    await sdb.execute(Query("t_prio", "INSERT INTO Label (label, priority) VALUES ('urgent', 100)", "test"))
+    await sdb.execute(Query("t_lab", "UPDATE chipRun SET label = 'urgent' WHERE chip_id = 3", "test"))
+    await sdb.execute(Query("t_lab2", "UPDATE chipRun SET label = 'no.label.row' WHERE chip_id = 2", "test"))
     for chip_id in (1, 2, 3):
         await runs.set_state(sdb, "chip", "goto_cleaned", run_id=chip_id)
     agent = await clean(site, tmp_path)
@@ -237,8 +278,7 @@ async def test_higher_label_priority_is_cleaned_first(site, sdb, tmp_path):
     assert order == [2, 3, 1]
 
 
-async def test_a_volume_down_under_a_deletable_file_fails_only_that_component(site, sdb,
-                                                                           tmp_path):
+async def test_a_volume_down_under_a_deletable_file_fails_only_that_component(site, sdb, tmp_path):
     storage = Storage(sdb)
     files = await runs.run_files(sdb, "chip", 1)
     doomed = {r.name for r in deleted_by("chip", "cleaned")}
@@ -272,10 +312,22 @@ async def test_a_run_left_half_done_by_a_dead_client_is_redone_exactly(site, sdb
     for f in files:
         if f.rule in doomed and (f.component == first or f.rule == "PPIMAGE.CHIP"):
             await storage.delete(f.key, missing_ok=True)
-    await sdb.execute(Query("t_half", "UPDATE chipProcessedImfile SET data_state = 'cleaned' "
-                            "WHERE chip_id = 1 AND class_id = %(c)s", "test"), c=first)
-    await sdb.execute(Query("t_owned", "UPDATE chipRun SET owner = 'dead-client-0000-0000-"
-                            "000000000000', claimed_at = NOW(6) WHERE chip_id = 1", "test"))
+    await sdb.execute(
+        Query(
+            "t_half",
+            "UPDATE chipProcessedImfile SET data_state = 'cleaned' WHERE chip_id = 1 AND class_id = %(c)s",
+            "test",
+        ),
+        c=first,
+    )
+    await sdb.execute(
+        Query(
+            "t_owned",
+            "UPDATE chipRun SET owner = 'dead-client-0000-0000-"
+            "000000000000', claimed_at = NOW(6) WHERE chip_id = 1",
+            "test",
+        )
+    )
     await clean(site, tmp_path)
     assert (await sdb.fetch_one(RUN, id=1))["state"] == "cleaned"
     after = await runs.run_files(sdb, "chip", 1)
@@ -284,8 +336,7 @@ async def test_a_run_left_half_done_by_a_dead_client_is_redone_exactly(site, sdb
     assert kept and all(f.exists for f in kept)
 
 
-async def test_a_run_whose_directory_escapes_its_volume_fails_alone_in_its_batch(site, sdb,
-                                                                                tmp_path):
+async def test_a_run_whose_directory_escapes_its_volume_fails_alone_in_its_batch(site, sdb, tmp_path):
     """Runs claimed together are deleted in one storage call; when that call refuses one
     run (its directory was swapped for a link leading out of the volume), the batch is
     done again run by run: that run ends error_cleaned naming the problem, nothing behind
@@ -306,8 +357,7 @@ async def test_a_run_whose_directory_escapes_its_volume_fails_alone_in_its_batch
     assert sorted(p.name for p in outside.iterdir()) == kept
     for chip_id in (1, 3):
         assert (await sdb.fetch_one(RUN, id=chip_id))["state"] == "cleaned"
-        left = [f.key for f in await runs.run_files(sdb, "chip", chip_id)
-                if f.rule in doomed and f.exists]
+        left = [f.key for f in await runs.run_files(sdb, "chip", chip_id) if f.rule in doomed and f.exists]
         assert not left
     assert sorted(e["run_id"] for e in agent.events("cleanup_done")) == [1, 3]
     assert [e["run_id"] for e in agent.events("cleanup_failed")] == [2]

@@ -33,20 +33,30 @@ TARGETS = ("cleaned", "scrubbed", "purged")
 GOALS = {"cleaned": "goto_cleaned", "scrubbed": "goto_scrubbed", "purged": "goto_purged"}
 #: One run per stage and target: runs 1-3 (chip run 1 is destreaked: it has recovery copies);
 #: camera runs 2-4, so that chip run 1, cleaned, keeps a full camera run with a good smf.
-RUN_OF = {(stage, target): number + (stage == "camera")
-          for stage in STAGES for number, target in enumerate(TARGETS, start=1)}
+RUN_OF = {
+    (stage, target): number + (stage == "camera")
+    for stage in STAGES
+    for number, target in enumerate(TARGETS, start=1)
+}
 ACTIONS = ("delete", "keep", "gzip", "delete if good smf")
 #: Files an update of a run writes about itself (ipp_cleanup.pl handles them): made here as
 #: an earlier update would have left them, so the table's rows for them are exercised.
 FROM_UPDATE = ("LOG.IMFILE.UPDATE", "LOG.EXP.UPDATE", "SKYCELL.STATS.UPDATE")
 
-RECOVERY = Query("t_recovery", "SELECT f.component, f.recovery_path_base AS base FROM magicDSFile f "
-                 "JOIN magicDSRun r USING (magic_ds_id) WHERE r.stage = %(stage)s "
-                 "AND r.stage_id = %(id)s", "test")
-CHIPS = Query("t_chips", "SELECT p.class_id FROM camRun r JOIN chipProcessedImfile p "
-              "ON p.chip_id = r.chip_id WHERE r.cam_id = %(id)s", "test")
-INPUTS = Query("t_inputs", "SELECT COUNT(*) FROM stackInputSkyfile WHERE stack_id = %(id)s",
-               "test")
+RECOVERY = Query(
+    "t_recovery",
+    "SELECT f.component, f.recovery_path_base AS base FROM magicDSFile f "
+    "JOIN magicDSRun r USING (magic_ds_id) WHERE r.stage = %(stage)s "
+    "AND r.stage_id = %(id)s",
+    "test",
+)
+CHIPS = Query(
+    "t_chips",
+    "SELECT p.class_id FROM camRun r JOIN chipProcessedImfile p "
+    "ON p.chip_id = r.chip_id WHERE r.cam_id = %(id)s",
+    "test",
+)
+INPUTS = Query("t_inputs", "SELECT COUNT(*) FROM stackInputSkyfile WHERE stack_id = %(id)s", "test")
 _numbers = itertools.count()
 
 
@@ -84,8 +94,7 @@ def path_of(key: str) -> str:
     return key.split("://", 1)[1].split("/", 1)[1]
 
 
-def names(row: Row, base: str, component: str | None, chips: list[str], inputs: int
-          ) -> list[str]:
+def names(row: Row, base: str, component: str | None, chips: list[str], inputs: int) -> list[str]:
     """Every file the row names for one component, from the table's pattern alone."""
     pattern = row.name.replace("{OUTPUT}", base)
     parts = [pattern]
@@ -118,11 +127,9 @@ class Outcome:
 async def _case(db: Database, storage: Storage, stage: str, target: str) -> Case:
     run_id = RUN_OF[(stage, target)]
     rows = [r for r in TABLE if r.stage == stage]
-    chips = ([str(r["class_id"]) for r in await db.fetch_all(CHIPS, id=run_id)]
-             if stage == "camera" else [])
+    chips = [str(r["class_id"]) for r in await db.fetch_all(CHIPS, id=run_id)] if stage == "camera" else []
     inputs = int(await db.fetch_val(INPUTS, id=run_id) or 0) if stage == "stack" else 0
-    recovery = {r["component"]: r["base"] for r in await db.fetch_all(RECOVERY, stage=stage,
-                                                                         id=run_id)}
+    recovery = {r["component"]: r["base"] for r in await db.fetch_all(RECOVERY, stage=stage, id=run_id)}
     files: dict[str, tuple[Row, bool]] = {}
     for comp in await runs.components(db, stage, run_id):
         base, name = comp["path_base"], comp["component"]
@@ -150,19 +157,20 @@ async def _everything(storage: Storage) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def outcome(test_dsn: str, tmp_path_factory: pytest.TempPathFactory
-                  ) -> AsyncIterator[Outcome]:
+async def outcome(test_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Outcome]:
     tmp = tmp_path_factory.mktemp("rules")
-    site = await make_survey(test_dsn, f"rules{next(_numbers)}", tmp, exposures=4, chips=2,
-                             seed=5)
+    site = await make_survey(test_dsn, f"rules{next(_numbers)}", tmp, exposures=4, chips=2, seed=5)
     db = await Database.connect(site.settings, pool_size=4)
     try:
         storage = Storage(db)
         cases = [await _case(db, storage, s, t) for s in STAGES for t in TARGETS]
         before = await _everything(storage)
-        logs = {p: await storage.read_bytes(f"neb://any/{p}") for c in cases
-                for p, (row, _) in c.files.items() if p in before
-                and any(a == "gzip" for a in row.actions.values())}
+        logs = {
+            p: await storage.read_bytes(f"neb://any/{p}")
+            for c in cases
+            for p, (row, _) in c.files.items()
+            if p in before and any(a == "gzip" for a in row.actions.values())
+        }
         agent = AgentProcess("cleanup", site.dsn, tmp, "--once")
         code = await agent.wait(timeout_s=300)
         assert code == 0, agent.output()
@@ -195,8 +203,11 @@ def test_every_row_of_the_table_had_a_file_to_act_on(outcome: Outcome) -> None:
     runs without them)."""
     for case in outcome.cases:
         rows = {row.rule for path, (row, _) in case.files.items() if path in outcome.before}
-        wanted = {r.rule for r in TABLE if r.stage == case.stage
-                  and not (case.target == "scrubbed" and r.rule.endswith("CONFIG"))}
+        wanted = {
+            r.rule
+            for r in TABLE
+            if r.stage == case.stage and not (case.target == "scrubbed" and r.rule.endswith("CONFIG"))
+        }
         assert rows == wanted, (case.stage, case.target, sorted(wanted - rows))
         if case.stage == "chip" and case.run_id == 1:  # the survey destreaks chips only
             assert any(rec and p in outcome.before for p, (_, rec) in case.files.items())
@@ -204,8 +215,7 @@ def test_every_row_of_the_table_had_a_file_to_act_on(outcome: Outcome) -> None:
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("stage", STAGES)
-def test_cleanup_deletes_and_keeps_what_the_table_says(outcome: Outcome, stage: str,
-                                                        target: str) -> None:
+def test_cleanup_deletes_and_keeps_what_the_table_says(outcome: Outcome, stage: str, target: str) -> None:
     (case,) = [c for c in outcome.cases if c.stage == stage and c.target == target]
     before, after = outcome.before, outcome.after
     for path, (row, recovery) in sorted(case.files.items()):
@@ -254,8 +264,7 @@ async def test_every_run_reached_its_target_and_says_so_in_its_log(outcome: Outc
     try:
         for case in outcome.cases:
             run = await runs.get_run(db, case.stage, case.run_id)
-            assert (run["state"], case.stage, case.run_id) == (case.target, case.stage,
-                                                               case.run_id)
+            assert (run["state"], case.stage, case.run_id) == (case.target, case.stage, case.run_id)
     finally:
         await db.close()
     done = {(e["stage"], e["run_id"]) for e in outcome.agent.events("cleanup_done")}
@@ -266,7 +275,6 @@ def test_the_table_marks_the_deliberate_differences_from_the_ipp() -> None:
     """Seed 000's proposals the project adopts are marked as differing from the IPP's script:
     chip trace files, warp psf, gzip instead of bzip2."""
     differ = {(r.stage, r.rule) for r in TABLE if r.ipp.startswith("differs")}
-    assert {("chip", "TRACE.IMFILE"), ("warp", "PSPHOT.PSF.SKY.SAVE"),
-            ("chip", "LOG.IMFILE")} <= differ
+    assert {("chip", "TRACE.IMFILE"), ("warp", "PSPHOT.PSF.SKY.SAVE"), ("chip", "LOG.IMFILE")} <= differ
     scrub = {r.rule: r.actions["scrubbed"] for r in TABLE if r.stage == "chip"}
     assert scrub["PSPHOT.OUTPUT"] == scrub["PPIMAGE.BIN1"] == "keep"  # no catalog lost

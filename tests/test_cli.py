@@ -24,8 +24,13 @@ from tests.helpers import ROOT, agent_env, eventually
 def run(args: list[str], dsn: str, *, prog: str = "ippctl", **env: str) -> subprocess.CompletedProcess[str]:
     module = "shared.ctl.main" if prog == "ippctl" else "agents"
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
-        env={**agent_env(dsn), **env}, timeout=60, check=False,
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**agent_env(dsn), **env},
+        timeout=60,
+        check=False,
     )
 
 
@@ -68,16 +73,23 @@ async def test_pause_resume_and_stop_by_agent_and_by_id(db, spawn, test_dsn):
     assert again.stderr.strip() == f"ippctl: error: client {cid} is stopped; nothing to stop"
 
 
-@pytest.mark.parametrize(("args", "env", "code", "message"), [
-    (["clients", "list"], {"IPP_DB_DSN": "postgres://x@h/db"}, 2, "scheme must be mysql://"),
-    (["clients", "list"], {"IPP_DB_DSN": "mysql://root@127.0.0.1:1/ipp"}, 1,
-     "127.0.0.1:1/ipp unreachable"),
-    (["clients", "pause", "--id", "nope"], {}, 1, "no client with id nope"),
-    (["clients", "pause"], {}, 1, "say which clients"),
-    (["storage", "stat", "neb://any/a/../b"], {}, 1, "'..' is not allowed in a path"),
-    (["storage", "stat", "neb://any/not/there"], {}, 1, "neb:///not/there does not exist"),
-    (["storage", "volume", "add", "v", "relative"], {}, 1, "must be an absolute path"),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["clients", "list"], {"IPP_DB_DSN": "postgres://x@h/db"}, 2, "scheme must be mysql://"),
+        (
+            ["clients", "list"],
+            {"IPP_DB_DSN": "mysql://root@127.0.0.1:1/ipp"},
+            1,
+            "127.0.0.1:1/ipp unreachable",
+        ),
+        (["clients", "pause", "--id", "nope"], {}, 1, "no client with id nope"),
+        (["clients", "pause"], {}, 1, "say which clients"),
+        (["storage", "stat", "neb://any/a/../b"], {}, 1, "'..' is not allowed in a path"),
+        (["storage", "stat", "neb://any/not/there"], {}, 1, "neb:///not/there does not exist"),
+        (["storage", "volume", "add", "v", "relative"], {}, 1, "must be an absolute path"),
+    ],
+)
 def test_bad_input_gives_one_line_and_a_nonzero_exit(db, test_dsn, args, env, code, message):
     result = run(args, test_dsn, **env)
     assert result.returncode == code
@@ -91,7 +103,8 @@ def test_a_malformed_mdc_file_is_reported_with_its_line(tmp_path, test_dsn):
     result = run(["mdc", "check", str(path)], test_dsn)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"ippctl: error: {path}:2: chip_id: 'abc' is not a S64 integer: 'chip_id  S64  abc'")
+        f"ippctl: error: {path}:2: chip_id: 'abc' is not a S64 integer: 'chip_id  S64  abc'"
+    )
 
 
 def test_an_unknown_agent_is_refused_listing_the_known_ones(test_dsn):
@@ -99,7 +112,8 @@ def test_an_unknown_agent_is_refused_listing_the_known_ones(test_dsn):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "ipp-agent: error: unknown agent 'nosuch' (known agents: batch_cleaner, cleanup, "
-        "dist_client, dist_server, loader, metrics, odm_poller, sweeper, update, workload)")
+        "dist_client, dist_server, loader, metrics, odm_poller, sweeper, update, workload)"
+    )
 
 
 async def test_storage_commands_round_trip_a_file(db, test_dsn, tmp_path):
@@ -131,8 +145,7 @@ async def _status(db: Database, cid: str, status: str) -> bool:
     return any(r["client_id"] == cid and r["status"] == status for r in rows)
 
 
-async def test_storage_audit_reports_disagreements_and_removes_old_temporaries(db, test_dsn,
-                                                                              tmp_path):
+async def test_storage_audit_reports_disagreements_and_removes_old_temporaries(db, test_dsn, tmp_path):
     """Temporaries alone keep exit 0; --remove-temporaries deletes only those untouched for
     the hours given; a file nobody registered makes the exit 1; bad hours are refused."""
     root = tmp_path / "vol"
@@ -150,8 +163,10 @@ async def test_storage_audit_reports_disagreements_and_removes_old_temporaries(d
     assert "temporaries left by killed writers: 2" in audit.stdout
     removed = run(["storage", "audit", "--remove-temporaries", "2"], test_dsn)
     assert removed.returncode == 0
-    assert "temporaries removed (untouched for 2 h or more): 1\n  v1:a/.x.fits.tmp-0123456789ab" \
+    assert (
+        "temporaries removed (untouched for 2 h or more): 1\n  v1:a/.x.fits.tmp-0123456789ab"
         in removed.stdout
+    )
     assert not old.exists() and young.exists()
     (root / "a" / "stray.fits").write_bytes(b"?")
     report = json.loads(run(["storage", "audit", "--json"], test_dsn).stdout)
@@ -162,27 +177,35 @@ async def test_storage_audit_reports_disagreements_and_removes_old_temporaries(d
     assert bad.returncode == 2 and "'0' is not a positive number of hours" in bad.stderr
 
 
-async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration_once(
-        settings, test_dsn):
+async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration_once(settings, test_dsn):
     """Both wait while another holder has the upgrade lock (as a third host would), then one
     creates the database and applies every migration, the other finds nothing to do."""
     fresh = parse_dsn(test_dsn).with_database(f"{parse_dsn(test_dsn).database}_up")
-    holder = await aiomysql.connect(**{k: v for k, v in fresh.connect_kwargs().items()
-                                       if k != "db"})
+    holder = await aiomysql.connect(**{k: v for k, v in fresh.connect_kwargs().items() if k != "db"})
     try:
         async with holder.cursor() as cur:
             await cur.execute("SELECT GET_LOCK(%s, 0)", (upgrade_lock_name(fresh.database),))
             assert (await cur.fetchone())[0] == 1
-        procs = [subprocess.Popen([sys.executable, "-m", "shared.ctl.main", "db", "upgrade"],
-                                  cwd=ROOT, env=agent_env(fresh.url()), text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "shared.ctl.main", "db", "upgrade"],
+                cwd=ROOT,
+                env=agent_env(fresh.url()),
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
 
         async def both_wait() -> bool:
             async with holder.cursor() as cur:
-                await cur.execute("SELECT COUNT(*) FROM information_schema.processlist "
-                                  "WHERE info LIKE 'SELECT GET_LOCK(%%ipp_schema_upgrade%%'")
+                await cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.processlist "
+                    "WHERE info LIKE 'SELECT GET_LOCK(%%ipp_schema_upgrade%%'"
+                )
                 return bool((await cur.fetchone())[0] == 2)
+
         await eventually(both_wait, timeout_s=60, what="both upgrades waiting for the lock")
         async with holder.cursor() as cur:
             await cur.execute("SELECT RELEASE_LOCK(%s)", (upgrade_lock_name(fresh.database),))
@@ -192,11 +215,13 @@ async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration
         assert stdout.count("created database") == 1, stdout
         assert stdout.count(f"-> {CODE_SCHEMA_VERSION} (") == 1, stdout
         assert stdout.count(f"already at schema version {CODE_SCHEMA_VERSION}") == 1, stdout
-        assert all("another upgrade of" in err and "holds lock ipp_schema_upgrade." in err
-                   for _, err in outs), outs
+        assert all(
+            "another upgrade of" in err and "holds lock ipp_schema_upgrade." in err for _, err in outs
+        ), outs
         async with holder.cursor() as cur:
-            await cur.execute(f"SELECT version, COUNT(*) FROM `{fresh.database}`."
-                              "schema_migration GROUP BY version")
+            await cur.execute(
+                f"SELECT version, COUNT(*) FROM `{fresh.database}`.schema_migration GROUP BY version"
+            )
             counts = dict(await cur.fetchall())
         assert counts == {v: 1 for v in range(1, CODE_SCHEMA_VERSION + 1)}
     finally:
@@ -204,23 +229,38 @@ async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration
         await drop_database(settings, fresh)
 
 
-@pytest.mark.parametrize(("module", "argv", "setting"), [
-    ("agents", ["metrics", "--config", "all"], "IPP_METRICS_PORT"),
-    ("agents", ["dist_server"], "IPP_DS_PORT"),
-    ("sim", ["psps"], "IPP_ODM_PORT"),
-])
+@pytest.mark.parametrize(
+    ("module", "argv", "setting"),
+    [
+        ("agents", ["metrics", "--config", "all"], "IPP_METRICS_PORT"),
+        ("agents", ["dist_server"], "IPP_DS_PORT"),
+        ("sim", ["psps"], "IPP_ODM_PORT"),
+    ],
+)
 async def test_a_server_whose_port_is_taken_stops_at_once_naming_the_port_and_its_holder(
-        db, settings, test_dsn, module, argv, setting):
+    db, settings, test_dsn, module, argv, setting
+):
     psps = parse_dsn(test_dsn).with_database(f"{parse_dsn(test_dsn).database}_portpsps")
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
     try:
-        env = {**agent_env(test_dsn), setting: str(port), "IPP_LOG_FORMAT": "json",
-               "IPP_PSPS_DB_NAME": psps.database}
-        out = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True,
-                             text=True, cwd=ROOT, env=env, timeout=120, check=False)
+        env = {
+            **agent_env(test_dsn),
+            setting: str(port),
+            "IPP_LOG_FORMAT": "json",
+            "IPP_PSPS_DB_NAME": psps.database,
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", module, *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=120,
+            check=False,
+        )
     finally:
         taken.close()
         await drop_database(settings, psps)
@@ -228,6 +268,9 @@ async def test_a_server_whose_port_is_taken_stops_at_once_naming_the_port_and_it
     (line,) = out.stderr.splitlines()
     assert f"cannot listen on 127.0.0.1:{port}: the port is taken by pid {os.getpid()}" in line
     assert "Traceback" not in out.stdout + out.stderr
-    running = [r for r in await db.fetch_all(Q.list_clients, all=True)
-               if r["status"] in ("running", "paused", "stopping")]
+    running = [
+        r
+        for r in await db.fetch_all(Q.list_clients, all=True)
+        if r["status"] in ("running", "paused", "stopping")
+    ]
     assert running == []

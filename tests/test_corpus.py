@@ -53,7 +53,9 @@ def test_every_bad_mdc_file_is_refused_naming_it(path: Path):
 
 
 LISTING_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "files": datastore.parse_files, "filesets": datastore.parse_filesets}
+    "files": datastore.parse_files,
+    "filesets": datastore.parse_filesets,
+}
 
 
 @pytest.mark.parametrize("path", cases("listings"), ids=ids(cases("listings")))
@@ -96,13 +98,13 @@ def test_every_bad_loading_config_value_is_refused_naming_the_field(path: Path):
 
 @pytest.fixture
 def good_batch(tmp_path: Path) -> batches.Written:
-    return batches.write(tmp_path / "batch", "B00000001", "IN", "corpus",
-                         builders.in_batch("corpus", 1))
+    return batches.write(tmp_path / "batch", "B00000001", "IN", "corpus", builders.in_batch("corpus", 1))
 
 
 def test_the_good_batch_passes_the_stand_ins_checks(good_batch):
-    checked = check_batch(good_batch.fits_path.parent, "B00000001", good_batch.fits_path.name,
-                          good_batch.manifest_path.name)
+    checked = check_batch(
+        good_batch.fits_path.parent, "B00000001", good_batch.fits_path.name, good_batch.manifest_path.name
+    )
     assert checked.kind == "IN" and set(checked.tables) == {"Filter", "Survey"}
 
 
@@ -110,8 +112,9 @@ def test_the_good_batch_passes_the_stand_ins_checks(good_batch):
 def test_every_bad_manifest_fails_the_batch_at_load(good_batch, path: Path):
     shutil.copy(path, good_batch.manifest_path)
     with pytest.raises(Rejected) as err:
-        check_batch(good_batch.fits_path.parent, "B00000001", good_batch.fits_path.name,
-                    good_batch.manifest_path.name)
+        check_batch(
+            good_batch.fits_path.parent, "B00000001", good_batch.fits_path.name, good_batch.manifest_path.name
+        )
     assert err.value.stage == "load"
 
 
@@ -121,6 +124,7 @@ def _truncate(data: bytes) -> bytes:
 
 def _drop_last_table(data: bytes) -> bytes:
     from astropy.io import fits
+
     with fits.open(io.BytesIO(data)) as hdus:
         out = io.BytesIO()
         fits.HDUList(list(hdus[:-1])).writeto(out)
@@ -144,11 +148,11 @@ def test_every_damaged_batch_file_fails_at_load(good_batch, mutation: str):
     manifest = json.loads(good_batch.manifest_path.read_text())
     manifest["bytes"], manifest["md5sum"] = bundles.file_digest(good_batch.fits_path)
     good_batch.manifest_path.write_text(json.dumps(manifest))  # the manifest agrees: the
-    with pytest.raises(Rejected) as err:                       # FITS checks must catch it
-        check_batch(good_batch.fits_path.parent, "B00000001", good_batch.fits_path.name,
-                    good_batch.manifest_path.name)
-    assert "B00000001.fits" in str(err.value) or "Filter" in str(err.value) \
-        or "Survey" in str(err.value)
+    with pytest.raises(Rejected) as err:  # FITS checks must catch it
+        check_batch(
+            good_batch.fits_path.parent, "B00000001", good_batch.fits_path.name, good_batch.manifest_path.name
+        )
+    assert "B00000001.fits" in str(err.value) or "Filter" in str(err.value) or "Survey" in str(err.value)
 
 
 # -- catalogs and DVO tables -----------------------------------------------------------------
@@ -202,8 +206,9 @@ def _tar(add: Callable[[tarfile.TarFile], None]) -> bytes:
     return gzip.compress(raw.getvalue())
 
 
-def _member(name: str, data: bytes = b"pixels", kind: bytes = tarfile.REGTYPE,
-            link: str = "") -> Callable[[tarfile.TarFile], None]:
+def _member(
+    name: str, data: bytes = b"pixels", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> Callable[[tarfile.TarFile], None]:
     def add(tar: tarfile.TarFile) -> None:
         good = tarfile.TarInfo("./good.fits")
         good.size = 4
@@ -212,6 +217,7 @@ def _member(name: str, data: bytes = b"pixels", kind: bytes = tarfile.REGTYPE,
         info.type, info.linkname = kind, link
         info.size = len(data) if kind == tarfile.REGTYPE else 0
         tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
     return add
 
 
@@ -244,8 +250,9 @@ def test_every_bad_bundle_is_refused_and_leaves_nothing(tmp_path, case: str):
 # -- fuzzing the text parsers ----------------------------------------------------------------
 
 TEXT = st.text(max_size=400)
-LISTING_LINES = st.lists(st.text(alphabet="abcB0123456789|#. -_:Tnul\t", max_size=60),
-                         max_size=8).map("\n".join)
+LISTING_LINES = st.lists(st.text(alphabet="abcB0123456789|#. -_:Tnul\t", max_size=60), max_size=8).map(
+    "\n".join
+)
 
 
 @given(st.one_of(TEXT, LISTING_LINES.map(lambda s: "# fileID|bytes|md5sum|type|\n" + s)))
@@ -266,11 +273,14 @@ def test_any_text_is_a_fileset_listing_or_a_datastore_error(text: str):
     assert len(names) == len(set(names))
 
 
-JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                       lambda kids: st.lists(kids, max_size=4)
-                       | st.dictionaries(st.sampled_from(["batch", "status", "stage", "reason",
-                                                          "x"]), kids, max_size=5),
-                       max_leaves=12)
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(st.sampled_from(["batch", "status", "stage", "reason", "x"]), kids, max_size=5)
+    ),
+    max_leaves=12,
+)
 
 
 @given(st.integers(100, 599), st.one_of(TEXT, JSONISH.map(json.dumps)))
@@ -328,7 +338,16 @@ def test_any_bytes_are_a_cmf_or_a_catalog_error(data: bytes):
 def test_every_corpus_error_is_an_ipp_error():
     """The error types above are the project's own, so agents record them as failures with
     the reason instead of crashing."""
-    for kind in (MdcError, datastore.DataStoreError, odm.OdmError, SettingsError,
-                 configs.ConfigError, catalogs.CatalogError, dvo.DvoError, bundles.BundleError,
-                 Rejected, StorageError):
+    for kind in (
+        MdcError,
+        datastore.DataStoreError,
+        odm.OdmError,
+        SettingsError,
+        configs.ConfigError,
+        catalogs.CatalogError,
+        dvo.DvoError,
+        bundles.BundleError,
+        Rejected,
+        StorageError,
+    ):
         assert issubclass(kind, IppError), kind

@@ -25,10 +25,12 @@ ONE = Query("t_one", "SELECT 1 AS one", "test")
 CONN_ID = Query("t_conn_id", "SELECT CONNECTION_ID() AS id", "test")
 KILL = Query("t_kill", "KILL %(id)s", "test")
 BAD = Query("t_bad", "SELECT no_such_column FROM clients", "test")
-ADD_VOLUME = Query("t_add_volume",
-                   "INSERT INTO storage_volume (name, root) VALUES (%(name)s, '/tmp')", "test")
-LOCK_VOLUME = Query("t_lock_volume",
-                    "SELECT vol_id FROM storage_volume WHERE name = %(name)s FOR UPDATE", "test")
+ADD_VOLUME = Query(
+    "t_add_volume", "INSERT INTO storage_volume (name, root) VALUES (%(name)s, '/tmp')", "test"
+)
+LOCK_VOLUME = Query(
+    "t_lock_volume", "SELECT vol_id FROM storage_volume WHERE name = %(name)s FOR UPDATE", "test"
+)
 
 
 async def test_a_call_past_its_deadline_raises_dbtimeout_and_the_pool_recovers(db, settings):

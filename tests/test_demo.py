@@ -27,10 +27,18 @@ from shared.db.schema import database_exists, drop_database
 from tests.helpers import BIN, ROOT, eventually
 from tests.mirror_fixture import free_port
 
-QUICK = {"IPP_POLL_INTERVAL_S": "0.5", "IPP_HEARTBEAT_INTERVAL_S": "1",
-         "IPP_HEARTBEAT_GRACE_S": "5", "IPP_CLIENT_STALE_S": "10", "IPP_SWEEP_INTERVAL_S": "2",
-         "IPP_DXLAYER_POLL_S": "0.5", "IPP_METRICS_INTERVAL_S": "10", "IPP_BATCH_RETRY_S": "5",
-         "IPP_UPDATE_WAIT_S": "2", "IPP_LOG_FORMAT": "json"}
+QUICK = {
+    "IPP_POLL_INTERVAL_S": "0.5",
+    "IPP_HEARTBEAT_INTERVAL_S": "1",
+    "IPP_HEARTBEAT_GRACE_S": "5",
+    "IPP_CLIENT_STALE_S": "10",
+    "IPP_SWEEP_INTERVAL_S": "2",
+    "IPP_DXLAYER_POLL_S": "0.5",
+    "IPP_METRICS_INTERVAL_S": "10",
+    "IPP_BATCH_RETRY_S": "5",
+    "IPP_UPDATE_WAIT_S": "2",
+    "IPP_LOG_FORMAT": "json",
+}
 
 
 def demo_home(tmp_path: Path, mirror_db: str) -> Path:
@@ -39,33 +47,61 @@ def demo_home(tmp_path: Path, mirror_db: str) -> Path:
     home.mkdir()
     conf = (ROOT / "supervisord.conf").read_text()
     assert 'IPP_DB_NAME="ipp_mirror"' in conf
-    (home / "supervisord.conf").write_text(conf.replace('IPP_DB_NAME="ipp_mirror"',
-                                                        f'IPP_DB_NAME="{mirror_db}"'))
+    (home / "supervisord.conf").write_text(
+        conf.replace('IPP_DB_NAME="ipp_mirror"', f'IPP_DB_NAME="{mirror_db}"')
+    )
     return home
 
 
 def demo_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IPP_")}
     env.update(QUICK)
-    env.update({"IPP_VAR_DIR": str(home / "var"), "IPP_DS_PORT": str(free_port()),
-                "IPP_ODM_PORT": str(free_port()), "IPP_METRICS_PORT": str(free_port()),
-                "PYTHONPATH": str(ROOT), "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"})
+    env.update(
+        {
+            "IPP_VAR_DIR": str(home / "var"),
+            "IPP_DS_PORT": str(free_port()),
+            "IPP_ODM_PORT": str(free_port()),
+            "IPP_METRICS_PORT": str(free_port()),
+            "PYTHONPATH": str(ROOT),
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
     env.update(extra)
     return env
 
 
-def ippctl_demo(home: Path, env: dict[str, str], mirror_db: str, *args: str,
-                timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+def ippctl_demo(
+    home: Path, env: dict[str, str], mirror_db: str, *args: str, timeout_s: float = 900
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.ctl.main", "demo", "--conf", str(home / "supervisord.conf"),
-         "--mirror-db", mirror_db, "--exposures", "2", "--chips", "2", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        [
+            sys.executable,
+            "-m",
+            "shared.ctl.main",
+            "demo",
+            "--conf",
+            str(home / "supervisord.conf"),
+            "--mirror-db",
+            mirror_db,
+            "--exposures",
+            "2",
+            "--chips",
+            "2",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def assert_all_checks_hold(out: subprocess.CompletedProcess[str], kills: int) -> dict[str, Any]:
     """``kills`` 0: a run without the fault campaign."""
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    result = json.loads(out.stdout[out.stdout.index("{\n"):])
+    result = json.loads(out.stdout[out.stdout.index("{\n") :])
     counts = result["counts"]
     assert result["problems"] == []
     assert counts["faults"]["kills"] >= kills
@@ -99,37 +135,65 @@ async def every_program_up(env: dict[str, str], home: Path, mirror_db: str) -> b
 
 async def _databases(test_dsn: str, names: dict[str, str]) -> set[str]:
     settings = load_settings(environ={}, db_dsn=test_dsn)
-    return {n for n in names.values()
-            if await database_exists(settings, parse_dsn(test_dsn).with_database(n))}
+    return {
+        n for n in names.values() if await database_exists(settings, parse_dsn(test_dsn).with_database(n))
+    }
 
 
 @pytest.mark.timeout(1500)
 async def test_the_demo_runs_again_on_its_own_state_after_ctrl_c_and_after_a_finished_walk(
-        test_dsn, tmp_path):
+    test_dsn, tmp_path
+):
     base = parse_dsn(test_dsn).database
     names = {"ipp": f"{base}_demo", "mirror": f"{base}_demomirror", "psps": f"{base}_demopsps"}
     home = demo_home(tmp_path, names["mirror"])
-    env = demo_env(home, IPP_DB_DSN=test_dsn, IPP_DB_NAME=names["ipp"],
-                   IPP_PSPS_DB_NAME=names["psps"])
+    env = demo_env(home, IPP_DB_DSN=test_dsn, IPP_DB_NAME=names["ipp"], IPP_PSPS_DB_NAME=names["psps"])
     try:
         # make demo's way: the live screen, then Ctrl-C (once every program is up) stops
         # everything cleanly
         screen = tmp_path / "screen.txt"
         with open(screen, "w") as screen_out:
             live = subprocess.Popen(
-                [sys.executable, "-m", "shared.ctl.main", "demo", "--conf",
-                 str(home / "supervisord.conf"), "--mirror-db", names["mirror"],
-                 "--exposures", "2", "--chips", "2"],
-                cwd=ROOT, env=env, stdout=screen_out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "shared.ctl.main",
+                    "demo",
+                    "--conf",
+                    str(home / "supervisord.conf"),
+                    "--mirror-db",
+                    names["mirror"],
+                    "--exposures",
+                    "2",
+                    "--chips",
+                    "2",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=screen_out,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            await eventually(lambda: "merged" in screen.read_text()
-                             and "loader" in screen.read_text(), timeout_s=240,
-                             what="the live screen with agents and batches")
-            await eventually(lambda: every_program_up(env, home, names["mirror"]),
-                             timeout_s=240, what="every program running and registered")
+            await eventually(
+                lambda: "merged" in screen.read_text() and "loader" in screen.read_text(),
+                timeout_s=240,
+                what="the live screen with agents and batches",
+            )
+            await eventually(
+                lambda: every_program_up(env, home, names["mirror"]),
+                timeout_s=240,
+                what="every program running and registered",
+            )
             text = screen.read_text()
-            for part in ("status page: http://127.0.0.1:", "runs", "distribution:",
-                         "PSPS items:", "deleted_local", "PSPS holds:", "heartbeat"):
+            for part in (
+                "status page: http://127.0.0.1:",
+                "runs",
+                "distribution:",
+                "PSPS items:",
+                "deleted_local",
+                "PSPS holds:",
+                "heartbeat",
+            ):
                 assert part in text, part
             live.send_signal(signal.SIGINT)
             assert live.wait(timeout=120) == 0, screen.read_text()[-2000:]
@@ -141,20 +205,32 @@ async def test_the_demo_runs_again_on_its_own_state_after_ctrl_c_and_after_a_fin
             if not log.name.startswith("psps_sim"):
                 assert '"event": "agent_stopped"' in log.read_text(), log.name
         assert json.loads((home / "var" / "demo-state.json").read_text())["databases"] == [
-            names["ipp"], names["mirror"], names["psps"]]
+            names["ipp"],
+            names["mirror"],
+            names["psps"],
+        ]
 
         # the short fault campaign on the state the live demo left (half-loaded, shipped)
         started = time.monotonic()
-        out = ippctl_demo(home, env, names["mirror"], "--until-done", "--json", "--faults",
-                          "--kills", "6", "--timeout", "600")
+        out = ippctl_demo(
+            home,
+            env,
+            names["mirror"],
+            "--until-done",
+            "--json",
+            "--faults",
+            "--kills",
+            "6",
+            "--timeout",
+            "600",
+        )
         assert "starting over" in out.stdout, out.stdout[-2000:]
         counts = assert_all_checks_hold(out, kills=6)
         assert counts["faults"]["db_restarts"] == 0  # not the private server: not restarted
         assert time.monotonic() - started < 700
 
         # and once more, on the cleaned and updated state that walk left
-        again = ippctl_demo(home, env, names["mirror"], "--until-done", "--json",
-                            "--timeout", "600")
+        again = ippctl_demo(home, env, names["mirror"], "--until-done", "--json", "--timeout", "600")
         assert "starting over" in again.stdout
         assert_all_checks_hold(again, kills=0)
 
@@ -165,8 +241,13 @@ async def test_the_demo_runs_again_on_its_own_state_after_ctrl_c_and_after_a_fin
         assert not (home / "var" / "storage").exists()
         assert not (home / "var" / "demo-state.json").exists()
     finally:
-        subprocess.run([str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"),
-                        "shutdown"], env=env, capture_output=True, check=False, timeout=120)
+        subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"), "shutdown"],
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
         await _drop(test_dsn, names)
 
 
@@ -175,8 +256,7 @@ async def test_the_demo_reset_drops_no_database_it_did_not_create(test_dsn, tmp_
     base = parse_dsn(test_dsn).database
     names = {"ipp": base, "mirror": f"{base}_rsmirror", "psps": f"{base}_rspsps"}
     home = demo_home(tmp_path, names["mirror"])
-    env = demo_env(home, IPP_DB_DSN=test_dsn, IPP_DB_NAME=names["ipp"],
-                   IPP_PSPS_DB_NAME=names["psps"])
+    env = demo_env(home, IPP_DB_DSN=test_dsn, IPP_DB_NAME=names["ipp"], IPP_PSPS_DB_NAME=names["psps"])
     (home / "var").mkdir()
     (home / "var" / "demo-state.json").write_text(json.dumps({"databases": [names["mirror"]]}))
     (home / "var" / "storage").mkdir()
@@ -196,13 +276,35 @@ def test_the_full_fault_campaign_on_a_private_server(tmp_path):
     home = demo_home(tmp_path, "ipp_mirror")
     env = demo_env(home)
     try:
-        out = ippctl_demo(home, env, "ipp_mirror", "--until-done", "--json", "--faults",
-                          "--kills", "20", "--timeout", "1500", timeout_s=1800)
+        out = ippctl_demo(
+            home,
+            env,
+            "ipp_mirror",
+            "--until-done",
+            "--json",
+            "--faults",
+            "--kills",
+            "20",
+            "--timeout",
+            "1500",
+            timeout_s=1800,
+        )
         counts = assert_all_checks_hold(out, kills=20)
         assert counts["faults"]["db_restarts"] == 1
         print(json.dumps(counts["faults"]), counts["psps_rows"], counts["storage"])
     finally:
-        subprocess.run([str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"),
-                        "shutdown"], env=env, capture_output=True, check=False, timeout=120)
-        subprocess.run([sys.executable, "-m", "shared.ctl.main", "db", "stop-local"], cwd=ROOT,
-                       env=env, capture_output=True, check=False, timeout=120)
+        subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"), "shutdown"],
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        subprocess.run(
+            [sys.executable, "-m", "shared.ctl.main", "db", "stop-local"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )

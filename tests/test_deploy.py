@@ -40,12 +40,15 @@ async def test_supervisord_runs_the_agents_and_stops_them_cleanly(db, test_dsn, 
     (home / "var").mkdir()
     shutil.copy(SUPERVISORD_CONF, home / "supervisord.conf")
     # the PSPS stand-in keeps its tables in the (throw-away) test database
-    env = {**agent_env(test_dsn), "IPP_PSPS_DB_NAME": parse_dsn(test_dsn).database,
-           "IPP_VAR_DIR": str(home / "var")}
+    env = {
+        **agent_env(test_dsn),
+        "IPP_PSPS_DB_NAME": parse_dsn(test_dsn).database,
+        "IPP_VAR_DIR": str(home / "var"),
+    }
     conf = str(home / "supervisord.conf")
-    subprocess.run([str(BIN / "supervisord"), "-c", conf], env=env, cwd=home, check=True,
-                   timeout=30)
+    subprocess.run([str(BIN / "supervisord"), "-c", conf], env=env, cwd=home, check=True, timeout=30)
     try:
+
         async def running() -> list[dict[str, object]]:
             rows = await db.fetch_all(Q.list_clients, all=True)
             return [r for r in rows if r["agent"] == "sweeper" and r["status"] == "running"]
@@ -54,13 +57,15 @@ async def test_supervisord_runs_the_agents_and_stops_them_cleanly(db, test_dsn, 
         ctl = [str(BIN / "supervisorctl"), "-c", conf]
 
         def supervisor_says_running() -> bool:
-            out = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True,
-                                 check=False, timeout=30).stdout
+            out = subprocess.run(
+                [*ctl, "status"], env=env, capture_output=True, text=True, check=False, timeout=30
+            ).stdout
             return "ipp:sweeper" in out and "RUNNING" in out
 
         await eventually(supervisor_says_running, timeout_s=30, what="supervisorctl RUNNING")
-        stop = subprocess.run([*ctl, "stop", "ipp:*"], env=env, capture_output=True, text=True,
-                              check=False, timeout=60)
+        stop = subprocess.run(
+            [*ctl, "stop", "ipp:*"], env=env, capture_output=True, text=True, check=False, timeout=60
+        )
         assert "stopped" in stop.stdout, stop.stdout + stop.stderr
         rows = await db.fetch_all(Q.list_clients, all=True)
         (row,) = [r for r in rows if r["client_id"] == client["client_id"]]
@@ -68,8 +73,13 @@ async def test_supervisord_runs_the_agents_and_stops_them_cleanly(db, test_dsn, 
         log = (home / "logs" / "sweeper.log").read_text()
         assert '"event": "agent_started"' in log and '"event": "agent_stopped"' in log
     finally:
-        subprocess.run([str(BIN / "supervisorctl"), "-c", conf, "shutdown"], env=env,
-                       capture_output=True, check=False, timeout=60)
+        subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", conf, "shutdown"],
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
@@ -82,9 +92,16 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path):
     (tmp_path / "ipp-agent@sweeper.service").write_text(unit)
     shutil.copy(SYSTEMD / "ipp-agents.target", tmp_path / "ipp-agents.target")
     result = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "ipp-agent@sweeper.service"),
-         str(tmp_path / "ipp-agents.target")],
-        capture_output=True, text=True, check=False, timeout=60,
+        [
+            "systemd-analyze",
+            "verify",
+            str(tmp_path / "ipp-agent@sweeper.service"),
+            str(tmp_path / "ipp-agents.target"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "TimeoutStopSec=40" in unit and "Restart=on-failure" in unit

@@ -27,27 +27,37 @@ _numbers = itertools.count()
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    async for survey in survey_site(test_dsn, f"ds{next(_numbers)}", tmp_path / "ipp", exposures=3,
-                                   chips=2, seed=7):
+    async for survey in survey_site(
+        test_dsn, f"ds{next(_numbers)}", tmp_path / "ipp", exposures=3, chips=2, seed=7
+    ):
         yield survey
 
 
 def ippctl(dsn: str, var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**agent_env(dsn), "IPP_VAR_DIR": str(var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
-async def once(name: str, dsn: str, var_dir: Path, tmp_path: Path, **settings: Any
-               ) -> AgentProcess:
+async def once(name: str, dsn: str, var_dir: Path, tmp_path: Path, **settings: Any) -> AgentProcess:
     proc = AgentProcess(name, dsn, tmp_path, "--once", var_dir=str(var_dir), **settings)
     code = await proc.wait(timeout_s=120)
     assert code == 0, proc.output()
     return proc
 
 
-STATE = Query("t_state", "SELECT state, fileset_name, note FROM distRun WHERE stage = %(stage)s "
-              "AND stage_id = %(id)s", "test")
+STATE = Query(
+    "t_state",
+    "SELECT state, fileset_name, note FROM distRun WHERE stage = %(stage)s AND stage_id = %(id)s",
+    "test",
+)
 
 
 # -- listings ------------------------------------------------------------------------------
@@ -57,26 +67,32 @@ def test_listing_layout_is_the_reference_one_byte_for_byte():
     """Fields padded to the widest of label and values, each ended by '|', '#' header."""
     text = datastore.format_listing(
         ("filesetID", "time registered", "type", "target_id", "stage", "stage_id", "exp_name"),
-        [("o4741g0234o.chip.14517.31.1", "2009-04-15T03:02:12Z", "notset", 1, "chip", 14517,
-          "o4741g0234o")])
+        [("o4741g0234o.chip.14517.31.1", "2009-04-15T03:02:12Z", "notset", 1, "chip", 14517, "o4741g0234o")],
+    )
     assert text == (
         "# filesetID                |time registered     |type  |target_id|stage|stage_id|exp_name   |\n"
-        "o4741g0234o.chip.14517.31.1|2009-04-15T03:02:12Z|notset|1        |chip |14517   |o4741g0234o|\n")
+        "o4741g0234o.chip.14517.31.1|2009-04-15T03:02:12Z|notset|1        |chip |14517   |o4741g0234o|\n"
+    )
     parsed = datastore.parse_listing(text, "filesetID", "t")
     assert parsed.rows[0][0] == "o4741g0234o.chip.14517.31.1" and parsed.rows[0][3] == "1"
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("fileID|bytes|md5sum|type|\n", "no '#' header"),
-    ("# fileID|bytes|md5sum|type|\na.tgz|12|" + "0" * 32 + "|tgz\n", "must end with '|'"),
-    ("# fileID|bytes|md5sum|type|\na.tgz|12|" + "0" * 32 + "|\n", "fields, the header has"),
-    ("# fileID|bytes|md5sum|type|\na.tgz|x|" + "0" * 32 + "|tgz|\n", "is not a number"),
-    ("# fileID|bytes|md5sum|type|\na.tgz|1|" + "G" * 32 + "|tgz|\n", "32 lowercase hex"),
-    ("# fileID|bytes|md5sum|type|\na.tgz|1|" + "0" * 32 + "|exe|\n", "unknown file type"),
-    ("# fileID|bytes|md5sum|type|\n../a|1|" + "0" * 32 + "|tgz|\n", "not a valid file id"),
-    ("# fileID|bytes|md5sum|type|\na|1|" + "0" * 32 + "|tgz|\na|1|" + "0" * 32 + "|tgz|\n",
-     "listed twice"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("fileID|bytes|md5sum|type|\n", "no '#' header"),
+        ("# fileID|bytes|md5sum|type|\na.tgz|12|" + "0" * 32 + "|tgz\n", "must end with '|'"),
+        ("# fileID|bytes|md5sum|type|\na.tgz|12|" + "0" * 32 + "|\n", "fields, the header has"),
+        ("# fileID|bytes|md5sum|type|\na.tgz|x|" + "0" * 32 + "|tgz|\n", "is not a number"),
+        ("# fileID|bytes|md5sum|type|\na.tgz|1|" + "G" * 32 + "|tgz|\n", "32 lowercase hex"),
+        ("# fileID|bytes|md5sum|type|\na.tgz|1|" + "0" * 32 + "|exe|\n", "unknown file type"),
+        ("# fileID|bytes|md5sum|type|\n../a|1|" + "0" * 32 + "|tgz|\n", "not a valid file id"),
+        (
+            "# fileID|bytes|md5sum|type|\na|1|" + "0" * 32 + "|tgz|\na|1|" + "0" * 32 + "|tgz|\n",
+            "listed twice",
+        ),
+    ],
+)
 def test_a_malformed_file_listing_is_refused_naming_the_problem(text, problem):
     with pytest.raises(datastore.DataStoreError, match=problem):
         datastore.parse_files(text, "http://x/ds/p/f/index.txt")
@@ -85,17 +101,26 @@ def test_a_malformed_file_listing_is_refused_naming_the_problem(text, problem):
 # -- server and client ---------------------------------------------------------------------
 
 
-async def test_a_queued_chip_run_appears_at_the_mirror_full_with_identical_files(
-        site, sdb, mirror, tmp_path):
+async def test_a_queued_chip_run_appears_at_the_mirror_full_with_identical_files(site, sdb, mirror, tmp_path):
     port = free_port()
-    out = ippctl(site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type", "dist",
-                 "--columns", "target_id,stage,stage_id,exp_name")
+    out = ippctl(
+        site.dsn,
+        site.var_dir,
+        "ds",
+        "product",
+        "add",
+        "ipp-dist",
+        "--type",
+        "dist",
+        "--columns",
+        "target_id,stage,stage_id,exp_name",
+    )
     assert out.returncode == 0, out.stderr
-    out = ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1",
-                 "--product", "ipp-dist")
+    out = ippctl(
+        site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1", "--product", "ipp-dist"
+    )
     assert out.returncode == 0 and "queued" in out.stdout, out.stderr
-    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
-                          ds_port=port)
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
     try:
         row = await eventually(lambda: _shipped(sdb), timeout_s=60, what="the fileset")
         name = row["fileset_name"]
@@ -105,12 +130,23 @@ async def test_a_queued_chip_run_appears_at_the_mirror_full_with_identical_files
         # GNU tar reads the bundles; members are ./basename
         key = next(f["uri"] for f in await _files(sdb) if f["file_name"].endswith(".tgz"))
         bundle = await Storage(sdb).locate(key)
-        members = subprocess.run(["tar", "-tzf", str(bundle)], capture_output=True, text=True,
-                                 check=True).stdout.split()
+        members = subprocess.run(
+            ["tar", "-tzf", str(bundle)], capture_output=True, text=True, check=True
+        ).stdout.split()
         assert members and all(m.startswith("./") and "/" not in m[2:] for m in members)
 
-        out = ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "add", "ipp", "--uri",
-                     f"http://127.0.0.1:{port}/ds", "--product", "ipp-dist")
+        out = ippctl(
+            mirror.dsn,
+            mirror.var_dir,
+            "dist",
+            "source",
+            "add",
+            "ipp",
+            "--uri",
+            f"http://127.0.0.1:{port}/ds",
+            "--product",
+            "ipp-dist",
+        )
         assert out.returncode == 0, out.stderr
         client = await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
         assert client.events("dist_imported")
@@ -139,6 +175,7 @@ async def _files(sdb: Database) -> list[dict[str, Any]]:
 def test_bundle_member_tar_is_readable(tmp_path):
     """A bundle built here is a plain gzip'd tar (python's tarfile reads it too)."""
     from shared.distribution import bundles
+
     src = tmp_path / "a.fits"
     src.write_bytes(b"x" * 5000)
     built = bundles.build(tmp_path / "a.tgz", [bundles.Member(src, "a.fits")])
@@ -152,18 +189,45 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
     import aiohttp
 
     port = free_port()
-    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "p", "--type", "dist",
-                  "--columns", "stage,stage_id").returncode == 0
+    assert (
+        ippctl(
+            site.dsn,
+            site.var_dir,
+            "ds",
+            "product",
+            "add",
+            "p",
+            "--type",
+            "dist",
+            "--columns",
+            "stage,stage_id",
+        ).returncode
+        == 0
+    )
     for run_id in (1, 2):
-        assert ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "camera", "--id",
-                      str(run_id), "--product", "p").returncode == 0
-    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
-                          ds_port=port)
+        assert (
+            ippctl(
+                site.dsn,
+                site.var_dir,
+                "dist",
+                "queue",
+                "--stage",
+                "camera",
+                "--id",
+                str(run_id),
+                "--product",
+                "p",
+            ).returncode
+            == 0
+        )
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
     base = f"http://127.0.0.1:{port}/ds"
     try:
+
         async def both_shipped() -> bool:
             rows = await sdb.fetch_all(Query("t_s", "SELECT state FROM distRun", "test"))
             return [r["state"] for r in rows] == ["full", "full"]
+
         await eventually(both_shipped, timeout_s=60, what="two filesets")
         async with aiohttp.ClientSession() as http:
             root = await (await http.get(f"{base}/index.txt")).text()
@@ -171,18 +235,17 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
             listing = await (await http.get(f"{base}/p/index.txt")).text()
             names = [line.split("|")[0].strip() for line in listing.splitlines()[1:]]
             assert [n.split(".", 1)[1] for n in names] == ["camera.1.1.1", "camera.2.2.1"]
-            assert [c.strip() for c in listing.splitlines()[0].split("|")[3:5]] == [
-                "stage", "stage_id"]
+            assert [c.strip() for c in listing.splitlines()[0].split("|")[3:5]] == ["stage", "stage_id"]
             newer = await (await http.get(f"{base}/p/index.txt?{names[0]}")).text()
             assert [line.split("|")[0].strip() for line in newer.splitlines()[1:]] == [names[1]]
             assert (await http.get(f"{base}/p/index.txt?no.such.fileset")).status == 404
             files = datastore.parse_files(
-                await (await http.get(f"{base}/p/{names[0]}/index.txt")).text(), "t")
+                await (await http.get(f"{base}/p/{names[0]}/index.txt")).text(), "t"
+            )
             tgz = next(f for f in files if f.type == "tgz")
             whole = await (await http.get(f"{base}/p/{names[0]}/{tgz.name}")).read()
             assert len(whole) == tgz.bytes
-            part = await http.get(f"{base}/p/{names[0]}/{tgz.name}",
-                                  headers={"Range": "bytes=10-"})
+            part = await http.get(f"{base}/p/{names[0]}/{tgz.name}", headers={"Range": "bytes=10-"})
             assert part.status == 206 and await part.read() == whole[10:]
             assert (await http.get(f"{base}/p/{names[0]}/not-registered.tgz")).status == 404
             assert (await http.get(f"{base}/p/{names[0]}/..%2F..%2Fetc%2Fpasswd")).status == 404
@@ -194,22 +257,49 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
 async def test_standing_target_and_clean_distribution(site, sdb, mirror, tmp_path):
     """A standing target queues every full run of its dist_group; a --clean distribution
     ships the rows as cleaned and only what cleanup keeps."""
-    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "c", "--type",
-                  "dist").returncode == 0
-    out = ippctl(site.dsn, site.var_dir, "dist", "target", "add", "--dist-group", "survey",
-                 "--stage", "warp", "--product", "c", "--clean")
+    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "c", "--type", "dist").returncode == 0
+    out = ippctl(
+        site.dsn,
+        site.var_dir,
+        "dist",
+        "target",
+        "add",
+        "--dist-group",
+        "survey",
+        "--stage",
+        "warp",
+        "--product",
+        "c",
+        "--clean",
+    )
     assert out.returncode == 0, out.stderr
     await once("dist_server", site.dsn, site.var_dir, tmp_path, ds_port=free_port())
-    rows = await sdb.fetch_all(Query("t_d", "SELECT stage, stage_id, clean, state FROM distRun "
-                                     "ORDER BY stage_id", "test"))
+    rows = await sdb.fetch_all(
+        Query("t_d", "SELECT stage, stage_id, clean, state FROM distRun ORDER BY stage_id", "test")
+    )
     assert [(r["stage"], r["stage_id"], r["clean"], r["state"]) for r in rows] == [
-        ("warp", 1, 1, "full"), ("warp", 2, 1, "full"), ("warp", 3, 1, "full")]
+        ("warp", 1, 1, "full"),
+        ("warp", 2, 1, "full"),
+        ("warp", 3, 1, "full"),
+    ]
     port = free_port()
-    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
-                          ds_port=port)
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
     try:
-        assert ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "add", "ipp", "--uri",
-                      f"http://127.0.0.1:{port}/ds", "--product", "c").returncode == 0
+        assert (
+            ippctl(
+                mirror.dsn,
+                mirror.var_dir,
+                "dist",
+                "source",
+                "add",
+                "ipp",
+                "--uri",
+                f"http://127.0.0.1:{port}/ds",
+                "--product",
+                "c",
+            ).returncode
+            == 0
+        )
         await eventually(lambda: _listening(server), timeout_s=30, what="the DataStore up")
         await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
     finally:
@@ -225,10 +315,13 @@ def _listening(server: AgentProcess) -> bool:
 
 
 async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, tmp_path):
-    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "r", "--type",
-                  "dist").returncode == 0
-    assert ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "2",
-                  "--product", "r").returncode == 0
+    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "r", "--type", "dist").returncode == 0
+    assert (
+        ippctl(
+            site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "2", "--product", "r"
+        ).returncode
+        == 0
+    )
     await once("dist_server", site.dsn, site.var_dir, tmp_path, ds_port=free_port())
     name = (await sdb.fetch_one(STATE, stage="chip", id=2))["fileset_name"]
     uris = [f["uri"] for f in await _files(sdb)]
@@ -249,17 +342,17 @@ async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path)
     so its bundles carry them and the mirror has them, byte for byte."""
     await runs.set_state(sdb, "chip", "goto_cleaned", run_id=1)
     await once("cleanup", site.dsn, site.var_dir, tmp_path)
-    logs = [f for f in await runs.run_files(sdb, "chip", 1) if f.file_class == "log"
-            and f.exists]
+    logs = [f for f in await runs.run_files(sdb, "chip", 1) if f.file_class == "log" and f.exists]
     assert logs and all(f.compressed and f.key.endswith(".log.gz") for f in logs)
-    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type",
-                  "dist").returncode == 0
-    out = ippctl(site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1",
-                 "--product", "ipp-dist")
+    assert (
+        ippctl(site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type", "dist").returncode == 0
+    )
+    out = ippctl(
+        site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1", "--product", "ipp-dist"
+    )
     assert out.returncode == 0, out.stderr
     port = free_port()
-    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir),
-                          ds_port=port)
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
     try:
         await eventually(lambda: _shipped(sdb), timeout_s=60, what="the fileset")
         members = set()
@@ -269,8 +362,21 @@ async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path)
                 with tarfile.open(bundle) as tar:
                     members |= {m.name for m in tar.getmembers()}
         assert {"./" + f.key.rsplit("/", 1)[-1] for f in logs} <= members
-        assert ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "add", "ipp", "--uri",
-                      f"http://127.0.0.1:{port}/ds", "--product", "ipp-dist").returncode == 0
+        assert (
+            ippctl(
+                mirror.dsn,
+                mirror.var_dir,
+                "dist",
+                "source",
+                "add",
+                "ipp",
+                "--uri",
+                f"http://127.0.0.1:{port}/ds",
+                "--product",
+                "ipp-dist",
+            ).returncode
+            == 0
+        )
         await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
     finally:
         server.kill()

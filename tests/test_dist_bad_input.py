@@ -37,25 +37,39 @@ BASE = "neb://any/src/20090415/o1.1/o1.1.ch.1"
 FILESET = "o1.chip.1.1.1"
 
 
-def dbinfo(version: int = CODE_SCHEMA_VERSION, *, chip_id: int = 1, state: str = "full",
-           base: str = BASE, label: str | None = None, data_state: str = "full") -> bytes:
+def dbinfo(
+    version: int = CODE_SCHEMA_VERSION,
+    *,
+    chip_id: int = 1,
+    state: str = "full",
+    base: str = BASE,
+    label: str | None = None,
+    data_state: str = "full",
+) -> bytes:
     doc = Block()
     v = Block()
     v.add("schema_version", Scalar("S32", version))
     doc.add("dbversion", v)
     run = Block()
-    for name, kind, value in (("chip_id", "S64", chip_id), ("exp_id", "S64", 1),
-                              ("state", "STR", state),
-                              ("workdir", "STR", "neb://any/src/20090415")):
+    for name, kind, value in (
+        ("chip_id", "S64", chip_id),
+        ("exp_id", "S64", 1),
+        ("state", "STR", state),
+        ("workdir", "STR", "neb://any/src/20090415"),
+    ):
         run.add(name, Scalar(kind, value))
     if label is not None:
         run.add("label", Scalar("STR", label))
     doc.multi.append("chipRun")
     doc.add("chipRun", run)
     comp = Block()
-    for name, kind, value in (("chip_id", "S64", chip_id), ("exp_id", "S64", 1),
-                              ("class_id", "STR", "XY33"), ("path_base", "STR", base),
-                              ("data_state", "STR", data_state)):
+    for name, kind, value in (
+        ("chip_id", "S64", chip_id),
+        ("exp_id", "S64", 1),
+        ("class_id", "STR", "XY33"),
+        ("path_base", "STR", base),
+        ("data_state", "STR", data_state),
+    ):
         comp.add(name, Scalar(kind, value))
     doc.multi.append("chipProcessedImfile")
     doc.add("chipProcessedImfile", comp)
@@ -70,8 +84,9 @@ def tgz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     return buf.getvalue()
 
 
-def member(name: str, data: bytes = b"pixels", kind: bytes = tarfile.REGTYPE,
-           link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+def member(
+    name: str, data: bytes = b"pixels", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = link
@@ -113,9 +128,10 @@ class FakeDataStore:
         return self.others.get(fileset, self.files)
 
     def product_index(self) -> str:
-        return datastore.format_listing(("filesetID", "time registered", "type"),
-                                        [(n, "2009-04-15T03:02:12Z", "notset")
-                                         for n in self.filesets])
+        return datastore.format_listing(
+            ("filesetID", "time registered", "type"),
+            [(n, "2009-04-15T03:02:12Z", "notset") for n in self.filesets],
+        )
 
     def fileset_index(self) -> str:
         return self.listing(self) if self.listing is not None else self.honest_index()
@@ -140,8 +156,11 @@ class FakeDataStore:
         if parts[-1] == "index.txt":
             if self.redirect is not None and "moved" not in request.query:
                 raise web.HTTPFound(self.redirect)
-            text = self.product_index() if len(parts) == 3 else (
-                self.honest_index(parts[-2]) if parts[-2] in self.others else self.fileset_index())
+            text = (
+                self.product_index()
+                if len(parts) == 3
+                else (self.honest_index(parts[-2]) if parts[-2] in self.others else self.fileset_index())
+            )
             return await self._listing(request, text)
         data, _ = self.files_of(parts[-2])[parts[-1]]
         if self.slow_file_s and parts[-1].endswith(".tgz"):
@@ -160,26 +179,25 @@ class FakeDataStore:
             return web.Response(status=206, body=data[start:])
         return web.Response(body=data)
 
-
     async def _listing(self, request: web.Request, text: str) -> web.StreamResponse:
         body = text.encode()
         if self.encoding:
-            return web.Response(body=gzip.compress(body), headers={"Content-Encoding":
-                                                                   self.encoding})
+            return web.Response(body=gzip.compress(body), headers={"Content-Encoding": self.encoding})
         if not self.drip_s:
             return web.Response(body=body)
         resp = web.StreamResponse()
         await resp.prepare(request)
         for i in range(len(body)):
-            await resp.write(body[i:i + 1])
+            await resp.write(body[i : i + 1])
             await asyncio.sleep(self.drip_s)
         return resp
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeDataStore, int]]:
-    store = FakeDataStore(files={"dbinfo.chip.1.mdc": (dbinfo(), "dbinfo"),
-                                 "o1.1.ch.1.XY33.tgz": (good_bundle(), "tgz")})
+    store = FakeDataStore(
+        files={"dbinfo.chip.1.mdc": (dbinfo(), "dbinfo"), "o1.1.ch.1.XY33.tgz": (good_bundle(), "tgz")}
+    )
     app = web.Application()
     app.router.add_get("/{tail:.*}", store.handle)
     runner = web.AppRunner(app, shutdown_timeout=0.5)  # hung handlers are dropped
@@ -190,33 +208,48 @@ async def fake() -> AsyncIterator[tuple[FakeDataStore, int]]:
     await runner.cleanup()
 
 
-FILESET_ROW = Query("t_fs", "SELECT state, note, attempts, retry_at FROM rcDSFileset "
-                    "WHERE name = %(name)s", "test")
+FILESET_ROW = Query(
+    "t_fs", "SELECT state, note, attempts, retry_at FROM rcDSFileset WHERE name = %(name)s", "test"
+)
 CHIP_RUNS = Query("t_runs", "SELECT COUNT(*) FROM chipRun", "test")
 OBJECTS = Query("t_obj", "SELECT COUNT(*) FROM storage_object", "test")
 
 
 def ippctl(mirror: Mirror, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**agent_env(mirror.dsn), "IPP_VAR_DIR": str(mirror.var_dir)}
-    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def pull(mirror: Mirror, port: int, tmp_path: Path, **settings: Any) -> AgentProcess:
     db = mirror.db
     if not await db.fetch_all(Query("t_src", "SELECT name FROM rcDestination", "test")):
-        await db.execute(Query("t_add", "INSERT INTO rcDestination (name, status_uri, product) "
-                               "VALUES ('src', %(uri)s, 'prod')", "test"),
-                         uri=f"http://127.0.0.1:{port}/ds")
-    proc = AgentProcess("dist_client", mirror.dsn, tmp_path, "--once",
-                        var_dir=str(mirror.var_dir), **settings)
+        await db.execute(
+            Query(
+                "t_add",
+                "INSERT INTO rcDestination (name, status_uri, product) VALUES ('src', %(uri)s, 'prod')",
+                "test",
+            ),
+            uri=f"http://127.0.0.1:{port}/ds",
+        )
+    proc = AgentProcess(
+        "dist_client", mirror.dsn, tmp_path, "--once", var_dir=str(mirror.var_dir), **settings
+    )
     code = await proc.wait(timeout_s=120)
     assert code == 0, proc.output()
     return proc
 
 
-async def assert_refused(mirror: Mirror, problem: str, name: str = FILESET, *,
-                         runs: int = 0, objects: int = 0) -> None:
+async def assert_refused(
+    mirror: Mirror, problem: str, name: str = FILESET, *, runs: int = 0, objects: int = 0
+) -> None:
     """The fileset is recorded failed with ``problem`` in its reason and a time to be tried
     again; nothing of it was imported; the source's listing moved on past it."""
     row = await mirror.db.fetch_one(FILESET_ROW, name=name)
@@ -225,8 +258,7 @@ async def assert_refused(mirror: Mirror, problem: str, name: str = FILESET, *,
     assert row["retry_at"] is not None and row["attempts"] >= 1
     assert await mirror.db.fetch_val(CHIP_RUNS) == runs
     assert await mirror.db.fetch_val(OBJECTS) == objects
-    last = await mirror.db.fetch_val(Query("t_last", "SELECT last_fileset FROM rcDestination",
-                                           "test"))
+    last = await mirror.db.fetch_val(Query("t_last", "SELECT last_fileset FROM rcDestination", "test"))
     assert last is not None
 
 
@@ -242,18 +274,24 @@ def _escape(tmp_path: Path) -> str:
     return str(tmp_path / f"escaped-{uuid.uuid4().hex}")
 
 
-@pytest.mark.parametrize(("members", "problem"), [
-    (lambda t: [member(_escape(t))], "absolute path"),
-    (lambda t: [member("./../../../escaped")], "absolute path or '..'"),
-    (lambda t: [member("./o1.1.ch.1.XY33.link", kind=tarfile.SYMTYPE, link="/etc/passwd")],
-     "is a link"),
-    (lambda t: [member("./o1.1.ch.1.XY33.ch.fits"),
-                member("./o1.1.ch.1.XY33.hard", kind=tarfile.LNKTYPE,
-                       link="./o1.1.ch.1.XY33.ch.fits")], "is a link"),
-    (lambda t: [member("./o1.1.ch.1.XY33.dev", kind=tarfile.CHRTYPE)], "device"),
-    (lambda t: [member("./sub/o1.1.ch.1.XY33.ch.fits")], "not './<file name>'"),
-    (lambda t: [member("./other.file")], "not a file of its component"),
-])
+@pytest.mark.parametrize(
+    ("members", "problem"),
+    [
+        (lambda t: [member(_escape(t))], "absolute path"),
+        (lambda t: [member("./../../../escaped")], "absolute path or '..'"),
+        (lambda t: [member("./o1.1.ch.1.XY33.link", kind=tarfile.SYMTYPE, link="/etc/passwd")], "is a link"),
+        (
+            lambda t: [
+                member("./o1.1.ch.1.XY33.ch.fits"),
+                member("./o1.1.ch.1.XY33.hard", kind=tarfile.LNKTYPE, link="./o1.1.ch.1.XY33.ch.fits"),
+            ],
+            "is a link",
+        ),
+        (lambda t: [member("./o1.1.ch.1.XY33.dev", kind=tarfile.CHRTYPE)], "device"),
+        (lambda t: [member("./sub/o1.1.ch.1.XY33.ch.fits")], "not './<file name>'"),
+        (lambda t: [member("./other.file")], "not a file of its component"),
+    ],
+)
 async def test_unsafe_bundle_members_are_refused(mirror, fake, tmp_path, members, problem):
     store, port = fake
     listed = members(tmp_path)
@@ -278,10 +316,13 @@ async def test_md5_or_size_mismatch_is_refused(mirror, fake, tmp_path, lie, prob
     await assert_refused(mirror, problem)
 
 
-@pytest.mark.parametrize(("listing", "problem"), [
-    (lambda s: "# fileID|bytes|md5sum|type|\ngarbage line without bars\n", "must end with '|'"),
-    (lambda s: s.honest_index().replace("|tgz", "|exe"), "unknown file type"),
-])
+@pytest.mark.parametrize(
+    ("listing", "problem"),
+    [
+        (lambda s: "# fileID|bytes|md5sum|type|\ngarbage line without bars\n", "must end with '|'"),
+        (lambda s: s.honest_index().replace("|tgz", "|exe"), "unknown file type"),
+    ],
+)
 async def test_malformed_listing_is_refused(mirror, fake, tmp_path, listing, problem):
     store, port = fake
     store.listing = listing
@@ -327,8 +368,7 @@ async def test_a_hung_server_times_out(mirror, fake, tmp_path):
     assert await mirror.db.fetch_val(CHIP_RUNS) == 0
 
 
-async def test_a_failed_fileset_waits_its_backoff_and_imports_once_retried(mirror, fake,
-                                                                           tmp_path):
+async def test_a_failed_fileset_waits_its_backoff_and_imports_once_retried(mirror, fake, tmp_path):
     """A failed fileset is not tried again before its backoff; `ippctl dist failed` shows it
     with its reason, `ippctl dist retry` makes the next pass take it."""
     store, port = fake
@@ -360,13 +400,17 @@ async def test_a_partial_download_is_resumed_with_range(mirror, fake, tmp_path):
     assert store.ranges == ["o1.1.ch.1.XY33.tgz bytes=40-"]
 
 
-async def test_a_client_killed_mid_fileset_leaves_nothing_and_the_next_imports_it(
-        mirror, fake, tmp_path):
+async def test_a_client_killed_mid_fileset_leaves_nothing_and_the_next_imports_it(mirror, fake, tmp_path):
     store, port = fake
     store.slow_file_s = 8
-    await mirror.db.execute(Query("t_add", "INSERT INTO rcDestination (name, status_uri, product) "
-                                  "VALUES ('src', %(uri)s, 'prod')", "test"),
-                            uri=f"http://127.0.0.1:{port}/ds")
+    await mirror.db.execute(
+        Query(
+            "t_add",
+            "INSERT INTO rcDestination (name, status_uri, product) VALUES ('src', %(uri)s, 'prod')",
+            "test",
+        ),
+        uri=f"http://127.0.0.1:{port}/ds",
+    )
     victim = AgentProcess("dist_client", mirror.dsn, tmp_path, var_dir=str(mirror.var_dir))
     dbinfo_file = mirror.var_dir / "dist" / "client" / "src" / FILESET / "dbinfo.chip.1.mdc"
     try:  # the dbinfo is in; the bundle download hangs: kill it there
@@ -385,9 +429,16 @@ async def test_a_client_killed_mid_fileset_leaves_nothing_and_the_next_imports_i
 async def _stale(db: Database) -> bool:
     """The killed client's heartbeat is older than client_stale_s (2 s in tests), so the next
     agent's start-up sweep releases its claim."""
-    return bool(await db.fetch_val(Query(
-        "t_stale", "SELECT COUNT(*) FROM rcDestination d JOIN clients c ON c.client_id = "
-        "d.owner WHERE c.heartbeat_at < NOW(6) - INTERVAL 2500000 MICROSECOND", "test")))
+    return bool(
+        await db.fetch_val(
+            Query(
+                "t_stale",
+                "SELECT COUNT(*) FROM rcDestination d JOIN clients c ON c.client_id = "
+                "d.owner WHERE c.heartbeat_at < NOW(6) - INTERVAL 2500000 MICROSECOND",
+                "test",
+            )
+        )
+    )
 
 
 # -- a hostile or broken peer (the mirror must not trust its upstream) ---------------------
@@ -396,22 +447,23 @@ OTHER = "o2.chip.2.2.1"
 BASE2 = "neb://any/src/20090415/o2.2/o2.2.ch.2"
 
 
-def second_fileset(store: FakeDataStore, data: bytes, *, bundle: bytes | None = None,
-                   base: str = BASE2) -> None:
+def second_fileset(
+    store: FakeDataStore, data: bytes, *, bundle: bytes | None = None, base: str = BASE2
+) -> None:
     """A second fileset after the first, with its own dbinfo (and a bundle for ``base``)."""
     stem = base.rsplit("/", 1)[-1]
     store.filesets = [FILESET, OTHER]
     store.others[OTHER] = {
         "dbinfo.chip.2.mdc": (data, "dbinfo"),
-        f"{stem}.XY33.tgz": (bundle or tgz([member(f"./{stem}.XY33.ch.fits", b"image")]),
-                             "tgz")}
+        f"{stem}.XY33.tgz": (bundle or tgz([member(f"./{stem}.XY33.ch.fits", b"image")]), "tgz"),
+    }
 
 
-@pytest.mark.parametrize(("state", "data_state"), [
-    ("goto_purged", "full"), ("update", "full"), ("error_cleaned", "full"),
-    ("full", "goto_cleaned")])
-async def test_an_imported_run_must_be_in_a_shipped_state(mirror, fake, tmp_path, state,
-                                                          data_state):
+@pytest.mark.parametrize(
+    ("state", "data_state"),
+    [("goto_purged", "full"), ("update", "full"), ("error_cleaned", "full"), ("full", "goto_cleaned")],
+)
+async def test_an_imported_run_must_be_in_a_shipped_state(mirror, fake, tmp_path, state, data_state):
     store, port = fake
     store.files["dbinfo.chip.1.mdc"] = (dbinfo(state=state, data_state=data_state), "dbinfo")
     await pull(mirror, port, tmp_path)
@@ -433,41 +485,61 @@ async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_
     refuses, naming the other, and deletes nothing."""
     _store, port = fake
     await pull(mirror, port, tmp_path)
-    await mirror.db.execute(Query("t_copy", "INSERT INTO chipRun (chip_id, exp_id, state, "
-                                  "workdir) VALUES (7, 1, 'goto_purged', 'neb://any/x')", "test"))
-    await mirror.db.execute(Query("t_copy2", "INSERT INTO chipProcessedImfile (chip_id, exp_id, "
-                                  "class_id, data_state, path_base, quality, fault, magicked) "
-                                  "VALUES (7, 1, 'XY33', 'full', %(b)s, 0, 0, 0)", "test"), b=BASE)
+    await mirror.db.execute(
+        Query(
+            "t_copy",
+            "INSERT INTO chipRun (chip_id, exp_id, state, "
+            "workdir) VALUES (7, 1, 'goto_purged', 'neb://any/x')",
+            "test",
+        )
+    )
+    await mirror.db.execute(
+        Query(
+            "t_copy2",
+            "INSERT INTO chipProcessedImfile (chip_id, exp_id, "
+            "class_id, data_state, path_base, quality, fault, magicked) "
+            "VALUES (7, 1, 'XY33', 'full', %(b)s, 0, 0, 0)",
+            "test",
+        ),
+        b=BASE,
+    )
     proc = AgentProcess("cleanup", mirror.dsn, tmp_path, "--once", var_dir=str(mirror.var_dir))
     assert await proc.wait(timeout_s=120) == 0, proc.output()
-    note = await mirror.db.fetch_one(Query("t_n", "SELECT state, note FROM chipRun "
-                                           "WHERE chip_id = 7", "test"))
+    note = await mirror.db.fetch_one(
+        Query("t_n", "SELECT state, note FROM chipRun WHERE chip_id = 7", "test")
+    )
     assert note["state"] == "error_purged" and "also used by chipRun 1" in note["note"]
-    kept = await mirror.db.fetch_val(Query("t_kept", "SELECT COUNT(*) FROM storage_object "
-                                           "WHERE ext_id LIKE 'src/%%XY33%%'", "test"))
+    kept = await mirror.db.fetch_val(
+        Query("t_kept", "SELECT COUNT(*) FROM storage_object WHERE ext_id LIKE 'src/%%XY33%%'", "test")
+    )
     assert kept == 2
 
 
 def _twice_the_same_component() -> bytes:
     """chip 2 with its XY33 row twice: the database refuses the second (a duplicate key)."""
     text = dbinfo(chip_id=2, base=BASE2).decode()
-    block = text[text.index("chipProcessedImfile  METADATA"):]
+    block = text[text.index("chipProcessedImfile  METADATA") :]
     return (text + block).encode()
 
 
-@pytest.mark.parametrize(("data", "problem"), [
-    (b"dbversion METADATA\n   schema_version S32 \xff\nEND\n", "not UTF-8"),
-    (("dbversion METADATA\n" + "b METADATA\n" * 3000 + "END\n" * 3001).encode(),
-     "nested deeper"),
-    (re.sub(rb"(?m)^   chip_id .*$", b"   chip_id  STR  abc", dbinfo(chip_id=2, base=BASE2),
-            count=1), "integer chip_id"),
-    (dbinfo(chip_id=2, base=BASE2) + b"chipRun METADATA\n   when UTC 9999-12-31T23:59:59-05:00\n"
-     b"END\n", "outside the range of times"),
-    (dbinfo(chip_id=2, base=BASE2, label="x" * 300), "label"),
-    (_twice_the_same_component(), "Duplicate entry"),
-])
-async def test_one_bad_dbinfo_fails_its_fileset_and_the_next_goes_on(mirror, fake, tmp_path,
-                                                                      data, problem):
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"dbversion METADATA\n   schema_version S32 \xff\nEND\n", "not UTF-8"),
+        (("dbversion METADATA\n" + "b METADATA\n" * 3000 + "END\n" * 3001).encode(), "nested deeper"),
+        (
+            re.sub(rb"(?m)^   chip_id .*$", b"   chip_id  STR  abc", dbinfo(chip_id=2, base=BASE2), count=1),
+            "integer chip_id",
+        ),
+        (
+            dbinfo(chip_id=2, base=BASE2) + b"chipRun METADATA\n   when UTC 9999-12-31T23:59:59-05:00\nEND\n",
+            "outside the range of times",
+        ),
+        (dbinfo(chip_id=2, base=BASE2, label="x" * 300), "label"),
+        (_twice_the_same_component(), "Duplicate entry"),
+    ],
+)
+async def test_one_bad_dbinfo_fails_its_fileset_and_the_next_goes_on(mirror, fake, tmp_path, data, problem):
     """The bad fileset comes first; the good one after it is imported all the same."""
     store, port = fake
     second_fileset(store, data)
@@ -480,9 +552,13 @@ async def test_one_bad_dbinfo_fails_its_fileset_and_the_next_goes_on(mirror, fak
 
 async def test_a_size_field_of_unicode_digits_is_refused(mirror, fake, tmp_path):
     store, port = fake
-    store.listing = lambda s: datastore.format_listing(datastore.FILE_HEADER, [
-        (n, "²" if n.endswith(".tgz") else len(d), hashlib.md5(d).hexdigest(), k)
-        for n, (d, k) in s.files.items()])
+    store.listing = lambda s: datastore.format_listing(
+        datastore.FILE_HEADER,
+        [
+            (n, "²" if n.endswith(".tgz") else len(d), hashlib.md5(d).hexdigest(), k)
+            for n, (d, k) in s.files.items()
+        ],
+    )
     await pull(mirror, port, tmp_path)
     await assert_refused(mirror, "is not a number")
 
@@ -524,12 +600,15 @@ async def test_a_download_stops_at_its_listed_size(mirror, fake, tmp_path):
     assert not list(staging.rglob("*.part"))
 
 
-@pytest.mark.parametrize(("bend", "settings", "problem"), [
-    ({"encoding": "gzip"}, {}, "Content-Encoding 'gzip' refused"),
-    ({}, {"dist_listing_max_bytes": 40}, "more than the 40 bytes"),
-    ({"drip_s": 0.05}, {"dist_http_timeout_s": 1}, "no complete answer within 1 s"),
-    ({"redirect": "http://localhost:1/elsewhere"}, {}, "redirect to"),
-])
+@pytest.mark.parametrize(
+    ("bend", "settings", "problem"),
+    [
+        ({"encoding": "gzip"}, {}, "Content-Encoding 'gzip' refused"),
+        ({}, {"dist_listing_max_bytes": 40}, "more than the 40 bytes"),
+        ({"drip_s": 0.05}, {"dist_http_timeout_s": 1}, "no complete answer within 1 s"),
+        ({"redirect": "http://localhost:1/elsewhere"}, {}, "redirect to"),
+    ],
+)
 async def test_listings_are_bounded(mirror, fake, tmp_path, bend, settings, problem):
     store, port = fake
     for key, value in bend.items():
@@ -563,10 +642,17 @@ async def test_a_stuck_source_does_not_hold_up_another(mirror, fake, tmp_path):
     await web.TCPSite(runner, "127.0.0.1", other).start()
     try:
         for name, where in (("src", port), ("aaa-stuck", other)):
-            await mirror.db.execute(Query("t_add2", "INSERT INTO rcDestination (name, "
-                                          "status_uri, product) VALUES (%(name)s, %(uri)s, "
-                                          "'prod')", "test"),
-                                    name=name, uri=f"http://127.0.0.1:{where}/ds")
+            await mirror.db.execute(
+                Query(
+                    "t_add2",
+                    "INSERT INTO rcDestination (name, "
+                    "status_uri, product) VALUES (%(name)s, %(uri)s, "
+                    "'prod')",
+                    "test",
+                ),
+                name=name,
+                uri=f"http://127.0.0.1:{where}/ds",
+            )
         proc = await pull(mirror, port, tmp_path, dist_http_timeout_s=3)
     finally:
         await runner.cleanup()
@@ -574,8 +660,7 @@ async def test_a_stuck_source_does_not_hold_up_another(mirror, fake, tmp_path):
     assert {e["source"] for e in proc.events("dist_poll_failed")} == {"aaa-stuck"}
 
 
-async def test_a_retried_fileset_imports_without_moving_the_sources_place(mirror, fake,
-                                                                          tmp_path):
+async def test_a_retried_fileset_imports_without_moving_the_sources_place(mirror, fake, tmp_path):
     store, port = fake
     second_fileset(store, b"dbversion METADATA\n")  # broken at first
     store.filesets = [OTHER, FILESET]
@@ -587,8 +672,7 @@ async def test_a_retried_fileset_imports_without_moving_the_sources_place(mirror
     proc = await pull(mirror, port, tmp_path)
     assert [e["fileset"] for e in proc.events("dist_imported")] == [OTHER]
     assert (await mirror.db.fetch_one(FILESET_ROW, name=OTHER))["state"] == "full"
-    last = await mirror.db.fetch_val(Query("t_last2", "SELECT last_fileset FROM rcDestination",
-                                           "test"))
+    last = await mirror.db.fetch_val(Query("t_last2", "SELECT last_fileset FROM rcDestination", "test"))
     assert last == FILESET and await mirror.db.fetch_val(CHIP_RUNS) == 2
 
 

@@ -24,7 +24,7 @@ def test_every_setting_is_documented():
     text = (ROOT / "docs" / "configuration.md").read_text()
     missing = [f.name for f in fields(Settings) if f"`{f.name}`" not in text]
     assert missing == []
-    knobs = text[text.index("## The stand-ins"):]
+    knobs = text[text.index("## The stand-ins") :]
     assert [f.name for f in fields(StandIns) if f"`{f.name}`" not in knobs] == []
 
 

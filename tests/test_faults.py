@@ -32,8 +32,9 @@ async def campaign(db: Database, spawn, *, agents: int, items: int, kills: int, 
     for _ in range(kills):
         before = await done_count(db)
         # Kill only once work is visibly flowing, so victims are usually mid-item.
-        await eventually(functools.partial(_more_done, db, before, 3), timeout_s=60,
-                         what="progress before the next kill")
+        await eventually(
+            functools.partial(_more_done, db, before, 3), timeout_s=60, what="progress before the next kill"
+        )
         if await done_count(db) >= items:
             break
         victim = live.pop(rng.randrange(len(live)))
@@ -41,8 +42,9 @@ async def campaign(db: Database, spawn, *, agents: int, items: int, kills: int, 
         killed += 1
         live.append(spawn("workload"))
         started.append(live[-1])
-    await eventually(lambda: _more_done(db, items - 1, 1), timeout_s=120 + 5 * kills,
-                     what=f"all {items} items done")
+    await eventually(
+        lambda: _more_done(db, items - 1, 1), timeout_s=120 + 5 * kills, what=f"all {items} items done"
+    )
     for agent in live:
         agent.send(signal.SIGTERM)
     for agent in live:
@@ -52,8 +54,12 @@ async def campaign(db: Database, spawn, *, agents: int, items: int, kills: int, 
     assert {r["state"]: int(r["n"]) for r in await db.fetch_all(W.work_counts)} == {"done": items}
     assert killed > 0
     # Evidence that victims died holding claims, which the sweepers then released.
-    released = sum(sum(e["claims_released"].values()) for a in started for e in a.events("sweep")
-                   if e.get("claims_released"))
+    released = sum(
+        sum(e["claims_released"].values())
+        for a in started
+        for e in a.events("sweep")
+        if e.get("claims_released")
+    )
     assert released > 0
 
 

@@ -52,8 +52,9 @@ async def test_connections_over_the_cap_are_refused_with_one_line_each(server):
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
     extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
     assert all([await _closed(r) for r, _ in extra])
-    refused = [k for e, k in log.lines if e == "http_client_refused"
-               and k["reason"] == "too many connections"]
+    refused = [
+        k for e, k in log.lines if e == "http_client_refused" and k["reason"] == "too many connections"
+    ]
     assert len(refused) == 3 and all(k["client"].startswith("127.0.0.1:") for k in refused)
     for _, writer in held + extra:
         writer.close()
@@ -67,8 +68,7 @@ async def test_clients_that_never_finish_their_headers_are_closed_and_others_ser
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
         slow.append((reader, writer))
     assert all([await _closed(r) for r, _ in slow])
-    assert sum(1 for e, k in log.lines if k.get("reason") == "no complete request head in time"
-               ) == 5
+    assert sum(1 for e, k in log.lines if k.get("reason") == "no complete request head in time") == 5
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
         assert resp.status == 200 and await resp.text() == "hello\n"
     for _, writer in slow:
@@ -87,8 +87,10 @@ async def test_the_datastore_wants_its_token_when_one_is_set(db):
     from shared.distribution import server as dsserver
 
     port = free_port()
-    async with serving(dsserver.make_app(db, "s3cret"), "127.0.0.1", port, ServerLimits(),
-                       Recorder(), "datastore"), aiohttp.ClientSession() as http:
+    async with (
+        serving(dsserver.make_app(db, "s3cret"), "127.0.0.1", port, ServerLimits(), Recorder(), "datastore"),
+        aiohttp.ClientSession() as http,
+    ):
         url = f"http://127.0.0.1:{port}/ds/index.txt"
         async with http.get(url) as resp:
             assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"

@@ -22,9 +22,29 @@ from tests.test_dist_bad_input import dbinfo
 
 RUNS = {"dbinfo": 0, "bundle": 0}
 GOOD = dbinfo().decode().splitlines()
-WORDS = st.sampled_from(["S64", "STR", "F32", "UTC", "METADATA", "END", "MULTI", "NULL", "nan",
-                         "-1", "99999999999999999999", "9999-12-31T23:59:59-05:00", "../..",
-                         "neb://any/../x", "goto_purged", "\xff", "#", "@v", "chipRun"])
+WORDS = st.sampled_from(
+    [
+        "S64",
+        "STR",
+        "F32",
+        "UTC",
+        "METADATA",
+        "END",
+        "MULTI",
+        "NULL",
+        "nan",
+        "-1",
+        "99999999999999999999",
+        "9999-12-31T23:59:59-05:00",
+        "../..",
+        "neb://any/../x",
+        "goto_purged",
+        "\xff",
+        "#",
+        "@v",
+        "chipRun",
+    ]
+)
 
 
 @st.composite
@@ -62,11 +82,32 @@ def test_any_dbinfo_is_read_or_refused_with_our_error(text: str) -> None:
 
 
 MEMBER_NAMES = st.one_of(
-    st.sampled_from(["./o1.1.ch.1.XY33.fits", "./", ".", "../x", "/etc/x", "./a/b", "./a\nb",
-                     "./" + "x" * 300, "./o1.1.ch.1.XY33.log"]),
-    st.text(min_size=1, max_size=20).map(lambda s: "./" + s))
-KINDS = st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
-                         tarfile.CHRTYPE, tarfile.FIFOTYPE, tarfile.GNUTYPE_SPARSE])
+    st.sampled_from(
+        [
+            "./o1.1.ch.1.XY33.fits",
+            "./",
+            ".",
+            "../x",
+            "/etc/x",
+            "./a/b",
+            "./a\nb",
+            "./" + "x" * 300,
+            "./o1.1.ch.1.XY33.log",
+        ]
+    ),
+    st.text(min_size=1, max_size=20).map(lambda s: "./" + s),
+)
+KINDS = st.sampled_from(
+    [
+        tarfile.REGTYPE,
+        tarfile.DIRTYPE,
+        tarfile.SYMTYPE,
+        tarfile.LNKTYPE,
+        tarfile.CHRTYPE,
+        tarfile.FIFOTYPE,
+        tarfile.GNUTYPE_SPARSE,
+    ]
+)
 
 
 @st.composite
@@ -76,8 +117,11 @@ def bundle(draw: st.DrawFn) -> bytes:
         for _ in range(draw(st.integers(0, 6))):
             info = tarfile.TarInfo(draw(MEMBER_NAMES))
             info.type = draw(KINDS)
-            data = draw(st.binary(max_size=200)) if info.type in (
-                tarfile.REGTYPE, tarfile.GNUTYPE_SPARSE) else b""
+            data = (
+                draw(st.binary(max_size=200))
+                if info.type in (tarfile.REGTYPE, tarfile.GNUTYPE_SPARSE)
+                else b""
+            )
             info.size = len(data)
             info.linkname = draw(st.sampled_from(["", "/etc/passwd", "../x"]))
             tar.addfile(info, io.BytesIO(data) if data else None)

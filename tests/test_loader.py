@@ -29,8 +29,7 @@ _numbers = itertools.count()
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    async for survey in survey_site(test_dsn, f"ld{next(_numbers)}", tmp_path, exposures=3,
-                                   chips=3, seed=21):
+    async for survey in survey_site(test_dsn, f"ld{next(_numbers)}", tmp_path, exposures=3, chips=3, seed=21):
         yield survey
 
 
@@ -40,8 +39,12 @@ async def load(site: SurveySite, tmp_path: Path, *args: str) -> AgentProcess:
     return proc
 
 
-BATCHES = Query("t_b", "SELECT name, type, item_id, processed, loaded_to_datastore, detections, "
-                "fits_path, fileset, note FROM psps_batch ORDER BY batch_id", "test")
+BATCHES = Query(
+    "t_b",
+    "SELECT name, type, item_id, processed, loaded_to_datastore, detections, "
+    "fits_path, fileset, note FROM psps_batch ORDER BY batch_id",
+    "test",
+)
 
 
 async def test_p2_batches_are_built_with_dvo_ids_and_published(site, sdb, tmp_path):
@@ -56,7 +59,8 @@ async def test_p2_batches_are_built_with_dvo_ids_and_published(site, sdb, tmp_pa
     proc = await load(site, tmp_path, "--config", "demo")
     rows = await sdb.fetch_all(BATCHES)
     assert [(r["type"], r["processed"], r["loaded_to_datastore"]) for r in rows] == [
-        ("IN", "succeeded", "succeeded")] + [("P2", "succeeded", "succeeded")] * 3
+        ("IN", "succeeded", "succeeded")
+    ] + [("P2", "succeeded", "succeeded")] * 3
     assert [r["name"] for r in rows] == ["B00000001", "B00000002", "B00000003", "B00000004"]
     assert len(proc.events("batch_published")) == 3
     p2 = rows[1]
@@ -81,7 +85,9 @@ async def test_p2_batches_are_built_with_dvo_ids_and_published(site, sdb, tmp_pa
     # published: the FITS file and the manifest are a fileset of the product
     manifest = json.loads(Path(p2["fits_path"]).with_name(f"{p2['name']}.manifest.json").read_text())
     assert manifest["batch"] == p2["name"] and manifest["tables"][2] == {
-        "name": "Detection", "rows": p2["detections"]}
+        "name": "Detection",
+        "rows": p2["detections"],
+    }
     listing = ippctl(site, "ds", "ls", "PSPS_demo", p2["name"])
     assert f"{p2['name']}.fits" in listing.stdout and "manifest" in listing.stdout
     shown = ippctl(site, "psps", "batches", "demo", "--type", "P2")
@@ -97,8 +103,9 @@ async def test_fitsverify_finds_no_errors_in_batches_of_every_type(site, sdb, tm
     rows = await sdb.fetch_all(BATCHES)
     assert {r["type"] for r in rows} == {"IN", "P2", "ST", "OB"}
     for row in rows:
-        out = subprocess.run(["fitsverify", "-q", "-e", row["fits_path"]], capture_output=True,
-                             text=True, check=False)
+        out = subprocess.run(
+            ["fitsverify", "-q", "-e", row["fits_path"]], capture_output=True, text=True, check=False
+        )
         assert out.returncode == 0 and "verification OK" in out.stdout, out.stdout + out.stderr
 
 
@@ -109,8 +116,13 @@ async def test_stilts_reads_every_table_with_the_votable_columns(site, sdb, tmp_
     await load(site, tmp_path, "--config", "demo")
     path = (await sdb.fetch_all(BATCHES))[0]["fits_path"]
     for number, table in enumerate(batch_tables("P2"), start=1):
-        out = subprocess.run(["stilts", "tpipe", f"in={path}#{number}", "omode=meta"],
-                             capture_output=True, text=True, check=False, timeout=120)
+        out = subprocess.run(
+            ["stilts", "tpipe", f"in={path}#{number}", "omode=meta"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         for column in table.columns:
             assert column.name in out.stdout, (table.name, column.name)
@@ -120,8 +132,9 @@ async def test_stilts_reads_every_table_with_the_votable_columns(site, sdb, tmp_
 
 
 async def _smf_path(sdb: Database, cam_id: int) -> Path:
-    base = await sdb.fetch_val(Query("t_pb", "SELECT path_base FROM camProcessedExp WHERE "
-                                     "cam_id = %(id)s", "test"), id=cam_id)
+    base = await sdb.fetch_val(
+        Query("t_pb", "SELECT path_base FROM camProcessedExp WHERE cam_id = %(id)s", "test"), id=cam_id
+    )
     return await Storage(sdb).locate(rule("camera", "PSASTRO.OUTPUT").filename(base))
 
 
@@ -136,8 +149,9 @@ async def test_a_corrupt_smf_fails_its_batch_and_the_others_are_published(site, 
     assert rows[2]["fileset"] is None and rows[2]["loaded_to_datastore"] == "pending"
     assert rows[1]["processed"] == rows[3]["processed"] == "succeeded"
     assert proc.events("batch_failed")[0]["item"] == 2
-    item = await sdb.fetch_one(Query("t_i", "SELECT state, attempts, note FROM psps_item WHERE "
-                                     "item_id = 2", "test"))
+    item = await sdb.fetch_one(
+        Query("t_i", "SELECT state, attempts, note FROM psps_item WHERE item_id = 2", "test")
+    )
     assert item["state"] == "failed" and item["attempts"] == 1
     published = ippctl(site, "ds", "ls", "PSPS_demo").stdout
     assert rows[1]["name"] in published and rows[2]["name"] not in published
@@ -181,8 +195,7 @@ async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, t
     configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")
     # generous staleness: on a loaded machine the FAST 2 s would declare a busy loader dead
-    relaxed: dict[str, Any] = {"var_dir": str(site.var_dir), "heartbeat_grace_s": 10,
-                               "client_stale_s": 20}
+    relaxed: dict[str, Any] = {"var_dir": str(site.var_dir), "heartbeat_grace_s": 10, "client_stale_s": 20}
     a = AgentProcess("loader", site.dsn, tmp_path, "--once", "--config", "demo", **relaxed)
     b = AgentProcess("loader", site.dsn, tmp_path, "--once", "--config", "demo", **relaxed)
     codes = (await a.wait(timeout_s=180), await b.wait(timeout_s=180))
@@ -240,6 +253,7 @@ async def test_a_dvo_region_replaced_while_loading_is_read_again(site, sdb):
     dvo.write_atomic(files["cpm"], dvo.table_bytes(dvo.CPM_COLUMNS, rows))
     os_stat = files["cpm"].stat()
     import os
+
     os.utime(files["cpm"], ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 1_000_000))
     replaced = cache.find(meas["IMAGE_ID"], meas["DET_ID"], meas["RA"], meas["DEC"])
     assert cache.reads > reads
@@ -250,8 +264,7 @@ async def test_a_chip_missing_its_table_fails_the_batch(site, sdb, tmp_path):
     configure_loading(site, "demo")
     smf = await _smf_path(sdb, 1)
     with fits.open(smf) as hdus:
-        kept = fits.HDUList([h.copy() for h in hdus if not h.name.endswith(".PSF")
-                             or h.name != hdus[2].name])
+        kept = fits.HDUList([h.copy() for h in hdus if not h.name.endswith(".PSF") or h.name != hdus[2].name])
         kept.writeto(smf, overwrite=True)
     ippctl(site, "psps", "queue", "demo")
     await load(site, tmp_path, "--config", "demo")
@@ -262,8 +275,9 @@ async def test_a_chip_missing_its_table_fails_the_batch(site, sdb, tmp_path):
 
 async def test_a_corrupt_stack_cmf_fails_its_st_batch(site, sdb, tmp_path):
     configure_loading(site, "st", "batch_types=ST")
-    base = await sdb.fetch_val(Query("t_sb", "SELECT path_base FROM stackSumSkyfile WHERE "
-                                     "stack_id = 1", "test"))
+    base = await sdb.fetch_val(
+        Query("t_sb", "SELECT path_base FROM stackSumSkyfile WHERE stack_id = 1", "test")
+    )
     path = await Storage(sdb).locate(rule("stack", "PPSTACK.SOURCES").filename(base))
     path.write_bytes(b"SIMPLE  = not a fits file")
     ippctl(site, "psps", "queue", "st")
@@ -273,10 +287,14 @@ async def test_a_corrupt_stack_cmf_fails_its_st_batch(site, sdb, tmp_path):
     assert any(r["processed"] == "succeeded" for k, r in rows.items() if k != 1)
 
 
-FAIL_ITEMS = Query("t_fail_items", "UPDATE psps_item SET state = 'failed', attempts = 3 "
-                   "WHERE config = %(config)s", "test")
-ITEM_STATES = Query("t_item_states", "SELECT state, COUNT(*) AS n FROM psps_item "
-                    "WHERE config = %(config)s GROUP BY state", "test")
+FAIL_ITEMS = Query(
+    "t_fail_items", "UPDATE psps_item SET state = 'failed', attempts = 3 WHERE config = %(config)s", "test"
+)
+ITEM_STATES = Query(
+    "t_item_states",
+    "SELECT state, COUNT(*) AS n FROM psps_item WHERE config = %(config)s GROUP BY state",
+    "test",
+)
 
 
 async def test_the_queue_retries_failed_items_up_to_the_psps_max_attempts_setting(site, sdb):

@@ -74,24 +74,27 @@ def test_the_writer_uses_the_psLib_layout():
     )
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("a  S32  12\nb  S8  300\n", ":2: b: 300 is outside the S8 range"),
-    ("a  S32  twelve\n", ":1: a: 'twelve' is not a S32 integer"),
-    ("a  F64  1e\n", ":1: a: '1e' is not a F64 number"),
-    ("a  F32  1e60\n", ":1: a: 1e60 is outside the F32 range"),
-    ("a  BOOL  maybe\n", ":1: a: 'maybe' is not a BOOL"),
-    ("a  UTC  yesterday\n", ":1: a: 'yesterday' is not an ISO 8601 time"),
-    ("a  S32  1\na  S32  2\n", ":2: duplicate key 'a'"),
-    ("a  WIBBLE  1\n", ":1: a: unknown type 'WIBBLE'"),
-    ("a  S32\n", ":1: a: missing value"),
-    ("a\n", ":1: a: missing type"),
-    ("b METADATA\n  x S32 1\n", ":1: METADATA block 'b' has no END"),
-    ("END\n", ":1: END without an open METADATA block"),
-    ("$x  S32  1\n", ":1: bad name '$x'"),
-    ("@v STR a b\n", ":1: v: vector type must be one of"),
-    ("a MULTI\na MULTI\n", ":2: a: MULTI declared twice"),
-    ("__import__('os')  S32  1\n", ":1: bad name"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a  S32  12\nb  S8  300\n", ":2: b: 300 is outside the S8 range"),
+        ("a  S32  twelve\n", ":1: a: 'twelve' is not a S32 integer"),
+        ("a  F64  1e\n", ":1: a: '1e' is not a F64 number"),
+        ("a  F32  1e60\n", ":1: a: 1e60 is outside the F32 range"),
+        ("a  BOOL  maybe\n", ":1: a: 'maybe' is not a BOOL"),
+        ("a  UTC  yesterday\n", ":1: a: 'yesterday' is not an ISO 8601 time"),
+        ("a  S32  1\na  S32  2\n", ":2: duplicate key 'a'"),
+        ("a  WIBBLE  1\n", ":1: a: unknown type 'WIBBLE'"),
+        ("a  S32\n", ":1: a: missing value"),
+        ("a\n", ":1: a: missing type"),
+        ("b METADATA\n  x S32 1\n", ":1: METADATA block 'b' has no END"),
+        ("END\n", ":1: END without an open METADATA block"),
+        ("$x  S32  1\n", ":1: bad name '$x'"),
+        ("@v STR a b\n", ":1: v: vector type must be one of"),
+        ("a MULTI\na MULTI\n", ":2: a: MULTI declared twice"),
+        ("__import__('os')  S32  1\n", ":1: bad name"),
+    ],
+)
 def test_bad_input_gives_a_line_numbered_error(text, message):
     with pytest.raises(MdcError, match=re.escape(message)):
         mdc.loads(text, "dbinfo.chip.1.mdc")
@@ -104,12 +107,15 @@ def test_a_file_that_is_not_utf8_is_refused_naming_it(tmp_path):
         mdc.load(path)
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("a # b", "contains #"),
-    ("two\nlines", "line break"),
-    (" padded", "leading or trailing white space"),
-    ("null", "read back as NULL"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("a # b", "contains #"),
+        ("two\nlines", "line break"),
+        (" padded", "leading or trailing white space"),
+        ("null", "read back as NULL"),
+    ],
+)
 def test_strings_mdc_cannot_represent_are_refused_not_changed(value, problem):
     block = Block()
     block.add("note", Scalar("STR", value))
@@ -118,8 +124,13 @@ def test_strings_mdc_cannot_represent_are_refused_not_changed(value, problem):
 
 
 def test_values_of_the_wrong_type_or_range_are_refused_on_write():
-    for item in (Scalar("S8", 128), Scalar("U16", -1), Scalar("S32", "7"), Scalar("BOOL", 1),
-                 Scalar("UTC", "2020-01-01")):
+    for item in (
+        Scalar("S8", 128),
+        Scalar("U16", -1),
+        Scalar("S32", "7"),
+        Scalar("BOOL", 1),
+        Scalar("UTC", "2020-01-01"),
+    ):
         block = Block()
         block.add("x", item)
         with pytest.raises(MdcError, match="x: "):
@@ -131,16 +142,16 @@ def test_values_of_the_wrong_type_or_range_are_refused_on_write():
 names = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_.-]{0,20}\Z").filter(lambda n: n != "END")
 safe_text = st.text(
     alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_characters="#"),
-    min_size=1, max_size=30,
+    min_size=1,
+    max_size=30,
 ).filter(lambda s: s.lower() != "null")
 # Strings mdc can carry: padded ones are refused by the writer (tested above), blank ones are
 # written as NULL.
-strings = st.one_of(
-    st.none(), safe_text, st.lists(safe_text, min_size=2, max_size=3).map(" ".join)
-).filter(lambda s: s is None or s == s.strip() or not s.strip())
+strings = st.one_of(st.none(), safe_text, st.lists(safe_text, min_size=2, max_size=3).map(" ".join)).filter(
+    lambda s: s is None or s == s.strip() or not s.strip()
+)
 comments = st.one_of(st.none(), safe_text)
-times = st.one_of(st.none(), st.datetimes(min_value=datetime(1900, 1, 1),
-                                          max_value=datetime(2200, 1, 1)))
+times = st.one_of(st.none(), st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)))
 
 
 def f32(x: float) -> float:
@@ -166,15 +177,16 @@ scalars = st.one_of(
     st.builds(Scalar, st.sampled_from(["UTC", "TAI"]), times, comments),
 )
 vectors = st.one_of(
-    st.builds(Vector, st.just("S32"), st.lists(st.integers(-(2**31), 2**31 - 1), max_size=5)
-              .map(tuple), comments),
-    st.builds(Vector, st.just("F64"), st.lists(st.floats(allow_nan=False).map(f64), max_size=5)
-              .map(tuple), comments),
+    st.builds(
+        Vector, st.just("S32"), st.lists(st.integers(-(2**31), 2**31 - 1), max_size=5).map(tuple), comments
+    ),
+    st.builds(
+        Vector, st.just("F64"), st.lists(st.floats(allow_nan=False).map(f64), max_size=5).map(tuple), comments
+    ),
 )
 
 
-def build_block(children: list[tuple[str, object]], multi_names: list[str],
-                comment: str | None) -> Block:
+def build_block(children: list[tuple[str, object]], multi_names: list[str], comment: str | None) -> Block:
     block = Block(comment=comment)
     for name, item in children:
         if any(n == name for n, _ in block.entries):
@@ -187,11 +199,18 @@ def build_block(children: list[tuple[str, object]], multi_names: list[str],
 
 
 blocks = st.recursive(
-    st.builds(build_block, st.lists(st.tuples(names, st.one_of(scalars, vectors)), max_size=6),
-              st.just([]), comments),
+    st.builds(
+        build_block,
+        st.lists(st.tuples(names, st.one_of(scalars, vectors)), max_size=6),
+        st.just([]),
+        comments,
+    ),
     lambda inner: st.builds(
-        build_block, st.lists(st.tuples(names, st.one_of(scalars, vectors, inner)), max_size=6),
-        st.lists(names, max_size=2), comments),
+        build_block,
+        st.lists(st.tuples(names, st.one_of(scalars, vectors, inner)), max_size=6),
+        st.lists(names, max_size=2),
+        comments,
+    ),
     max_leaves=25,
 )
 
@@ -212,6 +231,7 @@ def test_every_document_round_trips(doc: Block):
 
 def _normal(block: Block) -> object:
     """Comparable form: NaN-free by construction, empty strings read back as NULL."""
+
     def item(x: object) -> object:
         if isinstance(x, Scalar | Vector) and x.comment is not None:
             x = dataclasses.replace(x, comment=x.comment.strip() or None)
@@ -222,6 +242,7 @@ def _normal(block: Block) -> object:
         if isinstance(x, Scalar) and isinstance(x.value, float) and math.isnan(x.value):
             return ("nan", x.type)
         return x
+
     comment = block.comment.strip() or None if block.comment else None
     return ([(n, item(i)) for n, i in block.entries], sorted(block.multi), comment)
 

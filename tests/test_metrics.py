@@ -22,14 +22,18 @@ from tests.psps_fixture import psps_side
 from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
 
 _numbers = itertools.count()
-STAGES = Query("t_st", "SELECT processed, loaded_to_datastore, merged, deleted_local, type, "
-               "detections FROM psps_batch", "test")
+STAGES = Query(
+    "t_st",
+    "SELECT processed, loaded_to_datastore, merged, deleted_local, type, detections FROM psps_batch",
+    "test",
+)
 
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    async for s in survey_site(test_dsn, f"mt{next(_numbers)}", tmp_path / "site", exposures=3,
-                               chips=2, seed=41):
+    async for s in survey_site(
+        test_dsn, f"mt{next(_numbers)}", tmp_path / "site", exposures=3, chips=2, seed=41
+    ):
         yield s
 
 
@@ -60,14 +64,14 @@ async def test_density_plots_show_pending_items_per_batch_type(site, sdb, tmp_pa
     assert missing.returncode != 0 and "nosuch" in missing.stderr
 
 
-async def test_metrics_prints_the_loading_summary_with_the_counts_of_the_batches(
-        site, sdb, tmp_path):
+async def test_metrics_prints_the_loading_summary_with_the_counts_of_the_batches(site, sdb, tmp_path):
     configure(site, "sum")
     empty = ippctl(site, "metrics", "sum")
     assert empty.returncode == 0 and "(no batches yet)" in empty.stdout
     assert ippctl(site, "psps", "init", "sum").returncode == 0
-    loader = AgentProcess("loader", site.dsn, tmp_path, "--once", "--config", "sum",
-                          var_dir=str(site.var_dir))
+    loader = AgentProcess(
+        "loader", site.dsn, tmp_path, "--once", "--config", "sum", var_dir=str(site.var_dir)
+    )
     assert await loader.wait(timeout_s=120) == 0
     batches = await sdb.fetch_all(STAGES)
     out = ippctl(site, "metrics", "sum")
@@ -99,19 +103,24 @@ async def test_cleanup_counts_the_bytes_it_freed_in_the_site_totals(site, sdb, t
     assert totals["cleanup.components_cleaned"] == 2
 
 
-async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_metrics(
-        site, sdb, tmp_path):
+async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_metrics(site, sdb, tmp_path):
     async with psps_side(site, tmp_path) as side:
         configure(site, "web")
         assert ippctl(site, "psps", "init", "web").returncode == 0
         port = free_port()
-        agent = side.agent("metrics", "--config", "web", metrics_port=port,
-                           metrics_plot_dir=str(tmp_path / "plots"), metrics_interval_s=1)
+        agent = side.agent(
+            "metrics",
+            "--config",
+            "web",
+            metrics_port=port,
+            metrics_plot_dir=str(tmp_path / "plots"),
+            metrics_interval_s=1,
+        )
         base = f"http://127.0.0.1:{port}"
-        await eventually(lambda: agent.events("metrics_sampled"), timeout_s=60,
-                         what="the first sample")
-        samples = await sdb.fetch_all(Query("t_s", "SELECT metric, labels, value FROM "
-                                            "metrics_sample", "test"))
+        await eventually(lambda: agent.events("metrics_sampled"), timeout_s=60, what="the first sample")
+        samples = await sdb.fetch_all(
+            Query("t_s", "SELECT metric, labels, value FROM metrics_sample", "test")
+        )
         got = {(s["metric"], s["labels"]): s["value"] for s in samples}
         assert got[("runs", "stage=chip,state=full")] == 3
         assert got[("psps_items", "config=web,type=P2,state=new")] == 3
@@ -121,18 +130,27 @@ async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_m
         code, body, kind = fetch(f"{base}/")
         page = body.decode()
         assert code == 200 and kind.startswith("text/html")
-        for text in ("Clients and heartbeats", "dist_server", "metrics", "PSPS loading",
-                     "Runs by stage and state", "web_P2_"):
+        for text in (
+            "Clients and heartbeats",
+            "dist_server",
+            "metrics",
+            "PSPS loading",
+            "Runs by stage and state",
+            "web_P2_",
+        ):
             assert text in page, text
         code, body, kind = fetch(f"{base}/metrics")
         assert code == 200 and kind.startswith("text/plain")
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-        runs_full = [s.value for s in families["ipp_runs"].samples
-                     if s.labels == {"stage": "chip", "state": "full"}]
+        runs_full = [
+            s.value for s in families["ipp_runs"].samples if s.labels == {"stage": "chip", "state": "full"}
+        ]
         assert runs_full == [3.0]
-        published = [s.value for s in families["ipp_psps_batches"].samples
-                     if s.labels == {"config": "web", "type": "IN", "stage": "processed",
-                                     "outcome": "succeeded"}]
+        published = [
+            s.value
+            for s in families["ipp_psps_batches"].samples
+            if s.labels == {"config": "web", "type": "IN", "stage": "processed", "outcome": "succeeded"}
+        ]
         assert published == [1.0]
         ages = {s.labels["agent"] for s in families["ipp_client_heartbeat_age_seconds"].samples}
         assert {"dist_server", "metrics"} <= ages
@@ -147,8 +165,12 @@ async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_m
 
         def plot_kinds() -> list[str]:
             return sorted(p.name.rsplit("_", 1)[0] for p in (tmp_path / "plots").glob("*.png"))
-        await eventually(lambda: plot_kinds() == ["lifecycle", "web_progress"], timeout_s=60,
-                         what="the density plots to go")
+
+        await eventually(
+            lambda: plot_kinds() == ["lifecycle", "web_progress"],
+            timeout_s=60,
+            what="the density plots to go",
+        )
         req = urllib.request.Request(f"{base}/", method="POST", data=b"x")
         try:
             urllib.request.urlopen(req, timeout=5)

@@ -27,10 +27,10 @@ from tests.survey_fixture import SurveySite, make_survey, sibling
 #: REFERENCE 1: each table with the columns it must have (IPP names).
 REFERENCE_TABLES = {
     "rawExp": "exp_id exp_name camera telescope dateobs filter ra decl exp_time airmass state "
-              "workdir magicked",
+    "workdir magicked",
     "rawImfile": "exp_id class_id uri data_state bytes md5sum magicked",
     "chipRun": "chip_id exp_id state workdir label data_group dist_group reduction dvodb tess_id "
-               "end_stage magicked software_ver note",
+    "end_stage magicked software_ver note",
     "chipImfile": "chip_id class_id chip_imfile_id",
     "chipProcessedImfile": "chip_id exp_id class_id data_state uri path_base fault quality magicked",
     "camRun": "cam_id chip_id state workdir label magicked",
@@ -52,14 +52,19 @@ REFERENCE_TABLES = {
     "Label": "label priority",
     "dbversion": "schema_version",
 }
-COLUMNS = Query("t_columns", "SELECT column_name AS name FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND table_name = %(t)s", "test")
+COLUMNS = Query(
+    "t_columns",
+    "SELECT column_name AS name FROM information_schema.columns "
+    "WHERE table_schema = DATABASE() AND table_name = %(t)s",
+    "test",
+)
 
 
 @pytest.fixture(scope="module")
 async def site(test_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SurveySite]:
-    survey = await make_survey(test_dsn, "svy", tmp_path_factory.mktemp("survey"),
-                               exposures=4, chips=3, seed=7)
+    survey = await make_survey(
+        test_dsn, "svy", tmp_path_factory.mktemp("survey"), exposures=4, chips=3, seed=7
+    )
     yield survey
     await drop_database(survey.settings, parse(survey.dsn))
 
@@ -92,23 +97,21 @@ async def test_the_survey_records_every_stage_full_with_files(sdb, site):
         assert files and not missing, f"{stage_name}: {missing[:3]}"
     chips = await runs.list_runs(sdb, "chip")
     assert [r["magicked"] for r in chips[:3]] == [1, 0, 0]  # destreaked / streak kept / none
-    add = Query("t_add", "SELECT COUNT(*) AS n FROM addRun WHERE stage = 'camera' "
-                "AND state = 'full'", "test")
+    add = Query("t_add", "SELECT COUNT(*) AS n FROM addRun WHERE stage = 'camera' AND state = 'full'", "test")
     assert await sdb.fetch_val(add) == 4
 
 
 async def test_chip_files_follow_the_reference_7_naming(sdb):
     files = await runs.run_files(sdb, "chip", 1)
     names = {f.key.rsplit("/", 1)[1] for f in files}
-    assert re.fullmatch(r"o\d{4}g\d{4}o\.\d+\.ch\.1\.XY\d\d\.cmf",
-                        next(n for n in names if n.endswith(".cmf")))
-    for suffix in (".b1.fits", ".b2.fits", ".log", ".trace", ".stats", ".mdl.fits",
-                   ".ppImage.mdc"):
+    assert re.fullmatch(
+        r"o\d{4}g\d{4}o\.\d+\.ch\.1\.XY\d\d\.cmf", next(n for n in names if n.endswith(".cmf"))
+    )
+    for suffix in (".b1.fits", ".b2.fits", ".log", ".trace", ".stats", ".mdl.fits", ".ppImage.mdc"):
         assert any(n.endswith(suffix) for n in names), suffix
 
 
-async def test_reference_processor_output_is_byte_identical_across_runs(site, test_dsn,
-                                                                        tmp_path):
+async def test_reference_processor_output_is_byte_identical_across_runs(site, test_dsn, tmp_path):
     """The same seed gives the same md5 for every product of every stage."""
     again = await make_survey(test_dsn, "svy2", tmp_path, exposures=4, chips=3, seed=7)
     try:
@@ -138,8 +141,7 @@ async def test_smf_and_cmf_open_in_astropy_with_ps1_v5_columns(sdb):
         heads = [h for h in hdus if h.name.endswith(".HDR")]
         assert len(tables) == len(heads) == 3
         for head, table in zip(heads, tables, strict=True):
-            assert head.header["NAXIS"] == 0 and head.header["EXTDATA"] == table.name.replace(
-                "PSF", "psf")
+            assert head.header["NAXIS"] == 0 and head.header["EXTDATA"] == table.name.replace("PSF", "psf")
             assert table.header["EXTTYPE"] == "PS1_V5"
             assert table.columns.names == [n for n, _ in catalogs.PS1_V5]
             i = table.columns.names.index("IPP_IDET") + 1
@@ -147,14 +149,27 @@ async def test_smf_and_cmf_open_in_astropy_with_ps1_v5_columns(sdb):
             j = table.columns.names.index("N_FRAMES") + 1
             assert table.header[f"TFORM{j}"] == "I" and table.header[f"TZERO{j}"] == 32768
             assert table.columns["RA_PSF"].format == "D"
-            for key in ("IMAGEID", "SOURCEID", "MJD-OBS", "PHOTCODE", "ZPT_OBS", "ZPT_ERR",
-                        "FWHM_MAJ", "MSKY_MN", "DETEFF.MAGREF", "NASTRO", "CRVAL1"):
+            for key in (
+                "IMAGEID",
+                "SOURCEID",
+                "MJD-OBS",
+                "PHOTCODE",
+                "ZPT_OBS",
+                "ZPT_ERR",
+                "FWHM_MAJ",
+                "MSKY_MN",
+                "DETEFF.MAGREF",
+                "NASTRO",
+                "CRVAL1",
+            ):
                 assert key in head.header, key
             data = table.data
             assert list(data["IPP_IDET"]) == list(range(len(data)))
-            assert np.allclose(data["CAL_PSF_MAG"], data["PSF_INST_MAG"]
-                               + head.header["ZPT_OBS"] + 2.5 * np.log10(head.header["EXPTIME"]),
-                               atol=1e-4)
+            assert np.allclose(
+                data["CAL_PSF_MAG"],
+                data["PSF_INST_MAG"] + head.header["ZPT_OBS"] + 2.5 * np.log10(head.header["EXPTIME"]),
+                atol=1e-4,
+            )
 
 
 async def test_every_detection_is_in_dvo_with_the_psps_ids(sdb, site):
@@ -174,12 +189,12 @@ async def test_every_detection_is_in_dvo_with_the_psps_ids(sdb, site):
                 continue
             header, table = catalogs.read_cmf(await Storage(sdb).locate(f.key))
             image_id = by_extern[int(header["IMAGEID"])]
-            code = 10000 + 100 * "grizy".index(header["PHOTCODE"].split(".")[1]) + int(
-                header["PHOTCODE"][-2:])
+            code = (
+                10000 + 100 * "grizy".index(header["PHOTCODE"].split(".")[1]) + int(header["PHOTCODE"][-2:])
+            )
             for row in table:
                 m, obj = measures[(image_id, int(row["IPP_IDET"]))]
-                assert int(m["EXT_ID"]) == ids.detect_id(header["MJD-OBS"], code,
-                                                         int(row["IPP_IDET"]))
+                assert int(m["EXT_ID"]) == ids.detect_id(header["MJD-OBS"], code, int(row["IPP_IDET"]))
                 assert int(obj["EXT_ID"]) == ids.obj_id(float(obj["RA"]), float(obj["DEC"]))
                 assert int(m["CAT_ID"]) == int(obj["CAT_ID"])
                 checked += 1
@@ -237,15 +252,25 @@ async def test_bad_import_files_are_refused_and_nothing_is_written(sdb, site, te
     target = parse(sibling(test_dsn, "bad"))
     await create_database(site.settings, target)
     other = await Database.connect(site.settings, target)
-    count = Query("t_count", "SELECT (SELECT COUNT(*) FROM camRun) + "
-                  "(SELECT COUNT(*) FROM camProcessedExp) AS n", "test")
+    count = Query(
+        "t_count",
+        "SELECT (SELECT COUNT(*) FROM camRun) + (SELECT COUNT(*) FROM camProcessedExp) AS n",
+        "test",
+    )
     cases = {
-        "version": (text.replace(f"schema_version   S32       {CODE_SCHEMA_VERSION}",
-                                 "schema_version   S32       99"), "schema version 99"),
+        "version": (
+            text.replace(
+                f"schema_version   S32       {CODE_SCHEMA_VERSION}", "schema_version   S32       99"
+            ),
+            "schema version 99",
+        ),
         "truncated": (text[: text.index("camProcessedExp  METADATA") + 60], "has no END"),
-        "orphan": (text.replace("   cam_id           S64       1\n", "   cam_id           S64       5\n")
-                   .replace("   cam_id           S64       5\n", "   cam_id           S64       1\n", 1),
-                   "refers to cam_id 5"),
+        "orphan": (
+            text.replace("   cam_id           S64       1\n", "   cam_id           S64       5\n").replace(
+                "   cam_id           S64       5\n", "   cam_id           S64       1\n", 1
+            ),
+            "refers to cam_id 5",
+        ),
         "unknown column": (text.replace("   uri ", "   bogus_col ", 1), "bogus_col"),
         "not mdc": ("<html>oops</html>\n", "bad name"),
     }
@@ -263,6 +288,7 @@ async def test_bad_import_files_are_refused_and_nothing_is_written(sdb, site, te
 
 def test_unknown_stages_and_states_are_named():
     from shared.processing.stages import check_state, stage
+
     with pytest.raises(StageError, match="unknown stage 'chips'"):
         stage("chips")
     with pytest.raises(StageError, match="unknown state 'clean'"):

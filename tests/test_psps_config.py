@@ -30,8 +30,17 @@ def test_detection_columns_follow_reference_10():
     det = {t.name: t for t in batch_tables("P2")}["Detection"]
     assert det.primary_key == ("objID", "detectID")
     names = [c.name for c in det.columns]
-    assert names[:9] == ["objID", "detectID", "ippObjID", "ippDetectID", "filterID", "surveyID",
-                         "imageID", "randomDetID", "dvoRegionID"]
+    assert names[:9] == [
+        "objID",
+        "detectID",
+        "ippObjID",
+        "ippDetectID",
+        "filterID",
+        "surveyID",
+        "imageID",
+        "randomDetID",
+        "dvoRegionID",
+    ]
     assert det.column("objID").dtype == np.int64 and det.column("filterID").dtype == np.uint8
     assert det.column("ra").dtype == np.float64 and det.column("psfFlux").dtype == np.float32
     assert det.column("psfFlux").null == -999 and det.column("dvoRegionID").null == -1
@@ -49,14 +58,30 @@ def test_an_unknown_batch_type_is_refused():
 
 
 def ippctl(test_dsn: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.ctl.main", *args], cwd=ROOT,
-                          env=agent_env(test_dsn), input=stdin, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", *args],
+        cwd=ROOT,
+        env=agent_env(test_dsn),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_config_set_creates_with_defaults_and_changes_fields(db, test_dsn):
-    out = ippctl(test_dsn, "psps", "config", "set", "cfgA", "ra_min=10", "ra_max=20.5",
-                 "batch_types=st,p2", "test_mode=yes")
+    out = ippctl(
+        test_dsn,
+        "psps",
+        "config",
+        "set",
+        "cfgA",
+        "ra_min=10",
+        "ra_max=20.5",
+        "batch_types=st,p2",
+        "test_mode=yes",
+    )
     assert out.returncode == 0, out.stderr
     assert "cfgA.batch_types = P2,ST" in out.stdout
     listing = ippctl(test_dsn, "psps", "config", "list")
@@ -64,15 +89,18 @@ def test_config_set_creates_with_defaults_and_changes_fields(db, test_dsn):
     assert "P2,ST" in line and "10..20.5" in line and "PSPS_cfgA" in line
 
 
-@pytest.mark.parametrize(("assignment", "problem"), [
-    ("ra_min=400", "ra_min = '400': expected 0..360"),
-    ("dec_max=abc", "dec_max = 'abc'"),
-    ("batch_types=P2,XX", "expected batch types among IN, P2, ST, OB"),
-    ("box_size_deg=0", "box size above 0"),
-    ("deletion_policy=merged:everything", "expected state:target"),
-    ("epoch=yesterday", "expected a date and time"),
-    ("no_such_field=1", "unknown config field 'no_such_field'"),
-])
+@pytest.mark.parametrize(
+    ("assignment", "problem"),
+    [
+        ("ra_min=400", "ra_min = '400': expected 0..360"),
+        ("dec_max=abc", "dec_max = 'abc'"),
+        ("batch_types=P2,XX", "expected batch types among IN, P2, ST, OB"),
+        ("box_size_deg=0", "box size above 0"),
+        ("deletion_policy=merged:everything", "expected state:target"),
+        ("epoch=yesterday", "expected a date and time"),
+        ("no_such_field=1", "unknown config field 'no_such_field'"),
+    ],
+)
 def test_config_set_refuses_bad_values_naming_the_field(db, test_dsn, assignment, problem):
     out = ippctl(test_dsn, "psps", "config", "set", "cfgB", assignment)
     assert out.returncode != 0 and problem in out.stderr, out.stderr
@@ -95,6 +123,7 @@ def test_config_edit_prompts_every_field_and_return_keeps_the_value(db, test_dsn
     assert "ra_min = '999': expected 0..360" in out.stdout
     listing = ippctl(test_dsn, "psps", "config", "list", "--json")
     import json
+
     (row,) = [r for r in json.loads(listing.stdout) if r["name"] == "cfgE"]
     assert row["datastore_product"] == "PSPS_edit" and row["ra_min"] == 5.0
     assert row["batch_types"] == "P2,ST,OB" and row["active"] is True
@@ -105,8 +134,10 @@ def test_config_edit_prompts_every_field_and_return_keeps_the_value(db, test_dsn
 
 def test_deletion_policy_parses_to_targets_per_state():
     assert configs.parse_policy(configs.DEFAULT_POLICY) == {
-        "merge_worthy": ("datastore", "dxlayer"), "failed": ("datastore", "dxlayer"),
-        "merged": ("local",)}
+        "merge_worthy": ("datastore", "dxlayer"),
+        "failed": ("datastore", "dxlayer"),
+        "merged": ("local",),
+    }
     with pytest.raises(ValueError, match="expected state:target"):
         configs.parse_policy("loaded:local")
 

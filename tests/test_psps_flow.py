@@ -23,21 +23,28 @@ from tests.psps_fixture import PspsSide, psps_side
 from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
 
 _numbers = itertools.count()
-BATCHES = Query("t_pb", "SELECT batch_id, name, type, item_id, detections, fits_path, fileset, "
-                "processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged, "
-                "deleted_datastore, deleted_dxlayer, deleted_local, note, purged "
-                "FROM psps_batch ORDER BY batch_id", "test")
-ITEMS = Query("t_pi", "SELECT type, item_id, state, attempts, batch_id, note FROM psps_item "
-              "ORDER BY item_key", "test")
-DX = Query("t_dx", "SELECT name, status, failed_stage, reason, copy_deleted FROM dx_batch "
-           "ORDER BY name", "test")
+BATCHES = Query(
+    "t_pb",
+    "SELECT batch_id, name, type, item_id, detections, fits_path, fileset, "
+    "processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged, "
+    "deleted_datastore, deleted_dxlayer, deleted_local, note, purged "
+    "FROM psps_batch ORDER BY batch_id",
+    "test",
+)
+ITEMS = Query(
+    "t_pi", "SELECT type, item_id, state, attempts, batch_id, note FROM psps_item ORDER BY item_key", "test"
+)
+DX = Query(
+    "t_dx", "SELECT name, status, failed_stage, reason, copy_deleted FROM dx_batch ORDER BY name", "test"
+)
 
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
     """A fresh site per test: the stand-in loads every psps product it sees."""
-    async for s in survey_site(test_dsn, f"pf{next(_numbers)}", tmp_path / "site", exposures=3,
-                               chips=2, seed=31):
+    async for s in survey_site(
+        test_dsn, f"pf{next(_numbers)}", tmp_path / "site", exposures=3, chips=2, seed=31
+    ):
         yield s
 
 
@@ -68,10 +75,12 @@ async def test_published_batches_are_merged_tracked_and_their_copies_deleted(sit
         assert {b["type"] for b in published} == {"IN", "P2", "ST", "OB"}
         pdb = await side.psps_db()
         try:
+
             async def all_merged() -> bool:
                 dx = await pdb.fetch_all(DX)
                 assert not [d for d in dx if d["status"] == "failed"], dx
                 return len(dx) == len(published) and all(d["status"] == "merged" for d in dx)
+
             await eventually(all_merged, timeout_s=90, what="the DXLayer to merge every batch")
             # PSPS holds every detection of the P2 batches exactly once, under its keys
             n = await pdb.fetch_val(Query("t_n", "SELECT COUNT(*) FROM Detection", "test"))
@@ -91,15 +100,18 @@ async def test_published_batches_are_merged_tracked_and_their_copies_deleted(sit
         assert {e["type"] for e in st.events("batch_status")} == {"ST"}
         poller = await side.run_once("odm_poller", "--config", "flow")
         after = await rows(sdb, BATCHES)
-        assert all((b["loaded_to_odm"], b["merge_worthy"], b["merged"]) ==
-                   ("succeeded", "succeeded", "succeeded") for b in after)
-        assert len(poller.events("batch_status")) + len(st.events("batch_status")) == len(
-            published)
+        assert all(
+            (b["loaded_to_odm"], b["merge_worthy"], b["merged"]) == ("succeeded", "succeeded", "succeeded")
+            for b in after
+        )
+        assert len(poller.events("batch_status")) + len(st.events("batch_status")) == len(published)
 
         cleaner = await side.run_once("batch_cleaner", "--config", "flow")
         after = await rows(sdb, BATCHES)
-        assert all((b["deleted_datastore"], b["deleted_dxlayer"], b["deleted_local"]) ==
-                   ("succeeded",) * 3 for b in after), after
+        assert all(
+            (b["deleted_datastore"], b["deleted_dxlayer"], b["deleted_local"]) == ("succeeded",) * 3
+            for b in after
+        ), after
         assert len(cleaner.events("batch_copy_deleted")) == 3 * len(published)
         for b in after:  # every copy is gone: local files, DataStore fileset, DXLayer copy
             assert not Path(b["fits_path"]).exists()
@@ -114,8 +126,7 @@ async def test_published_batches_are_merged_tracked_and_their_copies_deleted(sit
         assert again.events("batch_copy_deleted") == []
 
 
-async def test_failed_batches_are_requeued_and_reloaded_until_merged_or_out_of_attempts(
-        site, sdb, tmp_path):
+async def test_failed_batches_are_requeued_and_reloaded_until_merged_or_out_of_attempts(site, sdb, tmp_path):
     """With the ODM failing a share of batches, every item ends merged, or failed after its
     attempts with PSPS's reason; PSPS holds each merged detection exactly once."""
     async with psps_side(site, tmp_path, odm_fail_share=0.5) as side:
@@ -123,11 +134,14 @@ async def test_failed_batches_are_requeued_and_reloaded_until_merged_or_out_of_a
         pdb = await side.psps_db()
         try:
             for _ in range(4):  # poll, reload the requeued items, until nothing moves
+
                 async def settled() -> bool:
                     dx = {d["name"]: d["status"] for d in await pdb.fetch_all(DX)}
-                    published = [b for b in await rows(sdb, BATCHES)
-                                 if b["loaded_to_datastore"] == "succeeded"]
+                    published = [
+                        b for b in await rows(sdb, BATCHES) if b["loaded_to_datastore"] == "succeeded"
+                    ]
                     return all(dx.get(b["name"]) in ("merged", "failed") for b in published)
+
                 await eventually(settled, timeout_s=60, what="the DXLayer to finish")
                 await side.run_once("odm_poller", "--config", "shaky")
                 if not [i for i in await rows(sdb, ITEMS) if i["state"] == "new"]:
@@ -160,17 +174,24 @@ async def test_a_batch_loaded_twice_is_refused_by_psps_and_shows_up_failed(site,
         await loaded_config(site, side, "twice", "batch_types=P2")
         pdb = await side.psps_db()
         try:
+
             async def merged(n: int) -> bool:
                 merged_now = sum(d["status"] == "merged" for d in await pdb.fetch_all(DX))
                 return bool(merged_now >= n)
+
             await eventually(lambda: merged(4), timeout_s=60, what="4 merged batches")
             item = (await rows(sdb, ITEMS))[0]
-            await sdb.execute(Query("t_r", "UPDATE psps_item SET state = 'new' WHERE item_id = "
-                                    "%(id)s AND type = 'P2'", "test"), id=item["item_id"])
+            await sdb.execute(
+                Query(
+                    "t_r", "UPDATE psps_item SET state = 'new' WHERE item_id = %(id)s AND type = 'P2'", "test"
+                ),
+                id=item["item_id"],
+            )
             await side.run_once("loader", "--config", "twice")
 
             async def refused() -> list[dict[str, Any]]:
                 return [d for d in await pdb.fetch_all(DX) if d["status"] == "failed"]
+
             failed = await eventually(refused, timeout_s=60, what="the second load to fail")
             assert failed[0]["failed_stage"] == "merge_worthy"
             assert "already merged" in failed[0]["reason"]
@@ -187,8 +208,7 @@ async def test_an_odm_that_is_down_changes_nothing_and_deletions_are_retried(sit
         await loaded_config(site, side, "down", "batch_types=P2")
         pdb = await side.psps_db()
         try:
-            await eventually(lambda: _all_status(pdb, "merged", 4), timeout_s=60,
-                             what="every batch merged")
+            await eventually(lambda: _all_status(pdb, "merged", 4), timeout_s=60, what="every batch merged")
         finally:
             await pdb.close()
         await side.stop_sim()
@@ -197,8 +217,9 @@ async def test_an_odm_that_is_down_changes_nothing_and_deletions_are_retried(sit
         unusable = poller.events("odm_answer_unusable")
         assert {e["batch"] for e in unusable} == {b["name"] for b in await rows(sdb, BATCHES)}
         # a batch set merge_worthy by hand: its DXLayer copy cannot be deleted while the ODM is down
-        await sdb.execute(Query("t_mw", "UPDATE psps_batch SET merge_worthy = 'succeeded' "
-                                "WHERE name = 'B00000002'", "test"))
+        await sdb.execute(
+            Query("t_mw", "UPDATE psps_batch SET merge_worthy = 'succeeded' WHERE name = 'B00000002'", "test")
+        )
         cleaner = await side.run_once("batch_cleaner", "--config", "down", batch_retry_s=0)
         b2 = next(b for b in await rows(sdb, BATCHES) if b["name"] == "B00000002")
         assert (b2["deleted_datastore"], b2["deleted_dxlayer"]) == ("succeeded", "failed")
@@ -282,11 +303,13 @@ async def test_odm_nonsense_is_logged_with_the_batch_and_never_recorded(site, sd
         names = [b["name"] for b in await rows(sdb, BATCHES)]
         for case, (code, text) in NONSENSE.items():
             async with FakeOdm(lambda name, c=code, t=text: (c, t.replace("%s", name))) as fake:
-                poller = await side.run_once("odm_poller", "--config", "odd",
-                                             odm_port=fake.port, poll_interval_s=0.001)
+                poller = await side.run_once(
+                    "odm_poller", "--config", "odd", odm_port=fake.port, poll_interval_s=0.001
+                )
             batches = await rows(sdb, BATCHES)
             assert {(b["loaded_to_odm"], b["merge_worthy"], b["merged"]) for b in batches} == {
-                ("pending", "pending", "pending")}, case
+                ("pending", "pending", "pending")
+            }, case
             bad = poller.events("odm_answer_unusable")
             assert sorted(e["batch"] for e in bad) == sorted(fake.asked) == names, case
             assert all(e["batch"] in e["error"] for e in bad), case
@@ -299,16 +322,21 @@ async def test_a_batch_the_odm_never_learns_of_fails_after_the_timeout(site, sdb
         async with FakeOdm(lambda name: (404, '{"error": "unknown batch"}')) as fake:
             await side.run_once("odm_poller", "--config", "lost", odm_port=fake.port)
             assert {b["loaded_to_odm"] for b in await rows(sdb, BATCHES)} == {"pending"}
-            await side.run_once("odm_poller", "--config", "lost", odm_port=fake.port,
-                                odm_unknown_timeout_s=0.001, poll_interval_s=0.001)
+            await side.run_once(
+                "odm_poller",
+                "--config",
+                "lost",
+                odm_port=fake.port,
+                odm_unknown_timeout_s=0.001,
+                poll_interval_s=0.001,
+            )
         batches = await rows(sdb, BATCHES)
         assert {b["loaded_to_odm"] for b in batches} == {"failed"}
         assert all("does not know" in b["note"] for b in batches)
         assert {i["state"] for i in await rows(sdb, ITEMS)} == {"new"}  # requeued
 
 
-async def test_remove_batch_and_purge_delete_copies_and_a_gone_copy_counts_as_deleted(
-        site, sdb, tmp_path):
+async def test_remove_batch_and_purge_delete_copies_and_a_gone_copy_counts_as_deleted(site, sdb, tmp_path):
     async with psps_side(site, tmp_path) as side:
         await loaded_config(site, side, "rm", "batch_types=P2")
         out = ippctl(site, "psps", "remove-batch", "rm", "B00000002", "B00000003")
@@ -327,8 +355,7 @@ async def test_remove_batch_and_purge_delete_copies_and_a_gone_copy_counts_as_de
         # purge B00000004: every copy goes, whatever PSPS said
         pdb = await side.psps_db()
         try:
-            await eventually(lambda: _all_status(pdb, "merged", 2), timeout_s=60,
-                             what="batches merged")
+            await eventually(lambda: _all_status(pdb, "merged", 2), timeout_s=60, what="batches merged")
         finally:
             await pdb.close()
         assert ippctl(site, "psps", "purge", "rm", "B00000004").returncode == 0
@@ -337,10 +364,8 @@ async def test_remove_batch_and_purge_delete_copies_and_a_gone_copy_counts_as_de
         assert gone.returncode == 0, gone.stderr
         cleaner = await side.run_once("batch_cleaner", "--config", "rm")
         b4 = {b["name"]: b for b in await rows(sdb, BATCHES)}["B00000004"]
-        assert (b4["deleted_datastore"], b4["deleted_dxlayer"], b4["deleted_local"]) == (
-            "succeeded",) * 3
-        notes = {(e["batch"], e["target"]): e.get("note") for e in
-                 cleaner.events("batch_copy_deleted")}
+        assert (b4["deleted_datastore"], b4["deleted_dxlayer"], b4["deleted_local"]) == ("succeeded",) * 3
+        notes = {(e["batch"], e["target"]): e.get("note") for e in cleaner.events("batch_copy_deleted")}
         assert ("B00000004", "local") in notes
         assert notes[("B00000004", "datastore")] == "already gone from the DataStore"
         assert "B00000004" not in ippctl(site, "ds", "ls", "PSPS_rm").stdout

@@ -24,14 +24,22 @@ PRODUCTS = ("../x", "good")
 async def _index(request: web.Request) -> web.Response:
     parts = request.path.strip("/").split("/")
     if request.path == "/ds/index.txt":
-        return web.Response(text=datastore.format_listing(
-            datastore.PRODUCT_HEADER,
-            [(p, "null", "2009-04-15T03:02:12Z", "psps", "hostile") for p in PRODUCTS]))
+        return web.Response(
+            text=datastore.format_listing(
+                datastore.PRODUCT_HEADER,
+                [(p, "null", "2009-04-15T03:02:12Z", "psps", "hostile") for p in PRODUCTS],
+            )
+        )
     if parts[-1] == "index.txt":
-        return web.Response(text=datastore.format_listing(
-            ("filesetID", "time registered", "type"),
-            [("../../escape", "2009-04-15T03:02:12Z", "psps"),
-             ("batch.ok.1", "2009-04-15T03:02:12Z", "psps")]))
+        return web.Response(
+            text=datastore.format_listing(
+                ("filesetID", "time registered", "type"),
+                [
+                    ("../../escape", "2009-04-15T03:02:12Z", "psps"),
+                    ("batch.ok.1", "2009-04-15T03:02:12Z", "psps"),
+                ],
+            )
+        )
     return web.Response(status=404, text="no such file")
 
 
@@ -59,16 +67,30 @@ def _delete(url: str, token: str | None) -> int:
 
 
 async def test_the_dxlayer_refuses_names_that_lead_out_and_strangers_cannot_delete(
-        mirror: Mirror, hostile_ds: int, tmp_path: Path) -> None:
+    mirror: Mirror, hostile_ds: int, tmp_path: Path
+) -> None:
     db_name = f"{parse_dsn(mirror.dsn).database}_psps"
     odm_port = free_port()
     dx_dir = tmp_path / "dx"
-    sim = AgentProcess("psps", mirror.dsn, tmp_path, module="sim", ds_port=hostile_ds,
-                       odm_port=odm_port, psps_db_name=db_name, dxlayer_poll_s=0.2,
-                       dxlayer_dir=str(dx_dir), odm_delete_peers="", odm_token="s3cret")
+    sim = AgentProcess(
+        "psps",
+        mirror.dsn,
+        tmp_path,
+        module="sim",
+        ds_port=hostile_ds,
+        odm_port=odm_port,
+        psps_db_name=db_name,
+        dxlayer_poll_s=0.2,
+        dxlayer_dir=str(dx_dir),
+        odm_delete_peers="",
+        odm_token="s3cret",
+    )
     try:
-        await eventually(lambda: sim.events("product_refused") and sim.events("batch_refused"),
-                         timeout_s=60, what="the hostile names refused")
+        await eventually(
+            lambda: sim.events("product_refused") and sim.events("batch_refused"),
+            timeout_s=60,
+            what="the hostile names refused",
+        )
         assert sim.events("product_refused")[0]["product"] == "../x"
         assert {e["batch"] for e in sim.events("batch_refused")} == {"../../escape"}
         assert not (tmp_path / "escape").exists() and not (tmp_path / "x").exists()
@@ -81,5 +103,6 @@ async def test_the_dxlayer_refuses_names_that_lead_out_and_strangers_cannot_dele
         if sim.proc.poll() is None:
             sim.send(signal.SIGTERM)
             await sim.wait(timeout_s=30)
-        await drop_database(load_settings(environ={}, db_dsn=mirror.dsn),
-                            parse_dsn(mirror.dsn).with_database(db_name))
+        await drop_database(
+            load_settings(environ={}, db_dsn=mirror.dsn), parse_dsn(mirror.dsn).with_database(db_name)
+        )

@@ -68,8 +68,7 @@ async def test_pause_is_honoured_within_two_heartbeats_and_resume_continues(db, 
     cid = await eventually(agent.client_id, what="agent_started")
     await db.execute(Q.command_client, client_id=cid, command="pause")
     # Honoured within two heartbeat intervals (plus one for a busy shared machine).
-    await eventually(lambda: _status_is(db, cid, "paused"), timeout_s=3 * interval,
-                     what="status paused")
+    await eventually(lambda: _status_is(db, cid, "paused"), timeout_s=3 * interval, what="status paused")
     paused_beat = (await client(db, cid))["heartbeat_at"]
     await add_items(db, 5)
 
@@ -106,8 +105,9 @@ async def test_standing_flags_match_agent_host_and_config(db, spawn) -> None:
     await add_items(db, 2)
     await eventually(lambda: _counts_are(db, {"done": 2}), what="unaffected client works")
 
-    await db.execute(Q.set_standing_flag, agent="workload", host=host, config="night",
-                     command="pause", set_by="t")
+    await db.execute(
+        Q.set_standing_flag, agent="workload", host=host, config="night", command="pause", set_by="t"
+    )
     await eventually(lambda: _status_is(db, cid, "paused"), timeout_s=5, what="paused by flag")
     await db.execute(Q.clear_standing_flags, agent="workload", host=host, config="night")
     await eventually(lambda: _status_is(db, cid, "running"), timeout_s=5, what="running again")
@@ -197,8 +197,9 @@ async def test_a_client_declared_dead_exits_nonzero_so_a_fresh_one_starts(db, sp
     """If the sweeper declared this client dead (its claims are gone), it must not carry on."""
     agent = spawn("workload")
     cid = await eventually(agent.client_id, what="agent_started")
-    await db.execute(Query("t_dead", "UPDATE clients SET status = 'dead' "
-                           "WHERE client_id = %(id)s", "test"), id=cid)
+    await db.execute(
+        Query("t_dead", "UPDATE clients SET status = 'dead' WHERE client_id = %(id)s", "test"), id=cid
+    )
     assert await agent.wait() == 1
     assert agent.events("client_declared_dead")
     assert (await client(db, cid))["status"] == "dead"

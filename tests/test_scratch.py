@@ -29,9 +29,13 @@ asyncio.run(main())
 
 def _holder(root: Path) -> tuple[subprocess.Popen[str], Path]:
     """A process that holds a scratch directory under ``root``; returns it and the path."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root)],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.stdout is not None
     return proc, Path(proc.stdout.readline().strip())
 

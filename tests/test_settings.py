@@ -29,16 +29,22 @@ def test_environment_overrides_the_toml_file(tmp_path):
     assert settings.db_pool_size == 3
 
 
-@pytest.mark.parametrize(("environ", "toml", "message"), [
-    ({"IPP_HEARTBEAT_INTERVAL_S": "soon"}, None,
-     "IPP_HEARTBEAT_INTERVAL_S: cannot use 'soon' for setting heartbeat_interval_s"),
-    ({"IPP_DB_POOL_SIZE": "0"}, None, "setting db_pool_size must be > 0"),
-    ({"IPP_LOG_FORMAT": "xml"}, None, "log_format must be auto, json or console"),
-    ({"IPP_HEARTBEAT_GRACE_S": "90"}, None, "heartbeat_grace_s (90.0) must be below"),
-    ({}, "heartbeat = 3\n", "unknown setting(s): heartbeat"),
-    ({}, "poll_interval_s = [\n", "not valid TOML"),
-    ({"IPP_DB_DSN": "mysql://h"}, None, "names no database"),
-])
+@pytest.mark.parametrize(
+    ("environ", "toml", "message"),
+    [
+        (
+            {"IPP_HEARTBEAT_INTERVAL_S": "soon"},
+            None,
+            "IPP_HEARTBEAT_INTERVAL_S: cannot use 'soon' for setting heartbeat_interval_s",
+        ),
+        ({"IPP_DB_POOL_SIZE": "0"}, None, "setting db_pool_size must be > 0"),
+        ({"IPP_LOG_FORMAT": "xml"}, None, "log_format must be auto, json or console"),
+        ({"IPP_HEARTBEAT_GRACE_S": "90"}, None, "heartbeat_grace_s (90.0) must be below"),
+        ({}, "heartbeat = 3\n", "unknown setting(s): heartbeat"),
+        ({}, "poll_interval_s = [\n", "not valid TOML"),
+        ({"IPP_DB_DSN": "mysql://h"}, None, "names no database"),
+    ],
+)
 def test_bad_settings_name_the_setting_and_the_problem(tmp_path, environ, toml, message):
     if toml is not None:
         path = tmp_path / "bad.toml"
@@ -57,20 +63,28 @@ def test_a_missing_settings_file_is_named():
 def test_dsns_parse_tcp_and_socket_forms():
     tcp = parse_dsn("mysql://ipp:s%40cret@db.example:3307/gpc1")
     assert (tcp.user, tcp.password, tcp.host, tcp.port, tcp.database) == (
-        "ipp", "s@cret", "db.example", 3307, "gpc1")
+        "ipp",
+        "s@cret",
+        "db.example",
+        3307,
+        "gpc1",
+    )
     sock = parse_dsn("mysql://root@localhost/ipp?unix_socket=/var/run/mysqld/mysqld.sock")
     assert sock.connect_kwargs()["unix_socket"] == "/var/run/mysqld/mysqld.sock"
     assert parse_dsn(sock.url()) == sock
     assert "s@cret" not in tcp.display()
 
 
-@pytest.mark.parametrize(("dsn", "message"), [
-    ("postgres://u@h/db", "scheme must be mysql://"),
-    ("mysql://u@h:99999/db", "malformed"),
-    ("mysql://u@h", "names no database"),
-    ("mysql:///db", "names no host and no unix_socket"),
-    ("mysql://u@h/db?sslmode=on", "unknown option(s) sslmode"),
-])
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        ("postgres://u@h/db", "scheme must be mysql://"),
+        ("mysql://u@h:99999/db", "malformed"),
+        ("mysql://u@h", "names no database"),
+        ("mysql:///db", "names no host and no unix_socket"),
+        ("mysql://u@h/db?sslmode=on", "unknown option(s) sslmode"),
+    ],
+)
 def test_malformed_dsns_are_refused(dsn, message):
     with pytest.raises(DsnError) as info:
         parse_dsn(dsn)
@@ -131,15 +145,15 @@ def test_the_stand_ins_knobs_are_their_own_section_not_ipp_settings(tmp_path):
     from sim.settings import load_stand_ins
 
     path = tmp_path / "ipp.toml"
-    path.write_text('ds_port = 9000\n[stand_ins]\nodm_fail_share = 0.25\n')
+    path.write_text("ds_port = 9000\n[stand_ins]\nodm_fail_share = 0.25\n")
     env = {"IPP_SETTINGS": str(path), "IPP_ODM_SLOW_S": "2"}
     assert load_settings(environ=env).ds_port == 9000
     knobs = load_stand_ins(environ=env)
     assert (knobs.odm_fail_share, knobs.odm_slow_s) == (0.25, 2.0)
     assert not hasattr(load_settings(environ=env), "odm_fail_share")
-    path.write_text('[stand_ins]\nodm_fail_share = 2\n')
+    path.write_text("[stand_ins]\nodm_fail_share = 2\n")
     with pytest.raises(SettingsError, match="odm_fail_share must be a share between 0 and 1"):
         load_stand_ins(environ=env)
-    path.write_text('[stand_ins]\nno_such_knob = 1\n')
+    path.write_text("[stand_ins]\nno_such_knob = 1\n")
     with pytest.raises(SettingsError, match=r"\[stand_ins\]: unknown setting\(s\): no_such_knob"):
         load_stand_ins(environ=env)

@@ -35,8 +35,9 @@ from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import free_port
 
 OWNED = Query("t_owned", "SELECT COUNT(*) AS n FROM sim_work WHERE owner IS NOT NULL", "test")
-RUNNING = Query("t_running", "SELECT agent, pid FROM clients WHERE status IN "
-                "('running', 'paused', 'stopping')", "test")
+RUNNING = Query(
+    "t_running", "SELECT agent, pid FROM clients WHERE status IN ('running', 'paused', 'stopping')", "test"
+)
 
 #: (module, name, arguments) of the programs signalled, a few of each kind of start-up.
 PROGRAMS = [
@@ -86,15 +87,13 @@ async def psps_db(settings: Settings) -> AsyncIterator[str]:
     await drop_database(settings, parse_dsn(settings.db_dsn).with_database(name))
 
 
-async def _signal_at(agent: AgentProcess, at_s: float, sig: signal.Signals, spawned: float
-                     ) -> bool:
+async def _signal_at(agent: AgentProcess, at_s: float, sig: signal.Signals, spawned: float) -> bool:
     """Send ``sig`` ``at_s`` after the spawn (later if ``env`` has not blocked it yet); True
     if the moment had to be moved."""
     await asyncio.sleep(max(0.0, spawned + at_s - time.monotonic()))  # the moment under test
     moved = not holds_sigterm(agent.pid)
     if moved:
-        await eventually(lambda: holds_sigterm(agent.pid), timeout_s=60,
-                         what="env to block SIGTERM")
+        await eventually(lambda: holds_sigterm(agent.pid), timeout_s=60, what="env to block SIGTERM")
     agent.send(sig)
     return moved
 
@@ -105,8 +104,8 @@ def _stop_event(agent: AgentProcess, module: str) -> bool:
 
 @pytest.mark.timeout(600)
 async def test_a_stop_signal_at_any_moment_of_start_up_ends_in_a_clean_exit_0(
-        db: Database, test_dsn: str, tmp_path: Path, agents: list[AgentProcess],
-        burners: None, psps_db: str) -> None:
+    db: Database, test_dsn: str, tmp_path: Path, agents: list[AgentProcess], burners: None, psps_db: str
+) -> None:
     for _ in range(6):  # work to be claimed, slow enough to be caught in the middle
         await db.insert(W.work_add, duration_ms=800)
     rng = random.Random(20261202)
@@ -116,12 +115,14 @@ async def test_a_stop_signal_at_any_moment_of_start_up_ends_in_a_clean_exit_0(
         at_s = rng.uniform(WINDOW_S * i / SAMPLES, WINDOW_S * (i + 1) / SAMPLES)
         sig = rng.choice((signal.SIGTERM, signal.SIGTERM, signal.SIGINT))
         ports = {"metrics_port": free_port(), "ds_port": free_port(), "odm_port": free_port()}
-        agent = AgentProcess(name, test_dsn, tmp_path, *args, module=module, launcher=LAUNCHER,
-                             psps_db_name=psps_db, **ports)
+        agent = AgentProcess(
+            name, test_dsn, tmp_path, *args, module=module, launcher=LAUNCHER, psps_db_name=psps_db, **ports
+        )
         agents.append(agent)
         planned.append((module, name, at_s, sig, agent, time.monotonic()))
-    moved = await asyncio.gather(*(_signal_at(agent, at_s, sig, spawned)
-                                   for _, _, at_s, sig, agent, spawned in planned))
+    moved = await asyncio.gather(
+        *(_signal_at(agent, at_s, sig, spawned) for _, _, at_s, sig, agent, spawned in planned)
+    )
     for module, name, at_s, sig, agent, _ in planned:
         code = await agent.wait(timeout_s=120)
         what = f"{name} signalled {sig.name} {at_s:.2f} s after spawn"

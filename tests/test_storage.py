@@ -27,28 +27,34 @@ from shared.storage.store import Storage
 TAMPER = Query("t_tamper", "UPDATE storage_instance SET relpath = %(relpath)s", "test")
 
 
-@pytest.mark.parametrize(("text", "canonical", "volume", "required"), [
-    ("neb://any/a/b.fits", "neb:///a/b.fits", None, False),
-    ("neb:///a/b.fits", "neb:///a/b.fits", None, False),
-    ("neb://vol1/a//b/./c/", "neb://vol1/a/b/c", "vol1", False),
-    ("neb://~vol2/x", "neb://~vol2/x", "vol2", True),
-])
+@pytest.mark.parametrize(
+    ("text", "canonical", "volume", "required"),
+    [
+        ("neb://any/a/b.fits", "neb:///a/b.fits", None, False),
+        ("neb:///a/b.fits", "neb:///a/b.fits", None, False),
+        ("neb://vol1/a//b/./c/", "neb://vol1/a/b/c", "vol1", False),
+        ("neb://~vol2/x", "neb://~vol2/x", "vol2", True),
+    ],
+)
 def test_keys_are_parsed_and_canonicalised(text, canonical, volume, required):
     key = parse_key(text)
     assert (str(key), key.volume, key.required) == (canonical, volume, required)
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("file:///a", "does not start with neb://"),
-    ("neb://any", "has no path"),
-    ("neb://any/", "empty path"),
-    ("neb://any/a/../b", "'..' is not allowed"),
-    ("neb://any/a b", "whitespace"),
-    ("neb://any/a\tb", "whitespace"),
-    ("neb://any/caf\u00e9", "non-ASCII"),
-    ("neb://~/a", "'~' must be followed"),
-    ("neb://bad$vol/a", "bad volume name"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("file:///a", "does not start with neb://"),
+        ("neb://any", "has no path"),
+        ("neb://any/", "empty path"),
+        ("neb://any/a/../b", "'..' is not allowed"),
+        ("neb://any/a b", "whitespace"),
+        ("neb://any/a\tb", "whitespace"),
+        ("neb://any/caf\u00e9", "non-ASCII"),
+        ("neb://~/a", "'~' must be followed"),
+        ("neb://bad$vol/a", "bad volume name"),
+    ],
+)
 def test_malformed_keys_are_refused_with_the_reason(text, problem):
     with pytest.raises(BadKey, match=problem.replace("(", r"\(")):
         parse_key(text)
@@ -182,15 +188,17 @@ async def test_volumes_are_validated(storage: Storage):
         await storage.set_volume_state("nope", "down")
 
 
-async def test_batch_deletes_refuse_a_tampered_path_and_touch_nothing(storage: Storage, db,
-                                                                      tmp_path):
+async def test_batch_deletes_refuse_a_tampered_path_and_touch_nothing(storage: Storage, db, tmp_path):
     victim = tmp_path / "precious"
     victim.write_bytes(b"keep me")
     await storage.create("neb://vol1/h/s", b"x")
     await storage.create("neb://vol1/h/t", b"y")
     await storage.create("neb://vol1/h/u", b"z")
-    await db.execute(Query("t_tamper1", "UPDATE storage_instance SET relpath = '../precious' "
-                           "WHERE relpath = 'h/s'", "test"))
+    await db.execute(
+        Query(
+            "t_tamper1", "UPDATE storage_instance SET relpath = '../precious' WHERE relpath = 'h/s'", "test"
+        )
+    )
     report = await storage.delete_many(["neb:///h/s", "neb:///h/t", "neb:///h/u"])
     assert victim.read_bytes() == b"keep me"
     # the tampered key alone is refused (and kept registered); the others are deleted
@@ -200,8 +208,7 @@ async def test_batch_deletes_refuse_a_tampered_path_and_touch_nothing(storage: S
     assert await storage.exists("neb:///h/s") and not await storage.exists("neb:///h/t")
 
 
-async def test_a_volume_root_swapped_for_a_link_is_refused_everywhere(storage: Storage,
-                                                                     tmp_path):
+async def test_a_volume_root_swapped_for_a_link_is_refused_everywhere(storage: Storage, tmp_path):
     """The root is compared with the one registered (resolved once): after it is replaced
     by a symlink, nothing reads, writes or deletes through the link."""
     await storage.create("neb://~vol1/k/file", b"mine")
@@ -233,8 +240,7 @@ async def test_a_symlinked_file_pointing_out_is_refused_in_batches(storage: Stor
     assert outside.read_bytes() == b"secret"
 
 
-async def test_deleting_a_symlinked_file_removes_the_link_never_its_target(storage: Storage,
-                                                                          tmp_path):
+async def test_deleting_a_symlinked_file_removes_the_link_never_its_target(storage: Storage, tmp_path):
     """A batch delete unlinks the name inside the volume; a symlink's target outside it is
     untouched (deletes skip the per-file symlink check for that reason)."""
     outside = tmp_path / "outside.txt"
@@ -260,8 +266,7 @@ async def test_delete_under_removes_every_key_of_a_prefix_and_nothing_else(stora
 
 
 @pytest.mark.parametrize("count", [3, 40])
-async def test_a_batch_create_publishes_every_file_registered_with_its_md5(storage: Storage,
-                                                                          count: int):
+async def test_a_batch_create_publishes_every_file_registered_with_its_md5(storage: Storage, count: int):
     """create_many syncs a few files one by one and many with one syncfs per file system
     (40 is over SYNCFS_FROM_FILES, 3 under): either way each key is registered with the
     md5 of its bytes, its file holds them and no temporary is left."""
@@ -285,8 +290,7 @@ async def test_a_batch_delete_across_directories_removes_every_file(storage: Sto
     assert not [k for k in keys if await storage.exists(k)]
 
 
-async def test_audit_finds_missing_unregistered_and_temporary_files(storage: Storage, db,
-                                                                    tmp_path):
+async def test_audit_finds_missing_unregistered_and_temporary_files(storage: Storage, db, tmp_path):
     """Rows without files, files without rows and writers' temporaries are each named by
     volume and path; the report is clean only without the first two. Removing temporaries
     takes those untouched for long enough and nothing else."""

@@ -28,30 +28,37 @@ _numbers = itertools.count()
 
 @pytest.fixture
 async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
-    async for survey in survey_site(test_dsn, f"up{next(_numbers)}", tmp_path, exposures=4,
-                                   chips=2, seed=11):
+    async for survey in survey_site(test_dsn, f"up{next(_numbers)}", tmp_path, exposures=4, chips=2, seed=11):
         yield survey
 
 
 def run_query(stage_name: str) -> Query:
     st = stage(stage_name)
     magicked = "0" if stage_name == "stack" else "magicked"
-    return Query("t_run", f"SELECT state, {magicked} AS magicked, note FROM {st.run_table} "
-                 f"WHERE {st.id_column} = %(id)s", "test")
+    return Query(
+        "t_run",
+        f"SELECT state, {magicked} AS magicked, note FROM {st.run_table} WHERE {st.id_column} = %(id)s",
+        "test",
+    )
 
 
-async def agent(site: SurveySite, tmp_path: Path, name: str, *args: str,
-                **settings: Any) -> AgentProcess:
-    proc = AgentProcess(name, site.dsn, tmp_path, "--once", *args,
-                        update_scratch_dir=str(tmp_path / "scratch"), update_wait_s=0,
-                        **settings)
+async def agent(site: SurveySite, tmp_path: Path, name: str, *args: str, **settings: Any) -> AgentProcess:
+    proc = AgentProcess(
+        name,
+        site.dsn,
+        tmp_path,
+        "--once",
+        *args,
+        update_scratch_dir=str(tmp_path / "scratch"),
+        update_wait_s=0,
+        **settings,
+    )
     code = await proc.wait(timeout_s=300)
     assert code == 0, proc.output()
     return proc
 
 
-async def clean(site: SurveySite, sdb: Database, tmp_path: Path,
-                targets: list[tuple[str, int]]) -> None:
+async def clean(site: SurveySite, sdb: Database, tmp_path: Path, targets: list[tuple[str, int]]) -> None:
     for stage_name, run_id in targets:
         await runs.set_state(sdb, stage_name, "goto_cleaned", run_id=run_id)
     await agent(site, tmp_path, "cleanup")
@@ -60,8 +67,15 @@ async def clean(site: SurveySite, sdb: Database, tmp_path: Path,
         assert row is not None and row["state"] == "cleaned", (stage_name, run_id, row)
 
 
-async def update_until_full(site: SurveySite, sdb: Database, tmp_path: Path, stage_name: str,
-                            run_id: int, passes: int = 6, **settings: Any) -> list[AgentProcess]:
+async def update_until_full(
+    site: SurveySite,
+    sdb: Database,
+    tmp_path: Path,
+    stage_name: str,
+    run_id: int,
+    passes: int = 6,
+    **settings: Any,
+) -> list[AgentProcess]:
     """Run `update --once` until the run is full (a cascade needs a pass per level)."""
     done = []
     for _ in range(passes):
@@ -70,16 +84,19 @@ async def update_until_full(site: SurveySite, sdb: Database, tmp_path: Path, sta
         assert row is not None
         if row["state"] == "full":
             return done
-    raise AssertionError(f"{stage_name} {run_id} not full after {passes} passes: {row}\n"
-                         f"last pass:\n{done[-1].output()[-3000:]}")
+    raise AssertionError(
+        f"{stage_name} {run_id} not full after {passes} passes: {row}\n"
+        f"last pass:\n{done[-1].output()[-3000:]}"
+    )
 
 
 async def files(sdb: Database, stage_name: str, run_id: int) -> dict[str, ProductFile]:
     return {f.key: f for f in await runs.run_files(sdb, stage_name, run_id, md5=True)}
 
 
-def assert_same_products(before: dict[str, ProductFile], after: dict[str, ProductFile],
-                         stage_name: str) -> int:
+def assert_same_products(
+    before: dict[str, ProductFile], after: dict[str, ProductFile], stage_name: str
+) -> int:
     """Every product is back with its original md5, except what update never re-creates (a
     chip's cmf) and logs (kept compressed). Returns how many files were compared."""
     compared = 0
@@ -98,12 +115,20 @@ def assert_same_products(before: dict[str, ProductFile], after: dict[str, Produc
 
 
 async def recovery_keys(sdb: Database, chip_id: int) -> list[str]:
-    rows = await sdb.fetch_all(Query(
-        "t_rec", "SELECT f.component, f.recovery_path_base AS base FROM magicDSFile f JOIN "
-        "magicDSRun r USING (magic_ds_id) WHERE r.stage = 'chip' AND r.stage_id = %(id)s",
-        "test"), id=chip_id)
-    return [rule("chip", n).filename(r["base"], r["component"])
-            for r in rows for n in ("PPIMAGE.CHIP", "PPIMAGE.CHIP.MASK", "PPIMAGE.CHIP.VARIANCE")]
+    rows = await sdb.fetch_all(
+        Query(
+            "t_rec",
+            "SELECT f.component, f.recovery_path_base AS base FROM magicDSFile f JOIN "
+            "magicDSRun r USING (magic_ds_id) WHERE r.stage = 'chip' AND r.stage_id = %(id)s",
+            "test",
+        ),
+        id=chip_id,
+    )
+    return [
+        rule("chip", n).filename(r["base"], r["component"])
+        for r in rows
+        for n in ("PPIMAGE.CHIP", "PPIMAGE.CHIP.MASK", "PPIMAGE.CHIP.VARIANCE")
+    ]
 
 
 async def md5s(sdb: Database, keys: list[str]) -> dict[str, str]:
@@ -114,8 +139,7 @@ async def md5s(sdb: Database, keys: list[str]) -> dict[str, str]:
 # -- the invariant ---------------------------------------------------------------------------
 
 
-async def test_destreaked_chip_comes_back_byte_identical_with_its_streak_mask(site, sdb,
-                                                                              tmp_path):
+async def test_destreaked_chip_comes_back_byte_identical_with_its_streak_mask(site, sdb, tmp_path):
     """Chip 1 was destreaked (magicked > 0): cleaning removes images and recovery copies and
     sets magicked -1; the update regenerates them from the raw image, applies the camera's
     streak mask again, restores magicked to the streak run's magic_id."""
@@ -133,7 +157,10 @@ async def test_destreaked_chip_comes_back_byte_identical_with_its_streak_mask(si
     await runs.request_update(sdb, "chip", 1)
     procs = await update_until_full(site, sdb, tmp_path, "chip", 1)
     assert await sdb.fetch_one(run_query("chip"), id=1) == {
-        "state": "full", "magicked": before_run["magicked"], "note": None}
+        "state": "full",
+        "magicked": before_run["magicked"],
+        "note": None,
+    }
     comps = await runs.components(sdb, "chip", 1)
     assert {(c["data_state"], c["magicked"]) for c in comps} == {("full", before_run["magicked"])}
     assert assert_same_products(before, await files(sdb, "chip", 1), "chip") >= 8
@@ -142,16 +169,18 @@ async def test_destreaked_chip_comes_back_byte_identical_with_its_streak_mask(si
     assert done and done[0]["stage"] == "chip" and done[0]["files"] > 0
 
 
-@pytest.mark.parametrize(("stage_name", "run_id"), [("chip", 2), ("camera", 1), ("warp", 1),
-                                                     ("warp", 2), ("stack", 1), ("diff", 1)])
-async def test_cleaned_run_updates_back_to_identical_products(site, sdb, tmp_path, stage_name,
-                                                               run_id):
+@pytest.mark.parametrize(
+    ("stage_name", "run_id"),
+    [("chip", 2), ("camera", 1), ("warp", 1), ("warp", 2), ("stack", 1), ("diff", 1)],
+)
+async def test_cleaned_run_updates_back_to_identical_products(site, sdb, tmp_path, stage_name, run_id):
     """full -> goto_cleaned -> cleaned -> update -> full: the same md5 for every product."""
     before = await files(sdb, stage_name, run_id)
     before_run = await sdb.fetch_one(run_query(stage_name), id=run_id)
     await clean(site, sdb, tmp_path, [(stage_name, run_id)])
-    missing = [k for k, f in (await files(sdb, stage_name, run_id)).items()
-               if not f.exists and f.file_class != "log"]  # logs are kept compressed
+    missing = [
+        k for k, f in (await files(sdb, stage_name, run_id)).items() if not f.exists and f.file_class != "log"
+    ]  # logs are kept compressed
     # a camera clean deletes nothing (REFERENCE 2); every other stage loses files
     assert bool(missing) == (stage_name != "camera"), missing
     await runs.request_update(sdb, stage_name, run_id)
@@ -161,8 +190,7 @@ async def test_cleaned_run_updates_back_to_identical_products(site, sdb, tmp_pat
     assert assert_same_products(before, await files(sdb, stage_name, run_id), stage_name) > 0
 
 
-async def test_diff_whose_whole_input_chain_was_cleaned_cascades_and_comes_back(site, sdb,
-                                                                                 tmp_path):
+async def test_diff_whose_whole_input_chain_was_cleaned_cascades_and_comes_back(site, sdb, tmp_path):
     """Updating a diff whose warps, stack, the stack's warps, their chips and cameras were all
     cleaned asks each input to update, waits without a claim, and ends byte-identical."""
     chain = await _diff_chain(sdb, 1)
@@ -172,8 +200,7 @@ async def test_diff_whose_whole_input_chain_was_cleaned_cascades_and_comes_back(
     procs = await update_until_full(site, sdb, tmp_path, "diff", 1, passes=8)
     waited = [e for p in procs for e in p.events("update_waiting")]
     assert any(e["stage"] == "diff" and "update requested" in e["reason"] for e in waited)
-    requested = {(e["input_stage"], e["input_id"]) for p in procs
-                 for e in p.events("update_input_requested")}
+    requested = {(e["input_stage"], e["input_id"]) for p in procs for e in p.events("update_input_requested")}
     assert ("chip", 1) in requested and ("stack", 1) in requested
     for (stage_name, run_id), old in before.items():
         row = await sdb.fetch_one(run_query(stage_name), id=run_id)
@@ -185,8 +212,11 @@ async def test_diff_whose_whole_input_chain_was_cleaned_cascades_and_comes_back(
 
 
 async def _diff_chain(sdb: Database, diff_id: int) -> list[tuple[str, int]]:
-    q = Query("t_chain", "SELECT i.warp1 AS warp_id, i.stack2 AS stack_id FROM diffInputSkyfile i "
-              "WHERE i.diff_id = %(id)s", "test")
+    q = Query(
+        "t_chain",
+        "SELECT i.warp1 AS warp_id, i.stack2 AS stack_id FROM diffInputSkyfile i WHERE i.diff_id = %(id)s",
+        "test",
+    )
     warps, stacks = set(), set()
     for r in await sdb.fetch_all(q, id=diff_id):
         warps.add(r["warp_id"])
@@ -194,8 +224,11 @@ async def _diff_chain(sdb: Database, diff_id: int) -> list[tuple[str, int]]:
     sw = Query("t_sw", "SELECT warp_id FROM stackInputSkyfile WHERE stack_id = %(id)s", "test")
     for s in stacks:
         warps |= {r["warp_id"] for r in await sdb.fetch_all(sw, id=s)}
-    wc = Query("t_wc", "SELECT w.cam_id, c.chip_id FROM warpRun w JOIN camRun c "
-               "USING (cam_id) WHERE w.warp_id = %(id)s", "test")
+    wc = Query(
+        "t_wc",
+        "SELECT w.cam_id, c.chip_id FROM warpRun w JOIN camRun c USING (cam_id) WHERE w.warp_id = %(id)s",
+        "test",
+    )
     chain: list[tuple[str, int]] = [("diff", diff_id)]
     chain += [("stack", s) for s in sorted(stacks)] + [("warp", w) for w in sorted(warps)]
     for w in sorted(warps):
@@ -210,11 +243,29 @@ async def test_request_update_wait_reports_when_the_pixels_are_back(site, sdb, t
     await clean(site, sdb, tmp_path, [("warp", 1)])
     env = {**agent_env(site.dsn), "IPP_VAR_DIR": str(site.var_dir)}
     waiter = subprocess.Popen(
-        [sys.executable, "-m", "shared.ctl.main", "runs", "request-update", "--stage", "warp",
-         "--id", "1", "--wait", "--timeout", "120"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    updater = AgentProcess("update", site.dsn, tmp_path,
-                           update_scratch_dir=str(tmp_path / "scratch"), update_wait_s=0)
+        [
+            sys.executable,
+            "-m",
+            "shared.ctl.main",
+            "runs",
+            "request-update",
+            "--stage",
+            "warp",
+            "--id",
+            "1",
+            "--wait",
+            "--timeout",
+            "120",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    updater = AgentProcess(
+        "update", site.dsn, tmp_path, update_scratch_dir=str(tmp_path / "scratch"), update_wait_s=0
+    )
     try:
         out, err = waiter.communicate(timeout=180)
     finally:
@@ -230,8 +281,12 @@ async def test_fault_26_component_is_never_updated(site, sdb, tmp_path):
     await clean(site, sdb, tmp_path, [("chip", 2)])
     comps = await runs.components(sdb, "chip", 2)
     gone_one = comps[0]["component"]
-    await sdb.execute(Query("t_f", "UPDATE chipProcessedImfile SET fault = 26 "
-                            "WHERE chip_id = 2 AND class_id = %(c)s", "test"), c=gone_one)
+    await sdb.execute(
+        Query(
+            "t_f", "UPDATE chipProcessedImfile SET fault = 26 WHERE chip_id = 2 AND class_id = %(c)s", "test"
+        ),
+        c=gone_one,
+    )
     await runs.request_update(sdb, "chip", 2)
     await update_until_full(site, sdb, tmp_path, "chip", 2, passes=1)
     after = {c["component"]: c["data_state"] for c in await runs.components(sdb, "chip", 2)}
@@ -247,8 +302,7 @@ async def test_warp_update_always_remakes_sources_template_and_psf(site, sdb, tm
     """A warp in update with every file present still gets its sources, skycell template and
     psf made again (same bytes), the rest untouched."""
     before = await files(sdb, "warp", 1)
-    await sdb.execute(Query("t_u", "UPDATE warpRun SET state = 'update' WHERE warp_id = 1",
-                            "test"))
+    await sdb.execute(Query("t_u", "UPDATE warpRun SET state = 'update' WHERE warp_id = 1", "test"))
     proc = (await update_until_full(site, sdb, tmp_path, "warp", 1, passes=1))[-1]
     done = proc.events("update_done")
     comps = len(await runs.components(sdb, "warp", 1))
@@ -256,8 +310,7 @@ async def test_warp_update_always_remakes_sources_template_and_psf(site, sdb, tm
     assert assert_same_products(before, await files(sdb, "warp", 1), "warp") > 0
 
 
-async def test_missing_config_dump_uses_current_recipes_and_saves_a_new_one(site, sdb,
-                                                                           tmp_path):
+async def test_missing_config_dump_uses_current_recipes_and_saves_a_new_one(site, sdb, tmp_path):
     """The dump really gone (deleted): regenerate with the current recipes and save a new
     dump; with unchanged recipes everything, the dump included, comes back identical."""
     before = await files(sdb, "warp", 2)
@@ -329,8 +382,10 @@ async def test_processor_that_hangs_is_killed_at_the_timeout(site, sdb, tmp_path
     await clean(site, sdb, tmp_path, [("diff", 1)])
     await runs.request_update(sdb, "diff", 1)
     marker = tmp_path / "hung.pid"
-    hanging = (f"{sys.executable} -c \"import os,time; "
-               f"open('{marker}','w').write(str(os.getpid())); time.sleep(600)\"")
+    hanging = (
+        f'{sys.executable} -c "import os,time; '
+        f"open('{marker}','w').write(str(os.getpid())); time.sleep(600)\""
+    )
     await agent(site, tmp_path, "update", update_command_diff=hanging, update_timeout_s=2)
     row = await sdb.fetch_one(run_query("diff"), id=1)
     assert row["state"] == "update" and "timeout" in row["note"]
@@ -357,8 +412,13 @@ async def test_input_volume_down_waits_and_retries(site, sdb, tmp_path):
     await clean(site, sdb, tmp_path, [("chip", 2)])
     await runs.request_update(sdb, "chip", 2)
     storage = Storage(sdb)
-    raw_uri = await sdb.fetch_val(Query("t_raw", "SELECT r.uri FROM rawImfile r JOIN chipRun c "
-                                        "USING (exp_id) WHERE c.chip_id = 2 LIMIT 1", "test"))
+    raw_uri = await sdb.fetch_val(
+        Query(
+            "t_raw",
+            "SELECT r.uri FROM rawImfile r JOIN chipRun c USING (exp_id) WHERE c.chip_id = 2 LIMIT 1",
+            "test",
+        )
+    )
     volume = (await storage.stat(raw_uri)).instances[0].volume
     await storage.set_volume_state(volume, "down")
     proc = await agent(site, tmp_path, "update")
@@ -377,16 +437,21 @@ async def test_sigkill_mid_update_is_redone_by_the_next_agent(site, sdb, tmp_pat
     await clean(site, sdb, tmp_path, [("stack", 1)])
     await runs.request_update(sdb, "stack", 1)
     marker = tmp_path / "started"
-    slow = (f"sh -c 'touch {marker}; sleep 30; exec {sys.executable} -m sim.regen \"$0\"'")
-    victim = AgentProcess("update", site.dsn, tmp_path, update_command_stack=slow,
-                          update_scratch_dir=str(tmp_path / "scratch"))
+    slow = f"sh -c 'touch {marker}; sleep 30; exec {sys.executable} -m sim.regen \"$0\"'"
+    victim = AgentProcess(
+        "update", site.dsn, tmp_path, update_command_stack=slow, update_scratch_dir=str(tmp_path / "scratch")
+    )
     try:
         await eventually(marker.exists, timeout_s=60, what="the processor to start")
     finally:
         victim.kill()
-    owner = Query("t_owner", "SELECT r.owner, c.status, c.heartbeat_at < NOW(6) - INTERVAL "
-                  "2500000 MICROSECOND AS stale FROM stackRun r LEFT JOIN clients c ON "
-                  "c.client_id = r.owner WHERE r.stack_id = 1", "test")
+    owner = Query(
+        "t_owner",
+        "SELECT r.owner, c.status, c.heartbeat_at < NOW(6) - INTERVAL "
+        "2500000 MICROSECOND AS stale FROM stackRun r LEFT JOIN clients c ON "
+        "c.client_id = r.owner WHERE r.stack_id = 1",
+        "test",
+    )
     held = await sdb.fetch_one(owner)
     assert held["owner"] == victim.client_id(), (held, victim.output()[-2000:])
     left = list((tmp_path / "scratch").iterdir())
@@ -408,10 +473,12 @@ async def _stale(sdb: Database, owner: Query) -> bool:
 def test_regen_rejects_a_bad_job_file(tmp_path):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"stage": "camera", "tasks": []}))
-    result = subprocess.run([sys.executable, "-m", "sim.regen", str(job)], cwd=ROOT,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "sim.regen", str(job)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2 and "'stage' must be one of" in result.stderr
     job.write_text("{not json")
-    result = subprocess.run([sys.executable, "-m", "sim.regen", str(job)], cwd=ROOT,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "sim.regen", str(job)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2 and "not a readable job file" in result.stderr

@@ -26,9 +26,11 @@ def obj_id(ra: float, dec: float) -> int:
 def obj_ids(ra: np.ndarray[Any, Any], dec: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     z = (np.asarray(dec, dtype=np.float64) + 90.0) / ZONE_HEIGHT_DEG
     zone = np.floor(z)
-    return (zone.astype(np.int64) * 10**13
-            + np.trunc(np.asarray(ra, dtype=np.float64) * 1e6).astype(np.int64) * 10**4
-            + np.trunc((z - zone) * 1e4).astype(np.int64))
+    return (
+        zone.astype(np.int64) * 10**13
+        + np.trunc(np.asarray(ra, dtype=np.float64) * 1e6).astype(np.int64) * 10**4
+        + np.trunc((z - zone) * 1e4).astype(np.int64)
+    )
 
 
 def zone_id(dec: float) -> int:

@@ -26,8 +26,7 @@ _LEVELS = {
 }
 
 
-def _mask_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]
-                  ) -> MutableMapping[str, Any]:
+def _mask_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """No DSN password reaches a log line, whichever value carries it."""
     for key, value in event.items():
         if isinstance(value, str) and "://" in value:

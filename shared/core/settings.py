@@ -196,25 +196,47 @@ class Settings:
     def effective_dsn(self) -> str:
         """The DSN to use: ``db_dsn``, or the private local server's socket DSN."""
         if self.db_dsn:
-            return (parse_dsn(self.db_dsn).with_database(self.db_name).url() if self.db_name
-                    else self.db_dsn)
+            return parse_dsn(self.db_dsn).with_database(self.db_name).url() if self.db_name else self.db_dsn
         name = self.db_name or self.local_db_name
         return f"mysql://root@localhost/{name}?unix_socket={self.local_socket()}"
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the setting."""
         positive = [
-            "db_pool_size", "db_connect_timeout_s", "db_statement_timeout_s",
+            "db_pool_size",
+            "db_connect_timeout_s",
+            "db_statement_timeout_s",
             "db_upgrade_lock_wait_s",
-            "db_retry_attempts", "heartbeat_interval_s", "heartbeat_grace_s",
-            "client_stale_s", "sweep_interval_s", "poll_interval_s", "drain_timeout_s",
-            "cleanup_parallel_runs", "update_timeout_s", "ds_port", "dist_parallel",
-            "dist_http_timeout_s", "dist_listing_max_bytes", "dist_bundle_max_members",
-            "dist_unpack_ratio_max", "dist_parallel_sources", "dist_min_rate_bytes_s",
-            "dist_retry_s", "dist_retry_max_s", "http_max_connections",
-            "http_header_timeout_s", "http_keepalive_timeout_s", "odm_port", "odm_timeout_s", "odm_parallel",
-            "odm_unknown_timeout_s", "psps_max_attempts", "metrics_port",
-            "metrics_interval_s", "metrics_retention_days",
+            "db_retry_attempts",
+            "heartbeat_interval_s",
+            "heartbeat_grace_s",
+            "client_stale_s",
+            "sweep_interval_s",
+            "poll_interval_s",
+            "drain_timeout_s",
+            "cleanup_parallel_runs",
+            "update_timeout_s",
+            "ds_port",
+            "dist_parallel",
+            "dist_http_timeout_s",
+            "dist_listing_max_bytes",
+            "dist_bundle_max_members",
+            "dist_unpack_ratio_max",
+            "dist_parallel_sources",
+            "dist_min_rate_bytes_s",
+            "dist_retry_s",
+            "dist_retry_max_s",
+            "http_max_connections",
+            "http_header_timeout_s",
+            "http_keepalive_timeout_s",
+            "odm_port",
+            "odm_timeout_s",
+            "odm_parallel",
+            "odm_unknown_timeout_s",
+            "psps_max_attempts",
+            "metrics_port",
+            "metrics_interval_s",
+            "metrics_retention_days",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -230,8 +252,7 @@ class Settings:
                 raise SettingsError(f"setting {level} must be 0..3, got {getattr(self, level)!r}")
         for port in ("ds_port", "odm_port", "metrics_port"):
             if getattr(self, port) > 65535:
-                raise SettingsError(f"setting {port} must be a TCP port, got "
-                                    f"{getattr(self, port)!r}")
+                raise SettingsError(f"setting {port} must be a TCP port, got {getattr(self, port)!r}")
         if self.batch_retry_s < 0:
             raise SettingsError(f"setting batch_retry_s must be >= 0, got {self.batch_retry_s!r}")
         if self.update_wait_s < 0:
@@ -242,9 +263,7 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"setting update_command_{stage}: {exc}") from None
         if self.log_format not in ("auto", "json", "console"):
-            raise SettingsError(
-                f"setting log_format must be auto, json or console, got {self.log_format!r}"
-            )
+            raise SettingsError(f"setting log_format must be auto, json or console, got {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise SettingsError(f"setting log_level: unknown level {self.log_level!r}")
         for name in ("db_dsn", "psps_dsn"):
@@ -280,9 +299,7 @@ def _convert(name: str, kind: Any, raw: Any, source: str) -> Any:
         raise SettingsError(f"{source}: cannot use {raw!r} for setting {name}: {exc}") from None
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from defaults, the ``IPP_SETTINGS`` TOML file and ``IPP_*``."""
     settings = load_section(Settings, None, environ, overrides)
     settings.validate()
@@ -295,8 +312,9 @@ SECTIONS = ("stand_ins",)
 T = TypeVar("T")
 
 
-def load_section(cls: type[T], section: str | None, environ: Mapping[str, str] | None,
-                 overrides: Mapping[str, Any]) -> T:
+def load_section(
+    cls: type[T], section: str | None, environ: Mapping[str, str] | None, overrides: Mapping[str, Any]
+) -> T:
     """A frozen settings dataclass from its defaults, the ``IPP_SETTINGS`` TOML file (its top
     level, or the table ``section``) and ``IPP_<NAME>`` variables, in that order."""
     env = os.environ if environ is None else environ
@@ -305,8 +323,7 @@ def load_section(cls: type[T], section: str | None, environ: Mapping[str, str] |
     path = env.get("IPP_SETTINGS")
     if path:
         data = _read_toml(path)
-        table = data.get(section, {}) if section else {k: v for k, v in data.items()
-                                                        if k not in SECTIONS}
+        table = data.get(section, {}) if section else {k: v for k, v in data.items() if k not in SECTIONS}
         where = f"{path} [{section}]" if section else path
         if not isinstance(table, dict):
             raise SettingsError(f"{where}: not a table")
@@ -364,8 +381,7 @@ class Dsn:
     def url(self) -> str:
         """Back to the ``mysql://`` form (password included), every part percent-encoded so
         that it parses back to the same values whatever characters they hold."""
-        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}"
-                                            if self.password else "")
+        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
         query = f"?unix_socket={quote(self.unix_socket, safe='/')}" if self.unix_socket else ""
         return f"mysql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
 

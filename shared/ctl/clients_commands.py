@@ -37,21 +37,52 @@ async def clients_list(settings: Settings, args: argparse.Namespace) -> int:
         print_json({"clients": rows, "standing_flags": flags})
         return EXIT_OK
     lines = [
-        (r["client_id"], r["agent"], r["host"], r["pid"], r["config"] or "-",
-         r["status"] + (f" ({r['command']})" if r["command"] and r["status"] not in
-                        ("stopped", "dead") else ""),
-         _age(r["heartbeat_age_s"]), r["current_item"] or "-",
-         f"{r['items_done']}/{r['items_failed']}", (r["last_error"] or "")[:60])
+        (
+            r["client_id"],
+            r["agent"],
+            r["host"],
+            r["pid"],
+            r["config"] or "-",
+            r["status"]
+            + (f" ({r['command']})" if r["command"] and r["status"] not in ("stopped", "dead") else ""),
+            _age(r["heartbeat_age_s"]),
+            r["current_item"] or "-",
+            f"{r['items_done']}/{r['items_failed']}",
+            (r["last_error"] or "")[:60],
+        )
         for r in rows
     ]
-    headers = ("ID", "AGENT", "HOST", "PID", "CONFIG", "STATUS", "HEARTBEAT", "ITEM",
-               "DONE/FAILED", "LAST ERROR")
+    headers = (
+        "ID",
+        "AGENT",
+        "HOST",
+        "PID",
+        "CONFIG",
+        "STATUS",
+        "HEARTBEAT",
+        "ITEM",
+        "DONE/FAILED",
+        "LAST ERROR",
+    )
     print(table(lines, headers) if rows else "no clients")
     if flags:
         print("\nstanding flags:")
-        print(table([(f["agent"] or "*", f["host"] or "*", f["config"] or "*", f["command"],
-                       f["set_at"], f["set_by"]) for f in flags],
-                     ("AGENT", "HOST", "CONFIG", "COMMAND", "SET AT", "SET BY")))
+        print(
+            table(
+                [
+                    (
+                        f["agent"] or "*",
+                        f["host"] or "*",
+                        f["config"] or "*",
+                        f["command"],
+                        f["set_at"],
+                        f["set_by"],
+                    )
+                    for f in flags
+                ],
+                ("AGENT", "HOST", "CONFIG", "COMMAND", "SET AT", "SET BY"),
+            )
+        )
     return EXIT_OK
 
 
@@ -77,14 +108,18 @@ async def clients_command(settings: Settings, args: argparse.Namespace) -> int:
         if command == "resume":
             cleared = await db.execute(Q.clear_standing_flags, **scope)
             live = await db.execute(Q.command_matching_clients, command="resume", **scope)
-            print(f"resume: cleared {cleared} standing flag(s) for {_scope(scope)}; "
-                  f"{live} live client(s) told to resume")
+            print(
+                f"resume: cleared {cleared} standing flag(s) for {_scope(scope)}; "
+                f"{live} live client(s) told to resume"
+            )
         else:
             who = f"{getpass.getuser()}@{socket.gethostname()}"
             await db.execute(Q.set_standing_flag, command=command, set_by=who, **scope)
             live = await db.execute(Q.command_matching_clients, command=command, **scope)
-            print(f"{command}: standing flag set for {_scope(scope)}; {live} live client(s) now "
-                  f"told to {command}")
+            print(
+                f"{command}: standing flag set for {_scope(scope)}; {live} live client(s) now "
+                f"told to {command}"
+            )
     finally:
         await db.close()
     return EXIT_OK
@@ -95,15 +130,17 @@ def _scope(scope: dict[str, str]) -> str:
 
 
 def add_commands(top: Any) -> None:
-    clients = top.add_parser("clients", help="agent processes: list, pause, resume, stop"
-                             ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    clients = top.add_parser("clients", help="agent processes: list, pause, resume, stop").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     ls = clients.add_parser("list", help="every agent client with its heartbeat and progress")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--all", action="store_true", help="include clients ended over 24 h ago")
     ls.set_defaults(handler=clients_list)
     for command in ("pause", "resume", "stop"):
-        p = clients.add_parser(command, help=f"{command} one client (--id) or a standing "
-                                             "set (--agent [--host] [--config])")
+        p = clients.add_parser(
+            command, help=f"{command} one client (--id) or a standing set (--agent [--host] [--config])"
+        )
         p.add_argument("--id", help="one client id")
         p.add_argument("--agent", help="an agent name, or 'all'")
         p.add_argument("--host")

@@ -69,8 +69,10 @@ async def db_status(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await db.close()
     print(f"server:          {server}")
-    print(f"database schema: {'none' if version is None else version}"
-          + ("" if version == CODE_SCHEMA_VERSION else "  (run 'ippctl db upgrade')"))
+    print(
+        f"database schema: {'none' if version is None else version}"
+        + ("" if version == CODE_SCHEMA_VERSION else "  (run 'ippctl db upgrade')")
+    )
     return EXIT_OK if version == CODE_SCHEMA_VERSION else EXIT_FAILED
 
 
@@ -79,8 +81,10 @@ async def db_start_local(settings: Settings, args: argparse.Namespace) -> int:
     started = await asyncio.to_thread(local.start)
     print(("started" if started else "already running") + f": local MariaDB, socket {local.socket}")
     if settings.db_dsn:
-        print(f"note: IPP_DB_DSN is set ({parse_dsn(settings.db_dsn).display()}), so programs "
-              "will not use this local server")
+        print(
+            f"note: IPP_DB_DSN is set ({parse_dsn(settings.db_dsn).display()}), so programs "
+            "will not use this local server"
+        )
     return EXIT_OK
 
 
@@ -93,12 +97,17 @@ async def db_stop_local(settings: Settings, args: argparse.Namespace) -> int:
 
 def add_commands(top: Any) -> None:
     db = top.add_parser("db", help="the database: schema, local server").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    db.add_parser("upgrade", help="create the database if needed and apply migrations"
-                  ).set_defaults(handler=db_upgrade)
-    db.add_parser("status", help="where the database is and its schema version"
-                  ).set_defaults(handler=db_status)
-    db.add_parser("start-local", help="start the private MariaDB under var/"
-                  ).set_defaults(handler=db_start_local)
-    db.add_parser("stop-local", help="stop the private MariaDB under var/"
-                  ).set_defaults(handler=db_stop_local)
+        dest="action", required=True, metavar="ACTION"
+    )
+    db.add_parser("upgrade", help="create the database if needed and apply migrations").set_defaults(
+        handler=db_upgrade
+    )
+    db.add_parser("status", help="where the database is and its schema version").set_defaults(
+        handler=db_status
+    )
+    db.add_parser("start-local", help="start the private MariaDB under var/").set_defaults(
+        handler=db_start_local
+    )
+    db.add_parser("stop-local", help="stop the private MariaDB under var/").set_defaults(
+        handler=db_stop_local
+    )

@@ -45,8 +45,11 @@ LABEL = "survey.nightly"
 #: The demo cleans the stages whose components are cleaned one by one (chip, warp, diff).
 CLEAN_STAGES = COMPONENT_STAGES
 PSPS_TABLES = {"P2": "Detection", "ST": "StackDetection", "OB": "ObjectThin"}
-PSPS_COUNTS = {"Detection": Q.demo_count_Detection, "StackDetection": Q.demo_count_StackDetection,
-               "ObjectThin": Q.demo_count_ObjectThin}
+PSPS_COUNTS = {
+    "Detection": Q.demo_count_Detection,
+    "StackDetection": Q.demo_count_StackDetection,
+    "ObjectThin": Q.demo_count_ObjectThin,
+}
 
 
 class DemoError(IppError):
@@ -80,21 +83,25 @@ class Shell:
     def bin(self, name: str) -> str:
         return str(Path(sys.executable).parent / name)
 
-    async def run(self, *argv: str, extra: dict[str, str] | None = None,
-                  check: bool = True) -> str:
+    async def run(self, *argv: str, extra: dict[str, str] | None = None, check: bool = True) -> str:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env={**self.env, **(extra or {})}, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=str(PROJECT_ROOT))
+            *argv,
+            env={**self.env, **(extra or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=str(PROJECT_ROOT),
+        )
         out, err = await proc.communicate()
         if check and proc.returncode != 0:
-            raise DemoError(f"{' '.join(argv[:4])}...: exit {proc.returncode}: "
-                            f"{err.decode(errors='replace').strip()[-400:]}")
+            raise DemoError(
+                f"{' '.join(argv[:4])}...: exit {proc.returncode}: "
+                f"{err.decode(errors='replace').strip()[-400:]}"
+            )
         return out.decode(errors="replace")
 
     async def ippctl(self, *args: str, site: str | None = None, check: bool = True) -> str:
         extra = {"IPP_DB_NAME": site} if site else None
-        return await self.run(sys.executable, "-m", "shared.ctl.main", *args, extra=extra,
-                              check=check)
+        return await self.run(sys.executable, "-m", "shared.ctl.main", *args, extra=extra, check=check)
 
     async def supervisorctl(self, conf: Path, *args: str, check: bool = False) -> str:
         return await self.run(self.bin("supervisorctl"), "-c", str(conf), *args, check=check)
@@ -111,33 +118,72 @@ async def setup(sh: Shell, plan: Plan) -> None:
     await demostate.record(s, plan.mirror_db)
     await sh.ippctl("db", "upgrade")
     await sh.ippctl("db", "upgrade", site=plan.mirror_db)
-    if json.loads(await sh.ippctl("runs", "list", "--stage", "chip", "--limit", "1",
-                                  "--json")) == []:
-        print(f"generating a small synthetic survey ({plan.exposures} exposures x "
-              f"{plan.chips} chips)", flush=True)
-        await sh.run(sys.executable, "-m", "sim", "survey", "--exposures", str(plan.exposures), "--chips",
-                        str(plan.chips), "--seed", str(plan.seed))
-    if json.loads(await sh.ippctl("storage", "volume", "list", "--json",
-                                  site=plan.mirror_db)) == []:
+    if json.loads(await sh.ippctl("runs", "list", "--stage", "chip", "--limit", "1", "--json")) == []:
+        print(
+            f"generating a small synthetic survey ({plan.exposures} exposures x {plan.chips} chips)",
+            flush=True,
+        )
+        await sh.run(
+            sys.executable,
+            "-m",
+            "sim",
+            "survey",
+            "--exposures",
+            str(plan.exposures),
+            "--chips",
+            str(plan.chips),
+            "--seed",
+            str(plan.seed),
+        )
+    if json.loads(await sh.ippctl("storage", "volume", "list", "--json", site=plan.mirror_db)) == []:
         root = Path(s.var_dir) / "storage" / plan.mirror_db / "vol0"
-        await sh.ippctl("storage", "volume", "add", f"{plan.mirror_db}.0", str(root),
-                        site=plan.mirror_db)
-    if not any(line.startswith(("ipp-dist ", "ipp-dist|"))
-               for line in (await sh.ippctl("ds", "ls")).splitlines()):
-        await sh.ippctl("ds", "product", "add", "ipp-dist", "--type", "dist", "--columns",
-                        "target_id,stage,stage_id,exp_name")
-        await sh.ippctl("dist", "target", "add", "--dist-group", "survey", "--stage", "chip",
-                        "--product", "ipp-dist")
-    if not any(line.startswith("ipp ") for line in
-               (await sh.ippctl("dist", "source", "ls", site=plan.mirror_db)).splitlines()):
-        await sh.ippctl("dist", "source", "add", "ipp", "--uri",
-                        f"http://{s.ds_host}:{s.ds_port}/ds", "--product", "ipp-dist",
-                        site=plan.mirror_db)
+        await sh.ippctl("storage", "volume", "add", f"{plan.mirror_db}.0", str(root), site=plan.mirror_db)
+    if not any(
+        line.startswith(("ipp-dist ", "ipp-dist|")) for line in (await sh.ippctl("ds", "ls")).splitlines()
+    ):
+        await sh.ippctl(
+            "ds",
+            "product",
+            "add",
+            "ipp-dist",
+            "--type",
+            "dist",
+            "--columns",
+            "target_id,stage,stage_id,exp_name",
+        )
+        await sh.ippctl(
+            "dist", "target", "add", "--dist-group", "survey", "--stage", "chip", "--product", "ipp-dist"
+        )
+    if not any(
+        line.startswith("ipp ")
+        for line in (await sh.ippctl("dist", "source", "ls", site=plan.mirror_db)).splitlines()
+    ):
+        await sh.ippctl(
+            "dist",
+            "source",
+            "add",
+            "ipp",
+            "--uri",
+            f"http://{s.ds_host}:{s.ds_port}/ds",
+            "--product",
+            "ipp-dist",
+            site=plan.mirror_db,
+        )
     names = [c["name"] for c in json.loads(await sh.ippctl("psps", "config", "list", "--json"))]
     if CONFIG not in names:
-        await sh.ippctl("psps", "config", "set", CONFIG, "dvo_label=ipp.dvo",
-                        f"dvo_location={Path(s.var_dir) / 'dvo' / 'ipp'}", "ra_min=9",
-                        "ra_max=11", "dec_min=19", "dec_max=21", "box_size_deg=0.5")
+        await sh.ippctl(
+            "psps",
+            "config",
+            "set",
+            CONFIG,
+            "dvo_label=ipp.dvo",
+            f"dvo_location={Path(s.var_dir) / 'dvo' / 'ipp'}",
+            "ra_min=9",
+            "ra_max=11",
+            "dec_min=19",
+            "dec_max=21",
+            "box_size_deg=0.5",
+        )
     await sh.ippctl("psps", "init", CONFIG)
     await sh.ippctl("psps", "queue", CONFIG)
 
@@ -146,8 +192,7 @@ async def start_agents(sh: Shell, plan: Plan, extra_env: dict[str, str]) -> None
     for sub in ("logs", "var"):
         await asyncio.to_thread((plan.conf.parent / sub).mkdir, exist_ok=True)
     path = f"{Path(sys.executable).parent}{os.pathsep}{sh.env.get('PATH', '')}"
-    await sh.run(sh.bin("supervisord"), "-c", str(plan.conf),
-                 extra={**extra_env, "PATH": path})
+    await sh.run(sh.bin("supervisord"), "-c", str(plan.conf), extra={**extra_env, "PATH": path})
 
 
 async def stop_agents(sh: Shell, plan: Plan) -> None:
@@ -204,11 +249,17 @@ class Snapshot:
     clients: list[dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
-        return {"runs": self.runs, "mirror_runs": self.mirror_runs,
-                "filesets_shipped": self.shipped, "filesets_imported": self.imported,
-                "psps_items": self.items, "psps": self.summary.as_json(),
-                "psps_rows": self.psps_rows, "unfinished_batches": self.unfinished_batches,
-                "clients": len(self.clients)}
+        return {
+            "runs": self.runs,
+            "mirror_runs": self.mirror_runs,
+            "filesets_shipped": self.shipped,
+            "filesets_imported": self.imported,
+            "psps_items": self.items,
+            "psps": self.summary.as_json(),
+            "psps_rows": self.psps_rows,
+            "unfinished_batches": self.unfinished_batches,
+            "clients": len(self.clients),
+        }
 
 
 @dataclass
@@ -250,38 +301,53 @@ async def snapshot(sites: Sites, settings: Settings) -> Snapshot:
     mirror = await metrics.lifecycle(sites.mirror)
     items = {str(r["state"]): int(r["n"]) for r in await sites.ipp.fetch_all(Q.demo_items)}
     return Snapshot(
-        runs=life.runs, mirror_runs=mirror.runs,
+        runs=life.runs,
+        mirror_runs=mirror.runs,
         shipped=int(await sites.ipp.fetch_val(Q.demo_shipped) or 0),
-        imported=mirror.imported, items=items,
+        imported=mirror.imported,
+        items=items,
         summary=await metrics.loading_summary(sites.ipp, CONFIG),
         unfinished_batches=int(await sites.ipp.fetch_val(Q.demo_unfinished_batches) or 0),
         psps_rows=await _psps_rows(sites, settings),
-        clients=[dict(c) for c in await metrics.clients(sites.ipp)])
+        clients=[dict(c) for c in await metrics.clients(sites.ipp)],
+    )
 
 
 def screen(snap: Snapshot, status_url: str) -> str:
     """The one-screen summary of ``make demo``."""
     states = sorted({s for c in snap.runs.values() for s in c})
-    lines = [f"IPP demo  {time.strftime('%H:%M:%S')}   status page: {status_url}   "
-             "(Ctrl-C stops everything)", "", "runs       " + "".join(f"{s:>11}" for s in states)]
+    lines = [
+        f"IPP demo  {time.strftime('%H:%M:%S')}   status page: {status_url}   (Ctrl-C stops everything)",
+        "",
+        "runs       " + "".join(f"{s:>11}" for s in states),
+    ]
     for stage, counts in snap.runs.items():
         lines.append(f"{stage:<11}" + "".join(f"{counts.get(s, 0):>11}" for s in states))
     imported = ", ".join(f"{k} {v}" for k, v in sorted(snap.imported.items())) or "none"
-    lines += ["", f"distribution: {snap.shipped} filesets shipped; at the mirror: {imported}; "
-                  f"mirror chip runs: {sum(snap.mirror_runs.get('chip', {}).values())}", "",
-              f"PSPS items: {', '.join(f'{k} {v}' for k, v in sorted(snap.items.items()))}",
-              f"{'batches':<21}{'pending':>9}{'succeeded':>11}{'failed':>8}"]
+    lines += [
+        "",
+        f"distribution: {snap.shipped} filesets shipped; at the mirror: {imported}; "
+        f"mirror chip runs: {sum(snap.mirror_runs.get('chip', {}).values())}",
+        "",
+        f"PSPS items: {', '.join(f'{k} {v}' for k, v in sorted(snap.items.items()))}",
+        f"{'batches':<21}{'pending':>9}{'succeeded':>11}{'failed':>8}",
+    ]
     for stage in metrics.BATCH_STAGES:
         c = snap.summary.stages.get(stage, {})
-        lines.append(f"{stage:<21}{c.get('pending', 0):>9}{c.get('succeeded', 0):>11}"
-                     f"{c.get('failed', 0):>8}")
-    lines += ["", f"PSPS holds: {', '.join(f'{k} {v}' for k, v in snap.psps_rows.items())}",
-              "", f"{'agent':<16}{'pid':>8} {'status':<9}{'heartbeat':>10}  current item"]
+        lines.append(f"{stage:<21}{c.get('pending', 0):>9}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}")
+    lines += [
+        "",
+        f"PSPS holds: {', '.join(f'{k} {v}' for k, v in snap.psps_rows.items())}",
+        "",
+        f"{'agent':<16}{'pid':>8} {'status':<9}{'heartbeat':>10}  current item",
+    ]
     for client in snap.clients:
         if client["status"] in ("running", "paused", "stopping"):
-            lines.append(f"{client['agent']:<16}{client['pid']:>8} {client['status']:<9}"
-                         f"{float(client['heartbeat_age_s'] or 0):>9.1f}s  "
-                         f"{(client['current_item'] or '-')[:40]}")
+            lines.append(
+                f"{client['agent']:<16}{client['pid']:>8} {client['status']:<9}"
+                f"{float(client['heartbeat_age_s'] or 0):>9.1f}s  "
+                f"{(client['current_item'] or '-')[:40]}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -364,15 +430,21 @@ async def _program_states(sh: Shell, plan: Plan) -> list[tuple[str, str, int | N
     for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[1].isupper():
-            pid = (int(parts[3].rstrip(",")) if len(parts) >= 4 and parts[2] == "pid"
-                   and parts[3].rstrip(",").isdigit() else None)
+            pid = (
+                int(parts[3].rstrip(","))
+                if len(parts) >= 4 and parts[2] == "pid" and parts[3].rstrip(",").isdigit()
+                else None
+            )
             found.append((parts[0], parts[1], pid))
     return found
 
 
 async def _programs(sh: Shell, plan: Plan) -> list[tuple[str, int]]:
-    return [(name, pid) for name, state, pid in await _program_states(sh, plan)
-            if state == "RUNNING" and pid is not None]
+    return [
+        (name, pid)
+        for name, state, pid in await _program_states(sh, plan)
+        if state == "RUNNING" and pid is not None
+    ]
 
 
 async def every_program_up(sh: Shell, plan: Plan, sites: Sites) -> bool:
@@ -381,8 +453,12 @@ async def every_program_up(sh: Shell, plan: Plan, sites: Sites) -> bool:
     states = await _program_states(sh, plan)
     if not states or any(state != "RUNNING" or pid is None for _, state, pid in states):
         return False
-    registered = {int(c["pid"]) for db in (sites.ipp, sites.mirror)
-                  for c in await metrics.clients(db) if c["status"] == "running"}
+    registered = {
+        int(c["pid"])
+        for db in (sites.ipp, sites.mirror)
+        for c in await metrics.clients(db)
+        if c["status"] == "running"
+    }
     for name, _, pid in states:
         if name.split(":")[-1].startswith("psps_sim"):
             if not await _answers(sh.settings.odm_host, sh.settings.odm_port):
@@ -401,8 +477,7 @@ async def _answers(host: str, port: int) -> bool:
     return True
 
 
-async def killer(sh: Shell, plan: Plan, faults: Faults, stop: asyncio.Event,
-                 rng: random.Random) -> None:
+async def killer(sh: Shell, plan: Plan, faults: Faults, stop: asyncio.Event, rng: random.Random) -> None:
     """SIGKILL a random running program every few seconds until told to stop."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -460,19 +535,16 @@ def expected(stage: str, state: str, updated: bool) -> Callable[[ProductFile], b
     return lambda f: f.rule in kept
 
 
-async def check_files(db: Database, before: Baseline, updated: set[tuple[str, int]]
-                      ) -> list[str]:
+async def check_files(db: Database, before: Baseline, updated: set[tuple[str, int]]) -> list[str]:
     """Files the rules keep are all there; regenerated files are byte-identical."""
     problems = []
     for (stage, run_id), files in before.items():
-        state = str((await db.fetch_one(stage_query("demo_run_state", stage), id=run_id)
-                     or {}).get("state"))
+        state = str((await db.fetch_one(stage_query("demo_run_state", stage), id=run_id) or {}).get("state"))
         now = {f.key: f for f in await run_files(db, stage, run_id) if f.exists}
         was_updated = (stage, run_id) in updated
         wanted = expected(stage, state, was_updated)
         for key, f in files.items():
-            if (f.file_class == "log" and state != "full") or (f.file_class == "log"
-                                                              and was_updated):
+            if (f.file_class == "log" and state != "full") or (f.file_class == "log" and was_updated):
                 if key not in now and not any(k in now for k in compressed_keys(key)):
                     problems.append(f"{stage} {run_id}: log {key} neither kept nor compressed")
             elif wanted(f) and key not in now:
@@ -487,10 +559,10 @@ async def check_mirror(sites: Sites, before: Baseline) -> list[str]:
     problems = []
     for row in await sites.mirror.fetch_all(Q.demo_runs_chip):
         run_id = int(row["id"])
-        mine = {(f.component, f.rule): f.md5sum for f in await run_files(sites.mirror, "chip",
-                                                                          run_id) if f.exists}
-        theirs = {(f.component, f.rule): f.md5sum for f in before.get(("chip", run_id),
-                                                                        {}).values()}
+        mine = {
+            (f.component, f.rule): f.md5sum for f in await run_files(sites.mirror, "chip", run_id) if f.exists
+        }
+        theirs = {(f.component, f.rule): f.md5sum for f in before.get(("chip", run_id), {}).values()}
         if mine != theirs:
             missing = sorted(set(theirs) - set(mine))[:3]
             problems.append(f"mirror chip {run_id} differs from the source (missing {missing})")
@@ -499,20 +571,20 @@ async def check_mirror(sites: Sites, before: Baseline) -> list[str]:
 
 async def check_psps(sites: Sites, settings: Settings) -> tuple[dict[str, int], list[str]]:
     problems = []
-    expected = {str(r["type"]): int(r["n"] or 0)
-                for r in await sites.ipp.fetch_all(Q.demo_merged_detections)}
+    expected = {str(r["type"]): int(r["n"] or 0) for r in await sites.ipp.fetch_all(Q.demo_merged_detections)}
     held = await _psps_rows(sites, settings)
     for kind, table in PSPS_TABLES.items():
         if held.get(kind, 0) != expected.get(kind, 0):
-            problems.append(f"PSPS {table} holds {held.get(kind, 0)} rows, the merged {kind} "
-                            f"batches carry {expected.get(kind, 0)}")
+            problems.append(
+                f"PSPS {table} holds {held.get(kind, 0)} rows, the merged {kind} "
+                f"batches carry {expected.get(kind, 0)}"
+            )
     open_items = int(await sites.ipp.fetch_val(Q.demo_items_open) or 0)
     if open_items:
         problems.append(f"{open_items} PSPS items are not in a final state")
     unfinished = int(await sites.ipp.fetch_val(Q.demo_unfinished_batches) or 0)
     if unfinished:
-        problems.append(f"{unfinished} published batches are not finished (merged or failed, "
-                        "copies deleted)")
+        problems.append(f"{unfinished} published batches are not finished (merged or failed, copies deleted)")
     return held, problems
 
 
@@ -521,29 +593,36 @@ async def check_storage(db: Database, site: str) -> tuple[dict[str, int], list[s
     problems = [f"{site}: registered but missing: {m}" for m in report.missing[:5]]
     problems += [f"{site}: not registered: {o}" for o in report.orphans[:5]]
     problems += [f"{site}: object without instances: {o}" for o in report.empty_objects[:5]]
-    return {"files": report.files, "missing": len(report.missing),
-            "orphans": len(report.orphans), "temporaries": len(report.temporaries),
-            "empty_objects": len(report.empty_objects)}, problems
+    return {
+        "files": report.files,
+        "missing": len(report.missing),
+        "orphans": len(report.orphans),
+        "temporaries": len(report.temporaries),
+        "empty_objects": len(report.empty_objects),
+    }, problems
 
 
 # -- the driver ----------------------------------------------------------------------------
 
 
-async def _clean_everything(sh: Shell, sites: Sites, faults: Faults, plan: Plan,
-                            deadline: float) -> None:
+async def _clean_everything(sh: Shell, sites: Sites, faults: Faults, plan: Plan, deadline: float) -> None:
     for stage in CLEAN_STAGES:
-        await sh.ippctl("runs", "set-state", "--stage", stage, "--label", LABEL, "--state",
-                        "goto_cleaned", check=False)
+        await sh.ippctl(
+            "runs", "set-state", "--stage", stage, "--label", LABEL, "--state", "goto_cleaned", check=False
+        )
     outage = None
     if plan.faults:
         volumes = json.loads(await sh.ippctl("storage", "volume", "list", "--json"))
-        outage = asyncio.create_task(volume_outage(sh, faults, volumes[0]["name"], 8.0),
-                                     name="fault_volume_outage")
+        outage = asyncio.create_task(
+            volume_outage(sh, faults, volumes[0]["name"], 8.0), name="fault_volume_outage"
+        )
     try:
         while True:
-            await wait_for("chip, warp and diff runs cleaned (or in error)",
-                           lambda: all_in(sites.ipp, CLEAN_STAGES, ("cleaned", "error_cleaned")),
-                           deadline)
+            await wait_for(
+                "chip, warp and diff runs cleaned (or in error)",
+                lambda: all_in(sites.ipp, CLEAN_STAGES, ("cleaned", "error_cleaned")),
+                deadline,
+            )
             if outage is not None:
                 await outage  # the volume is back before failed cleanups are asked again
             errors = 0
@@ -551,8 +630,16 @@ async def _clean_everything(sh: Shell, sites: Sites, faults: Faults, plan: Plan,
                 rows = await sites.ipp.fetch_all(stage_query("demo_runs", stage))
                 for r in rows:
                     if r["state"] == "error_cleaned":  # the runbook: ask again once it is up
-                        await sh.ippctl("runs", "set-state", "--stage", stage, "--id",
-                                        str(r["id"]), "--state", "goto_cleaned")
+                        await sh.ippctl(
+                            "runs",
+                            "set-state",
+                            "--stage",
+                            stage,
+                            "--id",
+                            str(r["id"]),
+                            "--state",
+                            "goto_cleaned",
+                        )
                         errors += 1
             faults.requeued_cleanups += errors
             if not errors:
@@ -568,28 +655,36 @@ async def _update_some(sh: Shell, sites: Sites, deadline: float) -> set[tuple[st
         await sh.ippctl("runs", "request-update", "--stage", stage, "--id", str(run_id))
 
     async def back() -> bool:
-        states = [(await sites.ipp.fetch_one(stage_query("demo_run_state", s), id=i) or {}
-                   ).get("state") for s, i in updated]
+        states = [
+            (await sites.ipp.fetch_one(stage_query("demo_run_state", s), id=i) or {}).get("state")
+            for s, i in updated
+        ]
         return all(s == "full" for s in states)
+
     await wait_for("chip 1 and warp 1 updated (full again)", back, deadline)
     return updated
 
 
-async def walk(sh: Shell, sites: Sites, plan: Plan, faults: Faults, deadline: float
-               ) -> tuple[Baseline, set[tuple[str, int]], list[str]]:
+async def walk(
+    sh: Shell, sites: Sites, plan: Plan, faults: Faults, deadline: float
+) -> tuple[Baseline, set[tuple[str, int]], list[str]]:
     """Loaded and shipped, then cleaned, then partly updated."""
     before = await baseline(sites.ipp)
     if plan.faults and plan.restart_db and demostate.local_server(sh.settings):
         await asyncio.sleep(6.0)
         await restart_database(sh, faults)
-    await wait_for("PSPS batches loaded, merged, copies deleted; chip runs shipped and "
-                   "imported at the mirror", lambda: loaded_and_shipped(sites), deadline)
+    await wait_for(
+        "PSPS batches loaded, merged, copies deleted; chip runs shipped and imported at the mirror",
+        lambda: loaded_and_shipped(sites),
+        deadline,
+    )
     mirror_problems = await check_mirror(sites, before)
     await _clean_everything(sh, sites, faults, plan, deadline)
     updated = await _update_some(sh, sites, deadline)
     if plan.faults:
-        await wait_for(f"at least {plan.kills} agents killed",
-                       lambda: _at_least(faults, plan.kills), deadline)
+        await wait_for(
+            f"at least {plan.kills} agents killed", lambda: _at_least(faults, plan.kills), deadline
+        )
     return before, updated, mirror_problems
 
 
@@ -601,8 +696,11 @@ async def until_done(settings: Settings, plan: Plan, sh: Shell) -> Outcome:
     """Set up, run, walk the survey through its life, stop, check; the final counts."""
     deadline = time.monotonic() + plan.timeout_s
     if demostate.DemoState.load(settings) is not None:
-        print("an earlier demo left its state here: starting over (as 'ippctl demo --reset' "
-              "does), so every check meets the runs as this walk leaves them", flush=True)
+        print(
+            "an earlier demo left its state here: starting over (as 'ippctl demo --reset' "
+            "does), so every check meets the runs as this walk leaves them",
+            flush=True,
+        )
         await start_over(sh, plan)
     await setup(sh, plan)
     env = {"IPP_ODM_FAIL_SHARE": str(plan.fail_share)} if plan.faults else {}
@@ -613,18 +711,19 @@ async def until_done(settings: Settings, plan: Plan, sh: Shell) -> Outcome:
     try:
         sites = await connect(settings, plan)
         up = sites
-        await wait_for("every program running, every agent registered",
-                       lambda: every_program_up(sh, plan, up), deadline)
+        await wait_for(
+            "every program running, every agent registered", lambda: every_program_up(sh, plan, up), deadline
+        )
         if plan.faults:
-            killing = asyncio.create_task(killer(sh, plan, faults, stop_killing,
-                                                 random.Random(plan.seed)), name="fault_killer")
+            killing = asyncio.create_task(
+                killer(sh, plan, faults, stop_killing, random.Random(plan.seed)), name="fault_killer"
+            )
         before, updated, problems = await walk(sh, sites, plan, faults, deadline)
         stop_killing.set()
         if killing is not None:
             await killing
         # after the last kill the restarted agents finish what was cut short
-        await wait_for("everything settled after the last fault",
-                       lambda: loaded_and_shipped(sites), deadline)
+        await wait_for("everything settled after the last fault", lambda: loaded_and_shipped(sites), deadline)
     except BaseException:
         if sites is not None:
             await sites.close()
@@ -642,11 +741,17 @@ async def until_done(settings: Settings, plan: Plan, sh: Shell) -> Outcome:
         snap = await snapshot(sites, settings)
     finally:
         await sites.close()
-    counts = {**snap.as_json(), "storage": {"ipp": storage, plan.mirror_db: mirror_storage},
-              "faults": {"kills": faults.kills, "db_restarts": faults.db_restarts,
-                         "volume_outages": faults.volume_outages,
-                         "cleanups_asked_again": faults.requeued_cleanups},
-              "psps_rows": held}
+    counts = {
+        **snap.as_json(),
+        "storage": {"ipp": storage, plan.mirror_db: mirror_storage},
+        "faults": {
+            "kills": faults.kills,
+            "db_restarts": faults.db_restarts,
+            "volume_outages": faults.volume_outages,
+            "cleanups_asked_again": faults.requeued_cleanups,
+        },
+        "psps_rows": held,
+    }
     return Outcome(counts, problems + psps_problems + storage_problems + mirror_problems)
 
 
@@ -655,12 +760,17 @@ def report(outcome: Outcome) -> str:
     lines = ["", "final counts"]
     for stage, states in c["runs"].items():
         lines.append(f"  {stage:<8} " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
-    lines.append(f"  filesets shipped {c['filesets_shipped']}, imported at the mirror "
-                 f"{c['filesets_imported']}; mirror chip runs "
-                 f"{sum(c['mirror_runs'].get('chip', {}).values())}")
+    lines.append(
+        f"  filesets shipped {c['filesets_shipped']}, imported at the mirror "
+        f"{c['filesets_imported']}; mirror chip runs "
+        f"{sum(c['mirror_runs'].get('chip', {}).values())}"
+    )
     stages = c["psps"]["stages"]
-    lines.append("  PSPS batches: " + ", ".join(
-        f"{s} {v['succeeded']}/{v['failed']}" for s, v in stages.items()) + "  (succeeded/failed)")
+    lines.append(
+        "  PSPS batches: "
+        + ", ".join(f"{s} {v['succeeded']}/{v['failed']}" for s, v in stages.items())
+        + "  (succeeded/failed)"
+    )
     lines.append(f"  PSPS items: {c['psps_items']}; rows in PSPS: {c['psps_rows']}")
     for site, st in c["storage"].items():
         lines.append(f"  storage {site}: {st}")

@@ -44,8 +44,15 @@ def local_server(settings: Settings) -> bool:
 def data_dirs(settings: Settings) -> list[Path]:
     """The directories the demo fills, as far as they lie under ``var_dir``."""
     var = Path(settings.var_dir).resolve()
-    dirs = [var / "storage", var / "dvo", var / "psps", var / "dxlayer",
-            settings.plot_dir(), settings.dist_staging(), settings.update_scratch()]
+    dirs = [
+        var / "storage",
+        var / "dvo",
+        var / "psps",
+        var / "dxlayer",
+        settings.plot_dir(),
+        settings.dist_staging(),
+        settings.update_scratch(),
+    ]
     return [d.resolve() for d in dirs if d.resolve().is_relative_to(var) and d.resolve() != var]
 
 
@@ -104,7 +111,8 @@ async def reset(settings: Settings, mirror_db: str) -> list[str]:
             raise DemoStateError(
                 f"database {dsn.display()} was not created by the demo, so it is not dropped; "
                 "drop it yourself or point the demo at another name (IPP_DB_NAME, "
-                "--mirror-db, IPP_PSPS_DB_NAME)")
+                "--mirror-db, IPP_PSPS_DB_NAME)"
+            )
     for dsn in dsns:
         if dsn.database in ours:
             await drop_database(settings, dsn)

@@ -26,9 +26,12 @@ async def ds_product_add(settings: Settings, args: argparse.Namespace) -> int:
 
     async def go(db: Database) -> int:
         await datastore.add_product(db, args.name, args.type, args.description, columns)
-        print(f"product {args.name} ({args.type}) added"
-              + (f", columns {', '.join(columns)}" if columns else ""))
+        print(
+            f"product {args.name} ({args.type}) added"
+            + (f", columns {', '.join(columns)}" if columns else "")
+        )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -42,20 +45,34 @@ async def ds_ls(settings: Settings, args: argparse.Namespace) -> int:
             if args.json:
                 print_json(rows)
             elif rows:
-                print(table([(r["fileset_name"], datastore.ds_time(r["reg_time"]), r["type"],
-                               r["files"], r["bytes"], "hidden" if r["hide"] else "")
-                              for r in rows],
-                             ("FILESET", "REGISTERED", "TYPE", "FILES", "BYTES", "")))
+                print(
+                    table(
+                        [
+                            (
+                                r["fileset_name"],
+                                datastore.ds_time(r["reg_time"]),
+                                r["type"],
+                                r["files"],
+                                r["bytes"],
+                                "hidden" if r["hide"] else "",
+                            )
+                            for r in rows
+                        ],
+                        ("FILESET", "REGISTERED", "TYPE", "FILES", "BYTES", ""),
+                    )
+                )
             else:
                 print(f"product {args.product} has no filesets")
         else:
             print(await datastore.fileset_listing(db, args.product, args.fileset), end="")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
 async def ds_remove(settings: Settings, args: argparse.Namespace) -> int:
     """Hide a fileset from the DataStore; with --rm also delete its rows and files."""
+
     async def go(db: Database) -> int:
         prod = await datastore.product(db, args.product)
         row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=args.fileset)
@@ -68,6 +85,7 @@ async def ds_remove(settings: Settings, args: argparse.Namespace) -> int:
         deleted = await datastore.remove_fileset(db, args.product, args.fileset)
         print(f"{args.product}/{args.fileset}: removed, {deleted} files deleted")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -78,30 +96,45 @@ async def dist_queue(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
         await datastore.product(db, args.product)
         run = await runs.get_run(db, args.stage, args.id)
-        added = await db.execute(Q.dist_queue, target_id=None, stage=args.stage,
-                                 stage_id=args.id, label=run["label"], clean=int(args.clean),
-                                 product=args.product)
-        row = await db.fetch_one(Q.dist_run_get, product=args.product, stage=args.stage,
-                                 stage_id=args.id, clean=int(args.clean))
+        added = await db.execute(
+            Q.dist_queue,
+            target_id=None,
+            stage=args.stage,
+            stage_id=args.id,
+            label=run["label"],
+            clean=int(args.clean),
+            product=args.product,
+        )
+        row = await db.fetch_one(
+            Q.dist_run_get, product=args.product, stage=args.stage, stage_id=args.id, clean=int(args.clean)
+        )
         assert row is not None
         if added:
             print(f"{args.stage} {args.id}: queued for {args.product} as dist {row['dist_id']}")
         else:
-            print(f"{args.stage} {args.id}: already queued for {args.product} as dist "
-                  f"{row['dist_id']} ({row['state']}"
-                  + (f": {row['note']}" if row["note"] else "") + ")")
+            print(
+                f"{args.stage} {args.id}: already queued for {args.product} as dist "
+                f"{row['dist_id']} ({row['state']}" + (f": {row['note']}" if row["note"] else "") + ")"
+            )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
 async def dist_target_add(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
         await datastore.product(db, args.product)
-        target = await db.insert(Q.dist_target_add, dist_group=args.dist_group, filter=None,
-                                 stage=args.stage, clean=int(args.clean), product=args.product)
-        print(f"target {target}: full {args.stage} runs of dist_group {args.dist_group} -> "
-              f"{args.product}")
+        target = await db.insert(
+            Q.dist_target_add,
+            dist_group=args.dist_group,
+            filter=None,
+            stage=args.stage,
+            clean=int(args.clean),
+            product=args.product,
+        )
+        print(f"target {target}: full {args.stage} runs of dist_group {args.dist_group} -> {args.product}")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -111,11 +144,26 @@ async def dist_ls(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print_json(rows)
             return EXIT_OK
-        print(table([(r["dist_id"], r["stage"], r["stage_id"], "yes" if r["clean"] else "",
-                       r["product"], r["state"], r["fileset_name"] or "-", r["note"] or "")
-                      for r in rows],
-                     ("DIST", "STAGE", "ID", "CLEAN", "PRODUCT", "STATE", "FILESET", "NOTE")))
+        print(
+            table(
+                [
+                    (
+                        r["dist_id"],
+                        r["stage"],
+                        r["stage_id"],
+                        "yes" if r["clean"] else "",
+                        r["product"],
+                        r["state"],
+                        r["fileset_name"] or "-",
+                        r["note"] or "",
+                    )
+                    for r in rows
+                ],
+                ("DIST", "STAGE", "ID", "CLEAN", "PRODUCT", "STATE", "FILESET", "NOTE"),
+            )
+        )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -124,11 +172,13 @@ async def dist_source_add(settings: Settings, args: argparse.Namespace) -> int:
         datastore.check_name("source", args.name)
         datastore.check_name("product", args.product)
         if not args.uri.startswith(("http://", "https://")):
-            raise DataStoreError(f"--uri {args.uri!r} is not an http(s) URL of a DataStore "
-                                 "(e.g. http://host:8081/ds)")
+            raise DataStoreError(
+                f"--uri {args.uri!r} is not an http(s) URL of a DataStore (e.g. http://host:8081/ds)"
+            )
         await db.execute(Q.rc_source_add, name=args.name, uri=args.uri, product=args.product)
         print(f"source {args.name}: {args.uri} product {args.product}")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -138,15 +188,30 @@ async def dist_sources(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print_json(rows)
             return EXIT_OK
-        print(table([(r["name"], r["status_uri"], r["product"], r["last_fileset"] or "-",
-                       r["state"], r["note"] or "") for r in rows],
-                     ("SOURCE", "URI", "PRODUCT", "LAST FILESET", "STATE", "NOTE")))
+        print(
+            table(
+                [
+                    (
+                        r["name"],
+                        r["status_uri"],
+                        r["product"],
+                        r["last_fileset"] or "-",
+                        r["state"],
+                        r["note"] or "",
+                    )
+                    for r in rows
+                ],
+                ("SOURCE", "URI", "PRODUCT", "LAST FILESET", "STATE", "NOTE"),
+            )
+        )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
 async def dist_failed(settings: Settings, args: argparse.Namespace) -> int:
     """The filesets a mirror could not import, with their reasons and next attempt."""
+
     async def go(db: Database) -> int:
         rows: list[Any] = await db.fetch_all(Q.rc_failed, source=args.source, limit=args.limit)
         if args.json:
@@ -155,39 +220,55 @@ async def dist_failed(settings: Settings, args: argparse.Namespace) -> int:
         if not rows:
             print("no failed filesets")
             return EXIT_OK
-        print(table([(r["source"], r["name"], r["attempts"], r["retry_at"] or "-",
-                       r["note"] or "") for r in rows],
-                     ("SOURCE", "FILESET", "ATTEMPTS", "NEXT TRY", "REASON")))
+        print(
+            table(
+                [
+                    (r["source"], r["name"], r["attempts"], r["retry_at"] or "-", r["note"] or "")
+                    for r in rows
+                ],
+                ("SOURCE", "FILESET", "ATTEMPTS", "NEXT TRY", "REASON"),
+            )
+        )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
 async def dist_retry(settings: Settings, args: argparse.Namespace) -> int:
     """Try a failed fileset again on the mirror's next pass, without waiting for its
     backoff."""
+
     async def go(db: Database) -> int:
         changed = await db.execute(Q.rc_retry_now, name=args.name, source=args.source)
         if not changed:
-            raise DataStoreError(f"no failed fileset {args.name!r}"
-                                 + (f" of source {args.source!r}" if args.source else "")
-                                 + " (ippctl dist failed lists them)")
+            raise DataStoreError(
+                f"no failed fileset {args.name!r}"
+                + (f" of source {args.source!r}" if args.source else "")
+                + " (ippctl dist failed lists them)"
+            )
         print(f"fileset {args.name}: tried again on the next dist_client pass")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
 def add_commands(top: Any) -> None:
     """The ds and dist command groups."""
-    ds = top.add_parser("ds", help="the DataStore: products and filesets"
-                        ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    ds = top.add_parser("ds", help="the DataStore: products and filesets").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     prod = ds.add_parser("product", help="products").add_subparsers(
-        dest="what", required=True, metavar="ACTION")
+        dest="what", required=True, metavar="ACTION"
+    )
     p = prod.add_parser("add", help="add a product")
     p.add_argument("name")
     p.add_argument("--type", required=True, choices=datastore.PRODUCT_TYPES)
     p.add_argument("--description")
-    p.add_argument("--columns", help="labels of the product's fileset columns, comma separated "
-                   "(e.g. target_id,stage,stage_id,exp_name)")
+    p.add_argument(
+        "--columns",
+        help="labels of the product's fileset columns, comma separated "
+        "(e.g. target_id,stage,stage_id,exp_name)",
+    )
     p.set_defaults(handler=ds_product_add)
     p = ds.add_parser("ls", help="products; a product's filesets; a fileset's files")
     p.add_argument("product", nargs="?")
@@ -200,8 +281,9 @@ def add_commands(top: Any) -> None:
     p.add_argument("--rm", action="store_true")
     p.set_defaults(handler=ds_remove)
 
-    dist = top.add_parser("dist", help="distribution: queue runs, targets, mirror sources"
-                          ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    dist = top.add_parser("dist", help="distribution: queue runs, targets, mirror sources").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     p = dist.add_parser("queue", help="queue a run for distribution")
     p.add_argument("--stage", required=True, choices=LIFECYCLE)
     p.add_argument("--id", type=int, required=True)
@@ -213,15 +295,17 @@ def add_commands(top: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=dist_ls)
     target = dist.add_parser("target", help="standing targets").add_subparsers(
-        dest="what", required=True, metavar="ACTION")
+        dest="what", required=True, metavar="ACTION"
+    )
     p = target.add_parser("add", help="queue every full run of a dist_group and stage")
     p.add_argument("--dist-group", required=True)
     p.add_argument("--stage", required=True, choices=LIFECYCLE)
     p.add_argument("--product", required=True)
     p.add_argument("--clean", action="store_true")
     p.set_defaults(handler=dist_target_add)
-    source = dist.add_parser("source", help="at a mirror: the DataStores it imports from"
-                             ).add_subparsers(dest="what", required=True, metavar="ACTION")
+    source = dist.add_parser("source", help="at a mirror: the DataStores it imports from").add_subparsers(
+        dest="what", required=True, metavar="ACTION"
+    )
     p = source.add_parser("add", help="import a product of a remote DataStore")
     p.add_argument("name")
     p.add_argument("--uri", required=True, help="the DataStore root, e.g. http://host:8081/ds")
@@ -230,8 +314,9 @@ def add_commands(top: Any) -> None:
     p = source.add_parser("ls", help="sources and the last fileset imported from each")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=dist_sources)
-    p = dist.add_parser("failed", help="at a mirror: filesets that failed, with the reason "
-                        "and when each is tried again")
+    p = dist.add_parser(
+        "failed", help="at a mirror: filesets that failed, with the reason and when each is tried again"
+    )
     p.add_argument("--source")
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")

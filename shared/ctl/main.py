@@ -29,8 +29,16 @@ from shared.ctl import (
 
 PROG = "ippctl"
 Handler = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
-GROUPS = (db_commands, clients_commands, storage_commands, runs_commands, dist_commands,
-          psps_commands, metrics_commands, demo_commands)
+GROUPS = (
+    db_commands,
+    clients_commands,
+    storage_commands,
+    runs_commands,
+    dist_commands,
+    psps_commands,
+    metrics_commands,
+    demo_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,12 +16,15 @@ from shared.observe import metrics, plots
 
 def _lifecycle_text(life: metrics.Lifecycle) -> str:
     states = sorted({s for counts in life.runs.values() for s in counts})
-    runs = table([[st, *(counts.get(s, 0) for s in states)] for st, counts in life.runs.items()],
-                  ["stage", *states])
+    runs = table(
+        [[st, *(counts.get(s, 0) for s in states)] for st, counts in life.runs.items()], ["stage", *states]
+    )
     totals = "\n".join(f"  {k:<40}{v:>16,}" for k, v in sorted(life.counters.items()))
     files = "\n".join(f"  {p:<40}{n:>16,}" for p, n in sorted(life.filesets.items()))
-    return (f"Runs by stage and state\n{runs}\n\nDataStore filesets\n{files or '  none'}\n\n"
-            f"Agent totals\n{totals or '  none yet'}\n")
+    return (
+        f"Runs by stage and state\n{runs}\n\nDataStore filesets\n{files or '  none'}\n\n"
+        f"Agent totals\n{totals or '  none yet'}\n"
+    )
 
 
 async def metrics_show(settings: Settings, args: argparse.Namespace) -> int:
@@ -30,15 +33,22 @@ async def metrics_show(settings: Settings, args: argparse.Namespace) -> int:
         life = await metrics.lifecycle(db) if args.lifecycle or args.json else None
         if args.json:
             assert life is not None
-            print_json({"loading": summary.as_json(), "runs": life.runs,
-                         "filesets": life.filesets, "imported": life.imported,
-                         "totals": life.counters})
+            print_json(
+                {
+                    "loading": summary.as_json(),
+                    "runs": life.runs,
+                    "filesets": life.filesets,
+                    "imported": life.imported,
+                    "totals": life.counters,
+                }
+            )
             return EXIT_OK
         print(metrics.format_summary(summary), end="")
         if life is not None:
             print()
             print(_lifecycle_text(life), end="")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -51,19 +61,23 @@ async def plot(settings: Settings, args: argparse.Namespace) -> int:
         for path in written:
             print(path)
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
 def add_commands(top: Any) -> None:
-    p = top.add_parser("metrics", help="the PSPS loading summary (and with --lifecycle the "
-                                       "runs, filesets and agent totals)")
+    p = top.add_parser(
+        "metrics", help="the PSPS loading summary (and with --lifecycle the runs, filesets and agent totals)"
+    )
     p.add_argument("config", nargs="?", default="all", help="a loading config, or all")
-    p.add_argument("--lifecycle", action="store_true",
-                   help="also the cleanup/update/distribution side")
+    p.add_argument("--lifecycle", action="store_true", help="also the cleanup/update/distribution side")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=metrics_show)
-    p = top.add_parser("plot", help="write PNG plots: density of pending items per batch type, "
-                                    "progress over time, the life-cycle side")
+    p = top.add_parser(
+        "plot",
+        help="write PNG plots: density of pending items per batch type, "
+        "progress over time, the life-cycle side",
+    )
     p.add_argument("config", help="a loading config (or all for progress and lifecycle)")
     p.add_argument("kind", choices=plots.KINDS)
     p.add_argument("--out", help="directory for the PNG files (default: metrics_plot_dir)")

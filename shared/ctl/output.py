@@ -42,11 +42,9 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-
 async def with_db(settings: Settings, fn: Callable[[Database], Awaitable[int]]) -> int:
     db = await connect(settings)
     try:
         return await fn(db)
     finally:
         await db.close()
-

@@ -23,12 +23,15 @@ from shared.psps.configs import ConfigError
 async def config_edit(settings: Settings, args: argparse.Namespace) -> int:
     """Prompt field by field with the current (or default) value; return keeps it; a value
     that is not valid is asked again with the reason."""
+
     async def go(db: Database) -> int:
         configs.check_name(args.name)
         current = await configs.get(db, args.name)
         values = current or configs.defaults(args.name)
-        print(f"{'editing' if current else 'creating'} loading config {args.name} "
-              "(return keeps the value in brackets)")
+        print(
+            f"{'editing' if current else 'creating'} loading config {args.name} "
+            "(return keeps the value in brackets)"
+        )
         for f in configs.FIELDS:
             while True:
                 shown = configs.show(values[f.name])
@@ -48,6 +51,7 @@ async def config_edit(settings: Settings, args: argparse.Namespace) -> int:
         await configs.save(db, args.name, values)
         print(f"config {args.name} saved")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -65,26 +69,44 @@ async def config_set(settings: Settings, args: argparse.Namespace) -> int:
         for key in assignments:
             print(f"{args.name}.{key} = {configs.show(values[key])}")
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
 async def config_list(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
-        rows = ([dataclasses.asdict(c) for c in await configs.configs(db, "all")] if args.active
-                else await _all(db))
+        rows = (
+            [dataclasses.asdict(c) for c in await configs.configs(db, "all")]
+            if args.active
+            else await _all(db)
+        )
         if args.json:
             print_json(rows)
             return EXIT_OK
         if not rows:
             print("no loading configs (ippctl psps config edit NAME)")
             return EXIT_OK
-        print(table([(r["name"], "yes" if r["active"] else "no", r["batch_types"],
-                       r["datastore_product"], f"{r['ra_min']:g}..{r['ra_max']:g}",
-                       f"{r['dec_min']:g}..{r['dec_max']:g}", f"{r['box_size_deg']:g}",
-                       "yes" if r["test_mode"] else "no", r["dvo_location"] or "-")
-                      for r in rows],
-                     ("CONFIG", "ACTIVE", "TYPES", "PRODUCT", "RA", "DEC", "BOX", "TEST", "DVO")))
+        print(
+            table(
+                [
+                    (
+                        r["name"],
+                        "yes" if r["active"] else "no",
+                        r["batch_types"],
+                        r["datastore_product"],
+                        f"{r['ra_min']:g}..{r['ra_max']:g}",
+                        f"{r['dec_min']:g}..{r['dec_max']:g}",
+                        f"{r['box_size_deg']:g}",
+                        "yes" if r["test_mode"] else "no",
+                        r["dvo_location"] or "-",
+                    )
+                    for r in rows
+                ],
+                ("CONFIG", "ACTIVE", "TYPES", "PRODUCT", "RA", "DEC", "BOX", "TEST", "DVO"),
+            )
+        )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -101,12 +123,16 @@ async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
             added = await queue.queue(db, args.config, settings.psps_max_attempts)
             counts = await db.fetch_all(Q.psps_queue_counts, config=args.config)
             news = ", ".join(f"{k} {v}" for k, v in sorted(added.items()) if v)
-            print(f"{args.config}: queued " + (news or "nothing new")
-                  + "; items: " + (", ".join(f"{r['type']} {r['state']} {r['n']}" for r in counts)
-                                   or "none"))
+            print(
+                f"{args.config}: queued "
+                + (news or "nothing new")
+                + "; items: "
+                + (", ".join(f"{r['type']} {r['state']} {r['n']}" for r in counts) or "none")
+            )
             if not args.every:
                 return EXIT_OK
             await asyncio.sleep(args.every * 3600)
+
     return await with_db(settings, go)
 
 
@@ -123,12 +149,14 @@ async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
         batch_id, name = await publish.new_batch(db, args.config, "IN", 0)
         tables = builders.in_batch(args.config, int(cfg.survey_id))
         directory = Path(settings.var_dir) / "psps" / args.config
-        written = await asyncio.to_thread(batches.write, directory, name, "IN", args.config,
-                                          tables)
+        written = await asyncio.to_thread(batches.write, directory, name, "IN", args.config, tables)
         fileset = await publish.publish(db, cfg, batch_id, name, "IN", written, 0)
-        print(f"{args.config}: IN batch {name} written to {written.fits_path}"
-              + (f", published as {cfg.datastore_product}/{fileset}" if fileset else ""))
+        print(
+            f"{args.config}: IN batch {name} written to {written.fits_path}"
+            + (f", published as {cfg.datastore_product}/{fileset}" if fileset else "")
+        )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -151,13 +179,43 @@ async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
         if not rows:
             print(f"{args.config}: no batches")
             return EXIT_OK
-        print(table([(r["name"], r["type"], r["item_id"], r["processed"],
-                       r["loaded_to_datastore"], r["loaded_to_odm"], r["merge_worthy"],
-                       r["merged"], _deleted(r), r["detections"], r["fileset"] or "-",
-                       (r["note"] or "")[:60]) for r in rows],
-                     ("BATCH", "TYPE", "ITEM", "PROCESSED", "DATASTORE", "ODM", "MERGE_WORTHY",
-                      "MERGED", "DELETED", "DETECTIONS", "FILESET", "NOTE")))
+        print(
+            table(
+                [
+                    (
+                        r["name"],
+                        r["type"],
+                        r["item_id"],
+                        r["processed"],
+                        r["loaded_to_datastore"],
+                        r["loaded_to_odm"],
+                        r["merge_worthy"],
+                        r["merged"],
+                        _deleted(r),
+                        r["detections"],
+                        r["fileset"] or "-",
+                        (r["note"] or "")[:60],
+                    )
+                    for r in rows
+                ],
+                (
+                    "BATCH",
+                    "TYPE",
+                    "ITEM",
+                    "PROCESSED",
+                    "DATASTORE",
+                    "ODM",
+                    "MERGE_WORTHY",
+                    "MERGED",
+                    "DELETED",
+                    "DETECTIONS",
+                    "FILESET",
+                    "NOTE",
+                ),
+            )
+        )
         return EXIT_OK
+
     return await with_db(settings, go)
 
 
@@ -165,8 +223,7 @@ def _batch_range(args: argparse.Namespace) -> tuple[str, str]:
     first, last = args.first, args.last or args.first
     for name in (first, last):
         if not re.fullmatch(r"B\d{8}", name):
-            raise ConfigError(f"batch name {name!r} is not valid (B followed by 8 digits, "
-                              "e.g. B00000001)")
+            raise ConfigError(f"batch name {name!r} is not valid (B followed by 8 digits, e.g. B00000001)")
     if last < first:
         raise ConfigError(f"batch range {first}..{last} is empty (the last comes before the first)")
     return first, last
@@ -174,6 +231,7 @@ def _batch_range(args: argparse.Namespace) -> tuple[str, str]:
 
 async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int:
     """Remove one batch or a range from the DataStore and record deleted_datastore."""
+
     async def go(db: Database) -> int:
         cfg = await configs.load(db, args.config)
         first, last = _batch_range(args)
@@ -187,49 +245,67 @@ async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int
                 print(f"{row['name']}: never published on the DataStore")
             else:
                 try:
-                    deleted = await datastore.remove_fileset(db, cfg.datastore_product,
-                                                             row["fileset"])
+                    deleted = await datastore.remove_fileset(db, cfg.datastore_product, row["fileset"])
                 except datastore.DataStoreError as exc:
-                    await db.execute(Q.batch_deleted, batch_id=row["batch_id"],
-                                     target="datastore", state="failed", note=str(exc)[:1024])
+                    await db.execute(
+                        Q.batch_deleted,
+                        batch_id=row["batch_id"],
+                        target="datastore",
+                        state="failed",
+                        note=str(exc)[:1024],
+                    )
                     print(f"{row['name']}: NOT removed: {exc}")
                     failed += 1
                     continue
-                print(f"{row['name']}: " + ("already gone from the DataStore" if deleted is None
-                                            else f"removed from {cfg.datastore_product}, "
-                                                 f"{deleted} files deleted"))
-            await db.execute(Q.batch_deleted, batch_id=row["batch_id"], target="datastore",
-                             state="succeeded", note=None)
+                print(
+                    f"{row['name']}: "
+                    + (
+                        "already gone from the DataStore"
+                        if deleted is None
+                        else f"removed from {cfg.datastore_product}, {deleted} files deleted"
+                    )
+                )
+            await db.execute(
+                Q.batch_deleted, batch_id=row["batch_id"], target="datastore", state="succeeded", note=None
+            )
         return EXIT_FAILED if failed else EXIT_OK
+
     return await with_db(settings, go)
 
 
 async def psps_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Mark batches purged: the batch cleaner then removes every copy of them."""
+
     async def go(db: Database) -> int:
         await configs.load(db, args.config)
         first, last = _batch_range(args)
         rows = await db.fetch_all(Q.batches_by_name, config=args.config, first=first, last=last)
         for row in rows:
             await db.execute(Q.batch_purge, batch_id=row["batch_id"])
-        print(f"{args.config}: {len(rows)} batches marked purged; the batch cleaner removes "
-              "their DataStore, DXLayer and local copies")
+        print(
+            f"{args.config}: {len(rows)} batches marked purged; the batch cleaner removes "
+            "their DataStore, DXLayer and local copies"
+        )
         return EXIT_OK if rows else EXIT_FAILED
+
     return await with_db(settings, go)
 
 
 def add_commands(top: Any) -> None:
     psps = top.add_parser("psps", help="PSPS loading: configs").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     config = psps.add_parser("config", help="loading configurations").add_subparsers(
-        dest="what", required=True, metavar="ACTION")
+        dest="what", required=True, metavar="ACTION"
+    )
     p = config.add_parser("edit", help="create or change a config, prompting field by field")
     p.add_argument("name")
     p.set_defaults(handler=config_edit)
     p = config.add_parser("set", help="change fields without prompts: key=value ...")
     p.add_argument("name")
-    p.add_argument("assignments", nargs="+", metavar="key=value",
-                   help=f"fields: {', '.join(configs.FIELD_NAMES)}")
+    p.add_argument(
+        "assignments", nargs="+", metavar="key=value", help=f"fields: {', '.join(configs.FIELD_NAMES)}"
+    )
     p.set_defaults(handler=config_set)
     p = config.add_parser("list", help="every config (--active: only the active ones)")
     p.add_argument("--active", action="store_true")
@@ -237,8 +313,7 @@ def add_commands(top: Any) -> None:
     p.set_defaults(handler=config_list)
     p = psps.add_parser("queue", help="queue the config's items (P2, ST, OB) in sky stripes")
     p.add_argument("config")
-    p.add_argument("--every", type=float, metavar="HOURS",
-                   help="queue again every HOURS hours until stopped")
+    p.add_argument("--every", type=float, metavar="HOURS", help="queue again every HOURS hours until stopped")
     p.set_defaults(handler=psps_queue)
     p = psps.add_parser("init", help="build and publish the config's IN batch (once)")
     p.add_argument("config")
@@ -249,9 +324,9 @@ def add_commands(top: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=psps_batches)
     for name, handler, text in (
-            ("remove-batch", psps_remove_batch, "remove one batch (or a range) from the "
-                                                "DataStore and record it"),
-            ("purge", psps_purge, "mark batches purged: every copy of them is removed")):
+        ("remove-batch", psps_remove_batch, "remove one batch (or a range) from the DataStore and record it"),
+        ("purge", psps_purge, "mark batches purged: every copy of them is removed"),
+    ):
         p = psps.add_parser(name, help=text)
         p.add_argument("config")
         p.add_argument("first", metavar="FIRST", help="a batch name, e.g. B00000001")

@@ -303,8 +303,9 @@ class Database:
                 backoff_s(attempt, self.settings.db_backoff_base_s * 4, self.settings.db_backoff_max_s),
                 max(0.0, budget_s - elapsed),
             )
-            log.warning("db_reconnect", during=what, attempt=attempt + 1,
-                        retry_in_s=round(delay, 3), error=str(error))
+            log.warning(
+                "db_reconnect", during=what, attempt=attempt + 1, retry_in_s=round(delay, 3), error=str(error)
+            )
             attempt += 1
             await asyncio.sleep(delay)
 
@@ -327,8 +328,7 @@ class Database:
             conn.close()
             raise DbUnavailable(f"database {self.dsn.display()} unreachable during {what}: {exc}") from None
 
-    async def _run_many(self, conn: aiomysql.Connection, query: Query,
-                        rows: list[dict[str, Any]]) -> int:
+    async def _run_many(self, conn: aiomysql.Connection, query: Query, rows: list[dict[str, Any]]) -> int:
         async def go() -> int:
             async with conn.cursor() as cur:
                 await cur.executemany(query.sql, rows)

@@ -76,8 +76,7 @@ class LocalMariaDB:
         self.port = port
         if len(str(self.socket)) > 100:
             raise LocalDbError(
-                f"socket path {self.socket} is longer than a unix socket allows; "
-                "use a shorter var_dir"
+                f"socket path {self.socket} is longer than a unix socket allows; use a shorter var_dir"
             )
 
     # -- setup --------------------------------------------------------------------------
@@ -92,8 +91,11 @@ class LocalMariaDB:
             raise LocalDbError("mariadb-install-db not found; reinstall mariadb-server")
         self.datadir.mkdir(parents=True, exist_ok=True)
         command = [
-            install_db, "--no-defaults", f"--datadir={self.datadir}",
-            "--auth-root-authentication-method=normal", "--skip-test-db",
+            install_db,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
             "--skip-name-resolve",
         ]
         if os.geteuid() == 0:
@@ -102,18 +104,23 @@ class LocalMariaDB:
             result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:
             shutil.rmtree(self.datadir, ignore_errors=True)
-            raise LocalDbError(
-                f"mariadb-install-db failed (exit {result.returncode}); see {self.logfile}"
-            )
+            raise LocalDbError(f"mariadb-install-db failed (exit {result.returncode}); see {self.logfile}")
         return True
 
     def _server_command(self, server: str) -> list[str]:
         command = [
-            server, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}",
-            f"--pid-file={self.pidfile}", f"--log-error={self.logfile}",
-            "--skip-name-resolve", "--innodb-buffer-pool-size=256M",
-            "--innodb-flush-log-at-trx-commit=2", "--max-connections=500",
-            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
+            server,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            f"--pid-file={self.pidfile}",
+            f"--log-error={self.logfile}",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=256M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--max-connections=500",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
         ]
         if self.port is None:
             command.append("--skip-networking")
@@ -166,8 +173,11 @@ class LocalMariaDB:
             self.socket.unlink()
         with open(self.logfile, "ab") as log:
             proc = subprocess.Popen(
-                self._server_command(server), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self._server_command(server),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -209,8 +219,11 @@ class LocalMariaDB:
         pid = self.pid()
         version = self.answers() if pid else None
         return LocalStatus(
-            running=bool(pid and version), pid=pid, socket=self.socket,
-            datadir=self.datadir, version=version,
+            running=bool(pid and version),
+            pid=pid,
+            socket=self.socket,
+            datadir=self.datadir,
+            version=version,
         )
 
     def dsn(self, database: str) -> str:

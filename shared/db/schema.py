@@ -94,8 +94,7 @@ async def check_schema(db: Database) -> int:
     where = f"database {db.dsn.display()}"
     if version is None:
         raise SchemaMismatch(
-            f"{where} has no schema (this code needs version {CODE_SCHEMA_VERSION}); "
-            "run 'ippctl db upgrade'"
+            f"{where} has no schema (this code needs version {CODE_SCHEMA_VERSION}); run 'ippctl db upgrade'"
         )
     if version < CODE_SCHEMA_VERSION:
         raise SchemaMismatch(
@@ -147,9 +146,7 @@ async def create_database(settings: Settings, dsn: Dsn) -> bool:
         if exists:
             return False
         # An identifier, checked against _DB_NAME above: it cannot be a parameter.
-        await cur.execute(
-            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )
+        await cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         return True
 
 
@@ -169,8 +166,9 @@ def upgrade_lock_name(database: str) -> str:
 
 
 @asynccontextmanager
-async def upgrade_lock(settings: Settings, dsn: Dsn,
-                       waiting: Callable[[str], None] | None = None) -> AsyncIterator[None]:
+async def upgrade_lock(
+    settings: Settings, dsn: Dsn, waiting: Callable[[str], None] | None = None
+) -> AsyncIterator[None]:
     """Hold the upgrade lock of the DSN's database for the body (creating the database and
     applying migrations), so two ``ippctl db upgrade`` run at once, from any hosts, apply
     each migration once: the second waits up to ``db_upgrade_lock_wait_s`` and then finds
@@ -182,18 +180,23 @@ async def upgrade_lock(settings: Settings, dsn: Dsn,
         if not granted:
             await cur.execute(Q.upgrade_lock_holder.sql, {"name": name})
             (holder,) = await cur.fetchone()
-            message = (f"another upgrade of {dsn.display()} is running (server connection "
-                       f"{holder} holds lock {name}); waiting up to "
-                       f"{settings.db_upgrade_lock_wait_s:g} s")
+            message = (
+                f"another upgrade of {dsn.display()} is running (server connection "
+                f"{holder} holds lock {name}); waiting up to "
+                f"{settings.db_upgrade_lock_wait_s:g} s"
+            )
             log.info("upgrade_lock_wait", lock=name, holder=holder)
             if waiting is not None:
                 waiting(message)
-            await cur.execute(Q.upgrade_lock_try.sql,
-                              {"name": name, "wait_s": settings.db_upgrade_lock_wait_s})
+            await cur.execute(
+                Q.upgrade_lock_try.sql, {"name": name, "wait_s": settings.db_upgrade_lock_wait_s}
+            )
             (granted,) = await cur.fetchone()
         if granted != 1:
-            raise DbError(f"{dsn.display()}: no upgrade lock ({name}) within "
-                          f"{settings.db_upgrade_lock_wait_s:g} s (db_upgrade_lock_wait_s)")
+            raise DbError(
+                f"{dsn.display()}: no upgrade lock ({name}) within "
+                f"{settings.db_upgrade_lock_wait_s:g} s (db_upgrade_lock_wait_s)"
+            )
         try:
             yield
         finally:

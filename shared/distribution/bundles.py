@@ -40,8 +40,7 @@ class BundleError(IppError):
     """A bundle that cannot be built or is not safe or complete to unpack."""
 
 
-def fileset_name(stage_name: str, stage_id: int, exp_name: str | None, dist_id: int,
-                 prod_id: int) -> str:
+def fileset_name(stage_name: str, stage_id: int, exp_name: str | None, dist_id: int, prod_id: int) -> str:
     """``$exp_name.$stage.$stage_id.$dist_id.$prod_id``; stacks
     ``stack.$stack_id.$dist_id.$prod_id`` (REFERENCE 7)."""
     if stage_name == "stack":
@@ -95,9 +94,15 @@ def build(target: Path, members: Iterable[Member], *, level: int = 1) -> Built:
     count = 0
     with open(target, "wb") as raw:
         hashing = _HashingWriter(raw)
-        with igzip.IGzipFile(fileobj=hashing, mode="wb",  # type: ignore[no-untyped-call]
-                             compresslevel=level, mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        with (
+            igzip.IGzipFile(
+                fileobj=hashing,
+                mode="wb",  # type: ignore[no-untyped-call]
+                compresslevel=level,
+                mtime=0,
+            ) as gz,
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
+        ):
             for m in members:
                 info = tarfile.TarInfo(f"./{m.name}")
                 if not MEMBER.match(info.name):
@@ -133,15 +138,15 @@ class UnpackLimits:
     reserve_bytes: int = 0
 
     @classmethod
-    def for_bundle(cls, listed_bytes: int, *, ratio: float, floor_bytes: int,
-                   max_members: int, reserve_bytes: int) -> UnpackLimits:
+    def for_bundle(
+        cls, listed_bytes: int, *, ratio: float, floor_bytes: int, max_members: int, reserve_bytes: int
+    ) -> UnpackLimits:
         """Limits for a bundle listed at ``listed_bytes``: at most ``ratio`` times that
         unpacked (never less than ``floor_bytes``)."""
         return cls(max_members, max(int(listed_bytes * ratio), floor_bytes), reserve_bytes)
 
 
-def extract(bundle: Path, into: Path, limits: UnpackLimits | None = None
-            ) -> dict[Path, tuple[int, str]]:
+def extract(bundle: Path, into: Path, limits: UnpackLimits | None = None) -> dict[Path, tuple[int, str]]:
     """Unpack ``bundle`` into the (empty) directory ``into``; returns each file written with
     its (bytes, md5), computed on the way.
 
@@ -165,13 +170,17 @@ def extract(bundle: Path, into: Path, limits: UnpackLimits | None = None
                     raise BundleError(f"{bundle.name}: more than {lim.max_members} members")
                 total += info.size
                 if total > lim.max_bytes:
-                    raise BundleError(f"{bundle.name}: unpacks to more than {lim.max_bytes} "
-                                      "bytes (dist_unpack_ratio_max of its listed size)")
+                    raise BundleError(
+                        f"{bundle.name}: unpacks to more than {lim.max_bytes} "
+                        "bytes (dist_unpack_ratio_max of its listed size)"
+                    )
                 free = shutil.disk_usage(into).free
                 if free - info.size < lim.reserve_bytes:
-                    raise BundleError(f"{bundle.name}: member {info.name!r} ({info.size} "
-                                      f"bytes) would leave less than {lim.reserve_bytes} bytes "
-                                      f"free in staging ({free} free)")
+                    raise BundleError(
+                        f"{bundle.name}: member {info.name!r} ({info.size} "
+                        f"bytes) would leave less than {lim.reserve_bytes} bytes "
+                        f"free in staging ({free} free)"
+                    )
                 if target.exists():
                     raise BundleError(f"{bundle.name}: member {info.name!r} appears twice")
                 source = tar.extractfile(info)

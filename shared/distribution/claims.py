@@ -10,11 +10,21 @@ from shared.db.queries import Q
 from shared.runtime.claims import ClaimSpec
 
 DIST_SPEC = ClaimSpec(
-    table="distRun", id_column="id", select=Q.dist_claim, mark=Q.claim_mark_distRun,
-    release=Q.claim_release_distRun, release_orphans=Q.claim_release_orphans_distRun)
+    table="distRun",
+    id_column="id",
+    select=Q.dist_claim,
+    mark=Q.claim_mark_distRun,
+    release=Q.claim_release_distRun,
+    release_orphans=Q.claim_release_orphans_distRun,
+)
 RC_SPEC = ClaimSpec(
-    table="rcDestination", id_column="id", select=Q.rc_claim, mark=Q.claim_mark_rcDestination,
-    release=Q.claim_release_rcDestination, release_orphans=Q.claim_release_orphans_rcDestination)
+    table="rcDestination",
+    id_column="id",
+    select=Q.rc_claim,
+    mark=Q.claim_mark_rcDestination,
+    release=Q.claim_release_rcDestination,
+    release_orphans=Q.claim_release_orphans_rcDestination,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,12 @@ class DistRun:
 
     @classmethod
     def from_row(cls, row: Row) -> DistRun:
-        return cls(int(row["id"]), str(row["stage"]), int(row["stage_id"]), row["label"],
-                   bool(row["clean"]), str(row["product"]),
-                   None if row["target_id"] is None else int(row["target_id"]))
+        return cls(
+            int(row["id"]),
+            str(row["stage"]),
+            int(row["stage_id"]),
+            row["label"],
+            bool(row["clean"]),
+            str(row["product"]),
+            None if row["target_id"] is None else int(row["target_id"]),
+        )

@@ -51,16 +51,18 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(settings.dist_http_timeout_s, settings.dist_listing_max_bytes,
-                   settings.dist_min_rate_bytes_s)
+        return cls(
+            settings.dist_http_timeout_s, settings.dist_listing_max_bytes, settings.dist_min_rate_bytes_s
+        )
 
 
 def session(limits: Limits, token: str = "") -> aiohttp.ClientSession:
     """A client session for DataStore peers: bodies as sent (no automatic decompression),
     connect and read deadlines from ``limits`` (each request adds its total deadline), and
     the bearer token a protected DataStore wants, when one is given."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=limits.timeout_s,
-                                    sock_connect=limits.timeout_s, sock_read=limits.timeout_s)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=limits.timeout_s, sock_connect=limits.timeout_s, sock_read=limits.timeout_s
+    )
     headers = {"Authorization": f"Bearer {token}"} if token else None
     return aiohttp.ClientSession(timeout=timeout, auto_decompress=False, headers=headers)
 
@@ -71,8 +73,9 @@ def _same_origin(a: str, b: str) -> bool:
 
 
 @asynccontextmanager
-async def _get(http: aiohttp.ClientSession, url: str, deadline_s: float,
-               headers: dict[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+async def _get(
+    http: aiohttp.ClientSession, url: str, deadline_s: float, headers: dict[str, str] | None = None
+) -> AsyncIterator[aiohttp.ClientResponse]:
     """GET ``url`` following redirects to the same origin only, within ``deadline_s`` in
     all (the response body must be read inside the context)."""
     target = url
@@ -82,8 +85,11 @@ async def _get(http: aiohttp.ClientSession, url: str, deadline_s: float,
                 if resp.status in (301, 302, 303, 307, 308):
                     location = urljoin(target, resp.headers.get("Location", ""))
                     if not _same_origin(url, location):
-                        raise FetchFailed(f"GET {url}: redirect to {location} refused (only "
-                                          "the same host and port are followed)", resp.status)
+                        raise FetchFailed(
+                            f"GET {url}: redirect to {location} refused (only "
+                            "the same host and port are followed)",
+                            resp.status,
+                        )
                     target = location
                     continue
                 yield resp
@@ -93,8 +99,9 @@ async def _get(http: aiohttp.ClientSession, url: str, deadline_s: float,
 
 async def _read_capped(resp: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
     if resp.content_length is not None and resp.content_length > limit:
-        raise FetchFailed(f"GET {url}: {resp.content_length} bytes, more than the "
-                          f"{limit} bytes a listing may have")
+        raise FetchFailed(
+            f"GET {url}: {resp.content_length} bytes, more than the {limit} bytes a listing may have"
+        )
     body = bytearray()
     async for chunk in resp.content.iter_chunked(_CHUNK):
         body += chunk
@@ -110,12 +117,16 @@ async def get_text(http: aiohttp.ClientSession, url: str, limits: Limits | None 
         async with _get(http, url, lim.timeout_s) as resp:
             if resp.status != 200:
                 body = (await _read_capped(resp, url, 4096))[:200].decode(errors="replace")
-                raise FetchFailed(f"GET {url}: HTTP {resp.status}"
-                                  + (f": {body.strip()}" if body.strip() else ""), resp.status)
+                raise FetchFailed(
+                    f"GET {url}: HTTP {resp.status}" + (f": {body.strip()}" if body.strip() else ""),
+                    resp.status,
+                )
             if resp.headers.get("Content-Encoding", "identity") not in ("identity", ""):
-                raise FetchFailed(f"GET {url}: Content-Encoding "
-                                  f"{resp.headers['Content-Encoding']!r} refused (listings are "
-                                  "plain text)")
+                raise FetchFailed(
+                    f"GET {url}: Content-Encoding "
+                    f"{resp.headers['Content-Encoding']!r} refused (listings are "
+                    "plain text)"
+                )
             return (await _read_capped(resp, url, lim.listing_max_bytes)).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FetchFailed(f"GET {url}: not UTF-8 text (byte {exc.start})") from None
@@ -136,8 +147,9 @@ def _resume_point(target: Path, part: Path, f: RemoteFile) -> tuple[bool, int]:
     return False, have
 
 
-async def download(http: aiohttp.ClientSession, url: str, f: RemoteFile, target: Path,
-                   limits: Limits | None = None) -> None:
+async def download(
+    http: aiohttp.ClientSession, url: str, f: RemoteFile, target: Path, limits: Limits | None = None
+) -> None:
     """``target`` holding exactly ``f`` (size and md5 checked); resumes a ``.part`` file.
     Reading stops at the listed size; a server that sends more, or a disk that fills, fails
     the download and removes the partial file."""
@@ -156,22 +168,28 @@ async def download(http: aiohttp.ClientSession, url: str, f: RemoteFile, target:
             why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
             raise FetchFailed(f"{f.name}: cannot write {part.name}: {why}") from None
         except TimeoutError:
-            raise FetchFailed(f"GET {url}: not complete within "
-                              f"{lim.download_deadline_s(f.bytes - have):.0f} s (partial file "
-                              "kept for resuming)") from None
+            raise FetchFailed(
+                f"GET {url}: not complete within "
+                f"{lim.download_deadline_s(f.bytes - have):.0f} s (partial file "
+                "kept for resuming)"
+            ) from None
         except aiohttp.ClientError as exc:
-            raise FetchFailed(f"GET {url}: {type(exc).__name__}: {exc} (partial file kept "
-                              "for resuming)") from None
+            raise FetchFailed(
+                f"GET {url}: {type(exc).__name__}: {exc} (partial file kept for resuming)"
+            ) from None
     size, md5 = await asyncio.to_thread(file_digest, part)
     if (size, md5) != (f.bytes, f.md5sum):
         await asyncio.to_thread(part.unlink)
-        raise FetchFailed(f"{f.name}: downloaded {size} bytes with md5 {md5}, the listing says "
-                          f"{f.bytes} bytes with md5 {f.md5sum}")
+        raise FetchFailed(
+            f"{f.name}: downloaded {size} bytes with md5 {md5}, the listing says "
+            f"{f.bytes} bytes with md5 {f.md5sum}"
+        )
     await asyncio.to_thread(part.rename, target)
 
 
-async def _fetch(http: aiohttp.ClientSession, url: str, f: RemoteFile, part: Path, have: int,
-                 lim: Limits) -> None:
+async def _fetch(
+    http: aiohttp.ClientSession, url: str, f: RemoteFile, part: Path, have: int, lim: Limits
+) -> None:
     """Append the rest of ``f`` to ``part`` (from ``have``), never past the listed size."""
     headers = {"Range": f"bytes={have}-"} if have else {}
     async with _get(http, url, lim.download_deadline_s(f.bytes - have), headers) as resp:
@@ -184,6 +202,7 @@ async def _fetch(http: aiohttp.ClientSession, url: str, f: RemoteFile, part: Pat
                 if written > f.bytes:
                     await out.close()
                     await asyncio.to_thread(part.unlink, True)
-                    raise FetchFailed(f"GET {url}: the server sent more than the {f.bytes} "
-                                      "bytes the listing gives; refused")
+                    raise FetchFailed(
+                        f"GET {url}: the server sent more than the {f.bytes} bytes the listing gives; refused"
+                    )
                 await out.write(chunk)

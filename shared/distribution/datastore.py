@@ -79,8 +79,9 @@ def parse_listing(text: str, first: str, source: str) -> Listing:
             continue
         fields = _fields(line, source, number)
         if len(fields) != len(header):
-            raise DataStoreError(f"{source}:{number}: {len(fields)} fields, the header has "
-                                 f"{len(header)}: {line[:120]!r}")
+            raise DataStoreError(
+                f"{source}:{number}: {len(fields)} fields, the header has {len(header)}: {line[:120]!r}"
+            )
         rows.append(fields)
     return Listing(header, rows)
 
@@ -103,8 +104,7 @@ def parse_files(text: str, source: str) -> list[RemoteFile]:
     """A fileset's file list, every value checked (REFERENCE 6)."""
     listing = parse_listing(text, "fileID", source)
     if listing.header != FILE_HEADER:
-        raise DataStoreError(f"{source}: file listing columns {listing.header}, expected "
-                             f"{FILE_HEADER}")
+        raise DataStoreError(f"{source}: file listing columns {listing.header}, expected {FILE_HEADER}")
     files, seen = [], set()
     for name, size, md5, kind in listing.rows:
         where = f"{source}: file {name!r}"
@@ -115,8 +115,7 @@ def parse_files(text: str, source: str) -> list[RemoteFile]:
         if not MD5.match(md5):
             raise DataStoreError(f"{where}: md5sum {md5!r} is not 32 lowercase hex digits")
         if kind not in FILE_TYPES:
-            raise DataStoreError(f"{where}: unknown file type {kind!r} "
-                                 f"(known: {', '.join(FILE_TYPES)})")
+            raise DataStoreError(f"{where}: unknown file type {kind!r} (known: {', '.join(FILE_TYPES)})")
         if name in seen:
             raise DataStoreError(f"{where}: listed twice")
         seen.add(name)
@@ -142,13 +141,13 @@ def parse_filesets(text: str, source: str) -> list[str]:
 
 def check_name(kind: str, name: str) -> str:
     if not NAME.match(name):
-        raise DataStoreError(f"{kind} name {name!r} is not valid (letters, digits, _ . + -; "
-                             "at most 128)")
+        raise DataStoreError(f"{kind} name {name!r} is not valid (letters, digits, _ . + -; at most 128)")
     return name
 
 
-async def add_product(db: Database, name: str, kind: str, description: str | None,
-                      columns: Sequence[str]) -> int:
+async def add_product(
+    db: Database, name: str, kind: str, description: str | None, columns: Sequence[str]
+) -> int:
     check_name("product", name)
     if kind not in PRODUCT_TYPES:
         raise DataStoreError(f"product type {kind!r} is not one of {', '.join(PRODUCT_TYPES)}")
@@ -160,8 +159,7 @@ async def add_product(db: Database, name: str, kind: str, description: str | Non
     if await db.fetch_one(Q.ds_product_get, name=name) is not None:
         raise DataStoreError(f"product {name!r} exists already")
     cols = {f"col{i}": (columns[i] if i < len(columns) else None) for i in range(MAX_COLUMNS)}
-    return await db.insert(Q.ds_product_add, name=name, type=kind, description=description,
-                           **cols)
+    return await db.insert(Q.ds_product_add, name=name, type=kind, description=description, **cols)
 
 
 async def product(db: Database | Tx, name: str) -> Row:
@@ -177,9 +175,19 @@ def product_columns(prod: Row) -> list[str]:
 
 async def root_listing(db: Database) -> str:
     rows = await db.fetch_all(Q.ds_products)
-    return format_listing(PRODUCT_HEADER, [
-        (r["prod_name"], r["last_fs"], ds_time(r["last_update"] or r["reg_time"]), r["type"],
-         r["description"] or "null") for r in rows])
+    return format_listing(
+        PRODUCT_HEADER,
+        [
+            (
+                r["prod_name"],
+                r["last_fs"],
+                ds_time(r["last_update"] or r["reg_time"]),
+                r["type"],
+                r["description"] or "null",
+            )
+            for r in rows
+        ],
+    )
 
 
 async def product_listing(db: Database, name: str, after: str | None = None) -> str:
@@ -193,9 +201,18 @@ async def product_listing(db: Database, name: str, after: str | None = None) -> 
         after_id = int(row["fileset_id"])
     cols = product_columns(prod)
     rows = await db.fetch_all(Q.ds_filesets, prod_id=prod["prod_id"], after_id=after_id)
-    return format_listing((*FILESET_HEADER, *cols), [
-        (r["fileset_name"], ds_time(r["reg_time"]), r["type"],
-         *(r[f"prod_col_{i}"] for i in range(len(cols)))) for r in rows])
+    return format_listing(
+        (*FILESET_HEADER, *cols),
+        [
+            (
+                r["fileset_name"],
+                ds_time(r["reg_time"]),
+                r["type"],
+                *(r[f"prod_col_{i}"] for i in range(len(cols))),
+            )
+            for r in rows
+        ],
+    )
 
 
 async def fileset_files(db: Database, prod_name: str, fileset: str) -> list[Row]:
@@ -208,8 +225,7 @@ async def fileset_files(db: Database, prod_name: str, fileset: str) -> list[Row]
 
 async def fileset_listing(db: Database, prod_name: str, fileset: str) -> str:
     files = await fileset_files(db, prod_name, fileset)
-    return format_listing(FILE_HEADER, [(f["file_name"], f["bytes"], f["md5sum"], f["type"])
-                                        for f in files])
+    return format_listing(FILE_HEADER, [(f["file_name"], f["bytes"], f["md5sum"], f["type"]) for f in files])
 
 
 @dataclass(frozen=True)
@@ -221,21 +237,34 @@ class NewFile:
     uri: str
 
 
-async def register_fileset(tx: Tx, prod: Row, name: str, kind: str, values: Sequence[Any],
-                           files: Sequence[NewFile]) -> int:
+async def register_fileset(
+    tx: Tx, prod: Row, name: str, kind: str, values: Sequence[Any], files: Sequence[NewFile]
+) -> int:
     """Register a complete fileset (its row, its files, the product's last fileset) inside
     the caller's transaction, so it becomes visible all at once."""
     check_name("fileset", name)
     for f in files:
         if not FILE_ID.match(f.name) or f.type not in FILE_TYPES or not MD5.match(f.md5sum):
             raise DataStoreError(f"fileset {name}: file {f.name!r} ({f.type}) is not valid")
-    cols = {f"col{i}": (None if i >= len(values) or values[i] is None else str(values[i]))
-            for i in range(MAX_COLUMNS)}
-    fileset_id = await tx.insert(Q.ds_fileset_add, prod_id=prod["prod_id"], name=name,
-                                 type=kind, **cols)
-    await tx.execute_many(Q.ds_file_add, [
-        {"fileset_id": fileset_id, "name": f.name, "bytes": f.bytes, "md5sum": f.md5sum,
-         "type": f.type, "uri": f.uri} for f in files])
+    cols = {
+        f"col{i}": (None if i >= len(values) or values[i] is None else str(values[i]))
+        for i in range(MAX_COLUMNS)
+    }
+    fileset_id = await tx.insert(Q.ds_fileset_add, prod_id=prod["prod_id"], name=name, type=kind, **cols)
+    await tx.execute_many(
+        Q.ds_file_add,
+        [
+            {
+                "fileset_id": fileset_id,
+                "name": f.name,
+                "bytes": f.bytes,
+                "md5sum": f.md5sum,
+                "type": f.type,
+                "uri": f.uri,
+            }
+            for f in files
+        ],
+    )
     await tx.execute(Q.ds_product_touch, prod_id=prod["prod_id"], name=name)
     return fileset_id
 
@@ -255,8 +284,10 @@ async def remove_fileset(db: Database, prod_name: str, fileset: str) -> int | No
     await db.execute(Q.ds_fileset_hide, fileset_id=row["fileset_id"])
     report = await Storage(db).delete_many([f["uri"] for f in files])
     if report.unavailable:
-        raise DataStoreError(f"{prod_name}/{fileset}: {len(report.unavailable)} files are on a "
-                             "volume that is down; the fileset stays hidden until it is up")
+        raise DataStoreError(
+            f"{prod_name}/{fileset}: {len(report.unavailable)} files are on a "
+            "volume that is down; the fileset stays hidden until it is up"
+        )
 
     async def forget(tx: Tx) -> None:
         await tx.execute(Q.ds_files_delete, fileset_id=row["fileset_id"])

@@ -47,16 +47,18 @@ async def root(request: web.Request) -> web.Response:
 async def product(request: web.Request) -> web.Response:
     after = request.query_string or None
     try:
-        return _text(await datastore.product_listing(_db(request), request.match_info["product"],
-                                                     after))
+        return _text(await datastore.product_listing(_db(request), request.match_info["product"], after))
     except NotFound as exc:
         raise web.HTTPNotFound(text=f"{exc}\n") from None
 
 
 async def fileset(request: web.Request) -> web.Response:
     try:
-        return _text(await datastore.fileset_listing(_db(request), request.match_info["product"],
-                                                     request.match_info["fileset"]))
+        return _text(
+            await datastore.fileset_listing(
+                _db(request), request.match_info["product"], request.match_info["fileset"]
+            )
+        )
     except NotFound as exc:
         raise web.HTTPNotFound(text=f"{exc}\n") from None
 
@@ -64,8 +66,9 @@ async def fileset(request: web.Request) -> web.Response:
 async def file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["file"]
     try:
-        files = await datastore.fileset_files(_db(request), request.match_info["product"],
-                                              request.match_info["fileset"])
+        files = await datastore.fileset_files(
+            _db(request), request.match_info["product"], request.match_info["fileset"]
+        )
     except NotFound as exc:
         raise web.HTTPNotFound(text=f"{exc}\n") from None
     row = next((f for f in files if f["file_name"] == name), None)
@@ -76,8 +79,7 @@ async def file(request: web.Request) -> web.StreamResponse:
     except StorageError as exc:
         log.warning("ds_file_unavailable", file=name, error=str(exc))
         # the reason (paths, volumes) stays in the server's log; the client learns only this
-        raise web.HTTPServiceUnavailable(text=f"{name}: not available now, try again later\n"
-                                         ) from None
+        raise web.HTTPServiceUnavailable(text=f"{name}: not available now, try again later\n") from None
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
@@ -92,8 +94,9 @@ def _token_required(token: str) -> Middleware:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), wanted):
             log.warning("ds_unauthorized", client=request.remote, path=request.path[:120])
-            raise web.HTTPUnauthorized(text="a DataStore token is required\n",
-                                       headers={"WWW-Authenticate": "Bearer"})
+            raise web.HTTPUnauthorized(
+                text="a DataStore token is required\n", headers={"WWW-Authenticate": "Bearer"}
+            )
         return await handler(request)
 
     return check

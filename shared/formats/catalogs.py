@@ -31,35 +31,92 @@ FORMAT_VERSION = "PS1_V5"
 
 #: PS1_V5 columns in order (REFERENCE 8). Types: F32 unless said.
 PS1_V5: tuple[tuple[str, str], ...] = (
-    ("IPP_IDET", "U32"), ("X_PSF", "F32"), ("Y_PSF", "F32"), ("X_PSF_SIG", "F32"),
-    ("Y_PSF_SIG", "F32"), ("POSANGLE", "F32"), ("PLTSCALE", "F32"), ("PSF_INST_MAG", "F32"),
-    ("PSF_INST_MAG_SIG", "F32"), ("PSF_INST_FLUX", "F32"), ("PSF_INST_FLUX_SIG", "F32"),
-    ("AP_MAG", "F32"), ("AP_MAG_RAW", "F32"), ("AP_MAG_RADIUS", "F32"), ("AP_FLUX", "F32"),
-    ("AP_FLUX_SIG", "F32"), ("AP_NPIX", "S32"), ("CAL_PSF_MAG", "F32"),
-    ("CAL_PSF_MAG_SIG", "F32"), ("RA_PSF", "F64"), ("DEC_PSF", "F64"),
-    ("PEAK_FLUX_AS_MAG", "F32"), ("SKY", "F32"), ("SKY_SIGMA", "F32"), ("PSF_CHISQ", "F32"),
-    ("CR_NSIGMA", "F32"), ("EXT_NSIGMA", "F32"), ("PSF_MAJOR", "F32"), ("PSF_MINOR", "F32"),
-    ("PSF_THETA", "F32"), ("PSF_CORE", "F32"), ("PSF_FWHM_MAJ", "F32"), ("PSF_FWHM_MIN", "F32"),
-    ("PSF_QF", "F32"), ("PSF_QF_PERFECT", "F32"), ("PSF_NDOF", "S32"), ("PSF_NPIX", "S32"),
-    ("MOMENTS_XX", "F32"), ("MOMENTS_XY", "F32"), ("MOMENTS_YY", "F32"), ("MOMENTS_M3C", "F32"),
-    ("MOMENTS_M3S", "F32"), ("MOMENTS_M4C", "F32"), ("MOMENTS_M4S", "F32"),
-    ("MOMENTS_R1", "F32"), ("MOMENTS_RH", "F32"), ("KRON_FLUX", "F32"), ("KRON_FLUX_ERR", "F32"),
-    ("KRON_FLUX_INNER", "F32"), ("KRON_FLUX_OUTER", "F32"), ("SKY_LIMIT_RAD", "F32"),
-    ("SKY_LIMIT_FLUX", "F32"), ("SKY_LIMIT_SLOPE", "F32"), ("FLAGS", "U32"), ("FLAGS2", "U32"),
-    ("N_FRAMES", "U16"), ("PADDING", "S16"),
+    ("IPP_IDET", "U32"),
+    ("X_PSF", "F32"),
+    ("Y_PSF", "F32"),
+    ("X_PSF_SIG", "F32"),
+    ("Y_PSF_SIG", "F32"),
+    ("POSANGLE", "F32"),
+    ("PLTSCALE", "F32"),
+    ("PSF_INST_MAG", "F32"),
+    ("PSF_INST_MAG_SIG", "F32"),
+    ("PSF_INST_FLUX", "F32"),
+    ("PSF_INST_FLUX_SIG", "F32"),
+    ("AP_MAG", "F32"),
+    ("AP_MAG_RAW", "F32"),
+    ("AP_MAG_RADIUS", "F32"),
+    ("AP_FLUX", "F32"),
+    ("AP_FLUX_SIG", "F32"),
+    ("AP_NPIX", "S32"),
+    ("CAL_PSF_MAG", "F32"),
+    ("CAL_PSF_MAG_SIG", "F32"),
+    ("RA_PSF", "F64"),
+    ("DEC_PSF", "F64"),
+    ("PEAK_FLUX_AS_MAG", "F32"),
+    ("SKY", "F32"),
+    ("SKY_SIGMA", "F32"),
+    ("PSF_CHISQ", "F32"),
+    ("CR_NSIGMA", "F32"),
+    ("EXT_NSIGMA", "F32"),
+    ("PSF_MAJOR", "F32"),
+    ("PSF_MINOR", "F32"),
+    ("PSF_THETA", "F32"),
+    ("PSF_CORE", "F32"),
+    ("PSF_FWHM_MAJ", "F32"),
+    ("PSF_FWHM_MIN", "F32"),
+    ("PSF_QF", "F32"),
+    ("PSF_QF_PERFECT", "F32"),
+    ("PSF_NDOF", "S32"),
+    ("PSF_NPIX", "S32"),
+    ("MOMENTS_XX", "F32"),
+    ("MOMENTS_XY", "F32"),
+    ("MOMENTS_YY", "F32"),
+    ("MOMENTS_M3C", "F32"),
+    ("MOMENTS_M3S", "F32"),
+    ("MOMENTS_M4C", "F32"),
+    ("MOMENTS_M4S", "F32"),
+    ("MOMENTS_R1", "F32"),
+    ("MOMENTS_RH", "F32"),
+    ("KRON_FLUX", "F32"),
+    ("KRON_FLUX_ERR", "F32"),
+    ("KRON_FLUX_INNER", "F32"),
+    ("KRON_FLUX_OUTER", "F32"),
+    ("SKY_LIMIT_RAD", "F32"),
+    ("SKY_LIMIT_FLUX", "F32"),
+    ("SKY_LIMIT_SLOPE", "F32"),
+    ("FLAGS", "U32"),
+    ("FLAGS2", "U32"),
+    ("N_FRAMES", "U16"),
+    ("PADDING", "S16"),
 )
 
 #: FITS TFORM, numpy dtype and TZERO of each type.
 _TYPES: dict[str, tuple[str, str, int | None]] = {
-    "F32": ("E", "f4", None), "F64": ("D", "f8", None), "S32": ("J", "i4", None),
-    "S16": ("I", "i2", None), "U32": ("J", "u4", 2147483648), "U16": ("I", "u2", 32768),
+    "F32": ("E", "f4", None),
+    "F64": ("D", "f8", None),
+    "S32": ("J", "i4", None),
+    "S16": ("I", "i2", None),
+    "U32": ("J", "u4", 2147483648),
+    "U16": ("I", "u2", 32768),
 }
 
 #: FLAGS bits (same as PSPS infoFlag).
 FLAGS = {
-    "PSFMODEL": 0x1, "EXTMODEL": 0x2, "FITTED": 0x4, "FAIL": 0x8, "POOR": 0x10, "PAIR": 0x20,
-    "PSFSTAR": 0x40, "SATSTAR": 0x80, "BLEND": 0x100, "EXTERNAL": 0x200, "BADPSF": 0x400,
-    "DEFECT": 0x800, "SATURATED": 0x1000, "CR_LIMIT": 0x2000, "EXT_LIMIT": 0x4000,
+    "PSFMODEL": 0x1,
+    "EXTMODEL": 0x2,
+    "FITTED": 0x4,
+    "FAIL": 0x8,
+    "POOR": 0x10,
+    "PAIR": 0x20,
+    "PSFSTAR": 0x40,
+    "SATSTAR": 0x80,
+    "BLEND": 0x100,
+    "EXTERNAL": 0x200,
+    "BADPSF": 0x400,
+    "DEFECT": 0x800,
+    "SATURATED": 0x1000,
+    "CR_LIMIT": 0x2000,
+    "EXT_LIMIT": 0x4000,
     "MOMENTS_FAILURE": 0x8000,
 }
 
@@ -86,8 +143,11 @@ def table_hdu(table: np.ndarray[Any, Any], name: str | None = None) -> fits.BinT
     for column, kind in PS1_V5:
         tform, np_type, tzero = _TYPES[kind]
         data = np.asarray(table[column], dtype=np_type)
-        columns.append(fits.Column(name=column, format=tform, array=data,
-                                   **({"bzero": tzero} if tzero is not None else {})))
+        columns.append(
+            fits.Column(
+                name=column, format=tform, array=data, **({"bzero": tzero} if tzero is not None else {})
+            )
+        )
     hdu = fits.BinTableHDU.from_columns(columns, name=name)
     hdu.header["EXTTYPE"] = FORMAT_VERSION
     return hdu
@@ -136,8 +196,10 @@ def _check_columns(names: list[str], where: str) -> None:
     expected = [n for n, _ in PS1_V5]
     if names != expected:
         missing = sorted(set(expected) - set(names))
-        raise CatalogError(f"{where}: columns differ from PS1_V5"
-                           + (f" (missing {', '.join(missing[:5])})" if missing else ""))
+        raise CatalogError(
+            f"{where}: columns differ from PS1_V5"
+            + (f" (missing {', '.join(missing[:5])})" if missing else "")
+        )
 
 
 def _native(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -150,8 +212,9 @@ def _native(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 def _header_dict(hdr: Any) -> dict[str, Any]:
     """A FITS header as a dict (keywords as written, HIERARCH names included)."""
-    return {r["name"]: r["value"] for r in hdr.records()
-            if r["name"] and r["name"] not in ("COMMENT", "HISTORY")}
+    return {
+        r["name"]: r["value"] for r in hdr.records() if r["name"] and r["name"] not in ("COMMENT", "HISTORY")
+    }
 
 
 @contextmanager

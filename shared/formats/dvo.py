@@ -24,21 +24,75 @@ from shared.core.errors import IppError, one_line
 
 Array = np.ndarray[Any, Any]
 
-IMAGES_COLUMNS = (("IMAGE_ID", "J"), ("EXTERN_ID", "K"), ("SOURCE_ID", "K"), ("PARENT_ID", "K"),
-                  ("PHOTCODE", "J"), ("CCDNUM", "I"), ("EXPTIME", "E"), ("TZERO", "D"),
-                  ("AIRMASS", "E"), ("NAME", "32A"), ("CRVAL1", "D"), ("CRVAL2", "D"),
-                  ("CRPIX1", "E"), ("CRPIX2", "E"), ("CDELT1", "D"), ("CDELT2", "D"))
-PHOTCODE_COLUMNS = (("CODE", "J"), ("NAME", "32A"), ("TYPE", "16A"), ("C_LAM", "J"),
-                    ("K", "E"), ("FILTER", "8A"))
-SKYTABLE_COLUMNS = (("R_MIN", "D"), ("R_MAX", "D"), ("D_MIN", "D"), ("D_MAX", "D"),
-                    ("INDEX", "J"), ("DEPTH", "I"), ("TABLE", "I"), ("NAME", "64A"))
-CPT_COLUMNS = (("RA", "D"), ("DEC", "D"), ("OBJ_ID", "J"), ("CAT_ID", "J"), ("EXT_ID", "K"),
-               ("OFF_MEASURE", "J"), ("NMEASURE", "J"), ("FLAGS", "J"))
-CPM_COLUMNS = (("RA", "D"), ("DEC", "D"), ("MAG", "E"), ("M_CAL", "E"), ("AVE_REF", "J"),
-               ("DET_ID", "J"), ("OBJ_ID", "J"), ("CAT_ID", "J"), ("EXT_ID", "K"),
-               ("IMAGE_ID", "J"), ("PHOTCODE", "J"), ("M_TIME", "D"), ("AIRMASS", "E"))
-CPS_COLUMNS = (("AVE_REF", "J"), ("PHOTCODE", "J"), ("MAG", "E"), ("MAG_ERR", "E"),
-               ("NMEAS", "J"), ("FLAGS", "J"))
+IMAGES_COLUMNS = (
+    ("IMAGE_ID", "J"),
+    ("EXTERN_ID", "K"),
+    ("SOURCE_ID", "K"),
+    ("PARENT_ID", "K"),
+    ("PHOTCODE", "J"),
+    ("CCDNUM", "I"),
+    ("EXPTIME", "E"),
+    ("TZERO", "D"),
+    ("AIRMASS", "E"),
+    ("NAME", "32A"),
+    ("CRVAL1", "D"),
+    ("CRVAL2", "D"),
+    ("CRPIX1", "E"),
+    ("CRPIX2", "E"),
+    ("CDELT1", "D"),
+    ("CDELT2", "D"),
+)
+PHOTCODE_COLUMNS = (
+    ("CODE", "J"),
+    ("NAME", "32A"),
+    ("TYPE", "16A"),
+    ("C_LAM", "J"),
+    ("K", "E"),
+    ("FILTER", "8A"),
+)
+SKYTABLE_COLUMNS = (
+    ("R_MIN", "D"),
+    ("R_MAX", "D"),
+    ("D_MIN", "D"),
+    ("D_MAX", "D"),
+    ("INDEX", "J"),
+    ("DEPTH", "I"),
+    ("TABLE", "I"),
+    ("NAME", "64A"),
+)
+CPT_COLUMNS = (
+    ("RA", "D"),
+    ("DEC", "D"),
+    ("OBJ_ID", "J"),
+    ("CAT_ID", "J"),
+    ("EXT_ID", "K"),
+    ("OFF_MEASURE", "J"),
+    ("NMEASURE", "J"),
+    ("FLAGS", "J"),
+)
+CPM_COLUMNS = (
+    ("RA", "D"),
+    ("DEC", "D"),
+    ("MAG", "E"),
+    ("M_CAL", "E"),
+    ("AVE_REF", "J"),
+    ("DET_ID", "J"),
+    ("OBJ_ID", "J"),
+    ("CAT_ID", "J"),
+    ("EXT_ID", "K"),
+    ("IMAGE_ID", "J"),
+    ("PHOTCODE", "J"),
+    ("M_TIME", "D"),
+    ("AIRMASS", "E"),
+)
+CPS_COLUMNS = (
+    ("AVE_REF", "J"),
+    ("PHOTCODE", "J"),
+    ("MAG", "E"),
+    ("MAG_ERR", "E"),
+    ("NMEAS", "J"),
+    ("FLAGS", "J"),
+)
 
 _NP = {"J": "i4", "K": "i8", "I": "i2", "E": "f4", "D": "f8"}
 
@@ -58,8 +112,12 @@ def empty(columns: tuple[tuple[str, str], ...], n: int) -> Array:
     return np.zeros(n, dtype=dtype(columns))
 
 
-def table_bytes(columns: tuple[tuple[str, str], ...], rows: Array,
-                header: dict[str, Any] | None = None, extname: str | None = None) -> bytes:
+def table_bytes(
+    columns: tuple[tuple[str, str], ...],
+    rows: Array,
+    header: dict[str, Any] | None = None,
+    extname: str | None = None,
+) -> bytes:
     cols = [fits.Column(name=n, format=f, array=rows[n]) for n, f in columns]
     table = fits.BinTableHDU.from_columns(cols, name=extname)
     primary = fits.PrimaryHDU()
@@ -116,8 +174,7 @@ class Region:
     depth: int = 2
 
     def contains(self, ra: Array, dec: Array) -> Array:
-        return ((ra >= self.r_min) & (ra < self.r_max)
-                & (dec >= self.d_min) & (dec < self.d_max))
+        return (ra >= self.r_min) & (ra < self.r_max) & (dec >= self.d_min) & (dec < self.d_max)
 
 
 def region_name(index: int, d_min: float, depth: int) -> str:
@@ -125,8 +182,9 @@ def region_name(index: int, d_min: float, depth: int) -> str:
     return f"{band}/{index:04d}.{depth:02d}"
 
 
-def region_grid(ra_min: float, ra_max: float, dec_min: float, dec_max: float,
-                step_deg: float) -> list[Region]:
+def region_grid(
+    ra_min: float, ra_max: float, dec_min: float, dec_max: float, step_deg: float
+) -> list[Region]:
     regions = []
     n_ra = max(1, int(np.ceil((ra_max - ra_min) / step_deg)))
     n_dec = max(1, int(np.ceil((dec_max - dec_min) / step_deg)))
@@ -134,8 +192,16 @@ def region_grid(ra_min: float, ra_max: float, dec_min: float, dec_max: float,
         for i in range(n_ra):
             d0 = dec_min + j * step_deg
             index = j * n_ra + i + 1
-            regions.append(Region(index, region_name(index, d0, 2), ra_min + i * step_deg,
-                                  ra_min + (i + 1) * step_deg, d0, d0 + step_deg))
+            regions.append(
+                Region(
+                    index,
+                    region_name(index, d0, 2),
+                    ra_min + i * step_deg,
+                    ra_min + (i + 1) * step_deg,
+                    d0,
+                    d0 + step_deg,
+                )
+            )
     return regions
 
 
@@ -160,9 +226,19 @@ class DvoDatabase:
 
     def regions(self) -> list[Region]:
         _, rows = read_table(self.path("SkyTable.fits"), SKYTABLE_COLUMNS)
-        return [Region(int(r["INDEX"]), r["NAME"].decode().strip(), float(r["R_MIN"]),
-                       float(r["R_MAX"]), float(r["D_MIN"]), float(r["D_MAX"]), int(r["DEPTH"]))
-                for r in rows if int(r["TABLE"]) == 1]
+        return [
+            Region(
+                int(r["INDEX"]),
+                r["NAME"].decode().strip(),
+                float(r["R_MIN"]),
+                float(r["R_MAX"]),
+                float(r["D_MIN"]),
+                float(r["D_MAX"]),
+                int(r["DEPTH"]),
+            )
+            for r in rows
+            if int(r["TABLE"]) == 1
+        ]
 
     def objects(self, region: Region) -> Array:
         return read_table(self.region_files(region)["cpt"], CPT_COLUMNS)[1]

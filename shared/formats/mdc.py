@@ -26,9 +26,14 @@ from typing import Any
 from shared.core.errors import MdcError
 
 INT_RANGES: dict[str, tuple[int, int]] = {
-    "S8": (-(2**7), 2**7 - 1), "S16": (-(2**15), 2**15 - 1),
-    "S32": (-(2**31), 2**31 - 1), "S64": (-(2**63), 2**63 - 1),
-    "U8": (0, 2**8 - 1), "U16": (0, 2**16 - 1), "U32": (0, 2**32 - 1), "U64": (0, 2**64 - 1),
+    "S8": (-(2**7), 2**7 - 1),
+    "S16": (-(2**15), 2**15 - 1),
+    "S32": (-(2**31), 2**31 - 1),
+    "S64": (-(2**63), 2**63 - 1),
+    "U8": (0, 2**8 - 1),
+    "U16": (0, 2**16 - 1),
+    "U32": (0, 2**32 - 1),
+    "U64": (0, 2**64 - 1),
 }
 FLOAT_TYPES = ("F32", "F64")
 TIME_TYPES = ("UTC", "TAI")
@@ -36,8 +41,7 @@ SCALAR_TYPES = (*INT_RANGES, *FLOAT_TYPES, "BOOL", "STR", *TIME_TYPES)
 VECTOR_TYPES = (*INT_RANGES, *FLOAT_TYPES)
 _NAME = re.compile(r"^[A-Za-z0-9_][.A-Za-z0-9_-]*\Z")
 _INT = re.compile(r"^[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)\Z")
-_FLOAT = re.compile(r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)\Z",
-                    re.IGNORECASE)
+_FLOAT = re.compile(r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -230,9 +234,7 @@ def loads(text: str, source: str = "<mdc>") -> Block:
         if is_vector:
             if kind not in VECTOR_TYPES:
                 raise reader.error(f"{bare}: vector type must be one of {' '.join(VECTOR_TYPES)}")
-            values = tuple(
-                reader.parse_scalar(kind, v, bare) for v in re.split(r"[,\s]+", rest) if v
-            )
+            values = tuple(reader.parse_scalar(kind, v, bare) for v in re.split(r"[,\s]+", rest) if v)
             current.entries.append((bare, Vector(kind, values, comment)))
             continue
         if kind not in SCALAR_TYPES:
@@ -305,11 +307,9 @@ def _format_str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise MdcError(f"{name}: STR value must be a string, got {value!r}")
     if "#" in value or "\n" in value or "\r" in value or "\x00" in value:
-        raise MdcError(f"{name}: string {value!r} cannot be written in mdc (contains #, a line "
-                       "break or NUL)")
+        raise MdcError(f"{name}: string {value!r} cannot be written in mdc (contains #, a line break or NUL)")
     if value != value.strip():
-        raise MdcError(f"{name}: string {value!r} has leading or trailing white space, which "
-                       "mdc cannot keep")
+        raise MdcError(f"{name}: string {value!r} has leading or trailing white space, which mdc cannot keep")
     if value.lower() == "null":
         raise MdcError(f"{name}: the string {value!r} would be read back as NULL")
     return value

@@ -17,8 +17,16 @@ from shared.processing.stages import STAGES, stage_query
 from shared.psps import BATCH_TYPES
 
 #: The batch life cycle, in order (REFERENCE 11).
-BATCH_STAGES = ("processed", "loaded_to_datastore", "loaded_to_odm", "merge_worthy", "merged",
-                "deleted_datastore", "deleted_dxlayer", "deleted_local")
+BATCH_STAGES = (
+    "processed",
+    "loaded_to_datastore",
+    "loaded_to_odm",
+    "merge_worthy",
+    "merged",
+    "deleted_datastore",
+    "deleted_dxlayer",
+    "deleted_local",
+)
 OUTCOMES = ("pending", "succeeded", "failed")
 RUN_STAGES = tuple(name for name, s in STAGES.items() if s.lifecycle)
 
@@ -51,13 +59,19 @@ class LoadingSummary:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "configs": self.configs, "taken_at": self.taken_at.isoformat() + "Z",
-            "types": {t: {"batches_last_hour": r.last_hour, "batches_last_24h": r.last_day,
-                          "batches_per_day_this_week": round(r.per_day_this_week, 2),
-                          "batches": r.batches, "detections": r.detections,
-                          "last_published": r.last_published.isoformat() + "Z"
-                          if r.last_published else None}
-                      for t, r in self.rates.items()},
+            "configs": self.configs,
+            "taken_at": self.taken_at.isoformat() + "Z",
+            "types": {
+                t: {
+                    "batches_last_hour": r.last_hour,
+                    "batches_last_24h": r.last_day,
+                    "batches_per_day_this_week": round(r.per_day_this_week, 2),
+                    "batches": r.batches,
+                    "detections": r.detections,
+                    "last_published": r.last_published.isoformat() + "Z" if r.last_published else None,
+                }
+                for t, r in self.rates.items()
+            },
             "stages": self.stages,
         }
 
@@ -113,21 +127,27 @@ def format_summary(summary: LoadingSummary) -> str:
     """The operators' two tables: rates per batch type, then the life cycle's outcomes."""
     who = ", ".join(summary.configs) or "no configs"
     lines = [f"PSPS loading summary: {who} at {_when(summary.taken_at)} UTC", ""]
-    lines.append(f"{'type':<5}{'per hour':>10}{'last 24 h':>11}{'per day (week)':>16}"
-                 f"{'batches':>10}{'detections':>14}  last published")
+    lines.append(
+        f"{'type':<5}{'per hour':>10}{'last 24 h':>11}{'per day (week)':>16}"
+        f"{'batches':>10}{'detections':>14}  last published"
+    )
     for kind in BATCH_TYPES:
         r = summary.rates.get(kind)
         if r is None:
             continue
-        lines.append(f"{kind:<5}{r.last_hour:>10}{r.last_day:>11}{r.per_day_this_week:>16.1f}"
-                     f"{r.batches:>10}{r.detections:>14,}  {_when(r.last_published)}")
+        lines.append(
+            f"{kind:<5}{r.last_hour:>10}{r.last_day:>11}{r.per_day_this_week:>16.1f}"
+            f"{r.batches:>10}{r.detections:>14,}  {_when(r.last_published)}"
+        )
     if not summary.rates:
         lines.append("(no batches yet)")
     lines += ["", f"{'stage':<21}{'pending':>10}{'succeeded':>11}{'failed':>9}"]
     for stage in BATCH_STAGES:
         counts = summary.stages.get(stage, {})
-        lines.append(f"{stage:<21}{counts.get('pending', 0):>10}"
-                     f"{counts.get('succeeded', 0):>11}{counts.get('failed', 0):>9}")
+        lines.append(
+            f"{stage:<21}{counts.get('pending', 0):>10}"
+            f"{counts.get('succeeded', 0):>11}{counts.get('failed', 0):>9}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -151,8 +171,10 @@ async def lifecycle(db: Database) -> Lifecycle:
     filesets = {f"{r['product']}": int(r["n"]) for r in await db.fetch_all(Q.metrics_filesets)}
     imported = {str(r["state"]): int(r["n"]) for r in await db.fetch_all(Q.metrics_imported)}
     counters = {str(r["name"]): int(r["value"]) for r in await db.fetch_all(Q.metrics_counters)}
-    items = {(str(r["config"]), str(r["type"]), str(r["state"])): int(r["n"])
-             for r in await db.fetch_all(Q.metrics_items_by_state)}
+    items = {
+        (str(r["config"]), str(r["type"]), str(r["state"])): int(r["n"])
+        for r in await db.fetch_all(Q.metrics_items_by_state)
+    }
     return Lifecycle(runs, filesets, imported, counters, items)
 
 
@@ -176,30 +198,38 @@ class Sample:
 
 def samples(summary: LoadingSummary, life: Lifecycle, client_rows: list[Row]) -> list[Sample]:
     """Every number worth a time series (zero counts left out)."""
-    out = [Sample("psps_batches", (("config", c), ("type", t), ("stage", s), ("outcome", o)), n)
-           for (c, t, s, o), n in sorted(summary.detail.items()) if n]
-    out += [Sample("psps_detections", (("type", t),), r.detections)
-            for t, r in sorted(summary.rates.items())]
-    out += [Sample("psps_items", (("config", c), ("type", t), ("state", s)), n)
-            for (c, t, s), n in sorted(life.items.items()) if n]
-    out += [Sample("runs", (("stage", st), ("state", s)), n)
-            for st, states in life.runs.items() for s, n in sorted(states.items()) if n]
+    out = [
+        Sample("psps_batches", (("config", c), ("type", t), ("stage", s), ("outcome", o)), n)
+        for (c, t, s, o), n in sorted(summary.detail.items())
+        if n
+    ]
+    out += [Sample("psps_detections", (("type", t),), r.detections) for t, r in sorted(summary.rates.items())]
+    out += [
+        Sample("psps_items", (("config", c), ("type", t), ("state", s)), n)
+        for (c, t, s), n in sorted(life.items.items())
+        if n
+    ]
+    out += [
+        Sample("runs", (("stage", st), ("state", s)), n)
+        for st, states in life.runs.items()
+        for s, n in sorted(states.items())
+        if n
+    ]
     out += [Sample("filesets", (("product", p),), n) for p, n in sorted(life.filesets.items())]
-    out += [Sample("filesets_imported", (("state", s),), n)
-            for s, n in sorted(life.imported.items())]
+    out += [Sample("filesets_imported", (("state", s),), n) for s, n in sorted(life.imported.items())]
     out += [Sample("agent_total", (("name", k),), v) for k, v in sorted(life.counters.items())]
     by_status: dict[tuple[str, str], int] = defaultdict(int)
     for c in client_rows:
         by_status[(str(c["agent"]), str(c["status"]))] += 1
-    out += [Sample("clients", (("agent", a), ("status", s)), n)
-            for (a, s), n in sorted(by_status.items())]
+    out += [Sample("clients", (("agent", a), ("status", s)), n) for (a, s), n in sorted(by_status.items())]
     return out
 
 
 async def record(db: Database, taken: list[Sample], when: datetime) -> None:
     for s in taken:
-        await db.execute(Q.metrics_sample_add, taken_at=when, metric=s.metric,
-                         labels=s.label_text, value=s.value)
+        await db.execute(
+            Q.metrics_sample_add, taken_at=when, metric=s.metric, labels=s.label_text, value=s.value
+        )
 
 
 async def prune(db: Database, keep_days: float) -> int:
@@ -211,8 +241,7 @@ async def prune(db: Database, keep_days: float) -> int:
             return removed
 
 
-async def series(db: Database, metric: str, since_s: float
-                 ) -> dict[str, list[tuple[datetime, float]]]:
+async def series(db: Database, metric: str, since_s: float) -> dict[str, list[tuple[datetime, float]]]:
     """One metric's samples by label set, oldest first."""
     found: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for row in await db.fetch_all(Q.metrics_series, metric=metric, since_s=int(since_s)):

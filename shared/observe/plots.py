@@ -56,15 +56,24 @@ def _save(fig: Any, path: Path) -> Path:
 # -- density of pending items ---------------------------------------------------------------
 
 
-def draw_density(config: str, kind: str, ra: np.ndarray[Any, Any], dec: np.ndarray[Any, Any],
-                 box: tuple[float, float, float, float], box_size_deg: float,
-                 path: Path) -> Path:
+def draw_density(
+    config: str,
+    kind: str,
+    ra: np.ndarray[Any, Any],
+    dec: np.ndarray[Any, Any],
+    box: tuple[float, float, float, float],
+    box_size_deg: float,
+    path: Path,
+) -> Path:
     ra_min, ra_max, dec_min, dec_max = box
-    bins = (max(1, int(np.ceil((ra_max - ra_min) / box_size_deg))),
-            max(1, int(np.ceil((dec_max - dec_min) / box_size_deg))))
+    bins = (
+        max(1, int(np.ceil((ra_max - ra_min) / box_size_deg))),
+        max(1, int(np.ceil((dec_max - dec_min) / box_size_deg))),
+    )
     fig, ax = _pyplot().subplots(figsize=(7, 4.5))
-    _counts, _, _, image = ax.hist2d(ra, dec, bins=bins, range=[[ra_min, ra_max],
-                                                              [dec_min, dec_max]], cmap="viridis")
+    _counts, _, _, image = ax.hist2d(
+        ra, dec, bins=bins, range=[[ra_min, ra_max], [dec_min, dec_max]], cmap="viridis"
+    )
     fig.colorbar(image, ax=ax, label="pending items per box")
     ax.set_xlabel("RA (deg)")
     ax.set_ylabel("Dec (deg)")
@@ -83,31 +92,43 @@ async def density(db: Database, config: str, out_dir: Path) -> list[Path]:
     for kind, points in sorted(by_type.items()):
         pts = np.asarray(points)
         path = out_dir / f"{config}_{kind}_{stamp()}.png"
-        written.append(await asyncio.to_thread(
-            draw_density, config, kind, pts[:, 0], pts[:, 1],
-            (cfg.ra_min, cfg.ra_max, cfg.dec_min, cfg.dec_max),
-            float(cfg.box_size_deg), path))
+        written.append(
+            await asyncio.to_thread(
+                draw_density,
+                config,
+                kind,
+                pts[:, 0],
+                pts[:, 1],
+                (cfg.ra_min, cfg.ra_max, cfg.dec_min, cfg.dec_max),
+                float(cfg.box_size_deg),
+                path,
+            )
+        )
     return written
 
 
 # -- progress over time ---------------------------------------------------------------------
 
 
-def draw_progress(config: str, succeeded: dict[str, list[tuple[datetime, float]]],
-                  path: Path) -> Path:
+def draw_progress(config: str, succeeded: dict[str, list[tuple[datetime, float]]], path: Path) -> Path:
     fig, ax = _pyplot().subplots(figsize=(8, 4.5))
     for stage in metrics.BATCH_STAGES:
         points = succeeded.get(stage)
         if points:
-            ax.plot(np.array([p[0] for p in points], dtype="datetime64[us]"),
-                    [p[1] for p in points], label=stage, marker=".")
+            ax.plot(
+                np.array([p[0] for p in points], dtype="datetime64[us]"),
+                [p[1] for p in points],
+                label=stage,
+                marker=".",
+            )
     ax.set_ylabel("batches succeeded")
     ax.set_title(f"{config}: batches through the life cycle")
     if succeeded:
         ax.legend(fontsize="small")
     else:
-        ax.text(0.5, 0.5, "no samples yet (the metrics agent writes them)", ha="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no samples yet (the metrics agent writes them)", ha="center", transform=ax.transAxes
+        )
     fig.autofmt_xdate()
     return _save(fig, path)
 
@@ -124,8 +145,7 @@ def _sum_by(series: Series, key: str, where: dict[str, str]) -> dict[str, list[t
     return {k: sorted(v.items()) for k, v in totals.items()}
 
 
-async def progress(db: Database, config: str, out_dir: Path, since_s: float = 7 * 86400
-                   ) -> list[Path]:
+async def progress(db: Database, config: str, out_dir: Path, since_s: float = 7 * 86400) -> list[Path]:
     series = await metrics.series(db, "psps_batches", since_s)
     where = {"outcome": "succeeded"} | ({} if config == "all" else {"config": config})
     succeeded = _sum_by(series, "stage", where)
@@ -153,8 +173,12 @@ def draw_lifecycle(runs: dict[str, dict[str, int]], totals: dict[str, Series], p
     for label, points in totals.items():
         for _, series in points.items():
             if series:
-                ax.plot(np.array([p[0] for p in series], dtype="datetime64[us]"),
-                        [p[1] for p in series], label=label, marker=".")
+                ax.plot(
+                    np.array([p[0] for p in series], dtype="datetime64[us]"),
+                    [p[1] for p in series],
+                    label=label,
+                    marker=".",
+                )
                 drawn += 1
     ax.set_title("bytes freed, updates served, filesets shipped (totals)")
     if drawn:
@@ -166,17 +190,20 @@ def draw_lifecycle(runs: dict[str, dict[str, int]], totals: dict[str, Series], p
     return _save(fig, path)
 
 
-TOTALS = {"bytes freed (cleanup)": "cleanup.bytes_freed",
-          "runs updated": "update.runs_updated",
-          "filesets shipped": "dist_server.filesets_shipped",
-          "filesets imported": "dist_client.filesets_imported"}
+TOTALS = {
+    "bytes freed (cleanup)": "cleanup.bytes_freed",
+    "runs updated": "update.runs_updated",
+    "filesets shipped": "dist_server.filesets_shipped",
+    "filesets imported": "dist_client.filesets_imported",
+}
 
 
 async def lifecycle(db: Database, out_dir: Path, since_s: float = 7 * 86400) -> list[Path]:
     life = await metrics.lifecycle(db)
     series = await metrics.series(db, "agent_total", since_s)
-    totals = {label: {k: v for k, v in series.items() if k == f"name={name}"}
-              for label, name in TOTALS.items()}
+    totals = {
+        label: {k: v for k, v in series.items() if k == f"name={name}"} for label, name in TOTALS.items()
+    }
     path = out_dir / f"lifecycle_{stamp()}.png"
     return [await asyncio.to_thread(draw_lifecycle, life.runs, totals, path)]
 

@@ -35,9 +35,25 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2")
 
 #: The file classes a rule may have.
 FILE_CLASSES = (
-    "image", "mask", "variance", "catalog", "psf", "binned", "jpeg", "stats", "config", "log",
-    "trace", "background", "pattern", "kernel", "template", "residual", "exposure",
-    "streak_mask", "raw",
+    "image",
+    "mask",
+    "variance",
+    "catalog",
+    "psf",
+    "binned",
+    "jpeg",
+    "stats",
+    "config",
+    "log",
+    "trace",
+    "background",
+    "pattern",
+    "kernel",
+    "template",
+    "residual",
+    "exposure",
+    "streak_mask",
+    "raw",
 )
 
 
@@ -59,8 +75,7 @@ class FileRule:
     #: Written by an update of the run (its log, its stats), never made again by one.
     from_update: bool = False
 
-    def filename(self, path_base: str, component: str | None = None, *,
-                 index: int | None = None) -> str:
+    def filename(self, path_base: str, component: str | None = None, *, index: int | None = None) -> str:
         """The file's key: the pattern with {OUTPUT}, {CHIP.NAME} and {FILE.INDEX} filled."""
         name = self.pattern.replace("{OUTPUT}", path_base)
         if "{CHIP.NAME}" in name:
@@ -82,119 +97,157 @@ def compressed_keys(key: str) -> list[str]:
     return [key + suffix for suffix in COMPRESSED_SUFFIXES]
 
 
-def _r(stage_name: str, rows: list[tuple[str, str, str, frozenset[str]]],
-       **flags: dict[str, bool]) -> list[FileRule]:
+def _r(
+    stage_name: str, rows: list[tuple[str, str, str, frozenset[str]]], **flags: dict[str, bool]
+) -> list[FileRule]:
     return [FileRule(n, stage_name, p, c, d, **flags.get(n, {})) for n, p, c, d in rows]
 
 
 RULES: tuple[FileRule, ...] = tuple(
-    _r("raw", [
-        ("RAW.IMAGE", "{OUTPUT}.{CHIP.NAME}.fits", "raw", KEPT),
-    ])
-    + _r("chip", [
-        ("PPIMAGE.CHIP", "{OUTPUT}.{CHIP.NAME}.ch.fits", "image", CLEANED),
-        ("PPIMAGE.CHIP.MASK", "{OUTPUT}.{CHIP.NAME}.ch.mk.fits", "mask", CLEANED),
-        ("PPIMAGE.CHIP.VARIANCE", "{OUTPUT}.{CHIP.NAME}.ch.wt.fits", "variance", CLEANED),
-        ("PPIMAGE.PATTERN", "{OUTPUT}.{CHIP.NAME}.ptn", "pattern", CLEANED),
-        ("TRACE.IMFILE", "{OUTPUT}.{CHIP.NAME}.trace", "trace", CLEANED),
-        ("PSPHOT.OUTPUT", "{OUTPUT}.{CHIP.NAME}.cmf", "catalog", CATALOG),
-        ("PPIMAGE.BIN1", "{OUTPUT}.{CHIP.NAME}.b1.fits", "binned", CATALOG),
-        ("PSPHOT.PSF.SAVE", "{OUTPUT}.{CHIP.NAME}.psf", "psf", PURGED),
-        ("PPIMAGE.OUTPUT.FPA1", "{OUTPUT}.b1.fits", "binned", PURGED),
-        ("PPIMAGE.OUTPUT.FPA2", "{OUTPUT}.b2.fits", "binned", PURGED),
-        ("PPIMAGE.BIN2", "{OUTPUT}.{CHIP.NAME}.b2.fits", "binned", PURGED),
-        ("PPIMAGE.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", PURGED),
-        ("PPIMAGE.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
-        ("PPIMAGE.STATS", "{OUTPUT}.{CHIP.NAME}.stats", "stats", PURGED),
-        ("PPIMAGE.CONFIG", "{OUTPUT}.{CHIP.NAME}.ppImage.mdc", "config", PURGED),
-        ("PSPHOT.BACKMDL", "{OUTPUT}.{CHIP.NAME}.mdl.fits", "background", KEPT),
-        ("LOG.IMFILE", "{OUTPUT}.{CHIP.NAME}.log", "log", KEPT),
-        ("LOG.IMFILE.UPDATE", "{OUTPUT}.{CHIP.NAME}.log.update", "log", KEPT),
-    ], **{
-        "PPIMAGE.CHIP": {"recovery": True},
-        "PPIMAGE.CHIP.MASK": {"recovery": True},
-        "PPIMAGE.CHIP.VARIANCE": {"recovery": True},
-        "PSPHOT.OUTPUT": {"needs_good_smf": True},
-        "PPIMAGE.BIN1": {"needs_good_smf": True},
-        "LOG.IMFILE": {"compressed": True},
-        "LOG.IMFILE.UPDATE": {"compressed": True, "from_update": True},
-    })
-    + _r("camera", [
-        ("PSASTRO.OUTPUT", "{OUTPUT}.smf", "catalog", KEPT),
-        ("PSASTRO.OUTPUT.MASK", "{OUTPUT}.{CHIP.NAME}.mk.fits", "streak_mask", KEPT),
-        ("PSASTRO.CONFIG", "{OUTPUT}.psastro.mdc", "config", KEPT),
-        ("PSASTRO.STATS", "{OUTPUT}.stats", "stats", PURGED),
-        ("PPIMAGE.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", PURGED),
-        ("PPIMAGE.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
-        ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
-    ], **{"PSASTRO.OUTPUT.MASK": {"per_chip": True}})
-    + _r("warp", [
-        ("PSWARP.OUTPUT", "{OUTPUT}.fits", "image", CLEANED),
-        ("PSWARP.OUTPUT.MASK", "{OUTPUT}.mask.fits", "mask", CLEANED),
-        ("PSWARP.OUTPUT.VARIANCE", "{OUTPUT}.wt.fits", "variance", CLEANED),
-        ("PSWARP.OUTPUT.SOURCES", "{OUTPUT}.cmf", "catalog", CLEANED),
-        ("SKYCELL.TEMPLATE", "{OUTPUT}.skycell", "template", CLEANED),
-        ("PSPHOT.RESID", "{OUTPUT}.fpa.res.fits", "residual", CLEANED),
-        ("PSPHOT.PSF.SKY.SAVE", "{OUTPUT}.psf", "psf", CLEANED),
-        ("PSWARP.BIN1", "{OUTPUT}.b1.fits", "binned", PURGED),
-        ("PSWARP.BIN2", "{OUTPUT}.b2.fits", "binned", PURGED),
-        ("SKYCELL.STATS", "{OUTPUT}.stats", "stats", PURGED),
-        ("SKYCELL.STATS.UPDATE", "{OUTPUT}.stats.update", "stats", PURGED),
-        ("PSWARP.CONFIG", "{OUTPUT}.pswarp.mdc", "config", PURGED),
-        ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
-        ("LOG.EXP.UPDATE", "{OUTPUT}.log.update", "log", KEPT),
-    ], **{**{n: {"recovery": True} for n in
-             ("PSWARP.OUTPUT", "PSWARP.OUTPUT.MASK", "PSWARP.OUTPUT.VARIANCE")},
-          "SKYCELL.STATS.UPDATE": {"from_update": True},
-          "LOG.EXP": {"compressed": True},
-          "LOG.EXP.UPDATE": {"compressed": True, "from_update": True}})
-    + _r("diff", [
-        ("PPSUB.OUTPUT", "{OUTPUT}.fits", "image", CLEANED),
-        ("PPSUB.OUTPUT.MASK", "{OUTPUT}.mask.fits", "mask", CLEANED),
-        ("PPSUB.OUTPUT.VARIANCE", "{OUTPUT}.wt.fits", "variance", CLEANED),
-        ("PPSUB.INVERSE", "{OUTPUT}.inv.fits", "image", CLEANED),
-        ("PPSUB.INVERSE.MASK", "{OUTPUT}.inv.mask.fits", "mask", CLEANED),
-        ("PPSUB.INVERSE.VARIANCE", "{OUTPUT}.inv.wt.fits", "variance", CLEANED),
-        ("PPSUB.INPUT.CONV", "{OUTPUT}.inConv.fits", "image", CLEANED),
-        ("PPSUB.INPUT.CONV.MASK", "{OUTPUT}.inConv.mk.fits", "mask", CLEANED),
-        ("PPSUB.INPUT.CONV.VARIANCE", "{OUTPUT}.inConv.wt.fits", "variance", CLEANED),
-        ("PPSUB.REF.CONV", "{OUTPUT}.refConv.fits", "image", CLEANED),
-        ("PPSUB.REF.CONV.MASK", "{OUTPUT}.refConv.mk.fits", "mask", CLEANED),
-        ("PPSUB.REF.CONV.VARIANCE", "{OUTPUT}.refConv.wt.fits", "variance", CLEANED),
-        ("PPSUB.OUTPUT.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", CLEANED),
-        ("PPSUB.OUTPUT.KERNELS", "{OUTPUT}.subkernel", "kernel", PURGED),
-        ("PPSUB.OUTPUT.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
-        ("PPSUB.OUTPUT.SOURCES", "{OUTPUT}.cmf", "catalog", PURGED),
-        ("PPSUB.INVERSE.SOURCES", "{OUTPUT}.inv.cmf", "catalog", PURGED),
-        ("PPSUB.CONFIG", "{OUTPUT}.ppSub.mdc", "config", KEPT),
-        ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
-        ("LOG.EXP.UPDATE", "{OUTPUT}.log.update", "log", KEPT),
-    ], **{**{n: {"recovery": True} for n in
-             ("PPSUB.OUTPUT", "PPSUB.OUTPUT.MASK", "PPSUB.OUTPUT.VARIANCE",
-              "PPSUB.INVERSE", "PPSUB.INVERSE.MASK", "PPSUB.INVERSE.VARIANCE")},
-          "LOG.EXP": {"compressed": True},
-          "LOG.EXP.UPDATE": {"compressed": True, "from_update": True}})
-    + _r("stack", [
-        ("PPSTACK.OUTPUT", "{OUTPUT}.fits", "image", CLEANED),
-        ("PPSTACK.OUTPUT.MASK", "{OUTPUT}.mask.fits", "mask", CLEANED),
-        ("PPSTACK.OUTPUT.VARIANCE", "{OUTPUT}.wt.fits", "variance", CLEANED),
-        ("PPSTACK.OUTPUT.EXP", "{OUTPUT}.exp.fits", "exposure", CLEANED),
-        ("PPSTACK.OUTPUT.EXPNUM", "{OUTPUT}.num.fits", "exposure", CLEANED),
-        ("PPSTACK.OUTPUT.EXPWT", "{OUTPUT}.expwt.fits", "exposure", CLEANED),
-        ("PPSTACK.UNCONV", "{OUTPUT}.unconv.fits", "image", CLEANED),
-        ("PPSTACK.UNCONV.MASK", "{OUTPUT}.unconv.mask.fits", "mask", CLEANED),
-        ("PPSTACK.UNCONV.VARIANCE", "{OUTPUT}.unconv.wt.fits", "variance", CLEANED),
-        ("PPSTACK.UNCONV.EXP", "{OUTPUT}.unconv.exp.fits", "exposure", CLEANED),
-        ("PPSTACK.UNCONV.EXPNUM", "{OUTPUT}.unconv.num.fits", "exposure", CLEANED),
-        ("PPSTACK.UNCONV.EXPWT", "{OUTPUT}.unconv.expwt.fits", "exposure", CLEANED),
-        ("PPSTACK.CONV.KERNEL", "{OUTPUT}.{FILE.INDEX}.kernel", "kernel", PURGED),
-        ("PPSTACK.OUTPUT.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", PURGED),
-        ("PPSTACK.OUTPUT.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
-        ("PPSTACK.SOURCES", "{OUTPUT}.cmf", "catalog", KEPT),
-        ("PPSTACK.TARGET.PSF", "{OUTPUT}.target.psf", "psf", KEPT),
-        ("PPSTACK.CONFIG", "{OUTPUT}.ppStack.mdc", "config", KEPT),
-        ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
-    ], **{"PPSTACK.CONV.KERNEL": {"per_input": True}})
+    _r(
+        "raw",
+        [
+            ("RAW.IMAGE", "{OUTPUT}.{CHIP.NAME}.fits", "raw", KEPT),
+        ],
+    )
+    + _r(
+        "chip",
+        [
+            ("PPIMAGE.CHIP", "{OUTPUT}.{CHIP.NAME}.ch.fits", "image", CLEANED),
+            ("PPIMAGE.CHIP.MASK", "{OUTPUT}.{CHIP.NAME}.ch.mk.fits", "mask", CLEANED),
+            ("PPIMAGE.CHIP.VARIANCE", "{OUTPUT}.{CHIP.NAME}.ch.wt.fits", "variance", CLEANED),
+            ("PPIMAGE.PATTERN", "{OUTPUT}.{CHIP.NAME}.ptn", "pattern", CLEANED),
+            ("TRACE.IMFILE", "{OUTPUT}.{CHIP.NAME}.trace", "trace", CLEANED),
+            ("PSPHOT.OUTPUT", "{OUTPUT}.{CHIP.NAME}.cmf", "catalog", CATALOG),
+            ("PPIMAGE.BIN1", "{OUTPUT}.{CHIP.NAME}.b1.fits", "binned", CATALOG),
+            ("PSPHOT.PSF.SAVE", "{OUTPUT}.{CHIP.NAME}.psf", "psf", PURGED),
+            ("PPIMAGE.OUTPUT.FPA1", "{OUTPUT}.b1.fits", "binned", PURGED),
+            ("PPIMAGE.OUTPUT.FPA2", "{OUTPUT}.b2.fits", "binned", PURGED),
+            ("PPIMAGE.BIN2", "{OUTPUT}.{CHIP.NAME}.b2.fits", "binned", PURGED),
+            ("PPIMAGE.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", PURGED),
+            ("PPIMAGE.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
+            ("PPIMAGE.STATS", "{OUTPUT}.{CHIP.NAME}.stats", "stats", PURGED),
+            ("PPIMAGE.CONFIG", "{OUTPUT}.{CHIP.NAME}.ppImage.mdc", "config", PURGED),
+            ("PSPHOT.BACKMDL", "{OUTPUT}.{CHIP.NAME}.mdl.fits", "background", KEPT),
+            ("LOG.IMFILE", "{OUTPUT}.{CHIP.NAME}.log", "log", KEPT),
+            ("LOG.IMFILE.UPDATE", "{OUTPUT}.{CHIP.NAME}.log.update", "log", KEPT),
+        ],
+        **{
+            "PPIMAGE.CHIP": {"recovery": True},
+            "PPIMAGE.CHIP.MASK": {"recovery": True},
+            "PPIMAGE.CHIP.VARIANCE": {"recovery": True},
+            "PSPHOT.OUTPUT": {"needs_good_smf": True},
+            "PPIMAGE.BIN1": {"needs_good_smf": True},
+            "LOG.IMFILE": {"compressed": True},
+            "LOG.IMFILE.UPDATE": {"compressed": True, "from_update": True},
+        },
+    )
+    + _r(
+        "camera",
+        [
+            ("PSASTRO.OUTPUT", "{OUTPUT}.smf", "catalog", KEPT),
+            ("PSASTRO.OUTPUT.MASK", "{OUTPUT}.{CHIP.NAME}.mk.fits", "streak_mask", KEPT),
+            ("PSASTRO.CONFIG", "{OUTPUT}.psastro.mdc", "config", KEPT),
+            ("PSASTRO.STATS", "{OUTPUT}.stats", "stats", PURGED),
+            ("PPIMAGE.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", PURGED),
+            ("PPIMAGE.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
+            ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
+        ],
+        **{"PSASTRO.OUTPUT.MASK": {"per_chip": True}},
+    )
+    + _r(
+        "warp",
+        [
+            ("PSWARP.OUTPUT", "{OUTPUT}.fits", "image", CLEANED),
+            ("PSWARP.OUTPUT.MASK", "{OUTPUT}.mask.fits", "mask", CLEANED),
+            ("PSWARP.OUTPUT.VARIANCE", "{OUTPUT}.wt.fits", "variance", CLEANED),
+            ("PSWARP.OUTPUT.SOURCES", "{OUTPUT}.cmf", "catalog", CLEANED),
+            ("SKYCELL.TEMPLATE", "{OUTPUT}.skycell", "template", CLEANED),
+            ("PSPHOT.RESID", "{OUTPUT}.fpa.res.fits", "residual", CLEANED),
+            ("PSPHOT.PSF.SKY.SAVE", "{OUTPUT}.psf", "psf", CLEANED),
+            ("PSWARP.BIN1", "{OUTPUT}.b1.fits", "binned", PURGED),
+            ("PSWARP.BIN2", "{OUTPUT}.b2.fits", "binned", PURGED),
+            ("SKYCELL.STATS", "{OUTPUT}.stats", "stats", PURGED),
+            ("SKYCELL.STATS.UPDATE", "{OUTPUT}.stats.update", "stats", PURGED),
+            ("PSWARP.CONFIG", "{OUTPUT}.pswarp.mdc", "config", PURGED),
+            ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
+            ("LOG.EXP.UPDATE", "{OUTPUT}.log.update", "log", KEPT),
+        ],
+        **{
+            **{
+                n: {"recovery": True}
+                for n in ("PSWARP.OUTPUT", "PSWARP.OUTPUT.MASK", "PSWARP.OUTPUT.VARIANCE")
+            },
+            "SKYCELL.STATS.UPDATE": {"from_update": True},
+            "LOG.EXP": {"compressed": True},
+            "LOG.EXP.UPDATE": {"compressed": True, "from_update": True},
+        },
+    )
+    + _r(
+        "diff",
+        [
+            ("PPSUB.OUTPUT", "{OUTPUT}.fits", "image", CLEANED),
+            ("PPSUB.OUTPUT.MASK", "{OUTPUT}.mask.fits", "mask", CLEANED),
+            ("PPSUB.OUTPUT.VARIANCE", "{OUTPUT}.wt.fits", "variance", CLEANED),
+            ("PPSUB.INVERSE", "{OUTPUT}.inv.fits", "image", CLEANED),
+            ("PPSUB.INVERSE.MASK", "{OUTPUT}.inv.mask.fits", "mask", CLEANED),
+            ("PPSUB.INVERSE.VARIANCE", "{OUTPUT}.inv.wt.fits", "variance", CLEANED),
+            ("PPSUB.INPUT.CONV", "{OUTPUT}.inConv.fits", "image", CLEANED),
+            ("PPSUB.INPUT.CONV.MASK", "{OUTPUT}.inConv.mk.fits", "mask", CLEANED),
+            ("PPSUB.INPUT.CONV.VARIANCE", "{OUTPUT}.inConv.wt.fits", "variance", CLEANED),
+            ("PPSUB.REF.CONV", "{OUTPUT}.refConv.fits", "image", CLEANED),
+            ("PPSUB.REF.CONV.MASK", "{OUTPUT}.refConv.mk.fits", "mask", CLEANED),
+            ("PPSUB.REF.CONV.VARIANCE", "{OUTPUT}.refConv.wt.fits", "variance", CLEANED),
+            ("PPSUB.OUTPUT.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", CLEANED),
+            ("PPSUB.OUTPUT.KERNELS", "{OUTPUT}.subkernel", "kernel", PURGED),
+            ("PPSUB.OUTPUT.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
+            ("PPSUB.OUTPUT.SOURCES", "{OUTPUT}.cmf", "catalog", PURGED),
+            ("PPSUB.INVERSE.SOURCES", "{OUTPUT}.inv.cmf", "catalog", PURGED),
+            ("PPSUB.CONFIG", "{OUTPUT}.ppSub.mdc", "config", KEPT),
+            ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
+            ("LOG.EXP.UPDATE", "{OUTPUT}.log.update", "log", KEPT),
+        ],
+        **{
+            **{
+                n: {"recovery": True}
+                for n in (
+                    "PPSUB.OUTPUT",
+                    "PPSUB.OUTPUT.MASK",
+                    "PPSUB.OUTPUT.VARIANCE",
+                    "PPSUB.INVERSE",
+                    "PPSUB.INVERSE.MASK",
+                    "PPSUB.INVERSE.VARIANCE",
+                )
+            },
+            "LOG.EXP": {"compressed": True},
+            "LOG.EXP.UPDATE": {"compressed": True, "from_update": True},
+        },
+    )
+    + _r(
+        "stack",
+        [
+            ("PPSTACK.OUTPUT", "{OUTPUT}.fits", "image", CLEANED),
+            ("PPSTACK.OUTPUT.MASK", "{OUTPUT}.mask.fits", "mask", CLEANED),
+            ("PPSTACK.OUTPUT.VARIANCE", "{OUTPUT}.wt.fits", "variance", CLEANED),
+            ("PPSTACK.OUTPUT.EXP", "{OUTPUT}.exp.fits", "exposure", CLEANED),
+            ("PPSTACK.OUTPUT.EXPNUM", "{OUTPUT}.num.fits", "exposure", CLEANED),
+            ("PPSTACK.OUTPUT.EXPWT", "{OUTPUT}.expwt.fits", "exposure", CLEANED),
+            ("PPSTACK.UNCONV", "{OUTPUT}.unconv.fits", "image", CLEANED),
+            ("PPSTACK.UNCONV.MASK", "{OUTPUT}.unconv.mask.fits", "mask", CLEANED),
+            ("PPSTACK.UNCONV.VARIANCE", "{OUTPUT}.unconv.wt.fits", "variance", CLEANED),
+            ("PPSTACK.UNCONV.EXP", "{OUTPUT}.unconv.exp.fits", "exposure", CLEANED),
+            ("PPSTACK.UNCONV.EXPNUM", "{OUTPUT}.unconv.num.fits", "exposure", CLEANED),
+            ("PPSTACK.UNCONV.EXPWT", "{OUTPUT}.unconv.expwt.fits", "exposure", CLEANED),
+            ("PPSTACK.CONV.KERNEL", "{OUTPUT}.{FILE.INDEX}.kernel", "kernel", PURGED),
+            ("PPSTACK.OUTPUT.JPEG1", "{OUTPUT}.b1.jpg", "jpeg", PURGED),
+            ("PPSTACK.OUTPUT.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
+            ("PPSTACK.SOURCES", "{OUTPUT}.cmf", "catalog", KEPT),
+            ("PPSTACK.TARGET.PSF", "{OUTPUT}.target.psf", "psf", KEPT),
+            ("PPSTACK.CONFIG", "{OUTPUT}.ppStack.mdc", "config", KEPT),
+            ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
+        ],
+        **{"PPSTACK.CONV.KERNEL": {"per_input": True}},
+    )
 )
 
 
@@ -210,11 +263,16 @@ def regenerated_rules(stage_name: str) -> list[FileRule]:
     (handled apart), files an update writes about itself, and files per chip or per input of
     the run (the camera's streak masks are never deleted; a stack's kernels only by a purge,
     after which no update is allowed) (REFERENCE 3)."""
-    return [r for r in rules_for(stage_name)
-            if r.deleted_by and r.file_class != "config" and not r.per_chip
-            and not r.per_input and not r.from_update
-            and not (stage_name == "chip" and (r.name == "PSPHOT.OUTPUT"
-                                               or "{CHIP.NAME}" not in r.pattern))]
+    return [
+        r
+        for r in rules_for(stage_name)
+        if r.deleted_by
+        and r.file_class != "config"
+        and not r.per_chip
+        and not r.per_input
+        and not r.from_update
+        and not (stage_name == "chip" and (r.name == "PSPHOT.OUTPUT" or "{CHIP.NAME}" not in r.pattern))
+    ]
 
 
 def rule(stage_name: str, name: str) -> FileRule:
@@ -238,5 +296,9 @@ def compressed_rules(stage_name: str) -> list[FileRule]:
 def deleted_by(stage_name: str, target_state: str, *, good_smf: bool = True) -> list[FileRule]:
     """The rules a cleanup to ``target_state`` deletes for one component of ``stage_name``;
     a clean deletes the ``needs_good_smf`` catalogs only with ``good_smf``."""
-    return [r for r in rules_for(stage_name) if r.deleted_for(target_state)
-            and not (r.needs_good_smf and target_state == "cleaned" and not good_smf)]
+    return [
+        r
+        for r in rules_for(stage_name)
+        if r.deleted_for(target_state)
+        and not (r.needs_good_smf and target_state == "cleaned" and not good_smf)
+    ]

@@ -18,7 +18,8 @@ def run_spec(stage_name: str, purpose: str) -> ClaimSpec:
     share the run table's mark and release queries."""
     st = stage(stage_name)
     return ClaimSpec(
-        table=st.run_table, id_column="id",
+        table=st.run_table,
+        id_column="id",
         select=stage_query(f"{purpose}_claim", stage_name),
         mark=table_query("claim_mark", st.run_table),
         release=table_query("claim_release", st.run_table),

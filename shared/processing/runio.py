@@ -31,10 +31,22 @@ from shared.processing.runs import other_owners, path_base_owners
 from shared.processing.stages import STAGES, Stage, stage, table_query
 
 _MDC_TYPES = {
-    "bigint": "S64", "int": "S32", "mediumint": "S32", "smallint": "S16", "tinyint": "S8",
-    "float": "F32", "double": "F64", "decimal": "F64",
-    "varchar": "STR", "char": "STR", "text": "STR", "tinytext": "STR", "mediumtext": "STR",
-    "enum": "STR", "datetime": "UTC", "timestamp": "UTC",
+    "bigint": "S64",
+    "int": "S32",
+    "mediumint": "S32",
+    "smallint": "S16",
+    "tinyint": "S8",
+    "float": "F32",
+    "double": "F64",
+    "decimal": "F64",
+    "varchar": "STR",
+    "char": "STR",
+    "text": "STR",
+    "tinytext": "STR",
+    "mediumtext": "STR",
+    "enum": "STR",
+    "datetime": "UTC",
+    "timestamp": "UTC",
 }
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
@@ -86,8 +98,10 @@ def _clean_state(table: str, row: Row, column: str) -> None:
     if state == "full":
         row[column] = "cleaned"
     elif state != "cleaned":
-        raise RunIoError(f"cannot export {table} as cleaned: its {column} is {state!r} "
-                         "(only full or cleaned rows can be exported with --clean)")
+        raise RunIoError(
+            f"cannot export {table} as cleaned: its {column} is {state!r} "
+            "(only full or cleaned rows can be exported with --clean)"
+        )
 
 
 async def export_run(db: Database, stage_name: str, run_id: int, *, clean: bool = False) -> Block:
@@ -139,11 +153,12 @@ def stage_of(doc: Block) -> Stage:
         if tables[0] == st.run_table:
             unknown = sorted({t for t in tables if t not in st.export_tables})
             if unknown:
-                raise RunIoError(f"tables {', '.join(unknown)} do not belong to a "
-                                 f"{st.name} export")
+                raise RunIoError(f"tables {', '.join(unknown)} do not belong to a {st.name} export")
             return st
-    raise RunIoError(f"the first table is {tables[0]}, which is not a run table "
-                     f"({', '.join(s.run_table for s in STAGES.values())})")
+    raise RunIoError(
+        f"the first table is {tables[0]}, which is not a run table "
+        f"({', '.join(s.run_table for s in STAGES.values())})"
+    )
 
 
 def check_version(doc: Block) -> None:
@@ -153,8 +168,10 @@ def check_version(doc: Block) -> None:
         raise RunIoError("the file does not begin with a dbversion block")
     found = version.value("schema_version")
     if found != CODE_SCHEMA_VERSION:
-        raise RunIoError(f"the file is of schema version {found}, this database is at "
-                         f"{CODE_SCHEMA_VERSION}; export it again from a matching site")
+        raise RunIoError(
+            f"the file is of schema version {found}, this database is at "
+            f"{CODE_SCHEMA_VERSION}; export it again from a matching site"
+        )
 
 
 def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
@@ -163,8 +180,7 @@ def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
         if name == "dbversion":
             continue
         if name not in rows:
-            raise RunIoError(f"{name}: not a table of a {st.name} export "
-                             f"({', '.join(st.export_tables)})")
+            raise RunIoError(f"{name}: not a table of a {st.name} export ({', '.join(st.export_tables)})")
         if not isinstance(item, Block):
             raise RunIoError(f"{name}: expected a METADATA block per row")
         row = {}
@@ -176,8 +192,9 @@ def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
-async def import_run(db: Database, text: str, source: str = "<import>", *,
-                     also: Callable[[Tx], Awaitable[None]] | None = None) -> ImportResult:
+async def import_run(
+    db: Database, text: str, source: str = "<import>", *, also: Callable[[Tx], Awaitable[None]] | None = None
+) -> ImportResult:
     """Insert the file's rows in one transaction; nothing is written if anything is wrong.
 
     ``also`` runs in the same transaction (e.g. recording a distribution fileset as done),
@@ -197,11 +214,18 @@ async def import_run(db: Database, text: str, source: str = "<import>", *,
             if row.get(st.id_column) != run_id:
                 raise RunIoError(
                     f"{source}: {table} row {number} refers to {st.id_column} "
-                    f"{row.get(st.id_column)}, which is not the run in the file ({run_id})")
+                    f"{row.get(st.id_column)}, which is not the run in the file ({run_id})"
+                )
     if st.lifecycle:
         _check_states(source, st, rows)
-    bases = sorted({str(r["path_base"]) for t in rows.values() for r in t
-                    if isinstance(r.get("path_base"), str) and r["path_base"]})
+    bases = sorted(
+        {
+            str(r["path_base"])
+            for t in rows.values()
+            for r in t
+            if isinstance(r.get("path_base"), str) and r["path_base"]
+        }
+    )
 
     async def insert(tx: Tx) -> ImportResult:
         if st.lifecycle:
@@ -212,8 +236,9 @@ async def import_run(db: Database, text: str, source: str = "<import>", *,
                 if also is not None:
                     await also(tx)
                 return ImportResult(st.name, run_id, 0, True)
-            raise RunIoError(f"{st.run_table} {run_id} already exists here with other values; "
-                             "nothing was imported")
+            raise RunIoError(
+                f"{st.run_table} {run_id} already exists here with other values; nothing was imported"
+            )
         count = 0
         for table in st.export_tables:
             columns = await _columns(tx, table)
@@ -231,28 +256,33 @@ def _check_states(source: str, st: Stage, rows: dict[str, list[dict[str, Any]]])
     """Refuse a run or component in a state no shipped run has."""
     for row in rows[st.run_table]:
         if row.get("state") not in SHIPPED_STATES:
-            raise RunIoError(f"{source}: {st.run_table} {row.get(st.id_column)} is in state "
-                             f"{row.get('state')!r}; an imported run must be one of "
-                             f"{', '.join(SHIPPED_STATES)}")
+            raise RunIoError(
+                f"{source}: {st.run_table} {row.get(st.id_column)} is in state "
+                f"{row.get('state')!r}; an imported run must be one of "
+                f"{', '.join(SHIPPED_STATES)}"
+            )
     if st.component_table and st.component_key and st.per_file_state:
         for row in rows[st.component_table]:
             if row.get("data_state") not in SHIPPED_STATES:
-                raise RunIoError(f"{source}: {st.component_table} {row.get(st.component_key)} "
-                                 f"is in data_state {row.get('data_state')!r}; an imported "
-                                 f"component must be one of {', '.join(SHIPPED_STATES)}")
+                raise RunIoError(
+                    f"{source}: {st.component_table} {row.get(st.component_key)} "
+                    f"is in data_state {row.get('data_state')!r}; an imported "
+                    f"component must be one of {', '.join(SHIPPED_STATES)}"
+                )
 
 
-async def _check_storage_owners(tx: Tx, source: str, st: Stage, run_id: int,
-                                bases: list[str]) -> None:
+async def _check_storage_owners(tx: Tx, source: str, st: Stage, run_id: int, bases: list[str]) -> None:
     """Refuse a run whose path_base another run here already has (shared storage would let
     one run's cleanup delete the other's files)."""
     owners = await path_base_owners(tx, bases)
     for base in bases:
         shared = other_owners(owners, base, st.name, run_id)
         if shared:
-            raise RunIoError(f"{source}: path_base {base} belongs to {', '.join(shared)} here; "
-                             f"{st.run_table} {run_id} may not share its storage; nothing was "
-                             "imported")
+            raise RunIoError(
+                f"{source}: path_base {base} belongs to {', '.join(shared)} here; "
+                f"{st.run_table} {run_id} may not share its storage; nothing was "
+                "imported"
+            )
 
 
 async def _identical(tx: Tx, st: Stage, run_id: int, rows: dict[str, list[dict[str, Any]]]) -> bool:
@@ -262,8 +292,7 @@ async def _identical(tx: Tx, st: Stage, run_id: int, rows: dict[str, list[dict[s
         columns = await _columns(tx, table)
         here = await tx.fetch_all(table_query("export", table), id=run_id)
         mine = sorted(([_value(k, r[c]) for c, k in columns.items()] for r in here), key=repr)
-        theirs = sorted(([_value(k, r.get(c)) for c, k in columns.items()] for r in rows[table]),
-                        key=repr)
+        theirs = sorted(([_value(k, r.get(c)) for c, k in columns.items()] for r in rows[table]), key=repr)
         if len(mine) != len(theirs):
             return False
         for a_row, b_row in zip(mine, theirs, strict=True):
@@ -286,8 +315,7 @@ def _insert_query(table: str, row: dict[str, Any], columns: dict[str, str]) -> Q
     always parameters."""
     unknown = sorted(c for c in row if c not in columns)
     if unknown:
-        raise RunIoError(f"{table}: the file has column(s) this database lacks: "
-                         f"{', '.join(unknown)}")
+        raise RunIoError(f"{table}: the file has column(s) this database lacks: {', '.join(unknown)}")
     names = [c for c in columns if c in row]
     for name in (table, *names):
         if not _IDENT.match(name):

@@ -32,8 +32,9 @@ def _q(operation: str, stage_name: str) -> Query:
     return stage_query(operation, stage(stage_name).name)
 
 
-async def list_runs(db: Database, stage_name: str, *, state: str | None = None,
-                    label: str | None = None, limit: int = 1000) -> list[Row]:
+async def list_runs(
+    db: Database, stage_name: str, *, state: str | None = None, label: str | None = None, limit: int = 1000
+) -> list[Row]:
     if state is not None:
         check_state(state)
     return await db.fetch_all(_q("runs_list", stage_name), state=state, label=label, limit=limit)
@@ -62,8 +63,9 @@ class StateChange:
         return text
 
 
-async def _select_runs(db: Database, stage_name: str, run_id: int | None, label: str | None,
-                       only_states: tuple[str, ...]) -> list[Row]:
+async def _select_runs(
+    db: Database, stage_name: str, run_id: int | None, label: str | None, only_states: tuple[str, ...]
+) -> list[Row]:
     """The runs a state change is for: one by id, or every run with a label (of the given
     states only, when some are given)."""
     st = stage(stage_name)
@@ -77,16 +79,25 @@ async def _select_runs(db: Database, stage_name: str, run_id: int | None, label:
             raise StageError(f"no {st.run_table} has label {label!r}")
     chosen = [r for r in runs if not only_states or r["state"] in only_states]
     if not chosen:
-        raise StageError(f"no {st.run_table} {'' if run_id is None else f'{run_id} '}"
-                         f"{'' if label is None else f'with label {label!r} '}is in state "
-                         f"{', '.join(only_states)}: nothing was changed")
+        raise StageError(
+            f"no {st.run_table} {'' if run_id is None else f'{run_id} '}"
+            f"{'' if label is None else f'with label {label!r} '}is in state "
+            f"{', '.join(only_states)}: nothing was changed"
+        )
     return chosen
 
 
-async def set_state(db: Database, stage_name: str, target: str, *, run_id: int | None = None,
-                    label: str | None = None, from_label: str | None = None,
-                    only_states: tuple[str, ...] = (), dry_run: bool = False
-                    ) -> list[StateChange]:
+async def set_state(
+    db: Database,
+    stage_name: str,
+    target: str,
+    *,
+    run_id: int | None = None,
+    label: str | None = None,
+    from_label: str | None = None,
+    only_states: tuple[str, ...] = (),
+    dry_run: bool = False,
+) -> list[StateChange]:
     """Set runs (one by id, or every run with a label) to ``target``.
 
     With ``from_label`` the runs labelled ``from_label`` are taken and relabelled ``label`` in
@@ -117,19 +128,27 @@ async def set_state(db: Database, stage_name: str, target: str, *, run_id: int |
     if refusals:
         raise StageError("; ".join(refusals) + " (nothing was changed)")
     new_label = label if from_label is not None else None
-    changes = [StateChange(run["id"], run["state"], target, selected if new_label else None,
-                           new_label) for run in runs]
+    changes = [
+        StateChange(run["id"], run["state"], target, selected if new_label else None, new_label)
+        for run in runs
+    ]
     if dry_run:
         return changes
     allowed = tuple(sorted(ALLOWED_FROM[target]))
 
     async def apply(tx: Tx) -> list[StateChange]:
         for change in changes:
-            changed = await tx.execute(_q("runs_set_state", stage_name), id=change.run_id,
-                                       state=target, allowed=allowed, new_label=new_label)
+            changed = await tx.execute(
+                _q("runs_set_state", stage_name),
+                id=change.run_id,
+                state=target,
+                allowed=allowed,
+                new_label=new_label,
+            )
             if changed != 1:
-                raise StageError(f"{st.run_table} {change.run_id} changed state meanwhile; "
-                                 "nothing was changed, try again")
+                raise StageError(
+                    f"{st.run_table} {change.run_id} changed state meanwhile; nothing was changed, try again"
+                )
             if target == "update" and st.per_file_state:
                 await tx.execute(_q("runs_components_to_update", stage_name), id=change.run_id)
         return changes
@@ -152,16 +171,18 @@ async def path_base_owners(db: Database | Tx, bases: list[str]) -> dict[str, set
     owners: dict[str, set[tuple[str, int]]] = {}
     unique = sorted(set(bases))
     for start in range(0, len(unique), 500):
-        for row in await db.fetch_all(Q.path_base_owners, bases=tuple(unique[start:start + 500])):
+        for row in await db.fetch_all(Q.path_base_owners, bases=tuple(unique[start : start + 500])):
             owners.setdefault(str(row["path_base"]), set()).add((str(row["stage"]), int(row["id"])))
     return owners
 
 
-def other_owners(owners: dict[str, set[tuple[str, int]]], path_base: str, stage_name: str,
-                 run_id: int) -> list[str]:
+def other_owners(
+    owners: dict[str, set[tuple[str, int]]], path_base: str, stage_name: str, run_id: int
+) -> list[str]:
     """The runs other than (stage, run_id) that own ``path_base``, named for a message."""
-    return sorted(f"{stage(s).run_table} {i}" for s, i in owners.get(path_base, set())
-                  if (s, i) != (stage_name, run_id))
+    return sorted(
+        f"{stage(s).run_table} {i}" for s, i in owners.get(path_base, set()) if (s, i) != (stage_name, run_id)
+    )
 
 
 @dataclass(frozen=True)
@@ -205,15 +226,13 @@ async def _planned_files(db: Database, stage_name: str, run_id: int) -> list[_Pl
     for comp in comps:
         if stage_name == "raw":
             if comp["uri"]:
-                planned.append(_Planned(comp["component"], rule_of("raw", "RAW.IMAGE"),
-                                        comp["uri"]))
+                planned.append(_Planned(comp["component"], rule_of("raw", "RAW.IMAGE"), comp["uri"]))
             continue
         if not comp["path_base"]:
             continue
         for r in rules_for(stage_name):
             if r.per_input:
-                named = [(comp["component"], r.filename(comp["path_base"], index=i))
-                         for i in range(inputs)]
+                named = [(comp["component"], r.filename(comp["path_base"], index=i)) for i in range(inputs)]
             else:
                 names = chips if r.per_chip else [comp["component"]]
                 named = [(name, r.filename(comp["path_base"], name)) for name in names]
@@ -226,8 +245,7 @@ async def _planned_files(db: Database, stage_name: str, run_id: int) -> list[_Pl
     return planned
 
 
-async def run_files(db: Database, stage_name: str, run_id: int, *,
-                    md5: bool = False) -> list[ProductFile]:
+async def run_files(db: Database, stage_name: str, run_id: int, *, md5: bool = False) -> list[ProductFile]:
     """Every product file of every component of a run, with what storage knows of it. A log
     that cleanup compressed is listed under its compressed name (REFERENCE 2), so a cleaned
     run's bundles carry it."""
@@ -245,14 +263,21 @@ async def run_files(db: Database, stage_name: str, run_id: int, *,
                     key, compressed = candidate, True
                     break
         obj = known.get(parse_key(key).path)
-        files.append(ProductFile(
-            p.component, p.rule.name, p.rule.file_class, key, obj is not None,
-            None if obj is None else int(obj["bytes"]),
-            None if obj is None else str(obj["md5sum"]),
-            gone=obj is not None and int(obj["instances"] or 0) > 0
-            and int(obj["lost"] or 0) == int(obj["instances"]),
-            compressed=compressed,
-        ))
+        files.append(
+            ProductFile(
+                p.component,
+                p.rule.name,
+                p.rule.file_class,
+                key,
+                obj is not None,
+                None if obj is None else int(obj["bytes"]),
+                None if obj is None else str(obj["md5sum"]),
+                gone=obj is not None
+                and int(obj["instances"] or 0) > 0
+                and int(obj["lost"] or 0) == int(obj["instances"]),
+                compressed=compressed,
+            )
+        )
     if md5:
         files = [await _with_md5(storage, f) for f in files]
     return files
@@ -271,6 +296,14 @@ async def _with_md5(storage: Storage, f: ProductFile) -> ProductFile:
 
 
 def file_dict(f: ProductFile) -> dict[str, Any]:
-    return {"component": f.component, "rule": f.rule, "class": f.file_class, "key": f.key,
-            "exists": f.exists, "gone": f.gone, "bytes": f.bytes, "md5sum": f.md5sum,
-            "compressed": f.compressed}
+    return {
+        "component": f.component,
+        "rule": f.rule,
+        "class": f.file_class,
+        "key": f.key,
+        "exists": f.exists,
+        "gone": f.gone,
+        "bytes": f.bytes,
+        "md5sum": f.md5sum,
+        "compressed": f.compressed,
+    }

@@ -13,14 +13,30 @@ from shared.db.queries import Q, Query
 
 #: Every valid run ``state`` and component ``data_state``.
 STATES: tuple[str, ...] = (
-    "new", "reg", "full", "drop", "wait", "keep", "ignore",
-    "goto_cleaned", "error_cleaned", "goto_purged", "error_purged",
-    "goto_scrubbed", "error_scrubbed", "cleaned", "update", "purged", "scrubbed",
+    "new",
+    "reg",
+    "full",
+    "drop",
+    "wait",
+    "keep",
+    "ignore",
+    "goto_cleaned",
+    "error_cleaned",
+    "goto_purged",
+    "error_purged",
+    "goto_scrubbed",
+    "error_scrubbed",
+    "cleaned",
+    "update",
+    "purged",
+    "scrubbed",
 )
 
 #: Cleanup goals and the state each ends in.
 CLEANUP_TARGETS: dict[str, str] = {
-    "goto_cleaned": "cleaned", "goto_purged": "purged", "goto_scrubbed": "scrubbed",
+    "goto_cleaned": "cleaned",
+    "goto_purged": "purged",
+    "goto_scrubbed": "scrubbed",
 }
 #: The states an operator may set with ``ippctl runs set-state``.
 OPERATOR_TARGETS: tuple[str, ...] = (*CLEANUP_TARGETS, "update")
@@ -44,46 +60,85 @@ class Stage:
     lifecycle: bool = True
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("raw", "rawExp", "exp_id", "rawImfile", "class_id", True,
-          ("rawExp", "rawImfile"), lifecycle=False),
-    Stage("chip", "chipRun", "chip_id", "chipProcessedImfile", "class_id", True,
-          ("chipRun", "chipImfile", "chipProcessedImfile")),
-    Stage("camera", "camRun", "cam_id", "camProcessedExp", None, False,
-          ("camRun", "camProcessedExp")),
-    Stage("warp", "warpRun", "warp_id", "warpSkyfile", "skycell_id", True,
-          ("warpRun", "warpImfile", "warpSkyfile", "warpSkyCellMap")),
-    Stage("diff", "diffRun", "diff_id", "diffSkyfile", "skycell_id", True,
-          ("diffRun", "diffInputSkyfile", "diffSkyfile")),
-    Stage("stack", "stackRun", "stack_id", "stackSumSkyfile", None, False,
-          ("stackRun", "stackInputSkyfile", "stackSumSkyfile")),
-)}
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            "raw", "rawExp", "exp_id", "rawImfile", "class_id", True, ("rawExp", "rawImfile"), lifecycle=False
+        ),
+        Stage(
+            "chip",
+            "chipRun",
+            "chip_id",
+            "chipProcessedImfile",
+            "class_id",
+            True,
+            ("chipRun", "chipImfile", "chipProcessedImfile"),
+        ),
+        Stage("camera", "camRun", "cam_id", "camProcessedExp", None, False, ("camRun", "camProcessedExp")),
+        Stage(
+            "warp",
+            "warpRun",
+            "warp_id",
+            "warpSkyfile",
+            "skycell_id",
+            True,
+            ("warpRun", "warpImfile", "warpSkyfile", "warpSkyCellMap"),
+        ),
+        Stage(
+            "diff",
+            "diffRun",
+            "diff_id",
+            "diffSkyfile",
+            "skycell_id",
+            True,
+            ("diffRun", "diffInputSkyfile", "diffSkyfile"),
+        ),
+        Stage(
+            "stack",
+            "stackRun",
+            "stack_id",
+            "stackSumSkyfile",
+            None,
+            False,
+            ("stackRun", "stackInputSkyfile", "stackSumSkyfile"),
+        ),
+    )
+}
 
 
 #: The stages the cleanup and update agents act on (every one but raw), in pipeline order.
 LIFECYCLE_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.lifecycle)
 #: The stages whose components carry their own data_state (cleaned component by component).
-COMPONENT_STAGES: tuple[str, ...] = tuple(
-    s.name for s in STAGES.values() if s.lifecycle and s.per_file_state)
+COMPONENT_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.lifecycle and s.per_file_state)
 
 #: Every family of per-stage named queries (``<family>_<stage>``) and the stages it exists for.
 QUERY_FAMILIES: dict[str, tuple[str, ...]] = {
-    "runs_get": tuple(STAGES), "runs_list": tuple(STAGES), "runs_set_state": tuple(STAGES),
-    "runs_by_label": tuple(STAGES), "runs_components": tuple(STAGES),
+    "runs_get": tuple(STAGES),
+    "runs_list": tuple(STAGES),
+    "runs_set_state": tuple(STAGES),
+    "runs_by_label": tuple(STAGES),
+    "runs_components": tuple(STAGES),
     "runs_components_to_update": COMPONENT_STAGES,
-    "cleanup_claim": LIFECYCLE_STAGES, "cleanup_finish": LIFECYCLE_STAGES,
+    "cleanup_claim": LIFECYCLE_STAGES,
+    "cleanup_finish": LIFECYCLE_STAGES,
     "cleanup_components_state": COMPONENT_STAGES,
-    "update_claim": LIFECYCLE_STAGES, "update_finish": LIFECYCLE_STAGES,
-    "update_release": LIFECYCLE_STAGES, "update_components_full": COMPONENT_STAGES,
-    "dist_candidates": LIFECYCLE_STAGES, "metrics_runs": LIFECYCLE_STAGES,
-    "demo_runs": LIFECYCLE_STAGES, "demo_run_state": LIFECYCLE_STAGES,
+    "update_claim": LIFECYCLE_STAGES,
+    "update_finish": LIFECYCLE_STAGES,
+    "update_release": LIFECYCLE_STAGES,
+    "update_components_full": COMPONENT_STAGES,
+    "dist_candidates": LIFECYCLE_STAGES,
+    "metrics_runs": LIFECYCLE_STAGES,
+    "demo_runs": LIFECYCLE_STAGES,
+    "demo_run_state": LIFECYCLE_STAGES,
 }
 
 
 _LIFECYCLE_TABLES = tuple(STAGES[s].run_table for s in LIFECYCLE_STAGES)
 #: Families of per-table queries (``<family>_<table>``): run claims, exports (REFERENCE 4).
 TABLE_FAMILIES: dict[str, tuple[str, ...]] = {
-    "claim_mark": _LIFECYCLE_TABLES, "claim_release": _LIFECYCLE_TABLES,
+    "claim_mark": _LIFECYCLE_TABLES,
+    "claim_release": _LIFECYCLE_TABLES,
     "claim_release_orphans": _LIFECYCLE_TABLES,
     "export": tuple(t for s in STAGES.values() for t in s.export_tables),
 }
@@ -115,8 +170,9 @@ def stage_query(family: str, stage_name: str) -> Query:
     except KeyError:
         if family not in QUERY_FAMILIES:
             raise StageError(f"no per-stage query family {family!r}") from None
-        raise StageError(f"query family {family} has no {stage_name!r} query (stages: "
-                         f"{', '.join(QUERY_FAMILIES[family])})") from None
+        raise StageError(
+            f"query family {family} has no {stage_name!r} query (stages: {', '.join(QUERY_FAMILIES[family])})"
+        ) from None
 
 
 def table_query(family: str, table: str) -> Query:
@@ -144,21 +200,30 @@ def check_state(state: str) -> str:
 ALLOWED_FROM: dict[str, frozenset[str]] = {
     # full runs are cleaned; cleaned runs again for a second pass (REFERENCE 1); errors retried;
     # an update nobody needs any more may go back to cleanup; dropped runs may be cleaned.
-    "goto_cleaned": frozenset({"full", "cleaned", "error_cleaned", "update", "drop",
-                               "goto_cleaned"}),
+    "goto_cleaned": frozenset({"full", "cleaned", "error_cleaned", "update", "drop", "goto_cleaned"}),
     # a pending clean or scrub may be escalated to a purge (it deletes a superset).
-    "goto_purged": frozenset({"full", "cleaned", "scrubbed", "error_cleaned", "error_purged",
-                              "error_scrubbed", "update", "drop", "goto_purged",
-                              "goto_cleaned", "goto_scrubbed"}),
-    "goto_scrubbed": frozenset({"full", "cleaned", "error_cleaned", "error_scrubbed",
-                                "goto_scrubbed"}),
+    "goto_purged": frozenset(
+        {
+            "full",
+            "cleaned",
+            "scrubbed",
+            "error_cleaned",
+            "error_purged",
+            "error_scrubbed",
+            "update",
+            "drop",
+            "goto_purged",
+            "goto_cleaned",
+            "goto_scrubbed",
+        }
+    ),
+    "goto_scrubbed": frozenset({"full", "cleaned", "error_cleaned", "error_scrubbed", "goto_scrubbed"}),
     # pixels back: only what cleanup left regenerable.
     "update": frozenset({"cleaned", "scrubbed", "error_cleaned", "update"}),
 }
 
 _REFUSALS: dict[str, str] = {
-    "purged": "a purged run has lost its config dump and catalogs and cannot be regenerated "
-              "or cleaned again",
+    "purged": "a purged run has lost its config dump and catalogs and cannot be regenerated or cleaned again",
     "new": "the run is still being processed",
     "reg": "the run is still being processed",
     "wait": "the run is waiting to be processed",
@@ -172,11 +237,11 @@ def check_transition(stage_name: str, run_id: int, current: str, target: str) ->
     st = stage(stage_name)
     check_state(target)
     if not st.lifecycle:
-        raise StageError(f"{st.run_table} {run_id}: {stage_name} runs are not cleaned or "
-                         "updated by the IPP agents")
+        raise StageError(
+            f"{st.run_table} {run_id}: {stage_name} runs are not cleaned or updated by the IPP agents"
+        )
     if target not in ALLOWED_FROM:
-        raise StageError(f"{target!r} cannot be set by an operator (allowed: "
-                         f"{', '.join(OPERATOR_TARGETS)})")
+        raise StageError(f"{target!r} cannot be set by an operator (allowed: {', '.join(OPERATOR_TARGETS)})")
     if current in ALLOWED_FROM[target]:
         return
     reason = _REFUSALS.get(current)

@@ -51,30 +51,31 @@ def fill(table: Table, values: Mapping[str, Any], n: int) -> BuiltTable:
     for c in table.columns:
         if c.name not in values:
             if c.null is None:
-                raise BatchError(f"{table.name}.{c.name}: no value given and the column has no "
-                                 "null value")
+                raise BatchError(f"{table.name}.{c.name}: no value given and the column has no null value")
             rows[c.name] = c.null
             continue
         raw = values[c.name]
         if c.datatype == "char":
             rows[c.name] = np.broadcast_to(np.asarray(raw, dtype=c.dtype), (n,))
             continue
-        data = np.broadcast_to(np.asarray(raw, dtype=np.float64 if c.dtype.kind == "f" else None),
-                               (n,))
+        data = np.broadcast_to(np.asarray(raw, dtype=np.float64 if c.dtype.kind == "f" else None), (n,))
         if data.dtype.kind == "f":
             bad = ~np.isfinite(data)
             if bad.any():
                 if c.null is None:
-                    raise BatchError(f"{table.name}.{c.name}: {int(bad.sum())} values are NaN or "
-                                     "infinite and the column has no null value")
+                    raise BatchError(
+                        f"{table.name}.{c.name}: {int(bad.sum())} values are NaN or "
+                        "infinite and the column has no null value"
+                    )
                 data = np.where(bad, c.null, data)
         if c.dtype.kind in "iu":
             if data.dtype.kind == "f" and not np.all(data == np.round(data)):
                 raise BatchError(f"{table.name}.{c.name}: non-integer values")
             info = np.iinfo(c.dtype)
             if len(data) and (np.min(data) < info.min or np.max(data) > info.max):
-                raise BatchError(f"{table.name}.{c.name}: values outside {c.dtype} "
-                                 f"({np.min(data)}..{np.max(data)})")
+                raise BatchError(
+                    f"{table.name}.{c.name}: values outside {c.dtype} ({np.min(data)}..{np.max(data)})"
+                )
         elif c.dtype == np.float32 and len(data):
             big = np.abs(data[np.isfinite(data)]) > np.finfo(np.float32).max
             if big.any():
@@ -94,8 +95,10 @@ def check_keys(built: BuiltTable) -> None:
         ordered = col[order]
         same &= ordered[1:] == ordered[:-1]
     if same.any():
-        raise BatchError(f"{built.table.name}: {int(same.sum())} duplicate primary keys "
-                         f"({', '.join(built.table.primary_key)})")
+        raise BatchError(
+            f"{built.table.name}: {int(same.sum())} duplicate primary keys "
+            f"({', '.join(built.table.primary_key)})"
+        )
 
 
 _FITS_FORMAT = {"i8": "K", "i4": "J", "i2": "I", "u1": "B", "f8": "D", "f4": "E"}
@@ -117,8 +120,7 @@ def _table_header(built: BuiltTable) -> bytes:
             extra["unit"] = c.unit
         if c.datatype != "char" and c.dtype.kind in "iu" and c.null is not None:
             extra["null"] = int(c.null)
-        cols.append(fits.Column(name=c.name, format=form, array=np.zeros(0, dtype=c.dtype),
-                                **extra))
+        cols.append(fits.Column(name=c.name, format=form, array=np.zeros(0, dtype=c.dtype), **extra))
     header = fits.BinTableHDU.from_columns(cols, name=built.table.name).header
     header["NAXIS2"] = len(built.rows)
     return str(header.tostring()).encode("ascii")
@@ -143,14 +145,14 @@ class Written:
     rows: dict[str, int]
 
 
-def write(directory: Path, name: str, batch_type: str, config: str,
-          tables: list[BuiltTable]) -> Written:
+def write(directory: Path, name: str, batch_type: str, config: str, tables: list[BuiltTable]) -> Written:
     """``<name>.fits`` (a BINTABLE per table, in the VOTable's order) and
     ``<name>.manifest.json``, written through temporary names and fsynced."""
     expected = [t.name for t in batch_tables(batch_type)]
     if [b.table.name for b in tables] != expected:
-        raise BatchError(f"{name}: tables {[b.table.name for b in tables]}, a {batch_type} batch "
-                         f"has {expected}")
+        raise BatchError(
+            f"{name}: tables {[b.table.name for b in tables]}, a {batch_type} batch has {expected}"
+        )
     for b in tables:
         check_keys(b)
     directory.mkdir(parents=True, exist_ok=True)
@@ -158,8 +160,12 @@ def write(directory: Path, name: str, batch_type: str, config: str,
     tmp = directory / f".{name}.fits.tmp"
     primary = fits.PrimaryHDU().header
     primary["EXTEND"] = True
-    for key, value in (("BATCH", name), ("BTYPE", batch_type), ("CONFIG", config),
-                       ("PROCVER", PROCESSING_VERSION)):
+    for key, value in (
+        ("BATCH", name),
+        ("BTYPE", batch_type),
+        ("CONFIG", config),
+        ("PROCVER", PROCESSING_VERSION),
+    ):
         primary[key] = value
     with open(tmp, "wb") as fh:
         _write_fits(fh, primary, tables)
@@ -171,9 +177,15 @@ def write(directory: Path, name: str, batch_type: str, config: str,
         os.fsync(fh.fileno())
     os.replace(tmp, fits_path)
     rows = {b.table.name: len(b.rows) for b in tables}
-    manifest = {"batch": name, "type": batch_type, "config": config,
-                "fits": fits_path.name, "bytes": size, "md5sum": md5.hexdigest(),
-                "tables": [{"name": t, "rows": r} for t, r in rows.items()]}
+    manifest = {
+        "batch": name,
+        "type": batch_type,
+        "config": config,
+        "fits": fits_path.name,
+        "bytes": size,
+        "md5sum": md5.hexdigest(),
+        "tables": [{"name": t, "rows": r} for t, r in rows.items()],
+    }
     manifest_path = directory / f"{name}.manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     return Written(fits_path, manifest_path, size, md5.hexdigest(), rows)

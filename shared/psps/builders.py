@@ -37,10 +37,12 @@ def in_batch(config: str, survey_id: int) -> list[BuiltTable]:
     t = _tables("IN")
     names = list(FILTER_IDS)
     return [
-        fill(t["Filter"], {"filterID": [FILTER_IDS[n] for n in names], "filterType": names},
-             len(names)),
-        fill(t["Survey"], {"surveyID": survey_id, "name": config[:32],
-                           "description": f"IPP loading config {config}"[:255]}, 1),
+        fill(t["Filter"], {"filterID": [FILTER_IDS[n] for n in names], "filterType": names}, len(names)),
+        fill(
+            t["Survey"],
+            {"surveyID": survey_id, "name": config[:32], "description": f"IPP loading config {config}"[:255]},
+            1,
+        ),
     ]
 
 
@@ -61,8 +63,15 @@ def _random(ids_: Array) -> Array:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def p2_batch(frame: Mapping[str, Any], chips: list[ChipCatalog], dvo: DvoCache, *,
-             survey_id: int, smf_md5: str, test_mode: bool = False) -> P2Result:
+def p2_batch(
+    frame: Mapping[str, Any],
+    chips: list[ChipCatalog],
+    dvo: DvoCache,
+    *,
+    survey_id: int,
+    smf_md5: str,
+    test_mode: bool = False,
+) -> P2Result:
     """FrameMeta, ImageMeta and Detection of one exposure."""
     t = _tables("P2")
     if not chips:
@@ -81,20 +90,37 @@ def p2_batch(frame: Mapping[str, Any], chips: list[ChipCatalog], dvo: DvoCache, 
     result = P2Result([], 0)
     everything = _look_up(chips, dvo)
     for chip, found in zip(chips, everything, strict=True):
-        image, det, missing = _chip(chip, found, photcodes, frame_id=frame_id,
-                                    filter_id=filter_id, survey_id=survey_id,
-                                    exp_time=exp_time, test_mode=test_mode)
+        image, det, missing = _chip(
+            chip,
+            found,
+            photcodes,
+            frame_id=frame_id,
+            filter_id=filter_id,
+            survey_id=survey_id,
+            exp_time=exp_time,
+            test_mode=test_mode,
+        )
         images.append(image)
         detections.append(det)
         if missing:
             result.missing += missing
             result.notes.append(f"{chip.class_id}: {missing} detections not in DVO (dropped)")
     frame_values = {
-        "frameID": frame_id, "frameName": str(frame["exp_name"])[:32], "surveyID": survey_id,
-        "filterID": filter_id, "ippChipID": int(frame["chip_id"]), "ippCamID": int(frame["cam_id"]),
-        "cameraID": 1, "telescopeID": 1, "analysisVer": str(frame["software_ver"] or "")[:100],
-        "md5sum": smf_md5, "nOTA": len(chips), "expStart": mjd, "expTime": exp_time,
-        "airmass": float(frame["airmass"] or 0), "raBore": float(frame["ra"]),
+        "frameID": frame_id,
+        "frameName": str(frame["exp_name"])[:32],
+        "surveyID": survey_id,
+        "filterID": filter_id,
+        "ippChipID": int(frame["chip_id"]),
+        "ippCamID": int(frame["cam_id"]),
+        "cameraID": 1,
+        "telescopeID": 1,
+        "analysisVer": str(frame["software_ver"] or "")[:100],
+        "md5sum": smf_md5,
+        "nOTA": len(chips),
+        "expStart": mjd,
+        "expTime": exp_time,
+        "airmass": float(frame["airmass"] or 0),
+        "raBore": float(frame["ra"]),
         "decBore": float(frame["decl"]),
     }
     merged = {k: np.concatenate([d[k] for d in detections]) for k in detections[0]}
@@ -122,18 +148,30 @@ def _look_up(chips: list[ChipCatalog], dvo: DvoCache) -> list[Found]:
         image_ids.append(np.full(len(chip.table), image_id, dtype=np.int64))
         sizes.append(len(chip.table))
     tables = [c.table for c in chips]
-    found = dvo.find(np.concatenate(image_ids),
-                     np.concatenate([t["IPP_IDET"] for t in tables]),
-                     np.concatenate([t["RA_PSF"] for t in tables]),
-                     np.concatenate([t["DEC_PSF"] for t in tables]))
+    found = dvo.find(
+        np.concatenate(image_ids),
+        np.concatenate([t["IPP_IDET"] for t in tables]),
+        np.concatenate([t["RA_PSF"] for t in tables]),
+        np.concatenate([t["DEC_PSF"] for t in tables]),
+    )
     bounds = np.cumsum([0, *sizes])
-    return [Found(*(getattr(found, f)[a:b] for f in Found.__dataclass_fields__))
-            for a, b in itertools.pairwise(bounds)]
+    return [
+        Found(*(getattr(found, f)[a:b] for f in Found.__dataclass_fields__))
+        for a, b in itertools.pairwise(bounds)
+    ]
 
 
-def _chip(chip: ChipCatalog, found: Found, photcodes: Array, *, frame_id: int, filter_id: int,
-          survey_id: int, exp_time: float, test_mode: bool
-          ) -> tuple[dict[str, Any], dict[str, Array], int]:
+def _chip(
+    chip: ChipCatalog,
+    found: Found,
+    photcodes: Array,
+    *,
+    frame_id: int,
+    filter_id: int,
+    survey_id: int,
+    exp_time: float,
+    test_mode: bool,
+) -> tuple[dict[str, Any], dict[str, Array], int]:
     h, tab = chip.header, chip.table
     where = f"chip {chip.class_id}"
     try:
@@ -159,43 +197,68 @@ def _chip(chip: ChipCatalog, found: Found, photcodes: Array, *, frame_id: int, f
     detect_id = found.detect_id[keep]
     mjd = float(h["MJD-OBS"])
     values: dict[str, Array] = {
-        "objID": found.obj_id[keep], "detectID": detect_id, "ippObjID": found.ipp_obj_id[keep],
+        "objID": found.obj_id[keep],
+        "detectID": detect_id,
+        "ippObjID": found.ipp_obj_id[keep],
         "ippDetectID": tab["IPP_IDET"].astype(np.int64),
-        "filterID": np.full(len(tab), filter_id), "surveyID": np.full(len(tab), survey_id),
+        "filterID": np.full(len(tab), filter_id),
+        "surveyID": np.full(len(tab), survey_id),
         "imageID": np.full(len(tab), ids.image_id(frame_id, ccd), dtype=np.int64),
-        "randomDetID": _random(detect_id), "dvoRegionID": found.region[keep],
-        "obsTime": np.full(len(tab), mjd), "xPos": tab["X_PSF"], "yPos": tab["Y_PSF"],
-        "xPosErr": tab["X_PSF_SIG"], "yPosErr": tab["Y_PSF_SIG"], "pltScale": tab["PLTSCALE"],
-        "posAngle": tab["POSANGLE"], "ra": tab["RA_PSF"], "dec": tab["DEC_PSF"],
-        "raErr": tab["X_PSF_SIG"] * scale, "decErr": tab["Y_PSF_SIG"] * scale,
-        "extNSigma": tab["EXT_NSIGMA"], "zp": zp, "expTime": np.full(len(tab), exp_time),
+        "randomDetID": _random(detect_id),
+        "dvoRegionID": found.region[keep],
+        "obsTime": np.full(len(tab), mjd),
+        "xPos": tab["X_PSF"],
+        "yPos": tab["Y_PSF"],
+        "xPosErr": tab["X_PSF_SIG"],
+        "yPosErr": tab["Y_PSF_SIG"],
+        "pltScale": tab["PLTSCALE"],
+        "posAngle": tab["POSANGLE"],
+        "ra": tab["RA_PSF"],
+        "dec": tab["DEC_PSF"],
+        "raErr": tab["X_PSF_SIG"] * scale,
+        "decErr": tab["Y_PSF_SIG"] * scale,
+        "extNSigma": tab["EXT_NSIGMA"],
+        "zp": zp,
+        "expTime": np.full(len(tab), exp_time),
         "airMass": np.full(len(tab), airmass),
-        "psfFlux": tab["PSF_INST_FLUX"] * to_jy, "psfFluxErr": tab["PSF_INST_FLUX_SIG"] * to_jy,
+        "psfFlux": tab["PSF_INST_FLUX"] * to_jy,
+        "psfFluxErr": tab["PSF_INST_FLUX_SIG"] * to_jy,
         "psfMajorFWHM": tab["PSF_FWHM_MAJ"] * tab["PLTSCALE"],
-        "psfMinorFWHM": tab["PSF_FWHM_MIN"] * tab["PLTSCALE"], "psfTheta": tab["PSF_THETA"],
-        "psfCore": tab["PSF_CORE"], "psfQf": tab["PSF_QF"], "psfQfPerfect": tab["PSF_QF_PERFECT"],
+        "psfMinorFWHM": tab["PSF_FWHM_MIN"] * tab["PLTSCALE"],
+        "psfTheta": tab["PSF_THETA"],
+        "psfCore": tab["PSF_CORE"],
+        "psfQf": tab["PSF_QF"],
+        "psfQfPerfect": tab["PSF_QF_PERFECT"],
         "psfChiSq": tab["PSF_CHISQ"],
         "momentXX": tab["MOMENTS_XX"] * tab["PLTSCALE"] ** 2,
         "momentXY": tab["MOMENTS_XY"] * tab["PLTSCALE"] ** 2,
         "momentYY": tab["MOMENTS_YY"] * tab["PLTSCALE"] ** 2,
         "momentR1": tab["MOMENTS_R1"] * tab["PLTSCALE"],
         "momentRH": tab["MOMENTS_RH"] * tab["PLTSCALE"],
-        "apFlux": tab["AP_FLUX"] * to_jy, "apFluxErr": tab["AP_FLUX_SIG"] * to_jy,
+        "apFlux": tab["AP_FLUX"] * to_jy,
+        "apFluxErr": tab["AP_FLUX_SIG"] * to_jy,
         "apRadius": tab["AP_MAG_RADIUS"] * tab["PLTSCALE"],
-        "kronFlux": tab["KRON_FLUX"] * to_jy, "kronFluxErr": tab["KRON_FLUX_ERR"] * to_jy,
+        "kronFlux": tab["KRON_FLUX"] * to_jy,
+        "kronFluxErr": tab["KRON_FLUX_ERR"] * to_jy,
         "sky": tab["SKY"] * to_jy / tab["PLTSCALE"] ** 2,
         "skyErr": tab["SKY_SIGMA"] * to_jy / tab["PLTSCALE"] ** 2,
-        "infoFlag": tab["FLAGS"].astype(np.int64), "infoFlag2": tab["FLAGS2"].astype(np.int64),
+        "infoFlag": tab["FLAGS"].astype(np.int64),
+        "infoFlag2": tab["FLAGS2"].astype(np.int64),
         "infoFlag3": np.zeros(len(tab), dtype=np.int32),
         "processingVersion": np.full(len(tab), PROCESSING_VERSION),
     }
     image = {
-        "imageID": ids.image_id(frame_id, ccd), "frameID": frame_id, "ccdID": ccd,
-        "photoCalID": int(code[0]) if len(code) else -999, "filterID": filter_id,
-        "sky": float(h.get("MSKY_MN", np.nan)), "skyScat": float(h.get("MSKY_SIG", np.nan)),
+        "imageID": ids.image_id(frame_id, ccd),
+        "frameID": frame_id,
+        "ccdID": ccd,
+        "photoCalID": int(code[0]) if len(code) else -999,
+        "filterID": filter_id,
+        "sky": float(h.get("MSKY_MN", np.nan)),
+        "skyScat": float(h.get("MSKY_SIG", np.nan)),
         "nDetect": len(tab),
         "detectionThreshold": float(h.get("DETEFF.MAGREF", np.nan)),
-        "astroScat": float(h.get("CERROR", np.nan)), "photoScat": float(h.get("ZPT_ERR", np.nan)),
+        "astroScat": float(h.get("CERROR", np.nan)),
+        "photoScat": float(h.get("ZPT_ERR", np.nan)),
         "nAstroRef": int(h.get("NASTRO", -999)),
     }
     return image, values, missing
@@ -209,8 +272,9 @@ def _skycell_parts(skycell_id: str) -> tuple[int, int]:
     return -1, 255
 
 
-def st_batch(stack: Mapping[str, Any], header: Any, table: Array, warp_ids: list[int], *,
-             batch_id: int, survey_id: int) -> P2Result:
+def st_batch(
+    stack: Mapping[str, Any], header: Any, table: Array, warp_ids: list[int], *, batch_id: int, survey_id: int
+) -> P2Result:
     """StackMeta, StackDetection and StackToImage of one stack cmf (one skycell, one filter).
 
     Stack detections are not DVO measurements: objID comes from the detection's position
@@ -236,27 +300,43 @@ def st_batch(stack: Mapping[str, Any], header: Any, table: Array, warp_ids: list
     values = {
         "objID": ids.obj_ids(table["RA_PSF"], table["DEC_PSF"]),
         "stackDetectID": (np.int64(ids.STACK_ID_PREFIX) << 56) + (np.int64(stack_id) << 28) + det,
-        "ippObjID": np.zeros(n, dtype=np.int64), "stackImageID": stack_id,
-        "filterID": filter_id, "surveyID": survey_id, "ra": table["RA_PSF"],
-        "dec": table["DEC_PSF"], "psfFlux": table["PSF_INST_FLUX"] * to_jy,
-        "psfFluxErr": table["PSF_INST_FLUX_SIG"] * to_jy, "apFlux": table["AP_FLUX"] * to_jy,
+        "ippObjID": np.zeros(n, dtype=np.int64),
+        "stackImageID": stack_id,
+        "filterID": filter_id,
+        "surveyID": survey_id,
+        "ra": table["RA_PSF"],
+        "dec": table["DEC_PSF"],
+        "psfFlux": table["PSF_INST_FLUX"] * to_jy,
+        "psfFluxErr": table["PSF_INST_FLUX_SIG"] * to_jy,
+        "apFlux": table["AP_FLUX"] * to_jy,
         "kronFlux": table["KRON_FLUX"] * to_jy,
         "sky": table["SKY"] * to_jy / np.where(table["PLTSCALE"] > 0, table["PLTSCALE"], np.nan) ** 2,
         "infoFlag": np.asarray(table["FLAGS"], dtype=np.int64),
     }
-    meta = {"stackImageID": stack_id, "batchID": batch_id, "surveyID": survey_id,
-            "filterID": filter_id, "skyCellID": cell, "projectionID": projection,
-            "tessID": str(stack["tess_id"] or "")[:32], "zp": zp, "expTime": exp_time,
-            "nInputs": int(header.get("NINPUTS", len(warp_ids))),
-            "mjdObs": float(header.get("MJD-OBS", np.nan))}
-    tables = [fill(t["StackMeta"], meta, 1), fill(t["StackDetection"], values, n),
-              fill(t["StackToImage"], {"stackImageID": stack_id, "imageID": warp_ids},
-                   len(warp_ids))]
+    meta = {
+        "stackImageID": stack_id,
+        "batchID": batch_id,
+        "surveyID": survey_id,
+        "filterID": filter_id,
+        "skyCellID": cell,
+        "projectionID": projection,
+        "tessID": str(stack["tess_id"] or "")[:32],
+        "zp": zp,
+        "expTime": exp_time,
+        "nInputs": int(header.get("NINPUTS", len(warp_ids))),
+        "mjdObs": float(header.get("MJD-OBS", np.nan)),
+    }
+    tables = [
+        fill(t["StackMeta"], meta, 1),
+        fill(t["StackDetection"], values, n),
+        fill(t["StackToImage"], {"stackImageID": stack_id, "imageID": warp_ids}, len(warp_ids)),
+    ]
     return P2Result(tables, n)
 
 
-def ob_batch(region_index: int, objects: Array, averages: Array, *, batch_id: int,
-             survey_id: int) -> P2Result:
+def ob_batch(
+    region_index: int, objects: Array, averages: Array, *, batch_id: int, survey_id: int
+) -> P2Result:
     """ObjectThin (one row per DVO object) and MeanObject (per object and filter) of one
     DVO region (.cpt + .cps)."""
     t = _tables("OB")
@@ -269,15 +349,25 @@ def ob_batch(region_index: int, objects: Array, averages: Array, *, batch_id: in
     if len(filters) and (filters.min() < 1 or filters.max() > 5):
         raise BatchError(f"region {region_index}: .cps photcodes are not of the five filters")
     dec = np.asarray(objects["DEC"], dtype=np.float64)
-    thin = {"objID": obj,
-            "ippObjID": (np.asarray(objects["CAT_ID"], dtype=np.int64) << 32)
-            + np.asarray(objects["OBJ_ID"], dtype=np.int64),
-            "surveyID": survey_id,
-            "zoneID": np.floor((90.0 + dec) / ids.ZONE_HEIGHT_DEG).astype(np.int64),
-            "randomID": _random(obj), "batchID": batch_id, "dvoRegionID": region_index,
-            "raMean": objects["RA"], "decMean": dec,
-            "nDetections": np.asarray(objects["NMEASURE"], dtype=np.int64)}
-    mean = {"objID": obj[ave] if len(ave) else np.zeros(0, dtype=np.int64),
-            "filterID": filters, "meanMag": averages["MAG"], "meanMagErr": averages["MAG_ERR"],
-            "nMeasure": averages["NMEAS"], "flags": averages["FLAGS"]}
+    thin = {
+        "objID": obj,
+        "ippObjID": (np.asarray(objects["CAT_ID"], dtype=np.int64) << 32)
+        + np.asarray(objects["OBJ_ID"], dtype=np.int64),
+        "surveyID": survey_id,
+        "zoneID": np.floor((90.0 + dec) / ids.ZONE_HEIGHT_DEG).astype(np.int64),
+        "randomID": _random(obj),
+        "batchID": batch_id,
+        "dvoRegionID": region_index,
+        "raMean": objects["RA"],
+        "decMean": dec,
+        "nDetections": np.asarray(objects["NMEASURE"], dtype=np.int64),
+    }
+    mean = {
+        "objID": obj[ave] if len(ave) else np.zeros(0, dtype=np.int64),
+        "filterID": filters,
+        "meanMag": averages["MAG"],
+        "meanMagErr": averages["MAG_ERR"],
+        "nMeasure": averages["NMEAS"],
+        "flags": averages["FLAGS"],
+    }
     return P2Result([fill(t["ObjectThin"], thin, n), fill(t["MeanObject"], mean, len(ave))], n)

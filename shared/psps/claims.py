@@ -9,12 +9,21 @@ from shared.db.queries import Q
 from shared.runtime.claims import ClaimSpec
 
 STRIPE_SPEC = ClaimSpec(
-    table="psps_stripe", id_column="id", select=Q.psps_stripe_claim,
-    mark=Q.claim_mark_psps_stripe, release=Q.claim_release_psps_stripe,
-    release_orphans=Q.claim_release_orphans_psps_stripe)
+    table="psps_stripe",
+    id_column="id",
+    select=Q.psps_stripe_claim,
+    mark=Q.claim_mark_psps_stripe,
+    release=Q.claim_release_psps_stripe,
+    release_orphans=Q.claim_release_orphans_psps_stripe,
+)
 ITEM_SPEC = ClaimSpec(
-    table="psps_item", id_column="id", select=Q.psps_item_claim, mark=Q.claim_mark_psps_item,
-    release=Q.claim_release_psps_item, release_orphans=Q.claim_release_orphans_psps_item)
+    table="psps_item",
+    id_column="id",
+    select=Q.psps_item_claim,
+    mark=Q.claim_mark_psps_item,
+    release=Q.claim_release_psps_item,
+    release_orphans=Q.claim_release_orphans_psps_item,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,12 @@ class PspsItem:
 
     @classmethod
     def from_row(cls, row: Row) -> PspsItem:
-        return cls(int(row["id"]), str(row["config"]), str(row["type"]), int(row["item_id"]),
-                   int(row["box"]), int(row["attempts"]),
-                   None if row["batch_id"] is None else int(row["batch_id"]))
+        return cls(
+            int(row["id"]),
+            str(row["config"]),
+            str(row["type"]),
+            int(row["item_id"]),
+            int(row["box"]),
+            int(row["attempts"]),
+            None if row["batch_id"] is None else int(row["batch_id"]),
+        )

@@ -69,10 +69,11 @@ def parse_policy(text: str) -> dict[str, tuple[str, ...]]:
     for part in filter(None, (p.strip() for p in text.split(";"))):
         state, sep, targets = part.partition(":")
         wanted = tuple(t.strip() for t in targets.split(",") if t.strip())
-        if not sep or state.strip() not in DELETION_STATES or any(
-                t not in DELETION_TARGETS for t in wanted):
-            raise ValueError(f"expected state:target,... with states {', '.join(DELETION_STATES)} "
-                             f"and targets {', '.join(DELETION_TARGETS)}; got {part!r}")
+        if not sep or state.strip() not in DELETION_STATES or any(t not in DELETION_TARGETS for t in wanted):
+            raise ValueError(
+                f"expected state:target,... with states {', '.join(DELETION_STATES)} "
+                f"and targets {', '.join(DELETION_TARGETS)}; got {part!r}"
+            )
         policy[state.strip()] = wanted
     return policy
 
@@ -87,6 +88,7 @@ def _text(limit: int) -> Callable[[str], str]:
         if len(text) > limit:
             raise ValueError(f"at most {limit} characters")
         return text.strip()
+
     return check
 
 
@@ -127,8 +129,9 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("datastore_product", _text(64), lambda n: f"PSPS_{n}",
-          "DataStore product batches are published on"),
+    Field(
+        "datastore_product", _text(64), lambda n: f"PSPS_{n}", "DataStore product batches are published on"
+    ),
     Field("datastore_type", _text(16), lambda n: "psps", "type of that product"),
     Field("datastore_publish", _bool, lambda n: True, "publish batches (no: build them only)"),
     Field("dvo_label", _text(64), lambda n: "", "addRun label (dvodb) whose merged runs are loaded"),
@@ -142,8 +145,9 @@ FIELDS: tuple[Field, ...] = (
     Field("survey_id", _survey, lambda n: 0, "PSPS surveyID"),
     Field("batch_types", _types, lambda n: "P2,ST,OB", "batch types this config loads"),
     Field("test_mode", _bool, lambda n: False, "first exposure, one chip, missing values tolerated"),
-    Field("deletion_policy", _policy, lambda n: DEFAULT_POLICY,
-          "what the batch cleaner deletes per ODM status"),
+    Field(
+        "deletion_policy", _policy, lambda n: DEFAULT_POLICY, "what the batch cleaner deletes per ODM status"
+    ),
     Field("active", _bool, lambda n: True, "loaders with --config all take this config"),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
@@ -158,8 +162,7 @@ def field(name: str) -> Field:
 
 def check_name(name: str) -> str:
     if not NAME.match(name) or name == "all":
-        raise ConfigError(f"config name {name!r} is not valid (letters, digits, _ . -; "
-                          "not 'all')")
+        raise ConfigError(f"config name {name!r} is not valid (letters, digits, _ . -; not 'all')")
     return name
 
 
@@ -178,11 +181,15 @@ def parse_value(name: str, text: str) -> Any:
 def check_whole(name: str, values: Mapping[str, Any]) -> None:
     """Checks across fields: a sky box that is not empty."""
     if values["ra_min"] >= values["ra_max"]:
-        raise ConfigError(f"config {name}: ra_min {values['ra_min']} must be below ra_max "
-                          f"{values['ra_max']} (the sky box would be empty)")
+        raise ConfigError(
+            f"config {name}: ra_min {values['ra_min']} must be below ra_max "
+            f"{values['ra_max']} (the sky box would be empty)"
+        )
     if values["dec_min"] >= values["dec_max"]:
-        raise ConfigError(f"config {name}: dec_min {values['dec_min']} must be below dec_max "
-                          f"{values['dec_max']} (the sky box would be empty)")
+        raise ConfigError(
+            f"config {name}: dec_min {values['dec_min']} must be below dec_max "
+            f"{values['dec_max']} (the sky box would be empty)"
+        )
 
 
 def show(value: Any) -> str:
@@ -226,16 +233,25 @@ class LoadingConfig:
     @classmethod
     def from_row(cls, row: Row) -> LoadingConfig:
         values = from_row(row)
-        return cls(name=str(row["name"]), datastore_product=str(values["datastore_product"]),
-                   datastore_type=str(values["datastore_type"]),
-                   datastore_publish=values["datastore_publish"],
-                   dvo_label=str(values["dvo_label"]), dvo_location=str(values["dvo_location"]),
-                   ra_min=float(values["ra_min"]), ra_max=float(values["ra_max"]),
-                   dec_min=float(values["dec_min"]), dec_max=float(values["dec_max"]),
-                   box_size_deg=float(values["box_size_deg"]), epoch=values["epoch"],
-                   survey_id=int(values["survey_id"]), batch_types=str(values["batch_types"]),
-                   test_mode=values["test_mode"],
-                   deletion_policy=str(values["deletion_policy"]), active=values["active"])
+        return cls(
+            name=str(row["name"]),
+            datastore_product=str(values["datastore_product"]),
+            datastore_type=str(values["datastore_type"]),
+            datastore_publish=values["datastore_publish"],
+            dvo_label=str(values["dvo_label"]),
+            dvo_location=str(values["dvo_location"]),
+            ra_min=float(values["ra_min"]),
+            ra_max=float(values["ra_max"]),
+            dec_min=float(values["dec_min"]),
+            dec_max=float(values["dec_max"]),
+            box_size_deg=float(values["box_size_deg"]),
+            epoch=values["epoch"],
+            survey_id=int(values["survey_id"]),
+            batch_types=str(values["batch_types"]),
+            test_mode=values["test_mode"],
+            deletion_policy=str(values["deletion_policy"]),
+            active=values["active"],
+        )
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -279,13 +295,11 @@ async def set_fields(db: Database, name: str, assignments: Mapping[str, str]) ->
 async def configs(db: Database, which: str) -> list[LoadingConfig]:
     """One config by name, or every active one for ``all``."""
     if which == "all":
-        return [LoadingConfig.from_row(r) for r in await db.fetch_all(Q.psps_configs)
-                if r["active"]]
+        return [LoadingConfig.from_row(r) for r in await db.fetch_all(Q.psps_configs) if r["active"]]
     return [await load(db, which)]
 
 
-async def for_each(db: Database, which: str,
-                   work: Callable[[LoadingConfig], Awaitable[int]]) -> int:
+async def for_each(db: Database, which: str, work: Callable[[LoadingConfig], Awaitable[int]]) -> int:
     """Run ``work`` on one config (or every active one for ``all``) in turn, each read fresh
     from the database (so edits apply at the next pass); the sum of what it returned."""
     total = 0

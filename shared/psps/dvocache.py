@@ -101,9 +101,13 @@ class DvoCache:
         if data is None or data.stamps != stamps:
             self.reads += 1
             meas = self.db.measurements(region)
-            data = _RegionData(stamps, meas, self.db.objects(region),
-                               np.ascontiguousarray(meas["IMAGE_ID"]),
-                               np.ascontiguousarray(meas["DET_ID"]))
+            data = _RegionData(
+                stamps,
+                meas,
+                self.db.objects(region),
+                np.ascontiguousarray(meas["IMAGE_ID"]),
+                np.ascontiguousarray(meas["DET_ID"]),
+            )
             self._regions[region.index] = data
         return data
 
@@ -112,17 +116,23 @@ class DvoCache:
             return []
         r0, r1 = float(np.min(ra)) - MARGIN_DEG, float(np.max(ra)) + MARGIN_DEG
         d0, d1 = float(np.min(dec)) - MARGIN_DEG, float(np.max(dec)) + MARGIN_DEG
-        return [r for r in self.regions()
-                if r.r_min <= r1 and r.r_max >= r0 and r.d_min <= d1 and r.d_max >= d0]
+        return [
+            r for r in self.regions() if r.r_min <= r1 and r.r_max >= r0 and r.d_min <= d1 and r.d_max >= d0
+        ]
 
     def find(self, image_id: Array, det_id: Array, ra: Array, dec: Array) -> Found:
         """Look up every detection (vectorised per region)."""
         n = len(det_id)
         want = (np.asarray(image_id, dtype=np.int64) << 32) | np.asarray(det_id, dtype=np.int64)
-        out = Found(np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64),
-                    np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
-                    np.full(n, -1, dtype=np.int32), np.zeros(n, dtype=np.float32),
-                    np.zeros(n, dtype=np.int32))
+        out = Found(
+            np.zeros(n, dtype=bool),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+            np.full(n, -1, dtype=np.int32),
+            np.zeros(n, dtype=np.float32),
+            np.zeros(n, dtype=np.int32),
+        )
         images = np.unique(np.asarray(image_id, dtype=np.int64))
         for region in self.overlapping(np.asarray(ra), np.asarray(dec)):
             data = self.region(region)
@@ -135,8 +145,7 @@ class DvoCache:
             candidates = np.nonzero(np.isin(column, images, kind="table"))[0]
             if len(candidates) == 0:
                 continue
-            keys = ((column[candidates].astype(np.int64) << 32)
-                    | data.det_id[candidates].astype(np.int64))
+            keys = (column[candidates].astype(np.int64) << 32) | data.det_id[candidates].astype(np.int64)
             order = np.argsort(keys, kind="stable")
             keys = keys[order]
             pos = np.clip(np.searchsorted(keys, want[todo]), 0, len(keys) - 1)
@@ -146,8 +155,7 @@ class DvoCache:
             meas = data.measurements[rows]
             ave = meas["AVE_REF"].astype(np.int64)
             if len(ave) and (ave.min() < 0 or ave.max() >= len(data.objects)):
-                raise DvoError(f"region {region.name}: AVE_REF outside its {len(data.objects)} "
-                               "objects")
+                raise DvoError(f"region {region.name}: AVE_REF outside its {len(data.objects)} objects")
             objs = data.objects[ave]
             out.found[idx] = True
             out.detect_id[idx] = meas["EXT_ID"]
@@ -157,4 +165,3 @@ class DvoCache:
             out.m_cal[idx] = meas["M_CAL"]
             out.photcode[idx] = meas["PHOTCODE"]
         return out
-

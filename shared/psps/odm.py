@@ -39,8 +39,10 @@ class OdmStatus:
             states = {c: "succeeded" for c in order[:at]} | {failed: "failed"}
             return {c: states.get(c, "pending") for c in order}
         reached = {"loaded": 1, "merge_worthy": 2, "merged": 3}[self.status]
-        return {c: ("succeeded" if i < reached else "pending")
-                for i, c in enumerate(("loaded_to_odm", "merge_worthy", "merged"))}
+        return {
+            c: ("succeeded" if i < reached else "pending")
+            for i, c in enumerate(("loaded_to_odm", "merge_worthy", "merged"))
+        }
 
 
 def parse_status(name: str, http_status: int, text: str) -> OdmStatus | None:
@@ -53,22 +55,21 @@ def parse_status(name: str, http_status: int, text: str) -> OdmStatus | None:
     try:
         body: Any = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise OdmError(f"batch {name}: the ODM answered with something that is not JSON "
-                       f"({exc.msg}): {text[:120]!r}") from None
+        raise OdmError(
+            f"batch {name}: the ODM answered with something that is not JSON ({exc.msg}): {text[:120]!r}"
+        ) from None
     if not isinstance(body, dict):
         raise OdmError(f"batch {name}: the ODM's answer is not a JSON object: {text[:120]!r}")
     if body.get("batch") != name:
         raise OdmError(f"batch {name}: the ODM answered about {body.get('batch')!r}")
     status = body.get("status")
     if status not in STATUSES:
-        raise OdmError(f"batch {name}: unknown ODM status {status!r} (known: "
-                       f"{', '.join(STATUSES)})")
+        raise OdmError(f"batch {name}: unknown ODM status {status!r} (known: {', '.join(STATUSES)})")
     if status != "failed":
         return OdmStatus(status)
     stage, reason = body.get("stage"), body.get("reason")
     if stage not in FAILED_STAGES:
-        raise OdmError(f"batch {name}: failed at unknown stage {stage!r} (known: "
-                       f"{', '.join(FAILED_STAGES)})")
+        raise OdmError(f"batch {name}: failed at unknown stage {stage!r} (known: {', '.join(FAILED_STAGES)})")
     return OdmStatus("failed", stage, str(reason or "no reason given")[:900])
 
 
@@ -82,8 +83,7 @@ async def batch_status(session: aiohttp.ClientSession, base: str, name: str) -> 
         raise OdmError(f"batch {name}: GET {url}: {type(exc).__name__}: {exc}") from None
 
 
-async def delete_dxlayer_copy(session: aiohttp.ClientSession, base: str, name: str,
-                              token: str = "") -> bool:
+async def delete_dxlayer_copy(session: aiohttp.ClientSession, base: str, name: str, token: str = "") -> bool:
     """Ask the DXLayer to delete its copy; False when it has none (404). ``token`` is sent
     as a bearer token when set (the PSPS side lets only its peers delete)."""
     url = f"{base}/dxlayer/batch/{name}"
@@ -94,8 +94,7 @@ async def delete_dxlayer_copy(session: aiohttp.ClientSession, base: str, name: s
             if resp.status == 404:
                 return False
             if resp.status != 200:
-                raise OdmError(f"batch {name}: DELETE {url}: HTTP {resp.status}: "
-                               f"{text[:200].strip()}")
+                raise OdmError(f"batch {name}: DELETE {url}: HTTP {resp.status}: {text[:200].strip()}")
             return True
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise OdmError(f"batch {name}: DELETE {url}: {type(exc).__name__}: {exc}") from None

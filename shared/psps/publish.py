@@ -34,9 +34,13 @@ async def _product(db: Database, cfg: LoadingConfig) -> Any:
     except datastore.NotFound:
         # another loader may create it at the same moment: either way it exists after
         with contextlib.suppress(datastore.DataStoreError, DbIntegrityError):
-            await datastore.add_product(db, cfg.datastore_product, "psps",
-                                        f"PSPS batches of loading config {cfg.name}",
-                                        ["batch", "type", "config"])
+            await datastore.add_product(
+                db,
+                cfg.datastore_product,
+                "psps",
+                f"PSPS batches of loading config {cfg.name}",
+                ["batch", "type", "config"],
+            )
         return await datastore.product(db, cfg.datastore_product)
 
 
@@ -67,12 +71,17 @@ class Publication:
     async def record(self, tx: Tx) -> None:
         """Register the fileset and mark the batch row published."""
         if self.prod is not None:
-            await datastore.register_fileset(tx, self.prod, self.name, "psps",
-                                             [self.name, self.batch_type, self.cfg.name],
-                                             self.files)
-        await tx.execute(Q.psps_batch_published, batch_id=self.batch_id,
-                         detections=self.detections, fits_path=str(self.written.fits_path),
-                         fileset=self.fileset, loaded="succeeded" if self.fileset else "pending")
+            await datastore.register_fileset(
+                tx, self.prod, self.name, "psps", [self.name, self.batch_type, self.cfg.name], self.files
+            )
+        await tx.execute(
+            Q.psps_batch_published,
+            batch_id=self.batch_id,
+            detections=self.detections,
+            fits_path=str(self.written.fits_path),
+            fileset=self.fileset,
+            loaded="succeeded" if self.fileset else "pending",
+        )
 
     async def abandon(self) -> None:
         """The record step did not commit: the stored copies go again."""
@@ -80,8 +89,15 @@ class Publication:
             await self.storage.delete_under(self.stored)
 
 
-async def stage(db: Database, cfg: LoadingConfig, batch_id: int, name: str, batch_type: str,
-                written: Written, detections: int) -> Publication:
+async def stage(
+    db: Database,
+    cfg: LoadingConfig,
+    batch_id: int,
+    name: str,
+    batch_type: str,
+    written: Written,
+    detections: int,
+) -> Publication:
     """Store the batch's files (unless the config does not publish) for :meth:`record`."""
     storage = Storage(db)
     files: list[datastore.NewFile] = []
@@ -91,10 +107,16 @@ async def stage(db: Database, cfg: LoadingConfig, batch_id: int, name: str, batc
         prefix = f"neb://any/datastore/{cfg.datastore_product}/{name}"
         manifest = written.manifest_path
         m_size, m_md5 = await asyncio.to_thread(file_digest, manifest)
-        files = [datastore.NewFile(written.fits_path.name, written.bytes, written.md5sum, "fits",
-                                   f"{prefix}/{written.fits_path.name}"),
-                 datastore.NewFile(manifest.name, m_size, m_md5, "manifest",
-                                   f"{prefix}/{manifest.name}")]
+        files = [
+            datastore.NewFile(
+                written.fits_path.name,
+                written.bytes,
+                written.md5sum,
+                "fits",
+                f"{prefix}/{written.fits_path.name}",
+            ),
+            datastore.NewFile(manifest.name, m_size, m_md5, "manifest", f"{prefix}/{manifest.name}"),
+        ]
     pub = Publication(storage, cfg, batch_id, name, batch_type, written, detections, prod, files)
     if prod is not None:
         await storage.delete_under(pub.stored)
@@ -103,8 +125,15 @@ async def stage(db: Database, cfg: LoadingConfig, batch_id: int, name: str, batc
     return pub
 
 
-async def publish(db: Database, cfg: LoadingConfig, batch_id: int, name: str, batch_type: str,
-                  written: Written, detections: int) -> str | None:
+async def publish(
+    db: Database,
+    cfg: LoadingConfig,
+    batch_id: int,
+    name: str,
+    batch_type: str,
+    written: Written,
+    detections: int,
+) -> str | None:
     """Stage and record a batch in one go (the IN batch); returns the fileset name."""
     pub = await stage(db, cfg, batch_id, name, batch_type, written, detections)
     try:

@@ -27,8 +27,7 @@ def _place(cfg: LoadingConfig, ra: float, dec: float) -> tuple[int, int]:
 
 
 async def _candidates(db: Database, cfg: LoadingConfig, kind: str) -> list[tuple[int, float, float]]:
-    limits = {"ra_min": cfg.ra_min, "ra_max": cfg.ra_max, "dec_min": cfg.dec_min,
-              "dec_max": cfg.dec_max}
+    limits = {"ra_min": cfg.ra_min, "ra_max": cfg.ra_max, "dec_min": cfg.dec_min, "dec_max": cfg.dec_max}
     if kind == "P2":
         rows = await db.fetch_all(Q.psps_p2_candidates, dvodb=cfg.dvo_label, **limits)
         found = [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
@@ -58,17 +57,27 @@ async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
     box = float(cfg.box_size_deg)
     stripes = max(1, math.ceil((cfg.ra_max - cfg.ra_min) / box))
     for i in range(stripes):
-        await db.execute(Q.psps_stripe_add, config=name, stripe=i,
-                         ra_min=cfg.ra_min + i * box,
-                         ra_max=min(cfg.ra_min + (i + 1) * box, cfg.ra_max))
+        await db.execute(
+            Q.psps_stripe_add,
+            config=name,
+            stripe=i,
+            ra_min=cfg.ra_min + i * box,
+            ra_max=min(cfg.ra_min + (i + 1) * box, cfg.ra_max),
+        )
     added: Counter[str] = Counter()
     for kind in str(cfg.batch_types).split(","):
         for item_id, ra, dec in await _candidates(db, cfg, kind):
             stripe, box_no = _place(cfg, ra, dec)
-            added[kind] += await db.execute(Q.psps_item_add, config=name, type=kind,
-                                            item_id=item_id, stripe=stripe, box=box_no, ra=ra,
-                                            decl=dec)
-    added["retried"] += await db.execute(Q.psps_items_retry, config=name,
-                                         max_attempts=max_attempts)
+            added[kind] += await db.execute(
+                Q.psps_item_add,
+                config=name,
+                type=kind,
+                item_id=item_id,
+                stripe=stripe,
+                box=box_no,
+                ra=ra,
+                decl=dec,
+            )
+    added["retried"] += await db.execute(Q.psps_items_retry, config=name, max_attempts=max_attempts)
     added["reloaded"] += await db.execute(Q.psps_items_reload, config=name, epoch=cfg.epoch)
     return added

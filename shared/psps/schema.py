@@ -22,8 +22,14 @@ from shared.psps import BATCH_TYPES
 
 VOTABLES = Path(__file__).resolve().parent / "votables"
 __all__ = ["BATCH_TYPES", "Column", "SchemaError", "Table", "batch_tables"]
-_DTYPES = {"long": np.int64, "int": np.int32, "short": np.int16, "unsignedByte": np.uint8,
-           "double": np.float64, "float": np.float32}
+_DTYPES = {
+    "long": np.int64,
+    "int": np.int32,
+    "short": np.int16,
+    "unsignedByte": np.uint8,
+    "double": np.float64,
+    "float": np.float32,
+}
 _PK = re.compile(r"Primary key: ([A-Za-z0-9_,]+)\.")
 
 
@@ -79,9 +85,16 @@ def batch_tables(batch_type: str) -> tuple[Table, ...]:
         if pk is None:
             raise SchemaError(f"{path.name}: table {t.name} names no primary key")
         columns = tuple(
-            Column(f.name, f.datatype, int(f.arraysize) if f.arraysize else None, f.unit and str(f.unit),
-                   f.ucd, f.values.null if f.values is not None else None,
-                   " ".join(str(f.description or "").split()))
-            for f in t.fields)
+            Column(
+                f.name,
+                f.datatype,
+                int(f.arraysize) if f.arraysize else None,
+                f.unit and str(f.unit),
+                f.ucd,
+                f.values.null if f.values is not None else None,
+                " ".join(str(f.description or "").split()),
+            )
+            for f in t.fields
+        )
         tables.append(Table(t.name, columns, tuple(pk.group(1).split(",")), description))
     return tuple(tables)

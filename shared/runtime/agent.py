@@ -118,8 +118,7 @@ class AgentContext:
         state.current_item = None
         state.record_error(reason)
 
-    async def claimed(self, spec: ClaimSpec, *, limit: int = 1, **params: Any
-                      ) -> AsyncIterator[list[Row]]:
+    async def claimed(self, spec: ClaimSpec, *, limit: int = 1, **params: Any) -> AsyncIterator[list[Row]]:
         """Claim rows ``limit`` at a time until none is pending or the agent should take no
         more (stop, pause, lost heartbeat); yields each claimed batch."""
         while self.keep_going():
@@ -129,9 +128,15 @@ class AgentContext:
             yield rows
 
     @contextlib.asynccontextmanager
-    async def working_on(self, item: str, events: ItemEvents, fail: Failure, *,
-                         failures: tuple[type[BaseException], ...] = (IppError,),
-                         log: Any = None) -> AsyncIterator[None]:
+    async def working_on(
+        self,
+        item: str,
+        events: ItemEvents,
+        fail: Failure,
+        *,
+        failures: tuple[type[BaseException], ...] = (IppError,),
+        log: Any = None,
+    ) -> AsyncIterator[None]:
         """One item under the agents' common policy: a claim lost meanwhile (another client
         has the item now) is a warning and a failed item; a database error propagates (the
         runtime retries, and hands the claim back on a stop); one of ``failures`` is
@@ -141,8 +146,11 @@ class AgentContext:
         try:
             yield
         except ClaimLost as exc:
-            log.warning(events.claim_lost, error=str(exc),
-                        action="the item was released meanwhile; its new owner does it")
+            log.warning(
+                events.claim_lost,
+                error=str(exc),
+                action="the item was released meanwhile; its new owner does it",
+            )
             self.item_failed(str(exc))
         except DbError:
             raise
@@ -222,11 +230,7 @@ class AgentRunner:
         self.wake.set()
 
     def may_take_work(self) -> bool:
-        return (
-            not self.stop_requested.is_set()
-            and self.control is Control.RUN
-            and self.heartbeat_healthy()
-        )
+        return not self.stop_requested.is_set() and self.control is Control.RUN and self.heartbeat_healthy()
 
     def heartbeat_healthy(self) -> bool:
         return time.monotonic() - self.heartbeat_ok_at <= self.settings.heartbeat_grace_s
@@ -277,9 +281,7 @@ class AgentRunner:
     async def _supervise(self, work: asyncio.Task[None], background: set[asyncio.Task[None]]) -> None:
         stop_wait = asyncio.create_task(self.stop_requested.wait(), name="stop-wait")
         try:
-            done, _ = await asyncio.wait(
-                {work, stop_wait, *background}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({work, stop_wait, *background}, return_when=asyncio.FIRST_COMPLETED)
             for task in background & done:
                 self._background_died(task)
             if not work.done():
@@ -295,17 +297,18 @@ class AgentRunner:
     async def _drain(self, work: asyncio.Task[None]) -> None:
         """Let the current item finish within the drain deadline, then cancel it."""
         self.state.status = "stopping"
-        self.log.info("drain_started", reason=self.stop_reason,
-                      deadline_s=self.settings.drain_timeout_s)
+        self.log.info("drain_started", reason=self.stop_reason, deadline_s=self.settings.drain_timeout_s)
         force = asyncio.create_task(self.force_stop.wait(), name="force-wait")
         try:
-            await asyncio.wait({work, force}, timeout=self.settings.drain_timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {work, force}, timeout=self.settings.drain_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             force.cancel()
         if not work.done():
-            self.log.warning("drain_deadline_passed", current_item=self.state.current_item,
-                             forced=self.force_stop.is_set())
+            self.log.warning(
+                "drain_deadline_passed", current_item=self.state.current_item, forced=self.force_stop.is_set()
+            )
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await work
@@ -331,9 +334,14 @@ class AgentRunner:
                 await self.row.end(self.state, status)
             except DbError as exc:
                 self.log.error("end_client_failed", error=str(exc))
-        self.log.info("agent_stopped", reason=self.stop_reason or "done", exit_code=self.exit_code,
-                      claims_handed_back=released, items_done=self.state.items_done,
-                      items_failed=self.state.items_failed)
+        self.log.info(
+            "agent_stopped",
+            reason=self.stop_reason or "done",
+            exit_code=self.exit_code,
+            claims_handed_back=released,
+            items_done=self.state.items_done,
+            items_failed=self.state.items_failed,
+        )
 
     # -- the work loop ----------------------------------------------------------------------
 
@@ -407,9 +415,10 @@ class AgentRunner:
         if not self.declared_dead:
             self.declared_dead = True
             self.exit_code = 1
-            self.log.error("client_declared_dead",
-                           reason="the sweeper released this client's claims; exiting so a "
-                                  "fresh client can start")
+            self.log.error(
+                "client_declared_dead",
+                reason="the sweeper released this client's claims; exiting so a fresh client can start",
+            )
             self.request_stop("declared dead by the sweeper")
 
     # -- background tasks -------------------------------------------------------------------
@@ -435,8 +444,11 @@ class AgentRunner:
                 self.log.warning("heartbeat_failed", error=str(exc))
                 if not self.heartbeat_healthy() and not self.heartbeat_lost:
                     self.heartbeat_lost = True
-                    self.log.error("heartbeat_lost", grace_s=self.settings.heartbeat_grace_s,
-                                   action="taking no work until the heartbeat is written again")
+                    self.log.error(
+                        "heartbeat_lost",
+                        grace_s=self.settings.heartbeat_grace_s,
+                        action="taking no work until the heartbeat is written again",
+                    )
             self.beat_now.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
@@ -449,9 +461,12 @@ class AgentRunner:
             self.log.warning("sweep_failed", error=str(exc))
             return
         if result.clients_dead or result.claims_released or result.clients_pruned:
-            self.log.info("sweep", clients_dead=result.clients_dead,
-                          claims_released=result.claims_released,
-                          clients_pruned=result.clients_pruned)
+            self.log.info(
+                "sweep",
+                clients_dead=result.clients_dead,
+                claims_released=result.claims_released,
+                clients_pruned=result.clients_pruned,
+            )
 
     async def _sweep_loop(self) -> None:
         """Run the sweeper every ``sweep_interval_s`` (jittered so agents spread out)."""
@@ -462,6 +477,9 @@ class AgentRunner:
     # -- signals -----------------------------------------------------------------------------
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        self.log.info("signal_received", signal=sig.name,
-                      action="hand back now" if self.stop_requested.is_set() else "drain")
+        self.log.info(
+            "signal_received",
+            signal=sig.name,
+            action="hand back now" if self.stop_requested.is_set() else "drain",
+        )
         self.request_stop(sig.name)

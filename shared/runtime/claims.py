@@ -122,15 +122,23 @@ class Claimer:
             try:
                 changed = await self.db.execute(spec.release, id=item_id, owner=self.owner)
             except DbError as exc:
-                log.warning("claim_handback_deferred", table=spec.table, error=str(exc),
-                            pending=len(strays) - len(released))
+                log.warning(
+                    "claim_handback_deferred",
+                    table=spec.table,
+                    error=str(exc),
+                    pending=len(strays) - len(released),
+                )
                 return
             self.strays.discard(spec, item_id)
             if changed == 1:
                 released.append(item_id)
         if released:
-            log.warning("claim_outcome_unknown_released", table=spec.table, ids=released,
-                        reason="a claim transaction's COMMIT had no reply and was retried")
+            log.warning(
+                "claim_outcome_unknown_released",
+                table=spec.table,
+                ids=released,
+                reason="a claim transaction's COMMIT had no reply and was retried",
+            )
 
     async def finish(self, spec: ClaimSpec, query: Query, item_id: Any, **params: Any) -> None:
         """Run the finishing statement for a claimed row; ClaimLost if we no longer own it.
@@ -140,19 +148,13 @@ class Claimer:
         changed = await self.db.execute(query, id=item_id, owner=self.owner, **params)
         self.held.discard(spec, item_id)
         if changed != 1:
-            raise ClaimLost(
-                f"{spec.table} {spec.id_column}={item_id} is no longer claimed by {self.owner}"
-            )
+            raise ClaimLost(f"{spec.table} {spec.id_column}={item_id} is no longer claimed by {self.owner}")
 
-    async def finish_in(
-        self, tx: Tx, spec: ClaimSpec, query: Query, item_id: Any, **params: Any
-    ) -> None:
+    async def finish_in(self, tx: Tx, spec: ClaimSpec, query: Query, item_id: Any, **params: Any) -> None:
         """Like :meth:`finish`, inside a caller's transaction (with its other writes)."""
         changed = await tx.execute(query, id=item_id, owner=self.owner, **params)
         if changed != 1:
-            raise ClaimLost(
-                f"{spec.table} {spec.id_column}={item_id} is no longer claimed by {self.owner}"
-            )
+            raise ClaimLost(f"{spec.table} {spec.id_column}={item_id} is no longer claimed by {self.owner}")
         self.held.discard(spec, item_id)
 
     async def release(self, spec: ClaimSpec, item_id: Any) -> bool:

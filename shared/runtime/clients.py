@@ -61,8 +61,9 @@ class ClientState:
     flushed: dict[str, int] = field(default_factory=dict)
 
     def unflushed(self) -> dict[str, int]:
-        return {k: v - self.flushed.get(k, 0) for k, v in self.counters.items()
-                if v != self.flushed.get(k, 0)}
+        return {
+            k: v - self.flushed.get(k, 0) for k, v in self.counters.items() if v != self.flushed.get(k, 0)
+        }
 
     def params(self) -> dict[str, Any]:
         return {
@@ -95,8 +96,12 @@ class ClientIdentity:
     def fresh(cls, agent: str, config: str) -> ClientIdentity:
         """A new identity: one per process start, never reused."""
         return cls(
-            client_id=str(uuid.uuid4()), agent=agent, host=socket.gethostname(),
-            pid=os.getpid(), config=config, version=__version__,
+            client_id=str(uuid.uuid4()),
+            agent=agent,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            config=config,
+            version=__version__,
         )
 
 
@@ -110,15 +115,18 @@ class ClientRow:
     async def register(self) -> None:
         i = self.identity
         await self.db.execute(
-            Q.register_client, client_id=i.client_id, agent=i.agent, host=i.host, pid=i.pid,
-            config=i.config, version=i.version,
+            Q.register_client,
+            client_id=i.client_id,
+            agent=i.agent,
+            host=i.host,
+            pid=i.pid,
+            config=i.config,
+            version=i.version,
         )
 
     async def heartbeat(self, state: ClientState) -> bool:
         """Write liveness; False if the row is gone or the sweeper declared us dead."""
-        changed = await self.db.execute(
-            Q.heartbeat, client_id=self.identity.client_id, **state.params()
-        )
+        changed = await self.db.execute(Q.heartbeat, client_id=self.identity.client_id, **state.params())
         await self.flush_counters(state)
         return changed == 1
 
@@ -126,8 +134,7 @@ class ClientRow:
         """Add what the counters grew by since the last flush to the site-wide totals
         (``metrics_counter``, named ``<agent>.<counter>``), which outlive client rows."""
         for name, delta in sorted(state.unflushed().items()):
-            await self.db.execute(Q.metrics_counter_add, name=f"{self.identity.agent}.{name}",
-                                  n=delta)
+            await self.db.execute(Q.metrics_counter_add, name=f"{self.identity.agent}.{name}", n=delta)
             state.flushed[name] = state.flushed.get(name, 0) + delta
 
     async def read_control(self) -> ControlState:

@@ -31,8 +31,11 @@ def port_holder(port: int) -> str:
     """Who listens on TCP ``port`` on this host, for an error message ("pid 123 (ipp-agent
     dist_server)"), as far as this user may see."""
     try:
-        listeners = [c for c in psutil.net_connections(kind="tcp")
-                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+        listeners = [
+            c
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        ]
     except (psutil.Error, OSError):
         return "another process (not visible to this user)"
     for conn in listeners:
@@ -49,10 +52,10 @@ def port_holder(port: int) -> str:
 
 def _cannot_listen(exc: OSError, name: str, host: str, port: int) -> PortInUse:
     if exc.errno == errno.EADDRINUSE:
-        return PortInUse(f"the {name} server cannot listen on {host}:{port}: the port is taken "
-                         f"by {port_holder(port)}")
-    return PortInUse(f"the {name} server cannot listen on {host}:{port}: "
-                     f"{exc.strerror or exc}")
+        return PortInUse(
+            f"the {name} server cannot listen on {host}:{port}: the port is taken by {port_holder(port)}"
+        )
+    return PortInUse(f"the {name} server cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,9 @@ class ServerLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerLimits:
-        return cls(settings.http_max_connections, settings.http_header_timeout_s,
-                   settings.http_keepalive_timeout_s)
+        return cls(
+            settings.http_max_connections, settings.http_header_timeout_s, settings.http_keepalive_timeout_s
+        )
 
 
 class _Connections:
@@ -91,22 +95,28 @@ class _Guard(asyncio.Protocol):
         self._transport = transport
         conns = self._conns
         if conns.open >= conns.limits.max_connections:
-            conns.log.warning("http_client_refused", server=conns.name,
-                              client=_peer(transport), reason="too many connections",
-                              open=conns.open)
+            conns.log.warning(
+                "http_client_refused",
+                server=conns.name,
+                client=_peer(transport),
+                reason="too many connections",
+                open=conns.open,
+            )
             transport.abort()
             return
         conns.open += 1
         self._counted = True
-        self._timer = asyncio.get_running_loop().call_later(
-            conns.limits.header_timeout_s, self._too_slow)
+        self._timer = asyncio.get_running_loop().call_later(conns.limits.header_timeout_s, self._too_slow)
         self._handler.connection_made(transport)
 
     def _too_slow(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._conns.log.warning("http_client_refused", server=self._conns.name,
-                                    client=_peer(self._transport),
-                                    reason="no complete request head in time")
+            self._conns.log.warning(
+                "http_client_refused",
+                server=self._conns.name,
+                client=_peer(self._transport),
+                reason="no complete request head in time",
+            )
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
@@ -151,19 +161,25 @@ def raise_descriptor_limit() -> int:
 
 
 @asynccontextmanager
-async def serving(app: web.Application, host: str, port: int, limits: ServerLimits, log: Any,
-                  name: str) -> AsyncIterator[asyncio.Server]:
+async def serving(
+    app: web.Application, host: str, port: int, limits: ServerLimits, log: Any, name: str
+) -> AsyncIterator[asyncio.Server]:
     """Listen on host:port with ``app`` for as long as the context lasts."""
     raise_descriptor_limit()
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keepalive_timeout_s,
-                           handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=limits.keepalive_timeout_s, handle_signals=False
+    )
     await runner.setup()
     try:
         conns = _Connections(limits, log, name)
         try:
             server = await asyncio.get_running_loop().create_server(
                 lambda: _Guard(runner.server(), conns),  # type: ignore[misc]
-                host, port, reuse_address=True, backlog=min(1024, limits.max_connections))
+                host,
+                port,
+                reuse_address=True,
+                backlog=min(1024, limits.max_connections),
+            )
         except OSError as exc:
             raise _cannot_listen(exc, name, host, port) from None
         try:

@@ -41,8 +41,9 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def run_command(argv: list[str], *, timeout_s: float, log_path: Path,
-                      cwd: Path | None = None) -> CommandResult:
+async def run_command(
+    argv: list[str], *, timeout_s: float, log_path: Path, cwd: Path | None = None
+) -> CommandResult:
     """Run ``argv`` to completion within ``timeout_s``; CommandFailed otherwise."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -50,8 +51,13 @@ async def run_command(argv: list[str], *, timeout_s: float, log_path: Path,
     with log_path.open("wb") as log:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                cwd=cwd, start_new_session=True)
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=cwd,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise CommandFailed(f"{name}: cannot start ({exc.strerror or exc})") from None
         try:

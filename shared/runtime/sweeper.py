@@ -22,15 +22,12 @@ class SweepResult:
     clients_pruned: int
 
 
-async def sweep(db: Database, settings: Settings, claimables: Sequence[ClaimSpec]
-                ) -> SweepResult:
+async def sweep(db: Database, settings: Settings, claimables: Sequence[ClaimSpec]) -> SweepResult:
     """One pass: stale heartbeats -> dead; orphaned claims on ``claimables`` -> released; old
     client rows pruned."""
     dead = await db.execute(Q.mark_stale_clients_dead, stale_us=int(settings.client_stale_s * 1e6))
     released = {}
     for spec in claimables:
         released[spec.table] = await db.execute(spec.release_orphans)
-    pruned = await db.execute(
-        Q.prune_ended_clients, retention_s=int(settings.client_retention_days * 86400)
-    )
+    pruned = await db.execute(Q.prune_ended_clients, retention_s=int(settings.client_retention_days * 86400))
     return SweepResult(dead, {k: v for k, v in released.items() if v}, pruned)

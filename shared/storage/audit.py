@@ -48,4 +48,3 @@ def walk(root: Path) -> list[str]:
     if not root.is_dir():
         return []
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
-

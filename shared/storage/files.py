@@ -68,8 +68,7 @@ def link_hash(source: Path, tmp: Path, digest: tuple[int, str] | None = None) ->
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
         if os.fstat(fh.fileno()).st_size != digest[0]:
-            raise StorageError(f"{source}: {os.fstat(fh.fileno()).st_size} bytes, expected "
-                               f"{digest[0]}")
+            raise StorageError(f"{source}: {os.fstat(fh.fileno()).st_size} bytes, expected {digest[0]}")
     return digest
 
 
@@ -125,8 +124,7 @@ def syncfs_dir(directory: Path) -> None:
     try:
         if _syncfs(fd) != 0:
             err = ctypes.get_errno()
-            raise OSError(err, f"syncfs of the file system holding {directory}: "
-                               f"{os.strerror(err)}")
+            raise OSError(err, f"syncfs of the file system holding {directory}: {os.strerror(err)}")
     finally:
         os.close(fd)
 
@@ -161,4 +159,3 @@ def publish_all(moves: list[tuple[Path, Path]]) -> None:
         return
     for directory in directories:
         fsync_dir(directory)
-

@@ -49,7 +49,7 @@ def parse_key(text: str) -> NebKey:
         if bad.group().isspace():
             raise BadKey(f"storage key {text!r} contains whitespace")
         raise BadKey(f"storage key {text!r} contains a control or non-ASCII character")
-    rest = text[len(SCHEME):]
+    rest = text[len(SCHEME) :]
     volume_part, sep, path_part = rest.partition("/")
     if not sep:
         raise BadKey(f"storage key {text!r} has no path after the volume")
@@ -67,4 +67,3 @@ def parse_key(text: str) -> NebKey:
     if not segments:
         raise BadKey(f"storage key {text!r} has an empty path")
     return NebKey(path="/".join(segments), volume=volume, required=required)
-

@@ -17,8 +17,9 @@ def registered_root(root: str | Path, *, volume: str = "?") -> Path:
     base = Path(root)
     now = base.resolve()
     if now != base:
-        raise PathEscape(f"the root {base} of volume {volume} now resolves to {now} (was it "
-                         "replaced by a link?): refused")
+        raise PathEscape(
+            f"the root {base} of volume {volume} now resolves to {now} (was it replaced by a link?): refused"
+        )
     return base
 
 
@@ -28,8 +29,7 @@ def resolve_inside(root: str | Path, relpath: str, *, volume: str = "?") -> Path
     target = (base / relpath).resolve()
     if not target.is_relative_to(base) or target == base:
         raise PathEscape(
-            f"storage path {relpath!r} resolves to {target}, outside the root {base} "
-            f"of volume {volume}"
+            f"storage path {relpath!r} resolves to {target}, outside the root {base} of volume {volume}"
         )
     return target
 
@@ -58,13 +58,19 @@ class Resolver:
         if directory is None:
             directory = (base / parent).resolve() if parent else base
             if not directory.is_relative_to(base):
-                raise PathEscape(f"storage path {relpath!r} resolves to {directory / name}, "
-                                 f"outside the root {base} of volume {volume}")
+                raise PathEscape(
+                    f"storage path {relpath!r} resolves to {directory / name}, "
+                    f"outside the root {base} of volume {volume}"
+                )
             self._dirs[(root, parent)] = directory
         target = directory / name
-        if not name or name in (".", "..") or (self._check_name and target.is_symlink()
-                                                and not target.resolve().is_relative_to(base)):
-            raise PathEscape(f"storage path {relpath!r} resolves to {target.resolve()}, "
-                             f"outside the root {base} of volume {volume}")
+        if (
+            not name
+            or name in (".", "..")
+            or (self._check_name and target.is_symlink() and not target.resolve().is_relative_to(base))
+        ):
+            raise PathEscape(
+                f"storage path {relpath!r} resolves to {target.resolve()}, "
+                f"outside the root {base} of volume {volume}"
+            )
         return target
-

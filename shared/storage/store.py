@@ -73,8 +73,7 @@ class Volume:
 
     @classmethod
     def from_row(cls, row: Row) -> Volume:
-        return cls(row["vol_id"], row["name"], row["host"], row["root"], row["state"],
-                   bool(row["allocate"]))
+        return cls(row["vol_id"], row["name"], row["host"], row["root"], row["state"], bool(row["allocate"]))
 
 
 @dataclass(frozen=True)
@@ -123,8 +122,9 @@ class Storage:
 
     # -- volumes -------------------------------------------------------------------------
 
-    async def add_volume(self, name: str, root: str | Path, *, host: str = "",
-                         allocate: bool = True) -> Volume:
+    async def add_volume(
+        self, name: str, root: str | Path, *, host: str = "", allocate: bool = True
+    ) -> Volume:
         if not VOLUME_NAME.match(name):
             raise StorageError(f"volume name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
         path = Path(root)
@@ -133,8 +133,9 @@ class Storage:
         await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
         resolved = await asyncio.to_thread(path.resolve)
         try:
-            await self.db.insert(Q.add_volume, name=name, host=host, root=str(resolved),
-                                 allocate=int(allocate))
+            await self.db.insert(
+                Q.add_volume, name=name, host=host, root=str(resolved), allocate=int(allocate)
+            )
         except DbIntegrityError:
             raise StorageError(f"volume {name} already exists") from None
         return await self.volume(name)
@@ -230,8 +231,9 @@ class Storage:
                 await asyncio.to_thread(unlink, final)
             raise
 
-    async def _register(self, key: NebKey, volume: Volume, tmp: Path, final: Path,
-                        size: int, md5: str) -> None:
+    async def _register(
+        self, key: NebKey, volume: Volume, tmp: Path, final: Path, size: int, md5: str
+    ) -> None:
         async def register(tx: Tx) -> bool:
             try:
                 obj_id = await tx.insert(Q.insert_object, ext_id=key.path, bytes=size, md5sum=md5)
@@ -274,16 +276,26 @@ class Storage:
     async def _instances(self, obj_id: int) -> list[Instance]:
         rows = await self.db.fetch_all(Q.object_instances, obj_id=obj_id)
         return [
-            Instance(r["ins_id"], r["volume"], r["vol_id"], r["state"],
-                     resolve_inside(r["root"], r["relpath"], volume=r["volume"]))
+            Instance(
+                r["ins_id"],
+                r["volume"],
+                r["vol_id"],
+                r["state"],
+                resolve_inside(r["root"], r["relpath"], volume=r["volume"]),
+            )
             for r in rows
         ]
 
     async def stat(self, key_text: str) -> ObjectInfo:
         key = parse_key(key_text)
         row = await self._object(key)
-        return ObjectInfo(str(NebKey(key.path)), row["bytes"], row["md5sum"], row["created_at"],
-                          tuple(await self._instances(row["obj_id"])))
+        return ObjectInfo(
+            str(NebKey(key.path)),
+            row["bytes"],
+            row["md5sum"],
+            row["created_at"],
+            tuple(await self._instances(row["obj_id"])),
+        )
 
     async def exists(self, key_text: str) -> bool:
         return await self.db.fetch_one(Q.get_object, ext_id=parse_key(key_text).path) is not None
@@ -298,7 +310,7 @@ class Storage:
         paths = sorted({parse_key(k).path for k in keys})
         found: dict[str, Row] = {}
         for start in range(0, len(paths), KEYS_PER_QUERY):
-            batch = tuple(paths[start:start + KEYS_PER_QUERY])
+            batch = tuple(paths[start : start + KEYS_PER_QUERY])
             for row in await self.db.fetch_all(Q.objects_by_ext_ids, ext_ids=batch):
                 found[row["ext_id"]] = row
         return found
@@ -335,8 +347,7 @@ class Storage:
             if vol["state"] != "up":
                 continue
             root = Path(vol["root"])
-            rows = {r["relpath"] for r in await self.db.fetch_all(Q.audit_instances,
-                                                                  vol_id=vol["vol_id"])}
+            rows = {r["relpath"] for r in await self.db.fetch_all(Q.audit_instances, vol_id=vol["vol_id"])}
             on_disk = set(await asyncio.to_thread(walk, root))
             report.files += len(on_disk)
             report.missing += [f"{vol['name']}:{p}" for p in sorted(rows - on_disk)]
@@ -351,9 +362,11 @@ class Storage:
         if old_temporaries:
             assert remove_temporaries_after_s is not None
             report.temporaries_removed = await asyncio.to_thread(
-                remove_older_than, old_temporaries, remove_temporaries_after_s)
-        report.empty_objects = [str(r["ext_id"]) for r in
-                                await self.db.fetch_all(Q.audit_objects_without_instances)]
+                remove_older_than, old_temporaries, remove_temporaries_after_s
+            )
+        report.empty_objects = [
+            str(r["ext_id"]) for r in await self.db.fetch_all(Q.audit_objects_without_instances)
+        ]
         return report
 
     async def verify(self, key_text: str) -> list[str]:
@@ -368,8 +381,10 @@ class Storage:
                 continue
             size, md5 = await asyncio.to_thread(hash_file, instance.path)
             if (size, md5) != (info.bytes, info.md5sum):
-                problems.append(f"{instance.volume}: {size} bytes md5 {md5}, expected "
-                                f"{info.bytes} bytes md5 {info.md5sum}")
+                problems.append(
+                    f"{instance.volume}: {size} bytes md5 {md5}, expected "
+                    f"{info.bytes} bytes md5 {info.md5sum}"
+                )
         return problems
 
     # -- replicate / cull / delete -------------------------------------------------------
@@ -408,8 +423,9 @@ class Storage:
             if row is None:
                 raise ObjectNotFound(f"{key} was deleted while being replicated")
             try:
-                await tx.insert(Q.insert_instance, obj_id=row["obj_id"], vol_id=target.vol_id,
-                                relpath=key.path)
+                await tx.insert(
+                    Q.insert_instance, obj_id=row["obj_id"], vol_id=target.vol_id, relpath=key.path
+                )
             except DbIntegrityError:
                 return False  # a concurrent replicate registered it first
             return True
@@ -471,7 +487,7 @@ class Storage:
         report = DeleteReport()
         paths = sorted({parse_key(k).path for k in keys})
         for start in range(0, len(paths), KEYS_PER_QUERY):
-            batch = paths[start:start + KEYS_PER_QUERY]
+            batch = paths[start : start + KEYS_PER_QUERY]
             rows = await self.db.fetch_all(Q.instances_by_ext_ids, ext_ids=tuple(batch))
             by_path: dict[str, list[Row]] = {}
             for row in rows:
@@ -485,21 +501,27 @@ class Storage:
                     report.unavailable.append(f"{SCHEME}/{path}")
                     continue
                 try:
-                    files = [resolve(i["root"], i["relpath"], volume=i["volume"])
-                             for i in instances if i["ins_id"] is not None and i["state"] == "up"]
+                    files = [
+                        resolve(i["root"], i["relpath"], volume=i["volume"])
+                        for i in instances
+                        if i["ins_id"] is not None and i["state"] == "up"
+                    ]
                 except PathEscape as exc:
                     report.refused[f"{SCHEME}/{path}"] = str(exc)
                     continue
                 doomed += files
-                report.bytes_freed += sum(int(i["bytes"]) for i in instances
-                                          if i["ins_id"] is not None and i["state"] == "up")
+                report.bytes_freed += sum(
+                    int(i["bytes"]) for i in instances if i["ins_id"] is not None and i["state"] == "up"
+                )
                 obj_ids.append(int(instances[0]["obj_id"]))
                 report.deleted.append(f"{SCHEME}/{path}")
             await unlink_many(doomed)
             if obj_ids:
+
                 async def forget(tx: Tx, ids: tuple[int, ...] = tuple(obj_ids)) -> None:
                     await tx.execute(Q.delete_instances_of, obj_ids=ids)
                     await tx.execute(Q.delete_objects, obj_ids=ids)
+
                 await self.db.transaction(forget, name="storage_delete_many")
         return report
 
@@ -510,12 +532,12 @@ class Storage:
         found: dict[str, Path] = {}
         resolve = Resolver()
         for start in range(0, len(paths), KEYS_PER_QUERY):
-            rows = await self.db.fetch_all(Q.instances_by_ext_ids,
-                                           ext_ids=tuple(paths[start:start + KEYS_PER_QUERY]))
+            rows = await self.db.fetch_all(
+                Q.instances_by_ext_ids, ext_ids=tuple(paths[start : start + KEYS_PER_QUERY])
+            )
             for row in rows:
                 if row["ins_id"] is not None and row["state"] == "up" and row["ext_id"] not in found:
-                    found[row["ext_id"]] = resolve(row["root"], row["relpath"],
-                                                   volume=row["volume"])
+                    found[row["ext_id"]] = resolve(row["root"], row["relpath"], volume=row["volume"])
         return found
 
     async def create_many(self, items: list[tuple[str, bytes]]) -> None:
@@ -523,20 +545,26 @@ class Storage:
         durable together, see :func:`sync_files`) and one registering transaction (files
         are published inside it, as :meth:`create_via` does). Any key that exists already
         fails the whole batch with ObjectExists."""
+
         async def stage(staged: list[tuple[Path, bytes]]) -> list[tuple[int, str]]:
             data = dict(staged)
             lanes = split_in_lanes([tmp for tmp, _ in staged])
-            done = await asyncio.gather(*(asyncio.to_thread(
-                write_all, [(tmp, data[tmp]) for tmp in lane]) for lane in lanes))
-            hashed = {tmp: result for lane, results in zip(lanes, done, strict=True)
-                      for tmp, result in zip(lane, results, strict=True)}
+            done = await asyncio.gather(
+                *(asyncio.to_thread(write_all, [(tmp, data[tmp]) for tmp in lane]) for lane in lanes)
+            )
+            hashed = {
+                tmp: result
+                for lane, results in zip(lanes, done, strict=True)
+                for tmp, result in zip(lane, results, strict=True)
+            }
             await asyncio.to_thread(sync_files, [tmp for tmp, _ in staged])
             return [hashed[tmp] for tmp, _ in staged]
 
         await self._create_batch(items, stage)
 
-    async def create_many_by_moving(self, items: list[tuple[str, Path]], *,
-                                    digests: dict[Path, tuple[int, str]] | None = None) -> None:
+    async def create_many_by_moving(
+        self, items: list[tuple[str, Path]], *, digests: dict[Path, tuple[int, str]] | None = None
+    ) -> None:
         """Like :meth:`create_many` for local files (e.g. staged processor outputs): each is
         hard-linked (or copied) into its volume, fsynced and hashed, several at once; the
         sources are removed once the batch is registered. ``digests`` gives (bytes, md5) of
@@ -544,14 +572,18 @@ class Storage:
         known = digests or {}
 
         async def stage(staged: list[tuple[Path, Path]]) -> list[tuple[int, str]]:
-            return list(await asyncio.gather(*(
-                asyncio.to_thread(link_hash, src, tmp, known.get(src)) for tmp, src in staged)))
+            return list(
+                await asyncio.gather(
+                    *(asyncio.to_thread(link_hash, src, tmp, known.get(src)) for tmp, src in staged)
+                )
+            )
 
         await self._create_batch(items, stage)
         await asyncio.to_thread(unlink_all, [src for _, src in items])
 
     async def _create_batch(
-        self, items: list[tuple[str, Any]],
+        self,
+        items: list[tuple[str, Any]],
         stage: Callable[[list[tuple[Path, Any]]], Awaitable[list[tuple[int, str]]]],
     ) -> None:
         """Place each key on a volume, ``stage`` the temporary files (returning bytes and md5
@@ -565,22 +597,25 @@ class Storage:
             key = parse_key(key_text)
             volume = self._place(key, volumes)
             final = resolve(str(volume.root), key.path, volume=volume.name)
-            placed.append((key, volume, final,
-                           final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"))
+            placed.append((key, volume, final, final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"))
         try:
-            hashed = await stage([(tmp, source) for (*_, tmp), (_, source)
-                                  in zip(placed, items, strict=True)])
+            hashed = await stage(
+                [(tmp, source) for (*_, tmp), (_, source) in zip(placed, items, strict=True)]
+            )
             await self._register_batch(placed, hashed)
         finally:
             await asyncio.to_thread(unlink_all, [tmp for *_, tmp in placed])
 
-    async def _register_batch(self, placed: list[tuple[NebKey, Volume, Path, Path]],
-                              hashed: list[tuple[int, str]]) -> None:
+    async def _register_batch(
+        self, placed: list[tuple[NebKey, Volume, Path, Path]], hashed: list[tuple[int, str]]
+    ) -> None:
         published: list[Path] = []
 
         async def register(tx: Tx) -> None:
-            rows = [{"ext_id": k.path, "bytes": size, "md5sum": md5}
-                    for (k, *_), (size, md5) in zip(placed, hashed, strict=True)]
+            rows = [
+                {"ext_id": k.path, "bytes": size, "md5sum": md5}
+                for (k, *_), (size, md5) in zip(placed, hashed, strict=True)
+            ]
             try:
                 await tx.execute_many(Q.insert_object, rows)
             except DbIntegrityError as exc:

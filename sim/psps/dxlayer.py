@@ -78,8 +78,14 @@ def _manifest(path: Path, name: str) -> dict[str, Any]:
         raise Rejected("load", f"{path.name}: not a readable JSON manifest: {exc}") from None
     if not isinstance(manifest, dict):
         raise Rejected("load", f"{path.name}: the manifest is not a JSON object")
-    for key, kind in (("batch", str), ("type", str), ("fits", str), ("md5sum", str),
-                      ("bytes", int), ("tables", list)):
+    for key, kind in (
+        ("batch", str),
+        ("type", str),
+        ("fits", str),
+        ("md5sum", str),
+        ("bytes", int),
+        ("tables", list),
+    ):
         if not isinstance(manifest.get(key), kind):
             raise Rejected("load", f"{path.name}: {key!r} missing or not a {kind.__name__}")
     if manifest["batch"] != name:
@@ -98,15 +104,16 @@ def _check_table(t: PspsTable, rows: Any, expected_rows: Any) -> None:
         have = rows.dtype[c.name]
         if c.dtype.kind == "S":  # text: FITS readers give bytes or str
             if have.kind not in "SU":
-                raise Rejected("load", f"{t.name}.{c.name}: stored as {have}, the VOTable says "
-                                       "char")
+                raise Rejected("load", f"{t.name}.{c.name}: stored as {have}, the VOTable says char")
             continue
         if have.kind != c.dtype.kind or have.itemsize != c.dtype.itemsize:
-            raise Rejected("load", f"{t.name}.{c.name}: stored as {have}, the VOTable says "
-                                   f"{c.datatype}")
+            raise Rejected("load", f"{t.name}.{c.name}: stored as {have}, the VOTable says {c.datatype}")
         if have.kind == "f" and not np.all(np.isfinite(rows[c.name])):
-            raise Rejected("load", f"{t.name}.{c.name}: NaN or infinite values (PSPS has no "
-                                   "NULL: nulls must be the column's null value)")
+            raise Rejected(
+                "load",
+                f"{t.name}.{c.name}: NaN or infinite values (PSPS has no "
+                "NULL: nulls must be the column's null value)",
+            )
     if expected_rows != len(rows):
         raise Rejected("load", f"{t.name}: {len(rows)} rows, the manifest says {expected_rows}")
 
@@ -118,8 +125,11 @@ def check_batch(directory: Path, name: str, fits_name: str, manifest_name: str) 
         raise Rejected("load", f"manifest names {manifest['fits']!r}, the fileset has {fits_name!r}")
     size, md5 = file_digest(directory / fits_name)
     if (size, md5) != (manifest["bytes"], manifest["md5sum"]):
-        raise Rejected("load", f"{fits_name}: {size} bytes md5 {md5}, the manifest says "
-                               f"{manifest['bytes']} bytes md5 {manifest['md5sum']}")
+        raise Rejected(
+            "load",
+            f"{fits_name}: {size} bytes md5 {md5}, the manifest says "
+            f"{manifest['bytes']} bytes md5 {manifest['md5sum']}",
+        )
     kind = manifest["type"]
     counts = {t.get("name"): t.get("rows") for t in manifest["tables"] if isinstance(t, dict)}
     tables: dict[str, Any] = {}
@@ -130,14 +140,18 @@ def check_batch(directory: Path, name: str, fits_name: str, manifest_name: str) 
             if [e.upper() for e in extnames] != [w.upper() for w in wanted]:
                 raise Rejected("load", f"{fits_name}: tables {extnames}, a {kind} batch has {wanted}")
             for hdu, t in zip(hdus[1:], psps_tables(kind), strict=True):
-                rows = hdu.read() if hdu.get_nrows() else np.zeros(0, dtype=[
-                    (c.name, c.dtype) for c in t.table.columns])
+                rows = (
+                    hdu.read()
+                    if hdu.get_nrows()
+                    else np.zeros(0, dtype=[(c.name, c.dtype) for c in t.table.columns])
+                )
                 _check_table(t, rows, counts.get(t.name))
                 tables[t.name] = rows
     except OSError as exc:
         raise Rejected("load", f"{fits_name}: not a readable FITS file: {exc}") from None
-    detections = sum(len(rows) for n, rows in tables.items()
-                     if n in ("Detection", "StackDetection", "ObjectThin"))
+    detections = sum(
+        len(rows) for n, rows in tables.items() if n in ("Detection", "StackDetection", "ObjectThin")
+    )
     return Checked(kind, tables, detections)
 
 
@@ -165,8 +179,9 @@ def write_csv(rows: Any, path: Path) -> None:
 class DxLayer:
     """The polling half of the stand-in (the ODM web service is the other)."""
 
-    def __init__(self, db: Database, settings: Settings, knobs: StandIns,
-                 session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, knobs: StandIns, session: aiohttp.ClientSession
+    ) -> None:
         self.db = db
         self.settings = settings
         self.session = session
@@ -195,8 +210,8 @@ class DxLayer:
         """Discover new batches, then move every batch with work one step on."""
         await self.discover()
         todo = await self.db.fetch_all(
-            P.dx_batches_todo, limit=PER_PASS,
-            merge_delay_us=int(self.knobs.odm_merge_delay_s * 1e6))
+            P.dx_batches_todo, limit=PER_PASS, merge_delay_us=int(self.knobs.odm_merge_delay_s * 1e6)
+        )
         for batch in todo:
             await self.step(batch)
         return len(todo)
@@ -206,7 +221,9 @@ class DxLayer:
         try:
             root = datastore.parse_listing(
                 await get_text(self.session, f"{self.base}/index.txt", self.limits),
-                "productID", f"{self.base}/index.txt")
+                "productID",
+                f"{self.base}/index.txt",
+            )
         except DataStoreError as exc:
             log.warning("datastore_unreachable", error=str(exc))
             return 0
@@ -216,20 +233,19 @@ class DxLayer:
             if kind != "psps":
                 continue
             if not datastore.NAME.match(product):
-                log.warning("product_refused", product=product[:80],
-                            reason="not a valid product name")
+                log.warning("product_refused", product=product[:80], reason="not a valid product name")
                 continue
             url = f"{self.base}/{product}/index.txt"
             try:
-                names = datastore.parse_filesets(await get_text(self.session, url, self.limits),
-                                                 url)
+                names = datastore.parse_filesets(await get_text(self.session, url, self.limits), url)
             except DataStoreError as exc:
                 log.warning("product_unreadable", product=product, error=str(exc))
                 continue
             for name in names:
                 if not datastore.NAME.match(name):
-                    log.warning("batch_refused", product=product, batch=name[:80],
-                                reason="not a valid fileset name")
+                    log.warning(
+                        "batch_refused", product=product, batch=name[:80], reason="not a valid fileset name"
+                    )
                     continue
                 added += await self.db.execute(P.dx_batch_seen, name=name, product=product)
         if added:
@@ -252,9 +268,14 @@ class DxLayer:
 
     async def _reject(self, batch: dict[str, Any], exc: Rejected) -> None:
         name = batch["name"]
-        await self.db.execute(P.dx_batch_failed, name=name, stage=exc.stage,
-                              reason=str(exc)[:1024], type=batch["type"],
-                              copy_path=str(self.copy_dir(batch["product"], name)))
+        await self.db.execute(
+            P.dx_batch_failed,
+            name=name,
+            stage=exc.stage,
+            reason=str(exc)[:1024],
+            type=batch["type"],
+            copy_path=str(self.copy_dir(batch["product"], name)),
+        )
         for t in psps_tables(str(batch["type"])) if batch["type"] else ():
             await self.db.execute(t.unstage, batch=name)
         log.warning("batch_failed", batch=name, stage=exc.stage, reason=str(exc))
@@ -264,13 +285,15 @@ class DxLayer:
     async def _fetch(self, name: str, product: str, directory: Path) -> tuple[str, str]:
         """Download the fileset into ``directory``; (fits file, manifest file)."""
         url = f"{self.base}/{product}/{name}"
-        files = datastore.parse_files(
-            await get_text(self.session, f"{url}/index.txt", self.limits), url)
+        files = datastore.parse_files(await get_text(self.session, f"{url}/index.txt", self.limits), url)
         fits_files = [f for f in files if f.type == "fits"]
         manifests = [f for f in files if f.type == "manifest"]
         if len(fits_files) != 1 or len(manifests) != 1:
-            raise Rejected("load", f"fileset {name}: expected one fits and one manifest file, "
-                                   f"got {[(f.name, f.type) for f in files]}")
+            raise Rejected(
+                "load",
+                f"fileset {name}: expected one fits and one manifest file, "
+                f"got {[(f.name, f.type) for f in files]}",
+            )
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         for f in files:
             await download(self.session, f"{url}/{f.name}", f, directory / f.name, self.limits)
@@ -282,19 +305,20 @@ class DxLayer:
             fits_name, manifest_name = await self._fetch(name, product, directory)
         except FetchFailed as exc:
             if exc.status == 404:
-                raise Rejected("load", f"fileset {product}/{name} is no longer on the DataStore: "
-                                       f"{exc}") from None
+                raise Rejected(
+                    "load", f"fileset {product}/{name} is no longer on the DataStore: {exc}"
+                ) from None
             wait = min(60.0, self.knobs.dxlayer_poll_s * 4)
-            await self.db.execute(P.dx_batch_try_later, name=name, reason=str(exc)[:1024],
-                                  wait_us=int(wait * 1e6))
+            await self.db.execute(
+                P.dx_batch_try_later, name=name, reason=str(exc)[:1024], wait_us=int(wait * 1e6)
+            )
             log.warning("batch_download_failed", batch=name, error=str(exc), retry_in_s=wait)
             return
         except DataStoreError as exc:
             raise Rejected("load", f"fileset {product}/{name}: {exc}") from None
         checked = await asyncio.to_thread(check_batch, directory, name, fits_name, manifest_name)
         if knob_fails(name, self.knobs.odm_fail_share):
-            raise Rejected("load", "refused by the stand-in's odm_fail_share knob (a test of "
-                                   "failed batches)")
+            raise Rejected("load", "refused by the stand-in's odm_fail_share knob (a test of failed batches)")
         for table, rows in checked.tables.items():
             await asyncio.to_thread(write_csv, rows, directory / f"{table}.csv")
 
@@ -302,8 +326,13 @@ class DxLayer:
             for t in psps_tables(checked.kind):
                 await tx.execute(t.unstage, batch=name)
                 await tx.execute(t.load, path=str(directory / f"{t.name}.csv"), batch=name)
-            await tx.execute(P.dx_batch_loaded, name=name, type=checked.kind,
-                             detections=checked.detections, copy_path=str(directory))
+            await tx.execute(
+                P.dx_batch_loaded,
+                name=name,
+                type=checked.kind,
+                detections=checked.detections,
+                copy_path=str(directory),
+            )
 
         await self.db.transaction(stage_all, name="dx_load")
         for t in psps_tables(checked.kind):
@@ -318,8 +347,10 @@ class DxLayer:
             if within:
                 problems.append(f"{t.name}: {within} primary keys repeated inside the batch")
             if merged:
-                problems.append(f"{t.name}: {merged} rows already merged (primary key "
-                                f"{','.join(t.table.primary_key)}; a batch loaded twice?)")
+                problems.append(
+                    f"{t.name}: {merged} rows already merged (primary key "
+                    f"{','.join(t.table.primary_key)}; a batch loaded twice?)"
+                )
         if problems:
             raise Rejected("merge_worthy", "; ".join(problems))
         await self.db.execute(P.dx_batch_merge_worthy, name=name)
@@ -365,9 +396,14 @@ async def delete_copy(db: Database, root: Path, name: str) -> bool:
         return False
     path = Path(row["copy_path"]) if row["copy_path"] else inside(root, row["product"], name)
     if row["status"] == "new":
-        await db.execute(P.dx_batch_failed, name=name, stage="load", type=None,
-                         copy_path=str(path),
-                         reason="its copy was deleted on request before it was loaded")
+        await db.execute(
+            P.dx_batch_failed,
+            name=name,
+            stage="load",
+            type=None,
+            copy_path=str(path),
+            reason="its copy was deleted on request before it was loaded",
+        )
     await asyncio.to_thread(_remove_inside, root, path)
     await db.execute(P.dx_batch_copy_deleted, name=name)
     return True

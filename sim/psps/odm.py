@@ -63,12 +63,18 @@ async def batch_status(request: web.Request) -> web.Response:
     if row is None or row["status"] == "new":
         return web.json_response({"batch": name, "error": "unknown batch"}, status=404)
     body: dict[str, Any] = {
-        "batch": name, "status": row["status"], "type": row["type"],
-        "detections": int(row["detections"]), "stage": row["failed_stage"],
-        "reason": row["reason"], "product": row["product"],
+        "batch": name,
+        "status": row["status"],
+        "type": row["type"],
+        "detections": int(row["detections"]),
+        "stage": row["failed_stage"],
+        "reason": row["reason"],
+        "product": row["product"],
         "copy_deleted": bool(row["copy_deleted"]),
-        "loaded_at": _when(row["loaded_at"]), "merge_worthy_at": _when(row["merge_worthy_at"]),
-        "merged_at": _when(row["merged_at"]), "failed_at": _when(row["failed_at"]),
+        "loaded_at": _when(row["loaded_at"]),
+        "merge_worthy_at": _when(row["merge_worthy_at"]),
+        "merged_at": _when(row["merged_at"]),
+        "failed_at": _when(row["failed_at"]),
     }
     return web.json_response(body)
 
@@ -86,8 +92,7 @@ def _may_delete(request: web.Request) -> bool:
 async def delete_batch(request: web.Request) -> web.Response:
     if not _may_delete(request):
         log.warning("delete_refused", client=request.remote, path=request.path[:120])
-        return web.json_response({"error": "only the PSPS side's own peers may delete"},
-                                 status=403)
+        return web.json_response({"error": "only the PSPS side's own peers may delete"}, status=403)
     name = _name(request)
     root = request.app[KNOBS_KEY].dxlayer_path(request.app[SETTINGS_KEY])
     found = await delete_copy(request.app[DB_KEY], root, name)
@@ -98,9 +103,9 @@ async def delete_batch(request: web.Request) -> web.Response:
 
 async def summary(request: web.Request) -> web.Response:
     rows = await request.app[DB_KEY].fetch_all(P.dx_summary)
-    return web.json_response({r["status"]: {"batches": int(r["n"]),
-                                            "detections": int(r["detections"] or 0)}
-                              for r in rows})
+    return web.json_response(
+        {r["status"]: {"batches": int(r["n"]), "detections": int(r["detections"] or 0)} for r in rows}
+    )
 
 
 def make_app(db: Database, settings: Settings, stand_ins: StandIns) -> web.Application:

@@ -52,20 +52,29 @@ async def open_database(settings: Settings) -> Database:
 async def serve(settings: Settings, knobs: StandIns, stop: asyncio.Event) -> int:
     db = await open_database(settings)
     try:
-        async with serving(odm.make_app(db, settings, knobs), settings.odm_host, settings.odm_port,
-                           ServerLimits.from_settings(settings), log, "odm"):
+        async with serving(
+            odm.make_app(db, settings, knobs),
+            settings.odm_host,
+            settings.odm_port,
+            ServerLimits.from_settings(settings),
+            log,
+            "odm",
+        ):
             return await _run(db, settings, knobs, stop)
     finally:
         await db.close()
 
 
-async def _run(db: Database, settings: Settings, knobs: StandIns, stop: asyncio.Event
-               ) -> int:
+async def _run(db: Database, settings: Settings, knobs: StandIns, stop: asyncio.Event) -> int:
     """The DXLayer's passes until a stop is asked for (the ODM answers meanwhile)."""
-    log.info("odm_listening", url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
-             datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/")
-    async with dsclient.session(dsclient.Limits.from_settings(settings),
-                                settings.dist_client_token) as session:
+    log.info(
+        "odm_listening",
+        url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
+        datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/",
+    )
+    async with dsclient.session(
+        dsclient.Limits.from_settings(settings), settings.dist_client_token
+    ) as session:
         dx = asyncio.create_task(DxLayer(db, settings, knobs, session).run(stop), name="dxlayer")
         stopping = asyncio.create_task(stop.wait(), name="stop_requested")
         done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)

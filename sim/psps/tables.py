@@ -20,8 +20,15 @@ from shared.psps.schema import BATCH_TYPES, Table, batch_tables
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,60}\Z")
 _SQL_TYPE = re.compile(r"SQL type ([A-Z]+)(?:\((\d+)\))?")
 #: PSPS (SQL Server) types as MariaDB types: FLOAT is 8 bytes there, REAL 4, TINYINT unsigned.
-_TYPES = {"TINYINT": "TINYINT UNSIGNED", "SMALLINT": "SMALLINT", "INT": "INT",
-          "BIGINT": "BIGINT", "REAL": "FLOAT", "FLOAT": "DOUBLE", "VARCHAR": "VARCHAR"}
+_TYPES = {
+    "TINYINT": "TINYINT UNSIGNED",
+    "SMALLINT": "SMALLINT",
+    "INT": "INT",
+    "BIGINT": "BIGINT",
+    "REAL": "FLOAT",
+    "FLOAT": "DOUBLE",
+    "VARCHAR": "VARCHAR",
+}
 
 
 def ident(name: str) -> str:
@@ -74,21 +81,30 @@ def _make(table: Table) -> PspsTable:
 
     return PspsTable(
         table=table,
-        create=f"CREATE TABLE IF NOT EXISTS {name} ({defs}, PRIMARY KEY ({pk_list})) "
-               "ENGINE=InnoDB",
+        create=f"CREATE TABLE IF NOT EXISTS {name} ({defs}, PRIMARY KEY ({pk_list})) ENGINE=InnoDB",
         create_stage=f"CREATE TABLE IF NOT EXISTS {stage} (`batch` CHAR(9) NOT NULL, {defs}, "
-                     "KEY (`batch`)) ENGINE=InnoDB",
-        load=q("load", f"LOAD DATA LOCAL INFILE %(path)s INTO TABLE {stage} "
-                       "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
-                       f"ESCAPED BY '' LINES TERMINATED BY '\\n' ({col_list}) "
-                       "SET `batch` = %(batch)s"),
-        duplicates_within=q("dups_within", f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM {stage} "
-                                           f"WHERE `batch` = %(batch)s GROUP BY {pk_list} "
-                                           "HAVING COUNT(*) > 1) d"),
-        duplicates_merged=q("dups_merged", f"SELECT COUNT(*) AS n FROM {stage} s JOIN {name} m "
-                                           f"ON {on} WHERE s.`batch` = %(batch)s"),
-        merge=q("merge", f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {stage} "
-                         "WHERE `batch` = %(batch)s"),
+        "KEY (`batch`)) ENGINE=InnoDB",
+        load=q(
+            "load",
+            f"LOAD DATA LOCAL INFILE %(path)s INTO TABLE {stage} "
+            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
+            f"ESCAPED BY '' LINES TERMINATED BY '\\n' ({col_list}) "
+            "SET `batch` = %(batch)s",
+        ),
+        duplicates_within=q(
+            "dups_within",
+            f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM {stage} "
+            f"WHERE `batch` = %(batch)s GROUP BY {pk_list} "
+            "HAVING COUNT(*) > 1) d",
+        ),
+        duplicates_merged=q(
+            "dups_merged",
+            f"SELECT COUNT(*) AS n FROM {stage} s JOIN {name} m ON {on} WHERE s.`batch` = %(batch)s",
+        ),
+        merge=q(
+            "merge",
+            f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {stage} WHERE `batch` = %(batch)s",
+        ),
         unstage=q("unstage", f"DELETE FROM {stage} WHERE `batch` = %(batch)s"),
         count=q("count", f"SELECT COUNT(*) AS n FROM {name}"),
     )
