@@ -30,6 +30,75 @@ NAME = "batch_cleaner"
 PER_PASS = 500
 
 
+# -- the agent -----------------------------------------------------------------------------
+
+
+async def run_once(ctx: AgentContext) -> int:
+    return await for_each(ctx.db, ctx.config or "all", lambda cfg: clean_config(ctx, cfg))
+
+
+async def clean_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
+    policy = parse_policy(cfg.deletion_policy)
+    batches = await ctx.db.fetch_all(Q.cleaner_batches, config=cfg.name, limit=PER_PASS)
+    done = 0
+    for batch in batches:
+        if not ctx.keep_going():
+            break
+        ctx.begin_item(f"{cfg.name} {batch['name']}")
+        done += await clean_batch(ctx, cfg, batch, policy)
+        ctx.item_done()
+    return done
+
+
+async def clean_batch(
+    ctx: AgentContext, cfg: LoadingConfig, batch: Row, policy: dict[str, tuple[str, ...]]
+) -> int:
+    """Delete what is due for one batch; returns the deletions recorded as succeeded."""
+    todo = wanted(batch, policy)
+    done, failed = 0, False
+    log = ctx.log.bind(batch=batch["name"], config=cfg.name, type=batch["type"])
+    for target in DELETION_TARGETS:
+        if target not in todo:
+            continue
+        if not due(ctx, batch, target):
+            failed = failed or batch[f"deleted_{target}"] != "succeeded"
+            continue
+        try:
+            note = await DELETERS[target](ctx, cfg, batch)
+        except DeleteFailed as exc:
+            failed = True
+            await ctx.db.execute(
+                Q.batch_deleted,
+                batch_id=batch["batch_id"],
+                target=target,
+                state="failed",
+                note=ctx.text.fit("psps_batch", "note", f"delete {target}: {exc}"),
+            )
+            log.warning(
+                "batch_delete_failed", target=target, reason=str(exc), retry_in_s=ctx.settings.batch_retry_s
+            )
+            ctx.count(f"delete_{target}_failed")
+            continue
+        await ctx.db.execute(
+            Q.batch_deleted, batch_id=batch["batch_id"], target=target, state="succeeded", note=None
+        )
+        log.info("batch_copy_deleted", target=target, note=note)
+        ctx.count(f"deleted_{target}")
+        done += 1
+    if final(batch) and not failed:
+        await ctx.db.execute(Q.batch_cleaned, batch_id=batch["batch_id"])
+    return done
+
+
+def due(ctx: AgentContext, batch: Row, target: str) -> bool:
+    """Not deleted yet, and not a failure too recent to try again."""
+    state = batch[f"deleted_{target}"]
+    if state == "succeeded":
+        return False
+    age = batch[f"{target}_age_s"]
+    return state == "pending" or age is None or float(age) >= ctx.settings.batch_retry_s
+
+
 class DeleteFailed(IppError):
     """A copy that could not be deleted now."""
 
@@ -114,69 +183,3 @@ async def delete_local(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str
 
 
 DELETERS = {"datastore": delete_datastore, "dxlayer": delete_dxlayer, "local": delete_local}
-
-
-def due(ctx: AgentContext, batch: Row, target: str) -> bool:
-    """Not deleted yet, and not a failure too recent to try again."""
-    state = batch[f"deleted_{target}"]
-    if state == "succeeded":
-        return False
-    age = batch[f"{target}_age_s"]
-    return state == "pending" or age is None or float(age) >= ctx.settings.batch_retry_s
-
-
-async def clean_batch(
-    ctx: AgentContext, cfg: LoadingConfig, batch: Row, policy: dict[str, tuple[str, ...]]
-) -> int:
-    """Delete what is due for one batch; returns the deletions recorded as succeeded."""
-    todo = wanted(batch, policy)
-    done, failed = 0, False
-    log = ctx.log.bind(batch=batch["name"], config=cfg.name, type=batch["type"])
-    for target in DELETION_TARGETS:
-        if target not in todo:
-            continue
-        if not due(ctx, batch, target):
-            failed = failed or batch[f"deleted_{target}"] != "succeeded"
-            continue
-        try:
-            note = await DELETERS[target](ctx, cfg, batch)
-        except DeleteFailed as exc:
-            failed = True
-            await ctx.db.execute(
-                Q.batch_deleted,
-                batch_id=batch["batch_id"],
-                target=target,
-                state="failed",
-                note=ctx.text.fit("psps_batch", "note", f"delete {target}: {exc}"),
-            )
-            log.warning(
-                "batch_delete_failed", target=target, reason=str(exc), retry_in_s=ctx.settings.batch_retry_s
-            )
-            ctx.count(f"delete_{target}_failed")
-            continue
-        await ctx.db.execute(
-            Q.batch_deleted, batch_id=batch["batch_id"], target=target, state="succeeded", note=None
-        )
-        log.info("batch_copy_deleted", target=target, note=note)
-        ctx.count(f"deleted_{target}")
-        done += 1
-    if final(batch) and not failed:
-        await ctx.db.execute(Q.batch_cleaned, batch_id=batch["batch_id"])
-    return done
-
-
-async def clean_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
-    policy = parse_policy(cfg.deletion_policy)
-    batches = await ctx.db.fetch_all(Q.cleaner_batches, config=cfg.name, limit=PER_PASS)
-    done = 0
-    for batch in batches:
-        if not ctx.keep_going():
-            break
-        ctx.begin_item(f"{cfg.name} {batch['name']}")
-        done += await clean_batch(ctx, cfg, batch, policy)
-        ctx.item_done()
-    return done
-
-
-async def run_once(ctx: AgentContext) -> int:
-    return await for_each(ctx.db, ctx.config or "all", lambda cfg: clean_config(ctx, cfg))

@@ -47,6 +47,68 @@ WARP_KEEP_QUALITY = 8007
 FORGIVING_STAGES = ("chip", "warp", "diff")
 
 
+# -- the agent -----------------------------------------------------------------------------
+
+
+async def run_once(ctx: AgentContext) -> int:
+    """Clean pending runs, highest Label priority first; returns how many were handled."""
+    if ctx.args.dry_run:
+        return await dry_run(ctx)
+    handled = 0
+    for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
+        handled += await _clean_label(ctx, pending["stage"], pending["label"])
+        if not ctx.keep_going():
+            break
+    return handled
+
+
+async def _clean_label(ctx: AgentContext, stage_name: str, label: str) -> int:
+    """Claim and clean the label's runs of a stage in batches, two batches at a time (one's
+    database work overlaps the other's file work), cleanup_parallel_runs runs in all."""
+    spec = CLEANUP_SPECS[stage_name]
+    lanes = 2 if ctx.settings.cleanup_parallel_runs >= 2 else 1
+    size = -(-ctx.settings.cleanup_parallel_runs // lanes)
+    handled = 0
+    async with asyncio.TaskGroup() as group:
+        running: set[asyncio.Task[None]] = set()
+        while ctx.keep_going():
+            if len(running) >= lanes:
+                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            rows = await ctx.claimer.claim(spec, limit=size, label=label)
+            if not rows:
+                break
+            running.add(
+                group.create_task(
+                    clean_batch(ctx, stage_name, rows), name=f"clean-{stage_name}-{rows[0]['id']}"
+                )
+            )
+            handled += len(rows)
+    return handled
+
+
+async def dry_run(ctx: AgentContext) -> int:
+    """Print what each pending run would lose, claiming and changing nothing."""
+    storage = Storage(ctx.db)
+    for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
+        spec_query = stage_query("runs_by_label", pending["stage"])
+        for run_row in await ctx.db.fetch_all(spec_query, label=pending["label"]):
+            if run_row["state"] not in CLEANUP_TARGETS:
+                continue
+            run = await ctx.db.fetch_one(stage_query("runs_get", pending["stage"]), id=run_row["id"])
+            assert run is not None
+            full_run: dict[str, Any] = {**run, "note": None}
+            plan = await plan_run(storage, pending["stage"], full_run, every=second_pass(ctx, full_run))
+            print(f"{pending['stage']} {run['id']} {run['state']} -> {plan.target}")
+            for comp in plan.components:
+                if comp.problem:
+                    print(f"  {comp.name or '-'}: would NOT clean: {comp.problem}")
+                    continue
+                for key in comp.deletes:
+                    print(f"  {comp.name or '-'}: would delete {key}")
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run",
@@ -475,65 +537,3 @@ async def clean_batch(ctx: AgentContext, stage_name: str, rows: list[Row]) -> No
             if (spec, row["id"]) in ctx.claimer.held.items():
                 await ctx.claimer.release(spec, row["id"])
         raise
-
-
-# -- the agent -----------------------------------------------------------------------------
-
-
-async def run_once(ctx: AgentContext) -> int:
-    """Clean pending runs, highest Label priority first; returns how many were handled."""
-    if ctx.args.dry_run:
-        return await dry_run(ctx)
-    handled = 0
-    for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
-        handled += await _clean_label(ctx, pending["stage"], pending["label"])
-        if not ctx.keep_going():
-            break
-    return handled
-
-
-async def _clean_label(ctx: AgentContext, stage_name: str, label: str) -> int:
-    """Claim and clean the label's runs of a stage in batches, two batches at a time (one's
-    database work overlaps the other's file work), cleanup_parallel_runs runs in all."""
-    spec = CLEANUP_SPECS[stage_name]
-    lanes = 2 if ctx.settings.cleanup_parallel_runs >= 2 else 1
-    size = -(-ctx.settings.cleanup_parallel_runs // lanes)
-    handled = 0
-    async with asyncio.TaskGroup() as group:
-        running: set[asyncio.Task[None]] = set()
-        while ctx.keep_going():
-            if len(running) >= lanes:
-                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            rows = await ctx.claimer.claim(spec, limit=size, label=label)
-            if not rows:
-                break
-            running.add(
-                group.create_task(
-                    clean_batch(ctx, stage_name, rows), name=f"clean-{stage_name}-{rows[0]['id']}"
-                )
-            )
-            handled += len(rows)
-    return handled
-
-
-async def dry_run(ctx: AgentContext) -> int:
-    """Print what each pending run would lose, claiming and changing nothing."""
-    storage = Storage(ctx.db)
-    for pending in await ctx.db.fetch_all(Q.cleanup_pending_labels):
-        spec_query = stage_query("runs_by_label", pending["stage"])
-        for run_row in await ctx.db.fetch_all(spec_query, label=pending["label"]):
-            if run_row["state"] not in CLEANUP_TARGETS:
-                continue
-            run = await ctx.db.fetch_one(stage_query("runs_get", pending["stage"]), id=run_row["id"])
-            assert run is not None
-            full_run: dict[str, Any] = {**run, "note": None}
-            plan = await plan_run(storage, pending["stage"], full_run, every=second_pass(ctx, full_run))
-            print(f"{pending['stage']} {run['id']} {run['state']} -> {plan.target}")
-            for comp in plan.components:
-                if comp.problem:
-                    print(f"  {comp.name or '-'}: would NOT clean: {comp.problem}")
-                    continue
-                for key in comp.deletes:
-                    print(f"  {comp.name or '-'}: would delete {key}")
-    return 0

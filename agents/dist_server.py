@@ -40,98 +40,67 @@ NAME = "dist_server"
 EVENTS = ItemEvents(claim_lost="dist_claim_lost", failed="dist_failed")
 
 
-@asynccontextmanager
-async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
-    """Serve the DataStore for as long as the agent runs."""
-    s = ctx.settings
-    async with serving(
-        dsserver.make_app(ctx.db, s.ds_token),
-        s.ds_host,
-        s.ds_port,
-        ServerLimits.from_settings(s),
-        ctx.log,
-        "datastore",
-    ):
-        ctx.log.info(
-            "ds_listening",
-            url=f"http://{s.ds_host}:{s.ds_port}/ds/index.txt",
-            token_required=bool(s.ds_token),
-        )
-        if s.ds_host not in ("127.0.0.1", "::1", "localhost") and not s.ds_token:
-            ctx.log.warning(
-                "ds_unprotected",
-                host=s.ds_host,
-                advice="serve other sites through a TLS proxy that authenticates, "
-                "or set ds_token (docs/operations.md)",
+# -- the agent -----------------------------------------------------------------------------
+
+
+async def run_once(ctx: AgentContext) -> int:
+    """Queue what standing targets ask for, then ship queued runs one at a time."""
+    await queue_targets(ctx)
+    handled = 0
+    async for (row,) in ctx.claimed(DIST_SPEC, limit=1):
+        dist = DistRun.from_row(row)
+
+        async def failed(reason: str, dist: DistRun = dist) -> None:  # it cannot be shipped now
+            if ctx.claimer.held.items():
+                await ctx.claimer.finish(
+                    DIST_SPEC,
+                    Q.dist_finish,
+                    dist.id,
+                    state="error",
+                    fault=1,
+                    fileset=None,
+                    note=ctx.text.fit("distRun", "note", reason),
+                )
+
+        log = ctx.log.bind(dist_id=dist.id, stage=dist.stage, run_id=dist.stage_id)
+        async with ctx.working_on(
+            f"dist {dist.id} {dist.stage} {dist.stage_id}",
+            EVENTS,
+            failed,
+            failures=(IppError, OSError),
+            log=log,
+        ):
+            await ship(ctx, dist)
+        handled += 1
+    return handled
+
+
+async def queue_targets(ctx: AgentContext) -> int:
+    """Queue the full runs that standing targets (distTarget) ask for; returns how many."""
+    queued = 0
+    for t in await ctx.db.fetch_all(Q.dist_targets_active):
+        for run in await ctx.db.fetch_all(
+            stage_query("dist_candidates", t["stage"]),
+            dist_group=t["dist_group"],
+            product=t["product"],
+            clean=t["clean"],
+            limit=1000,
+        ):
+            queued += await ctx.db.execute(
+                Q.dist_queue,
+                target_id=t["target_id"],
+                stage=t["stage"],
+                stage_id=run["id"],
+                label=run["label"],
+                clean=t["clean"],
+                product=t["product"],
             )
-        yield
-
-
-class ShipFailed(IppError):
-    """The run cannot be shipped; the reason goes to distRun.note."""
+    if queued:
+        ctx.log.info("dist_targets_queued", runs=queued)
+    return queued
 
 
 # -- one run -------------------------------------------------------------------------------
-
-
-async def _exp_name(ctx: AgentContext, stage_name: str, run: Row) -> str | None:
-    if stage_name == "diff":
-        row = await ctx.db.fetch_one(Q.dist_diff_exp_name, id=run["id"])
-        return str(row["exp_name"]) if row else None
-    return None if run["name"] is None else str(run["name"])
-
-
-async def _bundles(
-    ctx: AgentContext, storage: Storage, dist: DistRun, staging: Path
-) -> list[tuple[str, str | None, bundles.Built]]:
-    """Build every component's bundle in ``staging``; (file name, component, result)."""
-    stage_name, run_id = dist.stage, dist.stage_id
-    comps = {c["component"]: c for c in await runs.components(ctx.db, stage_name, run_id)}
-    files = [f for f in await runs.run_files(ctx.db, stage_name, run_id) if f.exists and not f.gone]
-    if dist.clean:  # a cleaned run ships what cleanup keeps
-        dropped = {r.name for r in rules_for(stage_name) if r.deleted_for("cleaned")}
-        files = [f for f in files if f.rule not in dropped]
-    paths = await storage.paths_many([f.key for f in files])
-    grouped: dict[str | None, list[bundles.Member]] = defaultdict(list)
-    for f in files:
-        path = paths.get(parse_key(f.key).path)
-        if path is None:
-            raise ShipFailed(f"{f.key} is registered but no instance is readable (volume down?)")
-        # files of no listed component (a chip run's mosaics, a camera run's per-chip streak
-        # masks) travel in the run's own bundle
-        owner = f.component if f.component in comps else None
-        grouped[owner].append(bundles.Member(path, parse_key(f.key).path.rsplit("/", 1)[-1]))
-    any_base = next((c["path_base"] for c in comps.values() if c["path_base"]), None)
-    jobs = []
-    for component, members in sorted(grouped.items(), key=lambda kv: str(kv[0])):
-        base = comps[component]["path_base"] if component in comps else any_base
-        if not base:
-            continue
-        name = bundles.bundle_name(stage_name, base, component if component in comps else None)
-        jobs.append((name, component, members))
-    limit = asyncio.Semaphore(ctx.settings.dist_parallel)
-
-    async def build(name: str, members: list[bundles.Member]) -> bundles.Built:
-        async with limit:
-            return await asyncio.to_thread(
-                bundles.build, staging / name, members, level=ctx.settings.dist_gzip_level
-            )
-
-    built = await asyncio.gather(*(build(n, m) for n, _, m in jobs))
-    return [(n, c, b) for (n, c, _), b in zip(jobs, built, strict=True)]
-
-
-def _column_values(prod: Row, dist: DistRun, exp_name: str | None) -> list[Any]:
-    known = {
-        "target_id": dist.target_id,
-        "stage": dist.stage,
-        "stage_id": dist.stage_id,
-        "exp_name": exp_name,
-        "dist_id": dist.id,
-        "label": dist.label,
-        "clean": int(dist.clean),
-    }  # as the row holds it
-    return [known.get(label) for label in datastore.product_columns(prod)]
 
 
 async def ship(ctx: AgentContext, dist: DistRun) -> None:
@@ -199,61 +168,95 @@ async def ship(ctx: AgentContext, dist: DistRun) -> None:
     ctx.count("bytes_shipped", sum(f.bytes for f in files))
 
 
-async def queue_targets(ctx: AgentContext) -> int:
-    """Queue the full runs that standing targets (distTarget) ask for; returns how many."""
-    queued = 0
-    for t in await ctx.db.fetch_all(Q.dist_targets_active):
-        for run in await ctx.db.fetch_all(
-            stage_query("dist_candidates", t["stage"]),
-            dist_group=t["dist_group"],
-            product=t["product"],
-            clean=t["clean"],
-            limit=1000,
-        ):
-            queued += await ctx.db.execute(
-                Q.dist_queue,
-                target_id=t["target_id"],
-                stage=t["stage"],
-                stage_id=run["id"],
-                label=run["label"],
-                clean=t["clean"],
-                product=t["product"],
+async def _exp_name(ctx: AgentContext, stage_name: str, run: Row) -> str | None:
+    if stage_name == "diff":
+        row = await ctx.db.fetch_one(Q.dist_diff_exp_name, id=run["id"])
+        return str(row["exp_name"]) if row else None
+    return None if run["name"] is None else str(run["name"])
+
+
+async def _bundles(
+    ctx: AgentContext, storage: Storage, dist: DistRun, staging: Path
+) -> list[tuple[str, str | None, bundles.Built]]:
+    """Build every component's bundle in ``staging``; (file name, component, result)."""
+    stage_name, run_id = dist.stage, dist.stage_id
+    comps = {c["component"]: c for c in await runs.components(ctx.db, stage_name, run_id)}
+    files = [f for f in await runs.run_files(ctx.db, stage_name, run_id) if f.exists and not f.gone]
+    if dist.clean:  # a cleaned run ships what cleanup keeps
+        dropped = {r.name for r in rules_for(stage_name) if r.deleted_for("cleaned")}
+        files = [f for f in files if f.rule not in dropped]
+    paths = await storage.paths_many([f.key for f in files])
+    grouped: dict[str | None, list[bundles.Member]] = defaultdict(list)
+    for f in files:
+        path = paths.get(parse_key(f.key).path)
+        if path is None:
+            raise ShipFailed(f"{f.key} is registered but no instance is readable (volume down?)")
+        # files of no listed component (a chip run's mosaics, a camera run's per-chip streak
+        # masks) travel in the run's own bundle
+        owner = f.component if f.component in comps else None
+        grouped[owner].append(bundles.Member(path, parse_key(f.key).path.rsplit("/", 1)[-1]))
+    any_base = next((c["path_base"] for c in comps.values() if c["path_base"]), None)
+    jobs = []
+    for component, members in sorted(grouped.items(), key=lambda kv: str(kv[0])):
+        base = comps[component]["path_base"] if component in comps else any_base
+        if not base:
+            continue
+        name = bundles.bundle_name(stage_name, base, component if component in comps else None)
+        jobs.append((name, component, members))
+    limit = asyncio.Semaphore(ctx.settings.dist_parallel)
+
+    async def build(name: str, members: list[bundles.Member]) -> bundles.Built:
+        async with limit:
+            return await asyncio.to_thread(
+                bundles.build, staging / name, members, level=ctx.settings.dist_gzip_level
             )
-    if queued:
-        ctx.log.info("dist_targets_queued", runs=queued)
-    return queued
+
+    built = await asyncio.gather(*(build(n, m) for n, _, m in jobs))
+    return [(n, c, b) for (n, c, _), b in zip(jobs, built, strict=True)]
 
 
-# -- the agent -----------------------------------------------------------------------------
+def _column_values(prod: Row, dist: DistRun, exp_name: str | None) -> list[Any]:
+    known = {
+        "target_id": dist.target_id,
+        "stage": dist.stage,
+        "stage_id": dist.stage_id,
+        "exp_name": exp_name,
+        "dist_id": dist.id,
+        "label": dist.label,
+        "clean": int(dist.clean),
+    }  # as the row holds it
+    return [known.get(label) for label in datastore.product_columns(prod)]
 
 
-async def run_once(ctx: AgentContext) -> int:
-    """Queue what standing targets ask for, then ship queued runs one at a time."""
-    await queue_targets(ctx)
-    handled = 0
-    async for (row,) in ctx.claimed(DIST_SPEC, limit=1):
-        dist = DistRun.from_row(row)
+# -- its resources: the DataStore server -----------------------------------------------------
 
-        async def failed(reason: str, dist: DistRun = dist) -> None:  # it cannot be shipped now
-            if ctx.claimer.held.items():
-                await ctx.claimer.finish(
-                    DIST_SPEC,
-                    Q.dist_finish,
-                    dist.id,
-                    state="error",
-                    fault=1,
-                    fileset=None,
-                    note=ctx.text.fit("distRun", "note", reason),
-                )
 
-        log = ctx.log.bind(dist_id=dist.id, stage=dist.stage, run_id=dist.stage_id)
-        async with ctx.working_on(
-            f"dist {dist.id} {dist.stage} {dist.stage_id}",
-            EVENTS,
-            failed,
-            failures=(IppError, OSError),
-            log=log,
-        ):
-            await ship(ctx, dist)
-        handled += 1
-    return handled
+@asynccontextmanager
+async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
+    """Serve the DataStore for as long as the agent runs."""
+    s = ctx.settings
+    async with serving(
+        dsserver.make_app(ctx.db, s.ds_token),
+        s.ds_host,
+        s.ds_port,
+        ServerLimits.from_settings(s),
+        ctx.log,
+        "datastore",
+    ):
+        ctx.log.info(
+            "ds_listening",
+            url=f"http://{s.ds_host}:{s.ds_port}/ds/index.txt",
+            token_required=bool(s.ds_token),
+        )
+        if s.ds_host not in ("127.0.0.1", "::1", "localhost") and not s.ds_token:
+            ctx.log.warning(
+                "ds_unprotected",
+                host=s.ds_host,
+                advice="serve other sites through a TLS proxy that authenticates, "
+                "or set ds_token (docs/operations.md)",
+            )
+        yield
+
+
+class ShipFailed(IppError):
+    """The run cannot be shipped; the reason goes to distRun.note."""

@@ -34,73 +34,33 @@ NAME = "loader"
 EVENTS = ItemEvents(claim_lost="batch_claim_lost", failed="batch_failed")
 
 
-def _dvo(ctx: AgentContext, location: str) -> DvoCache:
-    """One DVO cache per catalog directory for the agent's life (files re-read on change)."""
-    caches: dict[str, DvoCache] = ctx.resources.setdefault("dvo", {})
-    if location not in caches:
-        caches[location] = DvoCache(Path(location))
-    return caches[location]
+# -- the agent -----------------------------------------------------------------------------
 
 
-async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int) -> builders.P2Result:
-    frame = await ctx.db.fetch_one(Q.psps_p2_frame, cam_id=cam_id)
-    if frame is None or not frame["path_base"]:
-        raise BatchError(f"camRun {cam_id}: no camera products recorded")
-    key = rule("camera", "PSASTRO.OUTPUT").filename(frame["path_base"])
-    storage = Storage(ctx.db)
-    info = await storage.stat(key)
-    path = await storage.locate(key)
-    try:
-        _, chips = await asyncio.to_thread(catalogs.read_smf, path)
-    except catalogs.CatalogError as exc:
-        raise BatchError(f"camRun {cam_id}: {exc}") from None
-    return await asyncio.to_thread(
-        builders.p2_batch,
-        frame,
-        chips,
-        _dvo(ctx, cfg.dvo_location),
-        survey_id=int(cfg.survey_id),
-        smf_md5=info.md5sum,
-        test_mode=bool(cfg.test_mode),
+async def run_once(ctx: AgentContext) -> int:
+    return await for_each(ctx.db, ctx.config or "all", lambda cfg: load_config(ctx, cfg))
+
+
+async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
+    """Work one stripe of a config; returns how many items were handled."""
+    types = tuple(t for t in str(cfg.batch_types).split(",") if t != "IN") or ("--",)
+    stripes = await ctx.claimer.claim(STRIPE_SPEC, limit=1, config=cfg.name)
+    stripe: Row | None = (
+        stripes[0] if stripes else await ctx.db.fetch_one(Q.psps_stripe_busiest, config=cfg.name)
     )
-
-
-async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int, batch_id: int) -> builders.P2Result:
-    stack = await ctx.db.fetch_one(Q.psps_st_stack, stack_id=stack_id)
-    if stack is None or not stack["path_base"]:
-        raise BatchError(f"stackRun {stack_id}: no stack products recorded")
-    key = rule("stack", "PPSTACK.SOURCES").filename(stack["path_base"])
-    path = await Storage(ctx.db).locate(key)
+    if stripe is None:
+        return 0
+    handled = 0
     try:
-        header, table = await asyncio.to_thread(catalogs.read_cmf, path)
-    except catalogs.CatalogError as exc:
-        raise BatchError(f"stackRun {stack_id}: {exc}") from None
-    warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs, stack_id=stack_id)]
-    return builders.st_batch(stack, header, table, warps, batch_id=batch_id, survey_id=int(cfg.survey_id))
-
-
-async def build_ob(
-    ctx: AgentContext, cfg: LoadingConfig, region_index: int, batch_id: int
-) -> builders.P2Result:
-    cache = _dvo(ctx, cfg.dvo_location)
-    region = next((r for r in cache.regions() if r.index == region_index), None)
-    if region is None:
-        raise BatchError(f"DVO region {region_index} is not in SkyTable.fits with catalog files")
-    objects, averages = await asyncio.to_thread(lambda: (cache.db.objects(region), cache.db.averages(region)))
-    return builders.ob_batch(region_index, objects, averages, batch_id=batch_id, survey_id=int(cfg.survey_id))
-
-
-async def build(
-    ctx: AgentContext, cfg: LoadingConfig, kind: str, item_id: int, batch_id: int
-) -> builders.P2Result:
-    """The tables of one item's batch."""
-    if kind == "P2":
-        return await build_p2(ctx, cfg, item_id)
-    if kind == "ST":
-        return await build_st(ctx, cfg, item_id, batch_id)
-    if kind == "OB":
-        return await build_ob(ctx, cfg, item_id, batch_id)
-    raise BatchError(f"{kind} items are not built by loaders (IN: ippctl psps init)")
+        async for (item,) in ctx.claimed(
+            ITEM_SPEC, limit=1, config=cfg.name, stripe=stripe["stripe"], types=types
+        ):
+            await load_item(ctx, cfg, PspsItem.from_row(item))
+            handled += 1
+    finally:
+        if stripes:
+            await ctx.claimer.release(STRIPE_SPEC, stripe["id"])
+    return handled
 
 
 async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> None:
@@ -173,27 +133,70 @@ async def _build_and_publish(
     ctx.count("detections", result.detections)
 
 
-async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
-    """Work one stripe of a config; returns how many items were handled."""
-    types = tuple(t for t in str(cfg.batch_types).split(",") if t != "IN") or ("--",)
-    stripes = await ctx.claimer.claim(STRIPE_SPEC, limit=1, config=cfg.name)
-    stripe: Row | None = (
-        stripes[0] if stripes else await ctx.db.fetch_one(Q.psps_stripe_busiest, config=cfg.name)
-    )
-    if stripe is None:
-        return 0
-    handled = 0
+async def build(
+    ctx: AgentContext, cfg: LoadingConfig, kind: str, item_id: int, batch_id: int
+) -> builders.P2Result:
+    """The tables of one item's batch."""
+    if kind == "P2":
+        return await build_p2(ctx, cfg, item_id)
+    if kind == "ST":
+        return await build_st(ctx, cfg, item_id, batch_id)
+    if kind == "OB":
+        return await build_ob(ctx, cfg, item_id, batch_id)
+    raise BatchError(f"{kind} items are not built by loaders (IN: ippctl psps init)")
+
+
+async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int) -> builders.P2Result:
+    frame = await ctx.db.fetch_one(Q.psps_p2_frame, cam_id=cam_id)
+    if frame is None or not frame["path_base"]:
+        raise BatchError(f"camRun {cam_id}: no camera products recorded")
+    key = rule("camera", "PSASTRO.OUTPUT").filename(frame["path_base"])
+    storage = Storage(ctx.db)
+    info = await storage.stat(key)
+    path = await storage.locate(key)
     try:
-        async for (item,) in ctx.claimed(
-            ITEM_SPEC, limit=1, config=cfg.name, stripe=stripe["stripe"], types=types
-        ):
-            await load_item(ctx, cfg, PspsItem.from_row(item))
-            handled += 1
-    finally:
-        if stripes:
-            await ctx.claimer.release(STRIPE_SPEC, stripe["id"])
-    return handled
+        _, chips = await asyncio.to_thread(catalogs.read_smf, path)
+    except catalogs.CatalogError as exc:
+        raise BatchError(f"camRun {cam_id}: {exc}") from None
+    return await asyncio.to_thread(
+        builders.p2_batch,
+        frame,
+        chips,
+        _dvo(ctx, cfg.dvo_location),
+        survey_id=int(cfg.survey_id),
+        smf_md5=info.md5sum,
+        test_mode=bool(cfg.test_mode),
+    )
 
 
-async def run_once(ctx: AgentContext) -> int:
-    return await for_each(ctx.db, ctx.config or "all", lambda cfg: load_config(ctx, cfg))
+async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int, batch_id: int) -> builders.P2Result:
+    stack = await ctx.db.fetch_one(Q.psps_st_stack, stack_id=stack_id)
+    if stack is None or not stack["path_base"]:
+        raise BatchError(f"stackRun {stack_id}: no stack products recorded")
+    key = rule("stack", "PPSTACK.SOURCES").filename(stack["path_base"])
+    path = await Storage(ctx.db).locate(key)
+    try:
+        header, table = await asyncio.to_thread(catalogs.read_cmf, path)
+    except catalogs.CatalogError as exc:
+        raise BatchError(f"stackRun {stack_id}: {exc}") from None
+    warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs, stack_id=stack_id)]
+    return builders.st_batch(stack, header, table, warps, batch_id=batch_id, survey_id=int(cfg.survey_id))
+
+
+async def build_ob(
+    ctx: AgentContext, cfg: LoadingConfig, region_index: int, batch_id: int
+) -> builders.P2Result:
+    cache = _dvo(ctx, cfg.dvo_location)
+    region = next((r for r in cache.regions() if r.index == region_index), None)
+    if region is None:
+        raise BatchError(f"DVO region {region_index} is not in SkyTable.fits with catalog files")
+    objects, averages = await asyncio.to_thread(lambda: (cache.db.objects(region), cache.db.averages(region)))
+    return builders.ob_batch(region_index, objects, averages, batch_id=batch_id, survey_id=int(cfg.survey_id))
+
+
+def _dvo(ctx: AgentContext, location: str) -> DvoCache:
+    """One DVO cache per catalog directory for the agent's life (files re-read on change)."""
+    caches: dict[str, DvoCache] = ctx.resources.setdefault("dvo", {})
+    if location not in caches:
+        caches[location] = DvoCache(Path(location))
+    return caches[location]

@@ -49,6 +49,36 @@ HELP = {
 }
 
 
+# -- the agent -----------------------------------------------------------------------------
+
+
+async def run_once(ctx: AgentContext) -> int:
+    """Take a sample (and redraw) when the interval has passed; always idle afterwards."""
+    last = ctx.resources.get("last_sample_at")
+    if last is not None and time.monotonic() - last < ctx.settings.metrics_interval_s:
+        return 0
+    ctx.resources["last_sample_at"] = time.monotonic()
+    started = time.monotonic()
+    summary, taken, _ = await snapshot(ctx.db, ctx.config or "all")
+    await metrics.record(ctx.db, taken, summary.taken_at)
+    pruned = await metrics.prune(ctx.db, ctx.settings.metrics_retention_days)
+    try:
+        written = await draw(ctx, summary.configs)
+    except (IppError, OSError, ValueError) as exc:
+        ctx.log.error("plots_failed", error=str(exc))
+        ctx.item_failed(f"plots: {exc}")
+        written = []
+    ctx.count("samples", len(taken))
+    ctx.log.info(
+        "metrics_sampled",
+        samples=len(taken),
+        pruned=pruned,
+        plots=len(written),
+        duration_s=round(time.monotonic() - started, 3),
+    )
+    return 0
+
+
 # -- one snapshot -------------------------------------------------------------------------
 
 
@@ -247,30 +277,3 @@ async def draw(ctx: AgentContext, names: list[str]) -> list[Path]:
     written += await plots.lifecycle(ctx.db, out)
     await asyncio.to_thread(keep_newest, out, names, written)
     return written
-
-
-async def run_once(ctx: AgentContext) -> int:
-    """Take a sample (and redraw) when the interval has passed; always idle afterwards."""
-    last = ctx.resources.get("last_sample_at")
-    if last is not None and time.monotonic() - last < ctx.settings.metrics_interval_s:
-        return 0
-    ctx.resources["last_sample_at"] = time.monotonic()
-    started = time.monotonic()
-    summary, taken, _ = await snapshot(ctx.db, ctx.config or "all")
-    await metrics.record(ctx.db, taken, summary.taken_at)
-    pruned = await metrics.prune(ctx.db, ctx.settings.metrics_retention_days)
-    try:
-        written = await draw(ctx, summary.configs)
-    except (IppError, OSError, ValueError) as exc:
-        ctx.log.error("plots_failed", error=str(exc))
-        ctx.item_failed(f"plots: {exc}")
-        written = []
-    ctx.count("samples", len(taken))
-    ctx.log.info(
-        "metrics_sampled",
-        samples=len(taken),
-        pruned=pruned,
-        plots=len(written),
-        duration_s=round(time.monotonic() - started, 3),
-    )
-    return 0

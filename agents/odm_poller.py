@@ -30,20 +30,75 @@ STAGES = ("unloaded", "unmergeworthy", "unmerged", "all")
 PER_PASS = 500
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--type", default="all", choices=(*BATCH_TYPES, "all"), help="poll only batches of this type"
-    )
-    parser.add_argument(
-        "--stage", default="all", choices=STAGES, help="poll only batches waiting for this stage"
-    )
+# -- the agent -----------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
-    async with odm.session(ctx.settings.odm_timeout_s) as http:
-        ctx.resources["http"] = http
-        yield
+async def run_once(ctx: AgentContext) -> int:
+    return await for_each(ctx.db, ctx.config or "all", lambda cfg: poll_config(ctx, cfg))
+
+
+async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
+    kind = ctx.args.type
+    types = tuple(t for t in BATCH_TYPES if kind in ("all", t))
+    batches = await ctx.db.fetch_all(
+        Q.odm_poll_batches,
+        config=cfg.name,
+        types=types,
+        stage=ctx.args.stage,
+        recheck_us=int(ctx.settings.poll_interval_s * 1e6),
+        limit=PER_PASS,
+    )
+    if not batches:
+        return 0
+    ctx.begin_item(f"{cfg.name}: {len(batches)} batches")
+    gate = asyncio.Semaphore(ctx.settings.odm_parallel)
+    # every check runs to its end before a database error (the first) is raised
+    outcomes = await asyncio.gather(*(poll_batch(ctx, b, gate) for b in batches), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    results = [o for o in outcomes if not isinstance(o, BaseException)]
+    moved = sum(1 for m, _ in results if m)
+    errors = sum(1 for _, e in results if e)
+    if errors:
+        ctx.item_failed(
+            f"{errors} of {len(batches)} status checks failed (ODM down, slow or answering nonsense)"
+        )
+    else:
+        ctx.item_done()
+    return moved
+
+
+async def poll_batch(ctx: AgentContext, batch: Row, gate: asyncio.Semaphore) -> tuple[bool, bool]:
+    """(moved on, ODM error) for one batch."""
+    async with gate:
+        try:
+            status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(), batch["name"])
+        except odm.OdmError as exc:
+            ctx.log.warning(
+                "odm_answer_unusable",
+                batch=batch["name"],
+                error=str(exc),
+                action="asked again on a later pass",
+            )
+            return False, True
+    ctx.count("status_checks")
+    if status is None:
+        status = unknown_too_long(ctx, batch)
+        if status is None:
+            await ctx.db.execute(Q.odm_checked, ids=(batch["batch_id"],))
+            return False, False
+    return await record(ctx, batch, status), False
+
+
+def unknown_too_long(ctx: AgentContext, batch: Row) -> odm.OdmStatus | None:
+    """A batch the ODM should have known long ago counts as failed at load."""
+    age = batch["published_s"]
+    if age is not None and age > ctx.settings.odm_unknown_timeout_s:
+        return odm.OdmStatus(
+            "failed", "load", f"the ODM still does not know this batch {int(age)} s after it was published"
+        )
+    return None
 
 
 async def record(ctx: AgentContext, batch: Row, status: odm.OdmStatus) -> bool:
@@ -89,69 +144,17 @@ async def record(ctx: AgentContext, batch: Row, status: odm.OdmStatus) -> bool:
     return True
 
 
-def unknown_too_long(ctx: AgentContext, batch: Row) -> odm.OdmStatus | None:
-    """A batch the ODM should have known long ago counts as failed at load."""
-    age = batch["published_s"]
-    if age is not None and age > ctx.settings.odm_unknown_timeout_s:
-        return odm.OdmStatus(
-            "failed", "load", f"the ODM still does not know this batch {int(age)} s after it was published"
-        )
-    return None
-
-
-async def poll_batch(ctx: AgentContext, batch: Row, gate: asyncio.Semaphore) -> tuple[bool, bool]:
-    """(moved on, ODM error) for one batch."""
-    async with gate:
-        try:
-            status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(), batch["name"])
-        except odm.OdmError as exc:
-            ctx.log.warning(
-                "odm_answer_unusable",
-                batch=batch["name"],
-                error=str(exc),
-                action="asked again on a later pass",
-            )
-            return False, True
-    ctx.count("status_checks")
-    if status is None:
-        status = unknown_too_long(ctx, batch)
-        if status is None:
-            await ctx.db.execute(Q.odm_checked, ids=(batch["batch_id"],))
-            return False, False
-    return await record(ctx, batch, status), False
-
-
-async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
-    kind = ctx.args.type
-    types = tuple(t for t in BATCH_TYPES if kind in ("all", t))
-    batches = await ctx.db.fetch_all(
-        Q.odm_poll_batches,
-        config=cfg.name,
-        types=types,
-        stage=ctx.args.stage,
-        recheck_us=int(ctx.settings.poll_interval_s * 1e6),
-        limit=PER_PASS,
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--type", default="all", choices=(*BATCH_TYPES, "all"), help="poll only batches of this type"
     )
-    if not batches:
-        return 0
-    ctx.begin_item(f"{cfg.name}: {len(batches)} batches")
-    gate = asyncio.Semaphore(ctx.settings.odm_parallel)
-    # every check runs to its end before a database error (the first) is raised
-    outcomes = await asyncio.gather(*(poll_batch(ctx, b, gate) for b in batches), return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    results = [o for o in outcomes if not isinstance(o, BaseException)]
-    moved = sum(1 for m, _ in results if m)
-    errors = sum(1 for _, e in results if e)
-    if errors:
-        ctx.item_failed(
-            f"{errors} of {len(batches)} status checks failed (ODM down, slow or answering nonsense)"
-        )
-    else:
-        ctx.item_done()
-    return moved
+    parser.add_argument(
+        "--stage", default="all", choices=STAGES, help="poll only batches waiting for this stage"
+    )
 
 
-async def run_once(ctx: AgentContext) -> int:
-    return await for_each(ctx.db, ctx.config or "all", lambda cfg: poll_config(ctx, cfg))
+@asynccontextmanager
+async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
+    async with odm.session(ctx.settings.odm_timeout_s) as http:
+        ctx.resources["http"] = http
+        yield

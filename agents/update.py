@@ -50,6 +50,32 @@ REQUESTABLE = ("cleaned", "scrubbed", "error_cleaned")
 PENDING = ("update", "goto_cleaned", "goto_purged", "goto_scrubbed", "new", "reg")
 
 
+# -- the agent -----------------------------------------------------------------------------
+
+
+async def run_once(ctx: AgentContext) -> int:
+    """One pass over the runs in update, inputs' stages first, each run at most once; returns
+    how many were finished or failed (runs that only wait do not count, so the runtime idles
+    rather than spinning on them, and ``--once`` ends)."""
+    stale = await asyncio.to_thread(remove_stale, ctx.settings.update_scratch())
+    if stale:
+        ctx.log.info(
+            "update_scratch_removed",
+            directories=[str(p) for p in stale],
+            reason="left by an update agent that was killed",
+        )
+    handled = 0
+    for stage_name in ORDER:
+        seen: list[int] = []
+        while ctx.keep_going():
+            rows = await ctx.claimer.claim(UPDATE_SPECS[stage_name], limit=1, seen=tuple(seen) or (-1,))
+            if not rows:
+                break
+            seen.append(int(rows[0]["id"]))
+            handled += await update_run(ctx, stage_name, rows[0])
+    return handled
+
+
 class Waiting(IppError):
     """The run cannot be regenerated now, for a reason that may pass."""
 
@@ -644,29 +670,3 @@ async def _update(ctx: AgentContext, stage_name: str, run: Row, log: Any) -> Non
         duration_s=round(asyncio.get_running_loop().time() - started, 3),
         notes=plan.notes or None,
     )
-
-
-# -- the agent -----------------------------------------------------------------------------
-
-
-async def run_once(ctx: AgentContext) -> int:
-    """One pass over the runs in update, inputs' stages first, each run at most once; returns
-    how many were finished or failed (runs that only wait do not count, so the runtime idles
-    rather than spinning on them, and ``--once`` ends)."""
-    stale = await asyncio.to_thread(remove_stale, ctx.settings.update_scratch())
-    if stale:
-        ctx.log.info(
-            "update_scratch_removed",
-            directories=[str(p) for p in stale],
-            reason="left by an update agent that was killed",
-        )
-    handled = 0
-    for stage_name in ORDER:
-        seen: list[int] = []
-        while ctx.keep_going():
-            rows = await ctx.claimer.claim(UPDATE_SPECS[stage_name], limit=1, seen=tuple(seen) or (-1,))
-            if not rows:
-                break
-            seen.append(int(rows[0]["id"]))
-            handled += await update_run(ctx, stage_name, rows[0])
-    return handled
