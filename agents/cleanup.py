@@ -29,7 +29,7 @@ from shared.db.database import Row
 from shared.db.queries import Q
 from shared.formats import catalogs
 from shared.processing.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
-from shared.processing.runclaims import CLEANUP_SPECS
+from shared.processing.runclaims import CLEANUP_SPECS, ClaimedRun
 from shared.processing.runs import components, other_owners, path_base_owners
 from shared.processing.stages import CLEANUP_TARGETS, stage, stage_query
 from shared.runtime.agent import AgentContext
@@ -97,9 +97,9 @@ async def dry_run(ctx: AgentContext) -> int:
                 continue
             run = await ctx.db.fetch_one(stage_query("runs_get", pending["stage"]), id=run_row["id"])
             assert run is not None
-            full_run: dict[str, Any] = {**run, "note": None}
+            full_run = ClaimedRun.from_row({**run, "note": None})
             plan = await plan_run(storage, pending["stage"], full_run, every=second_pass(ctx, full_run))
-            print(f"{pending['stage']} {run['id']} {run['state']} -> {plan.target}")
+            print(f"{pending['stage']} {full_run.id} {full_run.state} -> {plan.target}")
             for comp in plan.components:
                 if comp.problem:
                     print(f"  {comp.name or '-'}: would NOT clean: {comp.problem}")
@@ -139,7 +139,7 @@ class ComponentPlan:
 @dataclass
 class RunPlan:
     stage: str
-    run: Row
+    run: ClaimedRun
     goal: str
     target: str
     components: list[ComponentPlan]
@@ -194,28 +194,28 @@ def _guard(stage_name: str, goal: str, comp: Row, config: Row | None) -> tuple[s
     return None, None
 
 
-def second_pass(ctx: AgentContext, run: Row) -> bool:
+def second_pass(ctx: AgentContext, run: ClaimedRun) -> bool:
     """Whether the run is cleaned in a second pass (every component, REFERENCE 1)."""
     return bool(ctx.args.all_components) or (
-        run.get("label") is not None and run["label"] == ctx.settings.cleanup_second_pass_label
+        run.label is not None and run.label == ctx.settings.cleanup_second_pass_label
     )
 
 
-async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) -> RunPlan:
+async def plan_run(storage: Storage, stage_name: str, run: ClaimedRun, *, every: bool) -> RunPlan:
     st = stage(stage_name)
-    goal = run["state"]
+    goal = run.state
     target = CLEANUP_TARGETS[goal]
     comps = [
         c
-        for c in await components(storage.db, stage_name, run["id"])
+        for c in await components(storage.db, stage_name, run.id)
         if _selected(c, goal, target, st.per_file_state, every)
     ]
     good_smf, smf_note = True, ""
     if stage_name == "chip" and goal == "goto_cleaned":
-        good_smf, smf_note = await _good_smf(storage, run["id"])
+        good_smf, smf_note = await _good_smf(storage, run.id)
     recovery = {
         r["component"]: r["recovery_path_base"]
-        for r in await storage.db.fetch_all(Q.cleanup_recovery_paths, stage=stage_name, id=run["id"])
+        for r in await storage.db.fetch_all(Q.cleanup_recovery_paths, stage=stage_name, id=run.id)
     }
     cfg = config_rule(stage_name)
     config_keys = [cfg.filename(c["path_base"], c["component"]) for c in comps if c["path_base"]]
@@ -224,7 +224,7 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
     logs = compressed_rules(stage_name)
     owners = await path_base_owners(storage.db, [c["path_base"] for c in comps if c["path_base"]])
     inputs = (
-        int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run["id"]) or 0)
+        int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run.id) or 0)
         if any(r.per_input for r in rules)
         else 0
     )
@@ -238,7 +238,7 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
             continue
         config = known.get(parse_key(cfg.filename(base, name)).path)
         plan.problem, plan.note = _guard(stage_name, goal, comp, config)
-        shared = other_owners(owners, base, stage_name, run["id"])
+        shared = other_owners(owners, base, stage_name, run.id)
         if shared:
             plan.problem = (
                 f"path_base {base} is also used by {', '.join(shared)}: its files "
@@ -275,7 +275,7 @@ async def plan_run(storage: Storage, stage_name: str, run: Row, *, every: bool) 
 class RunWork:
     """A claimed run on its way through the batch."""
 
-    run: Row
+    run: ClaimedRun
     plan: RunPlan
     lines: list[str]
     problems: list[str] = field(default_factory=list)
@@ -294,11 +294,11 @@ class RunWork:
         return comp.name or self.plan.stage
 
 
-async def _start(storage: Storage, stage_name: str, run: Row, every: bool) -> RunWork:
+async def _start(storage: Storage, stage_name: str, run: ClaimedRun, every: bool) -> RunWork:
     """Plan the run and log its notes and refusals; a storage or smf error fails it."""
-    target = CLEANUP_TARGETS[run["state"]]
-    lines = [f"cleanup of {stage(stage_name).run_table} {run['id']}: {run['state']}"]
-    work = RunWork(run, RunPlan(stage_name, run, run["state"], target, []), lines)
+    target = CLEANUP_TARGETS[run.state]
+    lines = [f"cleanup of {stage(stage_name).run_table} {run.id}: {run.state}"]
+    work = RunWork(run, RunPlan(stage_name, run, run.state, target, []), lines)
     try:
         work.plan = await plan_run(storage, stage_name, run, every=every)
     except (StorageError, catalogs.CatalogError) as exc:
@@ -413,7 +413,7 @@ async def _record_components(ctx: AgentContext, works: list[RunWork]) -> None:
         if stage(work.plan.stage).per_file_state and work.done:
             await ctx.db.execute(
                 stage_query("cleanup_components_state", work.plan.stage),
-                id=work.run["id"],
+                id=work.run.id,
                 state=work.plan.target,
                 components=tuple(str(c.name) for c in work.done),
             )
@@ -429,7 +429,7 @@ def _run_log_base(plan: RunPlan) -> str:
         if first.name and base.endswith(f".{first.name}"):
             base = base[: -len(first.name) - 1]
         return base
-    return f"{plan.run['workdir'] or 'neb:///cleanup'}/{plan.stage}.{plan.run['id']}"
+    return f"{plan.run.workdir or 'neb:///cleanup'}/{plan.stage}.{plan.run.id}"
 
 
 async def _write_run_logs(storage: Storage, works: list[RunWork], level: int, log: Any) -> None:
@@ -449,9 +449,7 @@ async def _write_run_logs(storage: Storage, works: list[RunWork], level: int, lo
         try:
             await _write_run_log(storage, _run_log_base(work.plan), packed)
         except StorageError as exc:
-            log.warning(
-                "cleanup_log_not_written", stage=work.plan.stage, run_id=work.run["id"], error=str(exc)
-            )
+            log.warning("cleanup_log_not_written", stage=work.plan.stage, run_id=work.run.id, error=str(exc))
 
 
 #: The name of a run's cleanup log after its run base; later ones are ``.cleanup.<n>.log.gz``.
@@ -472,22 +470,22 @@ async def _write_run_log(storage: Storage, base: str, data: bytes) -> str:
 async def _finish(ctx: AgentContext, work: RunWork) -> None:
     """Set the run to its target state, or error_<target> with the reasons in its note."""
     run, plan = work.run, work.plan
-    log = ctx.log.bind(stage=plan.stage, run_id=run["id"], goal=run["state"])
+    log = ctx.log.bind(stage=plan.stage, run_id=run.id, goal=run.state)
     state = f"error_{plan.target}" if work.problems else plan.target
     note = (
         ctx.text.fit(stage(plan.stage).run_table, "note", "; ".join(work.problems))
         if work.problems
-        else run["note"]
+        else run.note
     )
     try:
         await ctx.claimer.finish(
             CLEANUP_SPECS[plan.stage],
             stage_query("cleanup_finish", plan.stage),
-            run["id"],
+            run.id,
             state=state,
             unmagic=not work.problems,
             note=note,
-            goal=run["state"],
+            goal=run.state,
         )
     except ClaimLost as exc:
         log.warning(
@@ -509,14 +507,15 @@ async def clean_batch(ctx: AgentContext, stage_name: str, rows: list[Row]) -> No
     """Clean claimed runs of one stage together and record each one's outcome; only
     database errors escape (then every claim not finished is handed back)."""
     storage = Storage(ctx.db)
-    ctx.begin_item(f"{stage_name} {', '.join(str(r['id']) for r in rows)}")
+    runs = [ClaimedRun.from_row(row) for row in rows]
+    ctx.begin_item(f"{stage_name} {', '.join(str(r.id) for r in runs)}")
     try:
         async with asyncio.TaskGroup() as group:
             planned = [
                 group.create_task(
-                    _start(storage, stage_name, row, second_pass(ctx, row)), name=f"plan-{row['id']}"
+                    _start(storage, stage_name, run, second_pass(ctx, run)), name=f"plan-{run.id}"
                 )
-                for row in rows
+                for run in runs
             ]
         works = [task.result() for task in planned]
         # A run is finished once started (the batch is ours); pause and stop are honoured
@@ -533,7 +532,7 @@ async def clean_batch(ctx: AgentContext, stage_name: str, rows: list[Row]) -> No
             await _finish(ctx, work)
     except BaseException:
         spec = CLEANUP_SPECS[stage_name]
-        for row in rows:
-            if (spec, row["id"]) in ctx.claimer.held.items():
-                await ctx.claimer.release(spec, row["id"])
+        for run in runs:
+            if (spec, run.id) in ctx.claimer.held.items():
+                await ctx.claimer.release(spec, run.id)
         raise

@@ -26,7 +26,7 @@ from shared.core.errors import IppError, ObjectExists, StorageError
 from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.processing.filerules import config_rule, regenerated_rules, rule, rules_for
-from shared.processing.runclaims import UPDATE_SPECS
+from shared.processing.runclaims import UPDATE_SPECS, ClaimedRun
 from shared.processing.runs import components, request_update
 from shared.processing.stages import StageError, stage, stage_query
 from shared.runtime.agent import AgentContext, ItemEvents
@@ -71,8 +71,9 @@ async def run_once(ctx: AgentContext) -> int:
             rows = await ctx.claimer.claim(UPDATE_SPECS[stage_name], limit=1, seen=tuple(seen) or (-1,))
             if not rows:
                 break
-            seen.append(int(rows[0]["id"]))
-            handled += await update_run(ctx, stage_name, rows[0])
+            run = ClaimedRun.from_row(rows[0])
+            seen.append(run.id)
+            handled += await update_run(ctx, stage_name, run)
     return handled
 
 
@@ -112,7 +113,7 @@ class InputRun:
 @dataclass
 class Plan:
     stage: str
-    run: Row
+    run: ClaimedRun
     finished: list[str] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
     inputs: list[InputRun] = field(default_factory=list)
@@ -147,13 +148,13 @@ def _sky_pixels(stage_name: str, prefix: str, path_base: str, e: dict[str, Any])
 class Planner:
     """Works out, for one claimed run, what is missing and what regenerating it reads."""
 
-    def __init__(self, storage: Storage, stage_name: str, run: Row) -> None:
+    def __init__(self, storage: Storage, stage_name: str, run: ClaimedRun) -> None:
         self.storage, self.db = storage, storage.db
         self.plan = Plan(stage_name, run)
         self.stage = stage_name
 
     async def build(self) -> Plan:
-        comps = await components(self.db, self.stage, self.plan.run["id"])
+        comps = await components(self.db, self.stage, self.plan.run.id)
         chosen = []
         for c in comps:
             label = c["component"] or self.stage
@@ -227,14 +228,14 @@ class Planner:
     async def _context(self, query: Any, comps: list[Row], problem: str) -> Row:
         """The run's context row (UpdateFailed naming ``problem`` if absent), with the streak
         run's magic_id taken for restoring magicked."""
-        row = await self.db.fetch_one(query, id=self.plan.run["id"])
+        row = await self.db.fetch_one(query, id=self.plan.run.id)
         if row is None:
-            raise UpdateFailed(f"{stage(self.stage).run_table} {self.plan.run['id']}: {problem}")
+            raise UpdateFailed(f"{stage(self.stage).run_table} {self.plan.run.id}: {problem}")
         self._magic(row["magic_id"], comps)
         return row
 
     async def _chip(self, comps: list[Row]) -> None:
-        run_id = self.plan.run["id"]
+        run_id = self.plan.run.id
         ctx = await self._context(Q.update_chip_context, comps, "its rawExp row is missing")
         e = _exposure(ctx)
         raws = {r["class_id"]: r for r in await self.db.fetch_all(Q.update_chip_raws, exp_id=ctx["exp_id"])}
@@ -322,12 +323,12 @@ class Planner:
         missing = [n for _c, task in await self._tasks(comps) for n in task.outputs]
         if missing:
             raise UpdateFailed(
-                f"camRun {self.plan.run['id']}: {', '.join(missing)} missing; "
+                f"camRun {self.plan.run.id}: {', '.join(missing)} missing; "
                 "camera products are not regenerated (re-run the camera stage)"
             )
 
     async def _warp(self, comps: list[Row]) -> None:
-        run_id = self.plan.run["id"]
+        run_id = self.plan.run.id
         ctx = await self._context(Q.update_warp_context, comps, "its camera, chip or exposure row is missing")
         e = _exposure(ctx)
         chips: dict[str, dict[str, list[str]]] = {}
@@ -350,7 +351,7 @@ class Planner:
             self.plan.tasks.append(task)
 
     async def _stack(self, comps: list[Row]) -> None:
-        run_id = self.plan.run["id"]
+        run_id = self.plan.run.id
         ctx = await self._context(Q.update_stack_context, comps, "the run row is missing")
         tasks = [(c, t) for c, t in await self._tasks(comps) if t.outputs]
         if not tasks:
@@ -375,7 +376,7 @@ class Planner:
             self.plan.tasks.append(task)
 
     async def _diff(self, comps: list[Row]) -> None:
-        run_id = self.plan.run["id"]
+        run_id = self.plan.run.id
         await self._context(Q.update_diff_context, comps, "the run row is missing")
         tasks = [(c, t) for c, t in await self._tasks(comps) if t.outputs]
         if not tasks:
@@ -409,7 +410,7 @@ class Planner:
 
     def _magic(self, magic_id: Any, comps: list[Row]) -> None:
         """The streak run whose magic_id a destreaked run (magicked -1) gets back."""
-        cleaned = int(self.plan.run["magicked"] or 0) < 0 or any(int(c["magicked"] or 0) < 0 for c in comps)
+        cleaned = self.plan.run.magicked < 0 or any(int(c["magicked"] or 0) < 0 for c in comps)
         if cleaned and magic_id is None:
             raise UpdateFailed(
                 "the run was destreaked (magicked -1) but no streak run "
@@ -449,7 +450,7 @@ async def check_inputs(ctx: AgentContext, plan: Plan) -> None:
             ctx.log.info(
                 "update_input_requested",
                 stage=plan.stage,
-                run_id=plan.run["id"],
+                run_id=plan.run.id,
                 input_stage=i.stage,
                 input_id=i.run_id,
                 was=i.state,
@@ -521,7 +522,7 @@ def _stage_paths(plan: Plan, scratch: Path) -> dict[str, Path]:
 
 async def regenerate(ctx: AgentContext, storage: Storage, plan: Plan) -> None:
     """Run the stage's processor on a job for every task, then store what it wrote."""
-    async with scratch_dir(ctx.settings.update_scratch(), f"{plan.stage}.{plan.run['id']}.") as scratch:
+    async with scratch_dir(ctx.settings.update_scratch(), f"{plan.stage}.{plan.run.id}.") as scratch:
         staged = _stage_paths(plan, scratch)
         await asyncio.to_thread((scratch / "out").mkdir)
         paths = await _input_paths(storage, plan, {})
@@ -553,7 +554,7 @@ async def regenerate(ctx: AgentContext, storage: Storage, plan: Plan) -> None:
         ctx.log.debug(
             "update_processor_done",
             stage=plan.stage,
-            run_id=plan.run["id"],
+            run_id=plan.run.id,
             duration_s=round(result.duration_s, 3),
         )
         await _store(storage, plan, staged)
@@ -583,7 +584,7 @@ async def _store(storage: Storage, plan: Plan, staged: dict[str, Path]) -> None:
 
 async def finish(ctx: AgentContext, plan: Plan) -> None:
     """Components and run full in one transaction, magicked restored, wait row cleared."""
-    stage_name, run_id = plan.stage, plan.run["id"]
+    stage_name, run_id = plan.stage, plan.run.id
     note = ctx.text.fit(stage(stage_name).run_table, "note", "; ".join(plan.notes)) or None
 
     async def record(tx: Tx) -> None:
@@ -607,9 +608,9 @@ async def finish(ctx: AgentContext, plan: Plan) -> None:
     await ctx.db.transaction(record, name="update_finish")
 
 
-async def postpone(ctx: AgentContext, stage_name: str, run: Row, reason: str, *, failed: bool) -> None:
+async def postpone(ctx: AgentContext, stage_name: str, run: ClaimedRun, reason: str, *, failed: bool) -> None:
     """Hand the claim back with the reason in the run's note and a wait (or failed) row."""
-    previous = await ctx.db.fetch_one(Q.update_wait_get, stage=stage_name, id=run["id"])
+    previous = await ctx.db.fetch_one(Q.update_wait_get, stage=stage_name, id=run.id)
     attempts = int(previous["attempts"]) if previous else 0
     delay_s = ctx.settings.update_wait_s * 2 ** min(attempts, 3)
     note = ctx.text.fit(
@@ -620,29 +621,29 @@ async def postpone(ctx: AgentContext, stage_name: str, run: Row, reason: str, *,
         await tx.execute(
             Q.update_wait_set,
             stage=stage_name,
-            id=run["id"],
+            id=run.id,
             delay_us=int(delay_s * 1e6),
             reason=ctx.text.fit("update_wait", "reason", reason),
             failed=int(failed),
         )
         await ctx.claimer.finish_in(
-            tx, UPDATE_SPECS[stage_name], stage_query("update_release", stage_name), run["id"], note=note
+            tx, UPDATE_SPECS[stage_name], stage_query("update_release", stage_name), run.id, note=note
         )
 
     await ctx.db.transaction(record, name="update_postpone")
 
 
-async def update_run(ctx: AgentContext, stage_name: str, run: Row) -> bool:
+async def update_run(ctx: AgentContext, stage_name: str, run: ClaimedRun) -> bool:
     """Bring one claimed run back to full, or leave it waiting or failed with the reason;
     True unless it is only waiting (so a pass that only waited counts as idle)."""
-    log = ctx.log.bind(stage=stage_name, run_id=run["id"])
+    log = ctx.log.bind(stage=stage_name, run_id=run.id)
     waited = False
 
     async def failed(reason: str) -> None:
         await postpone(ctx, stage_name, run, reason, failed=True)
 
     async with ctx.working_on(
-        f"{stage_name} {run['id']} update", EVENTS, failed, failures=(UpdateFailed, StorageError), log=log
+        f"{stage_name} {run.id} update", EVENTS, failed, failures=(UpdateFailed, StorageError), log=log
     ):
         try:
             await _update(ctx, stage_name, run, log)
@@ -653,7 +654,7 @@ async def update_run(ctx: AgentContext, stage_name: str, run: Row) -> bool:
     return not waited
 
 
-async def _update(ctx: AgentContext, stage_name: str, run: Row, log: Any) -> None:
+async def _update(ctx: AgentContext, stage_name: str, run: ClaimedRun, log: Any) -> None:
     storage = Storage(ctx.db)
     started = asyncio.get_running_loop().time()
     plan = await Planner(storage, stage_name, run).build()

@@ -8,6 +8,9 @@ the sweeper and that covers the update claims too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from shared.db.database import Row
 from shared.processing.stages import LIFECYCLE_STAGES, stage, stage_query, table_query
 from shared.runtime.claims import ClaimSpec
 
@@ -29,3 +32,28 @@ def run_spec(stage_name: str, purpose: str) -> ClaimSpec:
 
 CLEANUP_SPECS = {name: run_spec(name, "cleanup") for name in LIFECYCLE_STAGES}
 UPDATE_SPECS = {name: run_spec(name, "update") for name in LIFECYCLE_STAGES}
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run the cleanup or update agent claimed (``cleanup_claim_<stage>``,
+    ``update_claim_<stage>``: the same columns for every stage), or read for a dry run."""
+
+    id: int
+    state: str
+    label: str | None
+    workdir: str | None
+    #: Negative once destreaked pixels were removed (stack runs: always 0).
+    magicked: int
+    note: str | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> ClaimedRun:
+        return cls(
+            int(row["id"]),
+            str(row["state"]),
+            row["label"],
+            row["workdir"],
+            int(row["magicked"] or 0),
+            row.get("note"),
+        )
