@@ -19,11 +19,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from shared.core.errors import IppError
-from shared.db.database import Row
 from shared.db.queries import Q
 from shared.distribution import datastore
 from shared.psps import odm
-from shared.psps.configs import DELETION_TARGETS, LoadingConfig, for_each, parse_policy
+from shared.psps.configs import (
+    DELETION_TARGETS,
+    CleanerBatch,
+    LoadingConfig,
+    for_each,
+    parse_policy,
+)
 from shared.runtime.agent import AgentContext
 
 NAME = "batch_cleaner"
@@ -41,27 +46,27 @@ async def clean_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     policy = parse_policy(cfg.deletion_policy)
     batches = await ctx.db.fetch_all(Q.cleaner_batches, config=cfg.name, limit=PER_PASS)
     done = 0
-    for batch in batches:
+    for batch in map(CleanerBatch.from_row, batches):
         if not ctx.keep_going():
             break
-        ctx.begin_item(f"{cfg.name} {batch['name']}")
+        ctx.begin_item(f"{cfg.name} {batch.name}")
         done += await clean_batch(ctx, cfg, batch, policy)
         ctx.item_done()
     return done
 
 
 async def clean_batch(
-    ctx: AgentContext, cfg: LoadingConfig, batch: Row, policy: dict[str, tuple[str, ...]]
+    ctx: AgentContext, cfg: LoadingConfig, batch: CleanerBatch, policy: dict[str, tuple[str, ...]]
 ) -> int:
     """Delete what is due for one batch; returns the deletions recorded as succeeded."""
     todo = wanted(batch, policy)
     done, failed = 0, False
-    log = ctx.log.bind(batch=batch["name"], config=cfg.name, type=batch["type"])
+    log = ctx.log.bind(batch=batch.name, config=cfg.name, type=batch.type)
     for target in DELETION_TARGETS:
         if target not in todo:
             continue
         if not due(ctx, batch, target):
-            failed = failed or batch[f"deleted_{target}"] != "succeeded"
+            failed = failed or batch.deleted[target] != "succeeded"
             continue
         try:
             note = await DELETERS[target](ctx, cfg, batch)
@@ -69,7 +74,7 @@ async def clean_batch(
             failed = True
             await ctx.db.execute(
                 Q.batch_deleted,
-                batch_id=batch["batch_id"],
+                batch_id=batch.batch_id,
                 target=target,
                 state="failed",
                 note=ctx.text.fit("psps_batch", "note", f"delete {target}: {exc}"),
@@ -80,23 +85,23 @@ async def clean_batch(
             ctx.count(f"delete_{target}_failed")
             continue
         await ctx.db.execute(
-            Q.batch_deleted, batch_id=batch["batch_id"], target=target, state="succeeded", note=None
+            Q.batch_deleted, batch_id=batch.batch_id, target=target, state="succeeded", note=None
         )
         log.info("batch_copy_deleted", target=target, note=note)
         ctx.count(f"deleted_{target}")
         done += 1
     if final(batch) and not failed:
-        await ctx.db.execute(Q.batch_cleaned, batch_id=batch["batch_id"])
+        await ctx.db.execute(Q.batch_cleaned, batch_id=batch.batch_id)
     return done
 
 
-def due(ctx: AgentContext, batch: Row, target: str) -> bool:
+def due(ctx: AgentContext, batch: CleanerBatch, target: str) -> bool:
     """Not deleted yet, and not a failure too recent to try again."""
-    state = batch[f"deleted_{target}"]
+    state = batch.deleted[target]
     if state == "succeeded":
         return False
-    age = batch[f"{target}_age_s"]
-    return state == "pending" or age is None or float(age) >= ctx.settings.batch_retry_s
+    age = batch.age_s[target]
+    return state == "pending" or age is None or age >= ctx.settings.batch_retry_s
 
 
 class DeleteFailed(IppError):
@@ -110,38 +115,38 @@ async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
         yield
 
 
-def verdicts(batch: Row) -> list[str]:
+def verdicts(batch: CleanerBatch) -> list[str]:
     """The policy states a batch has reached."""
     found = []
-    if batch["merge_worthy"] == "succeeded":
+    if batch.merge_worthy == "succeeded":
         found.append("merge_worthy")
-    if batch["merged"] == "succeeded":
+    if batch.merged == "succeeded":
         found.append("merged")
-    if "failed" in (batch["processed"], batch["loaded_to_odm"], batch["merge_worthy"], batch["merged"]):
+    if "failed" in (batch.processed, batch.loaded_to_odm, batch.merge_worthy, batch.merged):
         found.append("failed")
     return found
 
 
-def wanted(batch: Row, policy: dict[str, tuple[str, ...]]) -> set[str]:
+def wanted(batch: CleanerBatch, policy: dict[str, tuple[str, ...]]) -> set[str]:
     """The copies to delete: every one for a purged batch, else what the policy says."""
-    if batch["purged"]:
+    if batch.purged:
         return set(DELETION_TARGETS)
     return {t for v in verdicts(batch) for t in policy.get(v, ())}
 
 
-def final(batch: Row) -> bool:
+def final(batch: CleanerBatch) -> bool:
     """PSPS will say nothing more about this batch."""
-    return bool(batch["purged"]) or batch["merged"] == "succeeded" or "failed" in verdicts(batch)
+    return batch.purged or batch.merged == "succeeded" or "failed" in verdicts(batch)
 
 
 # -- the three copies ----------------------------------------------------------------------
 
 
-async def delete_datastore(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str | None:
-    if not batch["fileset"]:
+async def delete_datastore(ctx: AgentContext, cfg: LoadingConfig, batch: CleanerBatch) -> str | None:
+    if not batch.fileset:
         return "never published on the DataStore"
     try:
-        deleted = await datastore.remove_fileset(ctx.db, cfg.datastore_product, batch["fileset"])
+        deleted = await datastore.remove_fileset(ctx.db, cfg.datastore_product, batch.fileset)
     except datastore.NotFound:
         return f"product {cfg.datastore_product} is gone"
     except datastore.DataStoreError as exc:
@@ -149,27 +154,27 @@ async def delete_datastore(ctx: AgentContext, cfg: LoadingConfig, batch: Row) ->
     return "already gone from the DataStore" if deleted is None else None
 
 
-async def delete_dxlayer(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str | None:
+async def delete_dxlayer(ctx: AgentContext, cfg: LoadingConfig, batch: CleanerBatch) -> str | None:
     try:
         had = await odm.delete_dxlayer_copy(
-            ctx.resources["http"], ctx.settings.odm_base_url(), batch["name"], ctx.settings.odm_token
+            ctx.resources["http"], ctx.settings.odm_base_url(), batch.name, ctx.settings.odm_token
         )
     except odm.OdmError as exc:
         raise DeleteFailed(str(exc)) from None
     return None if had else "the DXLayer had no copy"
 
 
-def _local_files(ctx: AgentContext, batch: Row) -> list[Path]:
-    if not batch["fits_path"]:
+def _local_files(ctx: AgentContext, batch: CleanerBatch) -> list[Path]:
+    if not batch.fits_path:
         return []
-    fits_path = Path(batch["fits_path"])
+    fits_path = Path(batch.fits_path)
     root = (Path(ctx.settings.var_dir) / "psps").resolve()
     if not fits_path.resolve().is_relative_to(root):
         raise DeleteFailed(f"{fits_path} is outside {root}: not deleting it")
-    return [fits_path, fits_path.with_name(f"{batch['name']}.manifest.json")]
+    return [fits_path, fits_path.with_name(f"{batch.name}.manifest.json")]
 
 
-async def delete_local(ctx: AgentContext, cfg: LoadingConfig, batch: Row) -> str | None:
+async def delete_local(ctx: AgentContext, cfg: LoadingConfig, batch: CleanerBatch) -> str | None:
     files = _local_files(ctx, batch)
     gone = 0
     for path in files:

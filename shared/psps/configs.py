@@ -306,3 +306,45 @@ async def for_each(db: Database, which: str, work: Callable[[LoadingConfig], Awa
     for cfg in await configs(db, which):
         total += await work(cfg)
     return total
+
+
+@dataclass(frozen=True)
+class CleanerBatch:
+    """A batch the batch cleaner looks at (``cleaner_batches``): PSPS's verdicts so far and,
+    per copy (``DELETION_TARGETS``), whether it was deleted and how long ago that was tried."""
+
+    batch_id: int
+    name: str
+    config: str
+    type: str
+    fileset: str | None
+    fits_path: str | None
+    purged: bool
+    processed: str
+    loaded_to_odm: str
+    merge_worthy: str
+    merged: str
+    #: deleted_<target>: pending, succeeded or failed
+    deleted: Mapping[str, str]
+    #: seconds since the last deletion attempt of each copy (None: never tried)
+    age_s: Mapping[str, float | None]
+
+    @classmethod
+    def from_row(cls, row: Row) -> CleanerBatch:
+        return cls(
+            batch_id=int(row["batch_id"]),
+            name=str(row["name"]),
+            config=str(row["config"]),
+            type=str(row["type"]),
+            fileset=row["fileset"],
+            fits_path=row["fits_path"],
+            purged=bool(row["purged"]),
+            processed=str(row["processed"]),
+            loaded_to_odm=str(row["loaded_to_odm"]),
+            merge_worthy=str(row["merge_worthy"]),
+            merged=str(row["merged"]),
+            deleted={t: str(row[f"deleted_{t}"]) for t in DELETION_TARGETS},
+            age_s={
+                t: None if row[f"{t}_age_s"] is None else float(row[f"{t}_age_s"]) for t in DELETION_TARGETS
+            },
+        )
