@@ -19,9 +19,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from shared.db.database import Row, Tx
+from shared.db.database import Tx
 from shared.db.queries import Q
 from shared.psps import BATCH_TYPES, odm
+from shared.psps.claims import PolledBatch
 from shared.psps.configs import LoadingConfig, for_each
 from shared.runtime.agent import AgentContext
 
@@ -53,7 +54,9 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     ctx.begin_item(f"{cfg.name}: {len(batches)} batches")
     gate = asyncio.Semaphore(ctx.settings.odm_parallel)
     # every check runs to its end before a database error (the first) is raised
-    outcomes = await asyncio.gather(*(poll_batch(ctx, b, gate) for b in batches), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(poll_batch(ctx, PolledBatch.from_row(b), gate) for b in batches), return_exceptions=True
+    )
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
@@ -69,15 +72,15 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     return moved
 
 
-async def poll_batch(ctx: AgentContext, batch: Row, gate: asyncio.Semaphore) -> tuple[bool, bool]:
+async def poll_batch(ctx: AgentContext, batch: PolledBatch, gate: asyncio.Semaphore) -> tuple[bool, bool]:
     """(moved on, ODM error) for one batch."""
     async with gate:
         try:
-            status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(), batch["name"])
+            status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(), batch.name)
         except odm.OdmError as exc:
             ctx.log.warning(
                 "odm_answer_unusable",
-                batch=batch["name"],
+                batch=batch.name,
                 error=str(exc),
                 action="asked again on a later pass",
             )
@@ -86,14 +89,14 @@ async def poll_batch(ctx: AgentContext, batch: Row, gate: asyncio.Semaphore) -> 
     if status is None:
         status = unknown_too_long(ctx, batch)
         if status is None:
-            await ctx.db.execute(Q.odm_checked, ids=(batch["batch_id"],))
+            await ctx.db.execute(Q.odm_checked, ids=(batch.batch_id,))
             return False, False
     return await record(ctx, batch, status), False
 
 
-def unknown_too_long(ctx: AgentContext, batch: Row) -> odm.OdmStatus | None:
+def unknown_too_long(ctx: AgentContext, batch: PolledBatch) -> odm.OdmStatus | None:
     """A batch the ODM should have known long ago counts as failed at load."""
-    age = batch["published_s"]
+    age = batch.published_s
     if age is not None and age > ctx.settings.odm_unknown_timeout_s:
         return odm.OdmStatus(
             "failed", "load", f"the ODM still does not know this batch {int(age)} s after it was published"
@@ -101,12 +104,12 @@ def unknown_too_long(ctx: AgentContext, batch: Row) -> odm.OdmStatus | None:
     return None
 
 
-async def record(ctx: AgentContext, batch: Row, status: odm.OdmStatus) -> bool:
+async def record(ctx: AgentContext, batch: PolledBatch, status: odm.OdmStatus) -> bool:
     """Write what the ODM said (and requeue the item of a failed batch) in one transaction;
     True if the batch moved on."""
     stages = status.stages()
-    if all(batch[c] == stages[c] for c in stages):
-        await ctx.db.execute(Q.odm_checked, ids=(batch["batch_id"],))
+    if all(batch.stage(c) == stages[c] for c in stages):
+        await ctx.db.execute(Q.odm_checked, ids=(batch.batch_id,))
         return False
     failed = status.status == "failed"
     note = f"PSPS {status.stage}: {status.reason}" if failed else None
@@ -114,7 +117,7 @@ async def record(ctx: AgentContext, batch: Row, status: odm.OdmStatus) -> bool:
     async def write(tx: Tx) -> None:
         await tx.execute(
             Q.odm_record,
-            batch_id=batch["batch_id"],
+            batch_id=batch.batch_id,
             status=status.status,
             loaded=stages["loaded_to_odm"],
             worthy=stages["merge_worthy"],
@@ -125,16 +128,18 @@ async def record(ctx: AgentContext, batch: Row, status: odm.OdmStatus) -> bool:
         if failed:
             await tx.execute(
                 Q.psps_item_requeue,
-                config=batch["config"],
-                type=batch["type"],
-                item_id=batch["item_id"],
-                batch_id=batch["batch_id"],
+                config=batch.config,
+                type=batch.type,
+                item_id=batch.item_id,
+                batch_id=batch.batch_id,
                 max_attempts=ctx.settings.psps_max_attempts,
-                note=f"batch {batch['name']} failed in PSPS: {note}"[:1000],
+                note=ctx.text.fit(
+                    "psps_item", "note", f"batch {batch.name} failed in PSPS: {note}", reserve=40
+                ),
             )
 
     await ctx.db.transaction(write, name="odm_record")
-    log = ctx.log.bind(batch=batch["name"], config=batch["config"], type=batch["type"])
+    log = ctx.log.bind(batch=batch.name, config=batch.config, type=batch.type)
     if failed:
         log.warning("batch_failed_in_psps", stage=status.stage, reason=status.reason)
         ctx.count("batches_failed")

@@ -13,6 +13,7 @@ from typing import Any
 from shared.core.cli import EXIT_FAILED, EXIT_OK
 from shared.core.settings import Settings
 from shared.ctl.output import print_json, table, with_db
+from shared.db.columns import TextLimits
 from shared.db.database import Database, Row
 from shared.db.queries import Q
 from shared.distribution import datastore
@@ -240,6 +241,7 @@ async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int
             print(f"{args.config}: no batches {first}..{last}")
             return EXIT_FAILED
         failed = 0
+        limits = await TextLimits.read(db)
         for row in rows:
             if not row["fileset"]:
                 print(f"{row['name']}: never published on the DataStore")
@@ -252,7 +254,7 @@ async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int
                         batch_id=row["batch_id"],
                         target="datastore",
                         state="failed",
-                        note=str(exc)[:1024],
+                        note=limits.fit("psps_batch", "note", str(exc)),
                     )
                     print(f"{row['name']}: NOT removed: {exc}")
                     failed += 1

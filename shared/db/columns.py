@@ -28,10 +28,11 @@ class TextLimits:
         rows = await db.fetch_all(Q.text_column_limits)
         return cls({(str(r["tbl"]), str(r["col"])): int(r["n"]) for r in rows})
 
-    def fit(self, table: str, column: str, text: str) -> str:
-        """``text`` cut to the column's length (its last character then marks the cut)."""
+    def fit(self, table: str, column: str, text: str, *, reserve: int = 0) -> str:
+        """``text`` cut to the column's length less ``reserve`` characters (room for what a
+        statement appends to it); its last character then marks the cut."""
         try:
-            limit = self.lengths[(table, column)]
+            limit = self.lengths[(table, column)] - reserve
         except KeyError:
             raise ValueError(f"no text column {table}.{column} in the schema") from None
         return text if len(text) <= limit else text[: limit - len(CUT)] + CUT

@@ -50,3 +50,42 @@ class PspsItem:
             int(row["attempts"]),
             None if row["batch_id"] is None else int(row["batch_id"]),
         )
+
+
+@dataclass(frozen=True)
+class PolledBatch:
+    """A published batch the ODM poller asks about (``odm_poll_batches``)."""
+
+    batch_id: int
+    name: str
+    config: str
+    type: str
+    item_id: int
+    loaded_to_odm: str
+    merge_worthy: str
+    merged: str
+    #: Seconds since it was published on the DataStore.
+    published_s: float | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> PolledBatch:
+        return cls(
+            int(row["batch_id"]),
+            str(row["name"]),
+            str(row["config"]),
+            str(row["type"]),
+            int(row["item_id"]),
+            str(row["loaded_to_odm"]),
+            str(row["merge_worthy"]),
+            str(row["merged"]),
+            None if row["published_s"] is None else float(row["published_s"]),
+        )
+
+    def stage(self, name: str) -> str:
+        """The state of one life-cycle stage the ODM reports (loaded_to_odm, merge_worthy,
+        merged)."""
+        return {
+            "loaded_to_odm": self.loaded_to_odm,
+            "merge_worthy": self.merge_worthy,
+            "merged": self.merged,
+        }[name]
