@@ -30,7 +30,7 @@ from shared.db.queries import Q
 from shared.formats import catalogs
 from shared.processing.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
 from shared.processing.runclaims import CLEANUP_SPECS, ClaimedRun
-from shared.processing.runs import components, other_owners, path_base_owners
+from shared.processing.runs import Component, components, other_owners, path_base_owners
 from shared.processing.stages import CLEANUP_TARGETS, stage, stage_query
 from shared.runtime.agent import AgentContext
 from shared.storage.keys import parse_key
@@ -145,13 +145,13 @@ class RunPlan:
     components: list[ComponentPlan]
 
 
-def _selected(comp: Row, goal: str, target: str, per_file_state: bool, every: bool) -> bool:
+def _selected(comp: Component, goal: str, target: str, per_file_state: bool, every: bool) -> bool:
     """REFERENCE 1: which components a cleanup pass takes."""
     if not per_file_state or every:
         return True
     if goal == "goto_cleaned":
-        return comp["data_state"] in ("full", "update", "error_cleaned") and int(comp["quality"]) == 0
-    return bool(comp["data_state"] != target)
+        return comp.data_state in ("full", "update", "error_cleaned") and int(comp.quality) == 0
+    return bool(comp.data_state != target)
 
 
 async def _good_smf(storage: Storage, chip_id: int) -> tuple[bool, str]:
@@ -169,7 +169,7 @@ async def _good_smf(storage: Storage, chip_id: int) -> tuple[bool, str]:
     return False, "no full camera run with an smf"
 
 
-def _guard(stage_name: str, goal: str, comp: Row, config: Row | None) -> tuple[str | None, str | None]:
+def _guard(stage_name: str, goal: str, comp: Component, config: Row | None) -> tuple[str | None, str | None]:
     """(problem, note) from the config-dump guards of REFERENCE 2 and ipp_cleanup.pl: a chip
     of bad quality is cleaned or scrubbed without looking at its dump."""
     present = config is not None and int(config["up"] or 0) > 0
@@ -178,8 +178,8 @@ def _guard(stage_name: str, goal: str, comp: Row, config: Row | None) -> tuple[s
         and int(config["instances"] or 0) > 0
         and int(config["lost"] or 0) == int(config["instances"])
     )
-    bad = bool(comp["fault"]) or bool(comp["quality"])
-    if stage_name == "chip" and comp["quality"]:
+    bad = bool(comp.fault) or bool(comp.quality)
+    if stage_name == "chip" and comp.quality:
         return None, None
     if goal == "goto_cleaned" and not present:
         if stage_name in FORGIVING_STAGES and gone:
@@ -218,11 +218,11 @@ async def plan_run(storage: Storage, stage_name: str, run: ClaimedRun, *, every:
         for r in await storage.db.fetch_all(Q.cleanup_recovery_paths, stage=stage_name, id=run.id)
     }
     cfg = config_rule(stage_name)
-    config_keys = [cfg.filename(c["path_base"], c["component"]) for c in comps if c["path_base"]]
+    config_keys = [cfg.filename(c.path_base, c.component) for c in comps if c.path_base]
     known = await storage.stat_many(config_keys)
     rules = deleted_by(stage_name, target, good_smf=good_smf)
     logs = compressed_rules(stage_name)
-    owners = await path_base_owners(storage.db, [c["path_base"] for c in comps if c["path_base"]])
+    owners = await path_base_owners(storage.db, [c.path_base for c in comps if c.path_base])
     inputs = (
         int(await storage.db.fetch_val(Q.runs_stack_inputs, id=run.id) or 0)
         if any(r.per_input for r in rules)
@@ -230,7 +230,7 @@ async def plan_run(storage: Storage, stage_name: str, run: ClaimedRun, *, every:
     )
     plans = []
     for comp in comps:
-        name, base = comp["component"], comp["path_base"]
+        name, base = comp.component, comp.path_base
         plan = ComponentPlan(name, base)
         if not base:
             plan.note = "no path_base: nothing to delete"
@@ -247,7 +247,7 @@ async def plan_run(storage: Storage, stage_name: str, run: ClaimedRun, *, every:
         if stage_name == "chip" and not good_smf and goal == "goto_cleaned":
             plan.note = f"cmf and b1 kept: {smf_note}"
         plan.logs = [r.filename(base, name) for r in logs]
-        if stage_name == "warp" and comp["quality"] == WARP_KEEP_QUALITY and not every:
+        if stage_name == "warp" and comp.quality == WARP_KEEP_QUALITY and not every:
             plan.note = f"quality {WARP_KEEP_QUALITY}: files kept (as ipp_cleanup.pl does)"
             plans.append(plan)
             continue

@@ -180,7 +180,7 @@ async def _bundles(
 ) -> list[tuple[str, str | None, bundles.Built]]:
     """Build every component's bundle in ``staging``; (file name, component, result)."""
     stage_name, run_id = dist.stage, dist.stage_id
-    comps = {c["component"]: c for c in await runs.components(ctx.db, stage_name, run_id)}
+    comps = {c.component: c for c in await runs.components(ctx.db, stage_name, run_id)}
     files = [f for f in await runs.run_files(ctx.db, stage_name, run_id) if f.exists and not f.gone]
     if dist.clean:  # a cleaned run ships what cleanup keeps
         dropped = {r.name for r in rules_for(stage_name) if r.deleted_for("cleaned")}
@@ -195,10 +195,10 @@ async def _bundles(
         # masks) travel in the run's own bundle
         owner = f.component if f.component in comps else None
         grouped[owner].append(bundles.Member(path, parse_key(f.key).path.rsplit("/", 1)[-1]))
-    any_base = next((c["path_base"] for c in comps.values() if c["path_base"]), None)
+    any_base = next((c.path_base for c in comps.values() if c.path_base), None)
     jobs = []
     for component, members in sorted(grouped.items(), key=lambda kv: str(kv[0])):
-        base = comps[component]["path_base"] if component in comps else any_base
+        base = comps[component].path_base if component in comps else any_base
         if not base:
             continue
         name = bundles.bundle_name(stage_name, base, component if component in comps else None)

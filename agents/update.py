@@ -27,7 +27,7 @@ from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.processing.filerules import config_rule, regenerated_rules, rule, rules_for
 from shared.processing.runclaims import UPDATE_SPECS, ClaimedRun
-from shared.processing.runs import components, request_update
+from shared.processing.runs import Component, components, request_update
 from shared.processing.stages import StageError, stage, stage_query
 from shared.runtime.agent import AgentContext, ItemEvents
 from shared.runtime.process import CommandFailed, run_command
@@ -157,17 +157,17 @@ class Planner:
         comps = await components(self.db, self.stage, self.plan.run.id)
         chosen = []
         for c in comps:
-            label = c["component"] or self.stage
-            if int(c["fault"] or 0) == GONE_FAULT:
+            label = c.component or self.stage
+            if int(c.fault or 0) == GONE_FAULT:
                 self.plan.notes.append(f"{label}: fault {GONE_FAULT} (gone): never updated")
-            elif int(c["quality"] or 0) != 0:
-                self.plan.notes.append(f"{label}: quality {c['quality']}: not updated")
-            elif not c["path_base"]:
+            elif int(c.quality or 0) != 0:
+                self.plan.notes.append(f"{label}: quality {c.quality}: not updated")
+            elif not c.path_base:
                 self.plan.notes.append(f"{label}: no path_base: nothing to regenerate")
             else:
                 chosen.append(c)
-        self.plan.finished = [str(c["component"]) for c in chosen if c["component"]]
-        stage_planner: Callable[[list[Row]], Awaitable[None]] = getattr(self, f"_{self.stage}")
+        self.plan.finished = [str(c.component) for c in chosen if c.component]
+        stage_planner: Callable[[list[Component]], Awaitable[None]] = getattr(self, f"_{self.stage}")
         await stage_planner(chosen)
         return self.plan
 
@@ -189,15 +189,17 @@ class Planner:
                 out[key] = "ok"
         return out
 
-    async def _tasks(self, comps: list[Row], always: tuple[str, ...] = ()) -> list[tuple[Row, Task]]:
+    async def _tasks(
+        self, comps: list[Component], always: tuple[str, ...] = ()
+    ) -> list[tuple[Component, Task]]:
         """A task per component with something missing (its dump chosen per REFERENCE 3)."""
         rules = regenerated_rules(self.stage)
         cfg = config_rule(self.stage)
-        keys = [r.filename(c["path_base"], c["component"]) for c in comps for r in [*rules, cfg]]
+        keys = [r.filename(c.path_base, c.component) for c in comps for r in [*rules, cfg]]
         status = await self._status(keys)
         out = []
         for c in comps:
-            base, name = c["path_base"], c["component"]
+            base, name = c.path_base, c.component
             task = Task(name)
             for r in rules:
                 key = r.filename(base, name)
@@ -225,7 +227,7 @@ class Planner:
 
     # -- per stage ----------------------------------------------------------------------
 
-    async def _context(self, query: Any, comps: list[Row], problem: str) -> Row:
+    async def _context(self, query: Any, comps: list[Component], problem: str) -> Row:
         """The run's context row (UpdateFailed naming ``problem`` if absent), with the streak
         run's magic_id taken for restoring magicked."""
         row = await self.db.fetch_one(query, id=self.plan.run.id)
@@ -234,7 +236,7 @@ class Planner:
         self._magic(row["magic_id"], comps)
         return row
 
-    async def _chip(self, comps: list[Row]) -> None:
+    async def _chip(self, comps: list[Component]) -> None:
         run_id = self.plan.run.id
         ctx = await self._context(Q.update_chip_context, comps, "its rawExp row is missing")
         e = _exposure(ctx)
@@ -252,14 +254,14 @@ class Planner:
             None,
         )
         rec_keys = {
-            (c["component"], n): rule("chip", n).filename(recovery[c["component"]], c["component"])
+            (c.component, n): rule("chip", n).filename(recovery[c.component], c.component)
             for c in comps
-            if int(c["magicked"] or 0) != 0 and c["component"] in recovery
+            if int(c.magicked or 0) != 0 and c.component in recovery
             for n in DESTREAK_RULES
         }
         rec_status = await self._status(list(rec_keys.values()))
         for c, task in await self._tasks(comps):
-            name = str(c["component"])
+            name = str(c.component)
             for n in DESTREAK_RULES:
                 key = rec_keys.get((name, n))
                 if key and rec_status[key] in ("absent", "gone"):
@@ -272,7 +274,7 @@ class Planner:
             if raw is None or not raw["uri"]:
                 raise UpdateFailed(f"chip {name}: no raw image recorded in rawImfile")
             streak = None
-            if int(c["magicked"] or 0) != 0 and int(raw["magicked"] or 0) <= 0:
+            if int(c.magicked or 0) != 0 and int(raw["magicked"] or 0) <= 0:
                 if cam_base is None:
                     raise UpdateFailed(f"chip {name} was destreaked but no camera run holds its streak mask")
                 streak = rule("camera", "PSASTRO.OUTPUT.MASK").filename(cam_base, name)
@@ -289,11 +291,11 @@ class Planner:
             self.plan.tasks.append(task)
         await self._chip_fpa(comps)
 
-    async def _chip_fpa(self, comps: list[Row]) -> None:
+    async def _chip_fpa(self, comps: list[Component]) -> None:
         """The chip run's focal-plane mosaics and jpegs, made from every chip's binned images."""
         if not comps:
             return
-        base = comps[0]["path_base"]
+        base = comps[0].path_base
         fpa = [r for r in rules_for("chip") if r.deleted_by and "{CHIP.NAME}" not in r.pattern]
         status = await self._status([r.filename(base) for r in fpa])
         missing = {r.name: r.filename(base) for r in fpa if status[r.filename(base)] in ("absent", "gone")}
@@ -301,9 +303,9 @@ class Planner:
             return
         b1, b2 = rule("chip", "PPIMAGE.BIN1"), rule("chip", "PPIMAGE.BIN2")
         bins = {
-            c["component"]: [
-                b1.filename(c["path_base"], c["component"]),
-                b2.filename(c["path_base"], c["component"]),
+            c.component: [
+                b1.filename(c.path_base, c.component),
+                b2.filename(c.path_base, c.component),
             ]
             for c in comps
         }
@@ -317,7 +319,7 @@ class Planner:
             )
         )
 
-    async def _camera(self, comps: list[Row]) -> None:
+    async def _camera(self, comps: list[Component]) -> None:
         """Cleanup keeps every camera product a cleaned run needs; nothing to regenerate."""
         await self._context(Q.update_camera_context, comps, "its chip run is missing")
         missing = [n for _c, task in await self._tasks(comps) for n in task.outputs]
@@ -327,7 +329,7 @@ class Planner:
                 "camera products are not regenerated (re-run the camera stage)"
             )
 
-    async def _warp(self, comps: list[Row]) -> None:
+    async def _warp(self, comps: list[Component]) -> None:
         run_id = self.plan.run.id
         ctx = await self._context(Q.update_warp_context, comps, "its camera, chip or exposure row is missing")
         e = _exposure(ctx)
@@ -343,14 +345,14 @@ class Planner:
             InputRun("chip", ctx["chip_id"], ctx["chip_state"], int(ctx["chip_magicked"])),
             InputRun("camera", ctx["cam_id"], ctx["cam_state"], int(ctx["cam_magicked"])),
         ]
-        cells = await self._skycells([str(c["component"]) for c, _ in tasks])
+        cells = await self._skycells([str(c.component) for c, _ in tasks])
         for c, task in tasks:
-            name = str(c["component"])
+            name = str(c.component)
             task.dump_values = {"EXP_NAME": e["exp_name"], "SKYCELL_ID": name, "WARP_ID": run_id}
             task.inputs = {"skycell": cells[name], "exposure": e, "chips": chips.get(name, {})}
             self.plan.tasks.append(task)
 
-    async def _stack(self, comps: list[Row]) -> None:
+    async def _stack(self, comps: list[Component]) -> None:
         run_id = self.plan.run.id
         ctx = await self._context(Q.update_stack_context, comps, "the run row is missing")
         tasks = [(c, t) for c, t in await self._tasks(comps) if t.outputs]
@@ -375,16 +377,16 @@ class Planner:
             }
             self.plan.tasks.append(task)
 
-    async def _diff(self, comps: list[Row]) -> None:
+    async def _diff(self, comps: list[Component]) -> None:
         run_id = self.plan.run.id
         await self._context(Q.update_diff_context, comps, "the run row is missing")
         tasks = [(c, t) for c, t in await self._tasks(comps) if t.outputs]
         if not tasks:
             return
         inputs = {i["skycell_id"]: i for i in await self.db.fetch_all(Q.update_diff_inputs, id=run_id)}
-        cells = await self._skycells([str(c["component"]) for c, _ in tasks])
+        cells = await self._skycells([str(c.component) for c, _ in tasks])
         for c, task in tasks:
-            name = str(c["component"])
+            name = str(c.component)
             i = inputs.get(name)
             if i is None or not i["warp_path_base"] or not i["stack_path_base"]:
                 raise UpdateFailed(f"diff {run_id} {name}: its input warp or stack skyfile is not recorded")
@@ -408,9 +410,9 @@ class Planner:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _magic(self, magic_id: Any, comps: list[Row]) -> None:
+    def _magic(self, magic_id: Any, comps: list[Component]) -> None:
         """The streak run whose magic_id a destreaked run (magicked -1) gets back."""
-        cleaned = self.plan.run.magicked < 0 or any(int(c["magicked"] or 0) < 0 for c in comps)
+        cleaned = self.plan.run.magicked < 0 or any(int(c.magicked or 0) < 0 for c in comps)
         if cleaned and magic_id is None:
             raise UpdateFailed(
                 "the run was destreaked (magicked -1) but no streak run "

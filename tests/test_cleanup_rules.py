@@ -132,7 +132,7 @@ async def _case(db: Database, storage: Storage, stage: str, target: str) -> Case
     recovery = {r["component"]: r["base"] for r in await db.fetch_all(RECOVERY, stage=stage, id=run_id)}
     files: dict[str, tuple[Row, bool]] = {}
     for comp in await runs.components(db, stage, run_id):
-        base, name = comp["path_base"], comp["component"]
+        base, name = comp.path_base, comp.component
         for row in rows:
             for path in names(row, base, name, chips, inputs):
                 files.setdefault(path, (row, False))

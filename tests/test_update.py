@@ -162,7 +162,7 @@ async def test_destreaked_chip_comes_back_byte_identical_with_its_streak_mask(si
         "note": None,
     }
     comps = await runs.components(sdb, "chip", 1)
-    assert {(c["data_state"], c["magicked"]) for c in comps} == {("full", before_run["magicked"])}
+    assert {(c.data_state, c.magicked) for c in comps} == {("full", before_run["magicked"])}
     assert assert_same_products(before, await files(sdb, "chip", 1), "chip") >= 8
     assert await md5s(sdb, rec) == rec_md5
     done = procs[-1].events("update_done")
@@ -280,7 +280,7 @@ async def test_request_update_wait_reports_when_the_pixels_are_back(site, sdb, t
 async def test_fault_26_component_is_never_updated(site, sdb, tmp_path):
     await clean(site, sdb, tmp_path, [("chip", 2)])
     comps = await runs.components(sdb, "chip", 2)
-    gone_one = comps[0]["component"]
+    gone_one = comps[0].component
     await sdb.execute(
         Query(
             "t_f", "UPDATE chipProcessedImfile SET fault = 26 WHERE chip_id = 2 AND class_id = %(c)s", "test"
@@ -289,10 +289,10 @@ async def test_fault_26_component_is_never_updated(site, sdb, tmp_path):
     )
     await runs.request_update(sdb, "chip", 2)
     await update_until_full(site, sdb, tmp_path, "chip", 2, passes=1)
-    after = {c["component"]: c["data_state"] for c in await runs.components(sdb, "chip", 2)}
+    after = {c.component: c.data_state for c in await runs.components(sdb, "chip", 2)}
     assert after[gone_one] != "full"
     assert all(s == "full" for c, s in after.items() if c != gone_one)
-    image = rule("chip", "PPIMAGE.CHIP").filename(comps[0]["path_base"], gone_one)
+    image = rule("chip", "PPIMAGE.CHIP").filename(comps[0].path_base, gone_one)
     assert not await Storage(sdb).exists(image)
     note = (await sdb.fetch_one(run_query("chip"), id=2))["note"]
     assert "fault 26" in note
@@ -316,7 +316,7 @@ async def test_missing_config_dump_uses_current_recipes_and_saves_a_new_one(site
     before = await files(sdb, "warp", 2)
     await clean(site, sdb, tmp_path, [("warp", 2)])
     comp = (await runs.components(sdb, "warp", 2))[0]
-    dump = config_rule("warp").filename(comp["path_base"])
+    dump = config_rule("warp").filename(comp.path_base)
     await Storage(sdb).delete(dump)
     await runs.request_update(sdb, "warp", 2)
     await update_until_full(site, sdb, tmp_path, "warp", 2, passes=1)
@@ -329,7 +329,7 @@ async def test_config_dump_on_a_down_volume_regenerates_without_saving_one(site,
     await clean(site, sdb, tmp_path, [("stack", 1)])
     storage = Storage(sdb)
     comp = (await runs.components(sdb, "stack", 1))[0]
-    dump = config_rule("stack").filename(comp["path_base"], comp["component"])
+    dump = config_rule("stack").filename(comp.path_base, comp.component)
     info = await storage.stat(dump)
     # move the dump alone onto a volume we then take down
     await storage.add_volume("dumps", site.var_dir / "storage" / "dumps")
@@ -349,7 +349,7 @@ async def test_config_dump_on_a_down_volume_regenerates_without_saving_one(site,
 async def test_corrupt_config_dump_fails_the_update_naming_it(site, sdb, tmp_path):
     await clean(site, sdb, tmp_path, [("diff", 1)])
     comp = (await runs.components(sdb, "diff", 1))[0]
-    dump = config_rule("diff").filename(comp["path_base"])
+    dump = config_rule("diff").filename(comp.path_base)
     (await Storage(sdb).locate(dump)).write_bytes(b"RECIPE METADATA\n  BROKEN\n")
     await runs.request_update(sdb, "diff", 1)
     await agent(site, tmp_path, "update")
@@ -398,7 +398,7 @@ async def test_missing_input_file_fails_with_its_name(site, sdb, tmp_path):
     fails naming the file, and the warp keeps what it had."""
     await clean(site, sdb, tmp_path, [("warp", 1)])
     chip = (await runs.components(sdb, "chip", 1))[0]
-    image = rule("chip", "PPIMAGE.CHIP").filename(chip["path_base"], chip["component"])
+    image = rule("chip", "PPIMAGE.CHIP").filename(chip.path_base, chip.component)
     await Storage(sdb).delete(image)
     await runs.request_update(sdb, "warp", 1)
     await agent(site, tmp_path, "update")

@@ -199,9 +199,37 @@ class ProductFile:
     compressed: bool = False
 
 
-async def components(db: Database, stage_name: str, run_id: int) -> list[Row]:
+@dataclass(frozen=True)
+class Component:
+    """One component of a run (``runs_components_<stage>``: the same columns for every
+    stage): a chip (class_id), a skycell, or the run itself where it has none (camera)."""
+
+    component: str | None
+    #: Where its products are; "" when none is recorded.
+    path_base: str
+    uri: str | None
+    #: Its own state where the stage keeps one per file (chip, warp, diff), else None.
+    data_state: str | None
+    quality: int
+    fault: int
+    magicked: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> Component:
+        return cls(
+            row["component"],
+            row["path_base"] or "",
+            row["uri"],
+            row["data_state"],
+            int(row["quality"] or 0),
+            int(row["fault"] or 0),
+            int(row["magicked"] or 0),
+        )
+
+
+async def components(db: Database, stage_name: str, run_id: int) -> list[Component]:
     await get_run(db, stage_name, run_id)
-    return await db.fetch_all(_q("runs_components", stage_name), id=run_id)
+    return [Component.from_row(r) for r in await db.fetch_all(_q("runs_components", stage_name), id=run_id)]
 
 
 @dataclass(frozen=True)
@@ -225,17 +253,17 @@ async def _planned_files(db: Database, stage_name: str, run_id: int) -> list[_Pl
     seen: set[str] = set()
     for comp in comps:
         if stage_name == "raw":
-            if comp["uri"]:
-                planned.append(_Planned(comp["component"], rule_of("raw", "RAW.IMAGE"), comp["uri"]))
+            if comp.uri:
+                planned.append(_Planned(comp.component, rule_of("raw", "RAW.IMAGE"), comp.uri))
             continue
-        if not comp["path_base"]:
+        if not comp.path_base:
             continue
         for r in rules_for(stage_name):
             if r.per_input:
-                named = [(comp["component"], r.filename(comp["path_base"], index=i)) for i in range(inputs)]
+                named = [(comp.component, r.filename(comp.path_base, index=i)) for i in range(inputs)]
             else:
-                names = chips if r.per_chip else [comp["component"]]
-                named = [(name, r.filename(comp["path_base"], name)) for name in names]
+                names = chips if r.per_chip else [comp.component]
+                named = [(name, r.filename(comp.path_base, name)) for name in names]
             for name, key in named:
                 if key in seen:  # a run-level file (e.g. the chip stage's b1 mosaic)
                     continue
