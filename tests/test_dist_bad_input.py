@@ -533,7 +533,7 @@ def _twice_the_same_component() -> bytes:
         ),
         (
             dbinfo(chip_id=2, base=BASE2) + b"chipRun METADATA\n   when UTC 9999-12-31T23:59:59-05:00\nEND\n",
-            "outside the range of times",
+            "is not an ISO 8601 UTC time",
         ),
         (dbinfo(chip_id=2, base=BASE2, label="x" * 300), "label"),
         (_twice_the_same_component(), "Duplicate entry"),

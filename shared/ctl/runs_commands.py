@@ -174,6 +174,8 @@ async def runs_import(settings: Settings, args: argparse.Namespace) -> int:
 
 async def mdc_check(settings: Settings, args: argparse.Namespace) -> int:
     block = mdc.load(Path(args.file))
+    for warning in block.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok, {len(block.entries)} top-level entries")
     return EXIT_OK
 

@@ -1,9 +1,17 @@
 """The IPP mdc (metadata config) text format: a reader and a writer (REFERENCE 4).
 
 A document is a :class:`Block`: an ordered list of ``(name, item)`` entries where an item is a
-:class:`Scalar`, a :class:`Vector` or a nested :class:`Block`. A name may occur more than once
-in a block only if the block declares it with a ``name MULTI`` line. The reader never
-evaluates its input; every error names the source and the line number.
+:class:`Scalar`, a :class:`Vector` or a nested :class:`Block`. The reader never evaluates its
+input; every error names the source and the line number.
+
+What it accepts follows the IPP's grammar (``PS-IPP-Metadata-Config/config_grammar.txt``):
+the types S8..U64, F32, F64, C32, C64, BOOL (T, F, TRUE, FALSE in any case), STR and STRING,
+and the times UTC, UT1, TAI and TT (ISO 8601 with no space inside, NULL for none); ``TYPE
+name field ...`` declares a typedef for its block (not for blocks nested in it), and ``key
+name word ...`` then makes a block of STR fields; a name may occur more than once in a block
+only if the block declared it ``name MULTI`` before its first use: otherwise, as the IPP does,
+the first one is kept and the others are dropped with a warning (:attr:`Block.warnings`).
+NULL numbers are this project's own (database exports).
 
 Layout written (as psLib writes it): ``%-15s  %-8s  %-15s`` for name, type and value, then
 ``  # comment``; nested blocks as ``name  METADATA`` ... ``END`` with inner lines indented by
@@ -35,10 +43,14 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "U32": (0, 2**32 - 1),
     "U64": (0, 2**64 - 1),
 }
-FLOAT_TYPES = ("F32", "F64")
-TIME_TYPES = ("UTC", "TAI")
-SCALAR_TYPES = (*INT_RANGES, *FLOAT_TYPES, "BOOL", "STR", *TIME_TYPES)
-VECTOR_TYPES = (*INT_RANGES, *FLOAT_TYPES)
+FLOAT_TYPES = ("F32", "F64", "C32", "C64")
+TIME_TYPES = ("UTC", "UT1", "TAI", "TT")
+SCALAR_TYPES = (*INT_RANGES, *FLOAT_TYPES, "BOOL", "STR", "STRING", *TIME_TYPES)
+VECTOR_TYPES = (*INT_RANGES, *FLOAT_TYPES, "BOOL")
+#: Words the grammar reserves: never an entry's name.
+RESERVED = ("METADATA", "END", "TYPE")
+#: An ISO 8601 time as the grammar takes it: no space inside, Z or nothing for the zone.
+_TIME = re.compile(r"^(\d{4})-?(\d\d)-?(\d\d)T?(\d\d):?(\d\d):?(\d\d)(?:[.,](\d+))?Z?\Z")
 _NAME = re.compile(r"^[A-Za-z0-9_][.A-Za-z0-9_-]*\Z")
 _INT = re.compile(r"^[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)\Z")
 _FLOAT = re.compile(r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)\Z", re.IGNORECASE)
@@ -65,6 +77,8 @@ class Block:
     entries: list[tuple[str, Item]] = field(default_factory=list)
     multi: list[str] = field(default_factory=list)
     comment: str | None = None
+    #: What the reader dropped, a line each (filled on the document's top block).
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, name: str, item: Item) -> None:
         """Append an entry; a repeated name is declared MULTI automatically."""
@@ -151,25 +165,29 @@ class _Reader:
             return self.parse_float(kind, text, name)
         if kind == "BOOL":
             lowered = text.lower()
-            if lowered in ("t", "true", "1"):
+            if lowered in ("t", "true"):
                 return True
-            if lowered in ("f", "false", "0"):
+            if lowered in ("f", "false"):
                 return False
             raise self.error(f"{name}: {text!r} is not a BOOL (T or F)")
-        if kind == "STR":
+        if kind in ("STR", "STRING"):
             return None if text.lower() == "null" else text
-        # UTC / TAI
-        if text.upper() == "NULL":
+        # UTC / UT1 / TAI / TT
+        if text == "NULL":
             return None
+        return self.parse_time(kind, text, name)
+
+    def parse_time(self, kind: str, text: str, name: str) -> datetime:
+        found = _TIME.match(text)
+        if found is None:
+            raise self.error(f"{name}: {text!r} is not an ISO 8601 {kind} time (no space inside)")
+        *parts, fraction = found.groups()
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
         try:
-            stamp = datetime.fromisoformat(text)
-            if stamp.tzinfo is not None:
-                stamp = stamp.astimezone(UTC).replace(tzinfo=None)
-        except ValueError:
-            raise self.error(f"{name}: {text!r} is not an ISO 8601 time") from None
-        except OverflowError:
-            raise self.error(f"{name}: {text!r} is outside the range of times") from None
-        return stamp
+            year, month, day, hour, minute, second = (int(p) for p in parts)
+            return datetime(year, month, day, hour, minute, second, micro)
+        except ValueError as exc:
+            raise self.error(f"{name}: {text!r} is not a valid time: {exc}") from None
 
 
 #: Blocks nest at most this deep (the IPP's own files nest a few levels): deeper input is
@@ -177,13 +195,23 @@ class _Reader:
 MAX_DEPTH = 64
 
 
+@dataclass
+class _Scope:
+    """One open block while reading: its names so far and its typedefs."""
+
+    block: Block
+    name: str
+    opened: int
+    names: set[str] = field(default_factory=set)
+    types: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 def loads(text: str, source: str = "<mdc>") -> Block:
     """Parse mdc text into a :class:`Block`; MdcError names the line and the problem.
     Linear in the size of the text (names are looked up in a set per block)."""
     reader = _Reader(source)
     root = Block()
-    stack: list[tuple[Block, str, int]] = [(root, "", 0)]
-    names: list[set[str]] = [set()]
+    stack = [_Scope(root, "", 0)]
     # Lines end at "\n" only (str.splitlines would also break at \x85, \u2028 ...).
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
@@ -193,59 +221,106 @@ def loads(text: str, source: str = "<mdc>") -> Block:
         code, hash_sign, comment_text = line.partition("#")
         comment = comment_text.strip() or None if hash_sign else None
         tokens = code.split(None, 2)
-        if not tokens:
-            continue
-        current = stack[-1][0]
-        name = tokens[0]
-        if name == "END" and len(tokens) == 1:
-            if len(stack) == 1:
-                raise reader.error("END without an open METADATA block")
-            stack.pop()
-            names.pop()
-            continue
-        is_vector = name.startswith("@")
-        bare = name[1:] if is_vector else name
-        if not _NAME.match(bare):
-            raise reader.error(f"bad name {name!r}")
-        if len(tokens) < 2:
-            raise reader.error(f"{bare}: missing type")
-        kind = tokens[1]
-        rest = tokens[2].strip() if len(tokens) > 2 else ""
-        if kind == "MULTI" and not is_vector:
-            if rest:
-                raise reader.error(f"{bare}: unexpected text after MULTI")
-            if bare in current.multi:
-                raise reader.error(f"{bare}: MULTI declared twice")
-            current.multi.append(bare)
-            continue
-        if bare in names[-1] and bare not in current.multi:
-            raise reader.error(f"duplicate key {bare!r} (declare '{bare} MULTI' to repeat it)")
-        names[-1].add(bare)
-        if kind == "METADATA" and not is_vector:
-            if rest:
-                raise reader.error(f"{bare}: unsupported METADATA directive {rest!r}")
-            if len(stack) > MAX_DEPTH:
-                raise reader.error(f"blocks nested deeper than {MAX_DEPTH}")
-            block = Block(comment=comment)
-            current.entries.append((bare, block))
-            stack.append((block, bare, number))
-            names.append(set())
-            continue
-        if is_vector:
-            if kind not in VECTOR_TYPES:
-                raise reader.error(f"{bare}: vector type must be one of {' '.join(VECTOR_TYPES)}")
-            values = tuple(reader.parse_scalar(kind, v, bare) for v in re.split(r"[,\s]+", rest) if v)
-            current.entries.append((bare, Vector(kind, values, comment)))
-            continue
-        if kind not in SCALAR_TYPES:
-            raise reader.error(f"{bare}: unknown type {kind!r}")
-        if not rest:
-            raise reader.error(f"{bare}: missing value")
-        current.entries.append((bare, Scalar(kind, reader.parse_scalar(kind, rest, bare), comment)))
+        if tokens:
+            _statement(reader, root, stack, tokens, comment)
     if len(stack) > 1:
-        _, name, opened = stack[-1]
-        raise MdcError(f"{source}:{opened}: METADATA block {name!r} has no END")
+        raise MdcError(f"{source}:{stack[-1].opened}: METADATA block {stack[-1].name!r} has no END")
     return root
+
+
+def _statement(
+    reader: _Reader, root: Block, stack: list[_Scope], tokens: list[str], comment: str | None
+) -> None:
+    """One non-empty line."""
+    scope = stack[-1]
+    name = tokens[0]
+    if name == "END" and len(tokens) == 1:
+        if len(stack) == 1:
+            raise reader.error("END without an open METADATA block")
+        stack.pop()
+        return
+    if name == "TYPE":
+        _typedef(reader, scope, tokens)
+        return
+    is_vector = name.startswith("@")
+    bare = name[1:] if is_vector else name
+    if not _NAME.match(bare) or bare.upper() in RESERVED:
+        raise reader.error(f"bad name {name!r}")
+    if len(tokens) < 2:
+        raise reader.error(f"{bare}: missing type")
+    kind = tokens[1]
+    rest = tokens[2].strip() if len(tokens) > 2 else ""
+    if kind.upper() == "MULTI" and not is_vector:
+        if rest:
+            raise reader.error(f"{bare}: unexpected text after MULTI")
+        if bare in scope.block.multi:
+            raise reader.error(f"{bare}: MULTI declared twice")
+        if bare in scope.names:
+            raise reader.error(f"{bare}: MULTI declared after {bare} was used")
+        scope.block.multi.append(bare)
+        return
+    item = _item(reader, stack, bare, kind, rest, comment, is_vector)
+    if item is None:
+        return
+    if bare in scope.names and bare not in scope.block.multi:
+        # the first one is kept; a repeated block is still read to its END, then dropped
+        root.warnings.append(
+            f"{reader.source}:{reader.number}: {bare} repeated without MULTI: "
+            "the first one is kept (as the IPP does)"
+        )
+        return
+    scope.names.add(bare)
+    scope.block.entries.append((bare, item))
+
+
+def _typedef(reader: _Reader, scope: _Scope, tokens: list[str]) -> None:
+    """``TYPE name field field ...``: a typedef for this block only."""
+    words = " ".join(tokens[1:]).split()
+    if len(words) < 2:
+        raise reader.error("TYPE needs a name and at least one field")
+    type_name, fields = words[0], tuple(words[1:])
+    if not _NAME.match(type_name) or type_name.upper() in RESERVED:
+        raise reader.error(f"bad TYPE name {type_name!r}")
+    if type_name in scope.types:
+        raise reader.error(f"TYPE {type_name} declared twice")
+    scope.types[type_name] = fields
+
+
+def _item(
+    reader: _Reader,
+    stack: list[_Scope],
+    bare: str,
+    kind: str,
+    rest: str,
+    comment: str | None,
+    is_vector: bool,
+) -> Item | None:
+    """The entry a line makes; a METADATA line opens its block (and returns it)."""
+    scope = stack[-1]
+    if kind.upper() == "METADATA" and not is_vector:
+        if rest:
+            raise reader.error(f"{bare}: unsupported METADATA directive {rest!r}")
+        if len(stack) > MAX_DEPTH:
+            raise reader.error(f"blocks nested deeper than {MAX_DEPTH}")
+        block = Block(comment=comment)
+        stack.append(_Scope(block, bare, reader.number))
+        return block
+    if is_vector:
+        if kind not in VECTOR_TYPES:
+            raise reader.error(f"{bare}: vector type must be one of {' '.join(VECTOR_TYPES)}")
+        values = tuple(reader.parse_scalar(kind, v, bare) for v in re.split(r"[,\s]+", rest) if v)
+        return Vector(kind, values, comment)
+    if kind in scope.types:
+        fields = scope.types[kind]
+        words = rest.split()
+        if len(words) != len(fields):
+            raise reader.error(f"{bare} {kind}: TYPE {kind} has {len(fields)} fields, the line {len(words)}")
+        return Block([(f, Scalar("STR", w)) for f, w in zip(fields, words, strict=True)], comment=comment)
+    if kind not in SCALAR_TYPES:
+        raise reader.error(f"{bare}: unknown type {kind!r}")
+    if not rest:
+        raise reader.error(f"{bare}: missing value")
+    return Scalar("STR" if kind == "STRING" else kind, reader.parse_scalar(kind, rest, bare), comment)
 
 
 def load(path: Path) -> Block:
