@@ -5,7 +5,8 @@ A document is a :class:`Block`: an ordered list of ``(name, item)`` entries wher
 input; every error names the source and the line number.
 
 What it accepts follows the IPP's grammar (``PS-IPP-Metadata-Config/config_grammar.txt``):
-the types S8..U64, F32, F64, C32, C64, BOOL (T, F, TRUE, FALSE in any case), STR and STRING,
+the types S8..U64, F32, F64, C32, C64, BOOL (T, F, TRUE, FALSE in any case; 1 and 0 as
+psLib's C reader takes them), STR and STRING,
 and the times UTC, UT1, TAI and TT (ISO 8601 with no space inside, NULL for none); ``TYPE
 name field ...`` declares a typedef for its block (not for blocks nested in it), and ``key
 name word ...`` then makes a block of STR fields; a name may occur more than once in a block
@@ -165,9 +166,9 @@ class _Reader:
             return self.parse_float(kind, text, name)
         if kind == "BOOL":
             lowered = text.lower()
-            if lowered in ("t", "true"):
+            if lowered in ("t", "true", "1"):  # 1 and 0 as psLib's C reader takes them
                 return True
-            if lowered in ("f", "false"):
+            if lowered in ("f", "false", "0"):
                 return False
             raise self.error(f"{name}: {text!r} is not a BOOL (T or F)")
         if kind in ("STR", "STRING"):
