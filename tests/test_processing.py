@@ -260,7 +260,7 @@ async def test_bad_import_files_are_refused_and_nothing_is_written(sdb, site, te
     cases = {
         "version": (
             text.replace(
-                f"schema_version   S32       {CODE_SCHEMA_VERSION}", "schema_version   S32       99"
+                f"schema_version   STR       {CODE_SCHEMA_VERSION}", "schema_version   STR       99"
             ),
             "schema version 99",
         ),

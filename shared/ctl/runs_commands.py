@@ -159,7 +159,10 @@ async def runs_import(settings: Settings, args: argparse.Namespace) -> int:
         raise IppError(f"{path}: cannot read: {exc}") from None
 
     async def go(db: Database) -> int:
-        result = await runio.import_run(db, text, str(path))
+        ignore = bool(args.ignore_unknown_columns)
+        result = await runio.import_run(db, text, str(path), ignore_unknown_columns=ignore)
+        if result.ignored_columns:
+            print(f"left out (not in this database): {', '.join(result.ignored_columns)}", file=sys.stderr)
         if result.already_present:
             print(f"{result.stage} {result.run_id}: already present with identical rows")
         else:
@@ -242,6 +245,11 @@ def add_commands(top: Any) -> None:
     p.set_defaults(handler=runs_export)
     p = r.add_parser("import", help="insert a run exported elsewhere (one transaction)")
     p.add_argument("file")
+    p.add_argument(
+        "--ignore-unknown-columns",
+        action="store_true",
+        help="leave out the values of columns this database lacks (listed on stderr) instead of refusing",
+    )
     p.set_defaults(handler=runs_import)
 
     m = top.add_parser("mdc", help="mdc files").add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -6,8 +6,12 @@ from the database's own catalog. Import refuses a file of another schema version
 rows with their original ids inside one transaction, and accepts a dependent row only if its
 run was imported from the same file. Re-importing an identical run is a no-op.
 
-NULL numbers are written as ``NULL`` (the IPP's own exports avoid NULL integers; our reader
-accepts it for every type).
+NULL values are written as the IPP writes them (psLib ``psDB.c`` reads a NULL column as its
+type's "NaN" and ``psMetadataConfig.c`` prints that): an integer as its type's largest value
+(S32 ``2147483647``), a float as ``nan``, a time as ``TAI  NULL``, a string as ``NULL``; import
+reads those back as NULL, as psDB writes them (``psDBIsPTypeNaN``). A file with ``NULL`` for a
+number (this project's exports before schema 10) is still read. ``dbversion.schema_version``
+is a STR, as the IPP's ``pxCheckImportVersion`` reads it.
 """
 
 from __future__ import annotations
@@ -91,6 +95,29 @@ def _value(kind: str, value: Any) -> Any:
     return value
 
 
+def _exported(kind: str, value: Any) -> Scalar:
+    """A column value as psDB and psMetadataConfig write it, NULLs included (module doc)."""
+    if value is None:
+        if kind in mdc.INT_RANGES:
+            return Scalar(kind, mdc.INT_RANGES[kind][1])
+        if kind in ("F32", "F64"):
+            return Scalar(kind, math.nan)
+        if kind in mdc.TIME_TYPES:
+            return Scalar("TAI", None)
+        return Scalar(kind, None)
+    return Scalar(kind, _value(kind, value))
+
+
+def _imported(item: Scalar) -> Any:
+    """The database value of an exported one: psDB's NULL markers become NULL again."""
+    value = item.value
+    if item.type in mdc.INT_RANGES and value == mdc.INT_RANGES[item.type][1]:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _clean_state(table: str, row: Row, column: str) -> None:
     state = row.get(column)
     if state is None:
@@ -109,7 +136,8 @@ async def export_run(db: Database, stage_name: str, run_id: int, *, clean: bool 
     st = stage(stage_name)
     doc = Block()
     version = Block()
-    version.add("schema_version", Scalar("S32", CODE_SCHEMA_VERSION))
+    version.add("schema_version", Scalar("STR", str(CODE_SCHEMA_VERSION)))
+    doc.multi.append("dbversion")  # pxCheckImportVersion reads it as a MULTI
     doc.add("dbversion", version)
     for table in st.export_tables:
         columns = await _columns(db, table)
@@ -124,7 +152,7 @@ async def export_run(db: Database, stage_name: str, run_id: int, *, clean: bool 
                         _clean_state(table, row, column)
             block = Block()
             for name, kind in columns.items():
-                block.add(name, Scalar(kind, _value(kind, row[name])))
+                block.add(name, _exported(kind, row[name]))
             doc.add(table, block)
     return doc
 
@@ -142,6 +170,10 @@ class ImportResult:
     run_id: int
     rows: int
     already_present: bool
+    #: The file's dbversion.schema_version (this project's number or the IPP's ``1.1.72``).
+    version: str = ""
+    #: ``table.column`` of the file that this database lacks, left out on request.
+    ignored_columns: tuple[str, ...] = ()
 
 
 def stage_of(doc: Block) -> Stage:
@@ -161,17 +193,36 @@ def stage_of(doc: Block) -> Stage:
     )
 
 
-def check_version(doc: Block) -> None:
-    """RunIoError unless the export begins with this code's dbversion."""
+#: The IPP's own schema versions (``dbversion.schema_version``, e.g. ``1.1.72``).
+_IPP_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)+\Z")
+
+
+def check_version(doc: Block) -> str:
+    """The export's schema version, or RunIoError if it is not one this database can take.
+
+    Taken: this project's own version or an older one (S32 before schema 10, STR since), and
+    the IPP's (``1.1.72``): the columns of such a file are then checked by name, as each
+    row is inserted, against this database's own. A newer version of this project is
+    refused: its rows may mean what this code does not know."""
     version = doc.get("dbversion")
     if not isinstance(version, Block) or doc.entries[0][0] != "dbversion":
         raise RunIoError("the file does not begin with a dbversion block")
     found = version.value("schema_version")
-    if found != CODE_SCHEMA_VERSION:
+    text = str(found).strip() if found is not None else ""
+    if _IPP_VERSION.match(text):
+        return text
+    if not text.isdigit():
         raise RunIoError(
-            f"the file is of schema version {found}, this database is at "
-            f"{CODE_SCHEMA_VERSION}; export it again from a matching site"
+            f"the file's dbversion.schema_version is {found!r}: neither this project's version "
+            f"(a number, here {CODE_SCHEMA_VERSION}) nor the IPP's (such as 1.1.72)"
         )
+    if int(text) > CODE_SCHEMA_VERSION:
+        raise RunIoError(
+            f"the file is of schema version {text}, newer than this database's "
+            f"{CODE_SCHEMA_VERSION}; upgrade this site (ippctl db upgrade) or export it again "
+            "from a matching site"
+        )
+    return text
 
 
 def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
@@ -187,20 +238,27 @@ def _rows(doc: Block, st: Stage) -> dict[str, list[dict[str, Any]]]:
         for column, value in item.entries:
             if not isinstance(value, Scalar):
                 raise RunIoError(f"{name}.{column}: expected a scalar value")
-            row[column] = value.value
+            row[column] = _imported(value)
         rows[name].append(row)
     return rows
 
 
 async def import_run(
-    db: Database, text: str, source: str = "<import>", *, also: Callable[[Tx], Awaitable[None]] | None = None
+    db: Database,
+    text: str,
+    source: str = "<import>",
+    *,
+    also: Callable[[Tx], Awaitable[None]] | None = None,
+    ignore_unknown_columns: bool = False,
 ) -> ImportResult:
     """Insert the file's rows in one transaction; nothing is written if anything is wrong.
 
     ``also`` runs in the same transaction (e.g. recording a distribution fileset as done),
-    so the rows and that record commit together or not at all."""
+    so the rows and that record commit together or not at all. A column of the file that
+    this database lacks is refused by name, unless ``ignore_unknown_columns`` (then its
+    values are left out and the columns are listed in the result)."""
     doc = await asyncio.to_thread(mdc.loads, text, source)  # a large file: off the loop
-    check_version(doc)
+    version = check_version(doc)
     st = stage_of(doc)
     rows = _rows(doc, st)
     runs = rows[st.run_table]
@@ -235,19 +293,27 @@ async def import_run(
             if await _identical(tx, st, run_id, rows):
                 if also is not None:
                     await also(tx)
-                return ImportResult(st.name, run_id, 0, True)
+                return ImportResult(st.name, run_id, 0, True, version)
             raise RunIoError(
                 f"{st.run_table} {run_id} already exists here with other values; nothing was imported"
             )
-        count = 0
+        count, ignored = 0, set[str]()
         for table in st.export_tables:
             columns = await _columns(tx, table)
             for row in rows[table]:
-                await tx.execute(_insert_query(table, row, columns), **_params(row))
+                unknown = sorted(c for c in row if c not in columns)
+                if unknown and not ignore_unknown_columns:
+                    raise RunIoError(
+                        f"{source}: {table} has column(s) this database lacks: {', '.join(unknown)} "
+                        "(--ignore-unknown-columns leaves them out); nothing was imported"
+                    )
+                ignored.update(f"{table}.{c}" for c in unknown)
+                known = {c: v for c, v in row.items() if c in columns}
+                await tx.execute(_insert_query(table, known, columns), **_params(known))
                 count += 1
         if also is not None:
             await also(tx)
-        return ImportResult(st.name, run_id, count, False)
+        return ImportResult(st.name, run_id, count, False, version, tuple(sorted(ignored)))
 
     return await db.transaction(insert, name="import_run")
 
