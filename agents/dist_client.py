@@ -289,7 +289,8 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bo
 
 async def _fetch_dbinfo(ctx: AgentContext, fs: Fileset) -> RunInfo:
     """Download and check the fileset's dbinfo before any bundle is fetched."""
-    dbinfos = [f for f in fs.files if f.type == "dbinfo"]
+    # Typed dbinfo here, text by the IPP's distribution (which lists dirinfo as text beside it).
+    dbinfos = [f for f in fs.files if f.type == "dbinfo" or (f.type == "text" and DBINFO.match(f.name))]
     if len(dbinfos) != 1 or not DBINFO.match(dbinfos[0].name):
         raise ImportFailed(
             f"fileset {fs.name}: needs exactly one dbinfo.<stage>.<id>.mdc "

@@ -683,3 +683,69 @@ async def test_a_protected_datastore_is_read_with_the_clients_token(mirror, fake
     assert "HTTP 401" in proc.events("dist_poll_failed")[0]["reason"]
     proc = await pull(mirror, port, tmp_path, dist_client_token="t0ken")
     assert proc.events("dist_imported")
+
+
+def ipp_dbinfo() -> bytes:
+    """A chip run's dbinfo as an IPP site writes it: ``dbversion`` a MULTI with the STR
+    schema_version (ippTools pxtools.c pxExportVersion), NULLs as psDB reads them
+    (psLib psDB.c psDBGetPTypeNaN: the type's largest value, nan) and the gpc1 columns."""
+    return (
+        "dbversion MULTI\n"
+        "dbversion  METADATA\n   schema_version   STR       1.1.72 \nEND\n"
+        "chipRun MULTI\n"
+        "chipRun  METADATA\n   chip_id  S64  1\n   exp_id  S64  1\n   state  STR  full \n"
+        "   workdir  STR  neb://any/src/20090415 \n   label  STR  NULL \n   update_mode  S16  0\n"
+        "   maskfrac_npix  F32  nan\nEND\n"
+        "chipProcessedImfile MULTI\n"
+        "chipProcessedImfile  METADATA\n   chip_id  S64  1\n   exp_id  S64  1\n   class_id  STR  XY33 \n"
+        f"   path_base  STR  {BASE} \n   data_state  STR  full \n   n_stars  S32  2147483647\n"
+        "   iq_m2  F32  nan\n   deteff_magref  F32  21.5\nEND\n"
+    ).encode()
+
+
+def ipp_bundle(tmp_path: Path) -> bytes:
+    """A bundle made as ippScripts/scripts/dist_bundle.pl makes it:
+    ``tar -C DIR --owner=ipp --group=users -czhf X.tgz .`` (its first member is ``./``)."""
+    src = tmp_path / "bundle-src"
+    src.mkdir()
+    (src / "o1.1.ch.1.XY33.ch.fits").write_bytes(b"image")
+    (src / "o1.1.ch.1.XY33.log").write_bytes(b"log")
+    out = tmp_path / "o1.1.ch.1.XY33.tgz"
+    subprocess.run(
+        ["tar", "-C", str(src), "--owner=ipp", "--group=users", "-czhf", str(out), "."], check=True
+    )
+    with tarfile.open(out) as tar:
+        assert tar.getnames()[0] == "."  # GNU tar's spelling of the root entry ./
+    return out.read_bytes()
+
+
+async def test_a_fileset_made_the_ipp_way_is_imported(mirror, fake, tmp_path):
+    """The file listing as the IPP's dsfsindex prints it for a distribution fileset: five
+    columns, the fifth the component, dbinfo and dirinfo typed ``text`` (the client's rules,
+    DataStore/lib/DataStore/File/Parser.pm: four fields or more, known types from
+    DataStore/lib/DataStore/Utils.pm %KNOWN_FILE_TYPES, which has text and tgz and no dbinfo)."""
+    store, port = fake
+    store.files = {
+        "dbinfo.chip.1.mdc": (ipp_dbinfo(), "text"),
+        "dirinfo.chip.1.mdc": (b"dirinfo  METADATA\nEND\n", "text"),
+        "o1.1.ch.1.XY33.tgz": (ipp_bundle(tmp_path), "tgz"),
+    }
+    components = {"dbinfo.chip.1.mdc": "null", "dirinfo.chip.1.mdc": "null", "o1.1.ch.1.XY33.tgz": "XY33"}
+
+    def listing(s: FakeDataStore) -> str:
+        rows = [
+            (n, len(d), hashlib.md5(d).hexdigest(), kind, components[n]) for n, (d, kind) in s.files.items()
+        ]
+        return datastore.format_listing((*datastore.FILE_HEADER, "component"), rows)
+
+    store.listing = listing
+    parsed = datastore.parse_files(listing(store), "index.txt")
+    assert [(f.name, f.type, f.component) for f in parsed][2] == ("o1.1.ch.1.XY33.tgz", "tgz", "XY33")
+    proc = await pull(mirror, port, tmp_path)
+    assert proc.events("dist_imported"), proc.output()
+    assert await mirror.db.fetch_val(CHIP_RUNS) == 1
+    assert await mirror.db.fetch_val(OBJECTS) == 2
+    row = await mirror.db.fetch_one(
+        Query("t_ipp_row", "SELECT n_stars, iq_m2, deteff_magref FROM chipProcessedImfile", "test")
+    )
+    assert row == {"n_stars": None, "iq_m2": None, "deteff_magref": 21.5}

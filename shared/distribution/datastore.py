@@ -98,15 +98,24 @@ class RemoteFile:
     bytes: int
     md5sum: str
     type: str
+    #: The fifth column of an IPP distribution listing (``dsfsindex``): the run's component.
+    component: str | None = None
 
 
 def parse_files(text: str, source: str) -> list[RemoteFile]:
-    """A fileset's file list, every value checked (REFERENCE 6)."""
+    """A fileset's file list, every value checked (REFERENCE 6).
+
+    The first four columns are fileID, bytes, md5sum and type; further columns may follow,
+    as the IPP's client takes them (``DataStore/lib/DataStore/File/Parser.pm``: "at least
+    fileid, bytes, md5sum, and type fields are required", the rest kept as extras); the
+    fifth is the component of an IPP distribution listing."""
     listing = parse_listing(text, "fileID", source)
-    if listing.header != FILE_HEADER:
-        raise DataStoreError(f"{source}: file listing columns {listing.header}, expected {FILE_HEADER}")
+    if listing.header[: len(FILE_HEADER)] != FILE_HEADER:
+        raise DataStoreError(
+            f"{source}: file listing columns {listing.header}, expected {FILE_HEADER} and any extra columns"
+        )
     files, seen = [], set()
-    for name, size, md5, kind in listing.rows:
+    for name, size, md5, kind, *extra in listing.rows:
         where = f"{source}: file {name!r}"
         if not FILE_ID.match(name) or name in (".", "..") or "/" in name:
             raise DataStoreError(f"{where}: not a valid file id")
@@ -119,7 +128,10 @@ def parse_files(text: str, source: str) -> list[RemoteFile]:
         if name in seen:
             raise DataStoreError(f"{where}: listed twice")
         seen.add(name)
-        files.append(RemoteFile(name, int(size), md5, kind))
+        component = extra[0] if extra and extra[0] not in ("", "null", "none") else None
+        if component is not None and not FILE_ID.match(component):
+            raise DataStoreError(f"{where}: component {component!r} is not a valid field")
+        files.append(RemoteFile(name, int(size), md5, kind, component))
     return files
 
 
