@@ -59,8 +59,11 @@ from shared.storage.keys import parse_key
 from shared.storage.store import Storage
 
 NAME = "dist_client"
+#: Fileset names (seed 002; ippScripts/scripts/dist_make_fileset.pl): ``$exp_name.`` before
+#: ``$stage.$stage_id.$dist_id.$dest_id`` for the stages of one exposure; none for stack and
+#: diff (the IPP's ``diff.123.4.5``; this project's own servers wrote ``$exp_name.diff...``).
 FILESET = re.compile(
-    r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|warp|diff)\.\d+|stack\.\d+)"
+    r"^(?:[A-Za-z0-9_-]+\.(?:raw|chip|camera|fake|warp|diff)\.\d+|(?:stack|diff)\.\d+)"
     r"\.\d+\.\d+\Z"
 )
 DBINFO = re.compile(r"^dbinfo\.([a-z]+)\.(\d+)\.mdc\Z")

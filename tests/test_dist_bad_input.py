@@ -730,7 +730,12 @@ async def test_a_fileset_made_the_ipp_way_is_imported(mirror, fake, tmp_path):
         "dirinfo.chip.1.mdc": (b"dirinfo  METADATA\nEND\n", "text"),
         "o1.1.ch.1.XY33.tgz": (ipp_bundle(tmp_path), "tgz"),
     }
-    components = {"dbinfo.chip.1.mdc": "null", "dirinfo.chip.1.mdc": "null", "o1.1.ch.1.XY33.tgz": "XY33"}
+    # dist_make_fileset.pl lists dbinfo and dirinfo as text, components dbinfo and dirinfo.
+    components = {
+        "dbinfo.chip.1.mdc": "dbinfo",
+        "dirinfo.chip.1.mdc": "dirinfo",
+        "o1.1.ch.1.XY33.tgz": "XY33",
+    }
 
     def listing(s: FakeDataStore) -> str:
         rows = [
@@ -749,3 +754,36 @@ async def test_a_fileset_made_the_ipp_way_is_imported(mirror, fake, tmp_path):
         Query("t_ipp_row", "SELECT n_stars, iq_m2, deteff_magref FROM chipProcessedImfile", "test")
     )
     assert row == {"n_stars": None, "iq_m2": None, "deteff_magref": 21.5}
+
+
+async def test_a_fake_stage_fileset_is_imported(mirror, fake, tmp_path):
+    """Seed 002: $exp_name.$stage.$stage_id.$dist_id.$prod_id with stage fake, its components
+    bundled as basename(path_base).$class_id.tgz; fakeRun/fakeProcessedImfile with the
+    columns of ippTools/share/pxadmin_create_tables.sql."""
+    store, port = fake
+    base = "neb://any/src/20090415/o1.1/o1.1.fk.7"
+    text = (
+        "dbversion MULTI\ndbversion  METADATA\n   schema_version  STR  1.1.72 \nEND\n"
+        "fakeRun MULTI\nfakeRun  METADATA\n   fake_id  S64  7\n   cam_id  S64  3\n   state  STR  full \n"
+        "   workdir  STR  neb://any/src/20090415 \n   epoch  TAI  NULL\nEND\n"
+        "fakeProcessedImfile MULTI\nfakeProcessedImfile  METADATA\n   fake_id  S64  7\n   exp_id  S64  1\n"
+        f"   class_id  STR  XY33 \n   path_base  STR  {base} \n   data_state  STR  full \n"
+        "   dtime_fake  F32  nan\n   fault  S16  0\nEND\n"
+    ).encode()
+    store.filesets = ["o1.fake.7.11.1"]
+    store.files = {
+        "dbinfo.fake.7.mdc": (text, "text"),
+        "o1.1.fk.7.XY33.tgz": (tgz([member("./o1.1.fk.7.XY33.fake.fits", b"fake")]), "tgz"),
+    }
+    proc = await pull(mirror, port, tmp_path)
+    assert proc.events("dist_imported"), proc.output()
+    row = await mirror.db.fetch_one(
+        Query(
+            "t_fake",
+            "SELECT r.state, c.class_id, c.dtime_fake FROM fakeRun r JOIN fakeProcessedImfile c "
+            "USING (fake_id) WHERE fake_id = 7",
+            "test",
+        )
+    )
+    assert row == {"state": "full", "class_id": "XY33", "dtime_fake": None}
+    assert await mirror.db.fetch_val(OBJECTS) == 1

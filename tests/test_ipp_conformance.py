@@ -374,3 +374,22 @@ async def test_an_unknown_dbversion_form_and_a_newer_version_are_refused(db):
         text = _ipp_export().replace("1.1.72", version)
         with pytest.raises(runio.RunIoError, match=message):
             await runio.import_run(db, text, "v.mdc")
+
+
+@pytest.mark.parametrize(
+    ("name", "taken"),
+    [
+        ("o4741g0234o.fake.2799.11.1", True),  # seed 002's product list
+        ("o4741g0239o.raw.36625.27.1", True),
+        ("stack.9554.42.2", True),
+        ("diff.123.4.5", True),  # dist_make_fileset.pl: no exp_name tag for stack and diff
+        ("o1.diff.7.1.1", True),  # this project's servers before: kept readable
+        ("o1.stack.7.1.1", False),
+        ("../x.chip.1.1.1", False),
+        ("o1.chip.1.1", False),
+    ],
+)
+def test_fileset_names_follow_dist_make_fileset(name: str, taken: bool):
+    from agents.dist_client import FILESET
+
+    assert bool(FILESET.match(name)) is taken

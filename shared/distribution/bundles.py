@@ -32,7 +32,7 @@ from shared.core.errors import IppError
 
 _CHUNK = 1 << 20
 #: Stages whose bundles are named with the class_id (REFERENCE 7).
-CLASS_NAMED = ("raw", "chip", "camera")
+CLASS_NAMED = ("raw", "chip", "camera", "fake")
 MEMBER = re.compile(r"^\./[A-Za-z0-9_+][A-Za-z0-9_.+-]*\Z")
 
 
@@ -49,7 +49,7 @@ def fileset_name(stage_name: str, stage_id: int, exp_name: str | None, dist_id: 
 
 
 def bundle_name(stage_name: str, path_base: str, component: str | None) -> str:
-    """``basename(path_base).$class_id.tgz`` for raw/chip/camera components,
+    """``basename(path_base).$class_id.tgz`` for raw/chip/camera/fake components (seed 002),
     ``basename(path_base).tgz`` otherwise (and for a chip run's run-level files)."""
     base = path_base.rstrip("/").rsplit("/", 1)[-1]
     if stage_name in CLASS_NAMED and component:

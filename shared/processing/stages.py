@@ -77,6 +77,16 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("camera", "camRun", "cam_id", "camProcessedExp", None, False, ("camRun", "camProcessedExp")),
         Stage(
+            "fake",
+            "fakeRun",
+            "fake_id",
+            "fakeProcessedImfile",
+            "class_id",
+            True,
+            ("fakeRun", "fakeProcessedImfile"),
+            lifecycle=False,
+        ),
+        Stage(
             "warp",
             "warpRun",
             "warp_id",

@@ -28,6 +28,37 @@ FROM rawImfile c JOIN rawExp r ON r.exp_id = c.exp_id
 WHERE c.exp_id = %(id)s
 ORDER BY c.class_id;
 
+-- name: runs_list_fake
+SELECT r.fake_id AS id, r.state, r.label AS label, e.exp_name AS name, r.workdir AS workdir,
+       0 AS magicked,
+       (SELECT COUNT(*) FROM fakeProcessedImfile c WHERE c.fake_id = r.fake_id) AS components
+FROM fakeRun r LEFT JOIN camRun m ON m.cam_id = r.cam_id LEFT JOIN chipRun p ON p.chip_id = m.chip_id
+     LEFT JOIN rawExp e ON e.exp_id = p.exp_id
+WHERE (%(state)s IS NULL OR r.state = %(state)s)
+  AND (%(label)s IS NULL OR r.label = %(label)s)
+ORDER BY r.fake_id
+LIMIT %(limit)s;
+
+-- name: runs_get_fake
+SELECT r.fake_id AS id, r.state, r.label AS label, e.exp_name AS name, r.workdir AS workdir,
+       0 AS magicked
+FROM fakeRun r LEFT JOIN camRun m ON m.cam_id = r.cam_id LEFT JOIN chipRun p ON p.chip_id = m.chip_id
+     LEFT JOIN rawExp e ON e.exp_id = p.exp_id
+WHERE r.fake_id = %(id)s;
+
+-- name: runs_by_label_fake
+SELECT r.fake_id AS id, r.state FROM fakeRun r WHERE r.label = %(label)s ORDER BY r.fake_id;
+
+-- name: runs_set_state_fake
+UPDATE fakeRun SET state = %(state)s, label = COALESCE(%(new_label)s, label)
+WHERE fake_id = %(id)s AND state IN %(allowed)s;
+
+-- name: runs_components_fake
+SELECT c.class_id AS component, c.path_base, c.uri, c.data_state, 0 AS quality, c.fault, 0 AS magicked
+FROM fakeProcessedImfile c JOIN fakeRun r ON r.fake_id = c.fake_id
+WHERE c.fake_id = %(id)s
+ORDER BY c.class_id;
+
 -- name: runs_list_chip
 SELECT r.chip_id AS id, r.state, r.label AS label, e.exp_name AS name, r.workdir AS workdir,
        r.magicked AS magicked,
@@ -201,6 +232,12 @@ SELECT * FROM rawExp WHERE exp_id = %(id)s;
 -- name: export_rawImfile
 SELECT * FROM rawImfile WHERE exp_id = %(id)s;
 
+-- name: export_fakeRun
+SELECT * FROM fakeRun WHERE fake_id = %(id)s;
+
+-- name: export_fakeProcessedImfile
+SELECT * FROM fakeProcessedImfile WHERE fake_id = %(id)s;
+
 -- name: export_chipRun
 SELECT * FROM chipRun WHERE chip_id = %(id)s;
 
@@ -257,6 +294,7 @@ ORDER BY ordinal_position;
 SELECT 'chip' AS stage, chip_id AS id, path_base FROM chipProcessedImfile
 WHERE path_base IN %(bases)s
 UNION SELECT 'camera', cam_id, path_base FROM camProcessedExp WHERE path_base IN %(bases)s
+UNION SELECT 'fake', fake_id, path_base FROM fakeProcessedImfile WHERE path_base IN %(bases)s
 UNION SELECT 'warp', warp_id, path_base FROM warpSkyfile WHERE path_base IN %(bases)s
 UNION SELECT 'diff', diff_id, path_base FROM diffSkyfile WHERE path_base IN %(bases)s
 UNION SELECT 'stack', stack_id, path_base FROM stackSumSkyfile WHERE path_base IN %(bases)s;
