@@ -298,7 +298,8 @@ def _ipp_export(extra: str = "") -> str:
         "camRun MULTI\n"
         f"camRun  METADATA\n   cam_id           S64       {CAM_ID}\n   chip_id  S64  5\n"
         "   state  STR  full \n   label  STR  NULL \n   expgroup  STR  NULL \n"
-        "   maskfrac_ref_npix  F32  nan\n   registered  TAI  NULL\nEND\n"
+        "   maskfrac_ref_npix  F32  nan\n   registered  TAI  NULL\n"
+        "   magicked  S64  9223372036854775807\nEND\n"
         "camProcessedExp MULTI\n"
         f"camProcessedExp  METADATA\n   cam_id  S64  {CAM_ID}\n   bg  F32  nan\n   n_stars  S32  2147483647\n"
         f"   path_base  STR  neb://h/t/o1.{CAM_ID}.cm \n   fault  S16  0\n   quality  S16  0\n"
@@ -320,6 +321,11 @@ async def test_an_ipp_export_with_its_string_dbversion_and_gpc1_columns_is_impor
             id=CAM_ID,
         )
         assert row == {"bg": None, "n_stars": None, "zpt_obs": 24.5, "ast_r0": 0.25}
+        # camRun.magicked is NULL-able in gpc1 and NOT NULL DEFAULT 0 here: the default applies.
+        magicked = Query("t_magicked", "SELECT magicked FROM camRun WHERE cam_id = %(id)s", "test")
+        assert await db.fetch_val(magicked, id=CAM_ID) == 0
+        again = await runio.import_run(db, _ipp_export(), "ipp.mdc")
+        assert again.already_present
     finally:
         await _drop_camera_run(db)
 

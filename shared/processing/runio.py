@@ -67,20 +67,39 @@ LOCAL_COLUMNS = frozenset({"owner", "claimed_at"})
 SHIPPED_STATES = ("full", "cleaned", "scrubbed", "purged")
 
 
-async def _columns(db: Database | Tx, table: str) -> dict[str, str]:
-    """Column name -> mdc type, from information_schema (so exports follow the schema)."""
+@dataclass(frozen=True)
+class _Catalog:
+    """What the database says of one table's exported columns."""
+
+    #: column name -> mdc type
+    types: dict[str, str]
+    #: NOT NULL columns with a default: a NULL in a file (psDB's marker of one, e.g. an IPP
+    #: ``magicked`` of 9223372036854775807) takes the default instead of being refused.
+    defaulted: frozenset[str]
+
+
+async def _catalog(db: Database | Tx, table: str) -> _Catalog:
+    """From information_schema, so exports and imports follow the schema."""
     rows = await db.fetch_all(Q.table_columns, table=table)
-    columns = {}
+    types, defaulted = {}, set()
     for r in rows:
-        if str(r["name"]) in LOCAL_COLUMNS:
+        name = str(r["name"])
+        if name in LOCAL_COLUMNS:
             continue
         kind = _MDC_TYPES.get(str(r["type"]).lower())
         if kind is None:
-            raise RunIoError(f"{table}.{r['name']}: column type {r['type']} has no mdc type")
-        columns[str(r["name"])] = kind
-    if not columns:
+            raise RunIoError(f"{table}.{name}: column type {r['type']} has no mdc type")
+        types[name] = kind
+        if r["nullable"] == "NO" and r["has_default"]:
+            defaulted.add(name)
+    if not types:
         raise RunIoError(f"table {table} does not exist in this database")
-    return columns
+    return _Catalog(types, frozenset(defaulted))
+
+
+async def _columns(db: Database | Tx, table: str) -> dict[str, str]:
+    """Column name -> mdc type of the table's exported columns."""
+    return (await _catalog(db, table)).types
 
 
 def _value(kind: str, value: Any) -> Any:
@@ -288,28 +307,27 @@ async def import_run(
     async def insert(tx: Tx) -> ImportResult:
         if st.lifecycle:
             await _check_storage_owners(tx, source, st, run_id, bases)
+        fitted: dict[str, list[dict[str, Any]]] = {}
+        ignored: set[str] = set()
+        for table in st.export_tables:
+            catalog = await _catalog(tx, table)
+            fitted[table] = [
+                _fit(source, table, r, catalog, ignore_unknown_columns, ignored) for r in rows[table]
+            ]
         existing = await tx.fetch_all(table_query("export", st.run_table), id=run_id)
         if existing:
-            if await _identical(tx, st, run_id, rows):
+            if await _identical(tx, st, run_id, fitted):
                 if also is not None:
                     await also(tx)
-                return ImportResult(st.name, run_id, 0, True, version)
+                return ImportResult(st.name, run_id, 0, True, version, tuple(sorted(ignored)))
             raise RunIoError(
                 f"{st.run_table} {run_id} already exists here with other values; nothing was imported"
             )
-        count, ignored = 0, set[str]()
+        count = 0
         for table in st.export_tables:
             columns = await _columns(tx, table)
-            for row in rows[table]:
-                unknown = sorted(c for c in row if c not in columns)
-                if unknown and not ignore_unknown_columns:
-                    raise RunIoError(
-                        f"{source}: {table} has column(s) this database lacks: {', '.join(unknown)} "
-                        "(--ignore-unknown-columns leaves them out); nothing was imported"
-                    )
-                ignored.update(f"{table}.{c}" for c in unknown)
-                known = {c: v for c, v in row.items() if c in columns}
-                await tx.execute(_insert_query(table, known, columns), **_params(known))
+            for row in fitted[table]:
+                await tx.execute(_insert_query(table, row, columns), **_params(row))
                 count += 1
         if also is not None:
             await also(tx)
@@ -351,11 +369,30 @@ async def _check_storage_owners(tx: Tx, source: str, st: Stage, run_id: int, bas
             )
 
 
+def _fit(
+    source: str, table: str, row: dict[str, Any], catalog: _Catalog, ignore: bool, ignored: set[str]
+) -> dict[str, Any]:
+    """The file's row as it is inserted: a column the database lacks is refused by name (or
+    left out and noted in ``ignored``), a NULL in a NOT NULL column with a default is left
+    out so the default applies."""
+    unknown = sorted(c for c in row if c not in catalog.types)
+    if unknown and not ignore:
+        raise RunIoError(
+            f"{source}: {table} has column(s) this database lacks: {', '.join(unknown)} "
+            "(--ignore-unknown-columns leaves them out); nothing was imported"
+        )
+    ignored.update(f"{table}.{c}" for c in unknown)
+    return {c: v for c, v in row.items() if c in catalog.types and not (v is None and c in catalog.defaulted)}
+
+
 async def _identical(tx: Tx, st: Stage, run_id: int, rows: dict[str, list[dict[str, Any]]]) -> bool:
-    """Whether the rows here equal the file's, compared as exported values (floats to a
-    relative 1e-6: F32 columns pass through ``%.7g`` text)."""
+    """Whether the rows here equal the file's (as fitted), compared as exported values over
+    the columns every row of the file gives (floats to a relative 1e-6: F32 columns pass
+    through ``%.7g`` text)."""
     for table in st.export_tables:
-        columns = await _columns(tx, table)
+        types = await _columns(tx, table)
+        given = set(types).intersection(*rows[table]) if rows[table] else set(types)
+        columns = {c: k for c, k in types.items() if c in given}
         here = await tx.fetch_all(table_query("export", table), id=run_id)
         mine = sorted(([_value(k, r[c]) for c, k in columns.items()] for r in here), key=repr)
         theirs = sorted(([_value(k, r.get(c)) for c, k in columns.items()] for r in rows[table]), key=repr)
@@ -378,10 +415,8 @@ def _same(a: Any, b: Any) -> bool:
 def _insert_query(table: str, row: dict[str, Any], columns: dict[str, str]) -> Query:
     """An INSERT for the file's columns. Identifiers cannot be parameters, so every one is
     checked against the database's own catalog (``columns``) before it is named; values are
-    always parameters."""
-    unknown = sorted(c for c in row if c not in columns)
-    if unknown:
-        raise RunIoError(f"{table}: the file has column(s) this database lacks: {', '.join(unknown)}")
+    always parameters. The caller has already refused (or left out) the file's columns that
+    the catalog lacks; only catalog names are named here."""
     names = [c for c in columns if c in row]
     for name in (table, *names):
         if not _IDENT.match(name):

@@ -284,7 +284,8 @@ SELECT * FROM stackInputSkyfile WHERE stack_id = %(id)s;
 SELECT * FROM stackSumSkyfile WHERE stack_id = %(id)s;
 
 -- name: table_columns
-SELECT column_name AS name, data_type AS type, is_nullable AS nullable
+SELECT column_name AS name, data_type AS type, is_nullable AS nullable,
+       (column_default IS NOT NULL AND column_default <> 'NULL') AS has_default
 FROM information_schema.columns
 WHERE table_schema = DATABASE() AND table_name = %(table)s
 ORDER BY ordinal_position;
