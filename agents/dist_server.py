@@ -123,20 +123,17 @@ async def ship(ctx: AgentContext, dist: DistRun) -> None:
     await asyncio.to_thread(shutil.rmtree, staging, True)
     await asyncio.to_thread(staging.mkdir, parents=True)
     try:
-        doc = await runio.export_run(ctx.db, stage_name, run_id, clean=dist.clean)
-        dbinfo = staging / f"dbinfo.{stage_name}.{run_id}.mdc"
-        await asyncio.to_thread(dbinfo.write_text, runio.export_text(doc))
+        files = await _run_info(ctx, dist, run, staging, prefix)
         built = await _bundles(ctx, storage, dist, staging)
-        size, md5 = await asyncio.to_thread(bundles.file_digest, dbinfo)
-        files = [datastore.NewFile(dbinfo.name, size, md5, "dbinfo", f"neb://any/{prefix}{dbinfo.name}")]
         files += [
-            datastore.NewFile(n, b.bytes, b.md5sum, "tgz", f"neb://any/{prefix}{n}") for n, _, b in built
+            datastore.NewFile(n, b.bytes, b.md5sum, "tgz", f"neb://any/{prefix}{n}", component or "run")
+            for n, component, b in built
         ]
         await storage.create_many_by_moving([(f.uri, staging / f.name) for f in files])
 
         async def register(tx: Tx) -> None:
             await datastore.register_fileset(
-                tx, prod, name, "notset", _column_values(prod, dist, exp_name), files
+                tx, prod, name, datastore.DIST_FILESET, _column_values(prod, dist, exp_name), files
             )
             for n, component, b in built:
                 await tx.execute(
@@ -166,6 +163,29 @@ async def ship(ctx: AgentContext, dist: DistRun) -> None:
     )
     ctx.count("filesets_shipped")
     ctx.count("bytes_shipped", sum(f.bytes for f in files))
+
+
+async def _run_info(
+    ctx: AgentContext, dist: DistRun, run: Row, staging: Path, prefix: str
+) -> list[datastore.NewFile]:
+    """Write the run's ``dbinfo`` (its export) and ``dirinfo`` (where its components'
+    products lie) into ``staging``: files of type text whose component is dbinfo and
+    dirinfo, as the IPP's ``dist_make_fileset.pl`` lists them."""
+    stage_name, run_id = dist.stage, dist.stage_id
+    doc = await runio.export_run(ctx.db, stage_name, run_id, clean=dist.clean)
+    comps = await runs.components(ctx.db, stage_name, run_id)
+    where = [(c.component, (c.uri if stage_name == "raw" else c.path_base) or "") for c in comps]
+    texts = {
+        "dbinfo": runio.export_text(doc),
+        "dirinfo": bundles.dirinfo(stage_name, run["workdir"], where),
+    }
+    files = []
+    for kind, text in texts.items():
+        path = staging / f"{kind}.{stage_name}.{run_id}.mdc"
+        await asyncio.to_thread(path.write_text, text)
+        size, md5 = await asyncio.to_thread(bundles.file_digest, path)
+        files.append(datastore.NewFile(path.name, size, md5, "text", f"neb://any/{prefix}{path.name}", kind))
+    return files
 
 
 async def _exp_name(ctx: AgentContext, stage_name: str, run: Row) -> str | None:

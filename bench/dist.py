@@ -116,7 +116,7 @@ def _anchor_import(base: str, names: list[str], out: Path) -> float:
 
 
 async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Path, rounds: int = 3) -> Figure:
-    await datastore.add_product(db, "bench-dist", "dist", None, ["stage", "stage_id"])
+    await datastore.add_product(db, "bench-dist", "ipp-dist", None, ["stage", "stage_id"])
     await db.execute(
         Q.dist_queue,
         target_id=None,

@@ -111,7 +111,9 @@ async def test_a_queued_chip_run_appears_at_the_mirror_full_with_identical_files
         "add",
         "ipp-dist",
         "--type",
-        "dist",
+        "ipp-dist",
+        "--description",
+        "distribution",
         "--columns",
         "target_id,stage,stage_id,exp_name",
     )
@@ -198,7 +200,9 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
             "add",
             "p",
             "--type",
-            "dist",
+            "ipp-dist",
+            "--description",
+            "distribution",
             "--columns",
             "stage,stage_id",
         ).returncode
@@ -257,7 +261,21 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
 async def test_standing_target_and_clean_distribution(site, sdb, mirror, tmp_path):
     """A standing target queues every full run of its dist_group; a --clean distribution
     ships the rows as cleaned and only what cleanup keeps."""
-    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "c", "--type", "dist").returncode == 0
+    assert (
+        ippctl(
+            site.dsn,
+            site.var_dir,
+            "ds",
+            "product",
+            "add",
+            "c",
+            "--type",
+            "ipp-dist",
+            "--description",
+            "distribution",
+        ).returncode
+        == 0
+    )
     out = ippctl(
         site.dsn,
         site.var_dir,
@@ -315,7 +333,21 @@ def _listening(server: AgentProcess) -> bool:
 
 
 async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, tmp_path):
-    assert ippctl(site.dsn, site.var_dir, "ds", "product", "add", "r", "--type", "dist").returncode == 0
+    assert (
+        ippctl(
+            site.dsn,
+            site.var_dir,
+            "ds",
+            "product",
+            "add",
+            "r",
+            "--type",
+            "ipp-dist",
+            "--description",
+            "distribution",
+        ).returncode
+        == 0
+    )
     assert (
         ippctl(
             site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "2", "--product", "r"
@@ -345,7 +377,19 @@ async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path)
     logs = [f for f in await runs.run_files(sdb, "chip", 1) if f.file_class == "log" and f.exists]
     assert logs and all(f.compressed and f.key.endswith(".log.gz") for f in logs)
     assert (
-        ippctl(site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type", "dist").returncode == 0
+        ippctl(
+            site.dsn,
+            site.var_dir,
+            "ds",
+            "product",
+            "add",
+            "ipp-dist",
+            "--type",
+            "ipp-dist",
+            "--description",
+            "distribution",
+        ).returncode
+        == 0
     )
     out = ippctl(
         site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1", "--product", "ipp-dist"

@@ -11,23 +11,38 @@ refused with an error naming the file and the line.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from shared.core.errors import MdcError
+from shared.core.settings import load_settings, parse_dsn
 from shared.db.database import Database
-from shared.db.queries import Query
-from shared.db.schema import CODE_SCHEMA_VERSION
+from shared.db.queries import Q, Query
+from shared.db.schema import (
+    CODE_SCHEMA_VERSION,
+    apply_statements,
+    create_database,
+    drop_database,
+    migrations,
+    upgrade,
+)
+from shared.distribution import datastore
 from shared.formats import mdc
 from shared.formats.mdc import Block, Scalar, Vector
 from shared.processing import runio
-from tests.helpers import ROOT
+from tests.helpers import FAST, ROOT, AgentProcess, agent_env, eventually
+from tests.mirror_fixture import free_port
+from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "ipp_mdc"
 
@@ -399,3 +414,366 @@ def test_fileset_names_follow_dist_make_fileset(name: str, taken: bool):
     from agents.dist_client import FILESET
 
     assert bool(FILESET.match(name)) is taken
+
+
+# -- the DataStore as the IPP's own client and server see it -------------------------------
+#
+# Facts from DataStore/lib/DataStore/Utils.pm (the client's field rules and known types),
+# DataStore/lib/DataStore/{Product,FileSet,File}/Parser.pm (what a line needs, or the client
+# drops it), DataStoreServer/scripts/{dsrootindex,dsprodindex,dsfsindex,tabledefs.sql} (how
+# the IPP's server prints its listings) and ippScripts/scripts/{dist_make_fileset.pl,
+# dist_advancerun.pl} (what a distribution fileset holds).
+
+# Utils.pm: $STD_FIELD, $TIME_FIELD, $BYTE_FIELD, $MD5_FIELD (digits written out as [0-9]:
+# Python's \d also takes other scripts' digits).
+IPP_STD_FIELD = re.compile(r"^[A-z0-9\-+_.: ]+\Z")
+IPP_TIME_FIELD = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
+IPP_BYTE_FIELD = re.compile(r"^[0-9]+\Z")
+IPP_MD5_FIELD = re.compile(r"^[0-9a-f]{32}\Z")
+# Utils.pm: %KNOWN_PRODUCT_TYPES, %KNOWN_FILESET_TYPES, %KNOWN_FILE_TYPES
+IPP_PRODUCT_TYPES = {
+    "image", "dump", "psrequest", "psresults", "table", "ipp-dist", "ipp-misc", "dqresults",
+    "IPP-MOPS", "IPP-PSPS", "PSRESULTS",
+}  # fmt: skip
+IPP_FILESET_TYPES = {
+    "OBJECT", "BIAS", "DARK", "SKYFLAT", "DOMEFLAT", "OOF", "SHACKHARTMANN", "PSREQUEST",
+    "PSRESULTS", "IPP-MOPS", "XRAY", "FOCUS", "MOPS_DETECTABILITY_QUERY",
+    "MOPS_DETECTABILITY_RESPONSE", "MOPS_TRANSIENT_DETECTIONS", "LED", "notset", "IPP_PSPS",
+    "IPP-DIST", "table",
+}  # fmt: skip
+IPP_FILE_TYPES = {
+    "chip", "psrequest", "psresults", "pstamp", "chipproc", "warp", "stack", "diff", "ipp-mops",
+    "table", "text", "xml", "tgz", "fits", "IPP-MOPS", "IPP-PSPS", "ipp-psps", "notset",
+}  # fmt: skip
+# dsrootindex and dsfsindex: their header lines and where each fixed-width field ends
+ROOT_HEADER = "# productID  |Most recent |Time registered     |type     |Description                     |"
+FILE_HEADER = "# fileID          |bytes   |md5sum                          |type        |"
+
+
+def _ipp_fields(line: str) -> list[str]:
+    """Perl's ``split /\\|/, $line``: trailing empty fields are dropped; then each field
+    stripped, as the parsers do."""
+    fields = line.split("|")
+    while fields and fields[-1] == "":
+        fields.pop()
+    return [f.strip() for f in fields]
+
+
+def _ipp_rows(text: str, minimum: int) -> list[list[str]]:
+    """The lines an IPP parser keeps: not blank, not a comment, at least ``minimum``
+    fields, none holding '#'. A line it would drop fails the test, naming it."""
+    rows = []
+    for line in text.split("\n"):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = _ipp_fields(line)
+        assert len(fields) >= minimum, f"not enough fields: {line!r}"
+        assert not any("#" in f for f in line.split("|")), f"a field holds '#': {line!r}"
+        rows.append(fields)
+    return rows
+
+
+def ipp_products(text: str) -> dict[str, list[str]]:
+    """Product/Parser.pm: product, last fileset, time, type, description."""
+    rows = {}
+    for product, last, when, kind, *rest in _ipp_rows(text, 5):
+        assert IPP_STD_FIELD.match(last), f"last fileset {last!r} of {product}"
+        assert IPP_TIME_FIELD.match(when), f"time {when!r} of {product}"
+        assert kind in IPP_PRODUCT_TYPES, f"product type {kind!r} of {product}"
+        rows[product] = [last, when, kind, *rest]
+    return rows
+
+
+def ipp_filesets(text: str) -> dict[str, list[str]]:
+    """FileSet/Parser.pm: fileset, time, type, then the product's columns."""
+    rows = {}
+    for name, when, kind, *extra in _ipp_rows(text, 3):
+        assert IPP_STD_FIELD.match(name) and IPP_STD_FIELD.match(kind), name
+        assert IPP_TIME_FIELD.match(when), f"time {when!r} of {name}"
+        assert kind in IPP_FILESET_TYPES, f"fileset type {kind!r} of {name}"
+        rows[name] = [when, kind, *extra]
+    return rows
+
+
+def ipp_files(text: str) -> dict[str, list[str]]:
+    """File/Parser.pm: file id, bytes, md5sum (or empty), type, then the type's columns."""
+    rows = {}
+    for name, size, md5, kind, *extra in _ipp_rows(text, 4):
+        assert IPP_STD_FIELD.match(name) and IPP_STD_FIELD.match(kind), name
+        assert IPP_BYTE_FIELD.match(size), f"bytes {size!r} of {name}"
+        assert IPP_MD5_FIELD.match(md5) or not md5.strip(), f"md5sum {md5!r} of {name}"
+        assert kind in IPP_FILE_TYPES, f"file type {kind!r} of {name}"
+        rows[name] = [size, md5, kind, *extra]
+    return rows
+
+
+def _bars(line: str) -> list[int]:
+    return [i for i, c in enumerate(line) if c == "|"]
+
+
+_sites = itertools.count()
+
+
+@pytest.fixture
+async def site(test_dsn: str, tmp_path: Path) -> AsyncIterator[SurveySite]:
+    async for survey in survey_site(
+        test_dsn, f"cf{next(_sites)}", tmp_path / "ipp", exposures=2, chips=2, seed=5
+    ):
+        yield survey
+
+
+async def _get(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200, f"{url}: {response.status}"
+        return await response.text()
+
+
+async def test_a_distribution_fileset_is_listed_as_the_ipp_s_server_lists_it_and_its_client_reads_it_all(
+    site, sdb, tmp_path
+):
+    """dsprodtool --add with --ps0..3; dist_make_fileset.pl's fileset (type IPP-DIST, dbinfo
+    and dirinfo as text with their component, bundles as tgz with theirs); the three
+    listings in dsrootindex / dsprodindex / dsfsindex layout, every line kept by the client."""
+    added = ippctl(
+        site, "ds", "product", "add", "ipp-dist", "--type", "ipp-dist", "--description", "IPP distribution",
+        "--ps0", "target_id", "--ps1", "stage", "--ps2", "stage_id", "--ps3", "exp_name",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    # seed 003's example of a PSPS product, which has no fileset yet
+    psps = ippctl(
+        site,
+        "ds",
+        "product",
+        "add",
+        "PSPS_HAF",
+        "--type",
+        "IPP-PSPS",
+        "--description",
+        "Heather PSPS testing",
+    )
+    assert psps.returncode == 0 and "PSPS_HAF (IPP-PSPS) added" in psps.stdout, psps.stderr
+    queued = ippctl(site, "dist", "queue", "--stage", "chip", "--id", "1", "--product", "ipp-dist")
+    assert queued.returncode == 0, queued.stderr
+    port = free_port()
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
+    try:
+        await eventually(lambda: _fileset_of(sdb), timeout_s=90, what="the shipped fileset")
+        base = f"http://127.0.0.1:{port}/ds"
+        root = await _get(f"{base}/index.txt")
+        product = await _get(f"{base}/ipp-dist/index.txt")
+        (name,) = ipp_filesets(product)
+        listing = await _get(f"{base}/ipp-dist/{name}/index.txt")
+        dirinfo = await _get(f"{base}/ipp-dist/{name}/dirinfo.chip.1.mdc")
+    finally:
+        server.kill()
+
+    lines = root.splitlines()
+    assert lines[0] == ROOT_HEADER
+    products = ipp_products(root)
+    # dsrootindex: "none" for no fileset; ordered by type; %-13s|%-12s|%-20s|%-9s|%-32s|
+    assert products["PSPS_HAF"][:1] == ["none"] and products["PSPS_HAF"][2:] == [
+        "IPP-PSPS",
+        "Heather PSPS testing",
+    ]
+    assert products["ipp-dist"][0] == name and products["ipp-dist"][2] == "ipp-dist"
+    # ORDER BY type, compared without case as MariaDB's default collation does (ipp-dist, IPP-PSPS)
+    assert [line.split("|")[0].strip() for line in lines[1:]] == ["ipp-dist", "PSPS_HAF"]
+    assert _bars(lines[2]) == [13, 26, 47, 57, 90]  # PSPS_HAF: every value fits its width
+
+    (fileset,) = ipp_filesets(product).values()
+    exp_name = name.split(".")[0]
+    assert fileset[1:] == ["IPP-DIST", "null", "chip", "1", exp_name]  # queued by hand: no target
+    # dsprodindex: the labels, every column as wide as its widest label or value
+    labels, line = product.splitlines()
+    assert [f.strip() for f in labels[1:].split("|")[:-1]] == [
+        "filesetID", "time registered", "type", "target_id", "stage", "stage_id", "exp_name",
+    ]  # fmt: skip
+    assert _bars(labels) == _bars(line)
+
+    files = ipp_files(listing)
+    head = listing.splitlines()[0]
+    assert head == FILE_HEADER + "component|"  # tabledefs.sql: text and tgz have a component column
+    assert files["dbinfo.chip.1.mdc"][2:] == ["text", "dbinfo"]
+    assert files["dirinfo.chip.1.mdc"][2:] == ["text", "dirinfo"]
+    chips = {str(r["class_id"]): str(r["path_base"]) for r in await sdb.fetch_all(CHIPS, id=1)}
+    bundles = {n: row for n, row in files.items() if n.endswith(".tgz")}
+    assert {row[2] for row in bundles.values()} == {"tgz"}
+    # one bundle per chip; the run's own files (mosaics) travel in one more, component "run"
+    assert {row[3] for row in bundles.values()} == {*chips, "run"}
+    for n, row in bundles.items():
+        if row[3] != "run":
+            assert n.endswith(f".{row[3]}.tgz")  # basename(path_base).$class_id.tgz
+    # %-18s|%-8s|%-32s|%-12s|, then %-8s| per type column
+    short = [line for line in listing.splitlines()[1:] if len(line.split("|")[0]) <= 18]
+    assert short and all(_bars(line) == [18, 27, 60, 73, 82] for line in short)
+
+    # dist_advancerun.pl: destdir (the workdir without scheme and volume), then per
+    # component the directory of its products relative to destdir
+    doc = mdc.loads(dirinfo, "dirinfo")
+    destdir = _block(doc, "destdir").value("destdir")
+    assert isinstance(destdir, str) and not destdir.startswith(("neb:", "/"))
+    components = _block(doc, "components")
+    assert {n for n, _ in components} == set(chips)
+    for class_id, path_base in chips.items():
+        assert path_base.endswith(f"{destdir}/{components.value(class_id)}/{path_base.rsplit('/', 1)[-1]}")
+
+
+CHIPS = Query("t_chips", "SELECT class_id, path_base FROM chipProcessedImfile WHERE chip_id = %(id)s", "test")
+FILESET = Query("t_fs", "SELECT fileset_name FROM distRun WHERE state = 'full'", "test")
+DS_FILESETS = Query(
+    "t_dsfs",
+    "SELECT s.fileset_name, s.type, p.type AS product_type FROM dsFileset s "
+    "JOIN dsProduct p ON p.prod_id = s.prod_id WHERE p.prod_name = %(product)s",
+    "test",
+)
+
+
+async def _fileset_of(sdb: Database) -> object:
+    return await sdb.fetch_one(FILESET)
+
+
+async def test_a_published_batch_is_a_fileset_of_the_config_s_datastore_type_read_by_the_ipp_client(
+    site, sdb
+):
+    """seed 003: datastore_type defaults to IPP_PSPS and is the type the batches carry; the
+    product is an IPP-PSPS one. The FITS file is of type fits, which has no type columns
+    (tabledefs.sql), and the manifest text with its component: two dsfsindex headers."""
+    configure_loading(site, "cf")
+    shown = ippctl(site, "psps", "config", "list", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert [c["datastore_type"] for c in json.loads(shown.stdout) if c["name"] == "cf"] == ["IPP_PSPS"]
+    init = ippctl(site, "psps", "init", "cf")
+    assert init.returncode == 0, init.stderr
+    (row,) = await sdb.fetch_all(DS_FILESETS, product="PSPS_cf")
+    assert (row["type"], row["product_type"]) == ("IPP_PSPS", "IPP-PSPS")
+    listing = await datastore.fileset_listing(sdb, "PSPS_cf", row["fileset_name"])
+    files = ipp_files(listing)
+    assert sorted(r[2:] for r in files.values()) == [["fits"], ["text", "manifest"]]
+    headers = [line for line in listing.splitlines() if line.startswith("#")]
+    assert headers == [FILE_HEADER, FILE_HEADER + "component|"]
+    # another known type is taken and used; one the IPP's client does not know is refused
+    configure_loading(site, "cf2", "datastore_type=table")
+    assert ippctl(site, "psps", "init", "cf2").returncode == 0
+    (other,) = await sdb.fetch_all(DS_FILESETS, product="PSPS_cf2")
+    assert other["type"] == "table"
+    bad = ippctl(site, "psps", "config", "set", "cf2", "datastore_type=psps_batches")
+    assert bad.returncode != 0 and "datastore_type" in bad.stderr and "IPP_PSPS" in bad.stderr
+
+
+async def test_ippctl_ds_product_add_takes_dsprodtool_s_arguments_and_refuses_what_the_client_would_drop(
+    db, test_dsn, tmp_path
+):
+    """dsprodtool --add NAME --type T --description D [--ps0..7]: type and description
+    required; a type outside Utils.pm's %KNOWN_PRODUCT_TYPES, or a description holding '#'
+    (Product/Parser.pm drops the line), is refused with the reason."""
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.ctl.main", "ds", *args],
+            cwd=ROOT,
+            env={**agent_env(test_dsn), "IPP_VAR_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    ok = ctl(
+        "product", "add", "PSPS_X", "--type", "IPP-PSPS", "--description", "PSPS testing", "--ps0", "batch"
+    )
+    assert ok.returncode == 0, ok.stderr
+    prod = await datastore.product(db, "PSPS_X")
+    assert (prod["type"], prod["description"], prod["prod_col_0"]) == ("IPP-PSPS", "PSPS testing", "batch")
+    old = ctl("product", "add", "d", "--type", "dist", "--description", "old name")
+    assert old.returncode == 0 and (await datastore.product(db, "d"))["type"] == "ipp-dist"
+    unknown = ctl("product", "add", "y", "--type", "psps-x", "--description", "x")
+    assert unknown.returncode == 2 and "--type" in unknown.stderr
+    missing = ctl("product", "add", "y", "--type", "IPP-PSPS")
+    assert missing.returncode == 2 and "--description" in missing.stderr
+    hashed = ctl("product", "add", "y", "--type", "IPP-PSPS", "--description", "batch #1")
+    assert hashed.returncode != 0 and "'#'" in hashed.stderr
+    gap = ctl("product", "add", "y", "--type", "IPP-PSPS", "--description", "x", "--ps0", "a", "--ps2", "c")
+    assert gap.returncode != 0 and "without gaps" in gap.stderr
+    assert await db.fetch_one(Q.ds_product_get, name="y") is None
+
+
+def test_a_dsfsindex_listing_with_a_header_per_type_and_short_lines_is_read():
+    """dsfsindex prints the header again when the type's columns change, and a type column
+    only when it has a value; File/Parser.pm reads any line of 4 fields or more."""
+    md5 = "0123456789abcdef0123456789abcdef"
+    text = (
+        f"{FILE_HEADER}\n"
+        f"{'B00000007.fits':<18}|{'2880':<8}|{md5}|{'fits':<12}|\n"
+        f"{FILE_HEADER}component|\n"
+        f"{'B00000007.mdc':<18}|{'12':<8}|{md5}|{'text':<12}|{'manifest':<8}|\n"
+        f"{'notes.txt':<18}|{'3':<8}|{md5}|{'text':<12}|\n"
+    )
+    files = datastore.parse_files(text, "t")
+    assert [(f.name, f.type, f.component) for f in files] == [
+        ("B00000007.fits", "fits", None),
+        ("B00000007.mdc", "text", "manifest"),
+        ("notes.txt", "text", None),
+    ]
+    with pytest.raises(datastore.DataStoreError, match="5 fields, the header has 4"):
+        datastore.parse_files(f"{FILE_HEADER}\nx|1|{md5}|fits|extra|\n", "t")
+
+
+async def test_upgrading_gives_what_earlier_versions_registered_the_ipp_s_type_names(server_dsn):
+    """A DataStore registered before schema 11 (types dist, psps, dbinfo, manifest) reads
+    after the upgrade as the IPP's client needs it: ipp-dist / IPP-PSPS products, IPP-DIST
+    and IPP_PSPS filesets, text files with their component, tgz files with theirs."""
+    dsn = parse_dsn(server_dsn).with_database(f"ipp_t11_{os.getpid()}")
+    settings = load_settings(environ={}, db_dsn=dsn.url(), **FAST)
+    await create_database(settings, dsn)
+    db = await Database.connect(settings, dsn)
+    try:
+        for m in migrations()[:10]:
+            await apply_statements(db, m.statements(), name=m.name)
+            await db.execute(Q.record_migration, version=m.version, name=m.name)
+        await db.execute(Q.set_dbversion, version=10)
+        for statement in LEGACY:
+            await db.execute(Query("t_legacy", statement, "test"))
+        assert [m.version for m in await upgrade(db)] == list(range(11, CODE_SCHEMA_VERSION + 1))
+        products = {r["prod_name"]: r["type"] for r in await db.fetch_all(Q.ds_products)}
+        assert products == {"ipp-dist": "ipp-dist", "PSPS_a": "IPP-PSPS"}
+        sets = await db.fetch_all(Query("t_s", "SELECT fileset_name, type FROM dsFileset ORDER BY 1", "test"))
+        assert [(r["fileset_name"], r["type"]) for r in sets] == [
+            ("B00000001", "IPP_PSPS"),
+            ("o1.chip.1.1.1", "IPP-DIST"),
+        ]
+        listing = await datastore.fileset_listing(db, "ipp-dist", "o1.chip.1.1.1")
+        assert {n: r[2:] for n, r in ipp_files(listing).items()} == {
+            "dbinfo.chip.1.mdc": ["text", "dbinfo"],
+            "o1.ch.1.XY01.tgz": ["tgz", "XY01"],
+        }
+        batch = ipp_files(await datastore.fileset_listing(db, "PSPS_a", "B00000001"))
+        assert {n: r[2:] for n, r in batch.items()} == {
+            "B00000001.fits": ["fits"],
+            "B00000001.mdc": ["text", "manifest"],
+        }
+        config = await db.fetch_one(Query("t_c", "SELECT datastore_type FROM psps_config", "test"))
+        assert config == {"datastore_type": "IPP_PSPS"}
+    finally:
+        await db.close()
+        await drop_database(settings, dsn)
+
+
+_MD5 = "0123456789abcdef0123456789abcdef"
+LEGACY = [
+    "INSERT INTO dsProduct (prod_id, prod_name, type, description) VALUES (1, 'ipp-dist', 'dist', NULL), "
+    "(2, 'PSPS_a', 'psps', 'batches')",
+    "INSERT INTO dsFileset (fileset_id, prod_id, fileset_name, reg_time, type) VALUES "
+    "(1, 1, 'o1.chip.1.1.1', UTC_TIMESTAMP(), 'notset'), (2, 2, 'B00000001', UTC_TIMESTAMP(), 'psps')",
+    f"INSERT INTO dsFile (fileset_id, file_name, bytes, md5sum, type, uri) VALUES "
+    f"(1, 'dbinfo.chip.1.mdc', 10, '{_MD5}', 'dbinfo', 'neb://any/a'), "
+    f"(1, 'o1.ch.1.XY01.tgz', 10, '{_MD5}', 'tgz', 'neb://any/b'), "
+    f"(2, 'B00000001.fits', 10, '{_MD5}', 'fits', 'neb://any/c'), "
+    f"(2, 'B00000001.mdc', 10, '{_MD5}', 'manifest', 'neb://any/d')",
+    "INSERT INTO distRun (dist_id, stage, stage_id, product, fileset_name, state) VALUES "
+    "(1, 'chip', 1, 'ipp-dist', 'o1.chip.1.1.1', 'full')",
+    "INSERT INTO distComponent (dist_id, component, name) VALUES (1, 'XY01', 'o1.ch.1.XY01.tgz')",
+    "INSERT INTO psps_config (name, datastore_product, datastore_type, datastore_publish, dvo_label, "
+    "dvo_location, ra_min, ra_max, dec_min, dec_max, box_size_deg, epoch, survey_id, batch_types, "
+    "test_mode, deletion_policy, active) VALUES ('a', 'PSPS_a', 'psps', 1, '', '', 0, 360, -90, 90, 1, "
+    "'2009-01-01', 0, 'P2', 0, '', 1)",
+]

@@ -147,7 +147,9 @@ async def setup(sh: Shell, plan: Plan) -> None:
             "add",
             "ipp-dist",
             "--type",
-            "dist",
+            "ipp-dist",
+            "--description",
+            "distribution",
             "--columns",
             "target_id,stage,stage_id,exp_name",
         )

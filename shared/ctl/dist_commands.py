@@ -22,17 +22,29 @@ LIFECYCLE = tuple(STAGES)
 
 
 async def ds_product_add(settings: Settings, args: argparse.Namespace) -> int:
-    columns = [c for c in (args.columns or "").split(",") if c]
+    """``dsprodtool --add NAME --type T --description D [--ps0 L ... --ps7 L]``."""
+    labels = [getattr(args, f"ps{i}") for i in range(datastore.MAX_COLUMNS)]
+    if args.columns and any(labels):
+        raise DataStoreError("give the column labels either as --columns or as --ps0..--ps7, not both")
+    columns = [c for c in (args.columns or "").split(",") if c] or _leading(labels)
 
     async def go(db: Database) -> int:
         await datastore.add_product(db, args.name, args.type, args.description, columns)
         print(
-            f"product {args.name} ({args.type}) added"
+            f"product {args.name} ({datastore.product_type(args.type)}) added"
             + (f", columns {', '.join(columns)}" if columns else "")
         )
         return EXIT_OK
 
     return await with_db(settings, go)
+
+
+def _leading(labels: list[str | None]) -> list[str]:
+    """--ps0..--ps7 up to the first one not given (a gap would shift the columns)."""
+    given = [label for label in labels if label]
+    if labels[: len(given)] != given:
+        raise DataStoreError("--ps0..--ps7 must be given in order, without gaps")
+    return given
 
 
 async def ds_ls(settings: Settings, args: argparse.Namespace) -> int:
@@ -262,13 +274,24 @@ def add_commands(top: Any) -> None:
     )
     p = prod.add_parser("add", help="add a product")
     p.add_argument("name")
-    p.add_argument("--type", required=True, choices=datastore.PRODUCT_TYPES)
-    p.add_argument("--description")
+    p.add_argument(
+        "--type",
+        required=True,
+        choices=(*datastore.PRODUCT_TYPES, *datastore.OLD_PRODUCT_TYPES),
+        metavar="TYPE",
+        help=f"one the IPP's DataStore client knows: {', '.join(datastore.PRODUCT_TYPES)} "
+        "(dist, psps and other are read as ipp-dist, IPP-PSPS and ipp-misc)",
+    )
+    p.add_argument("--description", required=True)
     p.add_argument(
         "--columns",
         help="labels of the product's fileset columns, comma separated "
         "(e.g. target_id,stage,stage_id,exp_name)",
     )
+    for i in range(datastore.MAX_COLUMNS):
+        p.add_argument(
+            f"--ps{i}", metavar="LABEL", help=f"the label of fileset column {i}, as dsprodtool takes it"
+        )
     p.set_defaults(handler=ds_product_add)
     p = ds.add_parser("ls", help="products; a product's filesets; a fileset's files")
     p.add_argument("product", nargs="?")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import tarfile
@@ -29,10 +30,13 @@ from typing import IO, Any
 from isal import igzip
 
 from shared.core.errors import IppError
+from shared.formats import mdc
 
 _CHUNK = 1 << 20
 #: Stages whose bundles are named with the class_id (REFERENCE 7).
 CLASS_NAMED = ("raw", "chip", "camera", "fake")
+#: Stages whose fileset names carry no exp_name tag (dist_make_fileset.pl get_fileset_tag).
+UNTAGGED = ("stack", "diff")
 MEMBER = re.compile(r"^\./[A-Za-z0-9_+][A-Za-z0-9_.+-]*\Z")
 
 
@@ -41,10 +45,11 @@ class BundleError(IppError):
 
 
 def fileset_name(stage_name: str, stage_id: int, exp_name: str | None, dist_id: int, prod_id: int) -> str:
-    """``$exp_name.$stage.$stage_id.$dist_id.$prod_id``; stacks
-    ``stack.$stack_id.$dist_id.$prod_id`` (REFERENCE 7)."""
-    if stage_name == "stack":
-        return f"stack.{stage_id}.{dist_id}.{prod_id}"
+    """``$exp_name.$stage.$stage_id.$dist_id.$prod_id``; stacks and diffs have no exp_name
+    tag (``stack.$stack_id.$dist_id.$prod_id``, as ``ippScripts/scripts/dist_make_fileset.pl``
+    names them; REFERENCE 7)."""
+    if stage_name in UNTAGGED:
+        return f"{stage_name}.{stage_id}.{dist_id}.{prod_id}"
     return f"{exp_name or stage_name}.{stage_name}.{stage_id}.{dist_id}.{prod_id}"
 
 
@@ -55,6 +60,37 @@ def bundle_name(stage_name: str, path_base: str, component: str | None) -> str:
     if stage_name in CLASS_NAMED and component:
         return f"{base}.{component}.tgz"
     return f"{base}.tgz"
+
+
+def dirinfo(stage_name: str, workdir: str | None, components: Iterable[tuple[str | None, str]]) -> str:
+    """The ``dirinfo.$stage.$stage_id.mdc`` shipped beside the dbinfo, as the IPP's
+    ``ippScripts/scripts/dist_advancerun.pl`` writes it: a ``destdir`` block holding the
+    run's workdir without its scheme and volume (``none`` for raw), and a ``components``
+    block giving, per component (``exposure`` for a run without any), the directory of its
+    products relative to destdir. ``components`` holds (component, path_base; uri for raw)."""
+    destdir = "none" if stage_name == "raw" or not workdir else _without_volume(workdir)
+    head = mdc.Block()
+    head.add("destdir", mdc.Scalar("STR", destdir))
+    listed = mdc.Block()
+    for component, path in components:
+        listed.add(component or "exposure", mdc.Scalar("STR", _component_dir(destdir, path)))
+    doc = mdc.Block()
+    doc.add("destdir", head)
+    doc.add("components", listed)
+    return mdc.dumps(doc)
+
+
+def _without_volume(path: str) -> str:
+    """``neb://vol/a/b`` -> ``a/b``; ``/data/ippNN/a/b`` -> ``a/b`` (the IPP's layout)."""
+    if "://" in path:
+        return "/".join(path.split("://", 1)[1].lstrip("/").split("/")[1:])
+    return "/".join(path.lstrip("/").split("/")[2:])
+
+
+def _component_dir(destdir: str, path: str) -> str:
+    at = path.find(destdir) if destdir != "none" else -1
+    relative = path[at + len(destdir) + 1 :].lstrip("/") if at >= 0 else _without_volume(path)
+    return posixpath.dirname(relative) or "."
 
 
 class _HashingWriter:

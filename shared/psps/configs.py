@@ -19,6 +19,7 @@ from typing import Any
 from shared.core.errors import IppError
 from shared.db.database import Database, Row
 from shared.db.queries import Q
+from shared.distribution import datastore
 from shared.psps import BATCH_TYPES
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
@@ -92,6 +93,15 @@ def _text(limit: int) -> Callable[[str], str]:
     return check
 
 
+def _fileset_type(text: str) -> str:
+    """A fileset type the IPP's DataStore client lists (the DXLayer never sees others)."""
+    value = text.strip()
+    value = "IPP_PSPS" if value == "psps" else value  # the name earlier versions used
+    if value not in datastore.FILESET_TYPES:
+        raise ValueError("expected a fileset type the IPP's DataStore client knows, such as IPP_PSPS")
+    return value
+
+
 def _survey(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 255:
@@ -132,7 +142,9 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "datastore_product", _text(64), lambda n: f"PSPS_{n}", "DataStore product batches are published on"
     ),
-    Field("datastore_type", _text(16), lambda n: "psps", "type of that product"),
+    Field(
+        "datastore_type", _fileset_type, lambda n: "IPP_PSPS", "type of the filesets batches are published as"
+    ),
     Field("datastore_publish", _bool, lambda n: True, "publish batches (no: build them only)"),
     Field("dvo_label", _text(64), lambda n: "", "addRun label (dvodb) whose merged runs are loaded"),
     Field("dvo_location", _text(512), lambda n: "", "the DVO catalog directory"),

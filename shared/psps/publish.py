@@ -37,7 +37,7 @@ async def _product(db: Database, cfg: LoadingConfig) -> Any:
             await datastore.add_product(
                 db,
                 cfg.datastore_product,
-                "psps",
+                "IPP-PSPS",
                 f"PSPS batches of loading config {cfg.name}",
                 ["batch", "type", "config"],
             )
@@ -72,7 +72,12 @@ class Publication:
         """Register the fileset and mark the batch row published."""
         if self.prod is not None:
             await datastore.register_fileset(
-                tx, self.prod, self.name, "psps", [self.name, self.batch_type, self.cfg.name], self.files
+                tx,
+                self.prod,
+                self.name,
+                self.cfg.datastore_type,
+                [self.name, self.batch_type, self.cfg.name],
+                self.files,
             )
         await tx.execute(
             Q.psps_batch_published,
@@ -115,7 +120,8 @@ async def stage(
                 "fits",
                 f"{prefix}/{written.fits_path.name}",
             ),
-            datastore.NewFile(manifest.name, m_size, m_md5, "manifest", f"{prefix}/{manifest.name}"),
+            # a text file whose component says what it is, as the IPP's dbinfo and dirinfo are
+            datastore.NewFile(manifest.name, m_size, m_md5, "text", f"{prefix}/{manifest.name}", "manifest"),
         ]
     pub = Publication(storage, cfg, batch_id, name, batch_type, written, detections, prod, files)
     if prod is not None:

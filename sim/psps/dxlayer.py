@@ -1,6 +1,6 @@
 """The stand-in DXLayer: what PSPS does with a published batch.
 
-One pass: list the DataStore's products of type ``psps`` and note every fileset not seen
+One pass: list the DataStore's products of type ``IPP-PSPS`` and note every fileset not seen
 before; then take the batches with work to do, oldest first. A new batch is downloaded (size
 and md5 checked against the listing), its manifest and FITS file are checked against each
 other and against the VOTable description of its type (tables, columns, types, row counts, no
@@ -45,6 +45,9 @@ P = QueryBook(load_queries(Path(__file__).resolve().parent.parent / "sql"))
 log = get_logger("dxlayer")
 #: Batches handled per pass (the rest wait for the next one).
 PER_PASS = 50
+#: The product types the DXLayer polls: the IPP's name (seed 003: ``dsprodtool --add ...
+#: --type IPP-PSPS``) and the one earlier versions of this project used.
+PSPS_PRODUCTS = ("IPP-PSPS", "psps")
 
 
 class Rejected(IppError):
@@ -230,7 +233,7 @@ class DxLayer:
         added = 0
         for row in root.rows:
             product, kind = row[0], row[3]
-            if kind != "psps":
+            if kind not in PSPS_PRODUCTS:
                 continue
             if not datastore.NAME.match(product):
                 log.warning("product_refused", product=product[:80], reason="not a valid product name")
@@ -287,7 +290,9 @@ class DxLayer:
         url = f"{self.base}/{product}/{name}"
         files = datastore.parse_files(await get_text(self.session, f"{url}/index.txt", self.limits), url)
         fits_files = [f for f in files if f.type == "fits"]
-        manifests = [f for f in files if f.type == "manifest"]
+        manifests = [
+            f for f in files if f.type == "manifest" or (f.type == "text" and f.component == "manifest")
+        ]
         if len(fits_files) != 1 or len(manifests) != 1:
             raise Rejected(
                 "load",

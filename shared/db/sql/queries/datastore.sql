@@ -14,7 +14,7 @@ VALUES (%(name)s, %(type)s, %(description)s, %(col0)s, %(col1)s, %(col2)s, %(col
 
 -- name: ds_products
 SELECT prod_name, last_fs, last_update, reg_time, type, description
-FROM dsProduct ORDER BY prod_name;
+FROM dsProduct ORDER BY type, prod_name;
 
 -- name: ds_product_touch
 UPDATE dsProduct SET last_fs = %(name)s, last_update = UTC_TIMESTAMP() WHERE prod_id = %(prod_id)s;
@@ -37,12 +37,16 @@ VALUES (%(prod_id)s, %(name)s, UTC_TIMESTAMP(), %(type)s, %(col0)s, %(col1)s, %(
         %(col3)s, %(col4)s, %(col5)s, %(col6)s, %(col7)s);
 
 -- name: ds_files
-SELECT file_id, file_name, bytes, md5sum, type, uri FROM dsFile
-WHERE fileset_id = %(fileset_id)s ORDER BY file_id;
+SELECT file_id, file_name, bytes, md5sum, type, uri, type_col_0, type_col_1, type_col_2,
+       type_col_3
+FROM dsFile WHERE fileset_id = %(fileset_id)s ORDER BY file_id;
+
+-- name: ds_file_types
+SELECT type, type_col_0, type_col_1, type_col_2, type_col_3 FROM dsFileType;
 
 -- name: ds_file_add
-INSERT INTO dsFile (fileset_id, file_name, bytes, md5sum, type, uri)
-VALUES (%(fileset_id)s, %(name)s, %(bytes)s, %(md5sum)s, %(type)s, %(uri)s);
+INSERT INTO dsFile (fileset_id, file_name, bytes, md5sum, type, uri, type_col_0)
+VALUES (%(fileset_id)s, %(name)s, %(bytes)s, %(md5sum)s, %(type)s, %(uri)s, %(component)s);
 
 -- name: ds_fileset_hide
 UPDATE dsFileset SET hide = 1 WHERE fileset_id = %(fileset_id)s;
