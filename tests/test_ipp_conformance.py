@@ -261,6 +261,30 @@ def _line(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if line.split()[:1] == [name])
 
 
+#: An IPP source tree (``ps-ipp/ipp-trunk-20250502``) to run its own queries from; its files
+#: are not part of this project, so without one these tests are skipped.
+IPP_SOURCE = os.environ.get("IPP_SOURCE_DIR")
+#: The tools of the stages this project keeps (ippTools/share/<tool>_pendingcleanup*.sql).
+STAGE_TOOLS = ("regtool", "chiptool", "camtool", "faketool", "warptool", "stacktool", "difftool")
+
+
+def _pending_cleanup_files() -> list[Path]:
+    if not IPP_SOURCE:
+        return []
+    share = Path(IPP_SOURCE) / "ippTools" / "share"
+    return sorted(p for p in share.glob("*pendingcleanup*.sql") if p.name.split("_")[0] in STAGE_TOOLS)
+
+
+@pytest.mark.skipif(not IPP_SOURCE, reason="set IPP_SOURCE_DIR to an IPP source tree to run its queries")
+@pytest.mark.parametrize("path", _pending_cleanup_files(), ids=lambda p: p.stem)
+async def test_the_ipp_s_own_pending_cleanup_queries_run_unchanged_on_this_schema(db, path: Path):
+    """ippTools/share/*pendingcleanup*.sql, as the IPP's tools run them (they append only
+    their own WHERE terms and LIMIT): every table and column they name is in this schema."""
+    await db.fetch_all(
+        Query("ipp_pendingcleanup", path.read_text().rstrip().rstrip(";") + " LIMIT 1", path.name)
+    )
+
+
 async def test_an_export_writes_null_numbers_and_times_as_psdb_and_pslib_do_and_import_gives_nulls_back(db):
     """psLib psDB.c (psDBGetPTypeNaN: a NULL column becomes its type's largest value, NAN for
     F32/F64, a NULL psTime) and psMetadataConfig.c (psMetadataItemFormat: "%-15s  %-8s  %-15"
@@ -286,6 +310,9 @@ async def test_an_export_writes_null_numbers_and_times_as_psdb_and_pslib_do_and_
         assert re.match(r"dbversion MULTI\ndbversion  METADATA\n", text)
         assert "\ncamRun MULTI\ncamRun  METADATA\n" in text
 
+        # Read as PS::IPP::Metadata::Config's parse_list reads it, every block is kept.
+        assert [name for name, _ in _parse_list(text)] == ["dbversion", "camRun", "camProcessedExp"]
+
         await _drop_camera_run(db)
         result = await runio.import_run(db, text, "cam.mdc")
         assert (result.rows, result.version) == (2, str(CODE_SCHEMA_VERSION))
@@ -301,6 +328,22 @@ async def test_an_export_writes_null_numbers_and_times_as_psdb_and_pslib_do_and_
         assert row is not None and set(row.values()) == {None}
     finally:
         await _drop_camera_run(db)
+
+
+def _parse_list(text: str) -> list[tuple[str, Block]]:
+    """PS-IPP-Metadata-Config/lib/PS/IPP/Metadata/Config.pm ``parse_list``: the lines are cut
+    into chunks, each ending at a line that is only ``END``; a chunk is kept only if it parses
+    alone into exactly one entry, a METADATA. A chunk it would drop fails the test."""
+    kept, chunk = [], []
+    for line in text.split("\n"):
+        chunk.append(line)
+        if line.strip() == "END":
+            doc = mdc.loads("\n".join(chunk) + "\n", "chunk")
+            assert len(doc.entries) == 1 and isinstance(doc.entries[0][1], Block), chunk[:3]
+            kept.append((doc.entries[0][0], doc.entries[0][1]))
+            chunk = []
+    assert not "".join(chunk).strip(), f"text after the last END: {chunk[:3]}"
+    return kept
 
 
 def _ipp_export(extra: str = "") -> str:
@@ -610,6 +653,7 @@ async def test_a_distribution_fileset_is_listed_as_the_ipp_s_server_lists_it_and
     # dist_advancerun.pl: destdir (the workdir without scheme and volume), then per
     # component the directory of its products relative to destdir
     doc = mdc.loads(dirinfo, "dirinfo")
+    assert [name for name, _ in _parse_list(dirinfo)] == ["destdir", "components"]
     destdir = _block(doc, "destdir").value("destdir")
     assert isinstance(destdir, str) and not destdir.startswith(("neb:", "/"))
     components = _block(doc, "components")
