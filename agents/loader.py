@@ -13,16 +13,19 @@ pass, up to its attempts.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from shared.core.errors import ClaimLost
+from shared.core.errors import ClaimLost, IppError
 from shared.db.database import Row, Tx
 from shared.db.queries import Q
 from shared.formats import catalogs
 from shared.processing.filerules import rule
-from shared.psps import batches, builders, publish
+from shared.psps import batches, builders, configs, publish
 from shared.psps.batches import BatchError
 from shared.psps.claims import ITEM_SPEC, STRIPE_SPEC, PspsItem
 from shared.psps.configs import LoadingConfig, for_each
@@ -37,8 +40,48 @@ EVENTS = ItemEvents(claim_lost="batch_claim_lost", failed="batch_failed")
 # -- the agent -----------------------------------------------------------------------------
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("init",),
+        help="init: make, publish and record the config's IN batch, then stop (seed 003)",
+    )
+
+
+@asynccontextmanager
+async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
+    """``init`` needs one config that exists: said at start-up, before any work."""
+    if getattr(ctx.args, "action", None) == "init":
+        if ctx.config in ("", "all"):
+            raise BatchError("loader init needs one config: ipp-agent loader --config NAME init")
+        await configs.load(ctx.db, ctx.config)
+    yield
+
+
 async def run_once(ctx: AgentContext) -> int:
+    if getattr(ctx.args, "action", None) == "init":
+        await init(ctx)
+        return 0
     return await for_each(ctx.db, ctx.config or "all", lambda cfg: load_config(ctx, cfg))
+
+
+async def init(ctx: AgentContext) -> None:
+    """``loader --config C init``, as ``loader.py C init`` was: the IN batch, then stop."""
+    cfg = await configs.load(ctx.db, ctx.config)
+    try:
+        made = await publish.in_batch(ctx.db, cfg, Path(ctx.settings.var_dir))
+    except (IppError, OSError) as exc:
+        ctx.log.error("batch_failed", config=cfg.name, type="IN", reason=str(exc))
+        ctx.item_failed(f"IN batch: {exc}")
+        ctx.finish("init: the IN batch could not be made", exit_code=1)
+        return
+    if made.already:
+        ctx.log.info("in_batch_exists", config=cfg.name, batch=made.name)
+    else:
+        ctx.log.info("batch_published", config=cfg.name, batch=made.name, type="IN", fileset=made.fileset)
+        ctx.count("batches_published")
+    ctx.finish("init: the IN batch is made")
 
 
 async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:

@@ -55,7 +55,9 @@ HELP = {
 async def run_once(ctx: AgentContext) -> int:
     """Take a sample (and redraw) when the interval has passed; always idle afterwards."""
     last = ctx.resources.get("last_sample_at")
-    if last is not None and time.monotonic() - last < ctx.settings.metrics_interval_s:
+    # with --every HOURS the runtime spaces the passes itself
+    interval = 0.0 if getattr(ctx.args, "every", None) else ctx.settings.metrics_interval_s
+    if last is not None and time.monotonic() - last < interval:
         return 0
     ctx.resources["last_sample_at"] = time.monotonic()
     started = time.monotonic()

@@ -12,13 +12,17 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
+import signal
 import socket
+import sys
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 from agents.registry import agent_modules, load_agent
 from shared.claimables import CLAIMABLES
-from shared.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from shared.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ask_line, fail
 from shared.core.errors import IppError, SettingsError, UnknownAgent
 from shared.core.log import bind, configure_logging, get_logger
 from shared.core.settings import Settings, load_settings
@@ -39,10 +43,31 @@ def _parser(settings: Settings | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("name", help="the agent to run")
     parser.add_argument(
-        "--config", default="", help="the configuration this agent works on (a name, or 'all')"
+        "--config",
+        default="",
+        help="the configuration this agent works on: a name, 'all', or 'edit' (ask for one and "
+        "its fields on this terminal first, then run with it)",
     )
     parser.add_argument("--once", action="store_true", help="process what is pending, then exit")
+    parser.add_argument(
+        "--every",
+        type=_hours,
+        metavar="HOURS",
+        help="work a whole pass, then begin the next one HOURS after this one began",
+    )
+    parser.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="also write the log to DIR/<agent>_<config>_<host>_<pid>.log (when not supervised)",
+    )
     return parser
+
+
+def _hours(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 24 * 366:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected hours above 0 (at most a year)")
+    return value
 
 
 async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) -> int:
@@ -64,7 +89,14 @@ async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) ->
                 return fail(PROG, str(exc))
             identity = ClientIdentity.fresh(spec.name, args.config)
             runner = AgentRunner(
-                spec, settings, db, identity, once=args.once, args=args, claimables=CLAIMABLES
+                spec,
+                settings,
+                db,
+                identity,
+                once=args.once,
+                every_s=args.every * 3600 if args.every else None,
+                args=args,
+                claimables=CLAIMABLES,
             )
             code = await runner.run()
             if runner.startup_error is not None:
@@ -106,6 +138,45 @@ def _stopped_in_startup(log: Any, phase: str) -> int:
     return EXIT_OK
 
 
+def _edit_first(settings: Settings, args: argparse.Namespace) -> int | None:
+    """``--config edit`` (seed 003): ask for a config and its fields, save it, then run with
+    it; None to go on, else the exit code. Only on a terminal: under a supervisor there is
+    nobody to answer. Ctrl-C leaves the config as it was."""
+    if not sys.stdin.isatty():
+        return fail(
+            PROG, "--config edit asks questions: run it on a terminal, or give a config name", EXIT_USAGE
+        )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        args.config = asyncio.run(_edit(settings))
+    except KeyboardInterrupt:
+        print()
+        return fail(PROG, "interrupted: the config was not saved", 130)
+    except IppError as exc:
+        return fail(PROG, str(exc))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return None
+
+
+async def _edit(settings: Settings) -> str:
+    from shared.psps import configs  # only for --config edit
+
+    db = await Database.connect(settings)
+    try:
+        await check_schema(db)
+        return await configs.edit(db, None, ask_line, print)
+    finally:
+        await db.close()
+
+
+def _log_file(args: argparse.Namespace, agent: str) -> Path:
+    """Seed 003: a log file "named with program, config, host and PID"."""
+    parts = [agent, args.config or "", socket.gethostname(), str(os.getpid())]
+    name = "_".join(p for p in parts if p)
+    return Path(args.log_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}.log"
+
+
 def run_agent(argv: list[str]) -> int:
     """Parse ``argv``, load the agent and run it; the process's exit code."""
     try:
@@ -120,8 +191,13 @@ def run_agent(argv: list[str]) -> int:
         return fail(PROG, str(exc), EXIT_USAGE)
     if spec.add_arguments:
         spec.add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(settings)
+    args = parser.parse_intermixed_args(argv)  # `loader --config C init`: positionals anywhere
+    if args.config == "edit":
+        code = _edit_first(settings, args)
+        if code is not None:
+            return code
+    log_file = _log_file(args, spec.name) if args.log_dir else None
+    configure_logging(settings, also_to=log_file)
     bind(agent=spec.name, host=socket.gethostname(), pid=os.getpid(), config=args.config)
     if STOP.received is not None:
         return _stopped_in_startup(get_logger("runtime"), "start-up")

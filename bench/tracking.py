@@ -98,7 +98,7 @@ async def _wait_up(base: str) -> None:
 
 async def poller_rate(batches: int) -> Figure:
     async with bench_database("ipp_bench_odm") as (settings, db):
-        await configs.set_fields(db, "bench", {"datastore_product": "PSPS_bench"})
+        await configs.set_fields(db, "bench", {"datastore_product": "PSPS_bench", "datastore_publish": "1"})
         await _add_batches(db, batches, "pending")
         published = await db.fetch_all(
             Query("b_pub", "SELECT name FROM psps_batch WHERE loaded_to_datastore = 'succeeded'", "bench")

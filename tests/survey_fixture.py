@@ -180,12 +180,13 @@ def configure_loading(site: SurveySite, name: str, *fields: str) -> None:
         name,
         "dvo_label=ipp.dvo",
         f"dvo_location={site.dvo_dir}",
-        "ra_min=9",
-        "ra_max=11",
-        "dec_min=19",
-        "dec_max=21",
+        "min_ra=9",
+        "max_ra=11",
+        "min_dec=19",
+        "max_dec=21",
         "box_size_deg=0.5",
         "batch_types=P2",
+        "datastore_publish=1",
         *fields,
     )
     assert out.returncode == 0, out.stderr

@@ -21,6 +21,13 @@ def fail(prog: str, message: str, code: int = EXIT_FAILED) -> int:
     return code
 
 
+def ask_line(prompt: str) -> str | None:
+    """Print ``prompt`` and read one line of stdin; None at the end of input."""
+    print(prompt, end="", flush=True)
+    line = sys.stdin.readline()
+    return None if line == "" else line.rstrip("\n")
+
+
 def guarded(prog: str, fn: Callable[[], int]) -> int:
     """Run a command; an IppError becomes one line on stderr and a non-zero exit code."""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -34,12 +35,35 @@ def _mask_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -
     return event
 
 
-def configure_logging(settings: Settings, stream: Any = None) -> None:
-    """Set up structlog once per process according to ``log_format`` and ``log_level``."""
+class _Tee:
+    """Writes each log line to the stream and, appended and flushed, to a file."""
+
+    def __init__(self, stream: Any, path: Path) -> None:
+        self.stream = stream
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return int(self.stream.write(text))
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False  # no colour codes in the file
+
+
+def configure_logging(settings: Settings, stream: Any = None, also_to: Path | None = None) -> None:
+    """Set up structlog once per process according to ``log_format`` and ``log_level``;
+    ``also_to`` a file that gets every line too (``ipp-agent --log-dir``)."""
     out = stream if stream is not None else sys.stdout
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
+    if also_to is not None:
+        out = _Tee(out, also_to)
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)

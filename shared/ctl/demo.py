@@ -180,11 +180,12 @@ async def setup(sh: Shell, plan: Plan) -> None:
             CONFIG,
             "dvo_label=ipp.dvo",
             f"dvo_location={Path(s.var_dir) / 'dvo' / 'ipp'}",
-            "ra_min=9",
-            "ra_max=11",
-            "dec_min=19",
-            "dec_max=21",
+            "min_ra=9",
+            "max_ra=11",
+            "min_dec=19",
+            "max_dec=21",
             "box_size_deg=0.5",
+            "datastore_publish=1",
         )
     await sh.ippctl("psps", "init", CONFIG)
     await sh.ippctl("psps", "queue", CONFIG)

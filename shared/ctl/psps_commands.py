@@ -6,11 +6,10 @@ import argparse
 import asyncio
 import dataclasses
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-from shared.core.cli import EXIT_FAILED, EXIT_OK
+from shared.core.cli import EXIT_FAILED, EXIT_OK, ask_line
 from shared.core.settings import Settings
 from shared.ctl.output import print_json, table, with_db
 from shared.db.columns import TextLimits
@@ -22,35 +21,10 @@ from shared.psps.configs import ConfigError
 
 
 async def config_edit(settings: Settings, args: argparse.Namespace) -> int:
-    """Prompt field by field with the current (or default) value; return keeps it; a value
-    that is not valid is asked again with the reason."""
+    """Prompt field by field, as queue.py's ``edit`` did (the name first if none is given)."""
 
     async def go(db: Database) -> int:
-        configs.check_name(args.name)
-        current = await configs.get(db, args.name)
-        values = current or configs.defaults(args.name)
-        print(
-            f"{'editing' if current else 'creating'} loading config {args.name} "
-            "(return keeps the value in brackets)"
-        )
-        for f in configs.FIELDS:
-            while True:
-                shown = configs.show(values[f.name])
-                hint = f"  ({f.help})" if f.help else ""
-                print(f"{f.name} [{shown}]{hint}: ", end="", flush=True)
-                answer = sys.stdin.readline()
-                if answer == "":  # end of input: keep the rest as they are
-                    answer = "\n"
-                text = answer.rstrip("\n")
-                if not text.strip():
-                    break
-                try:
-                    values[f.name] = configs.parse_value(f.name, text)
-                    break
-                except ConfigError as exc:
-                    print(f"  {exc}")
-        await configs.save(db, args.name, values)
-        print(f"config {args.name} saved")
+        await configs.edit(db, args.name, ask_line, print)
         return EXIT_OK
 
     return await with_db(settings, go)
@@ -62,8 +36,7 @@ async def config_set(settings: Settings, args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"{item!r} is not key=value")
-        configs.field(key.strip())
-        assignments[key.strip()] = value
+        assignments[configs.field(key.strip()).name] = value
 
     async def go(db: Database) -> int:
         values = await configs.set_fields(db, args.name, assignments)
@@ -95,8 +68,8 @@ async def config_list(settings: Settings, args: argparse.Namespace) -> int:
                         "yes" if r["active"] else "no",
                         r["batch_types"],
                         r["datastore_product"],
-                        f"{r['ra_min']:g}..{r['ra_max']:g}",
-                        f"{r['dec_min']:g}..{r['dec_max']:g}",
+                        f"{r['min_ra']:g}..{r['max_ra']:g}",
+                        f"{r['min_dec']:g}..{r['max_dec']:g}",
                         f"{r['box_size_deg']:g}",
                         "yes" if r["test_mode"] else "no",
                         r["dvo_location"] or "-",
@@ -115,11 +88,20 @@ async def _all(db: Database) -> list[dict[str, Any]]:
     return [{"name": r["name"], **configs.from_row(r)} for r in await db.fetch_all(Q.psps_configs)]
 
 
+async def _named(db: Database, config: str) -> str:
+    """The config a command works on; ``edit`` asks for one and its fields first (seed 003:
+    every program takes a config name, ``all`` or ``edit``)."""
+    if config == "edit":
+        return await configs.edit(db, None, ask_line, print)
+    return config
+
+
 async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
     """Queue the config's items; with --every, again every so many hours until stopped."""
     from shared.psps import queue  # reads DVO files: imported when used
 
     async def go(db: Database) -> int:
+        args.config = await _named(db, args.config)
         while True:
             added = await queue.queue(db, args.config, settings.psps_max_attempts)
             counts = await db.fetch_all(Q.psps_queue_counts, config=args.config)
@@ -139,22 +121,18 @@ async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
 
 async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
     """Build and publish the config's IN batch, once."""
-    from shared.psps import batches, builders, publish  # astropy: imported when used
+    from shared.psps import publish  # astropy: imported when used
 
     async def go(db: Database) -> int:
+        args.config = await _named(db, args.config)
         cfg = await configs.load(db, args.config)
-        done = await db.fetch_one(Q.psps_in_published, config=args.config)
-        if done is not None:
-            print(f"{args.config}: the IN batch {done['name']} is published already")
+        made = await publish.in_batch(db, cfg, Path(settings.var_dir))
+        if made.already:
+            print(f"{args.config}: the IN batch {made.name} is published already")
             return EXIT_OK
-        batch_id, name = await publish.new_batch(db, args.config, "IN", 0)
-        tables = builders.in_batch(args.config, int(cfg.survey_id))
-        directory = Path(settings.var_dir) / "psps" / args.config
-        written = await asyncio.to_thread(batches.write, directory, name, "IN", args.config, tables)
-        fileset = await publish.publish(db, cfg, batch_id, name, "IN", written, 0)
         print(
-            f"{args.config}: IN batch {name} written to {written.fits_path}"
-            + (f", published as {cfg.datastore_product}/{fileset}" if fileset else "")
+            f"{args.config}: IN batch {made.name} written to {made.fits_path}"
+            + (f", published as {cfg.datastore_product}/{made.fileset}" if made.fileset else "")
         )
         return EXIT_OK
 
@@ -301,7 +279,7 @@ def add_commands(top: Any) -> None:
         dest="what", required=True, metavar="ACTION"
     )
     p = config.add_parser("edit", help="create or change a config, prompting field by field")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", help="the config (asked for when not given)")
     p.set_defaults(handler=config_edit)
     p = config.add_parser("set", help="change fields without prompts: key=value ...")
     p.add_argument("name")
@@ -314,11 +292,11 @@ def add_commands(top: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=config_list)
     p = psps.add_parser("queue", help="queue the config's items (P2, ST, OB) in sky stripes")
-    p.add_argument("config")
+    p.add_argument("config", help="a config name, or edit (ask for one and its fields first)")
     p.add_argument("--every", type=float, metavar="HOURS", help="queue again every HOURS hours until stopped")
     p.set_defaults(handler=psps_queue)
     p = psps.add_parser("init", help="build and publish the config's IN batch (once)")
-    p.add_argument("config")
+    p.add_argument("config", help="a config name, or edit (ask for one and its fields first)")
     p.set_defaults(handler=psps_init)
     p = psps.add_parser("batches", help="the config's batches and their life-cycle states")
     p.add_argument("config")

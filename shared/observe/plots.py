@@ -99,7 +99,7 @@ async def density(db: Database, config: str, out_dir: Path) -> list[Path]:
                 kind,
                 pts[:, 0],
                 pts[:, 1],
-                (cfg.ra_min, cfg.ra_max, cfg.dec_min, cfg.dec_max),
+                (cfg.min_ra, cfg.max_ra, cfg.min_dec, cfg.max_dec),
                 float(cfg.box_size_deg),
                 path,
             )

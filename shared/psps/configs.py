@@ -145,13 +145,13 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "datastore_type", _fileset_type, lambda n: "IPP_PSPS", "type of the filesets batches are published as"
     ),
-    Field("datastore_publish", _bool, lambda n: True, "publish batches (no: build them only)"),
-    Field("dvo_label", _text(64), lambda n: "", "addRun label (dvodb) whose merged runs are loaded"),
-    Field("dvo_location", _text(512), lambda n: "", "the DVO catalog directory"),
-    Field("ra_min", _ra, lambda n: 0.0, "sky limits (degrees)"),
-    Field("ra_max", _ra, lambda n: 360.0, ""),
-    Field("dec_min", _dec, lambda n: -90.0, ""),
-    Field("dec_max", _dec, lambda n: 90.0, ""),
+    Field("datastore_publish", _bool, lambda n: False, "publish batches (no: build them only)"),
+    Field("dvo_label", _text(100), lambda n: "", "addRun label (dvodb) whose merged runs are loaded"),
+    Field("dvo_location", _text(1000), lambda n: "", "the DVO catalog directory"),
+    Field("min_ra", _ra, lambda n: 0.0, "sky limits (degrees)"),
+    Field("max_ra", _ra, lambda n: 360.0, ""),
+    Field("min_dec", _dec, lambda n: -90.0, ""),
+    Field("max_dec", _dec, lambda n: 90.0, ""),
     Field("box_size_deg", _box, lambda n: 1.0, "side of the boxes a stripe is cut into"),
     Field("epoch", _epoch, lambda n: datetime(2009, 1, 1), "items published before this are loaded again"),
     Field("survey_id", _survey, lambda n: 0, "PSPS surveyID"),
@@ -163,9 +163,13 @@ FIELDS: tuple[Field, ...] = (
     Field("active", _bool, lambda n: True, "loaders with --config all take this config"),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
+#: The names earlier versions of this project gave the sky limits.
+ALIASES = {"ra_min": "min_ra", "ra_max": "max_ra", "dec_min": "min_dec", "dec_max": "max_dec"}
 
 
 def field(name: str) -> Field:
+    """A field by its name (or an alias of it)."""
+    name = ALIASES.get(name, name)
     for f in FIELDS:
         if f.name == name:
             return f
@@ -184,6 +188,7 @@ def defaults(name: str) -> dict[str, Any]:
 
 def parse_value(name: str, text: str) -> Any:
     f = field(name)
+    name = f.name
     try:
         return f.parse(text)
     except ValueError as exc:
@@ -192,15 +197,15 @@ def parse_value(name: str, text: str) -> Any:
 
 def check_whole(name: str, values: Mapping[str, Any]) -> None:
     """Checks across fields: a sky box that is not empty."""
-    if values["ra_min"] >= values["ra_max"]:
+    if values["min_ra"] >= values["max_ra"]:
         raise ConfigError(
-            f"config {name}: ra_min {values['ra_min']} must be below ra_max "
-            f"{values['ra_max']} (the sky box would be empty)"
+            f"config {name}: min_ra {values['min_ra']} must be below max_ra "
+            f"{values['max_ra']} (the sky box would be empty)"
         )
-    if values["dec_min"] >= values["dec_max"]:
+    if values["min_dec"] >= values["max_dec"]:
         raise ConfigError(
-            f"config {name}: dec_min {values['dec_min']} must be below dec_max "
-            f"{values['dec_max']} (the sky box would be empty)"
+            f"config {name}: min_dec {values['min_dec']} must be below max_dec "
+            f"{values['max_dec']} (the sky box would be empty)"
         )
 
 
@@ -230,10 +235,10 @@ class LoadingConfig:
     datastore_publish: bool
     dvo_label: str
     dvo_location: str
-    ra_min: float
-    ra_max: float
-    dec_min: float
-    dec_max: float
+    min_ra: float
+    max_ra: float
+    min_dec: float
+    max_dec: float
     box_size_deg: float
     epoch: datetime
     survey_id: int
@@ -252,10 +257,10 @@ class LoadingConfig:
             datastore_publish=values["datastore_publish"],
             dvo_label=str(values["dvo_label"]),
             dvo_location=str(values["dvo_location"]),
-            ra_min=float(values["ra_min"]),
-            ra_max=float(values["ra_max"]),
-            dec_min=float(values["dec_min"]),
-            dec_max=float(values["dec_max"]),
+            min_ra=float(values["min_ra"]),
+            max_ra=float(values["max_ra"]),
+            min_dec=float(values["min_dec"]),
+            max_dec=float(values["max_dec"]),
             box_size_deg=float(values["box_size_deg"]),
             epoch=values["epoch"],
             survey_id=int(values["survey_id"]),
@@ -293,13 +298,76 @@ async def save(db: Database, name: str, values: Mapping[str, Any]) -> None:
         await db.execute(Q.batches_uncleaned, config=name)  # the cleaner looks at all again
 
 
+#: Asks a question and gives the answer (None at the end of input); tells the operator things.
+Ask = Callable[[str], str | None]
+Say = Callable[[str], None]
+#: queue.py's first question, when no config is named (seed 003).
+NAME_PROMPT = " * Name for new config, or existing config to edit? "
+
+
+def prompt(name: str, sqltype: str, value: Any) -> str:
+    """The question for one field, as queue.py asked it (seed 003):
+    `` * field (sqltype)? `` or `` * field (sqltype) hit return to accept default of: 'X'? ``."""
+    shown = _as_typed(value)
+    if shown == "":
+        return f" * {name} ({sqltype})? "
+    return f" * {name} ({sqltype}) hit return to accept default of: '{shown}'? "
+
+
+def _as_typed(value: Any) -> str:
+    """A value as the column holds it: tinyint 0/1, dates without a midnight time."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, datetime):
+        return value.strftime(
+            "%Y-%m-%d" if value == datetime(value.year, value.month, value.day) else "%Y-%m-%d %H:%M:%S"
+        )
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+async def edit(db: Database, name: str | None, ask: Ask, say: Say) -> str:
+    """Create or change a config by asking field by field, as queue.py's ``edit`` did: the
+    name first when none is given, then each field with its column type and the current (or
+    default) value, which return keeps; a value that is not valid is asked again with the
+    reason. Saved only when every field is answered and the whole is valid; its name."""
+    while name is None:
+        answer = ask(NAME_PROMPT)
+        if answer is None:
+            raise ConfigError("no config name given (end of input)")
+        try:
+            name = check_name(answer.strip()) if answer.strip() else None
+        except ConfigError as exc:
+            say(f"   {exc}")
+    check_name(name)
+    current = await get(db, name)
+    values = current or defaults(name)
+    types = {str(r["name"]): str(r["sqltype"]) for r in await db.fetch_all(Q.psps_config_types)}
+    say(f"{'editing' if current else 'creating'} loading config {name}")
+    for f in FIELDS:
+        while True:
+            answer = ask(prompt(f.name, types.get(f.name, "?"), values[f.name]))
+            text = (answer or "").strip()  # return, or the end of input, keeps the value
+            if not text:
+                break
+            try:
+                values[f.name] = parse_value(f.name, text)
+                break
+            except ConfigError as exc:
+                say(f"   {exc}")
+    await save(db, name, values)
+    say(f"config {name} saved")
+    return name
+
+
 async def set_fields(db: Database, name: str, assignments: Mapping[str, str]) -> dict[str, Any]:
     """Change fields of a config (created with defaults if new); nothing is saved unless
     every value is valid."""
     check_name(name)
     values = await get(db, name) or defaults(name)
     for key, text in assignments.items():
-        values[key] = parse_value(key, text)
+        values[field(key).name] = parse_value(key, text)
     await save(db, name, values)
     return values
 

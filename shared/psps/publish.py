@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from shared.core.errors import DbIntegrityError
+from shared.core.errors import DbIntegrityError, IppError
+from shared.db.columns import TextLimits
 from shared.db.database import Database, Row, Tx
 from shared.db.queries import Q
 from shared.distribution import datastore
@@ -148,3 +150,37 @@ async def publish(
         await pub.abandon()
         raise
     return pub.fileset
+
+
+@dataclass(frozen=True)
+class InBatch:
+    """A config's IN batch: its name, FITS file and fileset (None if not published)."""
+
+    name: str
+    fits_path: str | None
+    fileset: str | None
+    #: True when it had been made before (nothing was done this time).
+    already: bool
+
+
+async def in_batch(db: Database, cfg: LoadingConfig, var_dir: Path) -> InBatch:
+    """Make, publish and record the config's IN batch once (seed 003: ``loader.py cfg
+    init``; ``ippctl psps init``): its Filter and Survey tables, published on the config's
+    product when it publishes. A second call finds it and does nothing."""
+    from shared.psps import batches, builders  # astropy: imported when used
+
+    directory = var_dir / "psps" / cfg.name
+
+    done = await db.fetch_one(Q.psps_in_published, config=cfg.name)
+    if done is not None:
+        return InBatch(str(done["name"]), None, None, already=True)
+    batch_id, name = await new_batch(db, cfg.name, "IN", 0)
+    try:
+        tables = builders.in_batch(cfg.name, int(cfg.survey_id))
+        written = await asyncio.to_thread(batches.write, directory, name, "IN", cfg.name, tables)
+        fileset = await publish(db, cfg, batch_id, name, "IN", written, 0)
+    except (IppError, OSError) as exc:
+        note = (await TextLimits.read(db)).fit("psps_batch", "note", str(exc))
+        await db.execute(Q.psps_batch_failed, batch_id=batch_id, note=note)
+        raise
+    return InBatch(name, str(written.fits_path), fileset, already=False)

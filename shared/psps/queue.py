@@ -23,11 +23,11 @@ from shared.psps.configs import LoadingConfig
 
 def _place(cfg: LoadingConfig, ra: float, dec: float) -> tuple[int, int]:
     box = float(cfg.box_size_deg)
-    return (math.floor((ra - cfg.ra_min) / box), math.floor((dec - cfg.dec_min) / box))
+    return (math.floor((ra - cfg.min_ra) / box), math.floor((dec - cfg.min_dec) / box))
 
 
 async def _candidates(db: Database, cfg: LoadingConfig, kind: str) -> list[tuple[int, float, float]]:
-    limits = {"ra_min": cfg.ra_min, "ra_max": cfg.ra_max, "dec_min": cfg.dec_min, "dec_max": cfg.dec_max}
+    limits = {"ra_min": cfg.min_ra, "ra_max": cfg.max_ra, "dec_min": cfg.min_dec, "dec_max": cfg.max_dec}
     if kind == "P2":
         rows = await db.fetch_all(Q.psps_p2_candidates, dvodb=cfg.dvo_label, **limits)
         found = [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
@@ -55,14 +55,14 @@ async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
     """Queue the config's stripes and items; returns how many items were added per type."""
     cfg = await configs.load(db, name)
     box = float(cfg.box_size_deg)
-    stripes = max(1, math.ceil((cfg.ra_max - cfg.ra_min) / box))
+    stripes = max(1, math.ceil((cfg.max_ra - cfg.min_ra) / box))
     for i in range(stripes):
         await db.execute(
             Q.psps_stripe_add,
             config=name,
             stripe=i,
-            ra_min=cfg.ra_min + i * box,
-            ra_max=min(cfg.ra_min + (i + 1) * box, cfg.ra_max),
+            ra_min=cfg.min_ra + i * box,
+            ra_max=min(cfg.min_ra + (i + 1) * box, cfg.max_ra),
         )
     added: Counter[str] = Counter()
     for kind in str(cfg.batch_types).split(","):

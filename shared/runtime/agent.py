@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -162,6 +163,13 @@ class AgentContext:
         else:
             self.item_done()
 
+    def finish(self, reason: str, *, exit_code: int = 0) -> None:
+        """The agent's work is complete (``loader --config C init``): it exits cleanly, as
+        after a stop, once this pass returns; with ``exit_code`` (1: it failed)."""
+        if exit_code:
+            self._runner.exit_code = exit_code
+        self._runner.request_stop(reason)
+
     def count(self, name: str, n: int = 1) -> None:
         """Add to an agent-specific counter reported in the clients row."""
         counters = self._runner.state.counters
@@ -184,10 +192,15 @@ class AgentRunner:
         identity: ClientIdentity,
         *,
         once: bool = False,
+        every_s: float | None = None,
         args: argparse.Namespace | None = None,
         claimables: Sequence[ClaimSpec] = (),
     ) -> None:
         self.spec = spec
+        #: ``--every HOURS``: a whole pass, then the next one that long after it began.
+        self.every_s = every_s
+        self.pass_started: float | None = None
+        self.next_pass_at = 0.0
         #: The tables whose dead clients' claims this process's sweeps release.
         self.claimables = tuple({s.table: s for s in (*claimables, *spec.claimables)}.values())
         self.settings = settings
@@ -360,6 +373,13 @@ class AgentRunner:
                 await self._idle(self.settings.poll_interval_s)
                 continue
             self._set_status("running")
+            if self.every_s and time.monotonic() < self.next_pass_at:
+                await self._idle(self.next_pass_at - time.monotonic())
+                continue
+            if self.pass_started is None:
+                self.pass_started = time.monotonic()
+                if self.every_s:
+                    self.state.current_item = None
             try:
                 handled = await self.spec.run_once(self.ctx)
             except DbError as exc:
@@ -376,7 +396,22 @@ class AgentRunner:
                 if self.once:
                     self.request_stop("--once: nothing pending")
                     break
+                if self.every_s:  # the pass is complete: the next one begins every_s after it
+                    self._pass_complete()
+                    continue
+                self.pass_started = None
                 await self._idle(self.settings.poll_interval_s)
+
+    def _pass_complete(self) -> None:
+        """``--every``: note when the next pass begins (shown as the current item meanwhile)."""
+        assert self.every_s
+        self.next_pass_at = (self.pass_started or time.monotonic()) + self.every_s
+        self.pass_started = None
+        wait_s = max(0.0, self.next_pass_at - time.monotonic())
+        at = datetime.now(UTC) + timedelta(seconds=wait_s)
+        self.state.current_item = f"next pass at {at:%Y-%m-%d %H:%M:%S} UTC"
+        self.log.info("pass_complete", next_pass_in_s=round(wait_s))
+        self.beat_now.set()
 
     async def _read_control(self) -> Control:
         """Fresh (autocommit) read of the client command and standing flags."""
