@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ from shared.formats import catalogs
 from shared.processing.filerules import rule
 from shared.psps import batches, builders, configs, publish
 from shared.psps.batches import BatchError
-from shared.psps.claims import ITEM_SPEC, STRIPE_SPEC, PspsItem
+from shared.psps.claims import FIRST_P2_SPEC, ITEM_SPEC, STRIPE_SPEC, PspsItem
 from shared.psps.configs import LoadingConfig, for_each
 from shared.psps.dvocache import DvoCache
 from shared.runtime.agent import AgentContext, ItemEvents
@@ -47,21 +48,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("init",),
         help="init: make, publish and record the config's IN batch, then stop (seed 003)",
     )
+    parser.add_argument(
+        "--test",
+        action="store_true",
+        help="test mode (seed 003): the first queued exposure only, OTA 33 only, missing "
+        "values ignored and listed in the log; then stop",
+    )
 
 
 @asynccontextmanager
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
-    """``init`` needs one config that exists: said at start-up, before any work."""
-    if getattr(ctx.args, "action", None) == "init":
-        if ctx.config in ("", "all"):
-            raise BatchError("loader init needs one config: ipp-agent loader --config NAME init")
-        await configs.load(ctx.db, ctx.config)
+    """``init`` and ``--test`` need one config that exists: said at start-up, before any work."""
+    for wanted, form in ((getattr(ctx.args, "action", None) == "init", "init"), (_testing(ctx), "--test")):
+        if wanted:
+            if ctx.config in ("", "all"):
+                raise BatchError(f"loader {form} needs one config: ipp-agent loader --config NAME {form}")
+            await configs.load(ctx.db, ctx.config)
     yield
+
+
+def _testing(ctx: AgentContext) -> bool:
+    return bool(getattr(ctx.args, "test", False))
 
 
 async def run_once(ctx: AgentContext) -> int:
     if getattr(ctx.args, "action", None) == "init":
         await init(ctx)
+        return 0
+    if _testing(ctx):
+        await test_one(ctx, await configs.load(ctx.db, ctx.config))
         return 0
     return await for_each(ctx.db, ctx.config or "all", lambda cfg: load_config(ctx, cfg))
 
@@ -104,6 +119,17 @@ async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
         if stripes:
             await ctx.claimer.release(STRIPE_SPEC, stripe["id"])
     return handled
+
+
+async def test_one(ctx: AgentContext, cfg: LoadingConfig) -> None:
+    """``--test``: the config's first queued exposure, in test mode, then stop."""
+    cfg = dataclasses.replace(cfg, test_mode=True)
+    rows = await ctx.claimer.claim(FIRST_P2_SPEC, limit=1, config=cfg.name)
+    if rows:
+        await load_item(ctx, cfg, PspsItem.from_row(rows[0]))
+    else:
+        ctx.log.info("nothing_queued", config=cfg.name, type="P2")
+    ctx.finish("--test: the first queued exposure is done")
 
 
 async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> None:
@@ -171,6 +197,7 @@ async def _build_and_publish(
         fileset=pub.fileset,
         fits=str(written.fits_path),
         missing=result.missing or None,
+        ignored=result.notes if cfg.test_mode and result.notes else None,
     )
     ctx.count("batches_published")
     ctx.count("detections", result.detections)

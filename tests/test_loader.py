@@ -191,6 +191,50 @@ async def test_test_mode_loads_the_first_exposure_one_chip(site, sdb, tmp_path):
         assert len(hdus["IMAGEMETA"].data) == 1
 
 
+async def test_loader_test_flag_loads_the_first_exposure_s_ota_33_and_lists_what_it_ignored(
+    site, sdb, tmp_path
+):
+    """Seed 003's test mode: "it will only process the first exposure that is queued; it will
+    only process OTA 33 from this exposure; it will ignore certain missing values, which would
+    otherwise fail the batch". Here XY33 of the first exposure lacks AIRMASS and a DVO that
+    lost its measurements misses every detection: the batch is built anyway and the log line
+    lists both."""
+    configure_loading(site, "t")
+    ippctl(site, "psps", "queue", "t")
+    first = await sdb.fetch_val(
+        Query(
+            "t_first",
+            "SELECT item_id FROM psps_item WHERE config = 't' AND type = 'P2' ORDER BY item_key LIMIT 1",
+            "test",
+        )
+    )
+    smf = await _smf_path(sdb, int(first))
+    with fits.open(smf) as hdus:
+        for hdu in hdus:
+            if hdu.name.startswith("XY33") and "AIRMASS" in hdu.header:
+                del hdu.header["AIRMASS"]
+        hdus.writeto(smf, overwrite=True)
+    cat = dvo.DvoDatabase(site.dvo_dir)
+    for region in cat.regions():
+        files = cat.region_files(region)
+        _header, rows = dvo.read_table(files["cpm"], dvo.CPM_COLUMNS)
+        dvo.write_atomic(files["cpm"], dvo.table_bytes(dvo.CPM_COLUMNS, rows[:0]))
+    proc = await load(site, tmp_path, "--config", "t", "--test")
+    (row,) = await sdb.fetch_all(BATCHES)
+    assert (row["item_id"], row["processed"]) == (first, "succeeded")
+    with fits.open(row["fits_path"]) as hdus:
+        assert list(hdus["IMAGEMETA"].data["ccdID"]) == [33]
+    (published,) = proc.events("batch_published")
+    ignored = " ".join(published["ignored"])
+    assert "XY33: AIRMASS missing" in ignored and "detections not in DVO (ignored)" in ignored
+    assert proc.events("agent_stopped")[0]["reason"] == "--test: the first queued exposure is done"
+    # the other exposures are still queued; without --test the same input fails its batch
+    again = await load(site, tmp_path, "--config", "t")
+    notes = [r["note"] for r in await sdb.fetch_all(BATCHES) if r["item_id"] != first]
+    assert notes and all("detections not found in DVO" in n for n in notes), notes
+    assert not again.events("batch_published")
+
+
 async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, tmp_path):
     configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")

@@ -27,6 +27,8 @@ from shared.psps.schema import batch_tables
 
 Array = np.ndarray[Any, Any]
 FILTER_IDS = {"g": 1, "r": 2, "i": 3, "z": 4, "y": 5}
+#: Test mode loads this chip only (seed 003: "it will only process OTA 33").
+TEST_CHIP = "XY33"
 
 
 def _tables(batch_type: str) -> dict[str, Any]:
@@ -77,7 +79,11 @@ def p2_batch(
     if not chips:
         raise BatchError(f"camRun {frame['cam_id']}: the smf holds no chips")
     if test_mode:
-        chips = chips[:1]
+        chips = [c for c in chips if c.class_id == TEST_CHIP]
+        if not chips:
+            raise BatchError(
+                f"camRun {frame['cam_id']}: test mode loads OTA 33 and the smf has no {TEST_CHIP}"
+            )
     filter_name = str(frame["filter"]).split(".")[0]
     filter_id = FILTER_IDS.get(filter_name)
     if filter_id is None:
@@ -99,12 +105,14 @@ def p2_batch(
             survey_id=survey_id,
             exp_time=exp_time,
             test_mode=test_mode,
+            notes=result.notes,
+            fallback_airmass=float(frame["airmass"] or 0),
         )
         images.append(image)
         detections.append(det)
         if missing:
             result.missing += missing
-            result.notes.append(f"{chip.class_id}: {missing} detections not in DVO (dropped)")
+            result.notes.append(f"{chip.class_id}: {missing} detections not in DVO (ignored)")
     frame_values = {
         "frameID": frame_id,
         "frameName": str(frame["exp_name"])[:32],
@@ -161,6 +169,19 @@ def _look_up(chips: list[ChipCatalog], dvo: DvoCache) -> list[Found]:
     ]
 
 
+def _required(chip: ChipCatalog, key: str, fallback: float, test_mode: bool, notes: list[str]) -> float:
+    """A header value the batch needs: its absence fails the batch, except in test mode,
+    where the fallback is used and the gap listed (seed 003: "it will ignore certain missing
+    values, which would otherwise fail the batch")."""
+    try:
+        return float(chip.header[key])
+    except (KeyError, ValueError, TypeError):
+        if not test_mode:
+            raise BatchError(f"chip {chip.class_id}: header lacks {key}") from None
+        notes.append(f"{chip.class_id}: {key} missing from its header ({fallback} used)")
+        return fallback
+
+
 def _chip(
     chip: ChipCatalog,
     found: Found,
@@ -171,13 +192,13 @@ def _chip(
     survey_id: int,
     exp_time: float,
     test_mode: bool,
+    notes: list[str],
+    fallback_airmass: float,
 ) -> tuple[dict[str, Any], dict[str, Array], int]:
     h, tab = chip.header, chip.table
     where = f"chip {chip.class_id}"
-    try:
-        airmass = float(h["AIRMASS"])
-    except (KeyError, ValueError, TypeError):
-        raise BatchError(f"{where}: header lacks AIRMASS") from None
+    airmass = _required(chip, "AIRMASS", fallback_airmass, test_mode, notes)
+    mjd = _required(chip, "MJD-OBS", -999.0, test_mode, notes)
     ccd = int(chip.class_id[2:4])
     missing = int((~found.found).sum())
     if missing and not test_mode:
@@ -195,7 +216,6 @@ def _chip(
     to_jy = 10 ** (-0.4 * zp + 3.56) / exp_time
     scale = tab["PLTSCALE"]  # arcsec per pixel at each detection
     detect_id = found.detect_id[keep]
-    mjd = float(h["MJD-OBS"])
     values: dict[str, Array] = {
         "objID": found.obj_id[keep],
         "detectID": detect_id,

@@ -25,6 +25,16 @@ ITEM_SPEC = ClaimSpec(
     release_orphans=Q.claim_release_orphans_psps_item,
 )
 
+#: Test mode: the config's first queued exposure (the same table, so the same sweeps).
+FIRST_P2_SPEC = ClaimSpec(
+    table="psps_item",
+    id_column="id",
+    select=Q.psps_item_claim_first,
+    mark=Q.claim_mark_psps_item,
+    release=Q.claim_release_psps_item,
+    release_orphans=Q.claim_release_orphans_psps_item,
+)
+
 
 @dataclass(frozen=True)
 class PspsItem:

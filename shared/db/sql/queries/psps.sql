@@ -114,6 +114,15 @@ ORDER BY i.box, i.item_key
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: psps_item_claim_first
+-- Test mode (seed 003): the first queued exposure of the config, wherever it lies.
+SELECT i.item_key AS id, i.config, i.type, i.item_id, i.box, i.attempts, i.batch_id
+FROM psps_item i
+WHERE i.config = %(config)s AND i.state = 'new' AND i.owner IS NULL AND i.type = 'P2'
+ORDER BY i.item_key
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: claim_mark_psps_item
 UPDATE psps_item SET owner = %(owner)s, claimed_at = NOW(6) WHERE item_key IN %(ids)s;
 
