@@ -173,11 +173,13 @@ async def _build_and_publish(
     ctx: AgentContext, cfg: LoadingConfig, item: PspsItem, batch_id: int, name: str, log: Any
 ) -> None:
     kind, item_id = item.type, item.item_id
-    result = await build(ctx, cfg, kind, item_id, batch_id)
+    result = builders.discard_duplicates(await build(ctx, cfg, kind, item_id, batch_id), kind)
     directory = Path(ctx.settings.var_dir) / "psps" / cfg.name
     written = await asyncio.to_thread(batches.write, directory, name, kind, cfg.name, result.tables)
 
-    pub = await publish.stage(ctx.db, cfg, batch_id, name, kind, written, result.detections)
+    pub = await publish.stage(
+        ctx.db, cfg, batch_id, name, kind, written, result.detections, result.duplicates
+    )
 
     async def record(tx: Tx) -> None:
         await pub.record(tx)
@@ -197,6 +199,7 @@ async def _build_and_publish(
         fileset=pub.fileset,
         fits=str(written.fits_path),
         missing=result.missing or None,
+        duplicates=result.duplicates,
         ignored=result.notes if cfg.test_mode and result.notes else None,
     )
     ctx.count("batches_published")

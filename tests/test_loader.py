@@ -235,6 +235,44 @@ async def test_loader_test_flag_loads_the_first_exposure_s_ota_33_and_lists_what
     assert not again.events("batch_published")
 
 
+async def test_a_detection_repeated_in_the_smf_is_discarded_counted_and_the_batch_published(
+    site, sdb, tmp_path
+):
+    """Seed 003: rows are copied into the PSPS tables "discarding duplicates where
+    necessary": the repeats go (the first kept), the count is on the batch and in its log
+    line, and the batch is published."""
+    configure_loading(site, "dup")
+    smf = await _smf_path(sdb, 1)
+    with fits.open(smf) as hdus:
+        psf = next(i for i, h in enumerate(hdus) if h.name.endswith(".PSF"))
+        table = hdus[psf]
+        original = len(table.data)
+        longer = fits.BinTableHDU.from_columns(table.columns, nrows=original + 3, header=table.header)
+        for column in table.columns.names:  # the first three rows once more at the end
+            longer.data[column][original:] = table.data[column][:3]
+        hdus[psf] = longer
+        hdus.writeto(smf, overwrite=True)
+    ippctl(site, "psps", "queue", "dup")
+    proc = await load(site, tmp_path, "--config", "dup")
+    rows = {r["item_id"]: r for r in await sdb.fetch_all(DUPLICATES)}
+    assert rows[1]["processed"] == "succeeded" and rows[1]["duplicates"] == 3, [e["reason"] for e in proc.events("batch_failed")]
+    assert rows[2]["duplicates"] == 0
+    event = next(e for e in proc.events("batch_published") if e["item"] == 1)
+    assert event["duplicates"] == 3 and event["detections"] == rows[1]["detections"]
+    with fits.open(rows[1]["fits_path"]) as hdus:
+        det = hdus["DETECTION"].data
+        assert len(det) == rows[1]["detections"] and len(
+            set(zip(det["objID"], det["detectID"], strict=True))
+        ) == len(det)
+        first_chip = det[det["imageID"] == det["imageID"][0]]
+    assert len(first_chip) == original  # every one of that chip's detections, once
+
+
+DUPLICATES = Query(
+    "t_dup", "SELECT item_id, processed, detections, duplicates, fits_path FROM psps_batch", "test"
+)
+
+
 async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, tmp_path):
     configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")

@@ -172,6 +172,7 @@ async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
                         r["merged"],
                         _deleted(r),
                         r["detections"],
+                        r["duplicates"],
                         r["fileset"] or "-",
                         (r["note"] or "")[:60],
                     )
@@ -188,6 +189,7 @@ async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
                     "MERGED",
                     "DELETED",
                     "DETECTIONS",
+                    "DISCARDED",
                     "FILESET",
                     "NOTE",
                 ),

@@ -84,6 +84,26 @@ def fill(table: Table, values: Mapping[str, Any], n: int) -> BuiltTable:
     return BuiltTable(table, rows)
 
 
+def without_duplicates(built: BuiltTable) -> tuple[BuiltTable, int]:
+    """The table with every repeated primary key discarded, the first row of each kept (in
+    the order given), and how many were discarded (seed 003: "discarding duplicates where
+    necessary")."""
+    if len(built.rows) < 2 or not built.table.primary_key:
+        return built, 0
+    cols = [built.rows[k] for k in built.table.primary_key]
+    position = np.arange(len(built.rows))
+    order = np.lexsort([position, *cols[::-1]])  # by key, then by position: firsts lead
+    repeat = np.ones(len(order) - 1, dtype=bool)
+    for col in cols:
+        ordered = col[order]
+        repeat &= ordered[1:] == ordered[:-1]
+    if not repeat.any():
+        return built, 0
+    keep = np.ones(len(built.rows), dtype=bool)
+    keep[order[1:][repeat]] = False
+    return BuiltTable(built.table, built.rows[keep]), int(repeat.sum())
+
+
 def check_keys(built: BuiltTable) -> None:
     """No duplicate primary keys (sorted by the key columns, neighbours compared)."""
     if len(built.rows) < 2:

@@ -21,7 +21,7 @@ import numpy as np
 
 from shared.core import ids
 from shared.formats.catalogs import ChipCatalog
-from shared.psps.batches import PROCESSING_VERSION, BatchError, BuiltTable, fill
+from shared.psps.batches import PROCESSING_VERSION, BatchError, BuiltTable, fill, without_duplicates
 from shared.psps.dvocache import DvoCache, Found
 from shared.psps.schema import batch_tables
 
@@ -54,6 +54,28 @@ class P2Result:
     detections: int
     missing: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Rows discarded because their primary key repeated an earlier row's.
+    duplicates: int = 0
+
+
+#: The table whose rows a batch's detections count is of.
+COUNTED = {"P2": "Detection", "ST": "StackDetection", "OB": "ObjectThin"}
+
+
+def discard_duplicates(result: P2Result, batch_type: str) -> P2Result:
+    """Every table of the batch without repeated primary keys (the first row kept); the
+    discarded rows are counted and noted, and the detections count follows."""
+    tables = []
+    for built in result.tables:
+        kept, dropped = without_duplicates(built)
+        if dropped:
+            result.notes.append(f"{built.table.name}: {dropped} repeated rows discarded")
+            result.duplicates += dropped
+            if built.table.name == COUNTED.get(batch_type):
+                result.detections = len(kept.rows)
+        tables.append(kept)
+    result.tables = tables
+    return result
 
 
 def _random(ids_: Array) -> Array:

@@ -61,6 +61,8 @@ class Publication:
     detections: int
     prod: Row | None
     files: list[datastore.NewFile]
+    #: Repeated rows the builder discarded (recorded on the batch).
+    duplicates: int = 0
 
     @property
     def fileset(self) -> str | None:
@@ -85,6 +87,7 @@ class Publication:
             Q.psps_batch_published,
             batch_id=self.batch_id,
             detections=self.detections,
+            duplicates=self.duplicates,
             fits_path=str(self.written.fits_path),
             fileset=self.fileset,
             loaded="succeeded" if self.fileset else "pending",
@@ -104,6 +107,7 @@ async def stage(
     batch_type: str,
     written: Written,
     detections: int,
+    duplicates: int = 0,
 ) -> Publication:
     """Store the batch's files (unless the config does not publish) for :meth:`record`."""
     storage = Storage(db)
@@ -125,7 +129,7 @@ async def stage(
             # a text file whose component says what it is, as the IPP's dbinfo and dirinfo are
             datastore.NewFile(manifest.name, m_size, m_md5, "text", f"{prefix}/{manifest.name}", "manifest"),
         ]
-    pub = Publication(storage, cfg, batch_id, name, batch_type, written, detections, prod, files)
+    pub = Publication(storage, cfg, batch_id, name, batch_type, written, detections, prod, files, duplicates)
     if prod is not None:
         await storage.delete_under(pub.stored)
         for f, path in zip(files, (written.fits_path, written.manifest_path), strict=True):

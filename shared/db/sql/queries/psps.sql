@@ -159,14 +159,14 @@ WHERE batch_id = %(batch_id)s;
 
 -- name: psps_batch_published
 UPDATE psps_batch
-SET detections = %(detections)s, fits_path = %(fits_path)s, fileset = %(fileset)s,
-    processed = 'succeeded', processed_at = NOW(6),
+SET detections = %(detections)s, duplicates = %(duplicates)s, fits_path = %(fits_path)s,
+    fileset = %(fileset)s, processed = 'succeeded', processed_at = NOW(6),
     loaded_to_datastore = %(loaded)s, loaded_to_datastore_at = IF(%(loaded)s = 'succeeded', NOW(6), NULL)
 WHERE batch_id = %(batch_id)s;
 
 -- name: psps_batches
-SELECT batch_id, name, config, type, item_id, detections, fits_path, fileset, note, created_at,
-       processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged, deleted_datastore,
+SELECT batch_id, name, config, type, item_id, detections, duplicates, fits_path, fileset, note,
+       created_at, processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged, deleted_datastore,
        deleted_dxlayer, deleted_local
 FROM psps_batch
 WHERE config = %(config)s AND (%(type)s IS NULL OR type = %(type)s)
