@@ -264,7 +264,7 @@ def keep_newest(directory: Path, names: list[str], written: list[Path]) -> int:
     keep = {p.name for p in written}
     removed = 0
     for old in directory.glob("*.png"):
-        if old.name not in keep and old.name.rsplit("_", 1)[0] + "_" in prefixes:
+        if old.name not in keep and f"{plots.plot_kind(old.name)}_" in prefixes:
             old.unlink(missing_ok=True)
             removed += 1
     return removed

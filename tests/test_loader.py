@@ -255,7 +255,9 @@ async def test_a_detection_repeated_in_the_smf_is_discarded_counted_and_the_batc
     ippctl(site, "psps", "queue", "dup")
     proc = await load(site, tmp_path, "--config", "dup")
     rows = {r["item_id"]: r for r in await sdb.fetch_all(DUPLICATES)}
-    assert rows[1]["processed"] == "succeeded" and rows[1]["duplicates"] == 3, [e["reason"] for e in proc.events("batch_failed")]
+    assert rows[1]["processed"] == "succeeded" and rows[1]["duplicates"] == 3, [
+        e["reason"] for e in proc.events("batch_failed")
+    ]
     assert rows[2]["duplicates"] == 0
     event = next(e for e in proc.events("batch_published") if e["item"] == 1)
     assert event["duplicates"] == 3 and event["detections"] == rows[1]["detections"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.db.queries import Query
+from shared.observe import plots
 from shared.processing import runs
 from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import free_port
@@ -55,7 +57,9 @@ async def test_density_plots_show_pending_items_per_batch_type(site, sdb, tmp_pa
     out = ippctl(site, "plot", "sky", "density", "--out", str(tmp_path / "plots"))
     assert out.returncode == 0, out.stderr
     written = [Path(line) for line in out.stdout.split()]
-    assert sorted(p.name.rsplit("_", 1)[0] for p in written) == ["sky_P2", "sky_ST"]
+    # seed 003: config_batchType_YYYY_MMDD_HHMMSS.png, one per type; OB has nothing pending
+    assert sorted(plots.plot_kind(p.name) or "" for p in written) == ["sky_OB", "sky_P2", "sky_ST"]
+    assert all(re.fullmatch(r"sky_(P2|ST|OB)_20[0-9]{2}_[0-9]{4}_[0-9]{6}\.png", p.name) for p in written)
     for path in written:
         assert path.name.endswith(".png") and path.parent == tmp_path / "plots"
         with Image.open(path) as image:
@@ -124,7 +128,7 @@ async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_m
         got = {(s["metric"], s["labels"]): s["value"] for s in samples}
         assert got[("runs", "stage=chip,state=full")] == 3
         assert got[("psps_items", "config=web,type=P2,state=new")] == 3
-        names = sorted(p.name.rsplit("_", 1)[0] for p in (tmp_path / "plots").glob("*.png"))
+        names = sorted(plots.plot_kind(p.name) or p.name for p in (tmp_path / "plots").glob("*.png"))
         assert names == ["lifecycle", "web_P2", "web_ST", "web_progress"]
 
         code, body, kind = fetch(f"{base}/")
@@ -164,7 +168,7 @@ async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_m
         await side.run_once("loader", "--config", "web")
 
         def plot_kinds() -> list[str]:
-            return sorted(p.name.rsplit("_", 1)[0] for p in (tmp_path / "plots").glob("*.png"))
+            return sorted(plots.plot_kind(p.name) or p.name for p in (tmp_path / "plots").glob("*.png"))
 
         await eventually(
             lambda: plot_kinds() == ["lifecycle", "web_progress"],

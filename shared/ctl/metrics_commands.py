@@ -57,7 +57,7 @@ async def plot(settings: Settings, args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else settings.plot_dir()
         written = await plots.plot(db, args.config, args.kind, out)
         if not written:
-            print(f"{args.config}: nothing to plot ({args.kind}: no pending items)")
+            print(f"{args.config}: nothing to plot ({args.kind})")
         for path in written:
             print(path)
         return EXIT_OK

@@ -4,14 +4,16 @@ and the cleanup / update / distribution side (runs by state per stage, bytes fre
 served, filesets shipped).
 
 Data is read from the database first (async); drawing is plain synchronous code meant to run
-in a worker thread. File names: ``<config>_<type>_<timestamp>.png`` (density),
-``<config>_progress_<timestamp>.png`` and ``lifecycle_<timestamp>.png``.
+in a worker thread. File names: ``<config>_<type>_<timestamp>.png`` (density, seed 003's
+``newsa3_OB_2012_0410_113615.png``), ``<config>_progress_<timestamp>.png`` and
+``lifecycle_<timestamp>.png``; the timestamp is UTC, ``YYYY_MMDD_HHMMSS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,8 @@ from shared.observe import metrics
 from shared.psps import configs
 
 KINDS = ("density", "progress", "lifecycle")
+#: The batch types a density plot is drawn for (the IN batch has no place on the sky).
+DENSITY_TYPES = ("P2", "ST", "OB")
 Series = dict[str, list[tuple[datetime, float]]]
 
 
@@ -39,8 +43,20 @@ def _pyplot() -> Any:
     return plt
 
 
+#: seed 003's plot timestamp: ``2012_0410_113615``.
+STAMP_FORMAT = "%Y_%m%d_%H%M%S"
+_STAMPED = re.compile(r"^(?P<kind>.+)_[0-9]{4}_[0-9]{4}_[0-9]{6}\.png\Z")
+
+
 def stamp(when: datetime | None = None) -> str:
-    return (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    return (when or datetime.now(UTC)).strftime(STAMP_FORMAT)
+
+
+def plot_kind(name: str) -> str | None:
+    """What a plot file shows, without its timestamp: ``newsa3_OB`` for
+    ``newsa3_OB_2012_0410_113615.png``; None for a name not made here."""
+    match = _STAMPED.match(name)
+    return match.group("kind") if match else None
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -65,16 +81,21 @@ def draw_density(
     box_size_deg: float,
     path: Path,
 ) -> Path:
-    ra_min, ra_max, dec_min, dec_max = box
+    min_ra, max_ra, min_dec, max_dec = box
     bins = (
-        max(1, int(np.ceil((ra_max - ra_min) / box_size_deg))),
-        max(1, int(np.ceil((dec_max - dec_min) / box_size_deg))),
+        max(1, int(np.ceil((max_ra - min_ra) / box_size_deg))),
+        max(1, int(np.ceil((max_dec - min_dec) / box_size_deg))),
     )
     fig, ax = _pyplot().subplots(figsize=(7, 4.5))
-    _counts, _, _, image = ax.hist2d(
-        ra, dec, bins=bins, range=[[ra_min, ra_max], [dec_min, dec_max]], cmap="viridis"
-    )
-    fig.colorbar(image, ax=ax, label="pending items per box")
+    if len(ra):
+        _counts, _, _, image = ax.hist2d(
+            ra, dec, bins=bins, range=[[min_ra, max_ra], [min_dec, max_dec]], cmap="viridis"
+        )
+        fig.colorbar(image, ax=ax, label="pending items per box")
+    else:
+        ax.set_xlim(min_ra, max_ra)
+        ax.set_ylim(min_dec, max_dec)
+        ax.text(0.5, 0.5, f"nothing pending for {kind}", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("RA (deg)")
     ax.set_ylabel("Dec (deg)")
     ax.invert_xaxis()
@@ -82,15 +103,17 @@ def draw_density(
     return _save(fig, path)
 
 
-async def density(db: Database, config: str, out_dir: Path) -> list[Path]:
-    """One plot per batch type that has pending items."""
+async def density(db: Database, config: str, out_dir: Path, *, every_type: bool = False) -> list[Path]:
+    """One plot per batch type that has pending items; with ``every_type`` one for each of
+    P2, ST and OB, saying so where nothing is pending (seed 003's ``plotter.py cfg density``)."""
     cfg = await configs.load(db, config)
     by_type: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for row in await db.fetch_all(Q.metrics_items_pending, config=config):
         by_type[str(row["type"])].append((float(row["ra"]), float(row["decl"])))
+    kinds = sorted(set(by_type) | (set(DENSITY_TYPES) if every_type else set()))
     written = []
-    for kind, points in sorted(by_type.items()):
-        pts = np.asarray(points)
+    for kind in kinds:
+        pts = np.asarray(by_type.get(kind, []), dtype=np.float64).reshape(-1, 2)
         path = out_dir / f"{config}_{kind}_{stamp()}.png"
         written.append(
             await asyncio.to_thread(
@@ -211,7 +234,7 @@ async def lifecycle(db: Database, out_dir: Path, since_s: float = 7 * 86400) -> 
 async def plot(db: Database, config: str, kind: str, out_dir: Path) -> list[Path]:
     """``ippctl plot CONFIG KIND``: the plots of one kind."""
     if kind == "density":
-        return await density(db, config, out_dir)
+        return await density(db, config, out_dir, every_type=True)
     if kind == "progress":
         return await progress(db, config, out_dir)
     if kind == "lifecycle":
