@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from shared.core.errors import IppError
 from shared.db.database import Database, Row
-from shared.observe import metrics, plots
+from shared.observe import czartool, metrics, plots
 from shared.psps import BATCH_TYPES
 from shared.runtime.agent import AgentContext
 from shared.runtime.httpserver import ServerLimits, serving
@@ -70,15 +70,31 @@ async def run_once(ctx: AgentContext) -> int:
         ctx.log.error("plots_failed", error=str(exc))
         ctx.item_failed(f"plots: {exc}")
         written = []
+    czar_rows = await _to_czartool(ctx)
     ctx.count("samples", len(taken))
     ctx.log.info(
         "metrics_sampled",
         samples=len(taken),
         pruned=pruned,
         plots=len(written),
+        czartool_rows=czar_rows,
         duration_s=round(time.monotonic() - started, 3),
     )
     return 0
+
+
+async def _to_czartool(ctx: AgentContext) -> int | None:
+    """This sample's loading summary into the czartool database, if there is one; a failure
+    there is logged and leaves the site's own samples alone."""
+    czar: Database | None = ctx.resources.get("czartool")
+    if czar is None:
+        return None
+    try:
+        return await czartool.record(czar, await metrics.config_reports(ctx.db, ctx.config or "all"))
+    except IppError as exc:
+        ctx.log.error("czartool_write_failed", error=str(exc))
+        ctx.item_failed(f"czartool: {exc}")
+        return 0
 
 
 # -- one snapshot -------------------------------------------------------------------------
@@ -196,7 +212,7 @@ def newest_plots(directory: Path) -> list[str]:
 
 async def status_page(request: web.Request) -> web.Response:
     db = request.app[DB_KEY]
-    summary = await metrics.loading_summary(db, request.app[WHICH_KEY])
+    reports = await metrics.config_reports(db, request.app[WHICH_KEY])
     life = await metrics.lifecycle(db)
     client_rows = await metrics.clients(db)
     pngs = await asyncio.to_thread(newest_plots, request.app[DIR_KEY])
@@ -214,7 +230,7 @@ padding:.5em}}img{{max-width:48%}}</style></head><body>
 read-only; <a href="/metrics">/metrics</a></p>
 <h2>Clients and heartbeats</h2>{_clients_html(client_rows)}
 {_pipelines_html(life)}
-<h2>PSPS loading</h2><pre>{html.escape(metrics.format_summary(summary))}</pre>
+<h2>PSPS loading</h2><pre>{html.escape(chr(10).join(map(metrics.format_report, reports)))}</pre>
 <h2>Plots</h2>{images or "<p>no plots yet</p>"}
 </body></html>"""
     return web.Response(text=page, content_type="text/html")
@@ -238,18 +254,38 @@ def make_app(db: Database, plot_dir: Path, which: str) -> web.Application:
 
 @asynccontextmanager
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
-    """Serve the status page for as long as the agent runs."""
+    """Serve the status page (and hold the czartool database, if set) while the agent runs."""
     s = ctx.settings
-    async with serving(
-        make_app(ctx.db, s.plot_dir(), ctx.config or "all"),
-        s.metrics_host,
-        s.metrics_port,
-        ServerLimits.from_settings(s),
-        ctx.log,
-        "status",
+    async with (
+        _czartool(ctx),
+        serving(
+            make_app(ctx.db, s.plot_dir(), ctx.config or "all"),
+            s.metrics_host,
+            s.metrics_port,
+            ServerLimits.from_settings(s),
+            ctx.log,
+            "status",
+        ),
     ):
         ctx.log.info("status_page_listening", url=f"http://{s.metrics_host}:{s.metrics_port}/")
         yield
+
+
+@asynccontextmanager
+async def _czartool(ctx: AgentContext) -> AsyncIterator[None]:
+    """The czartool database (``czartool_dsn``) with its tables, for as long as the agent runs."""
+    if not ctx.settings.czartool_dsn:
+        yield
+        return
+    czar = await Database.connect(ctx.settings, ctx.settings.czartool_dsn, pool_size=2)
+    try:
+        await czartool.create_tables(czar)
+        ctx.resources["czartool"] = czar
+        ctx.log.info("czartool_connected", database=czar.dsn.display())
+        yield
+    finally:
+        ctx.resources.pop("czartool", None)
+        await czar.close()
 
 
 # -- the sampling pass ---------------------------------------------------------------------

@@ -9,19 +9,23 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.core.settings import load_settings, parse_dsn
+from shared.db.database import Database
 from shared.db.queries import Query
-from shared.observe import plots
+from shared.db.schema import create_database, drop_database
+from shared.observe import metrics, plots
 from shared.processing import runs
 from tests.helpers import AgentProcess, eventually
 from tests.mirror_fixture import free_port
 from tests.psps_fixture import psps_side
-from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
+from tests.survey_fixture import SurveySite, configure_loading, ippctl, sibling, survey_site
 
 _numbers = itertools.count()
 STAGES = Query(
@@ -71,8 +75,15 @@ async def test_density_plots_show_pending_items_per_batch_type(site, sdb, tmp_pa
 async def test_metrics_prints_the_loading_summary_with_the_counts_of_the_batches(site, sdb, tmp_path):
     configure(site, "sum")
     empty = ippctl(site, "metrics", "sum")
-    assert empty.returncode == 0 and "(no batches yet)" in empty.stdout
+    assert empty.returncode == 0 and "ippToPsps loading summary" in empty.stdout
+    # queued, nothing loaded yet
+    assert (
+        "| P2 |              0.0 |             0 |               0.0 |                0 |          never |"
+        in empty.stdout
+    )
+    assert re.search(r"^DVO label {31}ipp\.dvo$", empty.stdout, re.M)
     assert ippctl(site, "psps", "init", "sum").returncode == 0
+    assert ippctl(site, "psps", "queue", "sum").returncode == 0
     loader = AgentProcess(
         "loader", site.dsn, tmp_path, "--once", "--config", "sum", var_dir=str(site.var_dir)
     )
@@ -80,17 +91,124 @@ async def test_metrics_prints_the_loading_summary_with_the_counts_of_the_batches
     batches = await sdb.fetch_all(STAGES)
     out = ippctl(site, "metrics", "sum")
     assert out.returncode == 0, out.stderr
-    lines = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.strip()}
+    rates, stages = [
+        [cell.strip() for cell in line.split("|")[1:-1]]
+        for line in out.stdout.splitlines()
+        if line.startswith("| P2 |")
+    ]
     p2 = [b for b in batches if b["type"] == "P2"]
-    # type, per hour, last 24 h, per day this week, batches, detections, last published
-    assert lines["P2"][1:3] == [str(len(p2))] * 2
-    assert lines["P2"][4:6] == [str(len(p2)), f"{sum(b['detections'] for b in p2):,}"]
-    assert lines["processed"][1:] == ["0", str(len(batches)), "0"]
-    assert lines["merged"][1:] == [str(len(batches)), "0", "0"]
+    # Type, batches per hour, last 24 hours, per day this week, total detections, last published
+    assert rates[2] == str(len(p2)) and rates[4] == str(sum(b["detections"] for b in p2))
+    assert rates[5].endswith("hours ago")
+    # Type, DVO, then Pend Succ Fail of each stage: every P2 batch processed and published
+    assert stages[1] == str(len(p2)) and stages[2].split() == [str(len(p2))] == stages[3].split()
     as_json = json.loads(ippctl(site, "metrics", "all", "--json").stdout)
     assert as_json["loading"]["stages"]["loaded_to_datastore"]["succeeded"] == len(batches)
     assert as_json["runs"]["chip"] == {"full": 3}
     assert "Runs by stage and state" in ippctl(site, "metrics", "--lifecycle").stdout
+
+
+#: seed 003's example output of metrics.py, from its title to the end of the second table.
+SEED_003_SUMMARY = (
+    '                ippToPsps loading summary\n'
+    '\n'
+    'Time now                                2011-09-29 11:54:33\n'
+    'Loading epoch                           2011-08-16\n'
+    'DVO label                               LAP.ThreePi.20110809\n'
+    '\n'
+    '+----+------------------+---------------+-------------------+------------------+----------------+\n'
+    '|Type| batches per hour | last 24 hours | per day this week | total detections | last published |\n'
+    '+----+------------------+---------------+-------------------+------------------+----------------+\n'
+    '| P2 |              0.0 |           283 |             329.4 |       1855730051 |  4.6 hours ago |\n'
+    '| ST |              0.0 |         12936 |            4539.0 |        185807608 |  3.7 hours ago |\n'
+    '+----+------------------+---------------+-------------------+------------------+----------------+\n'
+    '\n'
+    '+----+-------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+\n'
+    '|Type|  DVO  |          processed|loaded_to_datastore|      loaded_to_ODM|       merge_worthy|             merged|  deleted_datastore|    deleted_dxlayer|      deleted_local|\n'  # noqa: E501
+    '|    |       | Pend  Succ  Fail  | Pend  Succ  Fail  | Pend  Succ  Fail  | Pend  Succ  Fail  | Pend  Succ  Fail  | Pend  Succ  Fail  | Pend  Succ  Fail  | Pend  Succ  Fail  |\n'  # noqa: E501
+    '+----+-------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+\n'
+    '| P2 |  8140 |       8101    39  |    2  8099        | 2041  6049     9  |       6049        |  313  5736        |       5736        | 5736              |                   |\n'  # noqa: E501
+    '| ST | 32309 |      31684   625  |    5 31679        |24617  7062        |       7062        | 7062              |                   |                   |                   |\n'  # noqa: E501
+    '+----+-------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+-------------------+\n'
+)  # fmt: skip
+
+
+def test_the_summary_is_laid_out_exactly_as_seed_003_shows_metrics_py_s():
+    now = datetime(2011, 9, 29, 11, 54, 33)
+
+    def stages(**given: tuple[int, int, int]) -> dict[str, dict[str, int]]:
+        return {
+            s: dict(zip(metrics.OUTCOMES, given.get(s, (0, 0, 0)), strict=True)) for s in metrics.BATCH_STAGES
+        }
+
+    p2 = metrics.TypeReport(
+        "P2",
+        metrics.TypeRates(0, 283, 2306, 1855730051, 8140, now - timedelta(hours=4.6)),
+        8140,
+        stages(
+            processed=(0, 8101, 39),
+            loaded_to_datastore=(2, 8099, 0),
+            loaded_to_odm=(2041, 6049, 9),
+            merge_worthy=(0, 6049, 0),
+            merged=(313, 5736, 0),
+            deleted_datastore=(0, 5736, 0),
+            deleted_dxlayer=(5736, 0, 0),
+        ),
+    )
+    st = metrics.TypeReport(
+        "ST",
+        metrics.TypeRates(0, 12936, 31773, 185807608, 32309, now - timedelta(hours=3.7)),
+        32309,
+        stages(
+            processed=(0, 31684, 625),
+            loaded_to_datastore=(5, 31679, 0),
+            loaded_to_odm=(24617, 7062, 0),
+            merge_worthy=(0, 7062, 0),
+            merged=(7062, 0, 0),
+        ),
+    )
+    report = metrics.ConfigReport("lap", now, datetime(2011, 8, 16), "LAP.ThreePi.20110809", [p2, st])
+    assert metrics.format_report(report) == SEED_003_SUMMARY
+
+
+async def test_the_agent_writes_each_sample_into_the_czartool_database(site, sdb, tmp_path):
+    """Seed 003: metrics.py's "vital statistics are stored in the czartool database": per
+    sample, config and type, the summary's rates and DVO count, and every stage's counts."""
+    configure(site, "cz")
+    czar_dsn = sibling(site.dsn, "czar")
+    settings = load_settings(environ={}, db_dsn=czar_dsn)
+    await create_database(settings, parse_dsn(czar_dsn))
+    try:
+        for _ in range(2):  # two samples: two points of each series
+            agent = AgentProcess(
+                "metrics", site.dsn, tmp_path, "--once", "--config", "cz",
+                czartool_dsn=czar_dsn, metrics_port=free_port(), metrics_plot_dir=str(tmp_path / "plots"),
+            )  # fmt: skip
+            assert await agent.wait(timeout_s=120) == 0, agent.output()
+            assert (
+                agent.events("czartool_connected") and agent.events("metrics_sampled")[0]["czartool_rows"] > 0
+            )
+        czar = await Database.connect(settings, czar_dsn)
+        try:
+            rates = await czar.fetch_all(
+                Query("t_r", "SELECT config, batch_type, dvo, last_24_hours FROM ipptopsps_rates", "test")
+            )
+            stages = await czar.fetch_all(
+                Query("t_st", "SELECT batch_type, stage, pending FROM ipptopsps_stages", "test")
+            )
+        finally:
+            await czar.close()
+        queued = await sdb.fetch_all(
+            Query(
+                "t_q", "SELECT type, COUNT(*) AS n FROM psps_item WHERE config = 'cz' GROUP BY type", "test"
+            )
+        )
+        want = {(r["type"], r["n"]) for r in queued}
+        assert {(r["batch_type"], r["dvo"]) for r in rates} == want and len(rates) == 2 * len(want)
+        assert {r["config"] for r in rates} == {"cz"}
+        assert len(stages) == 2 * len(want) * len(metrics.BATCH_STAGES)
+    finally:
+        await drop_database(settings, parse_dsn(czar_dsn))
 
 
 async def test_cleanup_counts_the_bytes_it_freed_in_the_site_totals(site, sdb, tmp_path):

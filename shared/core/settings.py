@@ -157,6 +157,9 @@ class Settings:
     metrics_interval_s: float = 300.0
     metrics_retention_days: float = 30.0
     metrics_plot_dir: str = ""
+    # The czartool database (a DSN; empty: none) the metrics agent also writes each sample's
+    # loading summary into, as time series per config and batch type (seed 003).
+    czartool_dsn: str = ""
 
     # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
     # can plug in its own agent modules.

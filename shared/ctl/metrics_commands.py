@@ -43,7 +43,8 @@ async def metrics_show(settings: Settings, args: argparse.Namespace) -> int:
                 }
             )
             return EXIT_OK
-        print(metrics.format_summary(summary), end="")
+        reports = await metrics.config_reports(db, args.config)
+        print("\n".join(metrics.format_report(r) for r in reports) or "no loading configs\n", end="")
         if life is not None:
             print()
             print(_lifecycle_text(life), end="")

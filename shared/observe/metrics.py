@@ -14,7 +14,6 @@ from typing import Any
 from shared.db.database import Database, Row
 from shared.db.queries import Q
 from shared.processing.stages import STAGES, stage_query
-from shared.psps import BATCH_TYPES
 
 #: The batch life cycle, in order (REFERENCE 11).
 BATCH_STAGES = (
@@ -123,32 +122,142 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
 
 
-def format_summary(summary: LoadingSummary) -> str:
-    """The operators' two tables: rates per batch type, then the life cycle's outcomes."""
-    who = ", ".join(summary.configs) or "no configs"
-    lines = [f"PSPS loading summary: {who} at {_when(summary.taken_at)} UTC", ""]
-    lines.append(
-        f"{'type':<5}{'per hour':>10}{'last 24 h':>11}{'per day (week)':>16}"
-        f"{'batches':>10}{'detections':>14}  last published"
-    )
-    for kind in BATCH_TYPES:
-        r = summary.rates.get(kind)
-        if r is None:
-            continue
-        lines.append(
-            f"{kind:<5}{r.last_hour:>10}{r.last_day:>11}{r.per_day_this_week:>16.1f}"
-            f"{r.batches:>10}{r.detections:>14,}  {_when(r.last_published)}"
+# -- seed 003's report ---------------------------------------------------------------------
+
+#: The types the report shows (the IN batch is one per config and has no place in DVO).
+REPORT_TYPES = ("P2", "ST", "OB")
+
+
+@dataclass(frozen=True)
+class TypeReport:
+    """One batch type of one config: its rates, its items (the "DVO" column: what the queue
+    took from DVO and addRun) and its batches per life-cycle stage and outcome."""
+
+    kind: str
+    rates: TypeRates
+    dvo: int
+    stages: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    name: str
+    taken_at: datetime
+    epoch: datetime | None
+    dvo_label: str
+    types: list[TypeReport]
+
+
+async def config_reports(db: Database, which: str) -> list[ConfigReport]:
+    """metrics.py's summary for one config, or one per config for ``all``."""
+    items: dict[tuple[str, str], int] = defaultdict(int)
+    for row in await db.fetch_all(Q.metrics_items_by_state):
+        items[(str(row["config"]), str(row["type"]))] += int(row["n"])
+    reports = []
+    for name in await config_names(db, which):
+        cfg = await db.fetch_one(Q.psps_config_get, name=name)
+        summary = await loading_summary(db, name)
+        types = []
+        for kind in REPORT_TYPES:
+            stages = {
+                stage: {o: summary.detail.get((name, kind, stage, o), 0) for o in OUTCOMES}
+                for stage in BATCH_STAGES
+            }
+            rates = summary.rates.get(kind)
+            if rates is None and not items.get((name, kind)):
+                continue
+            types.append(TypeReport(kind, rates or TypeRates(), items.get((name, kind), 0), stages))
+        reports.append(
+            ConfigReport(
+                name,
+                summary.taken_at,
+                cfg["epoch"] if cfg else None,
+                str(cfg["dvo_label"]) if cfg else "",
+                types,
+            )
         )
-    if not summary.rates:
-        lines.append("(no batches yet)")
-    lines += ["", f"{'stage':<21}{'pending':>10}{'succeeded':>11}{'failed':>9}"]
-    for stage in BATCH_STAGES:
-        counts = summary.stages.get(stage, {})
+    return reports
+
+
+def _ago(value: datetime | None, now: datetime) -> str:
+    """ "4.6 hours ago", as metrics.py wrote it."""
+    if value is None:
+        return "never"
+    return f"{max(0.0, (now - value).total_seconds()) / 3600:.1f} hours ago"
+
+
+def _day(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    midnight = value == datetime(value.year, value.month, value.day)
+    return value.strftime("%Y-%m-%d" if midnight else "%Y-%m-%d %H:%M:%S")
+
+
+RATE_COLUMNS = (
+    ("batches per hour", 18),
+    ("last 24 hours", 15),
+    ("per day this week", 19),
+    ("total detections", 18),
+    ("last published", 16),
+)
+STAGE_WIDTH = 19
+
+
+def _border(widths: list[int]) -> str:
+    return "+" + "+".join("-" * w for w in widths) + "+"
+
+
+def _row(cells: list[str]) -> str:
+    return "|" + "|".join(cells) + "|"
+
+
+def _pend_succ_fail(counts: dict[str, int]) -> str:
+    """`` Pend  Succ  Fail  `` laid out as metrics.py did: a zero is left blank."""
+    shown = [str(counts[o]) if counts.get(o) else "" for o in OUTCOMES]
+    return f"{shown[0]:>5}{shown[1]:>6}{shown[2]:>6}  "
+
+
+def format_report(report: ConfigReport) -> str:
+    """The summary exactly as seed 003 shows metrics.py's: the title, Time now, Loading
+    epoch and DVO label, then the two bordered tables (rates per type; the DVO count and
+    Pend/Succ/Fail of each of the eight stages per type)."""
+    lines = ["                ippToPsps loading summary", ""]
+    lines.append(f"{'Time now':<40}{report.taken_at:%Y-%m-%d %H:%M:%S}")
+    lines.append(f"{'Loading epoch':<40}{_day(report.epoch)}")
+    lines.append(f"{'DVO label':<40}{report.dvo_label}")
+    lines.append("")
+    widths = [4] + [w for _, w in RATE_COLUMNS]
+    lines.append(_border(widths))
+    lines.append(_row(["Type"] + [f" {label:<{w - 1}}"[:w] for label, w in RATE_COLUMNS]))
+    lines.append(_border(widths))
+    for t in report.types:
+        r = t.rates
+        values = [
+            f"{float(r.last_hour):.1f}",
+            str(r.last_day),
+            f"{r.per_day_this_week:.1f}",
+            str(r.detections),
+            _ago(r.last_published, report.taken_at),
+        ]
         lines.append(
-            f"{stage:<21}{counts.get('pending', 0):>10}"
-            f"{counts.get('succeeded', 0):>11}{counts.get('failed', 0):>9}"
+            _row([f" {t.kind} "] + [f"{v:>{w - 1}} " for v, (_, w) in zip(values, RATE_COLUMNS, strict=True)])
         )
+    lines.append(_border(widths))
+    lines.append("")
+    widths = [4, 7] + [STAGE_WIDTH] * len(BATCH_STAGES)
+    lines.append(_border(widths))
+    lines.append(_row(["Type", "  DVO  "] + [f"{_stage_label(s):>{STAGE_WIDTH}}" for s in BATCH_STAGES]))
+    lines.append(_row(["    ", "       "] + [" Pend  Succ  Fail  "] * len(BATCH_STAGES)))
+    lines.append(_border(widths))
+    for t in report.types:
+        cells = [f" {t.kind} ", f"{t.dvo:>6} "] + [_pend_succ_fail(t.stages[s]) for s in BATCH_STAGES]
+        lines.append(_row(cells))
+    lines.append(_border(widths))
     return "\n".join(lines) + "\n"
+
+
+def _stage_label(stage: str) -> str:
+    return "loaded_to_ODM" if stage == "loaded_to_odm" else stage
 
 
 # -- the life-cycle side -------------------------------------------------------------------

@@ -81,3 +81,15 @@ ORDER BY taken_at;
 
 -- name: metrics_last_sample
 SELECT MAX(taken_at) AS taken_at FROM metrics_sample;
+
+-- The czartool database (shared/observe/sql/czartool_schema.sql) ---------------------------
+
+-- name: czartool_rates_add
+INSERT IGNORE INTO ipptopsps_rates (taken_at, config, batch_type, batches_per_hour, last_24_hours,
+                                    per_day_this_week, total_detections, last_published, dvo)
+VALUES (%(taken_at)s, %(config)s, %(batch_type)s, %(batches_per_hour)s, %(last_24_hours)s,
+        %(per_day_this_week)s, %(total_detections)s, %(last_published)s, %(dvo)s);
+
+-- name: czartool_stages_add
+INSERT IGNORE INTO ipptopsps_stages (taken_at, config, batch_type, stage, pending, succeeded, failed)
+VALUES (%(taken_at)s, %(config)s, %(batch_type)s, %(stage)s, %(pending)s, %(succeeded)s, %(failed)s);
