@@ -253,7 +253,16 @@ async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int, batch_i
     except catalogs.CatalogError as exc:
         raise BatchError(f"stackRun {stack_id}: {exc}") from None
     warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs, stack_id=stack_id)]
-    return builders.st_batch(stack, header, table, warps, batch_id=batch_id, survey_id=int(cfg.survey_id))
+    return await asyncio.to_thread(
+        builders.st_batch,
+        stack,
+        header,
+        table,
+        warps,
+        _dvo(ctx, cfg.dvo_location),
+        batch_id=batch_id,
+        survey_id=int(cfg.survey_id),
+    )
 
 
 async def build_ob(

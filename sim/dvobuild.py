@@ -19,8 +19,8 @@ import numpy as np
 
 from shared.core import ids
 from shared.formats import dvo
-from sim.processor import Exposure, photcode
-from sim.sky import FILTERS, ZERO_POINTS, StarField, Wcs
+from sim.processor import STACK_CCD, Exposure, photcode, stack_extern_id
+from sim.sky import FILTERS, ZERO_POINTS, Skycell, StarField, Wcs
 
 Array = np.ndarray[Any, Any]
 EXTINCTION_K = -0.1
@@ -79,6 +79,67 @@ class DvoBuilder:
             )
         )
         star = self._match(table, stars, size)
+        self._add_measurements(table, star, field, image_id, code, e.mjd, e.airmass)
+        self.parts["detect_id"].append(ids.detect_ids(e.mjd, code, table["IPP_IDET"]))
+
+    def add_stack(
+        self,
+        stack_id: int,
+        filter_name: str,
+        mjd: float,
+        exptime: float,
+        table: Array,
+        cell: Skycell,
+        field: StarField,
+    ) -> None:
+        """Merge one stack's detections (its cmf) into the database, as addstar does: an
+        image with the stack's EXTERN_ID, and measurements matched to the objects of the
+        stars behind them; each measurement's EXT_ID is the PSPS stack detection id."""
+        image_id = len(self.images) + 1
+        extern_id = stack_extern_id(stack_id)
+        code = 10000 + 100 * FILTERS.index(filter_name) + STACK_CCD
+        self.photcodes.add((code, "stack", filter_name))
+        wcs = cell.wcs
+        self.images.append(
+            (
+                image_id,
+                extern_id,
+                stack_id,
+                0,
+                code,
+                0,
+                exptime,
+                mjd,
+                1.0,
+                f"stack.{stack_id}"[:32],
+                wcs.ra0,
+                wcs.dec0,
+                wcs.x0 + 1,
+                wcs.y0 + 1,
+                wcs.scale_deg,
+                wcs.scale_deg,
+            )
+        )
+        sx, sy = wcs.to_pixel(field.ra, field.dec)
+        inside = np.nonzero((sx >= 0) & (sx < cell.size) & (sy >= 0) & (sy < cell.size))[0]
+        star = self._match(table, (inside, sx[inside], sy[inside]), cell.size)
+        self._add_measurements(table, star, field, image_id, code, mjd, 1.0)
+        det = np.asarray(table["IPP_IDET"], dtype=np.int64)
+        self.parts["detect_id"].append(
+            (np.int64(ids.STACK_ID_PREFIX) << 56) + (np.int64(extern_id) << 28) + det
+        )
+
+    def _add_measurements(
+        self,
+        table: Array,
+        star: Array,
+        field: StarField,
+        image_id: int,
+        code: int,
+        mjd: float,
+        airmass: float,
+    ) -> None:
+        """One image's detections as measurements (all but their detection ids)."""
         matched = star >= 0
         ra = np.where(matched, field.ra[np.maximum(star, 0)], table["RA_PSF"])
         dec = np.where(matched, field.dec[np.maximum(star, 0)], table["DEC_PSF"])
@@ -92,9 +153,8 @@ class DvoBuilder:
         self.parts["det_id"].append(np.asarray(table["IPP_IDET"], dtype=np.int64))
         self.parts["image_id"].append(np.full(n, image_id, dtype=np.int32))
         self.parts["photcode"].append(np.full(n, code, dtype=np.int32))
-        self.parts["m_time"].append(np.full(n, e.mjd, dtype=np.float64))
-        self.parts["airmass"].append(np.full(n, e.airmass, dtype=np.float32))
-        self.parts["detect_id"].append(ids.detect_ids(e.mjd, code, table["IPP_IDET"]))
+        self.parts["m_time"].append(np.full(n, mjd, dtype=np.float64))
+        self.parts["airmass"].append(np.full(n, airmass, dtype=np.float32))
 
     @staticmethod
     def _match(table: Array, stars: tuple[Array, Array, Array], size: int) -> Array:

@@ -178,6 +178,17 @@ def mjd_of(when: datetime) -> float:
     return 40587 + (when - datetime(1970, 1, 1)).total_seconds() / 86400
 
 
+#: Stacks' image EXTERN_IDs (the stack cmf's IMAGEID, Images.dat EXTERN_ID): above every raw
+#: chip's, below 2^28 so that the stack detection id (35 << 56) + (EXTERN_ID << 28) + detID fits.
+STACK_EXTERN_BASE = 1 << 27
+#: The "ccd" of a stack's photcode (10000 + 100*filter + 99).
+STACK_CCD = 99
+
+
+def stack_extern_id(stack_id: int) -> int:
+    return STACK_EXTERN_BASE + stack_id
+
+
 def photcode(filter_name: str, class_id: str) -> int:
     """Numeric photcode: 10000 + 100*filter + ccd, so that photcode % 100 is the ccd."""
     from sim.sky import FILTERS
@@ -653,6 +664,7 @@ def process_stack(
         "EXPTIME": exptime,
         "NINPUTS": len(warps),
         "STACK_ID": stack_id,
+        "IMAGEID": stack_extern_id(stack_id),
     }
     products, found = _sky_products(
         "PPSTACK.OUTPUT",

@@ -9,8 +9,9 @@ recovery copies of the chip products; their warps are made from the destreaked c
 exposures 1, 4, 7 ... carry a streak that was never destreaked (magicked 0). Every stage
 processes with the values the database holds (the exposure read back from rawExp, skycells
 from the skycell table), so the update agent regenerates byte-identical products.
-Camera runs are recorded in addRun as merged into the survey's DVO database, which is built
-from the same detections with PSPS ids in EXT_ID. Memory stays bounded by one exposure: stacks
+Camera runs and stacks are recorded in addRun as merged into the survey's DVO database, which
+is built from the same detections (each stack an image with its own EXTERN_ID, its cmf's
+IMAGEID) with PSPS ids in EXT_ID. Memory stays bounded by one exposure: stacks
 and diffs read their inputs back from storage.
 """
 
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from shared.db.database import Database, Tx
 from shared.db.queries import QueryBook, load_queries
+from shared.formats import catalogs
 from shared.processing.filerules import rule
 from shared.storage.store import Storage
 from sim import imaging, processor
@@ -601,6 +603,8 @@ class Survey:
         )
         await self._store_products("stack", path_base, cell.skycell_id, products)
         mjd = float(np.mean([w.exposure.mjd for w in warps]))
+        header, sources = catalogs.read_cmf(products["PPSTACK.SOURCES"])
+        self.dvo.add_stack(stack_id, filter_name, mjd, float(header["EXPTIME"]), sources, cell, self.field)
 
         async def record(tx: Tx) -> None:
             for w in warps:
@@ -618,6 +622,14 @@ class Survey:
                 software_ver=processor.SOFTWARE_VERSION,
             )
             await tx.execute(S.set_stackRun_full, id=stack_id)
+            await tx.execute(
+                S.insert_addRun_stack,
+                stack_id=stack_id,
+                workdir=self._workdir(),
+                label=self.o.label,
+                data_group=self.o.data_group,
+                dvodb=self.o.dvodb,
+            )
 
         await self.db.transaction(record, name="survey_stack")
         self.summary.stack_runs.append(stack_id)

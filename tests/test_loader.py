@@ -318,6 +318,59 @@ async def test_st_and_ob_batches_are_built_from_stack_cmfs_and_dvo_regions(site,
         assert set(hdus["MEANOBJECT"].data["filterID"].tolist()) <= {1, 2, 3, 4, 5}
 
 
+async def test_st_items_come_from_addrun_and_their_detections_get_dvo_ids(site, sdb, tmp_path):
+    """Seed 003: ST items are the stacks addRun lists as merged into the DVO database in use;
+    their detections get objID, ippObjID and the detection id from DVO through the cmf's
+    IMAGEID (an Images.dat EXTERN_ID), as P2 detections do."""
+    merged = await sdb.fetch_all(
+        Query("t_add", "SELECT stage_id FROM addRun WHERE stage = 'stack' ORDER BY stage_id", "test")
+    )
+    assert len(merged) >= 2
+    dropped = int(merged[0]["stage_id"])  # no longer merged: not to be loaded
+    await sdb.execute(
+        Query("t_drop", "DELETE FROM addRun WHERE stage = 'stack' AND stage_id = %(id)s", "test"), id=dropped
+    )
+    configure_loading(site, "st", "batch_types=ST")
+    ippctl(site, "psps", "queue", "st")
+    await load(site, tmp_path, "--config", "st")
+    rows = await sdb.fetch_all(BATCHES)
+    assert {r["item_id"] for r in rows} == {int(m["stage_id"]) for m in merged[1:]}
+    assert all(r["processed"] == "succeeded" for r in rows), [r["note"] for r in rows]
+    cat = dvo.DvoDatabase(site.dvo_dir)
+    objects = {}
+    for region in cat.regions():
+        if cat.region_files(region)["cpt"].exists():
+            for o in cat.objects(region):
+                objects[int(o["EXT_ID"])] = (int(o["CAT_ID"]) << 32) + int(o["OBJ_ID"])
+    for row in rows:
+        base = await sdb.fetch_val(
+            Query("t_sb", "SELECT path_base FROM stackSumSkyfile WHERE stack_id = %(id)s", "test"),
+            id=row["item_id"],
+        )
+        header, table = catalogs.read_cmf(
+            await Storage(sdb).locate(rule("stack", "PPSTACK.SOURCES").filename(base))
+        )
+        with fits.open(row["fits_path"]) as hdus:
+            det = hdus["STACKDETECTION"].data
+        assert len(det) == len(table) > 0
+        assert all(objects[int(o)] == int(i) for o, i in zip(det["objID"], det["ippObjID"], strict=True))
+        extern = int(header["IMAGEID"])
+        want = (35 << 56) + (extern << 28) + np.asarray(table["IPP_IDET"], dtype=np.int64)
+        assert sorted(det["stackDetectID"].tolist()) == sorted(want.tolist())
+
+
+async def test_a_stack_not_merged_into_dvo_fails_its_st_batch(site, sdb, tmp_path):
+    configure_loading(site, "stx", "batch_types=ST")
+    cat = dvo.DvoDatabase(site.dvo_dir)
+    _, images = dvo.read_table(cat.path("Images.dat"), dvo.IMAGES_COLUMNS)
+    kept = images[images["CCDNUM"] != 0]  # every stack image gone: its IMAGEID is unknown
+    dvo.write_atomic(cat.path("Images.dat"), dvo.table_bytes(dvo.IMAGES_COLUMNS, kept))
+    ippctl(site, "psps", "queue", "stx")
+    await load(site, tmp_path, "--config", "stx")
+    notes = [r["note"] for r in await sdb.fetch_all(BATCHES)]
+    assert notes and all("is not in Images.dat" in n for n in notes), notes
+
+
 async def test_a_dvo_region_replaced_while_loading_is_read_again(site, sdb):
     """The cache keeps a region until its file changes; a rewritten region is read again and
     its new ids are used, an unchanged one is never read twice."""

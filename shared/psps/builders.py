@@ -3,6 +3,8 @@
 - IN: Filter (g, r, i, z, y = 1..5) and Survey (the config's survey id and name).
 - P2: one exposure's smf: FrameMeta from the database rows, ImageMeta per chip from its
   header, Detection per detection with objID / detectID / ippObjID from the DVO database.
+- ST: one stack cmf: StackMeta, StackDetection with objID / stackDetectID / ippObjID from the
+  DVO database the stack was merged into (its IMAGEID an EXTERN_ID), StackToImage.
 
 Fluxes are Jansky: zp = 0.001*C_LAM + K*(airmass - 1) - M_CAL from the detection's photcode
 and DVO measurement, flux_Jy = counts/s * 10^(-0.4*zp + 3.56). Every smf detection must be
@@ -315,13 +317,21 @@ def _skycell_parts(skycell_id: str) -> tuple[int, int]:
 
 
 def st_batch(
-    stack: Mapping[str, Any], header: Any, table: Array, warp_ids: list[int], *, batch_id: int, survey_id: int
+    stack: Mapping[str, Any],
+    header: Any,
+    table: Array,
+    warp_ids: list[int],
+    dvo: DvoCache,
+    *,
+    batch_id: int,
+    survey_id: int,
 ) -> P2Result:
     """StackMeta, StackDetection and StackToImage of one stack cmf (one skycell, one filter).
 
-    Stack detections are not DVO measurements: objID comes from the detection's position
-    (REFERENCE 10 formula) and ippObjID is 0; stackDetectID = (35 << 56) + (stack_id << 28) +
-    IPP_IDET."""
+    The ids come from DVO, as for P2 (seed 003): the cmf's IMAGEID is an Images.dat EXTERN_ID,
+    whose IMAGE_ID and each detection's IPP_IDET find its measurement; objID and ippObjID are
+    its object's, stackDetectID the measurement's EXT_ID ((35 << 56) + (EXTERN_ID << 28) +
+    IPP_IDET, REFERENCE 10). A detection DVO lacks fails the batch."""
     t = _tables("ST")
     stack_id = int(stack["stack_id"])
     filter_name = str(stack["filter"]).split(".")[0]
@@ -336,13 +346,11 @@ def st_batch(
     projection, cell = _skycell_parts(str(stack["skycell_id"]))
     n = len(table)
     to_jy = 10 ** (-0.4 * zp + 3.56) / exp_time
-    det = np.asarray(table["IPP_IDET"], dtype=np.int64)
-    if n and det.max() >= 1 << 28:
-        raise BatchError(f"stackRun {stack_id}: IPP_IDET above 2^28 does not fit the id")
+    found = _look_up_stack(stack_id, header, table, dvo)
     values = {
-        "objID": ids.obj_ids(table["RA_PSF"], table["DEC_PSF"]),
-        "stackDetectID": (np.int64(ids.STACK_ID_PREFIX) << 56) + (np.int64(stack_id) << 28) + det,
-        "ippObjID": np.zeros(n, dtype=np.int64),
+        "objID": found.obj_id,
+        "stackDetectID": found.detect_id,
+        "ippObjID": found.ipp_obj_id,
         "stackImageID": stack_id,
         "filterID": filter_id,
         "surveyID": survey_id,
@@ -374,6 +382,29 @@ def st_batch(
         fill(t["StackToImage"], {"stackImageID": stack_id, "imageID": warp_ids}, len(warp_ids)),
     ]
     return P2Result(tables, n)
+
+
+def _look_up_stack(stack_id: int, header: Any, table: Array, dvo: DvoCache) -> Found:
+    """Every detection of a stack cmf found in DVO through its IMAGEID (an EXTERN_ID)."""
+    where = f"stackRun {stack_id}"
+    try:
+        extern = int(header["IMAGEID"])
+    except (KeyError, ValueError, TypeError):
+        raise BatchError(f"{where}: cmf header lacks IMAGEID") from None
+    image_id = int(dvo.image_ids(np.array([extern], dtype=np.int64))[0])
+    if image_id < 0:
+        raise BatchError(f"{where}: IMAGEID {extern} is not in Images.dat (not merged into this DVO)")
+    n = len(table)
+    found = dvo.find(
+        np.full(n, image_id, dtype=np.int64),
+        np.asarray(table["IPP_IDET"], dtype=np.int64),
+        np.asarray(table["RA_PSF"], dtype=np.float64),
+        np.asarray(table["DEC_PSF"], dtype=np.float64),
+    )
+    missing = int((~found.found).sum())
+    if missing:
+        raise BatchError(f"{where}: {missing} of {n} stack detections not found in DVO")
+    return found
 
 
 def ob_batch(

@@ -33,7 +33,7 @@ async def _candidates(db: Database, cfg: LoadingConfig, kind: str) -> list[tuple
         found = [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
         return found[:1] if cfg.test_mode else found
     if kind == "ST":
-        rows = await db.fetch_all(Q.psps_st_candidates, **limits)
+        rows = await db.fetch_all(Q.psps_st_candidates, dvodb=cfg.dvo_label, **limits)
         return [(int(r["item_id"]), float(r["ra"]), float(r["decl"])) for r in rows]
     if kind == "OB":
         if not cfg.dvo_location:

@@ -77,6 +77,12 @@ INSERT INTO addRun (stage, stage_id, state, workdir, reduction, label, data_grou
 VALUES ('camera', %(cam_id)s, 'full', %(workdir)s, 'DEFAULT', %(label)s, %(data_group)s,
         %(dvodb)s);
 
+-- name: insert_addRun_stack
+-- A stack merged into the survey's DVO database (addtool's stage 'stack').
+INSERT INTO addRun (stage, stage_id, state, workdir, reduction, label, data_group, dvodb)
+VALUES ('stack', %(stack_id)s, 'full', %(workdir)s, 'DEFAULT', %(label)s, %(data_group)s,
+        %(dvodb)s);
+
 -- name: insert_warpRun
 INSERT INTO warpRun (cam_id, mode, state, workdir, label, data_group, dist_group, dvodb,
                      tess_id, reduction, end_stage, magicked, software_ver, registered)

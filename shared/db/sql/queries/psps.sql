@@ -63,11 +63,13 @@ WHERE a.stage = 'camera' AND a.state = 'full' AND a.dvodb = %(dvodb)s
 ORDER BY a.stage_id;
 
 -- name: psps_st_candidates
-SELECT s.stack_id AS item_id, k.ra AS ra, k.decl AS decl
-FROM stackRun s JOIN skycell k ON k.skycell_id = s.skycell_id AND k.tess_id = s.tess_id
-WHERE s.state = 'full'
+-- Seed 003: the stacks merged into the DVO database in use (addRun), as for P2.
+SELECT a.stage_id AS item_id, k.ra AS ra, k.decl AS decl
+FROM addRun a JOIN stackRun s ON s.stack_id = a.stage_id
+     JOIN skycell k ON k.skycell_id = s.skycell_id AND k.tess_id = s.tess_id
+WHERE a.stage = 'stack' AND a.state = 'full' AND a.dvodb = %(dvodb)s
   AND k.ra >= %(ra_min)s AND k.ra < %(ra_max)s AND k.decl >= %(dec_min)s AND k.decl < %(dec_max)s
-ORDER BY s.stack_id;
+ORDER BY a.stage_id;
 
 -- name: psps_queue_counts
 SELECT type, state, COUNT(*) AS n FROM psps_item WHERE config = %(config)s
