@@ -109,16 +109,58 @@ async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     if stripe is None:
         return 0
     handled = 0
+    box: int | None = None
     try:
         async for (item,) in ctx.claimed(
             ITEM_SPEC, limit=1, config=cfg.name, stripe=stripe["stripe"], types=types
         ):
-            await load_item(ctx, cfg, PspsItem.from_row(item))
+            claimed = PspsItem.from_row(item)
+            if claimed.box != box and claimed.type in ("P2", "ST") and cfg.dvo_location:
+                box = claimed.box
+                await enter_box(ctx, cfg, stripe, box)
+            await load_item(ctx, cfg, claimed)
             handled += 1
     finally:
         if stripes:
             await ctx.claimer.release(STRIPE_SPEC, stripe["id"])
     return handled
+
+
+#: How far (degrees) an exposure's chips reach from its centre (GPC1's field of view): the
+#: regions a box's exposures may touch lie within this of the box.
+FOOTPRINT_DEG = 1.6
+
+
+async def enter_box(ctx: AgentContext, cfg: LoadingConfig, stripe: Row, box: int) -> None:
+    """Tell the DVO cache the loader is in a new box (seed 003: keep the regions both boxes
+    overlap, drop the rest, choose how to read them from the smfs queued and the files' sizes)."""
+    cache = _dvo(ctx, cfg.dvo_location)
+    d0 = cfg.min_dec + box * float(cfg.box_size_deg)
+    regions = await asyncio.to_thread(
+        cache.overlapping_box,
+        float(stripe["ra_min"]) - FOOTPRINT_DEG,
+        float(stripe["ra_max"]) + FOOTPRINT_DEG,
+        d0 - FOOTPRINT_DEG,
+        d0 + float(cfg.box_size_deg) + FOOTPRINT_DEG,
+    )
+    smfs = int(
+        await ctx.db.fetch_val(Q.psps_box_smfs, config=cfg.name, stripe=stripe["stripe"], box=box) or 0
+    )
+    plan = await asyncio.to_thread(cache.enter_box, regions, smfs + 1)  # + the one just claimed
+    ctx.log.info(
+        "dvo_box",
+        config=cfg.name,
+        stripe=stripe["stripe"],
+        box=box,
+        mode=plan.mode,
+        regions=plan.regions,
+        dvo_bytes=plan.dvo_bytes,
+        smfs=plan.smfs,
+        bytes_per_smf=plan.bytes_per_smf,
+        kept=plan.kept,
+        dropped=plan.dropped,
+        cached_bytes=cache.cached_bytes,
+    )
 
 
 async def test_one(ctx: AgentContext, cfg: LoadingConfig) -> None:
@@ -280,5 +322,5 @@ def _dvo(ctx: AgentContext, location: str) -> DvoCache:
     """One DVO cache per catalog directory for the agent's life (files re-read on change)."""
     caches: dict[str, DvoCache] = ctx.resources.setdefault("dvo", {})
     if location not in caches:
-        caches[location] = DvoCache(Path(location))
+        caches[location] = DvoCache(Path(location), ctx.settings.dvo_cache_max_bytes)
     return caches[location]

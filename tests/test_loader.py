@@ -275,6 +275,35 @@ DUPLICATES = Query(
 )
 
 
+async def test_a_loader_over_budget_reads_dvo_by_rows_and_builds_the_same_batches(site, sdb, tmp_path):
+    """Within a DVO budget the regions do not fit, the loader says so per box (``dvo_box``,
+    mode rows) and finds every id as it does with whole regions."""
+    for name in ("whole", "rows"):
+        configure_loading(site, name, "batch_types=P2,ST")
+        ippctl(site, "psps", "queue", name)
+    whole = await load(site, tmp_path, "--config", "whole")
+    rows = AgentProcess(
+        "loader", site.dsn, tmp_path, "--once", "--config", "rows",
+        var_dir=str(site.var_dir), dvo_cache_max_bytes=100_000,
+    )  # fmt: skip
+    assert await rows.wait(timeout_s=180) == 0, rows.output()
+    assert {e["mode"] for e in whole.events("dvo_box")} == {"whole"}
+    boxes = rows.events("dvo_box")
+    assert boxes and {e["mode"] for e in boxes} == {"rows"} and all(e["dvo_bytes"] > 0 for e in boxes)
+    batches = await sdb.fetch_all(
+        Query("t_cfg", "SELECT config, type, item_id, fits_path, processed FROM psps_batch", "test")
+    )
+    assert batches and all(b["processed"] == "succeeded" for b in batches)
+    by = {(b["config"], b["type"], b["item_id"]): b["fits_path"] for b in batches}
+    for (config, kind, item), path in by.items():
+        if config != "whole":
+            continue
+        table = "DETECTION" if kind == "P2" else "STACKDETECTION"
+        with fits.open(path) as a, fits.open(by[("rows", kind, item)]) as b:
+            assert np.array_equal(a[table].data["objID"], b[table].data["objID"])
+            assert np.array_equal(a[table].data["ippObjID"], b[table].data["ippObjID"])
+
+
 async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, tmp_path):
     configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")

@@ -139,6 +139,9 @@ class Settings:
     odm_unknown_timeout_s: float = 86400.0
     # Times an item is built and published before a failure is final.
     psps_max_attempts: int = 3
+    # The most a loader's DVO cache holds (bytes): whole regions while they fit, else a dense
+    # field's measurements are read by rows (2 GiB suits a 24 GB host with several loaders).
+    dvo_cache_max_bytes: int = 2 << 30
     # A deletion that failed (ODM down, volume down) is tried again after this long.
     batch_retry_s: float = 300.0
     # The PSPS stand-in's database (empty = psps_db_name on the local server), which the demo
@@ -237,6 +240,7 @@ class Settings:
             "odm_parallel",
             "odm_unknown_timeout_s",
             "psps_max_attempts",
+            "dvo_cache_max_bytes",
             "metrics_port",
             "metrics_interval_s",
             "metrics_retention_days",

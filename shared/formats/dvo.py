@@ -164,6 +164,50 @@ def read_table(path: Path, columns: tuple[tuple[str, str], ...]) -> tuple[fits.H
 
 
 @dataclass(frozen=True)
+class RowFile:
+    """A DVO table read by rows straight from its file, never whole: the data section's
+    offset, its row count and the stored (big-endian) row type."""
+
+    path: Path
+    offset: int
+    rows: int
+    stored: np.dtype[Any]
+
+    def read(self, start: int, count: int) -> Array:
+        """Rows ``start`` .. ``start + count`` as stored (big-endian)."""
+        count = max(0, min(count, self.rows - start))
+        return np.fromfile(
+            self.path, dtype=self.stored, count=count, offset=self.offset + start * self.stored.itemsize
+        )
+
+
+def row_file(path: Path, columns: tuple[tuple[str, str], ...]) -> RowFile:
+    """The layout of a DVO table file, checked (its columns, unscaled, one row per stored
+    record), for reading rows from it without loading it."""
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
+            if len(hdus) < 2:
+                raise DvoError(f"{path}: no table extension")
+            header = hdus[1].header
+            names = [header.get(f"TTYPE{i + 1}") for i in range(int(header.get("TFIELDS", 0)))]
+            expected = [n for n, _ in columns]
+            if names != expected:
+                raise DvoError(f"{path}: columns {names} differ from {expected}")
+            stored = dtype(columns).newbyteorder(">")
+            if any(k.startswith(("TZERO", "TSCAL")) for k in header) or header["NAXIS1"] != stored.itemsize:
+                raise DvoError(f"{path}: not DVO's own row layout (scaled columns or padded rows)")
+            offset = int(hdus.fileinfo(1)["datLoc"])
+            rows = int(header["NAXIS2"])
+    except DvoError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise DvoError(f"{path}: not a readable DVO table: {one_line(exc)}") from None
+    if offset + rows * stored.itemsize > os.path.getsize(path):
+        raise DvoError(f"{path}: truncated ({rows} rows of {stored.itemsize} bytes declared)")
+    return RowFile(path, offset, rows, stored)
+
+
+@dataclass(frozen=True)
 class Region:
     index: int
     name: str
@@ -245,6 +289,10 @@ class DvoDatabase:
 
     def measurements(self, region: Region) -> Array:
         return read_table(self.region_files(region)["cpm"], CPM_COLUMNS)[1]
+
+    def measurement_rows(self, region: Region) -> RowFile:
+        """The region's measurements, to be read by rows (a dense region is never loaded)."""
+        return row_file(self.region_files(region)["cpm"], CPM_COLUMNS)
 
     def averages(self, region: Region) -> Array:
         return read_table(self.region_files(region)["cps"], CPS_COLUMNS)[1]

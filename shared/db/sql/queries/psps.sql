@@ -125,6 +125,12 @@ ORDER BY i.item_key
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: psps_box_smfs
+-- The smfs and cmfs (P2 and ST items) queued in one box of a stripe, for the DVO cache's choice.
+SELECT COUNT(*) FROM psps_item
+WHERE config = %(config)s AND stripe = %(stripe)s AND box = %(box)s AND state = 'new'
+  AND type IN ('P2', 'ST');
+
 -- name: claim_mark_psps_item
 UPDATE psps_item SET owner = %(owner)s, claimed_at = NOW(6) WHERE item_key IN %(ids)s;
 
