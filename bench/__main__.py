@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import claims, cleanup, dist, idle, psps, survey, tracking, update
+from bench import claims, cleanup, dist, dvo_dense, idle, psps, survey, tracking, update
 from bench.common import Figure, write_results
 
 
@@ -20,6 +20,7 @@ async def run_all(quick: bool) -> list[Figure]:
         chips=4 if quick else 8, size=256 if quick else 1024, rounds=2 if quick else 3
     )
     figures += await asyncio.to_thread(psps.measure, 60, 3800, 1_000_000 if quick else 10_000_000)
+    figures += await asyncio.to_thread(dvo_dense.measure, 10 if quick else 100, 340 if quick else 3400)
     figures += await tracking.measure(batches=500 if quick else 3000, rows=100_000 if quick else 1_000_000)
     figures.append(survey.chip_seconds_per_megapixel(size=512 if quick else 1024))
     figures.append(
