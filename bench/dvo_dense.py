@@ -220,6 +220,5 @@ if __name__ == "__main__":
         print(json.dumps(child(Path(root_arg), int(budget_arg), int(smfs_arg), int(load_arg))))
     else:  # python -m bench.dvo_dense: these figures alone
         for figure in measure():
-            print(
-                f"{figure.name}: {figure.ours:.2f} {figure.unit} vs {figure.anchor:.2f} ({figure.anchor_name}); {figure.note}"
-            )
+            print(f"{figure.name}: {figure.ours:.2f} {figure.unit}")
+            print(f"  vs {figure.anchor:.2f} ({figure.anchor_name}); {figure.note}")
