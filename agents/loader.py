@@ -117,7 +117,10 @@ async def load_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
             claimed = PspsItem.from_row(item)
             if claimed.box != box and claimed.type in ("P2", "ST") and cfg.dvo_location:
                 box = claimed.box
-                await enter_box(ctx, cfg, stripe, box)
+                try:
+                    await enter_box(ctx, cfg, stripe, box)
+                except IppError as exc:  # a DVO file gone or bad: the batches say so, one each
+                    ctx.log.warning("dvo_box_failed", config=cfg.name, box=box, error=str(exc))
             await load_item(ctx, cfg, claimed)
             handled += 1
     finally:

@@ -304,6 +304,20 @@ async def test_a_loader_over_budget_reads_dvo_by_rows_and_builds_the_same_batche
             assert np.array_equal(a[table].data["ippObjID"], b[table].data["ippObjID"])
 
 
+async def test_a_dvo_region_file_gone_fails_the_batches_that_need_it_and_the_loader_goes_on(
+    site, sdb, tmp_path
+):
+    configure_loading(site, "gone")
+    cat = dvo.DvoDatabase(site.dvo_dir)
+    for region in cat.regions():
+        cat.region_files(region)["cpm"].unlink()
+    ippctl(site, "psps", "queue", "gone")
+    proc = await load(site, tmp_path, "--config", "gone")  # exits 0: nothing crashed
+    notes = [r["note"] for r in await sdb.fetch_all(BATCHES)]
+    assert notes and all(".cpm" in n for n in notes), notes
+    assert proc.events("dvo_box_failed") and not proc.events("agent_crashed")
+
+
 async def test_two_loaders_on_one_config_never_build_the_same_batch(site, sdb, tmp_path):
     configure_loading(site, "demo")
     ippctl(site, "psps", "queue", "demo")
