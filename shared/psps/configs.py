@@ -187,12 +187,13 @@ def defaults(name: str) -> dict[str, Any]:
 
 
 def parse_value(name: str, text: str) -> Any:
+    """A field's value from text; ConfigError naming the field (and the alias given)."""
     f = field(name)
-    name = f.name
     try:
         return f.parse(text)
     except ValueError as exc:
-        raise ConfigError(f"{name} = {text!r}: {exc}") from None
+        given = f" (given as {name})" if name != f.name else ""
+        raise ConfigError(f"{f.name} = {text!r}{given}: {exc}") from None
 
 
 def check_whole(name: str, values: Mapping[str, Any]) -> None:
