@@ -13,6 +13,7 @@ from shared.core.errors import IppError
 from shared.core.settings import Settings
 from shared.ctl.output import connect, print_json, table
 from shared.db.queries import Q
+from shared.runtime import control
 
 # -- clients -------------------------------------------------------------------------------
 
@@ -95,38 +96,17 @@ async def clients_command(settings: Settings, args: argparse.Namespace) -> int:
     db = await connect(settings)
     try:
         if args.id:
-            changed = await db.execute(Q.command_client, client_id=args.id, command=command)
-            if changed != 1:
-                row = await db.fetch_one(Q.get_client, client_id=args.id)
-                if row is None:
-                    raise IppError(f"no client with id {args.id}")
-                raise IppError(f"client {args.id} is {row['status']}; nothing to {command}")
-            print(f"{command}: client {args.id}")
-            return EXIT_OK
-        agent = "" if args.agent == "all" else args.agent
-        scope = dict(agent=agent, host=args.host or "", config=args.config or "")
-        if command == "resume":
-            cleared = await db.execute(Q.clear_standing_flags, **scope)
-            live = await db.execute(Q.command_matching_clients, command="resume", **scope)
-            print(
-                f"resume: cleared {cleared} standing flag(s) for {_scope(scope)}; "
-                f"{live} live client(s) told to resume"
-            )
+            print(await control.command_client(db, args.id, command))
         else:
-            who = f"{getpass.getuser()}@{socket.gethostname()}"
-            await db.execute(Q.set_standing_flag, command=command, set_by=who, **scope)
-            live = await db.execute(Q.command_matching_clients, command=command, **scope)
+            scope = control.Scope(
+                "" if args.agent == "all" else args.agent, args.host or "", args.config or ""
+            )
             print(
-                f"{command}: standing flag set for {_scope(scope)}; {live} live client(s) now "
-                f"told to {command}"
+                await control.command_scope(db, scope, command, f"{getpass.getuser()}@{socket.gethostname()}")
             )
     finally:
         await db.close()
     return EXIT_OK
-
-
-def _scope(scope: dict[str, str]) -> str:
-    return " ".join(f"{k}={v or '*'}" for k, v in scope.items())
 
 
 def add_commands(top: Any) -> None:

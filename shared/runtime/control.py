@@ -1,0 +1,59 @@
+"""Operators' control of the agents (pause, resume, stop), one client or a standing set: the
+one code path ``ippctl clients`` and the console both take, so their semantics and error
+texts are the same. Each function does its writes and returns what to tell the operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.core.errors import IppError
+from shared.db.database import Database
+from shared.db.queries import Q
+
+COMMANDS = ("pause", "resume", "stop")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which clients a standing flag covers: an agent ('' for all), a host, a config."""
+
+    agent: str = ""
+    host: str = ""
+    config: str = ""
+
+    def __str__(self) -> str:
+        return " ".join(
+            f"{k}={v or '*'}"
+            for k, v in (("agent", self.agent), ("host", self.host), ("config", self.config))
+        )
+
+
+def _check(command: str) -> None:
+    if command not in COMMANDS:
+        raise IppError(f"unknown command {command!r} (commands: {', '.join(COMMANDS)})")
+
+
+async def command_client(db: Database, client_id: str, command: str) -> str:
+    """Tell one live client to pause, resume or stop."""
+    _check(command)
+    changed = await db.execute(Q.command_client, client_id=client_id, command=command)
+    if changed != 1:
+        row = await db.fetch_one(Q.get_client, client_id=client_id)
+        if row is None:
+            raise IppError(f"no client with id {client_id}")
+        raise IppError(f"client {client_id} is {row['status']}; nothing to {command}")
+    return f"{command}: client {client_id}"
+
+
+async def command_scope(db: Database, scope: Scope, command: str, set_by: str) -> str:
+    """Set (pause, stop) or clear (resume) the standing flag of a scope, and tell its live
+    clients at once; a standing flag also holds every client that starts later."""
+    _check(command)
+    params = {"agent": scope.agent, "host": scope.host, "config": scope.config}
+    if command == "resume":
+        cleared = await db.execute(Q.clear_standing_flags, **params)
+        live = await db.execute(Q.command_matching_clients, command="resume", **params)
+        return f"resume: cleared {cleared} standing flag(s) for {scope}; {live} live client(s) told to resume"
+    await db.execute(Q.set_standing_flag, command=command, set_by=set_by, **params)
+    live = await db.execute(Q.command_matching_clients, command=command, **params)
+    return f"{command}: standing flag set for {scope}; {live} live client(s) now told to {command}"
