@@ -13,6 +13,7 @@ from shared.runtime.agent import AgentSpec
 BUILTIN: dict[str, str] = {
     "batch_cleaner": "agents.batch_cleaner",
     "cleanup": "agents.cleanup",
+    "console": "agents.console",
     "dist_server": "agents.dist_server",
     "dist_client": "agents.dist_client",
     "loader": "agents.loader",

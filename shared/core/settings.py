@@ -164,6 +164,14 @@ class Settings:
     # loading summary into, as time series per config and batch type (seed 003).
     czartool_dsn: str = ""
 
+    # The operators' console (ipp-agent console): where it listens (loopback: reach it through
+    # an SSH tunnel), how long a login lasts, and whether its cookie is sent only over HTTPS
+    # (set when it sits behind a TLS proxy).
+    console_host: str = "127.0.0.1"
+    console_port: int = 8084
+    console_session_hours: float = 12.0
+    console_secure_cookie: bool = False
+
     # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
     # can plug in its own agent modules.
     extra_agents: str = ""
@@ -242,6 +250,8 @@ class Settings:
             "psps_max_attempts",
             "dvo_cache_max_bytes",
             "metrics_port",
+            "console_port",
+            "console_session_hours",
             "metrics_interval_s",
             "metrics_retention_days",
         ]

@@ -18,13 +18,6 @@ from shared.runtime import control
 # -- clients -------------------------------------------------------------------------------
 
 
-def _age(seconds: Any) -> str:
-    if seconds is None:
-        return ""
-    s = float(seconds)
-    return f"{s:.1f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
-
-
 async def clients_list(settings: Settings, args: argparse.Namespace) -> int:
     db = await connect(settings)
     try:
@@ -46,7 +39,7 @@ async def clients_list(settings: Settings, args: argparse.Namespace) -> int:
             r["config"] or "-",
             r["status"]
             + (f" ({r['command']})" if r["command"] and r["status"] not in ("stopped", "dead") else ""),
-            _age(r["heartbeat_age_s"]),
+            control.heartbeat_age(r["heartbeat_age_s"]),
             r["current_item"] or "-",
             f"{r['items_done']}/{r['items_failed']}",
             (r["last_error"] or "")[:60],

@@ -18,6 +18,7 @@ from shared.core.log import configure_logging
 from shared.core.settings import Settings, load_settings
 from shared.ctl import (
     clients_commands,
+    console_commands,
     db_commands,
     demo_commands,
     dist_commands,
@@ -37,6 +38,7 @@ GROUPS = (
     dist_commands,
     psps_commands,
     metrics_commands,
+    console_commands,
     demo_commands,
 )
 

@@ -13,6 +13,14 @@ from shared.db.queries import Q
 COMMANDS = ("pause", "resume", "stop")
 
 
+def heartbeat_age(seconds: object) -> str:
+    """A heartbeat's age as ippctl and the console show it: 4.2s, 12m, 3h."""
+    if seconds is None:
+        return ""
+    s = float(seconds)  # type: ignore[arg-type]
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+
+
 @dataclass(frozen=True)
 class Scope:
     """Which clients a standing flag covers: an agent ('' for all), a host, a config."""

@@ -1,0 +1,266 @@
+"""The console's web application (aiohttp, server-rendered Jinja2 pages).
+
+Every page needs a session; every write is a POST whose form carries the session's CSRF
+token, is checked against the role on the server (viewers change nothing: 403), goes
+through the same functions as ippctl (``shared.runtime.control``), and is audited with its
+result. Errors are ippctl's own messages, shown on the page.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from shared.console import audit
+from shared.console.auth import LoginLimiter, Session, Sessions, authenticate, may
+from shared.core.errors import IppError
+from shared.db.columns import TextLimits
+from shared.db.database import Database
+from shared.db.queries import Q
+from shared.observe import metrics
+from shared.runtime import control
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "ipp_console"
+DB: web.AppKey[Database] = web.AppKey("db", Database)
+SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
+LIMITER: web.AppKey[LoginLimiter] = web.AppKey("limiter", LoginLimiter)
+LIMITS: web.AppKey[TextLimits] = web.AppKey("limits", TextLimits)
+LOG: web.AppKey[Any] = web.AppKey("log", object)
+SECURE: web.AppKey[bool] = web.AppKey("secure", bool)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No framing, no outside scripts or styles, no referrer, no sniffing."""
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def make_app(
+    db: Database, sessions: Sessions, limits: TextLimits, log: Any, *, secure_cookie: bool
+) -> web.Application:
+    app = web.Application(middlewares=[_headers])
+    app[DB], app[SESSIONS], app[LIMITER], app[LIMITS], app[LOG] = db, sessions, LoginLimiter(), limits, log
+    app[SECURE] = secure_cookie
+    env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    env.globals["age"] = control.heartbeat_age
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", overview)
+    app.router.add_get("/partials/clients", clients_partial)
+    app.router.add_get("/partials/pipelines", pipelines_partial)
+    app.router.add_post("/clients/{client_id}/{command}", client_command)
+    app.router.add_post("/flags", standing_flag)
+    app.router.add_get("/audit", audit_page)
+    app.router.add_static("/static", HERE / "static", show_index=False)
+    return app
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+async def _session(request: web.Request) -> Session | None:
+    return await request.app[SESSIONS].get(request.cookies.get(COOKIE))
+
+
+async def _viewer(request: web.Request) -> Session:
+    """The request's session, or a redirect to the login page."""
+    session = await _session(request)
+    if session is None:
+        raise web.HTTPSeeOther("/login")
+    return session
+
+
+def _remote(request: web.Request) -> str | None:
+    return request.remote
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return aiohttp_jinja2.render_template("login.html", request, {"title": "Log in", "session": None})
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    user, password = str(form.get("user", ""))[:64], str(form.get("password", ""))[:1024]
+    remote = _remote(request) or "?"
+    limiter, app = request.app[LIMITER], request.app
+    if not limiter.allowed(remote):
+        await _audit(
+            request, None, "login", {"user": user}, False, "refused: too many failed logins; wait a minute"
+        )
+        return _render(request, "login.html", None, "too many failed logins from here; wait a minute", 429)
+    role = await authenticate(app[DB], user, password)
+    if role is None:
+        limiter.failed(remote)
+        await _audit(request, None, "login", {"user": user}, False, "wrong user name or password")
+        return _render(request, "login.html", None, "wrong user name or password", 401)
+    cookie, session = await app[SESSIONS].create(user, role, _remote(request))
+    await _audit(request, session, "login", {"user": user}, True, f"logged in as {role}")
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(
+        COOKIE, cookie, httponly=True, samesite="Strict", secure=app[SECURE], path="/",
+        max_age=int(app[SESSIONS].hours * 3600),
+    )  # fmt: skip
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = await _writer(request, "viewer", "logout", {})
+    await request.app[SESSIONS].end(request.cookies.get(COOKIE))
+    await _audit(request, session, "logout", {}, True, "logged out")
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+async def _writer(request: web.Request, role: str, action: str, params: dict[str, Any]) -> Session:
+    """The session of a write: logged in, the form's CSRF token right, the role enough;
+    a refusal is audited and answered 403."""
+    session = await _viewer(request)
+    form = await request.post()
+    if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
+        await _audit(request, session, action, params, False, "refused: missing or wrong CSRF token")
+        raise web.HTTPForbidden(text="refused: the form's CSRF token is missing or wrong; reload the page\n")
+    if not may(session.role, role):
+        await _audit(request, session, action, params, False, f"refused: {session.role} may not {action}")
+        raise web.HTTPForbidden(text=f"refused: a {session.role} may not {action} (needs {role})\n")
+    return session
+
+
+async def _audit(
+    request: web.Request, session: Session | None, action: str, params: dict[str, Any], ok: bool, result: str
+) -> None:
+    await audit.record(
+        request.app[DB],
+        request.app[LIMITS],
+        request.app[LOG],
+        user=session.user if session else None,
+        action=action,
+        params=params,
+        remote=_remote(request),
+        ok=ok,
+        result=result,
+    )
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+
+def _render(
+    request: web.Request,
+    name: str,
+    session: Session | None,
+    message: str = "",
+    status: int = 200,
+    **extra: Any,
+) -> web.Response:
+    context = {
+        "title": name.split(".")[0],
+        "session": session,
+        "message": message,
+        "ok": status < 400,
+        **extra,
+    }
+    return aiohttp_jinja2.render_template(name, request, context, status=status)
+
+
+async def _clients_context(request: web.Request, session: Session) -> dict[str, Any]:
+    db = request.app[DB]
+    return {
+        "clients": await db.fetch_all(Q.list_clients, all=False),
+        "flags": await db.fetch_all(Q.list_standing_flags),
+        "csrf": session.csrf,
+        "can_control": may(session.role, "operator"),
+    }
+
+
+async def _pipelines_context(request: web.Request) -> dict[str, Any]:
+    db = request.app[DB]
+    life = await metrics.lifecycle(db)
+    reports = await metrics.config_reports(db, "all")
+    return {
+        "life": life,
+        "run_states": sorted({s for counts in life.runs.values() for s in counts}),
+        "loading": "\n".join(metrics.format_report(r) for r in reports) or "no loading configs",
+    }
+
+
+async def _overview(
+    request: web.Request, session: Session, message: str = "", status: int = 200
+) -> web.Response:
+    context = {**await _clients_context(request, session), **await _pipelines_context(request)}
+    return _render(request, "overview.html", session, message, status, **context)
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    return await _overview(request, await _viewer(request))
+
+
+async def clients_partial(request: web.Request) -> web.StreamResponse:
+    session = await _viewer(request)
+    return aiohttp_jinja2.render_template("clients.html", request, await _clients_context(request, session))
+
+
+async def pipelines_partial(request: web.Request) -> web.StreamResponse:
+    await _viewer(request)
+    return aiohttp_jinja2.render_template("pipelines.html", request, await _pipelines_context(request))
+
+
+async def audit_page(request: web.Request) -> web.StreamResponse:
+    session = await _viewer(request)
+    return _render(request, "audit.html", session, audit=await audit.recent(request.app[DB]))
+
+
+# -- control (the functions ippctl clients uses) ---------------------------------------------
+
+
+async def _do(
+    request: web.Request, session: Session, action: str, params: dict[str, Any], work: Awaitable[str]
+) -> web.Response:
+    """Run one write, audit it with its result, show the overview with the message."""
+    try:
+        message = await work
+    except IppError as exc:
+        await _audit(request, session, action, params, False, str(exc))
+        return await _overview(request, session, str(exc), 400)
+    await _audit(request, session, action, params, True, message)
+    return await _overview(request, session, message)
+
+
+async def client_command(request: web.Request) -> web.StreamResponse:
+    client_id, command = request.match_info["client_id"], request.match_info["command"]
+    params = {"client_id": client_id, "command": command}
+    session = await _writer(request, "operator", f"client_{command}", params)
+    work = control.command_client(request.app[DB], client_id, command)
+    return await _do(request, session, f"client_{command}", params, work)
+
+
+async def standing_flag(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    command = str(form.get("command", ""))
+    scope = control.Scope(
+        _field(form, "agent", blank_is_all=True), _field(form, "host"), _field(form, "config")
+    )
+    params = {"agent": scope.agent or "all", "host": scope.host, "config": scope.config, "command": command}
+    session = await _writer(request, "operator", f"flag_{command}", params)
+    work = control.command_scope(request.app[DB], scope, command, f"{session.user}@console")
+    return await _do(request, session, f"flag_{command}", params, work)
+
+
+def _field(form: Any, name: str, *, blank_is_all: bool = False) -> str:
+    value = str(form.get(name, "")).strip()[:64]
+    return "" if blank_is_all and value == "all" else value
