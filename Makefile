@@ -54,15 +54,17 @@ lint: venv
 test: lint tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Outside tools the PSPS output is checked with (fitsverify, STILTS) and pigz (an anchor of
-# the cleanup benchmark); installed when root.
+# Outside tools the PSPS output is checked with (fitsverify, STILTS), pigz (an anchor of the
+# cleanup benchmark) and the browser the console's tests drive (Debian's chromium and
+# chromium-driver); installed when root, else their tests are skipped and say why.
 tools:
 	@if ! command -v fitsverify >/dev/null || ! command -v stilts >/dev/null \
-	    || ! command -v pigz >/dev/null; then \
+	    || ! command -v pigz >/dev/null || ! command -v chromium >/dev/null \
+	    || ! command -v chromedriver >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fitsverify stilts pigz >/dev/null \
-	      || echo "could not install fitsverify/stilts/pigz: the tests that use them are skipped"; \
-	  else echo "fitsverify/stilts/pigz missing (apt-get install fitsverify stilts pigz): their tests are skipped"; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fitsverify stilts pigz chromium chromium-driver >/dev/null \
+	      || echo "could not install fitsverify/stilts/pigz/chromium: the tests that use them are skipped"; \
+	  else echo "fitsverify/stilts/pigz/chromium missing (apt-get install fitsverify stilts pigz chromium chromium-driver): their tests are skipped"; fi; \
 	fi
 
 test-soak: venv

@@ -21,6 +21,7 @@ from shared.db.localdb import LocalMariaDB
 from shared.db.queries import Query
 from shared.db.schema import create_database, drop_database, upgrade
 from sim import workload
+from tests.console_fixture import console  # noqa: F401 - the console fixture, for its tests
 from tests.helpers import FAST, AgentProcess
 from tests.mirror_fixture import Mirror, make_mirror
 from tests.survey_fixture import SurveySite, drop_templates

@@ -1,0 +1,66 @@
+"""The console fixture: a console agent on a free port of 127.0.0.1 with three users
+(alice operator, vic viewer, ada admin), for test_console and test_console_browser."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from shared.db.database import Database
+from shared.db.queries import Query
+from tests.helpers import ROOT, AgentProcess, agent_env, eventually
+from tests.mirror_fixture import free_port
+
+PASSWORD = "correct horse"
+CLIENT = Query("t_client", "SELECT status, command FROM clients WHERE client_id = %(id)s", "test")
+AUDIT = Query(
+    "t_audit", "SELECT user, action, ok, result, params, remote FROM console_audit ORDER BY audit_id", "test"
+)
+USERS = Query("t_users", "SELECT name, role, password_hash FROM console_user", "test")
+CLEAN = [
+    "DELETE FROM console_session",
+    "DELETE FROM console_user",
+    "DELETE FROM console_audit",
+]
+
+
+def ippctl(test_dsn: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", *args],
+        cwd=ROOT,
+        env=agent_env(test_dsn),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass
+class Console:
+    url: str
+    proc: AgentProcess
+
+
+@pytest.fixture
+async def console(db: Database, test_dsn: str, tmp_path: Any) -> AsyncIterator[Console]:
+    for statement in CLEAN:
+        await db.execute(Query("t_clean", statement, "test"))
+    for name, role in (("alice", "operator"), ("vic", "viewer"), ("ada", "admin")):
+        out = ippctl(
+            test_dsn, "console", "user", "add", name, "--role", role, "--password-stdin", stdin=PASSWORD
+        )
+        assert out.returncode == 0, out.stderr
+    port = free_port()
+    proc = AgentProcess("console", test_dsn, tmp_path, console_port=port)
+    try:
+        await eventually(lambda: proc.events("console_listening"), timeout_s=60, what="the console listening")
+        yield Console(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.kill()
