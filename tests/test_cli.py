@@ -234,6 +234,7 @@ async def test_two_upgrades_at_once_wait_for_each_other_and_apply_each_migration
     [
         ("agents", ["metrics", "--config", "all"], "IPP_METRICS_PORT"),
         ("agents", ["dist_server"], "IPP_DS_PORT"),
+        ("agents", ["console"], "IPP_CONSOLE_PORT"),
         ("sim", ["psps"], "IPP_ODM_PORT"),
     ],
 )

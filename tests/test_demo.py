@@ -62,6 +62,7 @@ def demo_env(home: Path, **extra: str) -> dict[str, str]:
             "IPP_DS_PORT": str(free_port()),
             "IPP_ODM_PORT": str(free_port()),
             "IPP_METRICS_PORT": str(free_port()),
+            "IPP_CONSOLE_PORT": str(free_port()),
             "PYTHONPATH": str(ROOT),
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         }
