@@ -5,18 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from shared.core.cli import EXIT_FAILED, EXIT_OK, ask_line
 from shared.core.settings import Settings
 from shared.ctl.output import print_json, table, with_db
-from shared.db.columns import TextLimits
 from shared.db.database import Database, Row
 from shared.db.queries import Q
-from shared.distribution import datastore
-from shared.psps import configs
+from shared.psps import configs, operations
 from shared.psps.configs import ConfigError
 
 
@@ -200,77 +198,32 @@ async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
     return await with_db(settings, go)
 
 
-def _batch_range(args: argparse.Namespace) -> tuple[str, str]:
-    first, last = args.first, args.last or args.first
-    for name in (first, last):
-        if not re.fullmatch(r"B\d{8}", name):
-            raise ConfigError(f"batch name {name!r} is not valid (B followed by 8 digits, e.g. B00000001)")
-    if last < first:
-        raise ConfigError(f"batch range {first}..{last} is empty (the last comes before the first)")
-    return first, last
+async def _report(settings: Settings, work: Callable[[Database], Awaitable[operations.Outcome]]) -> int:
+    async def go(db: Database) -> int:
+        outcome = await work(db)
+        print(outcome.text)
+        return EXIT_OK if outcome.ok else EXIT_FAILED
+
+    return await with_db(settings, go)
 
 
 async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int:
     """Remove one batch or a range from the DataStore and record deleted_datastore."""
-
-    async def go(db: Database) -> int:
-        cfg = await configs.load(db, args.config)
-        first, last = _batch_range(args)
-        rows = await db.fetch_all(Q.batches_by_name, config=args.config, first=first, last=last)
-        if not rows:
-            print(f"{args.config}: no batches {first}..{last}")
-            return EXIT_FAILED
-        failed = 0
-        limits = await TextLimits.read(db)
-        for row in rows:
-            if not row["fileset"]:
-                print(f"{row['name']}: never published on the DataStore")
-            else:
-                try:
-                    deleted = await datastore.remove_fileset(db, cfg.datastore_product, row["fileset"])
-                except datastore.DataStoreError as exc:
-                    await db.execute(
-                        Q.batch_deleted,
-                        batch_id=row["batch_id"],
-                        target="datastore",
-                        state="failed",
-                        note=limits.fit("psps_batch", "note", str(exc)),
-                    )
-                    print(f"{row['name']}: NOT removed: {exc}")
-                    failed += 1
-                    continue
-                print(
-                    f"{row['name']}: "
-                    + (
-                        "already gone from the DataStore"
-                        if deleted is None
-                        else f"removed from {cfg.datastore_product}, {deleted} files deleted"
-                    )
-                )
-            await db.execute(
-                Q.batch_deleted, batch_id=row["batch_id"], target="datastore", state="succeeded", note=None
-            )
-        return EXIT_FAILED if failed else EXIT_OK
-
-    return await with_db(settings, go)
+    return await _report(
+        settings, lambda db: operations.remove_batches(db, args.config, args.first, args.last)
+    )
 
 
 async def psps_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Mark batches purged: the batch cleaner then removes every copy of them."""
+    return await _report(
+        settings, lambda db: operations.purge_batches(db, args.config, args.first, args.last)
+    )
 
-    async def go(db: Database) -> int:
-        await configs.load(db, args.config)
-        first, last = _batch_range(args)
-        rows = await db.fetch_all(Q.batches_by_name, config=args.config, first=first, last=last)
-        for row in rows:
-            await db.execute(Q.batch_purge, batch_id=row["batch_id"])
-        print(
-            f"{args.config}: {len(rows)} batches marked purged; the batch cleaner removes "
-            "their DataStore, DXLayer and local copies"
-        )
-        return EXIT_OK if rows else EXIT_FAILED
 
-    return await with_db(settings, go)
+async def psps_requeue(settings: Settings, args: argparse.Namespace) -> int:
+    """Every failed item of the config back in the queue."""
+    return await _report(settings, lambda db: operations.requeue_failed(db, args.config))
 
 
 def add_commands(top: Any) -> None:
@@ -314,3 +267,6 @@ def add_commands(top: Any) -> None:
         p.add_argument("first", metavar="FIRST", help="a batch name, e.g. B00000001")
         p.add_argument("last", metavar="LAST", nargs="?", help="the last batch of a range")
         p.set_defaults(handler=handler)
+    p = psps.add_parser("requeue", help="put every failed item of the config back in the queue")
+    p.add_argument("config")
+    p.set_defaults(handler=psps_requeue)

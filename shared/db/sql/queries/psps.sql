@@ -47,6 +47,11 @@ VALUES (%(config)s, %(type)s, %(item_id)s, %(stripe)s, %(box)s, %(ra)s, %(decl)s
 UPDATE psps_item SET state = 'new', note = NULL
 WHERE config = %(config)s AND state = 'failed' AND attempts < %(max_attempts)s;
 
+-- name: psps_items_requeue
+-- An operator's requeue: every failed item back, its attempts counted afresh.
+UPDATE psps_item SET state = 'new', attempts = 0, note = NULL
+WHERE config = %(config)s AND state = 'failed';
+
 -- name: psps_items_reload
 UPDATE psps_item i SET state = 'new'
 WHERE i.config = %(config)s AND i.state = 'done'
