@@ -33,7 +33,7 @@ async def run_once(ctx: AgentContext) -> int:
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     s = ctx.settings
     sessions = Sessions(ctx.db, await console_key(ctx.db), s.console_session_hours)
-    app = console_app.make_app(ctx.db, sessions, ctx.text, ctx.log, secure_cookie=s.console_secure_cookie)
+    app = console_app.make_app(ctx.db, sessions, ctx.text, ctx.log, s)
     async with serving(
         app, s.console_host, s.console_port, ServerLimits.from_settings(s), ctx.log, "console"
     ):

@@ -23,6 +23,10 @@ AUDIT = Query(
 )
 USERS = Query("t_users", "SELECT name, role, password_hash FROM console_user", "test")
 CLEAN = [
+    "DELETE FROM psps_batch WHERE config LIKE 'cons%%'",
+    "DELETE FROM psps_item WHERE config LIKE 'cons%%'",
+    "DELETE FROM psps_stripe WHERE config LIKE 'cons%%'",
+    "DELETE FROM psps_config WHERE name LIKE 'cons%%'",
     "DELETE FROM console_session",
     "DELETE FROM console_user",
     "DELETE FROM console_audit",
@@ -58,7 +62,7 @@ async def console(db: Database, test_dsn: str, tmp_path: Any) -> AsyncIterator[C
         )
         assert out.returncode == 0, out.stderr
     port = free_port()
-    proc = AgentProcess("console", test_dsn, tmp_path, console_port=port)
+    proc = AgentProcess("console", test_dsn, tmp_path, console_port=port, var_dir=str(tmp_path / "var"))
     try:
         await eventually(lambda: proc.events("console_listening"), timeout_s=60, what="the console listening")
         yield Console(f"http://127.0.0.1:{port}", proc)

@@ -5,6 +5,7 @@ tests are in test_console_browser.py."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import aiohttp
 
@@ -192,3 +193,78 @@ def test_ippctl_console_user_add_refuses_bad_names_roles_passwords_and_repeats(d
     assert again.returncode != 0 and "exists already" in again.stderr
     listed = ippctl(test_dsn, "console", "user", "list")
     assert re.search(r"^bob\s+viewer", listed.stdout, re.M)
+
+
+async def test_loading_configs_are_made_and_edited_with_ippctl_s_fields_and_checks_and_ippctl_reads_them(
+    console, db, test_dsn
+):
+    async with _session() as http:
+        assert await _login(http, console, "alice") == 303
+        async with http.get(f"{console.url}/loading/new", params={"name": "cons1"}) as r:
+            form = await r.text()
+        assert r.status == 200 and "Creating loading config cons1" in form
+        for field, sqltype in (
+            ("datastore_type", "varchar(30)"),
+            ("datastore_publish", "tinyint(1)"),
+            ("min_ra", "double"),
+        ):
+            assert re.search(rf'f-{field}">{field}</label></td><td>{re.escape(sqltype)}</td>', form), field
+        values = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', form))
+        csrf = values.pop("csrf")
+        assert values["datastore_type"] == "IPP_PSPS" and values["datastore_publish"] == "no"
+        bad = {**values, "csrf": csrf, "min_ra": "400"}
+        async with http.post(f"{console.url}/loading/cons1", data=bad) as r:
+            assert r.status == 400 and "min_ra = &#39;400&#39;: expected 0..360 degrees" in await r.text()
+        assert await configs_named(test_dsn, "cons1") == []  # nothing saved
+        good = {**values, "csrf": csrf, "min_ra": "9", "max_ra": "11", "batch_types": "P2"}
+        async with http.post(f"{console.url}/loading/cons1", data=good) as r:
+            assert r.status == 200 and "config cons1 saved" in await r.text()
+        (listed,) = await configs_named(test_dsn, "cons1")
+        assert (listed["min_ra"], listed["max_ra"], listed["batch_types"], listed["active"]) == (
+            9.0,
+            11.0,
+            "P2",
+            True,
+        )
+        async with http.post(f"{console.url}/loading/cons1/active", data={"csrf": csrf, "active": "0"}) as r:
+            assert "config cons1 deactivated" in await r.text()
+        assert (await configs_named(test_dsn, "cons1"))[0]["active"] is False
+        async with http.post(f"{console.url}/loading/cons1/queue", data={"csrf": csrf}) as r:
+            assert "cons1: queued" in await r.text()
+        async with http.post(f"{console.url}/loading/cons1/init", data={"csrf": csrf}) as r:
+            assert "cons1: IN batch B" in await r.text()
+        async with http.post(f"{console.url}/loading/cons1/init", data={"csrf": csrf}) as r:
+            assert "is published already" in await r.text()
+        async with http.post(f"{console.url}/loading/cons1/requeue", data={"csrf": csrf}) as r:
+            assert "cons1: 0 failed items queued again" in await r.text()
+        async with http.post(f"{console.url}/loading/nosuch/queue", data={"csrf": csrf}) as r:
+            assert r.status == 400 and "no loading config &#39;nosuch&#39;" in await r.text()
+        async with http.get(
+            f"{console.url}/batches/cons1",
+            params={"type": "IN", "stage": "processed", "outcome": "succeeded"},
+        ) as r:
+            page = await r.text()
+        batch = re.search(r"<td>(B\d{8})</td><td>IN</td>", page)
+        assert batch, page[-2000:]
+        async with http.post(
+            f"{console.url}/batches/cons1/purge", data={"csrf": csrf, "first": batch.group(1)}
+        ) as r:
+            assert "cons1: 1 batches marked purged" in await r.text()
+        async with http.post(f"{console.url}/batches/cons1/remove", data={"csrf": csrf, "first": "B2"}) as r:
+            assert r.status == 400 and "is not valid" in await r.text()
+    async with _session() as http:  # a viewer reads the same pages and changes nothing
+        assert await _login(http, console, "vic") == 303
+        async with http.get(f"{console.url}/loading/cons1") as r:
+            page = await r.text()
+        assert "readonly" in page and 'id="save"' not in page
+        csrf = await _csrf(http, console)
+        async with http.post(f"{console.url}/loading/cons1", data={"csrf": csrf, "min_ra": "1"}) as r:
+            assert r.status == 403
+    assert (await configs_named(test_dsn, "cons1"))[0]["min_ra"] == 9.0
+
+
+async def configs_named(test_dsn: str, name: str) -> list[dict[str, Any]]:
+    import json
+
+    out = ippctl(test_dsn, "psps", "config", "list", "--json")
+    return [c for c in json.loads(out.stdout) if c["name"] == name]

@@ -6,6 +6,7 @@ under the test's tmp dir. Skipped, saying why, where chromium or chromedriver is
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from shared.db.database import Database
-from tests.console_fixture import CLIENT, PASSWORD
+from shared.db.queries import Query
+from tests.console_fixture import CLIENT, PASSWORD, ippctl
 from tests.helpers import eventually
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -25,6 +27,15 @@ pytestmark = pytest.mark.skipif(
 #: Where the docs' screenshot comes from (tests/test_console_browser.py writes it there when
 #: IPP_CONSOLE_SCREENSHOT is set).
 SHOT_ENV = "IPP_CONSOLE_SCREENSHOT"
+FAILED_ITEM = Query(
+    "t_failed",
+    "INSERT INTO psps_item (config, type, item_id, stripe, box, ra, decl, state, attempts, note) "
+    "VALUES ('consb', 'P2', 77, 0, 0, 10, 20, 'failed', 3, 'smf unreadable')",
+    "test",
+)
+ITEM_STATE = Query(
+    "t_item_state", "SELECT state FROM psps_item WHERE config = 'consb' AND item_id = 77", "test"
+)
 
 
 @pytest.fixture
@@ -65,7 +76,7 @@ def _row_status(browser: Any, client_id: str) -> str:
 
 
 async def test_an_operator_pauses_and_resumes_an_agent_in_the_browser_and_a_viewer_is_refused(
-    console, db: Database, spawn, browser, tmp_path
+    console, db: Database, spawn, browser, tmp_path, test_dsn
 ):
     import os
 
@@ -99,6 +110,35 @@ async def test_an_operator_pauses_and_resumes_an_agent_in_the_browser_and_a_view
     await eventually(
         lambda: _row_status(browser, cid).startswith("running"), timeout_s=30, what="running shown"
     )
+    # a loading config made and edited in the browser is what ippctl reads
+    browser.get(f"{console.url}/loading/new?name=consb")
+    field = browser.find_element(By.ID, "f-min_ra")
+    field.clear()
+    field.send_keys("9.5")
+    browser.save_screenshot(str(shots / "config.png"))
+    browser.find_element(By.ID, "save").click()
+    await eventually(
+        lambda: "config consb saved" in browser.page_source, timeout_s=30, what="the config saved"
+    )
+    listed = ippctl(test_dsn, "psps", "config", "list", "--json")
+    assert [c["min_ra"] for c in json.loads(listed.stdout) if c["name"] == "consb"] == [9.5]
+    # a failed item queued again
+    await db.execute(FAILED_ITEM)
+    browser.find_element(By.CSS_SELECTOR, 'form[action="/loading/consb/requeue"] button').click()
+    await eventually(
+        lambda: "consb: 1 failed items queued again" in browser.page_source, timeout_s=30, what="requeue"
+    )
+    assert await db.fetch_val(ITEM_STATE) == "new"
+    browser.save_screenshot(str(shots / "loading.png"))
+    # a form without its CSRF token is refused
+    browser.execute_script(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];"
+        "document.body.appendChild(f); f.submit();",
+        f"/clients/{cid}/stop",
+    )
+    await eventually(
+        lambda: "CSRF token is missing or wrong" in browser.page_source, timeout_s=30, what="403"
+    )
     browser.get(f"{console.url}/audit")
     assert "client_pause" in browser.page_source and "client_resume" in browser.page_source
     browser.save_screenshot(str(shots / "audit.png"))
@@ -123,7 +163,8 @@ async def test_an_operator_pauses_and_resumes_an_agent_in_the_browser_and_a_view
     row = await db.fetch_one(CLIENT, id=cid)
     assert row is not None and row["command"] == "resume"
     assert sorted(p.name for p in shots.iterdir()) == [
-        "audit.png", "login.png", "overview.png", "paused.png", "viewer_refused.png",
+        "audit.png", "config.png", "loading.png", "login.png", "overview.png", "paused.png",
+        "viewer_refused.png",
     ]  # fmt: skip
 
 

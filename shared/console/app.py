@@ -20,6 +20,7 @@ from aiohttp import web
 from shared.console import audit
 from shared.console.auth import LoginLimiter, Session, Sessions, authenticate, may
 from shared.core.errors import IppError
+from shared.core.settings import Settings
 from shared.db.columns import TextLimits
 from shared.db.database import Database
 from shared.db.queries import Q
@@ -34,6 +35,7 @@ LIMITER: web.AppKey[LoginLimiter] = web.AppKey("limiter", LoginLimiter)
 LIMITS: web.AppKey[TextLimits] = web.AppKey("limits", TextLimits)
 LOG: web.AppKey[Any] = web.AppKey("log", object)
 SECURE: web.AppKey[bool] = web.AppKey("secure", bool)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -50,13 +52,15 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 def make_app(
-    db: Database, sessions: Sessions, limits: TextLimits, log: Any, *, secure_cookie: bool
+    db: Database, sessions: Sessions, limits: TextLimits, log: Any, settings: Settings
 ) -> web.Application:
     app = web.Application(middlewares=[_headers])
     app[DB], app[SESSIONS], app[LIMITER], app[LIMITS], app[LOG] = db, sessions, LoginLimiter(), limits, log
-    app[SECURE] = secure_cookie
+    app[SECURE], app[SETTINGS] = settings.console_secure_cookie, settings
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     env.globals["age"] = control.heartbeat_age
+    from shared.console import loading  # its handlers use this module's helpers
+
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
@@ -66,6 +70,7 @@ def make_app(
     app.router.add_post("/clients/{client_id}/{command}", client_command)
     app.router.add_post("/flags", standing_flag)
     app.router.add_get("/audit", audit_page)
+    loading.add_routes(app)
     app.router.add_static("/static", HERE / "static", show_index=False)
     return app
 
@@ -77,7 +82,7 @@ async def _session(request: web.Request) -> Session | None:
     return await request.app[SESSIONS].get(request.cookies.get(COOKIE))
 
 
-async def _viewer(request: web.Request) -> Session:
+async def viewer(request: web.Request) -> Session:
     """The request's session, or a redirect to the login page."""
     session = await _session(request)
     if session is None:
@@ -102,12 +107,12 @@ async def login(request: web.Request) -> web.StreamResponse:
         await _audit(
             request, None, "login", {"user": user}, False, "refused: too many failed logins; wait a minute"
         )
-        return _render(request, "login.html", None, "too many failed logins from here; wait a minute", 429)
+        return render(request, "login.html", None, "too many failed logins from here; wait a minute", 429)
     role = await authenticate(app[DB], user, password)
     if role is None:
         limiter.failed(remote)
         await _audit(request, None, "login", {"user": user}, False, "wrong user name or password")
-        return _render(request, "login.html", None, "wrong user name or password", 401)
+        return render(request, "login.html", None, "wrong user name or password", 401)
     cookie, session = await app[SESSIONS].create(user, role, _remote(request))
     await _audit(request, session, "login", {"user": user}, True, f"logged in as {role}")
     response = web.HTTPSeeOther("/")
@@ -119,7 +124,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    session = await _writer(request, "viewer", "logout", {})
+    session = await writer(request, "viewer", "logout", {})
     await request.app[SESSIONS].end(request.cookies.get(COOKIE))
     await _audit(request, session, "logout", {}, True, "logged out")
     response = web.HTTPSeeOther("/login")
@@ -127,10 +132,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-async def _writer(request: web.Request, role: str, action: str, params: dict[str, Any]) -> Session:
+async def writer(request: web.Request, role: str, action: str, params: dict[str, Any]) -> Session:
     """The session of a write: logged in, the form's CSRF token right, the role enough;
     a refusal is audited and answered 403."""
-    session = await _viewer(request)
+    session = await viewer(request)
     form = await request.post()
     if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
         await _audit(request, session, action, params, False, "refused: missing or wrong CSRF token")
@@ -139,6 +144,13 @@ async def _writer(request: web.Request, role: str, action: str, params: dict[str
         await _audit(request, session, action, params, False, f"refused: {session.role} may not {action}")
         raise web.HTTPForbidden(text=f"refused: a {session.role} may not {action} (needs {role})\n")
     return session
+
+
+async def audit_write(
+    request: web.Request, session: Session | None, action: str, params: dict[str, Any], ok: bool, result: str
+) -> None:
+    """Audit one write (or a refusal) with its result."""
+    await _audit(request, session, action, params, ok, result)
 
 
 async def _audit(
@@ -160,22 +172,22 @@ async def _audit(
 # -- pages ---------------------------------------------------------------------------------
 
 
-def _render(
+def render(
     request: web.Request,
-    name: str,
+    template: str,
     session: Session | None,
     message: str = "",
     status: int = 200,
     **extra: Any,
 ) -> web.Response:
     context = {
-        "title": name.split(".")[0],
+        "title": template.split(".")[0],
         "session": session,
         "message": message,
         "ok": status < 400,
         **extra,
     }
-    return aiohttp_jinja2.render_template(name, request, context, status=status)
+    return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
 async def _clients_context(request: web.Request, session: Session) -> dict[str, Any]:
@@ -203,50 +215,60 @@ async def _overview(
     request: web.Request, session: Session, message: str = "", status: int = 200
 ) -> web.Response:
     context = {**await _clients_context(request, session), **await _pipelines_context(request)}
-    return _render(request, "overview.html", session, message, status, **context)
+    return render(request, "overview.html", session, message, status, **context)
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
-    return await _overview(request, await _viewer(request))
+    return await _overview(request, await viewer(request))
 
 
 async def clients_partial(request: web.Request) -> web.StreamResponse:
-    session = await _viewer(request)
+    session = await viewer(request)
     return aiohttp_jinja2.render_template("clients.html", request, await _clients_context(request, session))
 
 
 async def pipelines_partial(request: web.Request) -> web.StreamResponse:
-    await _viewer(request)
+    await viewer(request)
     return aiohttp_jinja2.render_template("pipelines.html", request, await _pipelines_context(request))
 
 
 async def audit_page(request: web.Request) -> web.StreamResponse:
-    session = await _viewer(request)
-    return _render(request, "audit.html", session, audit=await audit.recent(request.app[DB]))
+    session = await viewer(request)
+    return render(request, "audit.html", session, audit=await audit.recent(request.app[DB]))
 
 
 # -- control (the functions ippctl clients uses) ---------------------------------------------
 
 
-async def _do(
-    request: web.Request, session: Session, action: str, params: dict[str, Any], work: Awaitable[str]
+Page = Callable[[web.Request, Session, str, int], Awaitable[web.Response]]
+
+
+async def do(
+    request: web.Request,
+    session: Session,
+    action: str,
+    params: dict[str, Any],
+    work: Awaitable[str],
+    page: Page | None = None,
 ) -> web.Response:
-    """Run one write, audit it with its result, show the overview with the message."""
+    """Run one write, audit it with its result, and show ``page`` (the overview) with the
+    message: ippctl's own text, or its error (400)."""
+    show = page or _overview
     try:
         message = await work
     except IppError as exc:
         await _audit(request, session, action, params, False, str(exc))
-        return await _overview(request, session, str(exc), 400)
+        return await show(request, session, str(exc), 400)
     await _audit(request, session, action, params, True, message)
-    return await _overview(request, session, message)
+    return await show(request, session, message, 200)
 
 
 async def client_command(request: web.Request) -> web.StreamResponse:
     client_id, command = request.match_info["client_id"], request.match_info["command"]
     params = {"client_id": client_id, "command": command}
-    session = await _writer(request, "operator", f"client_{command}", params)
+    session = await writer(request, "operator", f"client_{command}", params)
     work = control.command_client(request.app[DB], client_id, command)
-    return await _do(request, session, f"client_{command}", params, work)
+    return await do(request, session, f"client_{command}", params, work)
 
 
 async def standing_flag(request: web.Request) -> web.StreamResponse:
@@ -256,9 +278,9 @@ async def standing_flag(request: web.Request) -> web.StreamResponse:
         _field(form, "agent", blank_is_all=True), _field(form, "host"), _field(form, "config")
     )
     params = {"agent": scope.agent or "all", "host": scope.host, "config": scope.config, "command": command}
-    session = await _writer(request, "operator", f"flag_{command}", params)
+    session = await writer(request, "operator", f"flag_{command}", params)
     work = control.command_scope(request.app[DB], scope, command, f"{session.user}@console")
-    return await _do(request, session, f"flag_{command}", params, work)
+    return await do(request, session, f"flag_{command}", params, work)
 
 
 def _field(form: Any, name: str, *, blank_is_all: bool = False) -> str:

@@ -101,15 +101,7 @@ async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
         args.config = await _named(db, args.config)
         while True:
-            added = await queue.queue(db, args.config, settings.psps_max_attempts)
-            counts = await db.fetch_all(Q.psps_queue_counts, config=args.config)
-            news = ", ".join(f"{k} {v}" for k, v in sorted(added.items()) if v)
-            print(
-                f"{args.config}: queued "
-                + (news or "nothing new")
-                + "; items: "
-                + (", ".join(f"{r['type']} {r['state']} {r['n']}" for r in counts) or "none")
-            )
+            print(await queue.queue_and_say(db, args.config, settings.psps_max_attempts))
             if not args.every:
                 return EXIT_OK
             await asyncio.sleep(args.every * 3600)
@@ -125,13 +117,7 @@ async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
         args.config = await _named(db, args.config)
         cfg = await configs.load(db, args.config)
         made = await publish.in_batch(db, cfg, Path(settings.var_dir))
-        if made.already:
-            print(f"{args.config}: the IN batch {made.name} is published already")
-            return EXIT_OK
-        print(
-            f"{args.config}: IN batch {made.name} written to {made.fits_path}"
-            + (f", published as {cfg.datastore_product}/{made.fileset}" if made.fileset else "")
-        )
+        print(made.describe(cfg))
         return EXIT_OK
 
     return await with_db(settings, go)

@@ -166,6 +166,13 @@ class InBatch:
     #: True when it had been made before (nothing was done this time).
     already: bool
 
+    def describe(self, cfg: LoadingConfig) -> str:
+        """What ``ippctl psps init`` says (and the console shows)."""
+        if self.already:
+            return f"{cfg.name}: the IN batch {self.name} is published already"
+        published = f", published as {cfg.datastore_product}/{self.fileset}" if self.fileset else ""
+        return f"{cfg.name}: IN batch {self.name} written to {self.fits_path}{published}"
+
 
 async def in_batch(db: Database, cfg: LoadingConfig, var_dir: Path) -> InBatch:
     """Make, publish and record the config's IN batch once (seed 003: ``loader.py cfg

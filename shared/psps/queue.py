@@ -81,3 +81,13 @@ async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
     added["retried"] += await db.execute(Q.psps_items_retry, config=name, max_attempts=max_attempts)
     added["reloaded"] += await db.execute(Q.psps_items_reload, config=name, epoch=cfg.epoch)
     return added
+
+
+async def queue_and_say(db: Database, name: str, max_attempts: int) -> str:
+    """Queue the config's items and say what was added and what the queue holds (the line
+    ``ippctl psps queue`` prints and the console shows)."""
+    added = await queue(db, name, max_attempts)
+    counts = await db.fetch_all(Q.psps_queue_counts, config=name)
+    news = ", ".join(f"{k} {v}" for k, v in sorted(added.items()) if v)
+    items = ", ".join(f"{r['type']} {r['state']} {r['n']}" for r in counts) or "none"
+    return f"{name}: queued {news or 'nothing new'}; items: {items}"
