@@ -268,3 +268,56 @@ async def configs_named(test_dsn: str, name: str) -> list[dict[str, Any]]:
 
     out = ippctl(test_dsn, "psps", "config", "list", "--json")
     return [c for c in json.loads(out.stdout) if c["name"] == name]
+
+
+async def test_runs_and_storage_actions_take_ippctl_s_rules_and_texts_and_update_shows_its_cascade_first(
+    console, db, test_dsn, tmp_path
+):
+    await db.execute(Query("t_run", "DELETE FROM chipRun WHERE chip_id = 990001", "test"))
+    await db.execute(
+        Query("t_run", "INSERT INTO chipRun (chip_id, exp_id, state) VALUES (990001, 1, 'cleaned')", "test")
+    )
+    added = ippctl(test_dsn, "storage", "volume", "add", "cons.v", str(tmp_path / "vol"))
+    assert added.returncode == 0, added.stderr
+    state = Query("t_st", "SELECT state FROM chipRun WHERE chip_id = 990001", "test")
+    try:
+        async with _session() as http:
+            assert await _login(http, console, "alice") == 303
+            async with http.get(f"{console.url}/runs") as r:
+                page = await r.text()
+            assert r.status == 200 and "cons.v" in page and "Failed filesets" in page
+            csrf = await _csrf(http, console)
+            # ippctl's transition rules and texts
+            bad = {"csrf": csrf, "stage": "chip", "id": "990001", "state": "full"}
+            async with http.post(f"{console.url}/runs/set-state", data=bad) as r:
+                text = await r.text()
+            assert r.status == 400 and "&#39;full&#39; cannot be set by an operator" in text
+            async with http.post(f"{console.url}/runs/set-state", data={**bad, "id": "x"}) as r:
+                assert r.status == 400 and "is not a number" in await r.text()
+            # request-update: first what it would change, nothing changed yet; then confirmed
+            run = {"csrf": csrf, "stage": "chip", "id": "990001"}
+            async with http.post(f"{console.url}/runs/update-preview", data=run) as r:
+                text = await r.text()
+            assert "would set chip 990001: cleaned -&gt; update" in text and 'id="confirm-update"' in text
+            assert await db.fetch_val(state) == "cleaned"
+            async with http.post(f"{console.url}/runs/update", data=run) as r:
+                assert "chip 990001: cleaned -&gt; update requested" in await r.text()
+            assert await db.fetch_val(state) == "update"
+            volume = {"csrf": csrf, "name": "cons.v", "state": "down"}
+            async with http.post(f"{console.url}/storage/volume", data=volume) as r:
+                assert "volume cons.v is now down" in await r.text()
+            async with http.post(f"{console.url}/storage/volume", data={**volume, "state": "gone"}) as r:
+                assert r.status == 400 and "volume state must be one of up, down, lost" in await r.text()
+            async with http.post(f"{console.url}/storage/audit", data={"csrf": csrf}) as r:
+                assert "files on volumes that are up" in await r.text()
+            async with http.post(
+                f"{console.url}/dist/retry", data={"csrf": csrf, "name": "x.chip.1.1.1"}
+            ) as r:
+                assert r.status == 400 and "no failed fileset &#39;x.chip.1.1.1&#39;" in await r.text()
+        writes = [(r["action"], r["ok"]) for r in await db.fetch_all(AUDIT) if r["action"] != "login"]
+        assert writes == [  # every write (not the preview, which changes nothing) audited
+            ("runs_set_state", 0), ("runs_set_state", 0), ("runs_request_update", 1), ("volume_state", 1),
+            ("volume_state", 0), ("storage_audit", 1), ("dist_retry", 0),
+        ]  # fmt: skip
+    finally:
+        await db.execute(Query("t_run", "DELETE FROM chipRun WHERE chip_id = 990001", "test"))

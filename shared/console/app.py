@@ -59,7 +59,7 @@ def make_app(
     app[SECURE], app[SETTINGS] = settings.console_secure_cookie, settings
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     env.globals["age"] = control.heartbeat_age
-    from shared.console import loading  # its handlers use this module's helpers
+    from shared.console import loading, runs  # their handlers use this module's helpers
 
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
@@ -71,6 +71,7 @@ def make_app(
     app.router.add_post("/flags", standing_flag)
     app.router.add_get("/audit", audit_page)
     loading.add_routes(app)
+    runs.add_routes(app)
     app.router.add_static("/static", HERE / "static", show_index=False)
     return app
 
@@ -200,7 +201,7 @@ async def _clients_context(request: web.Request, session: Session) -> dict[str, 
     }
 
 
-async def _pipelines_context(request: web.Request) -> dict[str, Any]:
+async def pipelines_context(request: web.Request) -> dict[str, Any]:
     db = request.app[DB]
     life = await metrics.lifecycle(db)
     reports = await metrics.config_reports(db, "all")
@@ -214,7 +215,7 @@ async def _pipelines_context(request: web.Request) -> dict[str, Any]:
 async def _overview(
     request: web.Request, session: Session, message: str = "", status: int = 200
 ) -> web.Response:
-    context = {**await _clients_context(request, session), **await _pipelines_context(request)}
+    context = {**await _clients_context(request, session), **await pipelines_context(request)}
     return render(request, "overview.html", session, message, status, **context)
 
 
@@ -229,7 +230,7 @@ async def clients_partial(request: web.Request) -> web.StreamResponse:
 
 async def pipelines_partial(request: web.Request) -> web.StreamResponse:
     await viewer(request)
-    return aiohttp_jinja2.render_template("pipelines.html", request, await _pipelines_context(request))
+    return aiohttp_jinja2.render_template("pipelines.html", request, await pipelines_context(request))
 
 
 async def audit_page(request: web.Request) -> web.StreamResponse:

@@ -10,7 +10,7 @@ from shared.core.settings import Settings
 from shared.ctl.output import print_json, table, with_db
 from shared.db.database import Database
 from shared.db.queries import Q
-from shared.distribution import datastore
+from shared.distribution import datastore, mirror
 from shared.distribution.datastore import DataStoreError, NotFound
 from shared.processing import runs
 from shared.processing.stages import STAGES
@@ -247,18 +247,10 @@ async def dist_failed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def dist_retry(settings: Settings, args: argparse.Namespace) -> int:
-    """Try a failed fileset again on the mirror's next pass, without waiting for its
-    backoff."""
+    """Try a failed fileset again on the mirror's next pass, without waiting for its backoff."""
 
     async def go(db: Database) -> int:
-        changed = await db.execute(Q.rc_retry_now, name=args.name, source=args.source)
-        if not changed:
-            raise DataStoreError(
-                f"no failed fileset {args.name!r}"
-                + (f" of source {args.source!r}" if args.source else "")
-                + " (ippctl dist failed lists them)"
-            )
-        print(f"fileset {args.name}: tried again on the next dist_client pass")
+        print(await mirror.retry_failed(db, args.name, args.source))
         return EXIT_OK
 
     return await with_db(settings, go)
