@@ -62,7 +62,17 @@ async def console(db: Database, test_dsn: str, tmp_path: Any) -> AsyncIterator[C
         )
         assert out.returncode == 0, out.stderr
     port = free_port()
-    proc = AgentProcess("console", test_dsn, tmp_path, console_port=port, var_dir=str(tmp_path / "var"))
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "cons_P2_2026_1202_101010.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+    proc = AgentProcess(
+        "console",
+        test_dsn,
+        tmp_path,
+        console_port=port,
+        var_dir=str(tmp_path / "var"),
+        metrics_plot_dir=str(plots),
+    )
     try:
         await eventually(lambda: proc.events("console_listening"), timeout_s=60, what="the console listening")
         yield Console(f"http://127.0.0.1:{port}", proc)

@@ -321,3 +321,46 @@ async def test_runs_and_storage_actions_take_ippctl_s_rules_and_texts_and_update
         ]  # fmt: skip
     finally:
         await db.execute(Query("t_run", "DELETE FROM chipRun WHERE chip_id = 990001", "test"))
+
+
+WRITES = [
+    "/clients/some-id/pause",
+    "/flags",
+    "/loading/cons9",
+    "/loading/cons9/queue",
+    "/batches/cons9/purge",
+    "/runs/set-state",
+    "/runs/update-preview",
+    "/runs/update",
+    "/storage/volume",
+    "/storage/audit",
+    "/dist/retry",
+]
+
+
+async def test_every_write_route_is_refused_to_a_viewer_and_open_to_operators_and_admins(console, db):
+    for user, refused in (("vic", True), ("alice", False), ("ada", False)):
+        async with _session() as http:
+            assert await _login(http, console, user) == 303
+            csrf = await _csrf(http, console)
+            for path in WRITES:
+                async with http.post(f"{console.url}{path}", data={"csrf": csrf}) as r:
+                    text = await r.text()
+                    if refused:
+                        assert r.status == 403 and "refused: a viewer may not" in text, path
+                    else:  # past the role check: ippctl's own answer to an empty form
+                        assert r.status in (200, 400) and "refused:" not in text, (user, path, text[:200])
+                async with http.post(f"{console.url}{path}", data={}) as r:  # no CSRF token: refused for all
+                    assert r.status == 403 and "CSRF" in await r.text(), (user, path)
+
+
+async def test_the_overview_shows_the_metrics_agent_s_plots_and_serves_only_those(console):
+    async with _session() as http:
+        assert await _login(http, console, "vic") == 303
+        async with http.get(f"{console.url}/") as r:
+            assert 'src="/plots/cons_P2_2026_1202_101010.png"' in await r.text()
+        async with http.get(f"{console.url}/plots/cons_P2_2026_1202_101010.png") as r:
+            assert r.status == 200 and (await r.read()).startswith(b"\x89PNG")
+        for bad in ("..%2F..%2Fetc%2Fpasswd", "nosuch.png"):
+            async with http.get(f"{console.url}/plots/{bad}") as r:
+                assert r.status == 404, bad

@@ -8,6 +8,7 @@ result. Errors are ippctl's own messages, shown on the page.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -70,6 +71,7 @@ def make_app(
     app.router.add_post("/clients/{client_id}/{command}", client_command)
     app.router.add_post("/flags", standing_flag)
     app.router.add_get("/audit", audit_page)
+    app.router.add_get("/plots/{name}", plot_file)
     loading.add_routes(app)
     runs.add_routes(app)
     app.router.add_static("/static", HERE / "static", show_index=False)
@@ -201,11 +203,20 @@ async def _clients_context(request: web.Request, session: Session) -> dict[str, 
     }
 
 
+def _plots(directory: Path) -> list[str]:
+    """The newest density and progress plots the metrics agent drew (metrics_plot_dir)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.glob("*.png") if not p.name.startswith("."))
+
+
 async def pipelines_context(request: web.Request) -> dict[str, Any]:
     db = request.app[DB]
     life = await metrics.lifecycle(db)
     reports = await metrics.config_reports(db, "all")
+    plots = await asyncio.to_thread(_plots, request.app[SETTINGS].plot_dir())
     return {
+        "plots": [p for p in plots if not p.startswith("lifecycle_")],
         "life": life,
         "run_states": sorted({s for counts in life.runs.values() for s in counts}),
         "loading": "\n".join(metrics.format_report(r) for r in reports) or "no loading configs",
@@ -231,6 +242,16 @@ async def clients_partial(request: web.Request) -> web.StreamResponse:
 async def pipelines_partial(request: web.Request) -> web.StreamResponse:
     await viewer(request)
     return aiohttp_jinja2.render_template("pipelines.html", request, await pipelines_context(request))
+
+
+async def plot_file(request: web.Request) -> web.StreamResponse:
+    """A plot by name: only the names listed in the plot directory (no paths)."""
+    await viewer(request)
+    name = request.match_info["name"]
+    directory = request.app[SETTINGS].plot_dir()
+    if name not in await asyncio.to_thread(_plots, directory):
+        raise web.HTTPNotFound(text="no such plot\n")
+    return web.FileResponse(directory / name, headers={"Content-Type": "image/png"})
 
 
 async def audit_page(request: web.Request) -> web.StreamResponse:
