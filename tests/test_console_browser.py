@@ -69,10 +69,28 @@ def _log_in(browser: Any, url: str, user: str) -> None:
 
 
 def _row_status(browser: Any, client_id: str) -> str:
+    """The status cell of a client's row ("" while the table is being replaced: the page
+    refreshes it every 5 s, so an element found a moment ago may be gone)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    rows = browser.find_elements(By.CSS_SELECTOR, f'tr[data-client="{client_id}"] td.status')
-    return str(rows[0].text) if rows else ""
+    try:
+        rows = browser.find_elements(By.CSS_SELECTOR, f'tr[data-client="{client_id}"] td.status')
+        return str(rows[0].text) if rows else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def _click(browser: Any, css: str) -> bool:
+    """Click the element, or False if the refresh replaced it meanwhile (then try again)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        browser.find_element(By.CSS_SELECTOR, css).click()
+    except (StaleElementReferenceException, NoSuchElementException):
+        return False
+    return True
 
 
 async def test_an_operator_pauses_and_resumes_an_agent_in_the_browser_and_a_viewer_is_refused(
@@ -94,7 +112,9 @@ async def test_an_operator_pauses_and_resumes_an_agent_in_the_browser_and_a_view
     browser.save_screenshot(str(shots / "overview.png"))
     if os.environ.get(SHOT_ENV):
         browser.save_screenshot(os.environ[SHOT_ENV])
-    browser.find_element(By.CSS_SELECTOR, f'form[action="/clients/{cid}/pause"] button').click()
+    await eventually(
+        lambda: _click(browser, f'form[action="/clients/{cid}/pause"] button'), what="pause clicked"
+    )
     await eventually(
         lambda: f"pause: client {cid}" in browser.page_source, timeout_s=30, what="the pause confirmed"
     )
@@ -105,7 +125,9 @@ async def test_an_operator_pauses_and_resumes_an_agent_in_the_browser_and_a_view
         lambda: _row_status(browser, cid).startswith("paused"), timeout_s=30, what="paused shown"
     )
     browser.save_screenshot(str(shots / "paused.png"))
-    browser.find_element(By.CSS_SELECTOR, f'form[action="/clients/{cid}/resume"] button').click()
+    await eventually(
+        lambda: _click(browser, f'form[action="/clients/{cid}/resume"] button'), what="resume clicked"
+    )
     await eventually(lambda: _running(db, cid), timeout_s=30, what="the client running again")
     await eventually(
         lambda: _row_status(browser, cid).startswith("running"), timeout_s=30, what="running shown"
