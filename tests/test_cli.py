@@ -111,7 +111,7 @@ def test_an_unknown_agent_is_refused_listing_the_known_ones(test_dsn):
     result = run(["nosuch"], test_dsn, prog="ipp-agent")
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "ipp-agent: error: unknown agent 'nosuch' (known agents: batch_cleaner, cleanup, "
+        "ipp-agent: error: unknown agent 'nosuch' (known agents: batch_cleaner, cleanup, console, "
         "dist_client, dist_server, loader, metrics, odm_poller, sweeper, update, workload)"
     )
 

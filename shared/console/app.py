@@ -1,43 +1,46 @@
-"""The console's web application (aiohttp, server-rendered Jinja2 pages).
-
-Every page needs a session; every write is a POST whose form carries the session's CSRF
-token, is checked against the role on the server (viewers change nothing: 403), goes
-through the same functions as ippctl (``shared.runtime.control``), and is audited with its
-result. Errors are ippctl's own messages, shown on the page.
+"""The console's web application (aiohttp, server-rendered Jinja2 pages): its routes, the
+login, the overview with client control, and the audit page. Every page needs a session;
+every write is a POST whose form carries the session's CSRF token, is checked against the
+role on the server (viewers change nothing: 403), goes through the same functions as
+ippctl, and is audited with its result. Errors are ippctl's own messages, on the page.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from shared.console import audit
+from shared.console import audit, loading, runs
 from shared.console.auth import LoginLimiter, Session, Sessions, authenticate, may
-from shared.core.errors import IppError
+from shared.console.pages import (
+    COOKIE,
+    DB,
+    HERE,
+    LIMITER,
+    LIMITS,
+    LOG,
+    SECURE,
+    SESSIONS,
+    SETTINGS,
+    Handler,
+    audit_write,
+    do,
+    pipelines_context,
+    plots_in,
+    remote,
+    render,
+    viewer,
+    writer,
+)  # fmt: skip
 from shared.core.settings import Settings
 from shared.db.columns import TextLimits
 from shared.db.database import Database
 from shared.db.queries import Q
-from shared.observe import metrics
 from shared.runtime import control
-
-HERE = Path(__file__).resolve().parent
-COOKIE = "ipp_console"
-DB: web.AppKey[Database] = web.AppKey("db", Database)
-SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
-LIMITER: web.AppKey[LoginLimiter] = web.AppKey("limiter", LoginLimiter)
-LIMITS: web.AppKey[TextLimits] = web.AppKey("limits", TextLimits)
-LOG: web.AppKey[Any] = web.AppKey("log", object)
-SECURE: web.AppKey[bool] = web.AppKey("secure", bool)
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -60,7 +63,6 @@ def make_app(
     app[SECURE], app[SETTINGS] = settings.console_secure_cookie, settings
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     env.globals["age"] = control.heartbeat_age
-    from shared.console import loading, runs  # their handlers use this module's helpers
 
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
@@ -78,23 +80,7 @@ def make_app(
     return app
 
 
-# -- sessions ------------------------------------------------------------------------------
-
-
-async def _session(request: web.Request) -> Session | None:
-    return await request.app[SESSIONS].get(request.cookies.get(COOKIE))
-
-
-async def viewer(request: web.Request) -> Session:
-    """The request's session, or a redirect to the login page."""
-    session = await _session(request)
-    if session is None:
-        raise web.HTTPSeeOther("/login")
-    return session
-
-
-def _remote(request: web.Request) -> str | None:
-    return request.remote
+# -- logging in ------------------------------------------------------------------------
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
@@ -104,20 +90,20 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     user, password = str(form.get("user", ""))[:64], str(form.get("password", ""))[:1024]
-    remote = _remote(request) or "?"
+    address = remote(request) or "?"
     limiter, app = request.app[LIMITER], request.app
-    if not limiter.allowed(remote):
-        await _audit(
+    if not limiter.allowed(address):
+        await audit_write(
             request, None, "login", {"user": user}, False, "refused: too many failed logins; wait a minute"
         )
         return render(request, "login.html", None, "too many failed logins from here; wait a minute", 429)
     role = await authenticate(app[DB], user, password)
     if role is None:
-        limiter.failed(remote)
-        await _audit(request, None, "login", {"user": user}, False, "wrong user name or password")
+        limiter.failed(address)
+        await audit_write(request, None, "login", {"user": user}, False, "wrong user name or password")
         return render(request, "login.html", None, "wrong user name or password", 401)
-    cookie, session = await app[SESSIONS].create(user, role, _remote(request))
-    await _audit(request, session, "login", {"user": user}, True, f"logged in as {role}")
+    cookie, session = await app[SESSIONS].create(user, role, remote(request))
+    await audit_write(request, session, "login", {"user": user}, True, f"logged in as {role}")
     response = web.HTTPSeeOther("/")
     response.set_cookie(
         COOKIE, cookie, httponly=True, samesite="Strict", secure=app[SECURE], path="/",
@@ -129,68 +115,10 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     session = await writer(request, "viewer", "logout", {})
     await request.app[SESSIONS].end(request.cookies.get(COOKIE))
-    await _audit(request, session, "logout", {}, True, "logged out")
+    await audit_write(request, session, "logout", {}, True, "logged out")
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
-
-
-async def writer(request: web.Request, role: str, action: str, params: dict[str, Any]) -> Session:
-    """The session of a write: logged in, the form's CSRF token right, the role enough;
-    a refusal is audited and answered 403."""
-    session = await viewer(request)
-    form = await request.post()
-    if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
-        await _audit(request, session, action, params, False, "refused: missing or wrong CSRF token")
-        raise web.HTTPForbidden(text="refused: the form's CSRF token is missing or wrong; reload the page\n")
-    if not may(session.role, role):
-        await _audit(request, session, action, params, False, f"refused: {session.role} may not {action}")
-        raise web.HTTPForbidden(text=f"refused: a {session.role} may not {action} (needs {role})\n")
-    return session
-
-
-async def audit_write(
-    request: web.Request, session: Session | None, action: str, params: dict[str, Any], ok: bool, result: str
-) -> None:
-    """Audit one write (or a refusal) with its result."""
-    await _audit(request, session, action, params, ok, result)
-
-
-async def _audit(
-    request: web.Request, session: Session | None, action: str, params: dict[str, Any], ok: bool, result: str
-) -> None:
-    await audit.record(
-        request.app[DB],
-        request.app[LIMITS],
-        request.app[LOG],
-        user=session.user if session else None,
-        action=action,
-        params=params,
-        remote=_remote(request),
-        ok=ok,
-        result=result,
-    )
-
-
-# -- pages ---------------------------------------------------------------------------------
-
-
-def render(
-    request: web.Request,
-    template: str,
-    session: Session | None,
-    message: str = "",
-    status: int = 200,
-    **extra: Any,
-) -> web.Response:
-    context = {
-        "title": template.split(".")[0],
-        "session": session,
-        "message": message,
-        "ok": status < 400,
-        **extra,
-    }
-    return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
 async def _clients_context(request: web.Request, session: Session) -> dict[str, Any]:
@@ -203,27 +131,7 @@ async def _clients_context(request: web.Request, session: Session) -> dict[str, 
     }
 
 
-def _plots(directory: Path) -> list[str]:
-    """The newest density and progress plots the metrics agent drew (metrics_plot_dir)."""
-    if not directory.is_dir():
-        return []
-    return sorted(p.name for p in directory.glob("*.png") if not p.name.startswith("."))
-
-
-async def pipelines_context(request: web.Request) -> dict[str, Any]:
-    db = request.app[DB]
-    life = await metrics.lifecycle(db)
-    reports = await metrics.config_reports(db, "all")
-    plots = await asyncio.to_thread(_plots, request.app[SETTINGS].plot_dir())
-    return {
-        "plots": [p for p in plots if not p.startswith("lifecycle_")],
-        "life": life,
-        "run_states": sorted({s for counts in life.runs.values() for s in counts}),
-        "loading": "\n".join(metrics.format_report(r) for r in reports) or "no loading configs",
-    }
-
-
-async def _overview(
+async def overview_page(
     request: web.Request, session: Session, message: str = "", status: int = 200
 ) -> web.Response:
     context = {**await _clients_context(request, session), **await pipelines_context(request)}
@@ -231,7 +139,7 @@ async def _overview(
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
-    return await _overview(request, await viewer(request))
+    return await overview_page(request, await viewer(request))
 
 
 async def clients_partial(request: web.Request) -> web.StreamResponse:
@@ -249,7 +157,7 @@ async def plot_file(request: web.Request) -> web.StreamResponse:
     await viewer(request)
     name = request.match_info["name"]
     directory = request.app[SETTINGS].plot_dir()
-    if name not in await asyncio.to_thread(_plots, directory):
+    if name not in await asyncio.to_thread(plots_in, directory):
         raise web.HTTPNotFound(text="no such plot\n")
     return web.FileResponse(directory / name, headers={"Content-Type": "image/png"})
 
@@ -262,35 +170,12 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
 # -- control (the functions ippctl clients uses) ---------------------------------------------
 
 
-Page = Callable[[web.Request, Session, str, int], Awaitable[web.Response]]
-
-
-async def do(
-    request: web.Request,
-    session: Session,
-    action: str,
-    params: dict[str, Any],
-    work: Awaitable[str],
-    page: Page | None = None,
-) -> web.Response:
-    """Run one write, audit it with its result, and show ``page`` (the overview) with the
-    message: ippctl's own text, or its error (400)."""
-    show = page or _overview
-    try:
-        message = await work
-    except IppError as exc:
-        await _audit(request, session, action, params, False, str(exc))
-        return await show(request, session, str(exc), 400)
-    await _audit(request, session, action, params, True, message)
-    return await show(request, session, message, 200)
-
-
 async def client_command(request: web.Request) -> web.StreamResponse:
     client_id, command = request.match_info["client_id"], request.match_info["command"]
     params = {"client_id": client_id, "command": command}
     session = await writer(request, "operator", f"client_{command}", params)
     work = control.command_client(request.app[DB], client_id, command)
-    return await do(request, session, f"client_{command}", params, work)
+    return await do(request, session, f"client_{command}", params, work, overview_page)
 
 
 async def standing_flag(request: web.Request) -> web.StreamResponse:
@@ -302,7 +187,7 @@ async def standing_flag(request: web.Request) -> web.StreamResponse:
     params = {"agent": scope.agent or "all", "host": scope.host, "config": scope.config, "command": command}
     session = await writer(request, "operator", f"flag_{command}", params)
     work = control.command_scope(request.app[DB], scope, command, f"{session.user}@console")
-    return await do(request, session, f"flag_{command}", params, work)
+    return await do(request, session, f"flag_{command}", params, work, overview_page)
 
 
 def _field(form: Any, name: str, *, blank_is_all: bool = False) -> str:

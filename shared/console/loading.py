@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.console import app as console
+from shared.console import pages as console
 from shared.console.auth import Session, may
 from shared.db.queries import Q
 from shared.observe.metrics import BATCH_STAGES, OUTCOMES

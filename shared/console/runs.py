@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.console import app as console
+from shared.console import pages as console
 from shared.console.auth import Session, may
 from shared.core.errors import IppError
 from shared.db.queries import Q
