@@ -14,7 +14,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from shared.console import audit
-from shared.console.auth import LoginLimiter, Session, Sessions
+from shared.console.auth import LoginLimiter, Session, Sessions, may
 from shared.core.errors import IppError
 from shared.core.settings import Settings
 from shared.db.columns import TextLimits
