@@ -28,7 +28,7 @@ import numpy as np
 from astropy.io import fits
 
 from bench.common import Figure
-from bench.psps import MJD, _chips
+from bench.psps import MJD, _chips, one_region_catalog
 from shared.core import ids
 from shared.formats import catalogs, dvo
 from shared.psps import batches, builders
@@ -64,20 +64,7 @@ def _write_table_chunked(path: Path, columns: tuple[tuple[str, str], ...], rows:
 def field(root: Path, exposures: int, per_chip: int, measured: int) -> None:
     """The DVO database: ``exposures`` x 60 chip images, one region whose objects are each
     measured in the first ``measured`` exposures (all of them for the dense field)."""
-    db = dvo.DvoDatabase(root)
-    root.mkdir(parents=True, exist_ok=True)
-    images = dvo.empty(dvo.IMAGES_COLUMNS, exposures * CHIPS)
-    images["IMAGE_ID"] = np.arange(1, len(images) + 1)
-    images["EXTERN_ID"] = images["IMAGE_ID"] + 10_000
-    images["PHOTCODE"] = 10101
-    dvo.write_atomic(db.path("Images.dat"), dvo.table_bytes(dvo.IMAGES_COLUMNS, images))
-    codes = dvo.empty(dvo.PHOTCODE_COLUMNS, 1)
-    codes["CODE"], codes["C_LAM"], codes["K"] = 10101, 24600, -0.1
-    dvo.write_atomic(db.path("Photcodes.dat"), dvo.table_bytes(dvo.PHOTCODE_COLUMNS, codes))
-    region = dvo.Region(1, dvo.region_name(1, 19.0, 2), 9.0, 11.0, 19.0, 21.0)
-    sky = dvo.empty(dvo.SKYTABLE_COLUMNS, 1)
-    sky[0] = (region.r_min, region.r_max, region.d_min, region.d_max, 1, 2, 1, region.name)
-    dvo.write_atomic(db.path("SkyTable.fits"), dvo.table_bytes(dvo.SKYTABLE_COLUMNS, sky))
+    db, region = one_region_catalog(root, exposures * CHIPS)
     n_obj = CHIPS * per_chip  # object o is detection o % per_chip of chip o // per_chip
     rng = np.random.default_rng(11)
     cpt = dvo.empty(dvo.CPT_COLUMNS, n_obj)

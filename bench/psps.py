@@ -73,15 +73,17 @@ def _chips(
     return chips
 
 
-def _dvo(root: Path, exposures: list[list[ChipCatalog]], total: int, rng: np.random.Generator) -> None:
-    """One region holding the exposures' detections among ``total`` measurements."""
+def one_region_catalog(root: Path, images: int) -> tuple[dvo.DvoDatabase, dvo.Region]:
+    """A DVO catalog's top-level files: ``images`` images (IMAGE_ID 1.., EXTERN_ID = IMAGE_ID
+    + 10 000, photcode 10101), that photcode, and a SkyTable of one region (RA 9..11, Dec
+    19..21) whose files the caller writes."""
     db = dvo.DvoDatabase(root)
     root.mkdir(parents=True, exist_ok=True)
-    images = dvo.empty(dvo.IMAGES_COLUMNS, 60 * len(exposures) + 1000)
-    images["IMAGE_ID"] = np.arange(1, len(images) + 1)
-    images["EXTERN_ID"] = np.arange(1, len(images) + 1) + 10_000
-    images["PHOTCODE"] = 10101
-    dvo.write_atomic(db.path("Images.dat"), dvo.table_bytes(dvo.IMAGES_COLUMNS, images))
+    rows = dvo.empty(dvo.IMAGES_COLUMNS, images)
+    rows["IMAGE_ID"] = np.arange(1, images + 1)
+    rows["EXTERN_ID"] = rows["IMAGE_ID"] + 10_000
+    rows["PHOTCODE"] = 10101
+    dvo.write_atomic(db.path("Images.dat"), dvo.table_bytes(dvo.IMAGES_COLUMNS, rows))
     codes = dvo.empty(dvo.PHOTCODE_COLUMNS, 1)
     codes["CODE"], codes["C_LAM"], codes["K"] = 10101, 24600, -0.1
     dvo.write_atomic(db.path("Photcodes.dat"), dvo.table_bytes(dvo.PHOTCODE_COLUMNS, codes))
@@ -89,6 +91,13 @@ def _dvo(root: Path, exposures: list[list[ChipCatalog]], total: int, rng: np.ran
     sky = dvo.empty(dvo.SKYTABLE_COLUMNS, 1)
     sky[0] = (region.r_min, region.r_max, region.d_min, region.d_max, 1, 2, 1, region.name)
     dvo.write_atomic(db.path("SkyTable.fits"), dvo.table_bytes(dvo.SKYTABLE_COLUMNS, sky))
+    return db, region
+
+
+def _dvo(root: Path, exposures: list[list[ChipCatalog]], total: int, rng: np.random.Generator) -> None:
+    """One region holding the exposures' detections among ``total`` measurements."""
+    n_images = 60 * len(exposures) + 1000
+    db, region = one_region_catalog(root, n_images)
     n_obj = total // 20
     cpt = dvo.empty(dvo.CPT_COLUMNS, n_obj)
     cpt["RA"] = 10.0 + rng.uniform(0, 0.05, n_obj)
@@ -102,7 +111,7 @@ def _dvo(root: Path, exposures: list[list[ChipCatalog]], total: int, rng: np.ran
     cpm["IMAGE_ID"][:n_real] = np.concatenate([np.full(n, i) for i, n in real])
     cpm["DET_ID"][:n_real] = np.concatenate([np.arange(n) for _, n in real])
     filler = total - n_real
-    cpm["IMAGE_ID"][n_real:] = rng.integers(60 * len(exposures) + 1, len(images) + 1, filler)
+    cpm["IMAGE_ID"][n_real:] = rng.integers(60 * len(exposures) + 1, n_images + 1, filler)
     cpm["DET_ID"][n_real:] = rng.integers(0, 1 << 20, filler)
     cpm["AVE_REF"] = rng.integers(0, n_obj, total)
     cpm["EXT_ID"] = np.arange(total) + 10**15

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +11,7 @@ import pytest
 
 from shared.db.database import Database
 from shared.db.queries import Query
-from tests.helpers import ROOT, AgentProcess, agent_env, eventually
+from tests.helpers import AgentProcess, eventually, run_ippctl
 from tests.mirror_fixture import free_port
 
 PASSWORD = "correct horse"
@@ -33,17 +31,7 @@ CLEAN = [
 ]
 
 
-def ippctl(test_dsn: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.ctl.main", *args],
-        cwd=ROOT,
-        env=agent_env(test_dsn),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+ippctl = run_ippctl
 
 
 @dataclass

@@ -43,6 +43,20 @@ def agent_env(dsn: str, **settings: Any) -> dict[str, str]:
     return env
 
 
+def run_ippctl(dsn: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``ippctl ARGS`` against the database ``dsn``, as an operator runs it (stdin if given)."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", *args],
+        cwd=ROOT,
+        env=agent_env(dsn),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 async def eventually(
     check: Callable[[], Any | Awaitable[Any]], *, timeout_s: float = 20.0, what: str = ""
 ) -> Any:

@@ -70,6 +70,8 @@ async def test_density_plots_show_pending_items_per_batch_type(site, sdb, tmp_pa
             assert image.format == "PNG" and image.size[0] > 300
     missing = ippctl(site, "plot", "nosuch", "density")
     assert missing.returncode != 0 and "nosuch" in missing.stderr
+    summary = ippctl(site, "metrics", "nosuch")
+    assert summary.returncode == 1 and "no loading config 'nosuch'" in summary.stderr
 
 
 async def test_metrics_prints_the_loading_summary_with_the_counts_of_the_batches(site, sdb, tmp_path):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from shared.psps import configs
 from shared.psps.configs import ConfigError
 from shared.psps.schema import BATCH_TYPES, SchemaError, batch_tables
-from tests.helpers import ROOT, agent_env
+from tests.helpers import run_ippctl
 
 EXPECTED = {
     "IN": ["Filter", "Survey"],
@@ -58,17 +56,7 @@ def test_an_unknown_batch_type_is_refused():
 # -- configs -------------------------------------------------------------------------------
 
 
-def ippctl(test_dsn: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.ctl.main", *args],
-        cwd=ROOT,
-        env=agent_env(test_dsn),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+ippctl = run_ippctl
 
 
 def test_config_set_creates_with_defaults_and_changes_fields(db, test_dsn):
@@ -103,7 +91,7 @@ def test_config_set_creates_with_defaults_and_changes_fields(db, test_dsn):
     [
         ("min_ra=400", "min_ra = '400': expected 0..360"),
         ("ra_min=400", "min_ra = '400': expected 0..360"),
-        ("max_dec=abc", "max_dec = 'abc'"),
+        ("max_dec=abc", "max_dec = 'abc': expected a number"),
         ("batch_types=P2,XX", "expected batch types among IN, P2, ST, OB"),
         ("box_size_deg=0", "box size above 0"),
         ("deletion_policy=merged:everything", "expected state:target"),

@@ -12,6 +12,7 @@ from shared.core.settings import Settings
 from shared.ctl.output import print_json, table, with_db
 from shared.db.database import Database
 from shared.observe import metrics, plots
+from shared.psps import configs
 
 
 def _lifecycle_text(life: metrics.Lifecycle) -> str:
@@ -29,6 +30,8 @@ def _lifecycle_text(life: metrics.Lifecycle) -> str:
 
 async def metrics_show(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
+        if args.config != "all":
+            await configs.load(db, args.config)  # an unknown config is an error, not an empty table
         summary = await metrics.loading_summary(db, args.config)
         life = await metrics.lifecycle(db) if args.lifecycle or args.json else None
         if args.json:

@@ -43,7 +43,10 @@ def _bool(text: str) -> bool:
 
 
 def _float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
     if not math.isfinite(value):
         raise ValueError("expected a finite number")
     return value

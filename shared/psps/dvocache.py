@@ -213,17 +213,18 @@ class DvoCache:
         files = self.db.region_files(region)
         return (_stamp(files["cpm"]), _stamp(files["cpt"]))
 
-    def _wants_rows(self, region: Region) -> bool:
+    def _wants_rows(self, region: Region, stamps: tuple[tuple[int, int], ...]) -> bool:
         cached = self._regions.get(region.index)
-        if cached is not None and cached.stamps == self._stamps(region):
+        if cached is not None and cached.stamps == stamps:
             return isinstance(cached, _RegionIndex)
         if self.mode == "rows":
             return True
         return not self._make_room(WHOLE_FACTOR * self._file_bytes(region))
 
-    def region(self, region: Region) -> _RegionData:
-        """The region read whole (kept until it is dropped or rewritten)."""
-        stamps = self._stamps(region)
+    def region(self, region: Region, stamps: tuple[tuple[int, int], ...] | None = None) -> _RegionData:
+        """The region read whole (kept until it is dropped or rewritten); ``stamps`` its
+        files' (mtime, size) when the caller has just read them."""
+        stamps = stamps or self._stamps(region)
         data = self._regions.get(region.index)
         if not isinstance(data, _RegionData) or data.stamps != stamps:
             self._regions.pop(region.index, None)
@@ -241,9 +242,9 @@ class DvoCache:
         self._regions.move_to_end(region.index)
         return data
 
-    def index(self, region: Region) -> _RegionIndex:
+    def index(self, region: Region, stamps: tuple[tuple[int, int], ...] | None = None) -> _RegionIndex:
         """The region read by rows: its keys index, built in one pass over the file."""
-        stamps = self._stamps(region)
+        stamps = stamps or self._stamps(region)
         data = self._regions.get(region.index)
         if not isinstance(data, _RegionIndex) or data.stamps != stamps:
             self._regions.pop(region.index, None)
@@ -297,10 +298,11 @@ class DvoCache:
             todo = np.nonzero(~out.found)[0]
             if len(todo) == 0:
                 break
-            if self._wants_rows(region):
-                idx, meas, objects = self._find_rows(region, want[todo])
+            stamps = self._stamps(region)  # once per look-up: a rewritten file is read again
+            if self._wants_rows(region, stamps):
+                idx, meas, objects = self._find_rows(self.index(region, stamps), want[todo])
             else:
-                idx, meas, objects = self._find_whole(region, images, want[todo])
+                idx, meas, objects = self._find_whole(self.region(region, stamps), images, want[todo])
             idx = todo[idx]
             ave = meas["AVE_REF"].astype(np.int64)
             if len(ave) and (ave.min() < 0 or ave.max() >= len(objects)):
@@ -315,9 +317,8 @@ class DvoCache:
             out.photcode[idx] = meas["PHOTCODE"]
         return out
 
-    def _find_whole(self, region: Region, images: Array, want: Array) -> tuple[Array, Array, Array]:
+    def _find_whole(self, data: _RegionData, images: Array, want: Array) -> tuple[Array, Array, Array]:
         """(positions in ``want`` found, their measurements, the region's objects)."""
-        data = self.region(region)
         empty = np.zeros(0, dtype=np.int64)
         column = data.image_id
         if len(column) == 0:
@@ -333,9 +334,8 @@ class DvoCache:
         rows = candidates[order[pos[hit]]]
         return np.nonzero(hit)[0], data.measurements[rows], data.objects
 
-    def _find_rows(self, region: Region, want: Array) -> tuple[Array, Array, Array]:
+    def _find_rows(self, data: _RegionIndex, want: Array) -> tuple[Array, Array, Array]:
         """The same from the region's key index and only the rows found, read from the file."""
-        data = self.index(region)
         if len(data.keys) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=_NATIVE_CPM), data.objects
         pos = np.clip(np.searchsorted(data.keys, want), 0, len(data.keys) - 1)
