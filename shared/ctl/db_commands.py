@@ -12,6 +12,7 @@ from shared.core.cli import EXIT_FAILED, EXIT_OK
 from shared.core.errors import IppError
 from shared.core.settings import Settings, parse_dsn
 from shared.ctl.output import connect
+from shared.db.galera import LocalGalera
 from shared.db.localdb import LocalMariaDB
 from shared.db.queries import Q
 from shared.db.schema import (
@@ -32,8 +33,8 @@ def _local(settings: Settings) -> LocalMariaDB:
 
 async def db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     dsn = parse_dsn(settings.effective_dsn())
+    created = await create_database(settings, dsn)
     async with upgrade_lock(settings, dsn, waiting=lambda m: print(m, file=sys.stderr)):
-        created = await create_database(settings, dsn)
         db = await connect(settings)
         try:
             before = await database_version(db) or 0
@@ -76,7 +77,49 @@ async def db_status(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if version == CODE_SCHEMA_VERSION else EXIT_FAILED
 
 
+def _galera(settings: Settings, args: argparse.Namespace) -> LocalGalera:
+    return LocalGalera(Path(settings.var_dir) / "galera", args.galera)
+
+
+def _print_galera(settings: Settings, cluster: LocalGalera) -> None:
+    database = settings.db_name or settings.local_db_name
+    for node, status in zip(cluster.nodes, cluster.status(), strict=True):
+        size = f", cluster size {status.cluster_size}" if status.running else ""
+        print(f"  {status.name}: {status.state}{size}  IPP_DB_DSN={node.dsn(database)}")
+
+
+async def galera_start(settings: Settings, args: argparse.Namespace) -> int:
+    cluster = _galera(settings, args)
+    if args.node:
+        await asyncio.to_thread(cluster.start_node, args.node)
+        print(f"started node {args.node} of the local Galera cluster (synced)")
+    else:
+        started = await asyncio.to_thread(cluster.start)
+        print(
+            f"local Galera cluster of {cluster.size}: "
+            + (f"started node(s) {', '.join(map(str, started))}" if started else "already running")
+        )
+    _print_galera(settings, cluster)
+    return EXIT_OK
+
+
+async def galera_stop(settings: Settings, args: argparse.Namespace) -> int:
+    cluster = _galera(settings, args)
+    if args.node:
+        if args.kill:
+            cluster.kill_node(args.node)
+        else:
+            cluster.node(args.node).stop()
+        print(f"{'killed' if args.kill else 'stopped'} node {args.node} of the local Galera cluster")
+    else:
+        stopped = await asyncio.to_thread(cluster.stop, kill=args.kill)
+        print(f"stopped node(s) {', '.join(map(str, stopped))}" if stopped else "no node was running")
+    return EXIT_OK
+
+
 async def db_start_local(settings: Settings, args: argparse.Namespace) -> int:
+    if args.galera:
+        return await galera_start(settings, args)
     local = _local(settings)
     started = await asyncio.to_thread(local.start)
     print(("started" if started else "already running") + f": local MariaDB, socket {local.socket}")
@@ -89,6 +132,8 @@ async def db_start_local(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def db_stop_local(settings: Settings, args: argparse.Namespace) -> int:
+    if args.galera:
+        return await galera_stop(settings, args)
     local = _local(settings)
     stopped = await asyncio.to_thread(local.stop)
     print("stopped local MariaDB" if stopped else "local MariaDB was not running")
@@ -105,9 +150,17 @@ def add_commands(top: Any) -> None:
     db.add_parser("status", help="where the database is and its schema version").set_defaults(
         handler=db_status
     )
-    db.add_parser("start-local", help="start the private MariaDB under var/").set_defaults(
-        handler=db_start_local
-    )
-    db.add_parser("stop-local", help="stop the private MariaDB under var/").set_defaults(
-        handler=db_stop_local
-    )
+    start = db.add_parser("start-local", help="start the private MariaDB (or Galera cluster) under var/")
+    stop = db.add_parser("stop-local", help="stop the private MariaDB (or Galera cluster) under var/")
+    for parser in (start, stop):
+        parser.add_argument(
+            "--galera",
+            type=int,
+            metavar="N",
+            default=0,
+            help="an N-node Galera cluster under var/galera/ on 127.0.0.1 ports 3311.. instead",
+        )
+        parser.add_argument("--node", type=int, metavar="K", default=0, help="only node K of the cluster")
+    stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean shutdown")
+    start.set_defaults(handler=db_start_local)
+    stop.set_defaults(handler=db_stop_local)

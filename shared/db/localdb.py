@@ -67,13 +67,24 @@ class LocalStatus:
 class LocalMariaDB:
     """A private MariaDB server whose files all live under one directory."""
 
-    def __init__(self, base: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        port: int | None = None,
+        bind_address: str = "127.0.0.1",
+        extra_args: tuple[str, ...] = (),
+        system_user: str = "root",
+    ) -> None:
         self.base = base.resolve()
         self.datadir = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.pidfile = self.base / "mariadbd.pid"
         self.logfile = self.base / "mariadbd.log"
         self.port = port
+        self.bind_address = bind_address
+        self.extra_args = extra_args
+        self.system_user = system_user
         if len(str(self.socket)) > 100:
             raise LocalDbError(
                 f"socket path {self.socket} is longer than a unix socket allows; use a shorter var_dir"
@@ -90,6 +101,7 @@ class LocalMariaDB:
         if not install_db:
             raise LocalDbError("mariadb-install-db not found; reinstall mariadb-server")
         self.datadir.mkdir(parents=True, exist_ok=True)
+        self._hand_over_files()
         command = [
             install_db,
             "--no-defaults",
@@ -99,13 +111,20 @@ class LocalMariaDB:
             "--skip-name-resolve",
         ]
         if os.geteuid() == 0:
-            command.append("--user=root")
+            command.append(f"--user={self.system_user}")
         with open(self.logfile, "ab") as log:
             result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:
             shutil.rmtree(self.datadir, ignore_errors=True)
             raise LocalDbError(f"mariadb-install-db failed (exit {result.returncode}); see {self.logfile}")
         return True
+
+    def _hand_over_files(self) -> None:
+        """As root, give the server's directory to the system user it runs as."""
+        if os.geteuid() != 0 or self.system_user == "root":
+            return
+        for path in [self.base, *self.base.rglob("*")]:
+            shutil.chown(path, self.system_user, self.system_user)
 
     def _server_command(self, server: str) -> list[str]:
         command = [
@@ -125,10 +144,10 @@ class LocalMariaDB:
         if self.port is None:
             command.append("--skip-networking")
         else:
-            command += ["--bind-address=127.0.0.1", f"--port={self.port}"]
+            command += [f"--bind-address={self.bind_address}", f"--port={self.port}"]
         if os.geteuid() == 0:
-            command.append("--user=root")
-        return command
+            command.append(f"--user={self.system_user}")
+        return command + list(self.extra_args)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -162,18 +181,20 @@ class LocalMariaDB:
         finally:
             conn.close()
 
-    def start(self, *, timeout_s: float = 60.0) -> bool:
-        """Start the server (initialising it first); False if it was already running."""
+    def start(self, *, timeout_s: float = 60.0, args: tuple[str, ...] = ()) -> bool:
+        """Start the server (initialising it first), with ``args`` added to its command line
+        for this start only; False if it was already running."""
         if self.pid() and self.answers():
             return False
         server = ensure_server_installed()
         self.base.mkdir(parents=True, exist_ok=True)
         self.initialize()
+        self._hand_over_files()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         with open(self.logfile, "ab") as log:
             proc = subprocess.Popen(
-                self._server_command(server),
+                self._server_command(server) + list(args),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -228,7 +249,7 @@ class LocalMariaDB:
 
     def dsn(self, database: str) -> str:
         if self.port is not None:
-            return f"mysql://root@127.0.0.1:{self.port}/{database}"
+            return f"mysql://root@{self.bind_address}:{self.port}/{database}"
         return f"mysql://root@localhost/{database}?unix_socket={self.socket}"
 
     def _log_tail(self, lines: int = 15) -> str:

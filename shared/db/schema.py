@@ -7,7 +7,13 @@ differs from the code's (:func:`check_schema`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import re
+import secrets
+import socket
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -146,7 +152,12 @@ async def create_database(settings: Settings, dsn: Dsn) -> bool:
         if exists:
             return False
         # An identifier, checked against _DB_NAME above: it cannot be a parameter.
-        await cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        try:
+            await cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        except pymysql.err.ProgrammingError as exc:
+            if exc.args[0] != 1007:  # created meanwhile by an upgrade on another node
+                raise
+            return False
         return True
 
 
@@ -165,6 +176,14 @@ def upgrade_lock_name(database: str) -> str:
     return f"ipp_schema_upgrade.{database}"[:64]
 
 
+async def is_galera(settings: Settings, dsn: Dsn) -> bool:
+    """True when the DSN's server is a Galera node (``wsrep_on`` is ON)."""
+    async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
+        await cur.execute(Q.wsrep_on.sql)
+        row = await cur.fetchone()
+        return bool(row) and str(row[1]).upper() == "ON"
+
+
 @asynccontextmanager
 async def upgrade_lock(
     settings: Settings, dsn: Dsn, waiting: Callable[[str], None] | None = None
@@ -172,7 +191,15 @@ async def upgrade_lock(
     """Hold the upgrade lock of the DSN's database for the body (creating the database and
     applying migrations), so two ``ippctl db upgrade`` run at once, from any hosts, apply
     each migration once: the second waits up to ``db_upgrade_lock_wait_s`` and then finds
-    the work done. The lock lives on its own connection; closing it frees the lock."""
+    the work done.
+
+    On one server this is a named lock (GET_LOCK) on its own connection; closing it frees
+    the lock. On a Galera cluster a named lock binds only the node it was taken on, so the
+    lock is a leased row instead (:func:`_lease_lock`)."""
+    if await is_galera(settings, dsn):
+        async with _lease_lock(settings, dsn, waiting):
+            yield
+        return
     name = upgrade_lock_name(check_database_name(dsn.database))
     async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
         await cur.execute(Q.upgrade_lock_try.sql, {"name": name, "wait_s": 0})
@@ -180,14 +207,7 @@ async def upgrade_lock(
         if not granted:
             await cur.execute(Q.upgrade_lock_holder.sql, {"name": name})
             (holder,) = await cur.fetchone()
-            message = (
-                f"another upgrade of {dsn.display()} is running (server connection "
-                f"{holder} holds lock {name}); waiting up to "
-                f"{settings.db_upgrade_lock_wait_s:g} s"
-            )
-            log.info("upgrade_lock_wait", lock=name, holder=holder)
-            if waiting is not None:
-                waiting(message)
+            _say_waiting(settings, dsn, f"server connection {holder} holds lock {name}", waiting)
             await cur.execute(
                 Q.upgrade_lock_try.sql, {"name": name, "wait_s": settings.db_upgrade_lock_wait_s}
             )
@@ -201,6 +221,102 @@ async def upgrade_lock(
             yield
         finally:
             await cur.execute(Q.upgrade_lock_release.sql, {"name": name})
+
+
+def _say_waiting(settings: Settings, dsn: Dsn, who: str, waiting: Callable[[str], None] | None) -> None:
+    message = (
+        f"another upgrade of {dsn.display()} is running ({who}); waiting up to "
+        f"{settings.db_upgrade_lock_wait_s:g} s"
+    )
+    log.info("upgrade_lock_wait", holder=who)
+    if waiting is not None:
+        waiting(message)
+
+
+#: How long a Galera upgrade lock lasts unless renewed, and how often its holder renews it.
+LEASE_S = 60
+LEASE_RENEW_S = 10.0
+LEASE_POLL_S = 1.0
+
+
+@asynccontextmanager
+async def _lease_lock(
+    settings: Settings, dsn: Dsn, waiting: Callable[[str], None] | None
+) -> AsyncIterator[None]:
+    """The Galera upgrade lock: a ``schema_upgrade_lock`` row naming its holder, with a lease
+    the holder renews while it works. Two nodes taking it at once cannot both commit (the
+    cluster certifies one write of a key and aborts the other, which then retries), and a
+    holder that died frees it when the lease runs out."""
+    await create_database(settings, dsn)
+    name = upgrade_lock_name(check_database_name(dsn.database))
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    params = {"name": name, "holder": holder, "lease_s": LEASE_S}
+    try:
+        conn = await aiomysql.connect(
+            connect_timeout=settings.db_connect_timeout_s, autocommit=True, **dsn.connect_kwargs()
+        )
+    except (pymysql.err.Error, OSError) as exc:
+        raise DbError(f"cannot reach database server for {dsn.display()}: {exc}") from None
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(Q.lease_lock_table.sql)
+            await _take_lease(cur, settings, dsn, params, waiting)
+            renewer = asyncio.create_task(_renew_lease(settings, dsn, params), name="upgrade-lease-renew")
+            try:
+                yield
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+                await cur.execute(Q.lease_lock_release.sql, params)
+    finally:
+        conn.close()
+
+
+async def _take_lease(
+    cur: aiomysql.Cursor,
+    settings: Settings,
+    dsn: Dsn,
+    params: dict[str, object],
+    waiting: Callable[[str], None] | None,
+) -> None:
+    deadline = time.monotonic() + settings.db_upgrade_lock_wait_s
+    said = False
+    while True:
+        try:
+            await cur.execute(Q.lease_lock_take.sql, params)
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] != 1213:  # a certification conflict: the other writer won; look again
+                raise
+        await cur.execute(Q.lease_lock_holder.sql, params)
+        row = await cur.fetchone()
+        if row and row[0] == params["holder"]:
+            return
+        if time.monotonic() >= deadline:
+            raise DbError(
+                f"{dsn.display()}: no upgrade lock ({params['name']}) within "
+                f"{settings.db_upgrade_lock_wait_s:g} s (db_upgrade_lock_wait_s)"
+            )
+        if not said and row:
+            who = f"{row[0]} holds the lease of {params['name']} until {row[1]}"
+            _say_waiting(settings, dsn, who, waiting)
+            said = True
+        await asyncio.sleep(LEASE_POLL_S)
+
+
+async def _renew_lease(settings: Settings, dsn: Dsn, params: dict[str, object]) -> None:
+    """Extend the lease every LEASE_RENEW_S, each time on a connection of its own (so being
+    cancelled never leaves the holder's connection mid-statement)."""
+    while True:
+        await asyncio.sleep(LEASE_RENEW_S)
+        conn = await aiomysql.connect(
+            connect_timeout=settings.db_connect_timeout_s, autocommit=True, **dsn.connect_kwargs()
+        )
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(Q.lease_lock_renew.sql, params)
+        finally:
+            conn.close()
 
 
 async def upgrade(db: Database) -> list[Migration]:

@@ -35,3 +35,41 @@ SELECT table_name AS tbl, column_name AS col, character_maximum_length AS n
 FROM information_schema.columns
 WHERE table_schema = DATABASE() AND character_maximum_length IS NOT NULL
   AND data_type IN ('varchar', 'char');
+
+-- name: wsrep_on
+-- 'ON' on a Galera node; no row (MySQL) or 'OFF' elsewhere.
+SHOW VARIABLES LIKE 'wsrep_on';
+
+-- name: sync_wait_reads
+-- Galera: the next reads of this session wait until the node has applied every write the
+-- cluster committed before them (causal reads).
+SET SESSION wsrep_sync_wait = 1;
+
+-- name: lease_lock_table
+-- The upgrade lock on a Galera cluster, where GET_LOCK is local to one node: a row that
+-- one holder owns until it releases it or its lease runs out. Not a migration: it must
+-- exist before the first one runs.
+CREATE TABLE IF NOT EXISTS schema_upgrade_lock (
+    name VARCHAR(64) NOT NULL PRIMARY KEY,
+    holder VARCHAR(255) NOT NULL,
+    expires DATETIME(6) NOT NULL
+) ENGINE=InnoDB;
+
+-- name: lease_lock_take
+-- Takes the lock if free or expired; a live holder's row is left unchanged. (holder is
+-- assigned before expires, so both IFs read the old expires.)
+INSERT INTO schema_upgrade_lock (name, holder, expires)
+VALUES (%(name)s, %(holder)s, NOW(6) + INTERVAL %(lease_s)s SECOND)
+ON DUPLICATE KEY UPDATE
+    holder = IF(expires < NOW(6), VALUES(holder), holder),
+    expires = IF(expires < NOW(6), VALUES(expires), expires);
+
+-- name: lease_lock_holder
+SELECT holder, expires FROM schema_upgrade_lock WHERE name = %(name)s;
+
+-- name: lease_lock_renew
+UPDATE schema_upgrade_lock SET expires = NOW(6) + INTERVAL %(lease_s)s SECOND
+WHERE name = %(name)s AND holder = %(holder)s;
+
+-- name: lease_lock_release
+DELETE FROM schema_upgrade_lock WHERE name = %(name)s AND holder = %(holder)s;
