@@ -42,6 +42,9 @@ class Settings:
     db_retry_attempts: int = 5
     db_backoff_base_s: float = 0.05
     db_backoff_max_s: float = 5.0
+    # Galera: wsrep_sync_wait of the agents' sessions (0: reads see what this node has
+    # applied; 1: reads wait for the cluster's earlier commits). ippctl always uses 1.
+    db_sync_wait: int = 0
     # How long `ippctl db upgrade` waits for another upgrade of the same database to end.
     db_upgrade_lock_wait_s: float = 3600.0
 
@@ -270,6 +273,10 @@ class Settings:
         for port in ("ds_port", "odm_port", "metrics_port"):
             if getattr(self, port) > 65535:
                 raise SettingsError(f"setting {port} must be a TCP port, got {getattr(self, port)!r}")
+        if not 0 <= self.db_sync_wait <= 15:
+            raise SettingsError(
+                f"setting db_sync_wait must be 0..15 (wsrep_sync_wait bits), got {self.db_sync_wait!r}"
+            )
         if self.batch_retry_s < 0:
             raise SettingsError(f"setting batch_retry_s must be >= 0, got {self.batch_retry_s!r}")
         if self.update_wait_s < 0:

@@ -68,6 +68,12 @@ class Plan:
     kills: int = 20
     fail_share: float = 0.2
     restart_db: bool = True
+    #: The nodes of the local Galera cluster the agents are spread over (empty: one server).
+    galera_dsns: tuple[str, ...] = ()
+
+    @property
+    def galera_nodes(self) -> int:
+        return len(self.galera_dsns)
 
 
 # -- running ippctl and supervisorctl ------------------------------------------------------
@@ -195,7 +201,27 @@ async def start_agents(sh: Shell, plan: Plan, extra_env: dict[str, str]) -> None
     for sub in ("logs", "var"):
         await asyncio.to_thread((plan.conf.parent / sub).mkdir, exist_ok=True)
     path = f"{Path(sys.executable).parent}{os.pathsep}{sh.env.get('PATH', '')}"
-    await sh.run(sh.bin("supervisord"), "-c", str(plan.conf), extra={**extra_env, "PATH": path})
+    conf = plan.conf
+    if plan.galera_dsns:
+        conf = plan.conf.parent / "var" / "supervisord.galera.conf"
+        text = await asyncio.to_thread(plan.conf.read_text)
+        await asyncio.to_thread(conf.write_text, spread_over_nodes(text, plan.conf.parent, plan.galera_dsns))
+    await sh.run(sh.bin("supervisord"), "-c", str(conf), extra={**extra_env, "PATH": path})
+
+
+def spread_over_nodes(conf: str, here: Path, dsns: tuple[str, ...]) -> str:
+    """The supervisord.conf with each program pointed at the next Galera node in turn (its
+    ``environment`` gains IPP_DB_DSN), and ``%(here)s`` resolved to the original's directory
+    so the copy runs with the same logs, socket and pid file."""
+    out: list[str] = []
+    program = -1
+    for line in conf.replace("%(here)s", str(here)).splitlines():
+        if line.startswith("[program:"):
+            program += 1
+        if line.startswith("environment=") and program >= 0:
+            line += f',IPP_DB_DSN="{dsns[program % len(dsns)]}"'
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 async def stop_agents(sh: Shell, plan: Plan) -> None:
@@ -278,9 +304,11 @@ class Sites:
 
 
 async def connect(settings: Settings, plan: Plan) -> Sites:
+    """The demo's own connections; on a cluster its checks read causally (sync_wait 1), so
+    they see what agents committed through other nodes."""
     dsn = parse_dsn(settings.effective_dsn())
-    ipp = await Database.connect(settings, dsn)
-    mirror = await Database.connect(settings, dsn.with_database(plan.mirror_db))
+    ipp = await Database.connect(settings, dsn, sync_wait=1)
+    mirror = await Database.connect(settings, dsn.with_database(plan.mirror_db), sync_wait=1)
     return Sites(ipp, mirror, None)
 
 
@@ -423,7 +451,19 @@ class Faults:
     db_restarts: int = 0
     volume_outages: int = 0
     requeued_cleanups: int = 0
+    #: Galera: seconds from a node's SIGKILL until it was synced with the cluster again.
+    node_rejoin_s: float | None = None
     log: list[str] = field(default_factory=list)
+
+
+def conflicts_logged(logs: Path) -> int:
+    """How many transactions the agents retried after a deadlock or, on a Galera cluster, a
+    certification conflict (1213): their ``db_retry_conflict`` log events so far."""
+    total = 0
+    for path in logs.glob("*.log*"):
+        with contextlib.suppress(OSError), path.open("rb") as f:
+            total += sum(line.count(b'"db_retry_conflict"') for line in f)
+    return total
 
 
 async def _program_states(sh: Shell, plan: Plan) -> list[tuple[str, str, int | None]]:
@@ -498,8 +538,21 @@ async def killer(sh: Shell, plan: Plan, faults: Faults, stop: asyncio.Event, rng
             print(f"fault:   SIGKILL {name} (pid {pid}), kill {faults.kills}", flush=True)
 
 
-async def restart_database(sh: Shell, faults: Faults) -> None:
-    """Stop and start the private local server (only it can be restarted from here)."""
+async def restart_database(sh: Shell, plan: Plan, faults: Faults) -> None:
+    """Stop and start the private local server (only it can be restarted from here); on a
+    Galera cluster, SIGKILL its last node and start it again (it rejoins by state transfer
+    while the others carry on)."""
+    if plan.galera_dsns:
+        node, size = str(plan.galera_nodes), str(plan.galera_nodes)
+        print(f"fault:   SIGKILL of Galera node {node}", flush=True)
+        started = time.monotonic()
+        await sh.ippctl("db", "stop-local", "--galera", size, "--node", node, "--kill")
+        await asyncio.sleep(3.0)
+        await sh.ippctl("db", "start-local", "--galera", size, "--node", node)
+        faults.node_rejoin_s = round(time.monotonic() - started, 1)
+        faults.db_restarts += 1
+        faults.log.append(f"Galera node {node} killed and restarted")
+        return
     print("fault:   restarting the database", flush=True)
     await sh.ippctl("db", "stop-local")
     await asyncio.sleep(3.0)
@@ -673,9 +726,9 @@ async def walk(
 ) -> tuple[Baseline, set[tuple[str, int]], list[str]]:
     """Loaded and shipped, then cleaned, then partly updated."""
     before = await baseline(sites.ipp)
-    if plan.faults and plan.restart_db and demostate.local_server(sh.settings):
+    if plan.faults and plan.restart_db and (plan.galera_dsns or demostate.local_server(sh.settings)):
         await asyncio.sleep(6.0)
-        await restart_database(sh, faults)
+        await restart_database(sh, plan, faults)
     await wait_for(
         "PSPS batches loaded, merged, copies deleted; chip runs shipped and imported at the mirror",
         lambda: loaded_and_shipped(sites),
@@ -707,6 +760,7 @@ async def until_done(settings: Settings, plan: Plan, sh: Shell) -> Outcome:
         await start_over(sh, plan)
     await setup(sh, plan)
     env = {"IPP_ODM_FAIL_SHARE": str(plan.fail_share)} if plan.faults else {}
+    conflicts_before = await asyncio.to_thread(conflicts_logged, plan.conf.parent / "logs")
     await start_agents(sh, plan, env)
     faults, stop_killing = Faults(), asyncio.Event()
     killing: asyncio.Task[None] | None = None
@@ -752,7 +806,11 @@ async def until_done(settings: Settings, plan: Plan, sh: Shell) -> Outcome:
             "db_restarts": faults.db_restarts,
             "volume_outages": faults.volume_outages,
             "cleanups_asked_again": faults.requeued_cleanups,
+            "node_rejoin_s": faults.node_rejoin_s,
         },
+        "galera_nodes": plan.galera_nodes,
+        "conflicts_retried": await asyncio.to_thread(conflicts_logged, plan.conf.parent / "logs")
+        - conflicts_before,
         "psps_rows": held,
     }
     return Outcome(counts, problems + psps_problems + storage_problems + mirror_problems)
@@ -778,6 +836,11 @@ def report(outcome: Outcome) -> str:
     for site, st in c["storage"].items():
         lines.append(f"  storage {site}: {st}")
     lines.append(f"  faults: {c['faults']}")
+    if c.get("galera_nodes"):
+        lines.append(
+            f"  Galera: {c['galera_nodes']} nodes; transactions retried after a conflict (1213): "
+            f"{c['conflicts_retried']}"
+        )
     lines.append("problems: " + ("none" if not outcome.problems else ""))
     lines += [f"  - {p}" for p in outcome.problems]
     return "\n".join(lines) + "\n"

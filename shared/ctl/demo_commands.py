@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from shared.core.cli import EXIT_FAILED, EXIT_OK
+from shared.core.errors import SettingsError
 from shared.core.settings import PROJECT_ROOT, Settings
 from shared.ctl import demo
+from shared.db.galera import LocalGalera
 
 
-def _plan(args: argparse.Namespace) -> demo.Plan:
+def _plan(args: argparse.Namespace, galera_dsns: tuple[str, ...] = ()) -> demo.Plan:
     return demo.Plan(
         conf=Path(args.conf).resolve(),
         mirror_db=args.mirror_db,
@@ -23,12 +27,24 @@ def _plan(args: argparse.Namespace) -> demo.Plan:
         faults=args.faults,
         kills=args.kills,
         restart_db=not args.no_db_restart,
+        galera_dsns=galera_dsns,
     )
 
 
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
-    plan = _plan(args)
+    galera_dsns: tuple[str, ...] = ()
+    if args.galera:
+        if settings.db_dsn:
+            raise SettingsError("ippctl demo --galera runs on the local cluster: unset IPP_DB_DSN")
+        cluster = LocalGalera(Path(settings.var_dir) / "galera", args.galera)
+        started = await asyncio.to_thread(cluster.start)
+        print(f"local Galera cluster of {args.galera} nodes: " + ("started" if started else "running"))
+        galera_dsns = tuple(cluster.dsns(settings.db_name or settings.local_db_name))
+        settings = replace(settings, db_dsn=galera_dsns[0])
+    plan = _plan(args, galera_dsns)
     sh = demo.Shell(settings)
+    if galera_dsns:
+        sh.env["IPP_DB_DSN"] = galera_dsns[0]
     if args.reset:
         await demo.start_over(sh, plan)
         print("the demo starts from nothing next time")
@@ -71,6 +87,14 @@ def add_commands(top: Any) -> None:
     )
     p.add_argument(
         "--kills", type=int, default=20, help="with --faults: at least this many SIGKILLs (default 20)"
+    )
+    p.add_argument(
+        "--galera",
+        type=int,
+        metavar="N",
+        default=0,
+        help="run on the local N-node Galera cluster (ippctl db start-local --galera N), the "
+        "agents spread over its nodes; with --faults its last node is killed and restarted",
     )
     p.add_argument("--no-db-restart", action="store_true", help="with --faults: do not restart the database")
     p.add_argument(

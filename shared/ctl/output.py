@@ -15,8 +15,9 @@ from shared.db.database import Database
 
 
 async def connect(settings: Settings) -> Database:
-    """Connect for a command: fail at once (no reconnect wait) with a clear message."""
-    return await Database.connect(settings, wait_s=0, pool_size=2)
+    """Connect for a command: fail at once (no reconnect wait) with a clear message. On a
+    Galera cluster an operator's reads wait for what agents committed on other nodes."""
+    return await Database.connect(settings, wait_s=0, pool_size=2, sync_wait=1)
 
 
 def json_default(value: Any) -> Any:

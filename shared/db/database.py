@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiomysql
@@ -43,8 +44,10 @@ warnings.filterwarnings("ignore", category=pymysql.Warning)
 T = TypeVar("T")
 Row = dict[str, Any]
 
-#: Client/server codes that mean the connection is gone or cannot be made.
-LOST_CONNECTION = {1053, 1927, 2003, 2006, 2013, 2055, 4031}
+#: Client/server codes that mean the connection is gone or cannot be made, or (1047, from a
+#: Galera node that is joining or has lost the primary component) that the node cannot
+#: take statements yet.
+LOST_CONNECTION = {1047, 1053, 1927, 2003, 2006, 2013, 2055, 4031}
 #: Codes after which the whole transaction is retried.
 RETRY_TRANSACTION = {1205, 1213}
 
@@ -92,6 +95,21 @@ def map_error(exc: BaseException, what: str, dsn: Dsn) -> DbError:
     return DbError(f"{what}: {message} ({code})")
 
 
+@dataclass
+class DbStats:
+    """What this process's retries cost: counted here, logged as ``db_retry_conflict`` and
+    reported by the benchmarks (on Galera most conflicts are certification failures)."""
+
+    conflicts: int = 0
+
+
+def _init_command(sync_wait: int) -> str:
+    if not 0 <= sync_wait <= 15:  # the bits MariaDB defines
+        raise DbError(f"db_sync_wait must be 0 to 15, not {sync_wait}")
+    causal = f" /*M!100000 , wsrep_sync_wait = {sync_wait:d} */" if sync_wait else ""
+    return "SET SESSION time_zone = '+00:00'" + causal
+
+
 class Tx:
     """Statements inside one open transaction, on one connection."""
 
@@ -130,10 +148,13 @@ class Tx:
 class Database:
     """A pool of connections to one database of one server."""
 
-    def __init__(self, settings: Settings, dsn: Dsn, pool: aiomysql.Pool) -> None:
+    def __init__(
+        self, settings: Settings, dsn: Dsn, pool: aiomysql.Pool, stats: DbStats | None = None
+    ) -> None:
         self.settings = settings
         self.dsn = dsn
         self._pool = pool
+        self.stats = stats or DbStats()
 
     @classmethod
     async def connect(
@@ -144,12 +165,16 @@ class Database:
         wait_s: float | None = None,
         pool_size: int | None = None,
         local_infile: bool = False,
+        sync_wait: int | None = None,
     ) -> Database:
         """Open a pool and check the server answers.
 
         ``wait_s`` is how long to keep retrying an unreachable server (default
         ``db_reconnect_max_s``; command-line tools pass 0 to fail at once).
         ``local_infile`` allows ``LOAD DATA LOCAL INFILE`` (the PSPS stand-in's bulk loads).
+        ``sync_wait`` (default ``db_sync_wait``) is the sessions' ``wsrep_sync_wait`` on a
+        Galera cluster: 1 makes every read wait until this node has applied what the cluster
+        committed before it (set only in a MariaDB comment, so MySQL ignores it).
         """
         parsed = parse_dsn(dsn or settings.effective_dsn()) if not isinstance(dsn, Dsn) else dsn
         pool = await aiomysql.create_pool(
@@ -158,7 +183,7 @@ class Database:
             autocommit=True,
             connect_timeout=settings.db_connect_timeout_s,
             charset="utf8mb4",
-            init_command="SET SESSION time_zone = '+00:00'",
+            init_command=_init_command(settings.db_sync_wait if sync_wait is None else sync_wait),
             cursorclass=aiomysql.DictCursor,
             # rowcount = rows matched, not rows changed: guards such as
             # "UPDATE ... WHERE id = ? AND owner = ?" must see a match even when the new
@@ -179,7 +204,7 @@ class Database:
     def with_settings(self, settings: Settings) -> Database:
         """A view of this database with other deadlines and retry budgets, sharing the pool
         (close the original, not the view)."""
-        return Database(settings, self.dsn, self._pool)
+        return Database(settings, self.dsn, self._pool, self.stats)
 
     async def _ping(self, wait_s: float) -> None:
         ping = Query("ping", "SELECT 1 AS ok", "db.py")
@@ -227,6 +252,7 @@ class Database:
             try:
                 return await attempt_fn()
             except DbConflict as exc:
+                self.stats.conflicts += 1
                 if attempt + 1 >= attempts:
                     raise DbConflict(f"{exc} (gave up after {attempts} attempts)") from None
                 log.info("db_retry_conflict", what=name, attempt=attempt + 1, reason=str(exc))
