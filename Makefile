@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv db demo demo-stop test test-soak test-faults lint bench clean-var tools
+.PHONY: all venv db demo demo-stop test test-soak test-faults test-cluster lint bench clean-var tools
 
 all: test
 
@@ -74,6 +74,11 @@ test-soak: venv
 # failing ODM and a volume outage, on a private MariaDB of its own (about 5 minutes).
 test-faults: venv
 	$(BIN)/pytest -m faults -s $(PYTEST_ARGS)
+
+# Scale-out: three hosts in network namespaces (root) with two link cuts, and the demo on a
+# three-node Galera cluster with a node kill (about 15 minutes). See docs/scaling.md.
+test-cluster: venv
+	$(BIN)/pytest -m cluster -s $(PYTEST_ARGS) tests/test_cluster.py
 
 bench: db tools
 	$(BIN)/python -m bench
