@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv db demo demo-stop test test-soak test-faults test-cluster lint bench clean-var tools
+.PHONY: all venv db demo demo-stop test test-soak test-faults test-cluster lint bench bench-galera clean-var tools
 
 all: test
 
@@ -79,6 +79,10 @@ test-faults: venv
 # three-node Galera cluster with a node kill (about 15 minutes). See docs/scaling.md.
 test-cluster: venv
 	$(BIN)/pytest -m cluster -s $(PYTEST_ARGS) tests/test_cluster.py
+
+# Claims on a local three-node Galera cluster (one node vs three, a node kill): bench/results/galera.md
+bench-galera: venv
+	$(BIN)/python -m bench.galera
 
 bench: db tools
 	$(BIN)/python -m bench
