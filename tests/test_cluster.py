@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,7 @@ async def cut_off_and_return(hosts: Hosts, dsn: str, db: Database, more_items: i
         lambda: _holds_items(db, target.hostname), timeout_s=60, what=f"{target.hostname} holding items"
     )
     hosts.link_down(target)
+    cut_at = time.monotonic()
     cut_clients = (await live_by_host(db))[target.hostname]
     held = {r["item_id"] for r in await db.fetch_all(OWNED) if r["owner"] in cut_clients}
     assert held, "the cut-off host held no item at the cut"
@@ -197,12 +199,15 @@ async def cut_off_and_return(hosts: Hosts, dsn: str, db: Database, more_items: i
         return all(status[c] == "dead" for c in cut_clients)
 
     await eventually(declared_dead, timeout_s=60, what=f"{target.hostname}'s clients declared dead")
+    dead_s = time.monotonic() - cut_at
     await eventually(
         lambda: _done_by_others(db, held, cut_clients),
         timeout_s=120,
         what="the cut-off host's items done elsewhere",
     )
+    taken_s = time.monotonic() - cut_at
     hosts.link_up(target)
+    up_at = time.monotonic()
 
     async def fresh_clients() -> set[str]:
         return (await live_by_host(db)).get(target.hostname, set()) - cut_clients
@@ -210,6 +215,7 @@ async def cut_off_and_return(hosts: Hosts, dsn: str, db: Database, more_items: i
     fresh = await eventually(
         fresh_clients, timeout_s=180, what=f"fresh agents registered on {target.hostname}"
     )
+    fresh_s = time.monotonic() - up_at
     # Only the returned host may work now, so what it does next shows it resumed.
     others = [h for h in hosts.hosts if h is not target]
     for host in others:
@@ -225,6 +231,11 @@ async def cut_off_and_return(hosts: Hosts, dsn: str, db: Database, more_items: i
     for host in others:
         out = run_ippctl(dsn, "clients", "resume", "--agent", "workload", "--host", host.hostname)
         assert out.returncode == 0, out.stderr
+    print(
+        f"cut-off {target.hostname}: declared dead {dead_s:.1f} s after the cut, its {len(held)} "
+        f"item(s) done elsewhere {taken_s:.1f} s after it; back on the network, fresh agents "
+        f"registered after {fresh_s:.1f} s"
+    )
     logs = target.log_text()
     assert '"client_declared_dead"' in logs
     assert '"item_claim_lost"' in logs  # the item it held when cut off was finished elsewhere
