@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -293,7 +294,10 @@ def test_the_demo_workload_on_three_galera_nodes_with_a_node_kill(tmp_path):
     restarted; the same checks as ``ippctl demo --until-done``."""
     from tests.test_demo import assert_all_checks_hold, demo_env, demo_home, ippctl_demo
 
-    home = demo_home(tmp_path, "ipp_mirror")
+    # The nodes run as the mysql user, which cannot enter pytest's private tmp_path.
+    top = Path(tempfile.mkdtemp(prefix="ippgdemo-", dir="/tmp"))
+    top.chmod(0o755)
+    home = demo_home(top, "ipp_mirror")
     env = demo_env(home)
     try:
         out = ippctl_demo(
@@ -331,3 +335,4 @@ def test_the_demo_workload_on_three_galera_nodes_with_a_node_kill(tmp_path):
             check=False,
             timeout=300,
         )
+        shutil.rmtree(top, ignore_errors=True)

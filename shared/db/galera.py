@@ -128,6 +128,7 @@ class LocalGalera:
         With no node running, node 1 bootstraps a new primary component (its grastate is
         marked safe first: this is a private test cluster, not a site's)."""
         galera_provider()
+        self._check_reachable()
         started = []
         for k, node in enumerate(self.nodes, start=1):
             if node.pid() and node.answers():
@@ -136,6 +137,17 @@ class LocalGalera:
             self.start_node(k, bootstrap=bootstrap, timeout_s=timeout_s)
             started.append(k)
         return started
+
+    def _check_reachable(self) -> None:
+        """As root the nodes run as ``mysql``, which must be able to reach their directory."""
+        if os.geteuid() != 0:
+            return
+        for parent in [self.base, *self.base.parents]:
+            if parent.exists() and not parent.stat().st_mode & 0o001:
+                raise LocalDbError(
+                    f"the Galera nodes run as the {SYSTEM_USER} user, which cannot enter {parent} "
+                    f"(mode {parent.stat().st_mode & 0o777:o}); use a var_dir others may traverse"
+                )
 
     def start_node(self, k: int, *, bootstrap: bool = False, timeout_s: float = 180.0) -> None:
         """Start node K and wait until it is synced with the cluster."""
