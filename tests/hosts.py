@@ -103,7 +103,8 @@ class Host:
 
 
 class Hosts:
-    """N hosts and their database; :meth:`start` makes them, :meth:`close` removes them."""
+    """N hosts and their database: :meth:`start_network`, :meth:`start_database` and
+    :meth:`start_host` make them, :meth:`close` removes everything made."""
 
     def __init__(self, base: Path, count: int = 3, *, settings: Mapping[str, object] | None = None) -> None:
         self.base = base

@@ -274,8 +274,15 @@ def test_the_full_fault_campaign_on_a_private_server(tmp_path):
     demo's own private MariaDB (so restarting it touches nothing else)."""
     if shutil.which("mariadbd") is None and not Path("/usr/sbin/mariadbd").exists():
         pytest.skip("mariadbd not installed")
-    home = demo_home(tmp_path, "ipp_mirror")
+    counts = fault_campaign(demo_home(tmp_path, "ipp_mirror"), kills=20)
+    print(json.dumps(counts["faults"]), counts["psps_rows"], counts["storage"])
+
+
+def fault_campaign(home: Path, kills: int, *demo_args: str) -> dict[str, Any]:
+    """``ippctl demo --until-done --faults --kills N DEMO_ARGS`` in ``home``, its checks
+    asserted; afterwards its supervisord and its private server (or cluster) are stopped."""
     env = demo_env(home)
+    galera = ["--galera", demo_args[demo_args.index("--galera") + 1]] if "--galera" in demo_args else []
     try:
         out = ippctl_demo(
             home,
@@ -285,14 +292,15 @@ def test_the_full_fault_campaign_on_a_private_server(tmp_path):
             "--json",
             "--faults",
             "--kills",
-            "20",
+            str(kills),
+            *demo_args,
             "--timeout",
             "1500",
             timeout_s=1800,
         )
-        counts = assert_all_checks_hold(out, kills=20)
+        counts = assert_all_checks_hold(out, kills=kills)
         assert counts["faults"]["db_restarts"] == 1
-        print(json.dumps(counts["faults"]), counts["psps_rows"], counts["storage"])
+        return counts
     finally:
         subprocess.run(
             [str(BIN / "supervisorctl"), "-c", str(home / "supervisord.conf"), "shutdown"],
@@ -302,10 +310,10 @@ def test_the_full_fault_campaign_on_a_private_server(tmp_path):
             timeout=120,
         )
         subprocess.run(
-            [sys.executable, "-m", "shared.ctl.main", "db", "stop-local"],
+            [sys.executable, "-m", "shared.ctl.main", "db", "stop-local", *galera],
             cwd=ROOT,
             env=env,
             capture_output=True,
             check=False,
-            timeout=120,
+            timeout=300,
         )
