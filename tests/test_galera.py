@@ -162,3 +162,28 @@ async def test_node_3_reads_the_writes_just_made_on_node_1(galera):
     finally:
         await first.close()
         await third.close()
+
+
+def test_a_node_without_a_cluster_and_a_node_outside_it_are_refused():
+    lone = subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", "db", "start-local", "--node", "2"],
+        cwd=ROOT,
+        env=agent_env("mysql://root@127.0.0.1:1/x"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert lone.returncode == 2
+    assert "--node K names a node of the local Galera cluster: give --galera N too" in lone.stderr
+    outside = subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", "db", "stop-local", "--galera", "3", "--node", "4"],
+        cwd=ROOT,
+        env=agent_env("mysql://root@127.0.0.1:1/x"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert outside.returncode == 2
+    assert "--node 4: the cluster has nodes 1 to 3" in outside.stderr

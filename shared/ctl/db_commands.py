@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.core.cli import EXIT_FAILED, EXIT_OK
-from shared.core.errors import IppError
+from shared.core.errors import IppError, SettingsError
 from shared.core.settings import Settings, parse_dsn
 from shared.ctl.output import connect
 from shared.db.galera import LocalGalera
@@ -117,7 +117,15 @@ async def galera_stop(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_galera_args(args: argparse.Namespace) -> None:
+    if args.node and not args.galera:
+        raise SettingsError("--node K names a node of the local Galera cluster: give --galera N too")
+    if args.galera and args.node and not 1 <= args.node <= args.galera:
+        raise SettingsError(f"--node {args.node}: the cluster has nodes 1 to {args.galera}")
+
+
 async def db_start_local(settings: Settings, args: argparse.Namespace) -> int:
+    _check_galera_args(args)
     if args.galera:
         return await galera_start(settings, args)
     local = _local(settings)
@@ -132,11 +140,16 @@ async def db_start_local(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def db_stop_local(settings: Settings, args: argparse.Namespace) -> int:
+    _check_galera_args(args)
     if args.galera:
         return await galera_stop(settings, args)
     local = _local(settings)
-    stopped = await asyncio.to_thread(local.stop)
-    print("stopped local MariaDB" if stopped else "local MariaDB was not running")
+    stopped = await asyncio.to_thread(local.stop, kill=args.kill)
+    print(
+        ("killed" if args.kill else "stopped") + " local MariaDB"
+        if stopped
+        else "local MariaDB was not running"
+    )
     return EXIT_OK
 
 
