@@ -187,3 +187,38 @@ def test_a_node_without_a_cluster_and_a_node_outside_it_are_refused():
     )
     assert outside.returncode == 2
     assert "--node 4: the cluster has nodes 1 to 3" in outside.stderr
+
+
+async def test_the_upgrade_lease_of_a_dead_holder_runs_out_and_a_live_one_is_waited_for(galera):
+    dsn = galera.dsns("ipp_lease")[1]
+    first = upgrade_on(dsn)
+    assert first.wait(timeout=300) == 0, first.communicate()
+    db = await Database.connect(load_settings(db_dsn=dsn), sync_wait=1)
+    hold = Query(
+        "t_hold",
+        "REPLACE INTO schema_upgrade_lock VALUES ('ipp_schema_upgrade.ipp_lease', %(holder)s, "
+        "NOW(6) + INTERVAL %(s)s SECOND)",
+        "test",
+    )
+    try:
+        await db.execute(hold, holder="otherhost:1:live", s=3600)
+        waited = subprocess.run(
+            [sys.executable, "-m", "shared.ctl.main", "db", "upgrade"],
+            cwd=ROOT,
+            env=agent_env(dsn, db_upgrade_lock_wait_s=2),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert waited.returncode == 1
+        assert "otherhost:1:live holds the lease of ipp_schema_upgrade.ipp_lease" in waited.stderr
+        assert "no upgrade lock (ipp_schema_upgrade.ipp_lease) within 2 s" in waited.stderr
+        await db.execute(hold, holder="deadhost:1:gone", s=-1)  # its lease ran out
+        taken = upgrade_on(dsn)
+        out, err = taken.communicate(timeout=120)
+        assert taken.returncode == 0, err
+        assert "already at schema version" in out
+        assert await db.fetch_val(Query("t_left", "SELECT COUNT(*) FROM schema_upgrade_lock", "test")) == 0
+    finally:
+        await db.close()

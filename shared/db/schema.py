@@ -306,17 +306,24 @@ async def _take_lease(
 
 async def _renew_lease(settings: Settings, dsn: Dsn, params: dict[str, object]) -> None:
     """Extend the lease every LEASE_RENEW_S, each time on a connection of its own (so being
-    cancelled never leaves the holder's connection mid-statement)."""
+    cancelled never leaves the holder's connection mid-statement). A failed renewal is logged
+    and tried again at the next tick: the lease outlasts several of them."""
     while True:
         await asyncio.sleep(LEASE_RENEW_S)
-        conn = await aiomysql.connect(
-            connect_timeout=settings.db_connect_timeout_s, autocommit=True, **dsn.connect_kwargs()
-        )
         try:
-            async with conn.cursor() as cur:
-                await cur.execute(Q.lease_lock_renew.sql, params)
-        finally:
-            conn.close()
+            conn = await aiomysql.connect(
+                connect_timeout=settings.db_connect_timeout_s, autocommit=True, **dsn.connect_kwargs()
+            )
+            try:
+                async with conn.cursor() as cur:
+                    renewed = await cur.execute(Q.lease_lock_renew.sql, params)
+            finally:
+                conn.close()
+        except (pymysql.err.Error, OSError) as exc:
+            log.warning("upgrade_lease_renew_failed", lock=params["name"], error=str(exc))
+            continue
+        if not renewed:
+            log.error("upgrade_lease_lost", lock=params["name"], holder=params["holder"])
 
 
 async def upgrade(db: Database) -> list[Migration]:
