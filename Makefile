@@ -76,7 +76,7 @@ test-faults: venv
 	$(BIN)/pytest -m faults -s $(PYTEST_ARGS)
 
 # Scale-out: three hosts in network namespaces (root) with two link cuts, and the demo on a
-# three-node Galera cluster with a node kill (about 15 minutes). See docs/scaling.md.
+# three-node Galera cluster with a node kill (about 2 minutes here). See docs/scaling.md.
 test-cluster: venv
 	$(BIN)/pytest -m cluster -s $(PYTEST_ARGS) tests/test_cluster.py
 
