@@ -222,3 +222,23 @@ async def test_the_upgrade_lease_of_a_dead_holder_runs_out_and_a_live_one_is_wai
         assert await db.fetch_val(Query("t_left", "SELECT COUNT(*) FROM schema_upgrade_lock", "test")) == 0
     finally:
         await db.close()
+
+
+def test_the_demo_points_program_k_at_node_k_mod_n_with_the_original_paths():
+    from shared.ctl.demo import spread_over_nodes
+
+    conf = (ROOT / "supervisord.conf").read_text()
+    dsns = (
+        "mysql://root@127.0.0.1:3311/ipp",
+        "mysql://root@127.0.0.1:3312/ipp",
+        "mysql://root@127.0.0.1:3313/ipp",
+    )
+    spread = spread_over_nodes(conf, ROOT, dsns)
+    assert "%(here)s" not in spread and f"{ROOT}/logs/supervisord.log" in spread
+    environments = [line for line in spread.splitlines() if line.startswith("environment=")]
+    programs = [line for line in spread.splitlines() if line.startswith("[program:")]
+    assert len(environments) == len(programs) > 3
+    for k, line in enumerate(environments):
+        assert line.endswith(f',IPP_DB_DSN="{dsns[k % 3]}"')
+    # the mirror's client keeps its own database name beside the node
+    assert any('IPP_DB_NAME="ipp_mirror",IPP_DB_DSN=' in line for line in environments)
