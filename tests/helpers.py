@@ -43,12 +43,15 @@ def agent_env(dsn: str, **settings: Any) -> dict[str, str]:
     return env
 
 
-def run_ippctl(dsn: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``ippctl ARGS`` against the database ``dsn``, as an operator runs it (stdin if given)."""
+def run_ippctl(
+    dsn: str, *args: str, stdin: str | None = None, **settings: Any
+) -> subprocess.CompletedProcess[str]:
+    """``ippctl ARGS`` against the database ``dsn``, as an operator runs it (stdin if given,
+    and ``settings`` as IPP_* variables)."""
     return subprocess.run(
         [sys.executable, "-m", "shared.ctl.main", *args],
         cwd=ROOT,
-        env=agent_env(dsn),
+        env=agent_env(dsn, **settings),
         input=stdin,
         capture_output=True,
         text=True,

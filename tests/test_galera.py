@@ -26,7 +26,7 @@ from shared.db.schema import CODE_SCHEMA_VERSION, database_version
 from shared.runtime.claims import Claimer
 from sim import workload
 from sim.workload import SPEC, W
-from tests.helpers import ROOT, agent_env
+from tests.helpers import ROOT, agent_env, run_ippctl
 
 #: Ports apart from a developer's own ``ippctl db start-local --galera 3`` (3311..).
 CLIENT_PORT_BASE = 3321
@@ -165,26 +165,11 @@ async def test_node_3_reads_the_writes_just_made_on_node_1(galera):
 
 
 def test_a_node_without_a_cluster_and_a_node_outside_it_are_refused():
-    lone = subprocess.run(
-        [sys.executable, "-m", "shared.ctl.main", "db", "start-local", "--node", "2"],
-        cwd=ROOT,
-        env=agent_env("mysql://root@127.0.0.1:1/x"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    nowhere = "mysql://root@127.0.0.1:1/x"
+    lone = run_ippctl(nowhere, "db", "start-local", "--node", "2")
     assert lone.returncode == 2
     assert "--node K names a node of the local Galera cluster: give --galera N too" in lone.stderr
-    outside = subprocess.run(
-        [sys.executable, "-m", "shared.ctl.main", "db", "stop-local", "--galera", "3", "--node", "4"],
-        cwd=ROOT,
-        env=agent_env("mysql://root@127.0.0.1:1/x"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    outside = run_ippctl(nowhere, "db", "stop-local", "--galera", "3", "--node", "4")
     assert outside.returncode == 2
     assert "--node 4: the cluster has nodes 1 to 3" in outside.stderr
 
@@ -202,15 +187,7 @@ async def test_the_upgrade_lease_of_a_dead_holder_runs_out_and_a_live_one_is_wai
     )
     try:
         await db.execute(hold, holder="otherhost:1:live", s=3600)
-        waited = subprocess.run(
-            [sys.executable, "-m", "shared.ctl.main", "db", "upgrade"],
-            cwd=ROOT,
-            env=agent_env(dsn, db_upgrade_lock_wait_s=2),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        waited = run_ippctl(dsn, "db", "upgrade", db_upgrade_lock_wait_s=2)
         assert waited.returncode == 1
         assert "otherhost:1:live holds the lease of ipp_schema_upgrade.ipp_lease" in waited.stderr
         assert "no upgrade lock (ipp_schema_upgrade.ipp_lease) within 2 s" in waited.stderr
