@@ -106,10 +106,7 @@ async def galera_start(settings: Settings, args: argparse.Namespace) -> int:
 async def galera_stop(settings: Settings, args: argparse.Namespace) -> int:
     cluster = _galera(settings, args)
     if args.node:
-        if args.kill:
-            cluster.kill_node(args.node)
-        else:
-            cluster.node(args.node).stop()
+        await asyncio.to_thread(cluster.node(args.node).stop, kill=args.kill)
         print(f"{'killed' if args.kill else 'stopped'} node {args.node} of the local Galera cluster")
     else:
         stopped = await asyncio.to_thread(cluster.stop, kill=args.kill)
@@ -145,11 +142,8 @@ async def db_stop_local(settings: Settings, args: argparse.Namespace) -> int:
         return await galera_stop(settings, args)
     local = _local(settings)
     stopped = await asyncio.to_thread(local.stop, kill=args.kill)
-    print(
-        ("killed" if args.kill else "stopped") + " local MariaDB"
-        if stopped
-        else "local MariaDB was not running"
-    )
+    done = "killed" if args.kill else "stopped"
+    print(f"{done} local MariaDB" if stopped else "local MariaDB was not running")
     return EXIT_OK
 
 

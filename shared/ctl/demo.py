@@ -543,15 +543,16 @@ async def restart_database(sh: Shell, plan: Plan, faults: Faults) -> None:
     Galera cluster, SIGKILL its last node and start it again (it rejoins by state transfer
     while the others carry on)."""
     if plan.galera_dsns:
-        node, size = str(plan.galera_nodes), str(plan.galera_nodes)
-        print(f"fault:   SIGKILL of Galera node {node}", flush=True)
+        cluster = ("--galera", str(plan.galera_nodes))
+        last = ("--node", str(plan.galera_nodes))
+        print(f"fault:   SIGKILL of Galera node {plan.galera_nodes}", flush=True)
         started = time.monotonic()
-        await sh.ippctl("db", "stop-local", "--galera", size, "--node", node, "--kill")
+        await sh.ippctl("db", "stop-local", *cluster, *last, "--kill")
         await asyncio.sleep(3.0)
-        await sh.ippctl("db", "start-local", "--galera", size, "--node", node)
+        await sh.ippctl("db", "start-local", *cluster, *last)
         faults.node_rejoin_s = round(time.monotonic() - started, 1)
         faults.db_restarts += 1
-        faults.log.append(f"Galera node {node} killed and restarted")
+        faults.log.append(f"Galera node {plan.galera_nodes} killed and restarted")
         return
     print("fault:   restarting the database", flush=True)
     await sh.ippctl("db", "stop-local")

@@ -104,8 +104,7 @@ class DbStats:
 
 
 def _init_command(sync_wait: int) -> str:
-    if not 0 <= sync_wait <= 15:  # the bits MariaDB defines
-        raise DbError(f"db_sync_wait must be 0 to 15, not {sync_wait}")
+    """Every session's set-up: UTC, and on a Galera node its wsrep_sync_wait."""
     causal = f" /*M!100000 , wsrep_sync_wait = {sync_wait:d} */" if sync_wait else ""
     return "SET SESSION time_zone = '+00:00'" + causal
 

@@ -21,6 +21,7 @@ import pymysql
 
 from shared.core.errors import LocalDbError
 from shared.db.localdb import LocalMariaDB, ensure_server_installed
+from shared.db.queries import Q
 
 PROVIDER_PATHS = ("/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so")
 INSTALL_COMMAND = "apt-get install -y galera-4 rsync"
@@ -193,10 +194,7 @@ class LocalGalera:
             return NodeStatus(f"node{k}", port, False, "down", 0)
         try:
             with conn.cursor() as cur:
-                cur.execute(
-                    "SHOW GLOBAL STATUS WHERE Variable_name IN "
-                    "('wsrep_local_state_comment', 'wsrep_cluster_size')"
-                )
+                cur.execute(Q.wsrep_node_status.sql)
                 values = {str(name): str(value) for name, value in cur.fetchall()}
         finally:
             conn.close()

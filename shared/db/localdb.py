@@ -120,11 +120,13 @@ class LocalMariaDB:
         return True
 
     def _hand_over_files(self) -> None:
-        """As root, give the server's directory to the system user it runs as."""
+        """As root, give the directories made here to the system user the server runs as
+        (what the server and mariadb-install-db create is theirs already)."""
         if os.geteuid() != 0 or self.system_user == "root":
             return
-        for path in [self.base, *self.base.rglob("*")]:
-            shutil.chown(path, self.system_user, self.system_user)
+        for path in (self.base, self.datadir, self.logfile):
+            if path.exists():
+                shutil.chown(path, self.system_user, self.system_user)
 
     def _server_command(self, server: str) -> list[str]:
         command = [
@@ -189,10 +191,10 @@ class LocalMariaDB:
         server = ensure_server_installed()
         self.base.mkdir(parents=True, exist_ok=True)
         self.initialize()
-        self._hand_over_files()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         with open(self.logfile, "ab") as log:
+            self._hand_over_files()
             proc = subprocess.Popen(
                 self._server_command(server) + list(args),
                 stdout=log,

@@ -40,10 +40,10 @@ WHERE table_schema = DATABASE() AND character_maximum_length IS NOT NULL
 -- 'ON' on a Galera node; no row (MySQL) or 'OFF' elsewhere.
 SHOW VARIABLES LIKE 'wsrep_on';
 
--- name: sync_wait_reads
--- Galera: the next reads of this session wait until the node has applied every write the
--- cluster committed before them (causal reads).
-SET SESSION wsrep_sync_wait = 1;
+-- name: wsrep_node_status
+-- A Galera node's own view: its state (Synced, Joining, Donor/Desynced...) and the
+-- cluster's size.
+SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state_comment', 'wsrep_cluster_size');
 
 -- name: lease_lock_table
 -- The upgrade lock on a Galera cluster, where GET_LOCK is local to one node: a row that
