@@ -421,12 +421,17 @@ def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInf
             run_id = ident if isinstance(ident, int) else None
         if table == st.component_table or (st.component_table is None and table == st.run_table):
             base = row.value("path_base")
+            if st.name == "raw":  # a raw image is owned by its uri; its bundle is named for
+                base = row.value("uri")  # the uri without .fits (disttool_pending_raw.sql)
             if isinstance(base, str) and base:
                 bases.append(base)
                 key = parse_key(base)
                 directory, _, stem = key.path.rpartition("/")
                 comp = row.value(st.component_key) if st.component_key else None
-                found[bundles.bundle_name(st.name, base, str(comp) if comp else None)] = (directory, stem)
+                if st.name == "raw":
+                    stem = stem.removesuffix(".fits")
+                named = f"{directory}/{stem}"
+                found[bundles.bundle_name(st.name, named, str(comp) if comp else None)] = (directory, stem)
                 found.setdefault(f"{stem}.tgz", (directory, stem))  # a run's own files
     if run_id is None:
         raise ImportFailed(f"{source}: no {st.run_table} row with an integer {st.id_column}")

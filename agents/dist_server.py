@@ -126,7 +126,9 @@ async def ship(ctx: AgentContext, dist: DistRun) -> None:
         files = await _run_info(ctx, dist, run, staging, prefix)
         built = await _bundles(ctx, storage, dist, staging)
         files += [
-            datastore.NewFile(n, b.bytes, b.md5sum, "tgz", f"neb://any/{prefix}{n}", component or "run")
+            datastore.NewFile(
+                n, b.bytes, b.md5sum, "tgz", f"neb://any/{prefix}{n}", component or bundles.RUN_COMPONENT
+            )
             for n, component, b in built
         ]
         await storage.create_many_by_moving([(f.uri, staging / f.name) for f in files])
@@ -139,7 +141,7 @@ async def ship(ctx: AgentContext, dist: DistRun) -> None:
                 await tx.execute(
                     Q.dist_component_add,
                     dist_id=dist.id,
-                    component=component or "run",
+                    component=component or bundles.RUN_COMPONENT,
                     bytes=b.bytes,
                     md5sum=b.md5sum,
                     name=n,
@@ -175,6 +177,8 @@ async def _run_info(
     doc = await runio.export_run(ctx.db, stage_name, run_id, clean=dist.clean)
     comps = await runs.components(ctx.db, stage_name, run_id)
     where = [(c.component, (c.uri if stage_name == "raw" else c.path_base) or "") for c in comps]
+    if stage_name == "chip" and comps:  # the run's own files (mosaics) travel as a component too
+        where.append((bundles.RUN_COMPONENT, comps[0].path_base))
     texts = {
         "dbinfo": runio.export_text(doc),
         "dirinfo": bundles.dirinfo(stage_name, run["workdir"], where),

@@ -490,8 +490,10 @@ class Survey:
         self, e: Exposure, exp_tag: str, cam_id: int, chips: dict[str, Any], magic_id: int | None
     ) -> None:
         common = self._common()
+        fake = {k: v for k, v in common.items() if k not in ("software_ver", "registered")}
+        fake_id = await self.db.insert(S.insert_fakeRun, cam_id=cam_id, workdir=self._workdir(), **fake)
         warp_id = await self.db.insert(
-            S.insert_warpRun, cam_id=cam_id, workdir=self._workdir(), magicked=magic_id or 0, **common
+            S.insert_warpRun, fake_id=fake_id, workdir=self._workdir(), magicked=magic_id or 0, **common
         )
         block = processor.recipe("warp")
         maps, rows = [], []

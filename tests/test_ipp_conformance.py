@@ -17,16 +17,19 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from shared.core.errors import MdcError
 from shared.core.settings import load_settings, parse_dsn
-from shared.db.database import Database
+from shared.db.database import Database, Tx
 from shared.db.queries import Q, Query
 from shared.db.schema import (
     CODE_SCHEMA_VERSION,
@@ -164,28 +167,79 @@ def test_ippctl_mdc_check_reads_the_ipp_forms_and_warns_of_a_dropped_repeat():
     assert out.returncode == 1 and "time_utc_with_space.mdc:2:" in out.stderr
 
 
-# -- the gpc1 schema -----------------------------------------------------------------------
+# -- the schema against the IPP's table definitions --------------------------------------
 
-GPC1_COLUMNS = Path(__file__).resolve().parent / "corpus" / "ipp_schema" / "gpc1_columns.txt"
-#: Where this schema differs from the gpc1 column it holds, and why.
-SCHEMA_DIFFERENCES = {
-    # This project's dbversion counts its own migrations (an integer); an IPP export's
-    # string version (1.1.72) is read on import, never stored here.
-    ("dbversion", "schema_version"),
-    ("dbversion", "updated"),
-}
+IPP_COLUMNS = Path(__file__).resolve().parent / "corpus" / "ipp_schema" / "ipp_columns.txt"
 #: A type here that holds every value of the IPP's type (BIGINT for INT, CHAR for VARCHAR).
 WIDER = {"INT": ("INT", "BIGINT"), "VARCHAR": ("VARCHAR", "CHAR"), "TIMESTAMP": ("TIMESTAMP", "DATETIME")}
+#: Where this schema's type differs from the IPP's, and why (docs/formats.md says the same).
+TYPE_DIFFERENCES = {
+    # This project's dbversion counts its own migrations (an integer); an IPP export's
+    # string version (1.1.72) is read on import, never stored here.
+    ("dbversion", "schema_version"): "counts this project's migrations",
+}
+#: Columns NOT NULL here and NULL-able in the IPP's tables, by the reason docs/formats.md
+#: gives for them (the phrase each reason is found by there). state, data_state, magicked
+#: and fault columns are named by their column name alone.
+NOT_NULL_HERE: dict[str, set[tuple[str, str]]] = {
+    "every row has one of REFERENCE 1's states": set(),
+    "magicked is NOT NULL DEFAULT 0": set(),
+    "fault is NOT NULL DEFAULT 0": set(),
+    "what a row belongs to": {
+        ("chipRun", "exp_id"), ("camRun", "chip_id"), ("addRun", "stage"), ("addRun", "stage_id"),
+        ("magicDSRun", "magic_id"), ("magicDSRun", "stage"), ("magicDSRun", "stage_id"),
+        ("distTarget", "stage"), ("distRun", "stage"), ("distRun", "stage_id"),
+        ("diffInputSkyfile", "diff_id"), ("diffInputSkyfile", "skycell_id"),
+        ("stackRun", "skycell_id"), ("stackRun", "tess_id"), ("dsFileset", "prod_id"),
+        ("dsFile", "fileset_id"),
+    },
+    "an exposure is named": {
+        ("rawExp", "exp_name"), ("rawExp", "camera"), ("rawExp", "telescope"), ("rawExp", "dateobs"),
+        ("rawImfile", "exp_name"),
+    },
+    "compared with = in claims": {("distTarget", "clean"), ("distRun", "clean"), ("dsFileset", "hide")},
+    "a file's size, md5sum and type": {("dsFile", "bytes"), ("dsFile", "md5sum"), ("dsFile", "type")},
+    "primary keys of this project's own": {
+        ("dbversion", "schema_version"), ("dbversion", "updated"), ("dsFileType", "type"),
+        ("rcDestination", "name"), ("rcDestination", "status_uri"), ("rcDSFileset", "name"),
+    },
+}  # fmt: skip
+#: Columns NULL-able here that the IPP's primary key makes NOT NULL, and why.
+NULL_HERE = {
+    ("rcDSFileset", "dist_id"): "primary keys of this project's own",
+    ("rcDSFileset", "dest_id"): "primary keys of this project's own",
+}
+BY_COLUMN_NAME = {
+    "state": "every row has one of REFERENCE 1's states",
+    "data_state": "every row has one of REFERENCE 1's states",
+    "magicked": "magicked is NOT NULL DEFAULT 0",
+    "fault": "fault is NOT NULL DEFAULT 0",
+}
 
 
-def _gpc1_columns() -> dict[str, list[tuple[str, str]]]:
-    tables: dict[str, list[tuple[str, str]]] = {}
-    for line in GPC1_COLUMNS.read_text().splitlines():
+@dataclass(frozen=True)
+class IppColumn:
+    table: str
+    name: str
+    type: str
+    not_null: bool
+
+
+def ipp_columns() -> list[IppColumn]:
+    """tests/corpus/ipp_schema/ipp_columns.txt: ``table [primary key]: col TYPE [NOT NULL |
+    AUTO_INCREMENT], ...``. MySQL makes primary key and AUTO_INCREMENT columns NOT NULL."""
+    found = []
+    for line in IPP_COLUMNS.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        table, columns = line.split(":", 1)
-        tables[table.strip()] = [tuple(c.strip().split(" ", 1)) for c in columns.split(",")]  # type: ignore[misc]
-    return tables
+        head, columns = line.split(":", 1)
+        table, key = head.split(" [", 1)
+        primary = set(key.rstrip("]").split())
+        for column in columns.split(","):
+            name, kind, *rest = column.split()
+            not_null = name in primary or "AUTO_INCREMENT" in rest or rest[:2] == ["NOT", "NULL"]
+            found.append(IppColumn(table, name, kind, not_null))
+    return found
 
 
 def _holds(ipp_type: str, here: str) -> bool:
@@ -199,29 +253,44 @@ def _holds(ipp_type: str, here: str) -> bool:
     return not (base == "VARCHAR" and width and here_width and int(here_width[1]) < int(width[1]))
 
 
-async def test_the_schema_holds_every_gpc1_column_with_its_ipp_name_and_type(db):
-    """Facts from ippTools/share/pxadmin_create_tables.sql (tests/corpus/ipp_schema)."""
-    columns_of = Query(
-        "t_columns",
-        "SELECT table_name AS t, column_name AS c, column_type AS ty FROM information_schema.columns "
-        "WHERE table_schema = DATABASE()",
-        "test",
-    )
-    here: dict[tuple[str, str], str] = {
-        (str(r["t"]), str(r["c"])): str(r["ty"]) for r in await db.fetch_all(columns_of)
+SCHEMA_COLUMNS = Query(
+    "t_columns",
+    "SELECT table_name AS t, column_name AS c, column_type AS ty, is_nullable AS n "
+    "FROM information_schema.columns WHERE table_schema = DATABASE()",
+    "test",
+)
+
+
+async def test_the_schema_holds_every_ipp_column_of_the_tables_it_shares_as_wide_and_as_null_able(db):
+    """Facts from ippTools/share/pxadmin_create_tables.sql and DataStoreServer/scripts/
+    tabledefs.sql (tests/corpus/ipp_schema/ipp_columns.txt): 687 columns of 35 tables. None
+    missing, none narrower, each nullability the IPP's unless docs/formats.md says why."""
+    here = {
+        (str(r["t"]), str(r["c"])): (str(r["ty"]), r["n"] == "YES")
+        for r in await db.fetch_all(SCHEMA_COLUMNS)
     }
-    tables = _gpc1_columns()
-    assert sum(len(c) for c in tables.values()) > 600
-    missing, narrower = [], []
-    for table, columns in tables.items():
-        for name, ipp_type in columns:
-            if (table, name) in SCHEMA_DIFFERENCES:
-                continue
-            if (table, name) not in here:
-                missing.append(f"{table}.{name}")
-            elif not _holds(ipp_type, here[(table, name)]):
-                narrower.append(f"{table}.{name} {here[(table, name)]} (IPP: {ipp_type})")
-    assert missing == [] and narrower == []
+    columns = ipp_columns()
+    assert (len(columns), len({c.table for c in columns})) == (687, 35)
+    reasons = {key: reason for reason, keys in NOT_NULL_HERE.items() for key in keys}
+    missing, narrower, undocumented, stale = [], [], [], set(reasons) | set(NULL_HERE)
+    for c in columns:
+        key = (c.table, c.name)
+        if key not in here:
+            missing.append(f"{c.table}.{c.name}")
+            continue
+        kind, null_able = here[key]
+        if not _holds(c.type, kind) and key not in TYPE_DIFFERENCES:
+            narrower.append(f"{c.table}.{c.name} {kind} (IPP: {c.type})")
+        if null_able == (not c.not_null):
+            continue
+        reason = (reasons.get(key) or BY_COLUMN_NAME.get(c.name)) if not null_able else NULL_HERE.get(key)
+        stale.discard(key)
+        if reason is None:
+            undocumented.append(f"{c.table}.{c.name} {'NULL' if null_able else 'NOT NULL'} here")
+    assert (missing, narrower, undocumented, sorted(stale)) == ([], [], [], [])
+    formats = (ROOT / "docs" / "formats.md").read_text()
+    for reason in [*NOT_NULL_HERE, *TYPE_DIFFERENCES.values()]:
+        assert reason in formats, f"docs/formats.md does not give the reason {reason!r}"
 
 
 # -- exports and imports: NULLs as psDB writes them, the IPP's dbversion ------------------
@@ -262,27 +331,89 @@ def _line(text: str, name: str) -> str:
 
 
 #: An IPP source tree (``ps-ipp/ipp-trunk-20250502``) to run its own queries from; its files
-#: are not part of this project, so without one these tests are skipped.
+#: are not part of this project, so without one the test of the files themselves is skipped
+#: and the conformance list below (written from them) is what is checked.
 IPP_SOURCE = os.environ.get("IPP_SOURCE_DIR")
-#: The tools of the stages this project keeps (ippTools/share/<tool>_pendingcleanup*.sql).
-STAGE_TOOLS = ("regtool", "chiptool", "camtool", "faketool", "warptool", "stacktool", "difftool")
+IPPTOOLS_QUERIES = Path(__file__).resolve().parent / "corpus" / "ipp_schema" / "ipptools_queries.toml"
 
 
-def _pending_cleanup_files() -> list[Path]:
-    if not IPP_SOURCE:
-        return []
-    share = Path(IPP_SOURCE) / "ippTools" / "share"
-    return sorted(p for p in share.glob("*pendingcleanup*.sql") if p.name.split("_")[0] in STAGE_TOOLS)
+def _ipptools_needs() -> list[dict[str, Any]]:
+    with IPPTOOLS_QUERIES.open("rb") as fh:
+        return list(tomllib.load(fh)["query"])
+
+
+IPPTOOLS_FILES = sorted({q["file"] for q in _ipptools_needs()})
+
+
+def test_the_conformance_list_names_sixty_ipptools_queries_of_the_kept_stages():
+    assert len(IPPTOOLS_FILES) == 60
+    tools = {name.split("_")[0] for name in IPPTOOLS_FILES}
+    assert tools == {"chiptool", "camtool", "faketool", "warptool", "difftool", "stacktool", "disttool"}
+
+
+@pytest.mark.parametrize("need", _ipptools_needs(), ids=lambda q: q["file"].removesuffix(".sql"))
+async def test_the_joins_and_columns_an_ipptools_query_needs_are_in_this_schema(db, need: dict[str, Any]):
+    """tests/corpus/ipp_schema/ipptools_queries.toml: each FROM clause of the IPP's query as
+    it joins (USING, ON, aliases) with every column the file names through it; an ambiguous
+    USING (warp -> fake -> camera by cam_id) or a missing table fails as it would for the tool."""
+    columns = ", ".join(need["columns"]) or "1"
+    await db.fetch_all(Query("ipp_needs", f"SELECT {columns} FROM {need['from']} LIMIT 0", need["file"]))
+
+
+class _RolledBack(Exception):
+    """Raised inside a transaction to roll a tool's statement back."""
+
+
+def _as_the_tool_sends_it(text: str) -> str:
+    """What ippTools sends for a query file, with the hooks it fills left empty: the
+    @INNERCONSTRAINT@-style markers and ``%s`` hooks removed, quoted ``'%s'`` states given
+    one, ``%lld`` ids a number; then its LIMIT appended to a SELECT."""
+    text = re.sub(r"@[A-Z_]+@", "", text).rstrip().rstrip(";")
+    text = text.replace("%lld", "0").replace("'%s'", "'error_cleaned'").replace("%s", "")
+    return text
 
 
 @pytest.mark.skipif(not IPP_SOURCE, reason="set IPP_SOURCE_DIR to an IPP source tree to run its queries")
-@pytest.mark.parametrize("path", _pending_cleanup_files(), ids=lambda p: p.stem)
-async def test_the_ipp_s_own_pending_cleanup_queries_run_unchanged_on_this_schema(db, path: Path):
-    """ippTools/share/*pendingcleanup*.sql, as the IPP's tools run them (they append only
-    their own WHERE terms and LIMIT): every table and column they name is in this schema."""
-    await db.fetch_all(
-        Query("ipp_pendingcleanup", path.read_text().rstrip().rstrip(";") + " LIMIT 1", path.name)
+@pytest.mark.parametrize("name", IPPTOOLS_FILES, ids=lambda n: n.removesuffix(".sql"))
+async def test_the_ipp_s_own_tool_queries_run_unchanged_on_this_schema(db, name: str):
+    """ippTools/share/<name> itself, as the tools send it: a SELECT with a LIMIT, an UPDATE
+    or DELETE in a transaction that is rolled back."""
+    path = Path(str(IPP_SOURCE)) / "ippTools" / "share" / name
+    assert path.is_file(), f"{path}: not in the IPP source tree"
+    sql = _as_the_tool_sends_it(path.read_text())
+    if sql.lstrip().split(None, 1)[0].upper() == "SELECT":
+        await db.fetch_all(Query("ipp_tool", sql + "\nLIMIT 1", name))
+        return
+
+    async def write(tx: Tx) -> None:
+        await tx.execute(Query("ipp_tool", sql, name))
+        raise _RolledBack
+
+    with pytest.raises(_RolledBack):
+        await db.transaction(write, name="ipp_tool")
+
+
+TEXT_COLLATIONS = Query(
+    "t_collations",
+    "SELECT DISTINCT collation_name AS c FROM information_schema.columns "
+    "WHERE table_schema = DATABASE() AND collation_name IS NOT NULL",
+    "test",
+)
+
+
+async def test_every_text_column_has_the_collation_a_utf8mb4_client_gets(db):
+    """ippTools/share/disttool_pending_raw.sql UNIONs columns with CAST(NULL AS CHAR(255)),
+    which takes the connection's collation: utf8mb4_general_ci for a utf8mb4 client. A column
+    of another utf8mb4 collation makes that an "Illegal mix of collations" (ascii keys mix)."""
+    collations = {str(r["c"]) for r in await db.fetch_all(TEXT_COLLATIONS)}
+    assert collations <= {"utf8mb4_general_ci", "ascii_general_ci", "ascii_bin"}, collations
+    mixed = Query(
+        "t_union",
+        "SELECT TRIM(TRAILING '.fits' FROM uri) AS p, label FROM rawImfile JOIN chipRun USING (exp_id) "
+        "UNION SELECT CAST(NULL AS CHAR(255)), 'x' LIMIT 1",
+        "test",
     )
+    await db.fetch_all(mixed)
 
 
 async def test_an_export_writes_null_numbers_and_times_as_psdb_and_pslib_do_and_import_gives_nulls_back(db):
@@ -641,10 +772,11 @@ async def test_a_distribution_fileset_is_listed_as_the_ipp_s_server_lists_it_and
     chips = {str(r["class_id"]): str(r["path_base"]) for r in await sdb.fetch_all(CHIPS, id=1)}
     bundles = {n: row for n, row in files.items() if n.endswith(".tgz")}
     assert {row[2] for row in bundles.values()} == {"tgz"}
-    # one bundle per chip; the run's own files (mosaics) travel in one more, component "run"
-    assert {row[3] for row in bundles.values()} == {*chips, "run"}
+    # one bundle per chip; the run's own files (mosaics) travel in one more, under the
+    # component the IPP gives a run's own products (disttool_pending_camera.sql, receive_file.pl)
+    assert {row[3] for row in bundles.values()} == {*chips, "exposure"}
     for n, row in bundles.items():
-        if row[3] != "run":
+        if row[3] != "exposure":
             assert n.endswith(f".{row[3]}.tgz")  # basename(path_base).$class_id.tgz
     # %-18s|%-8s|%-32s|%-12s|, then %-8s| per type column
     short = [line for line in listing.splitlines()[1:] if len(line.split("|")[0]) <= 18]
@@ -657,7 +789,9 @@ async def test_a_distribution_fileset_is_listed_as_the_ipp_s_server_lists_it_and
     destdir = _block(doc, "destdir").value("destdir")
     assert isinstance(destdir, str) and not destdir.startswith(("neb:", "/"))
     components = _block(doc, "components")
-    assert {n for n, _ in components} == set(chips)
+    # receive_file.pl places a bundle only where the dirinfo names its component's directory
+    assert {n for n, _ in components} == {*chips, "exposure"}
+    assert components.value("exposure") == components.value(sorted(chips)[0])
     for class_id, path_base in chips.items():
         assert path_base.endswith(f"{destdir}/{components.value(class_id)}/{path_base.rsplit('/', 1)[-1]}")
 

@@ -226,7 +226,8 @@ async def _diff_chain(sdb: Database, diff_id: int) -> list[tuple[str, int]]:
         warps |= {r["warp_id"] for r in await sdb.fetch_all(sw, id=s)}
     wc = Query(
         "t_wc",
-        "SELECT w.cam_id, c.chip_id FROM warpRun w JOIN camRun c USING (cam_id) WHERE w.warp_id = %(id)s",
+        "SELECT c.cam_id, c.chip_id FROM warpRun w JOIN fakeRun f USING (fake_id) "
+        "JOIN camRun c USING (cam_id) WHERE w.warp_id = %(id)s",
         "test",
     )
     chain: list[tuple[str, int]] = [("diff", diff_id)]

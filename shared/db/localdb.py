@@ -141,7 +141,7 @@ class LocalMariaDB:
             "--innodb-flush-log-at-trx-commit=2",
             "--max-connections=500",
             "--character-set-server=utf8mb4",
-            "--collation-server=utf8mb4_unicode_ci",
+            "--collation-server=utf8mb4_general_ci",
         ]
         if self.port is None:
             command.append("--skip-networking")

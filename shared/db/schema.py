@@ -153,7 +153,7 @@ async def create_database(settings: Settings, dsn: Dsn) -> bool:
             return False
         # An identifier, checked against _DB_NAME above: it cannot be a parameter.
         try:
-            await cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            await cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
         except pymysql.err.ProgrammingError as exc:
             if exc.args[0] != 1007:  # created meanwhile by an upgrade on another node
                 raise

@@ -37,6 +37,10 @@ _CHUNK = 1 << 20
 CLASS_NAMED = ("raw", "chip", "camera", "fake")
 #: Stages whose fileset names carry no exp_name tag (dist_make_fileset.pl get_fileset_tag).
 UNTAGGED = ("stack", "diff")
+#: The component of a run's own files (a camera run's products, a chip run's mosaics): the
+#: name the IPP gives a run-level component (disttool_pending_camera.sql, receive_file.pl),
+#: listed in the dirinfo so that the IPP's receiver can place them.
+RUN_COMPONENT = "exposure"
 MEMBER = re.compile(r"^\./[A-Za-z0-9_+][A-Za-z0-9_.+-]*\Z")
 
 
@@ -73,7 +77,7 @@ def dirinfo(stage_name: str, workdir: str | None, components: Iterable[tuple[str
     head.add("destdir", mdc.Scalar("STR", destdir))
     listed = mdc.Block()
     for component, path in components:
-        listed.add(component or "exposure", mdc.Scalar("STR", _component_dir(destdir, path)))
+        listed.add(component or RUN_COMPONENT, mdc.Scalar("STR", _component_dir(destdir, path)))
     doc = mdc.Block()
     doc.add("destdir", head)
     doc.add("components", listed)

@@ -83,10 +83,18 @@ INSERT INTO addRun (stage, stage_id, state, workdir, reduction, label, data_grou
 VALUES ('stack', %(stack_id)s, 'full', %(workdir)s, 'DEFAULT', %(label)s, %(data_group)s,
         %(dvodb)s);
 
+-- name: insert_fakeRun
+-- The fake stage between camera and warp, as the IPP chains them (warpRun.fake_id ->
+-- fakeRun.cam_id): a run with no components of its own here.
+INSERT INTO fakeRun (cam_id, state, workdir, label, data_group, dist_group, reduction, dvodb,
+                     tess_id, end_stage)
+VALUES (%(cam_id)s, 'full', %(workdir)s, %(label)s, %(data_group)s, %(dist_group)s, 'DEFAULT',
+        %(dvodb)s, %(tess_id)s, 'diff');
+
 -- name: insert_warpRun
-INSERT INTO warpRun (cam_id, mode, state, workdir, label, data_group, dist_group, dvodb,
+INSERT INTO warpRun (fake_id, mode, state, workdir, label, data_group, dist_group, dvodb,
                      tess_id, reduction, end_stage, magicked, software_ver, registered)
-VALUES (%(cam_id)s, 'warp', 'new', %(workdir)s, %(label)s, %(data_group)s, %(dist_group)s,
+VALUES (%(fake_id)s, 'warp', 'new', %(workdir)s, %(label)s, %(data_group)s, %(dist_group)s,
         %(dvodb)s, %(tess_id)s, 'DEFAULT', 'diff', %(magicked)s, %(software_ver)s,
         %(registered)s);
 
@@ -144,8 +152,11 @@ VALUES (%(diff_id)s, %(skycell_id)s, %(path_base)s, 'full', %(bg)s, %(bg_stdev)s
 UPDATE diffRun SET state = 'full' WHERE diff_id = %(id)s;
 
 -- name: insert_skycell
-INSERT IGNORE INTO skycell (tess_id, skycell_id, ra, decl, size_px, scale_deg)
-VALUES (%(tess_id)s, %(skycell_id)s, %(ra)s, %(decl)s, %(size_px)s, %(scale_deg)s);
+-- radeg/decdeg/width/height are the IPP's columns for the same centre and size (degrees).
+INSERT IGNORE INTO skycell (tess_id, skycell_id, ra, decl, size_px, scale_deg, radeg, decdeg,
+                            width, height)
+VALUES (%(tess_id)s, %(skycell_id)s, %(ra)s, %(decl)s, %(size_px)s, %(scale_deg)s, %(ra)s,
+        %(decl)s, %(size_px)s * %(scale_deg)s, %(size_px)s * %(scale_deg)s);
 
 -- name: get_rawExp
 SELECT exp_id, exp_name, filter, dateobs, exp_time, airmass, ra, decl FROM rawExp

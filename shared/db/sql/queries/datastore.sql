@@ -7,10 +7,11 @@ SELECT prod_id, prod_name, last_update, last_fs, type, description, reg_time,
 FROM dsProduct WHERE prod_name = %(name)s;
 
 -- name: ds_product_add
-INSERT INTO dsProduct (prod_name, type, description, prod_col_0, prod_col_1, prod_col_2,
-                       prod_col_3, prod_col_4, prod_col_5, prod_col_6, prod_col_7)
-VALUES (%(name)s, %(type)s, %(description)s, %(col0)s, %(col1)s, %(col2)s, %(col3)s, %(col4)s,
-        %(col5)s, %(col6)s, %(col7)s);
+-- last_update set as dsprodtool sets it: dsrootindex prints it for a product with no fileset.
+INSERT INTO dsProduct (prod_name, last_update, type, description, prod_col_0, prod_col_1,
+                       prod_col_2, prod_col_3, prod_col_4, prod_col_5, prod_col_6, prod_col_7)
+VALUES (%(name)s, UTC_TIMESTAMP(), %(type)s, %(description)s, %(col0)s, %(col1)s, %(col2)s,
+        %(col3)s, %(col4)s, %(col5)s, %(col6)s, %(col7)s);
 
 -- name: ds_products
 SELECT prod_name, last_fs, last_update, reg_time, type, description

@@ -59,7 +59,7 @@ ON DUPLICATE KEY UPDATE bytes = VALUES(bytes), md5sum = VALUES(md5sum), state = 
 
 -- name: dist_diff_exp_name
 SELECT e.exp_name FROM diffInputSkyfile i JOIN warpRun w ON w.warp_id = i.warp1
-     JOIN camRun c ON c.cam_id = w.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
+     JOIN fakeRun fk ON fk.fake_id = w.fake_id JOIN camRun c ON c.cam_id = fk.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
      JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE i.diff_id = %(id)s ORDER BY i.skycell_id LIMIT 1;
 

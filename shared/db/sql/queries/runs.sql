@@ -23,7 +23,9 @@ SELECT r.exp_id AS id, r.state FROM rawExp r WHERE NULL = %(label)s ORDER BY r.e
 UPDATE rawExp SET state = %(state)s WHERE exp_id = %(id)s AND state IN %(allowed)s;
 
 -- name: runs_components_raw
-SELECT c.class_id AS component, c.uri AS path_base, c.uri, c.data_state, c.quality, c.fault, c.magicked
+-- A raw image's path_base is its uri without .fits, as disttool_pending_raw.sql has it.
+SELECT c.class_id AS component, TRIM(TRAILING '.fits' FROM c.uri) AS path_base, c.uri, c.data_state,
+       c.quality, c.fault, c.magicked
 FROM rawImfile c JOIN rawExp r ON r.exp_id = c.exp_id
 WHERE c.exp_id = %(id)s
 ORDER BY c.class_id;
@@ -125,7 +127,7 @@ ORDER BY c.cam_id;
 SELECT r.warp_id AS id, r.state, r.label AS label, e.exp_name AS name, r.workdir AS workdir,
        r.magicked AS magicked,
        (SELECT COUNT(*) FROM warpSkyfile c WHERE c.warp_id = r.warp_id) AS components
-FROM warpRun r LEFT JOIN camRun cm ON cm.cam_id = r.cam_id LEFT JOIN chipRun ch ON ch.chip_id = cm.chip_id LEFT JOIN rawExp e ON e.exp_id = ch.exp_id
+FROM warpRun r LEFT JOIN fakeRun fk ON fk.fake_id = r.fake_id LEFT JOIN camRun cm ON cm.cam_id = fk.cam_id LEFT JOIN chipRun ch ON ch.chip_id = cm.chip_id LEFT JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE (%(state)s IS NULL OR r.state = %(state)s)
   AND (%(label)s IS NULL OR r.label = %(label)s)
 ORDER BY r.warp_id
@@ -134,7 +136,7 @@ LIMIT %(limit)s;
 -- name: runs_get_warp
 SELECT r.warp_id AS id, r.state, r.label AS label, e.exp_name AS name, r.workdir AS workdir,
        r.magicked AS magicked
-FROM warpRun r LEFT JOIN camRun cm ON cm.cam_id = r.cam_id LEFT JOIN chipRun ch ON ch.chip_id = cm.chip_id LEFT JOIN rawExp e ON e.exp_id = ch.exp_id
+FROM warpRun r LEFT JOIN fakeRun fk ON fk.fake_id = r.fake_id LEFT JOIN camRun cm ON cm.cam_id = fk.cam_id LEFT JOIN chipRun ch ON ch.chip_id = cm.chip_id LEFT JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE r.warp_id = %(id)s;
 
 -- name: runs_by_label_warp
@@ -298,4 +300,5 @@ UNION SELECT 'camera', cam_id, path_base FROM camProcessedExp WHERE path_base IN
 UNION SELECT 'fake', fake_id, path_base FROM fakeProcessedImfile WHERE path_base IN %(bases)s
 UNION SELECT 'warp', warp_id, path_base FROM warpSkyfile WHERE path_base IN %(bases)s
 UNION SELECT 'diff', diff_id, path_base FROM diffSkyfile WHERE path_base IN %(bases)s
-UNION SELECT 'stack', stack_id, path_base FROM stackSumSkyfile WHERE path_base IN %(bases)s;
+UNION SELECT 'stack', stack_id, path_base FROM stackSumSkyfile WHERE path_base IN %(bases)s
+UNION SELECT 'raw', exp_id, uri FROM rawImfile WHERE uri IN %(bases)s;

@@ -156,19 +156,19 @@ FROM camRun c JOIN chipRun ch ON ch.chip_id = c.chip_id
 WHERE c.cam_id = %(id)s;
 
 -- name: update_warp_context
-SELECT w.warp_id, w.cam_id, c.state AS cam_state, c.magicked AS cam_magicked, c.chip_id,
+SELECT w.warp_id, c.cam_id, c.state AS cam_state, c.magicked AS cam_magicked, c.chip_id,
        ch.state AS chip_state, ch.magicked AS chip_magicked,
        e.exp_id, e.exp_name, e.filter, e.dateobs, e.exp_time, e.airmass, e.ra, e.decl,
        (SELECT m.magic_id FROM magicRun m WHERE m.exp_id = e.exp_id
         ORDER BY m.magic_id DESC LIMIT 1) AS magic_id
-FROM warpRun w JOIN camRun c ON c.cam_id = w.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
+FROM warpRun w JOIN fakeRun fk ON fk.fake_id = w.fake_id JOIN camRun c ON c.cam_id = fk.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
      JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE w.warp_id = %(id)s;
 
 -- name: update_warp_chips
 SELECT m.skycell_id, m.class_id, p.path_base
 FROM warpSkyCellMap m JOIN warpRun w ON w.warp_id = m.warp_id
-     JOIN camRun c ON c.cam_id = w.cam_id
+     JOIN fakeRun fk ON fk.fake_id = w.fake_id JOIN camRun c ON c.cam_id = fk.cam_id
      JOIN chipProcessedImfile p ON p.chip_id = c.chip_id AND p.class_id = m.class_id
 WHERE m.warp_id = %(id)s
 ORDER BY m.skycell_id, m.class_id;
@@ -183,7 +183,7 @@ SELECT i.warp_id, w.state, w.magicked, f.path_base,
 FROM stackInputSkyfile i JOIN stackRun s ON s.stack_id = i.stack_id
      JOIN warpRun w ON w.warp_id = i.warp_id
      LEFT JOIN warpSkyfile f ON f.warp_id = i.warp_id AND f.skycell_id = s.skycell_id
-     JOIN camRun c ON c.cam_id = w.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
+     JOIN fakeRun fk ON fk.fake_id = w.fake_id JOIN camRun c ON c.cam_id = fk.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
      JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE i.stack_id = %(id)s
 ORDER BY i.warp_id;
@@ -204,7 +204,7 @@ FROM diffInputSkyfile i
      LEFT JOIN warpSkyfile wf ON wf.warp_id = i.warp1 AND wf.skycell_id = i.skycell_id
      JOIN stackRun s ON s.stack_id = i.stack2
      LEFT JOIN stackSumSkyfile sf ON sf.stack_id = i.stack2
-     JOIN camRun c ON c.cam_id = w.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
+     JOIN fakeRun fk ON fk.fake_id = w.fake_id JOIN camRun c ON c.cam_id = fk.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
      JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE i.diff_id = %(id)s
 ORDER BY i.skycell_id;
