@@ -426,3 +426,94 @@ async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path)
         server.kill()
     there = {f.key: f for f in await runs.run_files(mirror.db, "chip", 1) if f.exists}
     assert all(there[f.key].compressed and there[f.key].md5sum == f.md5sum for f in logs)
+
+
+#: Seed 002: "$stage is raw, chip, camera, fake, warp, or diff", and stacks
+#: (``stack.$stack_id.$dist_id.$prod_id``): every one ships and imports.
+SEED_002_STAGES = ("raw", "chip", "camera", "fake", "warp", "diff", "stack")
+FIRST_RUN = {
+    "raw": "SELECT MIN(exp_id) FROM rawExp",
+    "chip": "SELECT MIN(chip_id) FROM chipRun",
+    "camera": "SELECT MIN(cam_id) FROM camRun",
+    "fake": "SELECT MIN(fake_id) FROM fakeRun",
+    "warp": "SELECT MIN(warp_id) FROM warpRun",
+    "diff": "SELECT MIN(diff_id) FROM diffRun",
+    "stack": "SELECT MIN(stack_id) FROM stackRun",
+}
+DS_COMPONENTS = Query(
+    "t_ds_components",
+    "SELECT f.file_name, f.type, f.type_col_0 AS component FROM dsFile f "
+    "JOIN dsFileset s ON s.fileset_id = f.fileset_id WHERE s.fileset_name = %(name)s",
+    "test",
+)
+
+
+async def test_a_run_of_every_distribution_stage_ships_and_imports_with_identical_files(
+    site, sdb, mirror, tmp_path
+):
+    """Seed 002's stages end to end: the server's fileset of each, the mirror's import, the
+    run there in the same state with every file's md5. Raw images travel as
+    ``basename(uri without .fits).$class_id.tgz`` (disttool_pending_raw.sql's path_base);
+    a run's own files under the component ``exposure`` (disttool_pending_camera.sql)."""
+    added = ippctl(
+        site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type", "ipp-dist",
+        "--description", "distribution", "--columns", "target_id,stage,stage_id,exp_name",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ids = {}
+    for stage_name in SEED_002_STAGES:
+        ids[stage_name] = int(await sdb.fetch_val(Query("t_first", FIRST_RUN[stage_name], "test")))
+        out = ippctl(
+            site.dsn, site.var_dir, "dist", "queue", "--stage", stage_name, "--id", str(ids[stage_name]),
+            "--product", "ipp-dist",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    port = free_port()
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
+    try:
+        shipped = await eventually(lambda: _all_shipped(sdb), timeout_s=180, what="every stage's fileset")
+        added = ippctl(
+            mirror.dsn, mirror.var_dir, "dist", "source", "add", "ipp", "--uri",
+            f"http://127.0.0.1:{port}/ds", "--product", "ipp-dist",
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        client = await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
+        assert not client.events("dist_import_failed"), client.output()
+    finally:
+        server.kill()
+    assert {r["stage"] for r in shipped} == set(SEED_002_STAGES)
+    raw_files = await sdb.fetch_all(
+        DS_COMPONENTS, name=next(r["fileset_name"] for r in shipped if r["stage"] == "raw")
+    )
+    raw_uris = {c.component: c.uri for c in await runs.components(sdb, "raw", ids["raw"])}
+    bundles = {r["file_name"]: r["component"] for r in raw_files if r["type"] == "tgz"}
+    assert bundles == {
+        f"{str(uri).rsplit('/', 1)[-1].removesuffix('.fits')}.{cls}.tgz": cls for cls, uri in raw_uris.items()
+    }
+    camera_files = await sdb.fetch_all(
+        DS_COMPONENTS, name=next(r["fileset_name"] for r in shipped if r["stage"] == "camera")
+    )
+    assert {r["component"] for r in camera_files if r["type"] == "tgz"} == {"exposure"}
+    for stage_name in SEED_002_STAGES:
+        here = {
+            f.key: f for f in await runs.run_files(sdb, stage_name, ids[stage_name], md5=True) if f.exists
+        }
+        there = {f.key: f for f in await runs.run_files(mirror.db, stage_name, ids[stage_name], md5=True)}
+        mirrored = await runs.get_run(mirror.db, stage_name, ids[stage_name])
+        assert mirrored["state"] == (await runs.get_run(sdb, stage_name, ids[stage_name]))["state"], (
+            stage_name
+        )
+        missing = [
+            k for k, f in here.items() if not (k in there and there[k].exists and there[k].md5sum == f.md5sum)
+        ]
+        assert missing == [], f"{stage_name}: {missing[:3]}"
+
+
+ALL_SHIPPED = Query("t_all_shipped", "SELECT stage, state, fileset_name, note FROM distRun", "test")
+
+
+async def _all_shipped(sdb: Database) -> list[dict[str, Any]] | None:
+    rows = await sdb.fetch_all(ALL_SHIPPED)
+    failed = [r for r in rows if r["state"] not in ("new", "full")]
+    assert not failed, failed
+    return rows if rows and all(r["state"] == "full" for r in rows) else None
