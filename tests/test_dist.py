@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from shared.db.database import Database
@@ -18,6 +19,7 @@ from shared.db.queries import Query
 from shared.distribution import datastore
 from shared.processing import runs
 from shared.storage.store import Storage
+from tests import ipp_receiver
 from tests.helpers import ROOT, AgentProcess, agent_env, eventually
 from tests.mirror_fixture import free_port
 from tests.survey_fixture import SurveySite, survey_site
@@ -479,6 +481,17 @@ async def test_a_run_of_every_distribution_stage_ships_and_imports_with_identica
         assert added.returncode == 0, added.stderr
         client = await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
         assert not client.events("dist_import_failed"), client.output()
+        # the IPP's own receiver would place every file of every fileset
+        base = f"http://127.0.0.1:{port}/ds/ipp-dist"
+        for r in shipped:
+            stage_name, run_id = r["stage"], ids[r["stage"]]
+            files = [
+                (f.name, f.type, f.component)
+                for f in datastore.parse_files(await _get(f"{base}/{r['fileset_name']}/index.txt"), "t")
+            ]
+            dirinfo = await _get(f"{base}/{r['fileset_name']}/dirinfo.{stage_name}.{run_id}.mdc")
+            dbinfo = await _get(f"{base}/{r['fileset_name']}/dbinfo.{stage_name}.{run_id}.mdc")
+            assert ipp_receiver.unplaced(files, dirinfo, dbinfo) == [], stage_name
     finally:
         server.kill()
     assert {r["stage"] for r in shipped} == set(SEED_002_STAGES)
@@ -517,3 +530,9 @@ async def _all_shipped(sdb: Database) -> list[dict[str, Any]] | None:
     failed = [r for r in rows if r["state"] not in ("new", "full")]
     assert not failed, failed
     return rows if rows and all(r["state"] == "full" for r in rows) else None
+
+
+async def _get(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200, f"{url}: {response.status}"
+        return await response.text()

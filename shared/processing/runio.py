@@ -163,7 +163,8 @@ async def export_run(db: Database, stage_name: str, run_id: int, *, clean: bool 
         rows = await db.fetch_all(table_query("export", table), id=run_id)
         if table == st.run_table and not rows:
             raise RunIoError(f"{table} {run_id} does not exist")
-        doc.multi.append(table)
+        if rows:  # an empty table is left out: a MULTI of nothing would be printed first,
+            doc.multi.append(table)  # before dbversion, where the IPP's receiver refuses it
         for row in rows:
             if clean:
                 for column in ("state", "data_state"):
