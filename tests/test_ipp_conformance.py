@@ -43,6 +43,7 @@ from shared.distribution import datastore
 from shared.formats import mdc
 from shared.formats.mdc import Block, Scalar, Vector
 from shared.processing import runio
+from tests import ipp_dsindex
 from tests.helpers import FAST, ROOT, AgentProcess, agent_env, eventually
 from tests.mirror_fixture import free_port
 from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
@@ -955,3 +956,119 @@ LEGACY = [
     "test_mode, deletion_policy, active) VALUES ('a', 'PSPS_a', 'psps', 1, '', '', 0, 360, -90, 90, 1, "
     "'2009-01-01', 0, 'P2', 0, '', 1)",
 ]
+
+
+# -- DataStore registration by the IPP's own scripts, listed by its own index scripts ------
+#
+# The statements of DataStoreServer/scripts/dsprodtool (--add) and dsreg (--add, --del), as
+# they send them (their placeholders here as named parameters), on this project's tables.
+
+DSPRODTOOL_ADD = (
+    "INSERT INTO dsProduct (prod_name, last_update, type, description,  prod_col_0, prod_col_1, "
+    "prod_col_2, prod_col_3, prod_col_4, prod_col_5, prod_col_6, prod_col_7)VALUES(%(p)s, "
+    "UTC_TIMESTAMP(), %(t)s, %(d)s , NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+)
+DSREG_ADD = (
+    ("prod", "SELECT prod_id FROM dsProduct WHERE prod_name = %(p)s"),
+    ("exists", "SELECT fileset_id FROM dsFileset WHERE fileset_name = %(f)s AND prod_id = %(id)s"),
+    (
+        "fileset",
+        "INSERT into dsFileset (prod_id, fileset_name, reg_time, type, prod_col_0, prod_col_1, prod_col_2, "
+        "prod_col_3, prod_col_4, prod_col_5,  prod_col_6, prod_col_7) VALUES(%(id)s, %(f)s, UTC_TIMESTAMP(), "
+        "%(t)s, %(c0)s, %(c1)s, NULL, NULL, NULL, NULL, NULL, NULL)",
+    ),
+    ("fsid", "SELECT fileset_id FROM dsFileset WHERE fileset_name = %(f)s AND prod_id = %(id)s"),
+    (
+        "file",
+        "INSERT INTO dsFile (fileset_id, file_id, file_name, bytes, md5sum, type, type_col_0, type_col_1, "
+        "type_col_2, type_col_3, type_col_4, type_col_5, type_col_6, type_col_7) VALUES(%(fs)s, 0, %(n)s, "
+        "%(b)s, %(m)s, %(ft)s, %(tc0)s, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    ),
+    ("last", "UPDATE dsProduct SET last_update = UTC_TIMESTAMP(), last_fs = %(f)s WHERE prod_id = %(id)s"),
+)
+DSREG_DEL = (
+    "DELETE from dsFile where fileset_id = %(fs)s",
+    "DELETE from dsFileset where fileset_id = %(fs)s",
+    "SELECT fileset_name from dsFileset WHERE prod_id = %(id)s ORDER BY reg_time DESC LIMIT 1",
+    "UPDATE dsProduct SET last_fs = %(f)s WHERE prod_id = %(id)s",
+)
+
+
+def _dsq(sql: str) -> Query:
+    return Query("ipp_ds_script", sql, "DataStoreServer/scripts")
+
+
+async def _dsreg_add(
+    db: Database, product: str, fileset: str, files: list[tuple[str, int, str, str, str | None]]
+) -> int:
+    """dsreg --add in one transaction, as it runs: the fileset, each file, the product's last_fs."""
+    prod_id = int(await db.fetch_val(_dsq(DSREG_ADD[0][1]), p=product))
+
+    async def add(tx: Tx) -> int:
+        assert await tx.fetch_one(_dsq(DSREG_ADD[1][1]), f=fileset, id=prod_id) is None
+        await tx.execute(_dsq(DSREG_ADD[2][1]), id=prod_id, f=fileset, t="notset", c0="7", c1="chip")
+        fs_id = int(await tx.fetch_val(_dsq(DSREG_ADD[3][1]), f=fileset, id=prod_id))
+        for name, size, md5, kind, component in files:
+            await tx.execute(_dsq(DSREG_ADD[4][1]), fs=fs_id, n=name, b=size, m=md5, ft=kind, tc0=component)
+        await tx.execute(_dsq(DSREG_ADD[5][1]), f=fileset, id=prod_id)
+        return fs_id
+
+    return await db.transaction(add, name="dsreg_add")
+
+
+async def test_the_ipp_s_registration_statements_work_here_and_its_index_scripts_print_what_is_served(
+    site, sdb, tmp_path
+):
+    """dsprodtool --add and dsreg --add/--del on this project's tables (6 statements), and the
+    IPP's dsrootindex / dsprodindex / dsfsindex over the same database (tests/ipp_dsindex.py)
+    byte for byte against dist_server's listings: a product of ippctl, one of dsprodtool
+    with no fileset yet, a fileset of dist_server and one of dsreg."""
+    await sdb.execute(_dsq(DSPRODTOOL_ADD), p="ipp-misc", t="ipp-misc", d="registered by dsprodtool")
+    added = ippctl(
+        site, "ds", "product", "add", "ipp-dist", "--type", "ipp-dist", "--description", "IPP distribution",
+        "--ps0", "target_id", "--ps1", "stage", "--ps2", "stage_id", "--ps3", "exp_name",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    empty = ippctl(
+        site, "ds", "product", "add", "PSPS_E", "--type", "IPP-PSPS", "--description", "no batch yet"
+    )
+    assert empty.returncode == 0, empty.stderr
+    queued = ippctl(site, "dist", "queue", "--stage", "chip", "--id", "1", "--product", "ipp-dist")
+    assert queued.returncode == 0, queued.stderr
+    md5 = "0123456789abcdef0123456789abcdef"
+    files = [("o9.ch.1.XY01.tgz", 2048, md5, "tgz", "XY01"), ("notes.txt", 12, md5, "text", None)]
+    port = free_port()
+    server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
+    try:
+        shipped = str(
+            (await eventually(lambda: _fileset_of(sdb), timeout_s=90, what="the fileset"))["fileset_name"]
+        )
+        await _dsreg_add(sdb, "ipp-dist", "o9.chip.7.1.2", files)
+        await _dsreg_add(sdb, "ipp-misc", "misc.1", files[1:])
+        base = f"http://127.0.0.1:{port}/ds"
+        assert await _get(f"{base}/index.txt") == await ipp_dsindex.dsrootindex(sdb)
+        for product in ("ipp-dist", "ipp-misc", "PSPS_E"):
+            assert await _get(f"{base}/{product}/index.txt") == await ipp_dsindex.dsprodindex(sdb, product)
+        after = await _get(f"{base}/ipp-dist/index.txt?{shipped}")
+        assert after == await ipp_dsindex.dsprodindex(sdb, "ipp-dist", shipped) and "o9.chip.7.1.2" in after
+        for product, name in (("ipp-dist", shipped), ("ipp-dist", "o9.chip.7.1.2"), ("ipp-misc", "misc.1")):
+            served = await _get(f"{base}/{product}/{name}/index.txt")
+            assert served == await ipp_dsindex.dsfsindex(sdb, product, name), name
+            assert ipp_files(served)  # and the IPP's client keeps every line
+        # a file dsreg registered lies in dsreg's own tree: named as not stored here
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/ipp-misc/misc.1/notes.txt") as r:
+            assert r.status == 404 and "registered without a stored copy" in await r.text()
+    finally:
+        server.kill()
+    # dsreg --del: the files, the fileset, and the product's most recent goes back
+    prod_id = int(await sdb.fetch_val(_dsq(DSREG_ADD[0][1]), p="ipp-dist"))
+    fs_id = int(await sdb.fetch_val(_dsq(DSREG_ADD[3][1]), f="o9.chip.7.1.2", id=prod_id))
+
+    async def delete(tx: Tx) -> None:
+        await tx.execute(_dsq(DSREG_DEL[0]), fs=fs_id)
+        assert await tx.execute(_dsq(DSREG_DEL[1]), fs=fs_id) == 1
+        newest = await tx.fetch_val(_dsq(DSREG_DEL[2]), id=prod_id)
+        await tx.execute(_dsq(DSREG_DEL[3]), f=newest, id=prod_id)
+
+    await sdb.transaction(delete, name="dsreg_del")
+    assert (await datastore.product(sdb, "ipp-dist"))["last_fs"] == shipped

@@ -74,6 +74,9 @@ async def file(request: web.Request) -> web.StreamResponse:
     row = next((f for f in files if f["file_name"] == name), None)
     if row is None:
         raise web.HTTPNotFound(text=f"fileset has no file {name!r}\n")
+    if row["uri"] is None:  # registered by the IPP's dsreg, whose copy lies in its own tree
+        log.warning("ds_file_unstored", file=name, fileset=request.match_info["fileset"])
+        raise web.HTTPNotFound(text=f"{name}: registered without a stored copy at this site\n")
     try:
         path = await Storage(_db(request)).locate(row["uri"])
     except StorageError as exc:
