@@ -78,7 +78,7 @@ async def run_once(ctx: AgentContext) -> int:
 async def queue_targets(ctx: AgentContext) -> int:
     """Queue the full runs that standing targets (distTarget) ask for; returns how many."""
     queued = 0
-    for t in await ctx.db.fetch_all(Q.dist_targets_active):
+    for t in await ctx.db.fetch_all(Q.dist_targets_enabled):
         for run in await ctx.db.fetch_all(
             stage_query("dist_candidates", t["stage"]),
             dist_group=t["dist_group"],

@@ -146,3 +146,10 @@ ALTER TABLE diffRun MODIFY bothways TINYINT NULL DEFAULT 0, MODIFY exposure TINY
 ALTER TABLE Label MODIFY priority INT NULL DEFAULT 0;
 ALTER TABLE dsProduct MODIFY type VARCHAR(64) NULL;
 ALTER TABLE dsFileset MODIFY type VARCHAR(64) NULL DEFAULT 'notset';
+
+-- Targets and sources are 'enabled' as the IPP's disttool has them (its queries select
+-- distTarget.state = 'enabled', rcDestination.state = 'enabled'); this project said 'active'.
+UPDATE distTarget SET state = 'enabled' WHERE state = 'active';
+UPDATE rcDestination SET state = 'enabled' WHERE state = 'active';
+ALTER TABLE distTarget ALTER state SET DEFAULT 'enabled';
+ALTER TABLE rcDestination ALTER state SET DEFAULT 'enabled';

@@ -17,11 +17,11 @@ FROM distRun ORDER BY dist_id DESC LIMIT %(limit)s;
 
 -- name: dist_target_add
 INSERT INTO distTarget (dist_group, filter, stage, clean, state, product)
-VALUES (%(dist_group)s, %(filter)s, %(stage)s, %(clean)s, 'active', %(product)s);
+VALUES (%(dist_group)s, %(filter)s, %(stage)s, %(clean)s, 'enabled', %(product)s);
 
--- name: dist_targets_active
+-- name: dist_targets_enabled
 SELECT target_id, dist_group, filter, stage, clean, product FROM distTarget
-WHERE state = 'active' ORDER BY target_id;
+WHERE state = 'enabled' ORDER BY target_id;
 
 -- name: dist_targets
 SELECT target_id, dist_group, filter, stage, clean, state, product FROM distTarget
@@ -106,7 +106,7 @@ LIMIT %(limit)s;
 -- Receiving side.
 
 -- name: rc_source_add
-INSERT INTO rcDestination (name, status_uri, product, state) VALUES (%(name)s, %(uri)s, %(product)s, 'active');
+INSERT INTO rcDestination (name, status_uri, product, state) VALUES (%(name)s, %(uri)s, %(product)s, 'enabled');
 
 -- name: rc_sources
 SELECT name, status_uri, product, last_fileset, state, note FROM rcDestination ORDER BY name;
@@ -114,7 +114,7 @@ SELECT name, status_uri, product, last_fileset, state, note FROM rcDestination O
 -- name: rc_claim
 SELECT name AS id, status_uri, product, last_fileset
 FROM rcDestination
-WHERE state = 'active' AND owner IS NULL
+WHERE state = 'enabled' AND owner IS NULL
 ORDER BY name
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
