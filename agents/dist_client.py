@@ -373,6 +373,15 @@ async def _import_rows(ctx: AgentContext, fs: Fileset, info: RunInfo, retry: boo
             fileset=fs.name,
         )
         ctx.claimer.held.add(RC_SPEC, [fs.source["id"]])  # still ours: more filesets follow
+        note = f"destreaked at source {fs.source['id']} (fileset {fs.name})"
+        await tx.execute(Q.dist_record_streak_run, magic_id=info.magicked, note=note)
+        await tx.execute(
+            Q.dist_record_destreak,
+            magic_id=info.magicked,
+            stage=info.stage,
+            stage_id=info.run_id,
+            note=note,
+        )
 
     return await runio.import_run(ctx.db, info.text, f"{fs.name}/dbinfo", also=record)
 
@@ -389,6 +398,8 @@ class RunInfo:
     bundles: dict[str, tuple[str, str]]
     #: the path_base of every component (after rewriting)
     path_bases: list[str]
+    #: the run's magicked as shipped (> 0: destreaked by that streak run)
+    magicked: int = 0
 
 
 def _rewrite(key: str, volume: str, prefix: str) -> str:
@@ -409,6 +420,7 @@ def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInf
     found: dict[str, tuple[str, str]] = {}
     bases: list[str] = []
     run_id = None
+    magicked = 0
     for table, row in doc.entries:
         if not isinstance(row, Block):
             continue
@@ -419,6 +431,8 @@ def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInf
         if table == st.run_table:
             ident = row.value(st.id_column)
             run_id = ident if isinstance(ident, int) else None
+            shipped = row.value("magicked")
+            magicked = shipped if isinstance(shipped, int) else 0
         if table == st.component_table or (st.component_table is None and table == st.run_table):
             base = row.value("path_base")
             if st.name == "raw":  # a raw image is owned by its uri; its bundle is named for
@@ -435,7 +449,7 @@ def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInf
                 found.setdefault(f"{stem}.tgz", (directory, stem))  # a run's own files
     if run_id is None:
         raise ImportFailed(f"{source}: no {st.run_table} row with an integer {st.id_column}")
-    return RunInfo(st.name, run_id, mdc.dumps(doc), found, bases)
+    return RunInfo(st.name, run_id, mdc.dumps(doc), found, bases, magicked)
 
 
 # -- bundles and storage -------------------------------------------------------------------

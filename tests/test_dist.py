@@ -520,6 +520,41 @@ async def test_a_run_of_every_distribution_stage_ships_and_imports_with_identica
             k for k, f in here.items() if not (k in there and there[k].exists and there[k].md5sum == f.md5sum)
         ]
         assert missing == [], f"{stage_name}: {missing[:3]}"
+    await _clean_and_update_at_the_mirror(mirror, tmp_path, "chip", ids["chip"])
+
+
+async def _clean_and_update_at_the_mirror(mirror: Any, tmp_path: Path, stage_name: str, run_id: int) -> None:
+    """The mirror's update path: a run it imported, cleaned there, comes back from what was
+    shipped (its config dump, its inputs' products) with every file as it was."""
+    before = {
+        f.key: f.md5sum for f in await runs.run_files(mirror.db, stage_name, run_id, md5=True) if f.exists
+    }
+    magicked = int((await runs.get_run(mirror.db, stage_name, run_id))["magicked"])
+    assert magicked > 0  # shipped destreaked: its streak run's magic_id
+    await runs.set_state(mirror.db, stage_name, "goto_cleaned", run_id=run_id)
+    scratch = {"update_scratch_dir": str(tmp_path / "scratch"), "update_wait_s": 0}
+    await once("cleanup", mirror.dsn, mirror.var_dir, tmp_path)
+    assert (await runs.get_run(mirror.db, stage_name, run_id))["state"] == "cleaned"
+    cleaned = {f.key for f in await runs.run_files(mirror.db, stage_name, run_id) if f.exists}
+    # logs are gzipped; "chip update ... never re-creates the cmf" (REFERENCE 3)
+    gone = {k for k in set(before) - cleaned if not k.endswith((".log", ".cmf"))}
+    assert gone, "cleanup at the mirror deleted nothing"
+    asked = ippctl(
+        mirror.dsn, mirror.var_dir, "runs", "request-update", "--stage", stage_name, "--id", str(run_id)
+    )
+    assert asked.returncode == 0, asked.stderr
+    for _ in range(4):
+        await once("update", mirror.dsn, mirror.var_dir, tmp_path, **scratch)
+        if (await runs.get_run(mirror.db, stage_name, run_id))["state"] == "full":
+            break
+    run = await runs.get_run(mirror.db, stage_name, run_id)
+    waits = await mirror.db.fetch_all(Query("t_waits", "SELECT reason FROM update_wait", "test"))
+    assert run["state"] == "full", [r["reason"] for r in waits]
+    assert run["magicked"] == magicked  # given back after cleanup set it to -1
+    after = {
+        f.key: f.md5sum for f in await runs.run_files(mirror.db, stage_name, run_id, md5=True) if f.exists
+    }
+    assert {k: after.get(k) for k in gone} == {k: before[k] for k in gone}
 
 
 ALL_SHIPPED = Query("t_all_shipped", "SELECT stage, state, fileset_name, note FROM distRun", "test")

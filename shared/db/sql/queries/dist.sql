@@ -181,3 +181,18 @@ WHERE state = 'failed' AND name = %(name)s AND (%(source)s IS NULL OR source = %
 -- name: rc_filesets
 SELECT source, name, state, fault, note, updated FROM rcDSFileset
 WHERE source = %(source)s ORDER BY updated DESC LIMIT %(limit)s;
+
+-- name: dist_record_streak_run
+-- The streak run a destreak record refers to, unless one of that magic_id is here already.
+INSERT INTO magicRun (magic_id, state, note)
+SELECT %(magic_id)s, 'full', %(note)s FROM DUAL
+WHERE %(magic_id)s > 0 AND NOT EXISTS (SELECT 1 FROM magicRun m WHERE m.magic_id = %(magic_id)s);
+
+-- name: dist_record_destreak
+-- A run that arrives destreaked (magicked > 0, the streak run's magic_id) gets the destreak
+-- record the source kept and did not ship (the magic tables travel with no stage), so that
+-- an update here can give its magicked back after cleanup set it to -1 (REFERENCE 1).
+INSERT INTO magicDSRun (magic_id, stage, stage_id, state, note)
+SELECT %(magic_id)s, %(stage)s, %(stage_id)s, 'full', %(note)s FROM DUAL
+WHERE %(magic_id)s > 0
+  AND NOT EXISTS (SELECT 1 FROM magicDSRun d WHERE d.stage = %(stage)s AND d.stage_id = %(stage_id)s);

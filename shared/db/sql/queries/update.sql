@@ -138,6 +138,8 @@ SELECT tess_id, skycell_id, ra, decl, size_px, scale_deg FROM skycell
 WHERE skycell_id IN %(ids)s;
 
 -- name: update_chip_context
+-- The streak run to restore magicked to: the run's destreak record (a mirror has one made at
+-- import for a run that arrived destreaked, as the magic tables are not shipped).
 SELECT r.chip_id, e.exp_id, e.exp_name, e.filter, e.dateobs, e.exp_time, e.airmass, e.ra, e.decl,
        (SELECT d.magic_id FROM magicDSRun d WHERE d.stage = 'chip' AND d.stage_id = r.chip_id
         ORDER BY d.magic_ds_id DESC LIMIT 1) AS magic_id
@@ -150,8 +152,10 @@ WHERE exp_id = %(exp_id)s ORDER BY class_id;
 
 -- name: update_camera_context
 SELECT c.cam_id, c.chip_id,
-       (SELECT m.magic_id FROM magicRun m WHERE m.exp_id = ch.exp_id
-        ORDER BY m.magic_id DESC LIMIT 1) AS magic_id
+       COALESCE((SELECT m.magic_id FROM magicRun m WHERE m.exp_id = ch.exp_id
+                 ORDER BY m.magic_id DESC LIMIT 1),
+                (SELECT d.magic_id FROM magicDSRun d WHERE d.stage = 'camera' AND d.stage_id = c.cam_id
+                 ORDER BY d.magic_ds_id DESC LIMIT 1)) AS magic_id
 FROM camRun c JOIN chipRun ch ON ch.chip_id = c.chip_id
 WHERE c.cam_id = %(id)s;
 
@@ -159,8 +163,10 @@ WHERE c.cam_id = %(id)s;
 SELECT w.warp_id, c.cam_id, c.state AS cam_state, c.magicked AS cam_magicked, c.chip_id,
        ch.state AS chip_state, ch.magicked AS chip_magicked,
        e.exp_id, e.exp_name, e.filter, e.dateobs, e.exp_time, e.airmass, e.ra, e.decl,
-       (SELECT m.magic_id FROM magicRun m WHERE m.exp_id = e.exp_id
-        ORDER BY m.magic_id DESC LIMIT 1) AS magic_id
+       COALESCE((SELECT m.magic_id FROM magicRun m WHERE m.exp_id = e.exp_id
+                 ORDER BY m.magic_id DESC LIMIT 1),
+                (SELECT d.magic_id FROM magicDSRun d WHERE d.stage = 'warp' AND d.stage_id = w.warp_id
+                 ORDER BY d.magic_ds_id DESC LIMIT 1)) AS magic_id
 FROM warpRun w JOIN fakeRun fk ON fk.fake_id = w.fake_id JOIN camRun c ON c.cam_id = fk.cam_id JOIN chipRun ch ON ch.chip_id = c.chip_id
      JOIN rawExp e ON e.exp_id = ch.exp_id
 WHERE w.warp_id = %(id)s;
@@ -190,8 +196,10 @@ ORDER BY i.warp_id;
 
 -- name: update_diff_context
 SELECT r.diff_id,
-       (SELECT m.magic_id FROM magicRun m WHERE m.diff_id = r.diff_id
-        ORDER BY m.magic_id DESC LIMIT 1) AS magic_id
+       COALESCE((SELECT m.magic_id FROM magicRun m WHERE m.diff_id = r.diff_id
+                 ORDER BY m.magic_id DESC LIMIT 1),
+                (SELECT d.magic_id FROM magicDSRun d WHERE d.stage = 'diff' AND d.stage_id = r.diff_id
+                 ORDER BY d.magic_ds_id DESC LIMIT 1)) AS magic_id
 FROM diffRun r WHERE r.diff_id = %(id)s;
 
 -- name: update_diff_inputs
