@@ -85,9 +85,7 @@ class ImportFailed(IppError):
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """One HTTP session for the agent's life: no automatic decompression, deadlines on
     every request (shared.distribution.client)."""
-    async with dsclient.session(
-        Limits.from_settings(ctx.settings), ctx.settings.dist_client_token
-    ) as session:
+    async with dsclient.session(Limits.from_settings(ctx.settings)) as session:
         ctx.resources["http"] = session
         yield
 
@@ -143,7 +141,7 @@ async def _new_filesets(ctx: AgentContext, source: Row) -> list[str]:
     if source["last_fileset"]:
         url += f"?{source['last_fileset']}"
     try:
-        text = await get_text(http, url, Limits.from_settings(ctx.settings))
+        text = await get_text(http, url, Limits.from_settings(ctx.settings), _token(source))
         return await asyncio.to_thread(datastore.parse_filesets, text, url)
     except FILESET_ERRORS as exc:
         await ctx.db.execute(
@@ -235,6 +233,11 @@ async def _record_failure(ctx: AgentContext, source: Row, name: str, exc: BaseEx
 # -- one fileset ---------------------------------------------------------------------------
 
 
+def _token(source: Row) -> str:
+    """The source's own bearer token (``ippctl dist source token``), for its URLs only."""
+    return str(source["token"] or "")
+
+
 @dataclass
 class Fileset:
     """One fileset on its way in: where it is, its files, its staging directory."""
@@ -254,7 +257,7 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bo
     http: aiohttp.ClientSession = ctx.resources["http"]
     limits = Limits.from_settings(ctx.settings)
     url = f"{source['status_uri'].rstrip('/')}/{source['product']}/{name}"
-    text = await get_text(http, f"{url}/index.txt", limits)
+    text = await get_text(http, f"{url}/index.txt", limits, _token(source))
     files = await asyncio.to_thread(datastore.parse_files, text, f"{url}/index.txt")
     staging = ctx.settings.dist_staging() / "client" / source["id"] / name
     fs = Fileset(source, name, url, files, staging)
@@ -311,6 +314,7 @@ async def _fetch_dbinfo(ctx: AgentContext, fs: Fileset) -> RunInfo:
         f,
         fs.staging / f.name,
         Limits.from_settings(ctx.settings),
+        _token(fs.source),
     )
     raw = await asyncio.to_thread((fs.staging / f.name).read_bytes)
     try:
@@ -350,7 +354,9 @@ async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> 
 
     async def fetch(f: RemoteFile) -> None:
         async with limit:
-            await download(ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name, limits)
+            await download(
+                ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name, limits, _token(fs.source)
+            )
 
     results = await asyncio.gather(*(fetch(f) for f in files), return_exceptions=True)
     for result in results:  # every download ran to its end; the first failure is the reason

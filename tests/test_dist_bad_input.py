@@ -16,6 +16,7 @@ import sys
 import tarfile
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ class FakeDataStore:
     redirect: str | None = None
     #: a bearer token every request must carry
     token: str | None = None
+    #: (path and query, Authorization header or None) of every request received
+    seen_auth: list[tuple[str, str | None]] = field(default_factory=list)
 
     def files_of(self, fileset: str) -> dict[str, tuple[bytes, str]]:
         return self.others.get(fileset, self.files)
@@ -146,6 +149,7 @@ class FakeDataStore:
         return datastore.format_listing(datastore.FILE_HEADER, rows)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen_auth.append((request.path_qs, request.headers.get("Authorization")))
         if self.hang_s:
             await asyncio.sleep(self.hang_s)
         if self.status != 200:
@@ -193,11 +197,21 @@ class FakeDataStore:
         return resp
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeDataStore, int]]:
-    store = FakeDataStore(
+def fake_store() -> FakeDataStore:
+    return FakeDataStore(
         files={"dbinfo.chip.1.mdc": (dbinfo(), "dbinfo"), "o1.1.ch.1.XY33.tgz": (good_bundle(), "tgz")}
     )
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeDataStore, int]]:
+    async with serving_fake(fake_store()) as port_of:
+        yield port_of
+
+
+@asynccontextmanager
+async def serving_fake(store: FakeDataStore) -> AsyncIterator[tuple[FakeDataStore, int]]:
+    """``store`` answering on a free port of 127.0.0.1 for the block's life."""
     app = web.Application()
     app.router.add_get("/{tail:.*}", store.handle)
     runner = web.AppRunner(app, shutdown_timeout=0.5)  # hung handlers are dropped
@@ -676,13 +690,116 @@ async def test_a_retried_fileset_imports_without_moving_the_sources_place(mirror
     assert last == FILESET and await mirror.db.fetch_val(CHIP_RUNS) == 2
 
 
-async def test_a_protected_datastore_is_read_with_the_clients_token(mirror, fake, tmp_path):
+def token_file(tmp_path: Path, name: str, value: str, mode: int = 0o600) -> Path:
+    path = tmp_path / name
+    path.write_text(value + "\n")
+    path.chmod(mode)
+    return path
+
+
+async def test_a_protected_datastore_is_read_with_its_sources_own_token(mirror, fake, tmp_path):
     store, port = fake
     store.token = "t0ken"
     proc = await pull(mirror, port, tmp_path)
     assert "HTTP 401" in proc.events("dist_poll_failed")[0]["reason"]
-    proc = await pull(mirror, port, tmp_path, dist_client_token="t0ken")
+    given = ippctl(
+        mirror, "dist", "source", "token", "src", "--token-file", str(token_file(tmp_path, "t", "t0ken"))
+    )
+    assert given.returncode == 0 and "token set" in given.stdout, given.stderr
+    proc = await pull(mirror, port, tmp_path)
     assert proc.events("dist_imported")
+    assert "t0ken" not in proc.output()
+
+
+async def test_each_source_gets_its_own_token_and_one_without_gets_none(mirror, tmp_path):
+    """Two sources, one protected: it sees only its own token, the other none at all (the
+    token of one DataStore never reaches another)."""
+    async with (
+        serving_fake(fake_store()) as (protected, port_a),
+        serving_fake(fake_store()) as (other, port_b),
+    ):
+        protected.token = "tokA-7f3e"
+        added = ippctl(
+            mirror, "dist", "source", "add", "a", "--uri", f"http://127.0.0.1:{port_a}/ds",
+            "--product", "prod", "--token-file", str(token_file(tmp_path, "a", "tokA-7f3e")),
+        )  # fmt: skip
+        assert added.returncode == 0 and "with its token" in added.stdout, added.stderr
+        other.filesets = ["o1.chip.2.1.1"]
+        other.others = {"o1.chip.2.1.1": {"dbinfo.chip.2.mdc": (dbinfo(chip_id=2, base=BASE2), "dbinfo")}}
+        added = ippctl(
+            mirror,
+            "dist",
+            "source",
+            "add",
+            "b",
+            "--uri",
+            f"http://127.0.0.1:{port_b}/ds",
+            "--product",
+            "prod",
+        )
+        assert added.returncode == 0, added.stderr
+        proc = AgentProcess("dist_client", mirror.dsn, tmp_path, "--once", var_dir=str(mirror.var_dir))
+        assert await proc.wait(timeout_s=120) == 0, proc.output()
+    assert {e["source"] for e in proc.events("dist_imported")} == {"a", "b"}
+    assert protected.seen_auth and {auth for _, auth in protected.seen_auth} == {"Bearer tokA-7f3e"}
+    assert other.seen_auth and {auth for _, auth in other.seen_auth} == {None}
+    assert "tokA-7f3e" not in proc.output()
+    for args in (("dist", "source", "ls"), ("dist", "source", "ls", "--json")):
+        shown = ippctl(mirror, *args)
+        assert shown.returncode == 0 and "tokA" not in shown.stdout + shown.stderr
+    assert '"has_token": 1' in ippctl(mirror, "dist", "source", "ls", "--json").stdout
+
+
+async def test_a_redirect_is_followed_without_the_token(mirror, fake, tmp_path):
+    store, port = fake
+    store.redirect = "?moved=1"  # the same host and port: followed, but not with the token
+    await pull(mirror, port, tmp_path)
+    given = ippctl(
+        mirror, "dist", "source", "token", "src", "--token-file", str(token_file(tmp_path, "t", "tok-r"))
+    )
+    assert given.returncode == 0, given.stderr
+    store.seen_auth.clear()
+    await pull(mirror, port, tmp_path)
+    listings = [(path, auth) for path, auth in store.seen_auth if "index.txt" in path]
+    assert listings and all(auth == "Bearer tok-r" for path, auth in listings if "moved" not in path)
+    assert [auth for path, auth in listings if "moved" in path] and all(
+        auth is None for path, auth in listings if "moved" in path
+    )
+
+
+def test_a_token_file_others_can_read_or_that_is_not_one_line_is_refused_by_name(mirror, tmp_path):
+    for name, value, mode, problem in (
+        ("open", "tok", 0o644, "readable by every user"),
+        ("empty", "", 0o600, "empty"),
+        ("two", "a b", 0o600, "one line"),
+    ):
+        path = token_file(tmp_path, name, value, mode)
+        out = ippctl(
+            mirror,
+            "dist",
+            "source",
+            "add",
+            "x",
+            "--uri",
+            "http://127.0.0.1:1/ds",
+            "--product",
+            "p",
+            "--token-file",
+            str(path),
+        )
+        assert out.returncode != 0 and str(path) in out.stderr and problem in out.stderr, out.stderr
+    missing = ippctl(mirror, "dist", "source", "token", "nosuch", "--clear")
+    assert missing.returncode != 0 and "no source 'nosuch'" in missing.stderr
+
+
+def test_the_retired_shared_client_token_is_refused_with_what_replaces_it(mirror):
+    env = {**agent_env(mirror.dsn), "IPP_VAR_DIR": str(mirror.var_dir), "IPP_DIST_CLIENT_TOKEN": "x"}
+    out = subprocess.run(
+        [sys.executable, "-m", "agents", "dist_client", "--once"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode != 0 and "dist_client_token is no longer used" in out.stderr
+    assert "ippctl dist source token" in out.stderr
 
 
 def ipp_dbinfo() -> bytes:

@@ -95,12 +95,13 @@ class Settings:
     http_keepalive_timeout_s: float = 15.0
 
     # DataStore and distribution. The DataStore is served by dist_server on ds_host:ds_port;
-    # with ds_token every request must carry it (Authorization: Bearer), and the clients of a
-    # DataStore (the mirror, the PSPS stand-in) send dist_client_token.
+    # with ds_token every request must carry it (Authorization: Bearer). A mirror sends each
+    # source its own token (ippctl dist source token); the PSPS stand-in's DXLayer sends
+    # dxlayer_ds_token to the one DataStore it polls.
     ds_host: str = "127.0.0.1"
     ds_port: int = 8081
     ds_token: str = ""
-    dist_client_token: str = ""
+    dxlayer_ds_token: str = ""
     # gzip level of distribution bundles (ISA-L levels 0-3; 1 is fast and still compresses).
     dist_gzip_level: int = 1
     # Bundles built (server) or files downloaded (client) at once.
@@ -336,6 +337,18 @@ SECTIONS = ("stand_ins",)
 T = TypeVar("T")
 
 
+#: Settings that are gone, with what replaces them: named when they are still given.
+RETIRED = {
+    "dist_client_token": "it was sent to every source a mirror polls; give each source its own "
+    "with `ippctl dist source token NAME --token-file F` (docs/operations.md)",
+}
+
+
+def _refuse_retired(given: set[str], where: str) -> None:
+    for key in sorted(given & set(RETIRED)):
+        raise SettingsError(f"{where}: setting {key} is no longer used: {RETIRED[key]}")
+
+
 def load_section(
     cls: type[T], section: str | None, environ: Mapping[str, str] | None, overrides: Mapping[str, Any]
 ) -> T:
@@ -351,11 +364,13 @@ def load_section(
         where = f"{path} [{section}]" if section else path
         if not isinstance(table, dict):
             raise SettingsError(f"{where}: not a table")
+        _refuse_retired(set(table), where)
         unknown = sorted(set(table) - set(known))
         if unknown:
             raise SettingsError(f"{where}: unknown setting(s): {', '.join(unknown)}")
         for key, raw in table.items():
             values[key] = _convert(key, known[key].type, raw, path)
+    _refuse_retired({k for k in RETIRED if f"IPP_{k.upper()}" in env}, "environment")
     for key, f in known.items():
         env_name = f"IPP_{key.upper()}"
         if env_name in env:

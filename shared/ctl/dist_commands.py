@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from shared.core.cli import EXIT_OK
+from shared.core.secrets import read_secret_file
 from shared.core.settings import Settings
 from shared.ctl.output import print_json, table, with_db
 from shared.db.database import Database
@@ -187,8 +188,27 @@ async def dist_source_add(settings: Settings, args: argparse.Namespace) -> int:
             raise DataStoreError(
                 f"--uri {args.uri!r} is not an http(s) URL of a DataStore (e.g. http://host:8081/ds)"
             )
-        await db.execute(Q.rc_source_add, name=args.name, uri=args.uri, product=args.product)
-        print(f"source {args.name}: {args.uri} product {args.product}")
+        token = read_secret_file(args.token_file, "--token-file") if args.token_file else None
+        await db.execute(Q.rc_source_add, name=args.name, uri=args.uri, product=args.product, token=token)
+        print(
+            f"source {args.name}: {args.uri} product {args.product}" + (" (with its token)" if token else "")
+        )
+        return EXIT_OK
+
+    return await with_db(settings, go)
+
+
+async def dist_source_token(settings: Settings, args: argparse.Namespace) -> int:
+    """Give a source its own token (from a file), or take it away (``--clear``)."""
+
+    async def go(db: Database) -> int:
+        token = None if args.clear else read_secret_file(args.token_file, "--token-file")
+        if not await db.execute(Q.rc_source_token, name=args.name, token=token):
+            if not any(r["name"] == args.name for r in await db.fetch_all(Q.rc_sources)):
+                raise DataStoreError(f"no source {args.name!r} (ippctl dist source ls)")
+        print(
+            f"source {args.name}: " + ("its token is removed, none is sent" if token is None else "token set")
+        )
         return EXIT_OK
 
     return await with_db(settings, go)
@@ -209,11 +229,12 @@ async def dist_sources(settings: Settings, args: argparse.Namespace) -> int:
                         r["product"],
                         r["last_fileset"] or "-",
                         r["state"],
+                        "yes" if r["has_token"] else "-",
                         r["note"] or "",
                     )
                     for r in rows
                 ],
-                ("SOURCE", "URI", "PRODUCT", "LAST FILESET", "STATE", "NOTE"),
+                ("SOURCE", "URI", "PRODUCT", "LAST FILESET", "STATE", "TOKEN", "NOTE"),
             )
         )
         return EXIT_OK
@@ -325,7 +346,20 @@ def add_commands(top: Any) -> None:
     p.add_argument("name")
     p.add_argument("--uri", required=True, help="the DataStore root, e.g. http://host:8081/ds")
     p.add_argument("--product", required=True)
+    p.add_argument(
+        "--token-file",
+        metavar="F",
+        help="a file holding the bearer token this DataStore wants (sent to it only)",
+    )
     p.set_defaults(handler=dist_source_add)
+    p = source.add_parser("token", help="set (from a file) or remove a source's own DataStore token")
+    p.add_argument("name")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--token-file", metavar="F", help="a file holding the token (one line, not world-readable)"
+    )
+    given.add_argument("--clear", action="store_true", help="send this source no token")
+    p.set_defaults(handler=dist_source_token)
     p = source.add_parser("ls", help="sources and the last fileset imported from each")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=dist_sources)

@@ -6,6 +6,10 @@ Nothing a peer sends is trusted to be small or quick: every request has a total 
 (a download's grows with its listed size), a listing is read up to a byte limit, a download
 stops at the listed size, bodies are never decompressed on the way (the session must be made
 with :func:`session`), and redirects are followed only to the same scheme, host and port.
+
+A peer's bearer token is given per request, never to the session: it goes with the request
+to that peer's own URL only, and a redirect is followed without it, so no other peer and no
+other address ever sees it.
 """
 
 from __future__ import annotations
@@ -56,15 +60,14 @@ class Limits:
         )
 
 
-def session(limits: Limits, token: str = "") -> aiohttp.ClientSession:
+def session(limits: Limits) -> aiohttp.ClientSession:
     """A client session for DataStore peers: bodies as sent (no automatic decompression),
-    connect and read deadlines from ``limits`` (each request adds its total deadline), and
-    the bearer token a protected DataStore wants, when one is given."""
+    connect and read deadlines from ``limits`` (each request adds its total deadline), no
+    credentials of its own (each request carries its peer's)."""
     timeout = aiohttp.ClientTimeout(
         total=None, connect=limits.timeout_s, sock_connect=limits.timeout_s, sock_read=limits.timeout_s
     )
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False, headers=headers)
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
 
 
 def _same_origin(a: str, b: str) -> bool:
@@ -74,14 +77,20 @@ def _same_origin(a: str, b: str) -> bool:
 
 @asynccontextmanager
 async def _get(
-    http: aiohttp.ClientSession, url: str, deadline_s: float, headers: dict[str, str] | None = None
+    http: aiohttp.ClientSession,
+    url: str,
+    deadline_s: float,
+    headers: dict[str, str] | None = None,
+    token: str = "",
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """GET ``url`` following redirects to the same origin only, within ``deadline_s`` in
-    all (the response body must be read inside the context)."""
+    all (the response body must be read inside the context). ``token`` goes with the first
+    request only: a redirect is followed without it."""
     target = url
+    sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
     async with asyncio.timeout(deadline_s):
         for _ in range(MAX_REDIRECTS + 1):
-            async with http.get(target, headers=headers, allow_redirects=False) as resp:
+            async with http.get(target, headers=sent, allow_redirects=False) as resp:
                 if resp.status in (301, 302, 303, 307, 308):
                     location = urljoin(target, resp.headers.get("Location", ""))
                     if not _same_origin(url, location):
@@ -91,6 +100,7 @@ async def _get(
                             resp.status,
                         )
                     target = location
+                    sent.pop("Authorization", None)
                     continue
                 yield resp
                 return
@@ -110,11 +120,14 @@ async def _read_capped(resp: aiohttp.ClientResponse, url: str, limit: int) -> by
     return bytes(body)
 
 
-async def get_text(http: aiohttp.ClientSession, url: str, limits: Limits | None = None) -> str:
-    """The body of a 200 answer as UTF-8 text; FetchFailed naming the URL otherwise."""
+async def get_text(
+    http: aiohttp.ClientSession, url: str, limits: Limits | None = None, token: str = ""
+) -> str:
+    """The body of a 200 answer as UTF-8 text; FetchFailed naming the URL otherwise. ``token``:
+    the peer's bearer token, for ``url`` only."""
     lim = limits or Limits()
     try:
-        async with _get(http, url, lim.timeout_s) as resp:
+        async with _get(http, url, lim.timeout_s, token=token) as resp:
             if resp.status != 200:
                 body = (await _read_capped(resp, url, 4096))[:200].decode(errors="replace")
                 raise FetchFailed(
@@ -148,7 +161,12 @@ def _resume_point(target: Path, part: Path, f: RemoteFile) -> tuple[bool, int]:
 
 
 async def download(
-    http: aiohttp.ClientSession, url: str, f: RemoteFile, target: Path, limits: Limits | None = None
+    http: aiohttp.ClientSession,
+    url: str,
+    f: RemoteFile,
+    target: Path,
+    limits: Limits | None = None,
+    token: str = "",
 ) -> None:
     """``target`` holding exactly ``f`` (size and md5 checked); resumes a ``.part`` file.
     Reading stops at the listed size; a server that sends more, or a disk that fills, fails
@@ -160,7 +178,7 @@ async def download(
         return
     if have < f.bytes or f.bytes == 0:
         try:
-            await _fetch(http, url, f, part, have, lim)
+            await _fetch(http, url, f, part, have, lim, token)
         except FetchFailed:
             raise
         except OSError as exc:
@@ -188,11 +206,11 @@ async def download(
 
 
 async def _fetch(
-    http: aiohttp.ClientSession, url: str, f: RemoteFile, part: Path, have: int, lim: Limits
+    http: aiohttp.ClientSession, url: str, f: RemoteFile, part: Path, have: int, lim: Limits, token: str
 ) -> None:
     """Append the rest of ``f`` to ``part`` (from ``have``), never past the listed size."""
     headers = {"Range": f"bytes={have}-"} if have else {}
-    async with _get(http, url, lim.download_deadline_s(f.bytes - have), headers) as resp:
+    async with _get(http, url, lim.download_deadline_s(f.bytes - have), headers, token) as resp:
         if resp.status not in (200, 206):
             raise FetchFailed(f"GET {url}: HTTP {resp.status}", resp.status)
         mode, written = ("ab", have) if resp.status == 206 else ("wb", 0)

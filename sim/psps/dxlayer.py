@@ -192,6 +192,7 @@ class DxLayer:
         self.knobs = knobs
         self.root = knobs.dxlayer_path(settings)
         self.limits = Limits.from_settings(settings)
+        self.token = settings.dxlayer_ds_token
 
     def copy_dir(self, product: str, name: str) -> Path:
         """Where a batch's copy lives: inside the DXLayer's directory, whatever the names."""
@@ -223,7 +224,7 @@ class DxLayer:
         """Note the filesets of every psps product not seen before."""
         try:
             root = datastore.parse_listing(
-                await get_text(self.session, f"{self.base}/index.txt", self.limits),
+                await get_text(self.session, f"{self.base}/index.txt", self.limits, self.token),
                 "productID",
                 f"{self.base}/index.txt",
             )
@@ -240,7 +241,9 @@ class DxLayer:
                 continue
             url = f"{self.base}/{product}/index.txt"
             try:
-                names = datastore.parse_filesets(await get_text(self.session, url, self.limits), url)
+                names = datastore.parse_filesets(
+                    await get_text(self.session, url, self.limits, self.token), url
+                )
             except DataStoreError as exc:
                 log.warning("product_unreadable", product=product, error=str(exc))
                 continue
@@ -288,7 +291,9 @@ class DxLayer:
     async def _fetch(self, name: str, product: str, directory: Path) -> tuple[str, str]:
         """Download the fileset into ``directory``; (fits file, manifest file)."""
         url = f"{self.base}/{product}/{name}"
-        files = datastore.parse_files(await get_text(self.session, f"{url}/index.txt", self.limits), url)
+        files = datastore.parse_files(
+            await get_text(self.session, f"{url}/index.txt", self.limits, self.token), url
+        )
         fits_files = [f for f in files if f.type == "fits"]
         manifests = [
             f for f in files if f.type == "manifest" or (f.type == "text" and f.component == "manifest")
@@ -301,7 +306,7 @@ class DxLayer:
             )
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         for f in files:
-            await download(self.session, f"{url}/{f.name}", f, directory / f.name, self.limits)
+            await download(self.session, f"{url}/{f.name}", f, directory / f.name, self.limits, self.token)
         return fits_files[0].name, manifests[0].name
 
     async def load(self, name: str, product: str) -> None:

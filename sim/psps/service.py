@@ -72,9 +72,7 @@ async def _run(db: Database, settings: Settings, knobs: StandIns, stop: asyncio.
         url=f"http://{settings.odm_host}:{settings.odm_port}/odm/",
         datastore=f"http://{settings.ds_host}:{settings.ds_port}/ds/",
     )
-    async with dsclient.session(
-        dsclient.Limits.from_settings(settings), settings.dist_client_token
-    ) as session:
+    async with dsclient.session(dsclient.Limits.from_settings(settings)) as session:
         dx = asyncio.create_task(DxLayer(db, settings, knobs, session).run(stop), name="dxlayer")
         stopping = asyncio.create_task(stop.wait(), name="stop_requested")
         done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)

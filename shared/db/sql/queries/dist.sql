@@ -106,13 +106,20 @@ LIMIT %(limit)s;
 -- Receiving side.
 
 -- name: rc_source_add
-INSERT INTO rcDestination (name, status_uri, product, state) VALUES (%(name)s, %(uri)s, %(product)s, 'enabled');
+INSERT INTO rcDestination (name, status_uri, product, state, token)
+VALUES (%(name)s, %(uri)s, %(product)s, 'enabled', %(token)s);
+
+-- name: rc_source_token
+-- The source's own DataStore token (NULL: it is sent none).
+UPDATE rcDestination SET token = %(token)s WHERE name = %(name)s;
 
 -- name: rc_sources
-SELECT name, status_uri, product, last_fileset, state, note FROM rcDestination ORDER BY name;
+-- What operators see of a source: whether it has a token, never the token.
+SELECT name, status_uri, product, last_fileset, state, note, token IS NOT NULL AS has_token
+FROM rcDestination ORDER BY name;
 
 -- name: rc_claim
-SELECT name AS id, status_uri, product, last_fileset
+SELECT name AS id, status_uri, product, last_fileset, token
 FROM rcDestination
 WHERE state = 'enabled' AND owner IS NULL
 ORDER BY name
