@@ -203,9 +203,9 @@ async def dist_source_token(settings: Settings, args: argparse.Namespace) -> int
 
     async def go(db: Database) -> int:
         token = None if args.clear else read_secret_file(args.token_file, "--token-file")
-        if not await db.execute(Q.rc_source_token, name=args.name, token=token):
-            if not any(r["name"] == args.name for r in await db.fetch_all(Q.rc_sources)):
-                raise DataStoreError(f"no source {args.name!r} (ippctl dist source ls)")
+        if not any(r["name"] == args.name for r in await db.fetch_all(Q.rc_sources)):
+            raise DataStoreError(f"no source {args.name!r} (ippctl dist source ls)")
+        await db.execute(Q.rc_source_token, name=args.name, token=token)
         print(
             f"source {args.name}: " + ("its token is removed, none is sent" if token is None else "token set")
         )
