@@ -28,6 +28,7 @@ CLEAN = [
     "DELETE FROM console_session",
     "DELETE FROM console_user",
     "DELETE FROM console_audit",
+    "DELETE FROM console_login_attempt",
 ]
 
 

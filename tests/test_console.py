@@ -4,6 +4,7 @@ tests are in test_console_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -12,7 +13,8 @@ import aiohttp
 from shared.db.database import Database
 from shared.db.queries import Query
 from tests.console_fixture import AUDIT, CLIENT, PASSWORD, USERS, Console, ippctl
-from tests.helpers import eventually
+from tests.helpers import AgentProcess, eventually
+from tests.mirror_fixture import free_port
 
 
 async def _login(http: aiohttp.ClientSession, console: Console, user: str, password: str = PASSWORD) -> int:
@@ -69,13 +71,14 @@ async def test_a_wrong_password_is_refused_audited_and_logins_are_rate_limited(c
     async with _session() as http:
         assert await _login(http, console, "alice", "wrong") == 401
         assert await _login(http, console, "nobody", "wrong") == 401
-        for _ in range(3):
+        for _ in range(4):
             assert await _login(http, console, "alice", "wrong") == 401
         assert await _login(http, console, "alice") == 429  # even the right one, for a minute
+        assert await _login(http, console, "vic") == 303  # another user from here is not locked out
     rows = await db.fetch_all(AUDIT)
-    assert [(r["action"], r["ok"]) for r in rows] == [("login", 0)] * 6
+    assert [(r["action"], r["ok"]) for r in rows] == [("login", 0)] * 7 + [("login", 1)]
     assert rows[0]["result"] == "wrong user name or password" and rows[0]["remote"] == "127.0.0.1"
-    assert "too many failed logins" in rows[-1]["result"]
+    assert "too many logins for this user from here" in rows[-2]["result"]
     for user in await db.fetch_all(USERS):
         assert user["password_hash"].startswith("scrypt$16384$8$1$") and PASSWORD not in user["password_hash"]
 
@@ -364,3 +367,53 @@ async def test_the_overview_shows_the_metrics_agent_s_plots_and_serves_only_thos
         for bad in ("..%2F..%2Fetc%2Fpasswd", "nosuch.png"):
             async with http.get(f"{console.url}/plots/{bad}") as r:
                 assert r.status == 404, bad
+
+
+ATTEMPTS = Query("t_attempts", "SELECT attempts FROM console_login_attempt WHERE scope = %(scope)s", "test")
+
+
+async def test_a_burst_of_sixty_logins_gets_at_most_five_password_checks_and_other_pages_answer(console, db):
+    """The limit holds under concurrency: each attempt is counted in the database before its
+    password is checked. 59 wrong passwords at once, and the right one sent while they are
+    in flight (once five are counted): at most five checks, the right one refused too, and
+    the login page answers meanwhile (scrypt runs off the event loop)."""
+    async with _session() as http:
+        wrong = [asyncio.create_task(_login(http, console, "alice", f"wrong{i}")) for i in range(59)]
+
+        async def counted() -> bool:
+            n = await db.fetch_val(ATTEMPTS, scope="user+address alice 127.0.0.1")
+            return n is not None and int(n) >= 5
+
+        await eventually(counted, timeout_s=60, what="five attempts counted")
+        right = asyncio.create_task(_login(http, console, "alice"))
+        others = [asyncio.create_task(_page(http, console)) for _ in range(5)]
+        statuses = await asyncio.gather(*wrong, right)
+        pages = await asyncio.gather(*others)
+    assert statuses[-1] == 429  # the right password in the burst does not log in
+    assert statuses.count(401) <= 5 and statuses.count(401) + statuses.count(429) == 60
+    assert pages == [200] * 5
+    rows = await db.fetch_all(AUDIT)
+    checked = [r for r in rows if r["result"] == "wrong user name or password"]
+    assert len(rows) == 60 and len(checked) <= 5 and not [r for r in rows if r["ok"]]
+
+
+async def _page(http: aiohttp.ClientSession, console: Console) -> int:
+    async with http.get(f"{console.url}/login") as r:
+        return r.status
+
+
+async def test_two_console_processes_share_one_count_of_login_attempts(console, db, test_dsn, tmp_path):
+    """The count is in the database: a burst spread over two console processes still gets
+    at most five checks for one user from one address."""
+    port = free_port()
+    second = AgentProcess("console", test_dsn, tmp_path, console_port=port, var_dir=str(tmp_path / "var2"))
+    try:
+        await eventually(lambda: second.events("console_listening"), timeout_s=60, what="a second console")
+        other = Console(f"http://127.0.0.1:{port}", second)
+        async with _session() as http:
+            statuses = await asyncio.gather(
+                *(_login(http, c, "alice", f"wrong{i}") for i in range(20) for c in (console, other))
+            )
+    finally:
+        second.kill()
+    assert statuses.count(401) <= 5 and statuses.count(429) >= 35

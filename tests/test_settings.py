@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from urllib.parse import quote
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from shared.core.errors import DsnError, IppError, SettingsError, mask_dsns
 from shared.core.log import configure_logging, get_logger
 from shared.core.settings import Settings, load_settings, parse_dsn
+from tests.helpers import ROOT
 
 
 def test_defaults_use_the_local_socket_database():
@@ -157,3 +161,37 @@ def test_the_stand_ins_knobs_are_their_own_section_not_ipp_settings(tmp_path):
     path.write_text("[stand_ins]\nno_such_knob = 1\n")
     with pytest.raises(SettingsError, match=r"\[stand_ins\]: unknown setting\(s\): no_such_knob"):
         load_stand_ins(environ=env)
+
+
+@pytest.mark.parametrize(
+    ("toml", "secret"),
+    [
+        ('ds_token = "s3cret"\n', "ds_token"),
+        ('odm_token = "s3cret"\n', "odm_token"),
+        ('db_dsn = "mysql://ipp:s3cret@db1:3306/ipp"\n', "db_dsn"),
+    ],
+)
+def test_a_settings_file_with_a_secret_that_every_user_can_read_is_refused(tmp_path, toml, secret):
+    path = tmp_path / "ipp.toml"
+    path.write_text(toml)
+    path.chmod(0o644)
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={"IPP_SETTINGS": str(path)})
+    assert f"IPP_SETTINGS={path} holds {secret}" in str(info.value) and "chmod 600" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    path.chmod(0o600)
+    load_settings(environ={"IPP_SETTINGS": str(path)})
+    # a DSN without a password is no secret: the file may stay readable
+    path.write_text('db_dsn = "mysql://ipp@db1:3306/ipp"\n')
+    path.chmod(0o644)
+    load_settings(environ={"IPP_SETTINGS": str(path)})
+
+
+def test_ippctl_db_status_shows_the_database_without_its_password():
+    env = {**os.environ, "IPP_DB_DSN": "mysql://ipp:pw-s3cret@127.0.0.1:1/ipp"}
+    out = subprocess.run(
+        [sys.executable, "-m", "shared.ctl.main", "db", "status"], env=env, capture_output=True, text=True,
+        timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert "database:        ipp@127.0.0.1:1/ipp" in out.stdout, out.stdout + out.stderr
+    assert "pw-s3cret" not in out.stdout + out.stderr

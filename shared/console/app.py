@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 
 from shared.console import audit, loading, runs
-from shared.console.auth import LoginLimiter, Session, Sessions, authenticate, may
+from shared.console.auth import LoginLimiter, LoginLimits, Session, Sessions, authenticate, may
 from shared.console.pages import (
     COOKIE,
     DB,
@@ -59,7 +59,8 @@ def make_app(
     db: Database, sessions: Sessions, limits: TextLimits, log: Any, settings: Settings
 ) -> web.Application:
     app = web.Application(middlewares=[_headers])
-    app[DB], app[SESSIONS], app[LIMITER], app[LIMITS], app[LOG] = db, sessions, LoginLimiter(), limits, log
+    limiter = LoginLimiter(db, LoginLimits.from_settings(settings))
+    app[DB], app[SESSIONS], app[LIMITER], app[LIMITS], app[LOG] = db, sessions, limiter, limits, log
     app[SECURE], app[SETTINGS] = settings.console_secure_cookie, settings
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     env.globals["age"] = control.heartbeat_age
@@ -91,15 +92,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     user, password = str(form.get("user", ""))[:64], str(form.get("password", ""))[:1024]
     address = remote(request) or "?"
-    limiter, app = request.app[LIMITER], request.app
-    if not limiter.allowed(address):
-        await audit_write(
-            request, None, "login", {"user": user}, False, "refused: too many failed logins; wait a minute"
-        )
-        return render(request, "login.html", None, "too many failed logins from here; wait a minute", 429)
+    app = request.app
+    refused = await app[LIMITER].admit(address, user)  # counted before the password is checked
+    if refused is not None:
+        await audit_write(request, None, "login", {"user": user}, False, f"refused: {refused}; wait a minute")
+        return render(request, "login.html", None, f"{refused}; wait a minute", 429)
     role = await authenticate(app[DB], user, password)
     if role is None:
-        limiter.failed(address)
         await audit_write(request, None, "login", {"user": user}, False, "wrong user name or password")
         return render(request, "login.html", None, "wrong user name or password", 401)
     cookie, session = await app[SESSIONS].create(user, role, remote(request))

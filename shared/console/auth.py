@@ -1,20 +1,20 @@
 """Who may use the console: users with a role (viewer < operator < admin), passwords kept
 only as salted scrypt hashes (memory-hard), sessions whose cookie is a random token signed
 with the console's key (only the token's SHA-256 is stored), a CSRF token per session, and
-a limit on failed logins per address."""
+limits on login attempts counted before any password is checked."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 
 from shared.core.errors import DbIntegrityError, IppError
-from shared.db.database import Database
+from shared.core.settings import Settings
+from shared.db.database import Database, Tx
 from shared.db.queries import Q
 
 ROLES = ("viewer", "operator", "admin")
@@ -22,8 +22,6 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 MIN_PASSWORD = 8
 #: scrypt's cost: 16 MiB and some tens of milliseconds per check on this kind of host.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
-#: Failed logins allowed per address in a window, then 429 until it passes.
-LOGIN_FAILURES, LOGIN_WINDOW_S = 5, 60.0
 
 
 class ConsoleError(IppError):
@@ -78,11 +76,17 @@ async def add_user(db: Database, name: str, role: str, password: str) -> None:
 
 
 async def authenticate(db: Database, name: str, password: str) -> str | None:
-    """The user's role if the password is right, else None (the same work either way)."""
+    """The user's role if the password is right, else None: one scrypt check either way
+    (an unknown user is checked against a hash of the same cost), off the event loop."""
     row = await db.fetch_one(Q.console_user_get, name=name)
-    stored = str(row["password_hash"]) if row else hash_password("not a user")
-    ok = check_password(password, stored)
+    stored = str(row["password_hash"]) if row else _UNKNOWN_USER_HASH
+    async with _CHECKS:
+        ok = await asyncio.to_thread(check_password, password, stored)
     return str(row["role"]) if row and ok else None
+
+
+#: What an unknown user's password is checked against: the cost of a real one, no match.
+_UNKNOWN_USER_HASH = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${'00' * 16}${'00' * 32}"
 
 
 async def console_key(db: Database) -> bytes:
@@ -139,26 +143,62 @@ class Sessions:
             await self.db.execute(Q.console_session_end, token=_sha(token))
 
 
+@dataclass(frozen=True)
+class LoginLimits:
+    """How many login attempts a window takes, per scope."""
+
+    window_s: float = 60.0
+    per_user_address: int = 5
+    per_user: int = 20
+    per_address: int = 50
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> LoginLimits:
+        return cls(
+            s.console_login_window_s,
+            s.console_login_max_per_user_address,
+            s.console_login_max_per_user,
+            s.console_login_max_per_address,
+        )
+
+
 class LoginLimiter:
-    """At most ``LOGIN_FAILURES`` failed logins per address in ``LOGIN_WINDOW_S``."""
+    """Login attempts counted in the database before any password is checked, so a burst
+    (of one console process or several) gets no more checks than the limit: an address and
+    user pair, a user from anywhere, and an address for any user each have their own."""
 
-    def __init__(self, failures: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S) -> None:
-        self.failures = failures
-        self.window_s = window_s
-        self._seen: dict[str, deque[float]] = {}
+    def __init__(self, db: Database, limits: LoginLimits) -> None:
+        self.db = db
+        self.limits = limits
+        self._calls = 0
 
-    def _recent(self, remote: str) -> deque[float]:
-        now = time.monotonic()
-        seen = self._seen.setdefault(remote, deque())
-        while seen and now - seen[0] > self.window_s:
-            seen.popleft()
-        if len(self._seen) > 10_000:  # bounded: forget addresses with nothing recent
-            for key in [k for k, v in self._seen.items() if not v]:
-                del self._seen[key]
-        return seen
+    async def admit(self, address: str, user: str) -> str | None:
+        """None if this attempt may check its password; else why it is refused."""
+        lim = self.limits
+        scopes = (
+            (
+                f"user+address {user} {address}",
+                lim.per_user_address,
+                "too many logins for this user from here",
+            ),
+            (f"user {user}", lim.per_user, "too many logins for this user"),
+            (f"address {address}", lim.per_address, "too many logins from here"),
+        )
 
-    def allowed(self, remote: str) -> bool:
-        return len(self._recent(remote)) < self.failures
+        async def count(tx: Tx) -> str | None:
+            refused = None
+            for scope, most, why in scopes:  # always in this order: no deadlock between them
+                await tx.execute(Q.console_login_count, scope=scope, window_s=lim.window_s)
+                if refused is None and int(await tx.fetch_val(Q.console_login_attempts, scope=scope)) > most:
+                    refused = why
+            return refused
 
-    def failed(self, remote: str) -> None:
-        self._recent(remote).append(time.monotonic())
+        self._calls += 1
+        if self._calls % 100 == 0:
+            await self.db.execute(Q.console_login_forget, window_s=lim.window_s)
+        return await self.db.transaction(count, name="console_login_count")
+
+
+#: At most this many password checks at once (each takes 16 MiB and tens of ms of a core),
+#: on threads, so that the event loop keeps answering other requests during a burst.
+_CHECKS = asyncio.Semaphore(2)

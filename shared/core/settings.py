@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import stat
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -175,6 +176,12 @@ class Settings:
     console_port: int = 8084
     console_session_hours: float = 12.0
     console_secure_cookie: bool = False
+    # Login attempts per window, counted before the password is checked (in the database,
+    # shared by every console process): per address and user, per user, per address.
+    console_login_window_s: float = 60.0
+    console_login_max_per_user_address: int = 5
+    console_login_max_per_user: int = 20
+    console_login_max_per_address: int = 50
 
     # Agents: extra "name=module" pairs (comma separated) beside the built-in ones, so a site
     # can plug in its own agent modules.
@@ -256,6 +263,10 @@ class Settings:
             "metrics_port",
             "console_port",
             "console_session_hours",
+            "console_login_window_s",
+            "console_login_max_per_user_address",
+            "console_login_max_per_user",
+            "console_login_max_per_address",
             "metrics_interval_s",
             "metrics_retention_days",
         ]
@@ -344,6 +355,25 @@ RETIRED = {
 }
 
 
+#: Settings that hold a secret (db_dsn only when it has a password).
+SECRET_SETTINGS = ("db_dsn", "ds_token", "dxlayer_ds_token", "odm_token")
+
+
+def _refuse_readable_secrets(path: str, table: Mapping[str, Any]) -> None:
+    """A settings file that holds a secret must not be readable by every user."""
+    held = [k for k in SECRET_SETTINGS if isinstance(table.get(k), str) and table[k]]
+    if "db_dsn" in held and not parse_dsn(table["db_dsn"]).password:
+        held.remove("db_dsn")
+    if not held:
+        return
+    mode = os.stat(path).st_mode
+    if mode & stat.S_IROTH:
+        raise SettingsError(
+            f"IPP_SETTINGS={path} holds {', '.join(held)} and every user can read it "
+            f"(mode {stat.filemode(mode)}): chmod 600 it (docs/operations.md, Secrets)"
+        )
+
+
 def _refuse_retired(given: set[str], where: str) -> None:
     for key in sorted(given & set(RETIRED)):
         raise SettingsError(f"{where}: setting {key} is no longer used: {RETIRED[key]}")
@@ -365,6 +395,7 @@ def load_section(
         if not isinstance(table, dict):
             raise SettingsError(f"{where}: not a table")
         _refuse_retired(set(table), where)
+        _refuse_readable_secrets(path, table)
         unknown = sorted(set(table) - set(known))
         if unknown:
             raise SettingsError(f"{where}: unknown setting(s): {', '.join(unknown)}")

@@ -37,3 +37,19 @@ VALUES (%(user)s, %(action)s, %(params)s, %(remote)s, %(ok)s, %(result)s);
 SELECT audit_id, at, user, action, params, remote, ok, result FROM console_audit
 ORDER BY audit_id DESC LIMIT %(limit)s;
 
+
+-- name: console_login_count
+-- One more login attempt in a scope (an address and user, a user, an address), counted
+-- before the password is checked: a new window when the last one is over. The row lock
+-- makes concurrent attempts, of this console process or another, count one after another.
+INSERT INTO console_login_attempt (scope, window_start, attempts) VALUES (%(scope)s, NOW(6), 1)
+ON DUPLICATE KEY UPDATE
+    attempts = IF(window_start < NOW(6) - INTERVAL %(window_s)s SECOND, 1, attempts + 1),
+    window_start = IF(window_start < NOW(6) - INTERVAL %(window_s)s SECOND, NOW(6), window_start);
+
+-- name: console_login_attempts
+SELECT attempts FROM console_login_attempt WHERE scope = %(scope)s;
+
+-- name: console_login_forget
+-- Windows that are over, a bounded number at a time (attempts name users that need not exist).
+DELETE FROM console_login_attempt WHERE window_start < NOW(6) - INTERVAL %(window_s)s SECOND LIMIT 1000;
