@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import pwd
+import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import pymysql
 import pytest
 
 from shared.core.errors import DbError, DbIntegrityError, DbTimeout, DbUnavailable
@@ -158,3 +164,41 @@ async def test_notes_are_cut_to_their_column_as_the_schema_says(db):
     assert limits.fit("distRun", "note", "short") == "short"
     with pytest.raises(ValueError, match=r"no text column distRun\.nots"):
         limits.fit("distRun", "nots", "x")
+
+
+def _as_nobody(code: str) -> subprocess.CompletedProcess[str]:
+    """Python run as another, unprivileged user (uid 65534)."""
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_the_private_server_runs_unprivileged_and_no_other_local_user_reaches_it(private_server):
+    """Issue 33: the private MariaDB ran as root with a passwordless root on a socket every
+    user could reach (a user of uid 65534 wrote a root-owned file into a 0700 directory)."""
+    status = Path(f"/proc/{private_server.pid()}/status").read_text()
+    uid = int(status.split("Uid:")[1].split()[0])
+    assert uid == pwd.getpwnam("mysql").pw_uid
+    assert private_server.base.stat().st_mode & 0o007 == 0  # the socket's directory: owner and group
+    assert private_server.password_file.stat().st_mode & 0o777 == 0o600
+    for user in ("root", "ipp"):
+        tried = _as_nobody(
+            "import pymysql\n"
+            f"pymysql.connect(unix_socket={str(private_server.socket)!r}, user={user!r}, connect_timeout=5)\n"
+        )
+        assert tried.returncode != 0 and "Permission denied" in tried.stderr, tried.stderr
+    dsn = parse_dsn(private_server.dsn("mysql"))
+    assert dsn.user == "ipp" and dsn.password  # the agents' own account, with a password
+    conn = pymysql.connect(unix_socket=dsn.unix_socket, user=dsn.user, password=dsn.password)
+    try:
+        with conn.cursor() as cur, pytest.raises(pymysql.err.OperationalError, match="secure-file-priv"):
+            cur.execute("SELECT 1 INTO OUTFILE %s", (str(private_server.base.parent / "planted.txt"),))
+        with conn.cursor() as cur:
+            cur.execute("SELECT user, plugin FROM mysql.user WHERE user = 'root'")
+            assert cur.fetchall() == (("root", "unix_socket"),)  # only the system's root
+    finally:
+        conn.close()
+    with pytest.raises(pymysql.err.OperationalError):
+        pymysql.connect(unix_socket=dsn.unix_socket, user="ipp", password="not-it")

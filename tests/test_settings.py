@@ -17,11 +17,15 @@ from shared.core.settings import Settings, load_settings, parse_dsn
 from tests.helpers import ROOT
 
 
-def test_defaults_use_the_local_socket_database():
+def test_defaults_use_the_local_socket_database_with_its_agents_account(tmp_path):
     settings = load_settings(environ={})
     assert settings == Settings()
-    assert settings.effective_dsn().startswith("mysql://root@localhost/ipp?unix_socket=")
     assert settings.effective_dsn().endswith("var/mariadb/mysqld.sock")
+    own = load_settings(environ={}, var_dir=str(tmp_path))
+    assert own.effective_dsn().startswith("mysql://root@localhost/ipp?unix_socket=")  # not started yet
+    (tmp_path / "mariadb").mkdir()
+    (tmp_path / "mariadb" / "client.password").write_text("0f1e2d\n")  # ippctl db start-local made it
+    assert own.effective_dsn().startswith("mysql://ipp:0f1e2d@localhost/ipp?unix_socket=")
 
 
 def test_environment_overrides_the_toml_file(tmp_path):
@@ -195,3 +199,11 @@ def test_ippctl_db_status_shows_the_database_without_its_password():
     )  # fmt: skip
     assert "database:        ipp@127.0.0.1:1/ipp" in out.stdout, out.stdout + out.stderr
     assert "pw-s3cret" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("dsn", ["mysql://u:pw#x@h/db", "mysql://u:pw?x@h/db", "mysql://u:pw/x@h/db"])
+def test_a_password_that_ends_the_host_part_is_named_as_such_and_never_shown(dsn):
+    """Issue 33: urllib's "Port could not be cast ... as 'pw'" quoted the password's start."""
+    with pytest.raises(DsnError) as info:
+        parse_dsn(dsn)
+    assert "percent-encoded" in str(info.value) and "pw" not in str(info.value)

@@ -223,7 +223,13 @@ class Settings:
         if self.db_dsn:
             return parse_dsn(self.db_dsn).with_database(self.db_name).url() if self.db_name else self.db_dsn
         name = self.db_name or self.local_db_name
-        return f"mysql://root@localhost/{name}?unix_socket={self.local_socket()}"
+        # the private server's own account for the agents (ippctl db start-local makes it)
+        try:
+            password = (self.local_socket().parent / "client.password").read_text().strip()
+        except OSError:
+            password = ""
+        who = f"ipp:{password}" if password else "root"
+        return f"mysql://{who}@localhost/{name}?unix_socket={self.local_socket()}"
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the setting."""
@@ -359,10 +365,17 @@ RETIRED = {
 SECRET_SETTINGS = ("db_dsn", "ds_token", "dxlayer_ds_token", "odm_token")
 
 
+def _has_password(dsn: str) -> bool:
+    """Whether a DSN holds a password (``user:password@``), found as _mask finds it, without
+    parsing (a malformed DSN is refused later, naming the setting)."""
+    credentials, at, _ = dsn.partition("://")[2].rpartition("@")
+    return bool(at) and ":" in credentials
+
+
 def _refuse_readable_secrets(path: str, table: Mapping[str, Any]) -> None:
     """A settings file that holds a secret must not be readable by every user."""
     held = [k for k in SECRET_SETTINGS if isinstance(table.get(k), str) and table[k]]
-    if "db_dsn" in held and not parse_dsn(table["db_dsn"]).password:
+    if "db_dsn" in held and not _has_password(table["db_dsn"]):
         held.remove("db_dsn")
     if not held:
         return
@@ -478,8 +491,13 @@ def parse_dsn(dsn: str) -> Dsn:
     try:
         parts = urlsplit(dsn)
         port = parts.port or 3306
-    except ValueError as exc:
-        raise DsnError(f"database DSN {shown!r} is malformed: {exc}") from None
+    except ValueError:
+        # urllib's reason quotes what it took for a port: the start of a password that holds
+        # '#', '?' or '/', which end the host part unless percent-encoded
+        raise DsnError(
+            f"database DSN {shown!r} is malformed: the part after the host is not a port number "
+            "(a password with '#', '?' or '/' must be percent-encoded: %23, %3F, %2F)"
+        ) from None
     if parts.scheme not in ("mysql", "mariadb"):
         raise DsnError(
             f"database DSN {shown!r}: scheme must be mysql:// or mariadb://, "

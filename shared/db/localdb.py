@@ -3,18 +3,30 @@
 Used when no ``IPP_DB_DSN`` is set, by ``make demo`` and ``make test``, and by tests that need
 a server of their own to restart. It installs Debian's ``mariadb-server`` when the server
 binary is missing and we are root; otherwise it says exactly what to install.
+
+No other local user may reach it (issue 33). Started by root, it runs as the ``mysql``
+user, so nothing it writes is root's. Its directory, and so its socket, is open to its owner
+and the starting user's group only (0750). Its ``root`` account logs in only as the
+operating system's root (unix_socket authentication). The agents use an account of their own
+(``ipp``), whose password is kept in ``client.password`` (0600) beside the socket. It reads
+and writes files only inside its own ``files/`` directory (secure_file_priv).
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
+import pwd
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -24,6 +36,28 @@ SERVER_NAMES = ("mariadbd", "mysqld")
 INSTALL_DB_NAMES = ("mariadb-install-db", "mysql_install_db")
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin"])
 INSTALL_COMMAND = "apt-get update && apt-get install -y mariadb-server"
+#: The agents' account on the private server.
+ACCOUNT = "ipp"
+
+
+def _default_system_user() -> str:
+    """``mysql`` when started by root (Debian's mariadb-server makes that user), else the
+    user who starts it."""
+    if os.geteuid() != 0:
+        return getpass.getuser()
+    try:
+        pwd.getpwnam("mysql")
+    except KeyError:
+        return "root"
+    return "mysql"
+
+
+def read_client_password(path: Path) -> str | None:
+    """The agents' password of a private server, if it has one yet."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _which(names: tuple[str, ...]) -> str | None:
@@ -74,17 +108,22 @@ class LocalMariaDB:
         port: int | None = None,
         bind_address: str = "127.0.0.1",
         extra_args: tuple[str, ...] = (),
-        system_user: str = "root",
+        system_user: str | None = None,
     ) -> None:
         self.base = base.resolve()
         self.datadir = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.pidfile = self.base / "mariadbd.pid"
         self.logfile = self.base / "mariadbd.log"
+        self.password_file = self.base / "client.password"
+        self.files = self.base / "files"
         self.port = port
         self.bind_address = bind_address
         self.extra_args = extra_args
-        self.system_user = system_user
+        self.system_user = system_user or _default_system_user()
+        #: the socket-only server is the protected one; TCP servers (Galera nodes, the test
+        #: hosts' database) keep the root account they are reached with
+        self.protected = port is None
         if len(str(self.socket)) > 100:
             raise LocalDbError(
                 f"socket path {self.socket} is longer than a unix socket allows; use a shorter var_dir"
@@ -106,7 +145,7 @@ class LocalMariaDB:
             install_db,
             "--no-defaults",
             f"--datadir={self.datadir}",
-            "--auth-root-authentication-method=normal",
+            "--auth-root-authentication-method=" + ("socket" if self.protected else "normal"),
             "--skip-test-db",
             "--skip-name-resolve",
         ]
@@ -121,12 +160,33 @@ class LocalMariaDB:
 
     def _hand_over_files(self) -> None:
         """As root, give the directories made here to the system user the server runs as
-        (what the server and mariadb-install-db create is theirs already)."""
+        (what the server and mariadb-install-db create is theirs already). The directory
+        holding the socket is its owner's and the starting user's group's only."""
+        if self.protected:
+            self.files.mkdir(parents=True, exist_ok=True)
+            self.base.chmod(0o750)
+            self.files.chmod(0o700)
         if os.geteuid() != 0 or self.system_user == "root":
             return
-        for path in (self.base, self.datadir, self.logfile):
+        self._check_reachable()
+        for path in (self.base, self.datadir, self.logfile, self.files):
             if path.exists():
-                shutil.chown(path, self.system_user, self.system_user)
+                shutil.chown(path, self.system_user, os.getgid() if path == self.base else self.system_user)
+        system = self.datadir / "mysql"
+        if system.is_dir() and system.stat().st_uid != pwd.getpwnam(self.system_user).pw_uid:
+            # made by an earlier version, which ran the server as root: handed over once
+            for root, dirs, files in os.walk(self.datadir):
+                for name in dirs + files:
+                    shutil.chown(os.path.join(root, name), self.system_user, self.system_user)
+
+    def _check_reachable(self) -> None:
+        """The system user must be able to reach its directory."""
+        for parent in self.base.parents:
+            if parent.exists() and not parent.stat().st_mode & 0o001:
+                raise LocalDbError(
+                    f"the database server runs as the {self.system_user} user, which cannot enter "
+                    f"{parent} (mode {parent.stat().st_mode & 0o777:o}); use a var_dir others may traverse"
+                )
 
     def _server_command(self, server: str) -> list[str]:
         command = [
@@ -143,6 +203,8 @@ class LocalMariaDB:
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_general_ci",
         ]
+        if self.protected:
+            command.append(f"--secure-file-priv={self.files}")
         if self.port is None:
             command.append("--skip-networking")
         else:
@@ -172,7 +234,7 @@ class LocalMariaDB:
         if not self.socket.exists():
             return None
         try:
-            conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2)
+            conn = self._connect()
         except pymysql.err.Error:
             return None
         try:
@@ -187,6 +249,8 @@ class LocalMariaDB:
         """Start the server (initialising it first), with ``args`` added to its command line
         for this start only; False if it was already running."""
         if self.pid() and self.answers():
+            if self.protected:
+                self._ensure_account()
             return False
         server = ensure_server_installed()
         self.base.mkdir(parents=True, exist_ok=True)
@@ -210,6 +274,8 @@ class LocalMariaDB:
                     f"last lines of {self.logfile}:\n{self._log_tail()}"
                 )
             if self.answers():
+                if self.protected:
+                    self._ensure_account()
                 return True
             time.sleep(0.1)
         proc.kill()
@@ -252,7 +318,53 @@ class LocalMariaDB:
     def dsn(self, database: str) -> str:
         if self.port is not None:
             return f"mysql://root@{self.bind_address}:{self.port}/{database}"
-        return f"mysql://root@localhost/{database}?unix_socket={self.socket}"
+        password = read_client_password(self.password_file)
+        who = f"{ACCOUNT}:{password}" if password else "root"
+        return f"mysql://{who}@localhost/{database}?unix_socket={self.socket}"
+
+    # -- who may log in ----------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        """The agents' account once it exists, else the server's own administrator: root,
+        or the user it runs as when it was not started by root (unix_socket), or, on a
+        server made by an earlier version, root without a password."""
+        password = read_client_password(self.password_file) if self.protected else None
+        if password:
+            with contextlib.suppress(pymysql.err.OperationalError):
+                return pymysql.connect(
+                    unix_socket=str(self.socket), user=ACCOUNT, password=password, connect_timeout=2
+                )
+        admin = "root" if os.geteuid() == 0 or not self.protected else getpass.getuser()
+        return pymysql.connect(unix_socket=str(self.socket), user=admin, connect_timeout=2)
+
+    def _ensure_account(self) -> None:
+        """The agents' account with a password of its own (made once, kept 0600), root
+        reachable only by the operating system's root, no anonymous accounts."""
+        password = read_client_password(self.password_file)
+        if password:
+            try:
+                pymysql.connect(unix_socket=str(self.socket), user=ACCOUNT, password=password).close()
+                return
+            except pymysql.err.OperationalError:
+                pass  # the file outlived its server's data: make the account again
+        password = secrets.token_hex(24)
+        admin = "root" if os.geteuid() == 0 else getpass.getuser()
+        conn = pymysql.connect(unix_socket=str(self.socket), user=admin, connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                # account names and a password of hex digits: no quoting can be broken
+                cur.execute(f"CREATE OR REPLACE USER '{ACCOUNT}'@'localhost' IDENTIFIED BY %s", (password,))
+                cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{ACCOUNT}'@'localhost' WITH GRANT OPTION")
+                cur.execute("DROP USER IF EXISTS ''@'localhost'")
+                if admin == "root":  # a server made by an earlier version: root had no password
+                    cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket")
+                    for host in ("127.0.0.1", "::1", socket.gethostname()):
+                        cur.execute("DROP USER IF EXISTS 'root'@%s", (host,))
+        finally:
+            conn.close()
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
