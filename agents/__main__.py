@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sys
 
+from shared.core.cli import restrict_umask
 from shared.runtime.stopsignals import STOP
 
 
 def main(argv: list[str] | None = None) -> int:
     STOP.catch()
+    restrict_umask()
     from agents.run import run_agent
 
     return run_agent(sys.argv[1:] if argv is None else argv)

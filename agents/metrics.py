@@ -31,7 +31,7 @@ from shared.db.database import Database, Row
 from shared.observe import czartool, metrics, plots
 from shared.psps import BATCH_TYPES
 from shared.runtime.agent import AgentContext
-from shared.runtime.httpserver import ServerLimits, serving
+from shared.runtime.httpserver import ServerLimits, security_headers, serving
 
 NAME = "metrics"
 DB_KEY: web.AppKey[Database] = web.AppKey("db", Database)
@@ -244,7 +244,7 @@ async def plot_file(request: web.Request) -> web.FileResponse:
 
 
 def make_app(db: Database, plot_dir: Path, which: str) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[security_headers])
     app[DB_KEY], app[DIR_KEY], app[WHICH_KEY] = db, plot_dir, which
     app.router.add_get("/", status_page)
     app.router.add_get("/metrics", prometheus)

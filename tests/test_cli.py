@@ -18,7 +18,7 @@ from shared.core.settings import parse_dsn
 from shared.db.database import Database
 from shared.db.queries import Q
 from shared.db.schema import CODE_SCHEMA_VERSION, drop_database, upgrade_lock_name
-from tests.helpers import ROOT, agent_env, eventually
+from tests.helpers import ROOT, agent_env, eventually, run_ippctl
 
 
 def run(args: list[str], dsn: str, *, prog: str = "ippctl", **env: str) -> subprocess.CompletedProcess[str]:
@@ -275,3 +275,25 @@ async def test_a_server_whose_port_is_taken_stops_at_once_naming_the_port_and_it
         if r["status"] in ("running", "paused", "stopping")
     ]
     assert running == []
+
+
+def test_a_standing_flag_scope_that_is_not_a_name_is_refused_and_nothing_stored(test_dsn):
+    """Issue 33: `ippctl clients pause --agent $'cleanup\\n'` was stored and matched nothing."""
+    out = run_ippctl(test_dsn, "clients", "pause", "--agent", "cleanup\n")
+    assert out.returncode != 0 and "agent 'cleanup\\n' is not a name" in out.stderr, out.stderr
+    out = run_ippctl(test_dsn, "clients", "pause", "--agent", "cleanup", "--host", "h 1")
+    assert out.returncode != 0 and "host 'h 1' is not a name" in out.stderr
+
+
+def test_what_an_agent_writes_is_not_readable_by_every_user(test_dsn, tmp_path):
+    """Issue 33: no umask: logs and exports were world-readable (0644)."""
+    logs = tmp_path / "logs"
+    ran = subprocess.run(
+        [sys.executable, "-m", "agents", "sweeper", "--once", "--log-dir", str(logs)],
+        cwd=ROOT, env=agent_env(test_dsn), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    written = [p for p in logs.rglob("*") if p.is_file()]
+    assert written and all(p.stat().st_mode & 0o007 == 0 for p in written), [
+        oct(p.stat().st_mode) for p in written
+    ]

@@ -80,7 +80,9 @@ async def test_a_wrong_password_is_refused_audited_and_logins_are_rate_limited(c
     assert rows[0]["result"] == "wrong user name or password" and rows[0]["remote"] == "127.0.0.1"
     assert "too many logins for this user from here" in rows[-2]["result"]
     for user in await db.fetch_all(USERS):
-        assert user["password_hash"].startswith("scrypt$16384$8$1$") and PASSWORD not in user["password_hash"]
+        assert (
+            user["password_hash"].startswith("scrypt$131072$8$1$") and PASSWORD not in user["password_hash"]
+        )
 
 
 async def test_a_viewer_sees_everything_and_changes_nothing(console, db, spawn):
@@ -417,3 +419,43 @@ async def test_two_console_processes_share_one_count_of_login_attempts(console, 
     finally:
         second.kill()
     assert statuses.count(401) <= 5 and statuses.count(429) >= 35
+
+
+async def test_an_action_name_longer_than_the_audit_holds_is_refused_and_audited_not_a_500(console, db):
+    """Issue 33: /clients/ID/<a 70-character command> gave a 500 and no audit row."""
+    async with _session() as http:
+        assert await _login(http, console, "alice") == 303
+        csrf = await _csrf(http, console)
+        long = "x" * 70
+        async with http.post(
+            f"{console.url}/clients/abc/{long}", data={"csrf": csrf}, allow_redirects=False
+        ) as r:
+            assert r.status < 500, await r.text()
+    rows = [r for r in await db.fetch_all(AUDIT) if r["action"].startswith("client_x")]
+    assert len(rows) == 1 and not rows[0]["ok"] and len(rows[0]["action"]) <= 64
+
+
+def test_weak_passwords_are_refused_and_an_admin_needs_a_longer_one(db, test_dsn):
+    """Issue 33: `password` and the user's own name were taken, for an admin too."""
+    for name, role, password, problem in (
+        ("bob", "viewer", "password123", "guessers try first"),
+        ("bob", "viewer", "aaaaaaaaaaaa", "guessers try first"),
+        ("carol", "operator", "carol-2026!", "may not contain the user name"),
+        ("root2", "admin", "Elevenchar1", "for admin needs at least 12"),
+    ):
+        out = ippctl(
+            test_dsn, "console", "user", "add", name, "--role", role, "--password-stdin", stdin=password
+        )
+        assert out.returncode != 0 and problem in out.stderr, out.stderr
+    ok = ippctl(
+        test_dsn,
+        "console",
+        "user",
+        "add",
+        "root2",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin="tw3lve chars+",
+    )
+    assert ok.returncode == 0, ok.stderr

@@ -107,6 +107,8 @@ class FakeDataStore:
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     listing: Callable[[FakeDataStore], str] | None = None
     status: int = 200
+    #: the body of a status other than 200
+    error_text: str = "boom"
     hang_s: float = 0.0
     lie_md5: bool = False
     lie_size: bool = False
@@ -153,7 +155,7 @@ class FakeDataStore:
         if self.hang_s:
             await asyncio.sleep(self.hang_s)
         if self.status != 200:
-            return web.Response(status=self.status, text="boom")
+            return web.Response(status=self.status, text=self.error_text)
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.Response(status=401, text="token required")
         parts = request.path.strip("/").split("/")
@@ -904,3 +906,38 @@ async def test_a_fake_stage_fileset_is_imported(mirror, fake, tmp_path):
     )
     assert row == {"state": "full", "class_id": "XY33", "dtime_fake": None}
     assert await mirror.db.fetch_val(OBJECTS) == 1
+
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\u202egnp.exe"
+
+
+async def test_escape_codes_from_a_hostile_datastore_reach_the_terminal_only_as_visible_escapes(
+    mirror, fake, tmp_path
+):
+    """Issue 33: a DataStore's error body (and a label it shipped) printed raw by ippctl
+    could retitle, clear or recolour the operator's terminal."""
+    store, port = fake
+    store.status, store.error_text = 500, ESCAPES
+    await pull(mirror, port, tmp_path)
+    await mirror.db.execute(
+        Query("t_label", "UPDATE rcDestination SET note = CONCAT('x', %(e)s)", "test"), e=ESCAPES
+    )
+    store.status = 200
+    await pull(mirror, port, tmp_path)  # imported: chip run 1, whose label is then made hostile
+    await mirror.db.execute(Query("t_label2", "UPDATE chipRun SET label = %(e)s", "test"), e=ESCAPES)
+    store.status = 500
+    for args in (("dist", "source", "ls"), ("dist", "failed"), ("runs", "list", "--stage", "chip")):
+        out = ippctl(mirror, *args)
+        shown = out.stdout + out.stderr
+        assert out.returncode == 0, shown
+        assert not any(c in shown for c in "\x1b\x07\r\u202e"), (args, shown)
+    assert "\\x1b]0;pwned\\x07" in ippctl(mirror, "runs", "list", "--stage", "chip").stdout
+
+
+async def test_a_download_that_takes_too_long_is_reported_as_a_timeout(mirror, fake, tmp_path):
+    """Issue 33: it was reported as "cannot write .part: None" (TimeoutError is an OSError)."""
+    store, port = fake
+    store.slow_file_s = 30
+    proc = await pull(mirror, port, tmp_path, dist_http_timeout_s=1, dist_min_rate_bytes_s=1_000_000_000)
+    (failed,) = proc.events("dist_import_failed")
+    assert "not complete within" in failed["reason"] and "cannot write" not in failed["reason"]

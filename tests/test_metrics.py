@@ -254,6 +254,9 @@ async def test_the_agent_samples_plots_and_serves_a_status_page_and_prometheus_m
         code, body, kind = fetch(f"{base}/")
         page = body.decode()
         assert code == 200 and kind.startswith("text/html")
+        with urllib.request.urlopen(f"{base}/", timeout=10) as r:  # issue 33: none were sent
+            assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+            assert "default-src 'self'" in r.headers["Content-Security-Policy"]
         for text in (
             "Clients and heartbeats",
             "dist_server",

@@ -26,7 +26,6 @@ from shared.console.pages import (
     SECURE,
     SESSIONS,
     SETTINGS,
-    Handler,
     audit_write,
     do,
     pipelines_context,
@@ -41,24 +40,13 @@ from shared.db.columns import TextLimits
 from shared.db.database import Database
 from shared.db.queries import Q
 from shared.runtime import control
-
-
-@web.middleware
-async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """No framing, no outside scripts or styles, no referrer, no sniffing."""
-    response = await handler(request)
-    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
+from shared.runtime.httpserver import security_headers
 
 
 def make_app(
     db: Database, sessions: Sessions, limits: TextLimits, log: Any, settings: Settings
 ) -> web.Application:
-    app = web.Application(middlewares=[_headers])
+    app = web.Application(middlewares=[security_headers])
     limiter = LoginLimiter(db, LoginLimits.from_settings(settings))
     app[DB], app[SESSIONS], app[LIMITER], app[LIMITS], app[LOG] = db, sessions, limiter, limits, log
     app[SECURE], app[SETTINGS] = settings.console_secure_cookie, settings

@@ -26,8 +26,8 @@ async def record(
     text = json.dumps(params, sort_keys=True, default=str)
     await db.execute(
         Q.console_audit_add,
-        user=user,
-        action=action,
+        user=user if user is None else limits.fit("console_audit", "user", user),
+        action=limits.fit("console_audit", "action", action),  # a name from a URL may be long
         params=limits.fit("console_audit", "params", text),
         remote=remote,
         ok=int(ok),

@@ -20,8 +20,20 @@ from shared.db.queries import Q
 ROLES = ("viewer", "operator", "admin")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 MIN_PASSWORD = 8
-#: scrypt's cost: 16 MiB and some tens of milliseconds per check on this kind of host.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
+#: An admin's password is longer: it may change every other account.
+MIN_ADMIN_PASSWORD = 12
+#: Passwords a guesser tries first (and their like): refused whatever their length.
+COMMON_PASSWORDS = frozenset(
+    {
+        "password", "password1", "password123", "passw0rd", "12345678", "123456789", "1234567890",
+        "qwertyuiop", "qwerty123", "iloveyou", "admin123", "administrator", "letmein1", "welcome1",
+        "changeme", "trustno1", "abcd1234", "11111111", "00000000", "correct horse battery staple",
+    }
+)  # fmt: skip
+#: scrypt's cost as OWASP's password storage guidance gives it (N = 2^17, r = 8, p = 1: 128
+#: MiB and a few tenths of a second per hash); hashes of a lower cost still check.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 17, 8, 1
+SCRYPT_MAXMEM = 256 << 20
 
 
 class ConsoleError(IppError):
@@ -29,7 +41,7 @@ class ConsoleError(IppError):
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=64 << 20)
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=SCRYPT_MAXMEM)
 
 
 def hash_password(password: str) -> str:
@@ -50,7 +62,7 @@ def check_password(password: str, stored: str) -> bool:
             r=int(r),
             p=int(p),
             dklen=32,
-            maxmem=64 << 20,
+            maxmem=SCRYPT_MAXMEM,
         )
     except (ValueError, TypeError):
         return False
@@ -67,12 +79,22 @@ async def add_user(db: Database, name: str, role: str, password: str) -> None:
         raise ConsoleError(f"user name {name!r} is not valid (letters, digits, _ . -; at most 64)")
     if role not in ROLES:
         raise ConsoleError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    if len(password) < MIN_PASSWORD:
-        raise ConsoleError(f"a password needs at least {MIN_PASSWORD} characters")
+    check_password_strength(name, role, password)
     try:
         await db.execute(Q.console_user_add, name=name, role=role, hash=hash_password(password))
     except DbIntegrityError:
         raise ConsoleError(f"user {name!r} exists already") from None
+
+
+def check_password_strength(name: str, role: str, password: str) -> None:
+    """Refuse a password that is short for its role, common, or made of the user's name."""
+    least = MIN_ADMIN_PASSWORD if role == "admin" else MIN_PASSWORD
+    if len(password) < least:
+        raise ConsoleError(f"a password for {role} needs at least {least} characters")
+    if password.lower() in COMMON_PASSWORDS or len(set(password)) < 4:
+        raise ConsoleError("that password is one guessers try first; choose another")
+    if name.lower() in password.lower():
+        raise ConsoleError(f"a password may not contain the user name {name!r}")
 
 
 async def authenticate(db: Database, name: str, password: str) -> str | None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from shared.core.cli import guarded
+from shared.core.cli import guarded, restrict_umask
 from shared.core.errors import DbError, IppError
 from shared.core.log import configure_logging
 from shared.core.settings import Settings, load_settings
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_umask()
     args = build_parser().parse_args(argv)
 
     def run() -> int:

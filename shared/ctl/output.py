@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from shared.core.cli import visible
 from shared.core.settings import Settings
 from shared.db.database import Database
 
@@ -35,8 +36,8 @@ def print_json(data: Any) -> None:
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A plain aligned text table."""
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    """A plain aligned text table; every cell made visible (a peer may have chosen it)."""
+    cells = [[visible(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]

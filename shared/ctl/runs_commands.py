@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.core.cli import EXIT_FAILED, EXIT_OK
+from shared.core.cli import EXIT_FAILED, EXIT_OK, visible
 from shared.core.errors import IppError
 from shared.core.settings import Settings
 from shared.ctl.output import print_json, table, with_db
@@ -92,7 +92,7 @@ async def _wait_update(db: Database, stage_name: str, run_id: int, timeout_s: fl
         wait = await db.fetch_one(Q.update_wait_get, stage=stage_name, id=run_id)
         shown = (run["state"], wait["reason"] if wait else None)
         if shown != last and wait is not None:
-            print(f"{stage_name} {run_id}: {run['state']}: {wait['reason']}")
+            print(f"{stage_name} {run_id}: {run['state']}: {visible(wait['reason'])}")
         last = shown
         if run["state"] == "full":
             print(f"{stage_name} {run_id}: full: the pixels are back")
@@ -101,7 +101,7 @@ async def _wait_update(db: Database, stage_name: str, run_id: int, timeout_s: fl
             print(f"{stage_name} {run_id}: now {run['state']}: the update was abandoned", file=sys.stderr)
             return EXIT_FAILED
         if wait is not None and wait["failed"]:
-            print(f"{stage_name} {run_id}: update failed: {wait['reason']}", file=sys.stderr)
+            print(f"{stage_name} {run_id}: update failed: {visible(wait['reason'])}", file=sys.stderr)
             return EXIT_FAILED
         if loop.time() > deadline:
             print(

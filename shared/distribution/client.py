@@ -181,16 +181,16 @@ async def download(
             await _fetch(http, url, f, part, have, lim, token)
         except FetchFailed:
             raise
-        except OSError as exc:
-            await asyncio.to_thread(part.unlink, True)
-            why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
-            raise FetchFailed(f"{f.name}: cannot write {part.name}: {why}") from None
-        except TimeoutError:
+        except TimeoutError:  # before OSError, of which it is a kind
             raise FetchFailed(
                 f"GET {url}: not complete within "
                 f"{lim.download_deadline_s(f.bytes - have):.0f} s (partial file "
                 "kept for resuming)"
             ) from None
+        except OSError as exc:
+            await asyncio.to_thread(part.unlink, True)
+            why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
+            raise FetchFailed(f"{f.name}: cannot write {part.name}: {why}") from None
         except aiohttp.ClientError as exc:
             raise FetchFailed(
                 f"GET {url}: {type(exc).__name__}: {exc} (partial file kept for resuming)"

@@ -4,6 +4,7 @@ texts are the same. Each function does its writes and returns what to tell the o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shared.core.errors import IppError
@@ -36,9 +37,20 @@ class Scope:
         )
 
 
+#: What an agent, host or config of a scope may be: a name as clients rows hold them (a
+#: scope with a line break or a space would be stored and match no client, ever).
+SCOPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{0,255}\Z")
+
+
 def _check(command: str) -> None:
     if command not in COMMANDS:
         raise IppError(f"unknown command {command!r} (commands: {', '.join(COMMANDS)})")
+
+
+def _check_scope(scope: Scope) -> None:
+    for part, value in (("agent", scope.agent), ("host", scope.host), ("config", scope.config)):
+        if not SCOPE_NAME.match(value):
+            raise IppError(f"{part} {value!r} is not a name (letters, digits and _ . : - only)")
 
 
 async def command_client(db: Database, client_id: str, command: str) -> str:
@@ -57,6 +69,7 @@ async def command_scope(db: Database, scope: Scope, command: str, set_by: str) -
     """Set (pause, stop) or clear (resume) the standing flag of a scope, and tell its live
     clients at once; a standing flag also holds every client that starts later."""
     _check(command)
+    _check_scope(scope)
     params = {"agent": scope.agent, "host": scope.host, "config": scope.config}
     if command == "resume":
         cleared = await db.execute(Q.clear_standing_flags, **params)
