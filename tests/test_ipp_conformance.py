@@ -686,6 +686,15 @@ def _bars(line: str) -> list[int]:
     return [i for i, c in enumerate(line) if c == "|"]
 
 
+def _add_dist_product(site: SurveySite) -> None:
+    """dsprodtool --add ipp-dist with the labels dist_make_fileset.pl's filesets carry (--ps0..3)."""
+    added = ippctl(
+        site, "ds", "product", "add", "ipp-dist", "--type", "ipp-dist", "--description", "IPP distribution",
+        "--ps0", "target_id", "--ps1", "stage", "--ps2", "stage_id", "--ps3", "exp_name",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+
 _sites = itertools.count()
 
 
@@ -709,11 +718,7 @@ async def test_a_distribution_fileset_is_listed_as_the_ipp_s_server_lists_it_and
     """dsprodtool --add with --ps0..3; dist_make_fileset.pl's fileset (type IPP-DIST, dbinfo
     and dirinfo as text with their component, bundles as tgz with theirs); the three
     listings in dsrootindex / dsprodindex / dsfsindex layout, every line kept by the client."""
-    added = ippctl(
-        site, "ds", "product", "add", "ipp-dist", "--type", "ipp-dist", "--description", "IPP distribution",
-        "--ps0", "target_id", "--ps1", "stage", "--ps2", "stage_id", "--ps3", "exp_name",
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    _add_dist_product(site)
     # seed 003's example of a PSPS product, which has no fileset yet
     psps = ippctl(
         site,
@@ -1024,11 +1029,7 @@ async def test_the_ipp_s_registration_statements_work_here_and_its_index_scripts
     byte for byte against dist_server's listings: a product of ippctl, one of dsprodtool
     with no fileset yet, a fileset of dist_server and one of dsreg."""
     await sdb.execute(_dsq(DSPRODTOOL_ADD), p="ipp-misc", t="ipp-misc", d="registered by dsprodtool")
-    added = ippctl(
-        site, "ds", "product", "add", "ipp-dist", "--type", "ipp-dist", "--description", "IPP distribution",
-        "--ps0", "target_id", "--ps1", "stage", "--ps2", "stage_id", "--ps3", "exp_name",
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    _add_dist_product(site)
     empty = ippctl(
         site, "ds", "product", "add", "PSPS_E", "--type", "IPP-PSPS", "--description", "no batch yet"
     )
