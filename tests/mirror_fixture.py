@@ -43,3 +43,12 @@ async def make_mirror(test_dsn: str, var_dir: Path) -> AsyncIterator[Mirror]:
     yield Mirror(dsn.url(), var_dir, db)
     await db.close()
     await drop_database(settings, dsn)
+
+
+def unconfined(key: str, source: str = "ipp") -> str:
+    """The key a file has at its source, from its key at the mirror, where it is confined
+    under the source's own prefix (dist_confine_sources, on by default)."""
+    scheme, _, rest = key.partition("://")
+    volume, _, path = rest.partition("/")
+    assert path.startswith(f"{source}/"), f"{key} is not under source {source}'s prefix"
+    return f"{scheme}://{volume}/{path.removeprefix(source + '/')}"

@@ -21,7 +21,7 @@ from shared.processing import runs
 from shared.storage.store import Storage
 from tests import ipp_receiver
 from tests.helpers import ROOT, AgentProcess, agent_env, eventually
-from tests.mirror_fixture import free_port
+from tests.mirror_fixture import free_port, unconfined
 from tests.survey_fixture import SurveySite, survey_site
 
 _numbers = itertools.count()
@@ -157,7 +157,7 @@ async def test_a_queued_chip_run_appears_at_the_mirror_full_with_identical_files
     finally:
         server.kill()
     here = {f.key: f for f in await runs.run_files(sdb, "chip", 1, md5=True) if f.exists}
-    there = {f.key: f for f in await runs.run_files(mirror.db, "chip", 1, md5=True)}
+    there = {unconfined(f.key): f for f in await runs.run_files(mirror.db, "chip", 1, md5=True)}
     assert (await runs.get_run(mirror.db, "chip", 1))["state"] == "full"
     assert here and all(there[k].exists and there[k].md5sum == f.md5sum for k, f in here.items())
     sources = ippctl(mirror.dsn, mirror.var_dir, "dist", "source", "ls")
@@ -426,7 +426,7 @@ async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path)
         await once("dist_client", mirror.dsn, mirror.var_dir, tmp_path)
     finally:
         server.kill()
-    there = {f.key: f for f in await runs.run_files(mirror.db, "chip", 1) if f.exists}
+    there = {unconfined(f.key): f for f in await runs.run_files(mirror.db, "chip", 1) if f.exists}
     assert all(there[f.key].compressed and there[f.key].md5sum == f.md5sum for f in logs)
 
 
@@ -511,7 +511,9 @@ async def test_a_run_of_every_distribution_stage_ships_and_imports_with_identica
         here = {
             f.key: f for f in await runs.run_files(sdb, stage_name, ids[stage_name], md5=True) if f.exists
         }
-        there = {f.key: f for f in await runs.run_files(mirror.db, stage_name, ids[stage_name], md5=True)}
+        there = {
+            unconfined(f.key): f for f in await runs.run_files(mirror.db, stage_name, ids[stage_name], md5=True)
+        }
         mirrored = await runs.get_run(mirror.db, stage_name, ids[stage_name])
         assert mirrored["state"] == (await runs.get_run(sdb, stage_name, ids[stage_name]))["state"], (
             stage_name

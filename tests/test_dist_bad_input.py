@@ -496,11 +496,20 @@ async def test_a_run_renumbered_onto_another_runs_storage_is_refused(mirror, fak
     assert (await mirror.db.fetch_one(FILESET_ROW, name=FILESET))["state"] == "full"
 
 
-async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_path):
-    """Even if two runs share a path_base (a database edited by hand), cleanup of one
-    refuses, naming the other, and deletes nothing."""
+@pytest.mark.parametrize("volume", [None, "elsewhere"])
+async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_path, volume):
+    """Even if two runs share a path_base (a database edited by hand, or a hostile run that
+    names the same storage path on another volume: a key's volume is only a preference, so
+    neb://a/x and neb://b/x are one file), cleanup of one refuses, naming the other, and
+    deletes nothing."""
     _store, port = fake
     await pull(mirror, port, tmp_path)
+    imported = await mirror.db.fetch_val(
+        Query("t_base", "SELECT path_base FROM chipProcessedImfile WHERE chip_id = 1", "test")
+    )
+    # confined (the default): under the source's own prefix
+    assert imported.startswith("neb://any/") and imported.endswith(BASE.removeprefix("neb://any")), imported
+    base = imported if volume is None else imported.replace("neb://any/", f"neb://{volume}/")
     await mirror.db.execute(
         Query(
             "t_copy",
@@ -517,7 +526,7 @@ async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_
             "VALUES (7, 1, 'XY33', 'full', %(b)s, 0, 0, 0)",
             "test",
         ),
-        b=BASE,
+        b=base,
     )
     proc = AgentProcess("cleanup", mirror.dsn, tmp_path, "--once", var_dir=str(mirror.var_dir))
     assert await proc.wait(timeout_s=120) == 0, proc.output()
@@ -526,7 +535,7 @@ async def test_cleanup_never_deletes_files_another_run_shares(mirror, fake, tmp_
     )
     assert note["state"] == "error_purged" and "also used by chipRun 1" in note["note"]
     kept = await mirror.db.fetch_val(
-        Query("t_kept", "SELECT COUNT(*) FROM storage_object WHERE ext_id LIKE 'src/%%XY33%%'", "test")
+        Query("t_kept", "SELECT COUNT(*) FROM storage_object WHERE ext_id LIKE '%%src/%%XY33%%'", "test")
     )
     assert kept == 2
 

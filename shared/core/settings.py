@@ -114,8 +114,9 @@ class Settings:
     # The volume preference the mirror gives imported keys (neb://<this>/...).
     dist_mirror_volume: str = "any"
     # Keys of each source under a prefix of its own (neb://<volume>/<source>/<path>), so no
-    # source can name another's files.
-    dist_confine_sources: bool = False
+    # source can name another's files, nor a file of this site's own runs. On by default: a
+    # source that imports first must not plant files under a legitimate run's names.
+    dist_confine_sources: bool = True
     # What a mirror takes from a peer at most: a listing's bytes; members and unpacked bytes
     # of one bundle (the bytes as a ratio to the bundle's listed size, at least the floor);
     # free space left on the staging file system; sources polled at once; the slowest

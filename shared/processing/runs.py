@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.core.errors import StorageError
+from shared.core.errors import BadKey, StorageError
 from shared.db.database import Database, Row, Tx
 from shared.db.queries import Q, Query
 from shared.processing.filerules import FileRule, compressed_keys, rules_for
@@ -24,7 +24,7 @@ from shared.processing.stages import (
     stage_query,
 )
 from shared.storage.files import hash_file
-from shared.storage.keys import parse_key
+from shared.storage.keys import NebKey, parse_key
 from shared.storage.store import Storage
 
 
@@ -165,23 +165,62 @@ async def request_update(db: Database, stage_name: str, run_id: int) -> StateCha
 
 
 async def path_base_owners(db: Database | Tx, bases: list[str]) -> dict[str, set[tuple[str, int]]]:
-    """For each path_base, the (stage, run id) of every run whose components have it. A
-    path_base belongs to one run only: another owner means shared storage, which import
-    refuses and cleanup will not delete."""
+    """For each storage path of the given path_bases, the (stage, run id) of every run whose
+    components have it. A path belongs to one run only: another owner means shared storage,
+    which import refuses and cleanup will not delete.
+
+    A key's volume is only a preference (REFERENCE 5): ``neb://a/x`` and ``neb://b/x`` are one
+    file, so owners are found under every spelling of the path on the volumes of this site
+    (and those the bases name), not by the whole path_base string."""
+    paths = {storage_path(b) for b in bases}
+    volumes = {str(v["name"]) for v in await db.fetch_all(Q.volumes_brief)}
+    volumes |= {k.volume for b in bases if (k := _key_or_none(b)) is not None and k.volume}
+    spellings = sorted({s for b in bases for s in _spellings(b, volumes)})
     owners: dict[str, set[tuple[str, int]]] = {}
-    unique = sorted(set(bases))
-    for start in range(0, len(unique), 500):
-        for row in await db.fetch_all(Q.path_base_owners, bases=tuple(unique[start : start + 500])):
-            owners.setdefault(str(row["path_base"]), set()).add((str(row["stage"]), int(row["id"])))
+    for start in range(0, len(spellings), 1000):
+        chunk = tuple(spellings[start : start + 1000])
+        for row in await db.fetch_all(Q.path_base_owners, bases=chunk):
+            path = storage_path(str(row["path_base"]))
+            if path in paths:
+                owners.setdefault(path, set()).add((str(row["stage"]), int(row["id"])))
     return owners
+
+
+def storage_path(base: str) -> str:
+    """The object a path_base names, whatever volume it prefers (the text itself when it
+    is not a ``neb://`` key)."""
+    key = _key_or_none(base)
+    return key.path if key is not None else base
+
+
+def _key_or_none(base: str) -> NebKey | None:
+    try:
+        return parse_key(base)
+    except BadKey:
+        return None
+
+
+def _spellings(base: str, volumes: set[str]) -> set[str]:
+    """Every canonical way a path_base may name the same object here."""
+    key = _key_or_none(base)
+    if key is None:
+        return {base}
+    path = key.path
+    found = {base, f"neb://any/{path}", f"neb:///{path}"}
+    for volume in volumes:
+        found |= {f"neb://{volume}/{path}", f"neb://~{volume}/{path}"}
+    return found
 
 
 def other_owners(
     owners: dict[str, set[tuple[str, int]]], path_base: str, stage_name: str, run_id: int
 ) -> list[str]:
-    """The runs other than (stage, run_id) that own ``path_base``, named for a message."""
+    """The runs other than (stage, run_id) that own ``path_base``'s storage, named for a
+    message."""
     return sorted(
-        f"{stage(s).run_table} {i}" for s, i in owners.get(path_base, set()) if (s, i) != (stage_name, run_id)
+        f"{stage(s).run_table} {i}"
+        for s, i in owners.get(storage_path(path_base), set())
+        if (s, i) != (stage_name, run_id)
     )
 
 
