@@ -2,7 +2,8 @@
 
 The story of the sources: claim them and poll them side by side (dist_parallel_sources at
 once). The story of one source (rcDestination): first try again the filesets that failed
-before and whose backoff has passed; then ask its product for the filesets registered after
+before and whose backoff has passed; then, unless the source is held for having
+dist_failed_max_per_source failed filesets, ask its product for the filesets registered after
 the last one handled here, and take each in order. The story of one fileset: read its file
 listing; download its dbinfo and check it (this schema version, a shipped state, no
 path_base that another run here owns) before anything else is fetched; check the staging
@@ -122,15 +123,34 @@ async def poll_source(ctx: AgentContext, source: Row) -> int:
         if not ctx.keep_going():
             return imported
         imported += await take_fileset(ctx, source, str(row["name"]), retry=True)
+    if await _held(ctx, source):
+        return imported
     names = await _new_filesets(ctx, source)
     for name in names:
-        if not ctx.keep_going():
+        if not ctx.keep_going() or await _held(ctx, source):
             break
         done = await take_fileset(ctx, source, name, retry=False)
         if done < 0:
             break
         imported += done
     return imported
+
+
+async def _held(ctx: AgentContext, source: Row) -> bool:
+    """Whether the source has dist_failed_max_per_source failed filesets: then no new one is
+    taken (each would add a row) until retries or an operator bring the count down; the
+    reason goes on the source."""
+    cap = ctx.settings.dist_failed_max_per_source
+    failed = int(await ctx.db.fetch_val(Q.rc_failed_count, source=source["id"], cap=cap) or 0)
+    if failed < cap:
+        return False
+    note = (
+        f"held: {failed} failed filesets (dist_failed_max_per_source); new filesets are taken "
+        "again when fewer have failed (ippctl dist failed, ippctl dist retry)"
+    )
+    await ctx.db.execute(Q.rc_source_note, id=source["id"], owner=ctx.client_id, note=note)
+    ctx.log.warning("dist_source_held", source=source["id"], failed=failed, cap=cap)
+    return True
 
 
 async def _new_filesets(ctx: AgentContext, source: Row) -> list[str]:

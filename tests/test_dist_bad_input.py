@@ -643,6 +643,25 @@ async def test_listings_are_bounded(mirror, fake, tmp_path, bend, settings, prob
     assert await mirror.db.fetch_val(CHIP_RUNS) == 0
 
 
+async def test_a_listing_of_endless_junk_holds_the_source_at_its_failed_cap(mirror, fake, tmp_path):
+    """Red-team finding: one hostile listing made 10 297 failed-fileset rows in 45 s. At
+    dist_failed_max_per_source failed filesets the source is held: no new fileset is taken
+    (retries still are), the source says why, and another pass adds nothing."""
+    store, port = fake
+    store.filesets = [f"junk{i}" for i in range(40)]
+    proc = await pull(mirror, port, tmp_path, dist_failed_max_per_source=3)
+    failed = Query("t_failed", "SELECT name FROM rcDSFileset WHERE state = 'failed' ORDER BY name", "test")
+    assert [r["name"] for r in await mirror.db.fetch_all(failed)] == ["junk0", "junk1", "junk2"]
+    held = proc.events("dist_source_held")
+    assert held and held[0]["source"] == "src" and held[0]["failed"] == 3, proc.output()
+    source = await mirror.db.fetch_one(
+        Query("t_src_note", "SELECT last_fileset, note FROM rcDestination", "test")
+    )
+    assert source["last_fileset"] == "junk2" and source["note"].startswith("held: 3 failed filesets")
+    again = await pull(mirror, port, tmp_path, dist_failed_max_per_source=3)
+    assert len(await mirror.db.fetch_all(failed)) == 3 and again.events("dist_source_held")
+
+
 async def test_a_redirect_to_the_same_host_is_followed(mirror, fake, tmp_path):
     store, port = fake
     store.redirect = "?moved=1"

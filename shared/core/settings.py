@@ -117,6 +117,9 @@ class Settings:
     # source can name another's files, nor a file of this site's own runs. On by default: a
     # source that imports first must not plant files under a legitimate run's names.
     dist_confine_sources: bool = True
+    # A source with this many failed filesets is held: its failed ones are still retried, but
+    # no new fileset of it is taken (a hostile listing cannot fill rcDSFileset without bound).
+    dist_failed_max_per_source: int = 1000
     # What a mirror takes from a peer at most: a listing's bytes; members and unpacked bytes
     # of one bundle (the bytes as a ratio to the bundle's listed size, at least the floor);
     # free space left on the staging file system; sources polled at once; the slowest

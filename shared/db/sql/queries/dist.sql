@@ -176,6 +176,12 @@ SELECT name, attempts FROM rcDSFileset
 WHERE source = %(source)s AND state = 'failed' AND retry_at <= NOW(6)
 ORDER BY retry_at LIMIT %(limit)s;
 
+-- How many filesets of a source are failed, counted up to a cap (rcDSFileset_retry).
+-- name: rc_failed_count
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM rcDSFileset WHERE source = %(source)s AND state = 'failed' LIMIT %(cap)s
+) failed;
+
 -- name: rc_failed
 SELECT source, name, attempts, retry_at, note, updated FROM rcDSFileset
 WHERE state = 'failed' AND (%(source)s IS NULL OR source = %(source)s)
