@@ -7,11 +7,11 @@ dist_failed_max_per_source failed filesets, ask its product for the filesets reg
 the last one handled here, and take each in order. The story of one fileset: read its file
 listing; download its dbinfo and check it (this schema version, a shipped state, no
 path_base that another run here owns) before anything else is fetched; check the staging
-disk has room; download every bundle (several at once, resuming partial files with Range,
-each checked for size and md5, none read past its listed size); unpack every bundle safely
-within its limits; rewrite the run's keys to this site's volume preference (under the
-source's own prefix with dist_confine_sources); put the files into this site's storage; then
-import the rows and record the fileset done in one transaction.
+disk has room for it beside the filesets in flight; download every bundle (several at once,
+resuming partial files with Range, each checked for size and md5, none read past its listed
+size); unpack every bundle safely within its limits; rewrite the run's keys to this site's
+volume preference (under the source's own prefix with dist_confine_sources); put the files
+into this site's storage; then import the rows and record the fileset done in one transaction.
 
 A peer is never trusted: every request has a deadline and every listing, download and
 bundle a size limit (shared.distribution.client, shared.distribution.bundles). Whatever
@@ -28,8 +28,8 @@ import asyncio
 import random
 import re
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +87,7 @@ async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     """One HTTP session for the agent's life: no automatic decompression, deadlines on
     every request (shared.distribution.client)."""
     async with dsclient.session(Limits.from_settings(ctx.settings)) as session:
-        ctx.resources["http"] = session
+        ctx.resources["http"], ctx.resources["staging"] = session, StagingRoom()
         yield
 
 
@@ -284,11 +284,11 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bo
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
     try:
         info = await _fetch_dbinfo(ctx, fs)
-        await _check_room(ctx, fs)
-        await _download(ctx, fs, [f for f in files if f.type == "tgz"])
-        items, digests = await _unpack(ctx, fs, info)
-        storage = Storage(ctx.db)
-        fs.stored = await _store(storage, items, digests)
+        with await _room(ctx, fs):
+            await _download(ctx, fs, [f for f in files if f.type == "tgz"])
+            items, digests = await _unpack(ctx, fs, info)
+            storage = Storage(ctx.db)
+            fs.stored = await _store(storage, items, digests)
         result = await _import_rows(ctx, fs, info, retry)
     except FetchFailed:
         await asyncio.to_thread(shutil.rmtree, staging / "x", True)  # downloads kept to resume
@@ -356,16 +356,37 @@ async def _fetch_dbinfo(ctx: AgentContext, fs: Fileset) -> RunInfo:
     return info
 
 
-async def _check_room(ctx: AgentContext, fs: Fileset) -> None:
-    """Refuse a fileset whose files would not fit in staging (leaving the reserve free)."""
+class StagingRoom:
+    """The staging bytes the filesets in flight have been promised (dist_parallel_sources of
+    them download at once): the room each new one needs is checked against the free space
+    less all of these, not only against its own."""
+
+    def __init__(self) -> None:
+        self.promised = 0
+
+    @contextmanager
+    def promise(self, need: int) -> Iterator[None]:
+        self.promised += need
+        try:
+            yield
+        finally:
+            self.promised -= need
+
+
+async def _room(ctx: AgentContext, fs: Fileset) -> AbstractContextManager[None]:
+    """Promise the fileset's bytes in staging, or refuse it if they would not fit beside
+    those of the filesets in flight (leaving dist_staging_reserve_bytes free)."""
+    room: StagingRoom = ctx.resources["staging"]
     need = sum(f.bytes for f in fs.files)
     free = (await asyncio.to_thread(shutil.disk_usage, fs.staging)).free
-    if free - need < ctx.settings.dist_staging_reserve_bytes:
+    reserve = ctx.settings.dist_staging_reserve_bytes
+    if free - room.promised - need < reserve:  # no await from here to the promise
+        others = f", {room.promised} promised to the filesets in flight" if room.promised else ""
         raise ImportFailed(
-            f"fileset {fs.name}: needs {need} bytes in staging, {free} are free "
-            f"(dist_staging_reserve_bytes {ctx.settings.dist_staging_reserve_bytes}"
-            " must stay free)"
+            f"fileset {fs.name}: needs {need} bytes in staging, {free} are free{others} "
+            f"(dist_staging_reserve_bytes {reserve} must stay free)"
         )
+    return room.promise(need)
 
 
 async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> None:

@@ -512,7 +512,8 @@ async def test_a_run_of_every_distribution_stage_ships_and_imports_with_identica
             f.key: f for f in await runs.run_files(sdb, stage_name, ids[stage_name], md5=True) if f.exists
         }
         there = {
-            unconfined(f.key): f for f in await runs.run_files(mirror.db, stage_name, ids[stage_name], md5=True)
+            unconfined(f.key): f
+            for f in await runs.run_files(mirror.db, stage_name, ids[stage_name], md5=True)
         }
         mirrored = await runs.get_run(mirror.db, stage_name, ids[stage_name])
         assert mirrored["state"] == (await runs.get_run(sdb, stage_name, ids[stage_name]))["state"], (

@@ -11,6 +11,7 @@ import hashlib
 import io
 import itertools
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -128,6 +129,8 @@ class FakeDataStore:
     token: str | None = None
     #: (path and query, Authorization header or None) of every request received
     seen_auth: list[tuple[str, str | None]] = field(default_factory=list)
+    #: bundles are answered only once this is set
+    hold_bundles: asyncio.Event | None = None
 
     def files_of(self, fileset: str) -> dict[str, tuple[bytes, str]]:
         return self.others.get(fileset, self.files)
@@ -169,6 +172,8 @@ class FakeDataStore:
             )
             return await self._listing(request, text)
         data, _ = self.files_of(parts[-2])[parts[-1]]
+        if self.hold_bundles is not None and parts[-1].endswith(".tgz"):
+            await self.hold_bundles.wait()
         if self.slow_file_s and parts[-1].endswith(".tgz"):
             await asyncio.sleep(self.slow_file_s)
         if self.extra_bytes and parts[-1].endswith(".tgz"):
@@ -660,6 +665,41 @@ async def test_a_listing_of_endless_junk_holds_the_source_at_its_failed_cap(mirr
     assert source["last_fileset"] == "junk2" and source["note"].startswith("held: 3 failed filesets")
     again = await pull(mirror, port, tmp_path, dist_failed_max_per_source=3)
     assert len(await mirror.db.fetch_all(failed)) == 3 and again.events("dist_source_held")
+
+
+async def test_staging_room_is_checked_for_all_filesets_in_flight(mirror, fake, tmp_path):
+    """Red-team finding: room was checked per fileset, so sources polled side by side could
+    together fill the staging disk. Two sources offer a 48 MB fileset where only one fits
+    above the reserve: while the first downloads (its bundle held back by the server), the
+    second is refused, naming the bytes promised to the one in flight."""
+    store, port = fake
+    size = 48 * 1024 * 1024
+    store.files["o1.1.ch.1.XY33.tgz"] = (bytes(size), "tgz")
+    store.hold_bundles = asyncio.Event()
+    for name in ("src", "src2"):
+        await mirror.db.execute(
+            Query(
+                "t_add3",
+                "INSERT INTO rcDestination (name, status_uri, product) VALUES (%(name)s, %(uri)s, 'prod')",
+                "test",
+            ),
+            name=name,
+            uri=f"http://127.0.0.1:{port}/ds",
+        )
+    staging = mirror.var_dir / "dist"
+    staging.mkdir(parents=True, exist_ok=True)
+    reserve = shutil.disk_usage(staging).free - size * 3 // 2  # room for one, not for two
+    proc = AgentProcess(
+        "dist_client", mirror.dsn, tmp_path, var_dir=str(mirror.var_dir), dist_staging_reserve_bytes=reserve
+    )
+    refused = Query("t_refused", "SELECT source, note FROM rcDSFileset WHERE state = 'failed'", "test")
+    try:
+        rows = await eventually(lambda: mirror.db.fetch_all(refused), timeout_s=120, what="a refused fileset")
+    finally:
+        store.hold_bundles.set()
+        proc.kill()
+    assert len(rows) == 1 and "bytes in staging" in rows[0]["note"], rows
+    assert f"{size + len(dbinfo())} promised to the filesets in flight" in rows[0]["note"], rows[0]["note"]
 
 
 async def test_a_redirect_to_the_same_host_is_followed(mirror, fake, tmp_path):
