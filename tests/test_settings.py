@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -131,6 +132,23 @@ def test_log_lines_never_carry_a_dsn_password():
     get_logger("t").error("startup_failed", error="cannot reach mysql://ipp:hunter2/x@db1/ipp")
     line = json.loads(out.getvalue().splitlines()[-1])
     assert "hunter2" not in line["error"] and "ipp:***@db1" in line["error"]
+
+
+def test_a_librarys_logged_traceback_is_one_json_line_with_an_exception_key():
+    """Red-team finding: aiohttp's "Error handling request" came out as a bare traceback
+    between the JSON lines. Whatever ``logging`` is told is rendered like the agents' own."""
+    out = io.StringIO()
+    configure_logging(load_settings(environ={}, log_format="json"), stream=out)
+    try:
+        int("not a number")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    line = json.loads(lines[0])
+    assert line["event"] == "Error handling request from 127.0.0.1" and line["level"] == "error"
+    assert line["logger"] == "aiohttp.server" and "Traceback" in line["exception"]
+    assert "ValueError: invalid literal" in line["exception"]
 
 
 @pytest.mark.parametrize("name", ["c1\n", "c1\r", "ok\nother"])

@@ -2,7 +2,9 @@
 
 Every line carries an event name and the keys bound with :func:`bind` (agent, client_id,
 host, pid, config ...). Keys are bound through context variables, so a task started after
-binding inherits them.
+binding inherits them. What libraries log through the standard ``logging`` module (aiohttp's
+"Error handling request" with its traceback, asyncio's warnings) is rendered the same way:
+one JSON line, its traceback in the ``exception`` key, never a bare traceback on stderr.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def configure_logging(settings: Settings, stream: Any = None, also_to: Path | No
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    level = _LEVELS[settings.log_level.lower()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -79,10 +82,34 @@ def configure_logging(settings: Settings, stream: Any = None, also_to: Path | No
             _mask_secrets,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level.lower()]),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(out, renderer, level)
+
+
+def _route_stdlib_logging(out: Any, renderer: Any, level: int) -> None:
+    """The root logger of ``logging`` writes through the same renderer to the same stream."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _mask_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
 
 
 def bind(**keys: Any) -> None:

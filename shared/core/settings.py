@@ -89,10 +89,12 @@ class Settings:
     # Where jobs and their outputs are staged before they are moved into storage.
     update_scratch_dir: str = ""
 
-    # Every HTTP server (DataStore, status page, PSPS stand-in): connections at once, the time
-    # a client has to send its first request head, and how long an idle connection is kept.
+    # Every HTTP server (DataStore, status page, console, PSPS stand-in): connections at once,
+    # the time a client has to send its first request head, then its request body, and how
+    # long an idle connection is kept.
     http_max_connections: int = 512
     http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 10.0
     http_keepalive_timeout_s: float = 15.0
 
     # DataStore and distribution. The DataStore is served by dist_server on ds_host:ds_port;
@@ -263,7 +265,9 @@ class Settings:
             "dist_retry_max_s",
             "http_max_connections",
             "http_header_timeout_s",
+            "http_body_timeout_s",
             "http_keepalive_timeout_s",
+            "dist_failed_max_per_source",
             "odm_port",
             "odm_timeout_s",
             "odm_parallel",

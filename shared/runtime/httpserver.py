@@ -3,8 +3,9 @@
 Every HTTP server of the project (the DataStore of dist_server, the metrics status page, the
 PSPS stand-in) listens through :func:`serving`: at most ``max_connections`` connections at
 once (one more is closed at once, with one log line naming the client); a connection must
-send its first request head within ``header_timeout_s`` (a slow-header client is closed); an
-idle keep-alive connection is closed after ``keepalive_timeout_s``. The descriptor budget of
+send its first request head within ``header_timeout_s`` (a slow-header client is closed) and
+then its body within ``body_timeout_s`` (a slow-body client gets 408 and is closed); an idle
+keep-alive connection is closed after ``keepalive_timeout_s``. The descriptor budget of
 the process is raised to its hard limit at start, and the deployment files raise the hard
 limit (``LimitNOFILE`` in the systemd unit, ``minfds`` in supervisord.conf).
 """
@@ -78,12 +79,46 @@ class ServerLimits:
     max_connections: int = 512
     header_timeout_s: float = 10.0
     keepalive_timeout_s: float = 15.0
+    body_timeout_s: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerLimits:
         return cls(
-            settings.http_max_connections, settings.http_header_timeout_s, settings.http_keepalive_timeout_s
+            settings.http_max_connections,
+            settings.http_header_timeout_s,
+            settings.http_keepalive_timeout_s,
+            settings.http_body_timeout_s,
         )
+
+
+def body_deadline(limits: ServerLimits, log: Any, name: str) -> Any:
+    """A middleware that reads a request's body within ``body_timeout_s`` before its handler
+    runs (the handler then finds it read): a client that drips its body one byte at a time
+    holds its connection no longer than that, then gets 408 and is closed."""
+
+    @web.middleware
+    async def read_body_in_time(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(limits.body_timeout_s):
+                    await request.read()
+            except TimeoutError:
+                log.warning(
+                    "http_body_timeout",
+                    server=name,
+                    client=request.remote or "?",
+                    method=request.method,
+                    path=request.path[:200],
+                    timeout_s=limits.body_timeout_s,
+                )
+                response = web.Response(status=408, text="request body not received in time\n")
+                response.force_close()
+                return response
+        return await handler(request)
+
+    return read_body_in_time
 
 
 class _Connections:
@@ -181,6 +216,7 @@ async def serving(
 ) -> AsyncIterator[asyncio.Server]:
     """Listen on host:port with ``app`` for as long as the context lasts."""
     raise_descriptor_limit()
+    app.middlewares.append(body_deadline(limits, log, name))
     runner = web.AppRunner(
         app, access_log=None, keepalive_timeout=limits.keepalive_timeout_s, handle_signals=False
     )
