@@ -256,6 +256,13 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
             assert (await http.get(f"{base}/p/{names[0]}/not-registered.tgz")).status == 404
             assert (await http.get(f"{base}/p/{names[0]}/..%2F..%2Fetc%2Fpasswd")).status == 404
             assert (await http.get(f"{base}/nosuch/index.txt")).status == 404
+            # names are case-sensitive, as a web server's paths are (red-team finding: the
+            # database's collation let P/ and a fileset's name in capitals through)
+            assert (await http.get(f"{base}/P/index.txt")).status == 404
+            assert (await http.get(f"{base}/p/{names[0].upper()}/index.txt")).status == 404
+            assert (await http.get(f"{base}/p/{names[0].upper()}/{tgz.name}")).status == 404
+            assert (await http.get(f"{base}/p/{names[0]}/{tgz.name.upper()}")).status == 404
+            assert (await http.get(f"{base}/p/index.txt?{names[0].upper()}")).status == 404
     finally:
         server.kill()
 

@@ -88,7 +88,7 @@ async def ds_remove(settings: Settings, args: argparse.Namespace) -> int:
 
     async def go(db: Database) -> int:
         prod = await datastore.product(db, args.product)
-        row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=args.fileset)
+        row = await datastore.fileset_row(db, prod["prod_id"], args.fileset)
         if row is None:
             raise NotFound(f"product {args.product!r} has no fileset {args.fileset!r}")
         if not args.rm:

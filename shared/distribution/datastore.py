@@ -261,10 +261,18 @@ async def add_product(
 
 
 async def product(db: Database | Tx, name: str) -> Row:
+    """The product of exactly this name: names are case-sensitive, as the paths of a web
+    server are, though the database compares them without case (``Prod`` is not ``prod``)."""
     row = await db.fetch_one(Q.ds_product_get, name=name)
-    if row is None:
+    if row is None or row["prod_name"] != name:
         raise NotFound(f"no product {name!r}")
     return row
+
+
+async def fileset_row(db: Database | Tx, prod_id: int, name: str) -> Row | None:
+    """The product's fileset of exactly this name (case-sensitive, as :func:`product`)."""
+    row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod_id, name=name)
+    return row if row is not None and row["fileset_name"] == name else None
 
 
 def product_columns(prod: Row) -> list[str]:
@@ -299,7 +307,7 @@ async def product_listing(db: Database, name: str, after: str | None = None) -> 
     prod = await product(db, name)
     after_id = 0
     if after:
-        row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=after)
+        row = await fileset_row(db, prod["prod_id"], after)
         if row is None:
             raise NotFound(f"product {name!r} has no fileset {after!r}")
         after_id = int(row["fileset_id"])
@@ -321,7 +329,7 @@ async def product_listing(db: Database, name: str, after: str | None = None) -> 
 
 async def fileset_files(db: Database, prod_name: str, fileset: str) -> list[Row]:
     prod = await product(db, prod_name)
-    row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=fileset)
+    row = await fileset_row(db, prod["prod_id"], fileset)
     if row is None or row["hide"]:
         raise NotFound(f"product {prod_name!r} has no fileset {fileset!r}")
     return await db.fetch_all(Q.ds_files, fileset_id=row["fileset_id"])
@@ -429,7 +437,7 @@ async def remove_fileset(db: Database, prod_name: str, fileset: str) -> int | No
     that is down leaves the fileset hidden but registered (DataStoreError): run again later.
     """
     prod = await product(db, prod_name)
-    row = await db.fetch_one(Q.ds_fileset_get, prod_id=prod["prod_id"], name=fileset)
+    row = await fileset_row(db, prod["prod_id"], fileset)
     if row is None:
         return None
     files = await db.fetch_all(Q.ds_files, fileset_id=row["fileset_id"])
