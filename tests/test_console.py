@@ -310,9 +310,14 @@ async def test_runs_and_storage_actions_take_ippctl_s_rules_and_texts_and_update
             assert await db.fetch_val(state) == "update"
             volume = {"csrf": csrf, "name": "cons.v", "state": "down"}
             async with http.post(f"{console.url}/storage/volume", data=volume) as r:
-                assert "volume cons.v is now down" in await r.text()
-            async with http.post(f"{console.url}/storage/volume", data={**volume, "state": "gone"}) as r:
-                assert r.status == 400 and "volume state must be one of up, down, lost" in await r.text()
+                assert r.status == 403  # a volume's state is an admin's
+            async with _session() as admin:
+                assert await _login(admin, console, "ada") == 303
+                volume["csrf"] = await _csrf(admin, console)
+                async with admin.post(f"{console.url}/storage/volume", data=volume) as r:
+                    assert "volume cons.v is now down" in await r.text()
+                async with admin.post(f"{console.url}/storage/volume", data={**volume, "state": "gone"}) as r:
+                    assert r.status == 400 and "volume state must be one of up, down, lost" in await r.text()
             async with http.post(f"{console.url}/storage/audit", data={"csrf": csrf}) as r:
                 assert "files on volumes that are up" in await r.text()
             async with http.post(
@@ -321,8 +326,8 @@ async def test_runs_and_storage_actions_take_ippctl_s_rules_and_texts_and_update
                 assert r.status == 400 and "no failed fileset &#39;x.chip.1.1.1&#39;" in await r.text()
         writes = [(r["action"], r["ok"]) for r in await db.fetch_all(AUDIT) if r["action"] != "login"]
         assert writes == [  # every write (not the preview, which changes nothing) audited
-            ("runs_set_state", 0), ("runs_set_state", 0), ("runs_request_update", 1), ("volume_state", 1),
-            ("volume_state", 0), ("storage_audit", 1), ("dist_retry", 0),
+            ("runs_set_state", 0), ("runs_set_state", 0), ("runs_request_update", 1), ("volume_state", 0),
+            ("volume_state", 1), ("volume_state", 0), ("storage_audit", 1), ("dist_retry", 0),
         ]  # fmt: skip
     finally:
         await db.execute(Query("t_run", "DELETE FROM chipRun WHERE chip_id = 990001", "test"))
@@ -343,20 +348,30 @@ WRITES = [
 ]
 
 
+#: What acts on the whole site: a flag with no scope (the empty form's), a volume's state.
+ADMIN_WRITES = {"/flags", "/storage/volume"}
+
+
 async def test_every_write_route_is_refused_to_a_viewer_and_open_to_operators_and_admins(console, db):
-    for user, refused in (("vic", True), ("alice", False), ("ada", False)):
+    """Issue 33: `admin` granted nothing beyond operator; site-wide writes are an admin's."""
+    for user, refused in (("vic", set(WRITES)), ("alice", ADMIN_WRITES), ("ada", set())):
         async with _session() as http:
             assert await _login(http, console, user) == 303
             csrf = await _csrf(http, console)
             for path in WRITES:
                 async with http.post(f"{console.url}{path}", data={"csrf": csrf}) as r:
                     text = await r.text()
-                    if refused:
-                        assert r.status == 403 and "refused: a viewer may not" in text, path
+                    if path in refused:
+                        role = "a viewer" if user == "vic" else "an operator"
+                        assert r.status == 403 and f"refused: {role} may not" in text, (user, path, text)
                     else:  # past the role check: ippctl's own answer to an empty form
                         assert r.status in (200, 400) and "refused:" not in text, (user, path, text[:200])
                 async with http.post(f"{console.url}{path}", data={}) as r:  # no CSRF token: refused for all
                     assert r.status == 403 and "CSRF" in await r.text(), (user, path)
+    refusals = await db.fetch_all(
+        Query("t_ref", "SELECT action, result FROM console_audit WHERE user = 'alice' AND ok = 0", "test")
+    )
+    assert {r["action"] for r in refusals if "may not" in r["result"]} == {"flag_", "volume_state"}
 
 
 async def test_the_overview_shows_the_metrics_agent_s_plots_and_serves_only_those(console):

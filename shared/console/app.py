@@ -172,7 +172,9 @@ async def standing_flag(request: web.Request) -> web.StreamResponse:
         _field(form, "agent", blank_is_all=True), _field(form, "host"), _field(form, "config")
     )
     params = {"agent": scope.agent or "all", "host": scope.host, "config": scope.config, "command": command}
-    session = await writer(request, "operator", f"flag_{command}", params)
+    # A flag on every agent of every host and config stops or pauses the whole site: an admin's.
+    site_wide = not (scope.agent or scope.host or scope.config)
+    session = await writer(request, "admin" if site_wide else "operator", f"flag_{command}", params)
     work = control.command_scope(request.app[DB], scope, command, f"{session.user}@console")
     return await do(request, session, f"flag_{command}", params, work, overview_page)
 

@@ -59,7 +59,8 @@ async def writer(request: web.Request, role: str, action: str, params: dict[str,
         raise web.HTTPForbidden(text="refused: the form's CSRF token is missing or wrong; reload the page\n")
     if not may(session.role, role):
         await _audit(request, session, action, params, False, f"refused: {session.role} may not {action}")
-        raise web.HTTPForbidden(text=f"refused: a {session.role} may not {action} (needs {role})\n")
+        article = "an" if session.role[:1] in "aeiou" else "a"
+        raise web.HTTPForbidden(text=f"refused: {article} {session.role} may not {action} (needs {role})\n")
     return session
 
 

@@ -52,6 +52,7 @@ async def _page(
         failed=await db.fetch_all(Q.rc_failed, source=None, limit=200),
         csrf=session.csrf,
         can_control=may(session.role, "operator"),
+        can_admin=may(session.role, "admin"),
         **extra,
     )
 
@@ -113,7 +114,8 @@ async def request_update(request: web.Request) -> web.StreamResponse:
 async def volume_state(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     params = {k: str(form.get(k, ""))[:64] for k in ("name", "state")}
-    session = await console.writer(request, "operator", "volume_state", params)
+    # A volume's state decides where every agent reads and writes: an admin's.
+    session = await console.writer(request, "admin", "volume_state", params)
 
     async def work() -> str:
         await Storage(request.app[console.DB]).set_volume_state(params["name"], params["state"])
