@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pymysql
 import pytest
 
 from shared.core.errors import ClaimLost, DbConflict, LocalDbError
@@ -60,6 +61,29 @@ def upgrade_on(dsn: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_no_local_user_reaches_a_node_as_root_and_the_agents_use_their_own_password(galera):
+    """Issue 33: the Galera nodes had a passwordless root on 127.0.0.1, so any local user was
+    database root (and could write files as the server). Root now logs in by unix_socket
+    only; the agents' account has one password for the cluster, kept 0600."""
+    assert (galera.base / "client.password").stat().st_mode & 0o777 == 0o600
+    for node in galera.nodes:
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            pymysql.connect(host="127.0.0.1", port=node.port, user="root", connect_timeout=5).close()
+        assert refused.value.args[0] in (1045, 1130, 1698), refused.value
+        dsn = parse_dsn(node.dsn("mysql"))
+        assert dsn.user == "ipp" and dsn.password
+        conn = pymysql.connect(
+            host="127.0.0.1", port=node.port, user=dsn.user, password=dsn.password, connect_timeout=5
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@secure_file_priv")
+                (priv,) = cur.fetchone()
+        finally:
+            conn.close()
+        assert priv and Path(priv).resolve() == node.files.resolve(), priv
 
 
 async def test_three_upgrades_at_once_on_three_nodes_apply_each_migration_once(galera):

@@ -110,6 +110,7 @@ class LocalGalera:
             port=self.client_port_base + k - 1,
             extra_args=wsrep,
             system_user=SYSTEM_USER,
+            password_file=self.base / "client.password",
         )
 
     def node(self, k: int) -> LocalMariaDB:
@@ -189,7 +190,7 @@ class LocalGalera:
         node = self.node(k)
         port = node.port or 0
         try:
-            conn = pymysql.connect(unix_socket=str(node.socket), user="root", connect_timeout=2)
+            conn = node.connect()
         except pymysql.err.Error:
             return NodeStatus(f"node{k}", port, False, "down", 0)
         try:

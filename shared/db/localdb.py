@@ -9,7 +9,10 @@ user, so nothing it writes is root's. Its directory, and so its socket, is open 
 and the starting user's group only (0750). Its ``root`` account logs in only as the
 operating system's root (unix_socket authentication). The agents use an account of their own
 (``ipp``), whose password is kept in ``client.password`` (0600) beside the socket. It reads
-and writes files only inside its own ``files/`` directory (secure_file_priv).
+and writes files only inside its own ``files/`` directory (secure_file_priv). The nodes of a
+local Galera cluster (shared.db.galera) listen on 127.0.0.1 and are protected the same way:
+root by unix_socket only, the ``ipp`` account (on the socket and on 127.0.0.1) with one
+password file for the whole cluster, as the account replicates to every node.
 """
 
 from __future__ import annotations
@@ -109,21 +112,23 @@ class LocalMariaDB:
         bind_address: str = "127.0.0.1",
         extra_args: tuple[str, ...] = (),
         system_user: str | None = None,
+        password_file: Path | None = None,
     ) -> None:
         self.base = base.resolve()
         self.datadir = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.pidfile = self.base / "mariadbd.pid"
         self.logfile = self.base / "mariadbd.log"
-        self.password_file = self.base / "client.password"
+        self.password_file = password_file or self.base / "client.password"
         self.files = self.base / "files"
         self.port = port
         self.bind_address = bind_address
         self.extra_args = extra_args
         self.system_user = system_user or _default_system_user()
-        #: the socket-only server is the protected one; TCP servers (Galera nodes, the test
-        #: hosts' database) keep the root account they are reached with
-        self.protected = port is None
+        #: protected: the socket-only server, and a TCP server given a password file (the
+        #: Galera nodes); other TCP servers (the test hosts' database, in namespaces of
+        #: their own) keep the passwordless root they are reached with
+        self.protected = port is None or password_file is not None
         if len(str(self.socket)) > 100:
             raise LocalDbError(
                 f"socket path {self.socket} is longer than a unix socket allows; use a shorter var_dir"
@@ -234,7 +239,7 @@ class LocalMariaDB:
         if not self.socket.exists():
             return None
         try:
-            conn = self._connect()
+            conn = self.connect()
         except pymysql.err.Error:
             return None
         try:
@@ -316,26 +321,35 @@ class LocalMariaDB:
         )
 
     def dsn(self, database: str) -> str:
-        if self.port is not None:
-            return f"mysql://root@{self.bind_address}:{self.port}/{database}"
-        password = read_client_password(self.password_file)
+        password = read_client_password(self.password_file) if self.protected else None
         who = f"{ACCOUNT}:{password}" if password else "root"
+        if self.port is not None:
+            return f"mysql://{who}@{self.bind_address}:{self.port}/{database}"
         return f"mysql://{who}@localhost/{database}?unix_socket={self.socket}"
 
     # -- who may log in ----------------------------------------------------------------
 
-    def _connect(self) -> Any:
-        """The agents' account once it exists, else the server's own administrator: root,
-        or the user it runs as when it was not started by root (unix_socket), or, on a
-        server made by an earlier version, root without a password."""
+    def connect(self) -> Any:
+        """A connection on the socket: the agents' account once it exists, else the server's
+        own administrator: root, or the user it runs as when it was not started by root
+        (unix_socket), or, on a server made by an earlier version, root without a password."""
         password = read_client_password(self.password_file) if self.protected else None
         if password:
             with contextlib.suppress(pymysql.err.OperationalError):
                 return pymysql.connect(
                     unix_socket=str(self.socket), user=ACCOUNT, password=password, connect_timeout=2
                 )
-        admin = "root" if os.geteuid() == 0 or not self.protected else getpass.getuser()
-        return pymysql.connect(unix_socket=str(self.socket), user=admin, connect_timeout=2)
+        return self._admin()[0]
+
+    def _admin(self) -> tuple[Any, str]:
+        """A connection as the server's administrator, and that account's name."""
+        if os.geteuid() == 0 or not self.protected:
+            return pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=5), "root"
+        try:
+            user = getpass.getuser()
+            return pymysql.connect(unix_socket=str(self.socket), user=user, connect_timeout=5), user
+        except pymysql.err.OperationalError:  # made by an earlier version: root, no password
+            return pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=5), "root"
 
     def _ensure_account(self) -> None:
         """The agents' account with a password of its own (made once, kept 0600), root
@@ -348,13 +362,13 @@ class LocalMariaDB:
             except pymysql.err.OperationalError:
                 pass  # the file outlived its server's data: make the account again
         password = secrets.token_hex(24)
-        admin = "root" if os.geteuid() == 0 else getpass.getuser()
-        conn = pymysql.connect(unix_socket=str(self.socket), user=admin, connect_timeout=5)
+        conn, admin = self._admin()
+        hosts = ("localhost",) if self.port is None else ("localhost", "127.0.0.1")
         try:
             with conn.cursor() as cur:
-                # account names and a password of hex digits: no quoting can be broken
-                cur.execute(f"CREATE OR REPLACE USER '{ACCOUNT}'@'localhost' IDENTIFIED BY %s", (password,))
-                cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{ACCOUNT}'@'localhost' WITH GRANT OPTION")
+                for host in hosts:  # account names and a password of hex digits: no quoting can be broken
+                    cur.execute(f"CREATE OR REPLACE USER '{ACCOUNT}'@'{host}' IDENTIFIED BY %s", (password,))
+                    cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{ACCOUNT}'@'{host}' WITH GRANT OPTION")
                 cur.execute("DROP USER IF EXISTS ''@'localhost'")
                 if admin == "root":  # a server made by an earlier version: root had no password
                     cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket")
