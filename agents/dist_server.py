@@ -94,6 +94,7 @@ async def queue_targets(ctx: AgentContext) -> int:
                 label=run["label"],
                 clean=t["clean"],
                 product=t["product"],
+                no_magic=t["no_magic"],
             )
     if queued:
         ctx.log.info("dist_targets_queued", runs=queued)

@@ -125,6 +125,7 @@ async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
         label=None,
         clean=0,
         product="bench-dist",
+        no_magic=1,  # whatever the survey's destreak, the bench measures the transfer
     )
     port = _port()
     server = await asyncio.create_subprocess_exec(

@@ -4,8 +4,9 @@ It plays the telescope and the IPP's processing. For each exposure it renders ra
 a seeded star field and runs every stage through the reference processor, recording each
 run as ``full`` with its products in storage: raw -> chip -> camera (smf, streak masks) ->
 warp, then stacks of the warps of each skycell and filter, and diffs of warps against their
-stack. Exposures 0, 3, 6 ... carry a streak and are destreaked (magicked = magic_id, with
-recovery copies of the chip products; their warps are made from the destreaked chips);
+stack. Exposures 0, 3, 6 ... carry a streak and are destreaked (magicked = magic_id on their
+chip, camera, warp and diff runs, with recovery copies of the chip products; their warps are
+made from the destreaked chips); only these ship without --no-magic (seed 001);
 exposures 1, 4, 7 ... carry a streak that was never destreaked (magicked 0). Every stage
 processes with the values the database holds (the exposure read back from rawExp, skycells
 from the skycell table), so the update agent regenerates byte-identical products.
@@ -109,6 +110,8 @@ class WarpDone:
     filter: str
     path_base: str
     exposure: Exposure
+    #: the warp run's magicked (the streak run's magic_id when destreaked, else 0)
+    magicked: int = 0
 
 
 class Survey:
@@ -257,7 +260,7 @@ class Survey:
                 registered=NIGHT,
             )
         chips = await self.chip(e, exp_tag, raws, stars, streaks, magic_id if destreak else None)
-        cam_id = await self.camera(e, exp_tag, chips, streaks)
+        cam_id = await self.camera(e, exp_tag, chips, streaks, magic_id if destreak else None)
         await self.warp(e, exp_tag, cam_id, chips, magic_id if destreak else None)
         self.summary.exposures.append(exp_id)
 
@@ -427,10 +430,17 @@ class Survey:
             await self._store(rule("chip", name).filename(recovery_base, class_id), products[name])
         return float(np.mean(streak != 0)), processor.destreak(products, streak, wcs.header())
 
-    async def camera(self, e: Exposure, exp_tag: str, chips: dict[str, Any], streaks: list[Streak]) -> int:
+    async def camera(
+        self, e: Exposure, exp_tag: str, chips: dict[str, Any], streaks: list[Streak], magic_id: int | None
+    ) -> int:
+        """The camera run; destreaked with its chips (magicked, REFERENCE 1) when they are."""
         common = self._common()
         cam_id = await self.db.insert(
-            S.insert_camRun, chip_id=chips["chip_id"], workdir=self._workdir(), **common
+            S.insert_camRun,
+            chip_id=chips["chip_id"],
+            workdir=self._workdir(),
+            magicked=magic_id or 0,
+            **common,
         )
         path_base = f"{self._workdir()}/{exp_tag}/{exp_tag}.cm.{cam_id}"
         block = processor.recipe("camera")
@@ -528,7 +538,7 @@ class Survey:
                     software_ver=processor.SOFTWARE_VERSION,
                 )
             )
-            self.warps.append(WarpDone(warp_id, cell, e.filter, path_base, e))
+            self.warps.append(WarpDone(warp_id, cell, e.filter, path_base, e, magic_id or 0))
 
         async def record(tx: Tx) -> None:
             for m in maps:
@@ -641,7 +651,22 @@ class Survey:
         e = warps[0].exposure
         exp_tag = f"{e.exp_name}.{e.exp_id}"
         common = self._common()
-        diff_id = await self.db.insert(S.insert_diffRun, workdir=self._workdir(), **common)
+        # a diff of destreaked warps is destreaked with them (all its warps are one exposure's)
+        magicked = min(w.magicked for w in warps)
+        diff_id = await self.db.insert(
+            S.insert_diffRun, workdir=self._workdir(), magicked=max(magicked, 0), **common
+        )
+        if magicked > 0:  # its destreak record: what an update restores magicked from
+            await self.db.insert(
+                S.insert_magicDSRun,
+                magic_id=magicked,
+                stage="diff",
+                stage_id=diff_id,
+                cam_id=None,
+                label=self.o.label,
+                outroot=self._workdir(),
+                recoveryroot=f"{self._workdir()}/{exp_tag}/recovery",
+            )
         block = processor.recipe("diff")
         inputs, rows = [], []
         for w in warps:

@@ -282,6 +282,15 @@ async def test_runs_and_storage_actions_take_ippctl_s_rules_and_texts_and_update
     await db.execute(
         Query("t_run", "INSERT INTO chipRun (chip_id, exp_id, state) VALUES (990001, 1, 'cleaned')", "test")
     )
+    # a queued run never destreaked (magicked 0) waits, counted on the page (seed 001)
+    await db.execute(
+        Query(
+            "t_dist",
+            "INSERT INTO distRun (stage, stage_id, clean, product, state) "
+            "VALUES ('chip', 990001, 0, 'consp', 'new')",
+            "test",
+        )
+    )
     added = ippctl(test_dsn, "storage", "volume", "add", "cons.v", str(tmp_path / "vol"))
     assert added.returncode == 0, added.stderr
     state = Query("t_st", "SELECT state FROM chipRun WHERE chip_id = 990001", "test")
@@ -291,6 +300,7 @@ async def test_runs_and_storage_actions_take_ippctl_s_rules_and_texts_and_update
             async with http.get(f"{console.url}/runs") as r:
                 page = await r.text()
             assert r.status == 200 and "cons.v" in page and "Failed filesets" in page
+            assert re.search(r'id="destreak-table">.*?<td>chip</td><td>consp</td><td>1</td>', page, re.S)
             csrf = await _csrf(http, console)
             # ippctl's transition rules and texts
             bad = {"csrf": csrf, "stage": "chip", "id": "990001", "state": "full"}
@@ -331,6 +341,7 @@ async def test_runs_and_storage_actions_take_ippctl_s_rules_and_texts_and_update
         ]  # fmt: skip
     finally:
         await db.execute(Query("t_run", "DELETE FROM chipRun WHERE chip_id = 990001", "test"))
+        await db.execute(Query("t_dist", "DELETE FROM distRun WHERE product = 'consp'", "test"))
 
 
 WRITES = [

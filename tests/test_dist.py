@@ -223,6 +223,7 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
                 str(run_id),
                 "--product",
                 "p",
+                "--no-magic",  # camera 2 was never destreaked: shipped as asked, unmagicked
             ).returncode
             == 0
         )
@@ -304,11 +305,17 @@ async def test_standing_target_and_clean_distribution(site, sdb, mirror, tmp_pat
     rows = await sdb.fetch_all(
         Query("t_d", "SELECT stage, stage_id, clean, state FROM distRun ORDER BY stage_id", "test")
     )
+    # Seed 001: "If this value is non-zero, the image has been destreaked and thus can be sent
+    # through the distribution system". Warp 1 (exposure 0) was destreaked; warps 2 and 3 were
+    # not (magicked 0): queued by the target, they wait, and ippctl dist ls says so.
     assert [(r["stage"], r["stage_id"], r["clean"], r["state"]) for r in rows] == [
         ("warp", 1, 1, "full"),
-        ("warp", 2, 1, "full"),
-        ("warp", 3, 1, "full"),
+        ("warp", 2, 1, "new"),
+        ("warp", 3, 1, "new"),
     ]
+    listed = ippctl(site.dsn, site.var_dir, "dist", "ls")
+    assert listed.stdout.count("new (waits for destreak)") == 2, listed.stdout
+    assert "2 warp run(s) for c wait for their destreak" in listed.stdout
     port = free_port()
     server = AgentProcess("dist_server", site.dsn, tmp_path, var_dir=str(site.var_dir), ds_port=port)
     try:
@@ -359,7 +366,17 @@ async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, t
     )
     assert (
         ippctl(
-            site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "2", "--product", "r"
+            site.dsn,
+            site.var_dir,
+            "dist",
+            "queue",
+            "--stage",
+            "chip",
+            "--id",
+            "2",
+            "--product",
+            "r",
+            "--no-magic",
         ).returncode
         == 0
     )
@@ -401,7 +418,17 @@ async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path)
         == 0
     )
     out = ippctl(
-        site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1", "--product", "ipp-dist"
+        site.dsn,
+        site.var_dir,
+        "dist",
+        "queue",
+        "--stage",
+        "chip",
+        "--id",
+        "1",
+        "--product",
+        "ipp-dist",
+        "--clean",
     )
     assert out.returncode == 0, out.stderr
     port = free_port()
@@ -472,9 +499,12 @@ async def test_a_run_of_every_distribution_stage_ships_and_imports_with_identica
     ids = {}
     for stage_name in SEED_002_STAGES:
         ids[stage_name] = int(await sdb.fetch_val(Query("t_first", FIRST_RUN[stage_name], "test")))
+        # raw images are never destreaked here (seed 001: "we have not been de-streaking the
+        # raw images"): shipped only when asked for unmagicked; the other stages are destreaked
+        unmagicked = ("--no-magic",) if stage_name == "raw" else ()
         out = ippctl(
             site.dsn, site.var_dir, "dist", "queue", "--stage", stage_name, "--id", str(ids[stage_name]),
-            "--product", "ipp-dist",
+            "--product", "ipp-dist", *unmagicked,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
     port = free_port()

@@ -48,6 +48,7 @@ async def _page(
         volumes=await Storage(db).volumes(),
         volume_states=VOLUME_STATES,
         targets=await db.fetch_all(Q.dist_targets),
+        waiting_destreak=await db.fetch_all(Q.dist_waiting_destreak),
         sources=await db.fetch_all(Q.rc_sources),
         failed=await db.fetch_all(Q.rc_failed, source=None, limit=200),
         csrf=session.csrf,

@@ -418,7 +418,7 @@ async def loaded_and_shipped(sites: Sites) -> bool:
         return False
     if int(await ipp.fetch_val(Q.demo_unfinished_batches) or 0):
         return False
-    full_chips = int(await ipp.fetch_val(Q.demo_full_chips) or 0)
+    full_chips = int(await ipp.fetch_val(Q.demo_destreaked_chips) or 0)
     shipped = int(await ipp.fetch_val(Q.demo_shipped) or 0)
     imported = int(await sites.mirror.fetch_val(Q.demo_imported) or 0)
     return full_chips > 0 and shipped >= full_chips and imported >= shipped
@@ -612,8 +612,12 @@ async def check_files(db: Database, before: Baseline, updated: set[tuple[str, in
 
 
 async def check_mirror(sites: Sites, before: Baseline) -> list[str]:
-    """Every chip run at the mirror has the source's files, md5 for md5."""
+    """Every chip run at the mirror has the source's files, md5 for md5, and none was shipped
+    before its destreak (seed 001)."""
     problems = []
+    unmagicked = int(await sites.mirror.fetch_val(Q.demo_unmagicked_at_mirror) or 0)
+    if unmagicked:
+        problems.append(f"{unmagicked} chip runs at the mirror were never destreaked (magicked 0)")
     for row in await sites.mirror.fetch_all(Q.demo_runs_chip):
         run_id = int(row["id"])
         mine = {

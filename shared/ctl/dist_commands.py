@@ -117,6 +117,7 @@ async def dist_queue(settings: Settings, args: argparse.Namespace) -> int:
             label=run["label"],
             clean=int(args.clean),
             product=args.product,
+            no_magic=int(args.no_magic),
         )
         row = await db.fetch_one(
             Q.dist_run_get, product=args.product, stage=args.stage, stage_id=args.id, clean=int(args.clean)
@@ -144,8 +145,13 @@ async def dist_target_add(settings: Settings, args: argparse.Namespace) -> int:
             stage=args.stage,
             clean=int(args.clean),
             product=args.product,
+            no_magic=int(args.no_magic),
         )
-        print(f"target {target}: full {args.stage} runs of dist_group {args.dist_group} -> {args.product}")
+        unmagicked = " (unmagicked too: --no-magic)" if args.no_magic else " (once destreaked)"
+        print(
+            f"target {target}: full {args.stage} runs of dist_group {args.dist_group} -> {args.product}"
+            + unmagicked
+        )
         return EXIT_OK
 
     return await with_db(settings, go)
@@ -154,6 +160,7 @@ async def dist_target_add(settings: Settings, args: argparse.Namespace) -> int:
 async def dist_ls(settings: Settings, args: argparse.Namespace) -> int:
     async def go(db: Database) -> int:
         rows = await db.fetch_all(Q.dist_runs, limit=args.limit)
+        waiting = await db.fetch_all(Q.dist_waiting_destreak)
         if args.json:
             print_json(rows)
             return EXIT_OK
@@ -166,7 +173,7 @@ async def dist_ls(settings: Settings, args: argparse.Namespace) -> int:
                         r["stage_id"],
                         "yes" if r["clean"] else "",
                         r["product"],
-                        r["state"],
+                        f"{r['state']} (waits for destreak)" if r["waits_destreak"] else r["state"],
                         r["fileset_name"] or "-",
                         r["note"] or "",
                     )
@@ -175,6 +182,11 @@ async def dist_ls(settings: Settings, args: argparse.Namespace) -> int:
                 ("DIST", "STAGE", "ID", "CLEAN", "PRODUCT", "STATE", "FILESET", "NOTE"),
             )
         )
+        for w in waiting:
+            print(
+                f"{w['runs']} {w['stage']} run(s) for {w['product']} wait for their destreak "
+                "(magicked <= 0); a target or queue with --no-magic ships runs unmagicked"
+            )
         return EXIT_OK
 
     return await with_db(settings, go)
@@ -325,6 +337,12 @@ def add_commands(top: Any) -> None:
     p.add_argument("--id", type=int, required=True)
     p.add_argument("--product", required=True)
     p.add_argument("--clean", action="store_true", help="ship it as cleaned (what cleanup keeps)")
+    p.add_argument(
+        "--no-magic",
+        action="store_true",
+        help="ship runs that were never destreaked too (magicked <= 0): only for a target that "
+        "explicitly takes unmagicked data; without it a run waits for its destreak",
+    )
     p.set_defaults(handler=dist_queue)
     p = dist.add_parser("ls", help="distribution runs, newest first")
     p.add_argument("--limit", type=int, default=50)
@@ -338,6 +356,12 @@ def add_commands(top: Any) -> None:
     p.add_argument("--stage", required=True, choices=LIFECYCLE)
     p.add_argument("--product", required=True)
     p.add_argument("--clean", action="store_true")
+    p.add_argument(
+        "--no-magic",
+        action="store_true",
+        help="ship runs that were never destreaked too (magicked <= 0): only for a target that "
+        "explicitly takes unmagicked data; without it a run waits for its destreak",
+    )
     p.set_defaults(handler=dist_target_add)
     source = dist.add_parser("source", help="at a mirror: the DataStores it imports from").add_subparsers(
         dest="what", required=True, metavar="ACTION"

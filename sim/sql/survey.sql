@@ -60,7 +60,7 @@ UPDATE chipRun SET state = 'full' WHERE chip_id = %(id)s;
 INSERT INTO camRun (chip_id, state, workdir, label, data_group, dist_group, reduction, dvodb,
                     tess_id, end_stage, magicked, software_ver, registered)
 VALUES (%(chip_id)s, 'new', %(workdir)s, %(label)s, %(data_group)s, %(dist_group)s,
-        'DEFAULT', %(dvodb)s, %(tess_id)s, 'diff', 0, %(software_ver)s, %(registered)s);
+        'DEFAULT', %(dvodb)s, %(tess_id)s, 'diff', %(magicked)s, %(software_ver)s, %(registered)s);
 
 -- name: insert_camProcessedExp
 INSERT INTO camProcessedExp (cam_id, uri, bg, zpt_obs, zpt_stdev, fwhm_major, fwhm_minor,
@@ -136,7 +136,7 @@ UPDATE stackRun SET state = 'full' WHERE stack_id = %(id)s;
 INSERT INTO diffRun (state, workdir, label, data_group, dist_group, reduction, dvodb,
                      registered, tess_id, magicked, software_ver, diff_mode)
 VALUES ('new', %(workdir)s, %(label)s, %(data_group)s, %(dist_group)s, 'DEFAULT', %(dvodb)s,
-        %(registered)s, %(tess_id)s, 0, %(software_ver)s, 1);
+        %(registered)s, %(tess_id)s, %(magicked)s, %(software_ver)s, 1);
 
 -- name: insert_diffInputSkyfile
 INSERT INTO diffInputSkyfile (diff_id, skycell_id, warp1, stack2, tess_id)

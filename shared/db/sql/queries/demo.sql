@@ -46,8 +46,13 @@ WHERE config = 'demo' AND loaded_to_datastore = 'succeeded' AND (odm_done = 0 OR
 SELECT type, SUM(detections) AS n FROM psps_batch
 WHERE config = 'demo' AND merged = 'succeeded' GROUP BY type;
 
--- name: demo_full_chips
-SELECT COUNT(*) FROM chipRun WHERE state = 'full';
+-- name: demo_destreaked_chips
+-- The full chip runs the standing target ships: those destreaked (the others wait, seed 001).
+SELECT COUNT(*) FROM chipRun WHERE state = 'full' AND magicked > 0;
+
+-- name: demo_unmagicked_at_mirror
+-- Chip runs at the mirror that were never destreaked: there must be none.
+SELECT COUNT(*) FROM chipRun WHERE magicked = 0;
 
 -- name: demo_shipped
 SELECT COUNT(*) FROM distRun WHERE state = 'full';

@@ -2,8 +2,9 @@
 -- dist_client has received.
 
 -- name: dist_queue
-INSERT IGNORE INTO distRun (target_id, stage, stage_id, label, clean, product, state)
-VALUES (%(target_id)s, %(stage)s, %(stage_id)s, %(label)s, %(clean)s, %(product)s, 'new');
+INSERT IGNORE INTO distRun (target_id, stage, stage_id, label, clean, product, state, no_magic)
+VALUES (%(target_id)s, %(stage)s, %(stage_id)s, %(label)s, %(clean)s, %(product)s, 'new',
+        %(no_magic)s);
 
 -- name: dist_run_get
 SELECT dist_id, target_id, stage, stage_id, label, clean, state, fault, product, fileset_name,
@@ -11,26 +12,37 @@ SELECT dist_id, target_id, stage, stage_id, label, clean, state, fault, product,
 WHERE product = %(product)s AND stage = %(stage)s AND stage_id = %(stage_id)s
   AND clean = %(clean)s;
 
+-- name: dist_waiting_destreak
+-- The queued runs that wait for their destreak, per stage and product.
+SELECT stage, product, COUNT(*) AS runs FROM distWaitingDestreak
+GROUP BY stage, product ORDER BY stage, product;
+
 -- name: dist_runs
-SELECT dist_id, stage, stage_id, clean, state, fault, product, fileset_name, note, registered
-FROM distRun ORDER BY dist_id DESC LIMIT %(limit)s;
+SELECT dist_id, stage, stage_id, clean, state, fault, product, fileset_name, note, registered,
+       COALESCE(no_magic, 0) AS no_magic,
+       EXISTS (SELECT 1 FROM distWaitingDestreak w WHERE w.dist_id = d.dist_id) AS waits_destreak
+FROM distRun d ORDER BY dist_id DESC LIMIT %(limit)s;
 
 -- name: dist_target_add
-INSERT INTO distTarget (dist_group, filter, stage, clean, state, product)
-VALUES (%(dist_group)s, %(filter)s, %(stage)s, %(clean)s, 'enabled', %(product)s);
+INSERT INTO distTarget (dist_group, filter, stage, clean, state, product, no_magic)
+VALUES (%(dist_group)s, %(filter)s, %(stage)s, %(clean)s, 'enabled', %(product)s,
+        %(no_magic)s);
 
 -- name: dist_targets_enabled
-SELECT target_id, dist_group, filter, stage, clean, product FROM distTarget
+SELECT target_id, dist_group, filter, stage, clean, product, no_magic FROM distTarget
 WHERE state = 'enabled' ORDER BY target_id;
 
 -- name: dist_targets
-SELECT target_id, dist_group, filter, stage, clean, state, product FROM distTarget
+SELECT target_id, dist_group, filter, stage, clean, state, product, no_magic FROM distTarget
 ORDER BY target_id;
 
+-- A new distRun is taken once its run is destreaked (or it ships unmagicked): those that wait
+-- are in distWaitingDestreak (migration 0019).
 -- name: dist_claim
 SELECT dist_id AS id, stage, stage_id, label, clean, product, target_id
-FROM distRun
+FROM distRun d
 WHERE state = 'new' AND owner IS NULL
+  AND NOT EXISTS (SELECT 1 FROM distWaitingDestreak w WHERE w.dist_id = d.dist_id)
 ORDER BY dist_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
