@@ -32,6 +32,8 @@ from shared.psps.configs import (
 from shared.runtime.agent import AgentContext
 
 NAME = "batch_cleaner"
+#: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
+PER_CONFIG = True
 PER_PASS = 500
 
 
@@ -39,7 +41,7 @@ PER_PASS = 500
 
 
 async def run_once(ctx: AgentContext) -> int:
-    return await for_each(ctx.db, ctx.config or "all", lambda cfg: clean_config(ctx, cfg))
+    return await for_each(ctx.db, ctx.config, lambda cfg: clean_config(ctx, cfg))
 
 
 async def clean_config(ctx: AgentContext, cfg: LoadingConfig) -> int:

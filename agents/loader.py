@@ -35,6 +35,8 @@ from shared.runtime.agent import AgentContext, ItemEvents
 from shared.storage.store import Storage
 
 NAME = "loader"
+#: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
+PER_CONFIG = True
 EVENTS = ItemEvents(claim_lost="batch_claim_lost", failed="batch_failed")
 
 
@@ -78,7 +80,7 @@ async def run_once(ctx: AgentContext) -> int:
     if _testing(ctx):
         await test_one(ctx, await configs.load(ctx.db, ctx.config))
         return 0
-    return await for_each(ctx.db, ctx.config or "all", lambda cfg: load_config(ctx, cfg))
+    return await for_each(ctx.db, ctx.config, lambda cfg: load_config(ctx, cfg))
 
 
 async def init(ctx: AgentContext) -> None:

@@ -34,6 +34,8 @@ from shared.runtime.agent import AgentContext
 from shared.runtime.httpserver import ServerLimits, security_headers, serving
 
 NAME = "metrics"
+#: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
+PER_CONFIG = True
 DB_KEY: web.AppKey[Database] = web.AppKey("db", Database)
 DIR_KEY: web.AppKey[Path] = web.AppKey("plots", Path)
 WHICH_KEY: web.AppKey[str] = web.AppKey("which", str)
@@ -61,7 +63,7 @@ async def run_once(ctx: AgentContext) -> int:
         return 0
     ctx.resources["last_sample_at"] = time.monotonic()
     started = time.monotonic()
-    summary, taken, _ = await snapshot(ctx.db, ctx.config or "all")
+    summary, taken, _ = await snapshot(ctx.db, ctx.config)
     await metrics.record(ctx.db, taken, summary.taken_at)
     pruned = await metrics.prune(ctx.db, ctx.settings.metrics_retention_days)
     try:
@@ -90,7 +92,7 @@ async def _to_czartool(ctx: AgentContext) -> int | None:
     if czar is None:
         return None
     try:
-        return await czartool.record(czar, await metrics.config_reports(ctx.db, ctx.config or "all"))
+        return await czartool.record(czar, await metrics.config_reports(ctx.db, ctx.config))
     except IppError as exc:
         ctx.log.error("czartool_write_failed", error=str(exc))
         ctx.item_failed(f"czartool: {exc}")
@@ -259,7 +261,7 @@ async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     async with (
         _czartool(ctx),
         serving(
-            make_app(ctx.db, s.plot_dir(), ctx.config or "all"),
+            make_app(ctx.db, s.plot_dir(), ctx.config),
             s.metrics_host,
             s.metrics_port,
             ServerLimits.from_settings(s),

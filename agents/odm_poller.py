@@ -27,6 +27,8 @@ from shared.psps.configs import LoadingConfig, for_each
 from shared.runtime.agent import AgentContext
 
 NAME = "odm_poller"
+#: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
+PER_CONFIG = True
 STAGES = ("unloaded", "unmergeworthy", "unmerged", "all")
 PER_PASS = 500
 
@@ -35,7 +37,7 @@ PER_PASS = 500
 
 
 async def run_once(ctx: AgentContext) -> int:
-    return await for_each(ctx.db, ctx.config or "all", lambda cfg: poll_config(ctx, cfg))
+    return await for_each(ctx.db, ctx.config, lambda cfg: poll_config(ctx, cfg))
 
 
 async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:

@@ -192,6 +192,14 @@ def run_agent(argv: list[str]) -> int:
     if spec.add_arguments:
         spec.add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # `loader --config C init`: positionals anywhere
+    if spec.per_config and not args.config:
+        return fail(
+            PROG,
+            f"{spec.name} works on PSPS loading configs and was given none: --config NAME "
+            "(ippctl psps config list), --config all for every active one, or --config edit "
+            "to make one on this terminal",
+            EXIT_USAGE,
+        )
     if args.config == "edit":
         code = _edit_first(settings, args)
         if code is not None:

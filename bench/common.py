@@ -116,14 +116,15 @@ def agent_env(dsn: str, var_dir: Path | None = None, /, **settings: Any) -> dict
     return env
 
 
-async def run_agent_once(name: str, env: dict[str, str]) -> list[dict[str, Any]]:
-    """``ipp-agent NAME --once``; its JSON log events (RuntimeError if it did not exit 0)."""
+async def run_agent_once(name: str, env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    """``ipp-agent NAME --once ARGS``; its JSON log events (RuntimeError if it did not exit 0)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "agents",
         name,
         "--once",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

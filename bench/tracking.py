@@ -139,7 +139,10 @@ async def poller_rate(batches: int) -> Figure:
                     await pdb.close()
                 bare = await _bare_gets(base, names, settings.odm_parallel)
                 events = await run_agent_once(
-                    "odm_poller", agent_env(settings.effective_dsn(), Path(tmp), odm_port=port)
+                    "odm_poller",
+                    agent_env(settings.effective_dsn(), Path(tmp), odm_port=port),
+                    "--config",
+                    "all",
                 )
                 ours = working_seconds(events)
             finally:

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from shared.db.database import Database, Row
 from shared.db.queries import Query
 from shared.psps import configs
@@ -113,8 +115,26 @@ async def test_loader_init_makes_publishes_and_records_the_in_batch_then_stops(d
     assert await again.wait(timeout_s=120) == 0 and again.events("in_batch_exists")
     assert len([r for r in await db.fetch_all(BATCHES) if r["type"] == "IN"]) == 1
     nameless = AgentProcess("loader", test_dsn, tmp_path, "init", var_dir=var_dir)
-    assert await nameless.wait(timeout_s=60) == 1
-    assert "loader init needs one config" in nameless.output()
+    assert await nameless.wait(timeout_s=60) == 2  # no config at all: said before anything
+    assert "loader works on PSPS loading configs and was given none" in nameless.output()
+    every = AgentProcess("loader", test_dsn, tmp_path, "--config", "all", "init", var_dir=var_dir)
+    assert await every.wait(timeout_s=60) == 1
+    assert "loader init needs one config" in every.output()
+
+
+@pytest.mark.parametrize("name", ["loader", "odm_poller", "batch_cleaner", "metrics"])
+async def test_an_agent_that_works_per_config_and_is_given_none_says_so_and_stops(
+    db, test_dsn, tmp_path, name
+):
+    """Issue 29: `ipp-agent loader` without --config ran as `all` and built another config's
+    items. Seed 003: "Programs that require any extra arguments will prompt the user"; these
+    say what to give and stop before they touch anything: `all` only when asked."""
+    before = await db.fetch_val(Query("t_clients", "SELECT COUNT(*) FROM clients", "test"))
+    proc = AgentProcess(name, test_dsn, tmp_path, "--once", var_dir=str(tmp_path / "var"))
+    assert await proc.wait(timeout_s=60) == 2, proc.output()
+    assert f"{name} works on PSPS loading configs and was given none" in proc.output()
+    assert "--config all" in proc.output() and not proc.events("agent_started")
+    assert await db.fetch_val(Query("t_clients", "SELECT COUNT(*) FROM clients", "test")) == before
 
 
 async def test_every_hours_works_a_pass_then_waits_for_the_next_one_and_still_stops_at_once(

@@ -54,6 +54,9 @@ class AgentSpec:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     background_sweep: bool = True
     claimables: tuple[ClaimSpec, ...] = ()
+    #: works on PSPS loading configs: started without --config it says so and stops
+    #: (seed 003's programs ask for one); every config only with --config all
+    per_config: bool = False
 
     @classmethod
     def from_module(cls, module: ModuleType) -> AgentSpec:
@@ -66,6 +69,7 @@ class AgentSpec:
             add_arguments=getattr(module, "add_arguments", None),
             background_sweep=getattr(module, "BACKGROUND_SWEEP", True),
             claimables=tuple(getattr(module, "CLAIMABLES", ())),
+            per_config=getattr(module, "PER_CONFIG", False),
         )
 
 
