@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from shared.core.cli import positive_hours
 from shared.db.database import Tx
 from shared.db.queries import Q
 from shared.psps import BATCH_TYPES, odm
@@ -158,6 +159,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stage", default="all", choices=STAGES, help="poll only batches waiting for this stage"
     )
+    parser.add_argument(
+        "seed_form",
+        nargs="*",
+        metavar="CONFIG TYPE STAGE [HOURS]",
+        action=SeedForm,
+        help="pollOdm.py's own form (seed 003: pollOdm.py all all all 1), the same as "
+        "--config CONFIG --type TYPE --stage STAGE [--every HOURS]",
+    )
+
+
+class SeedForm(argparse.Action):
+    """``pollOdm.py <configPath> <P2|ST|OB|all> <unloaded|unmergeworthy|unmerged|all> [hours]``
+    (seed 003), read into the flags it means; any other count is refused naming them."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        _opt: object = None,
+    ) -> None:
+        given = [str(v) for v in values] if isinstance(values, list) else []
+        if not given:
+            return
+        if len(given) not in (3, 4):
+            parser.error(
+                f"pollOdm.py's form is CONFIG TYPE STAGE [HOURS] (--config, --type, --stage, "
+                f"--every), got {len(given)} value(s): {' '.join(given)}"
+            )
+        config, kind, stage, *hours = given
+        if namespace.config and namespace.config != config:
+            parser.error(f"--config {namespace.config} and the positional config {config} disagree")
+        for what, value, allowed in (("TYPE", kind, (*BATCH_TYPES, "all")), ("STAGE", stage, STAGES)):
+            if value not in allowed:
+                parser.error(f"pollOdm.py's {what} {value!r} is not one of {', '.join(allowed)}")
+        namespace.config, namespace.type, namespace.stage = config, kind, stage
+        if hours:
+            try:
+                namespace.every = positive_hours(hours[0])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"pollOdm.py's HOURS: {exc}")
 
 
 @asynccontextmanager

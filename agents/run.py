@@ -22,7 +22,7 @@ from typing import Any
 
 from agents.registry import agent_modules, load_agent
 from shared.claimables import CLAIMABLES
-from shared.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ask_line, fail
+from shared.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ask_line, fail, positive_hours
 from shared.core.errors import IppError, SettingsError, UnknownAgent
 from shared.core.log import bind, configure_logging, get_logger
 from shared.core.settings import Settings, load_settings
@@ -51,7 +51,7 @@ def _parser(settings: Settings | None) -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="process what is pending, then exit")
     parser.add_argument(
         "--every",
-        type=_hours,
+        type=positive_hours,
         metavar="HOURS",
         help="work a whole pass, then begin the next one HOURS after this one began",
     )
@@ -61,13 +61,6 @@ def _parser(settings: Settings | None) -> argparse.ArgumentParser:
         help="also write the log to DIR/<agent>_<config>_<host>_<pid>.log (when not supervised)",
     )
     return parser
-
-
-def _hours(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 24 * 366:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected hours above 0 (at most a year)")
-    return value
 
 
 async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) -> int:

@@ -156,6 +156,28 @@ async def test_every_hours_works_a_pass_then_waits_for_the_next_one_and_still_st
             proc.kill()
 
 
+async def test_the_poller_takes_pollodm_s_own_positional_form(db, test_dsn, tmp_path):
+    """Seed 003: "Usage: pollOdm.py <configPath> <P2|ST|OB|all> <unloaded|unmergeworthy|
+    unmerged|all> [hours]" and "./run.sh pollOdm.py all all all 1": the same as --config all
+    --type all --stage all --every 1; another count or value is refused naming the flags."""
+    proc = AgentProcess("odm_poller", test_dsn, tmp_path, "all", "P2", "unmerged", "1")
+    try:
+        done = await eventually(_events(proc, "pass_complete"), timeout_s=60, what="a pass")
+        assert 3400 < done[0]["next_pass_in_s"] <= 3600
+        assert proc.events("agent_started")[0]["config"] == "all"
+        proc.send(signal.SIGTERM)
+        assert await proc.wait(timeout_s=30) == 0, proc.output()
+    finally:
+        proc.kill()
+    for form, problem in (
+        (("all", "P2"), "form is CONFIG TYPE STAGE [HOURS] (--config, --type, --stage, --every)"),
+        (("all", "XX", "all"), "pollOdm.py's TYPE 'XX' is not one of"),
+        (("all", "all", "all", "0"), "pollOdm.py's HOURS"),
+    ):
+        bad = AgentProcess("odm_poller", test_dsn, tmp_path, "--once", *form)
+        assert await bad.wait(timeout_s=60) == 2 and problem in bad.output(), bad.output()
+
+
 def _events(proc: AgentProcess, name: str) -> Callable[[], list[dict[str, Any]]]:
     return lambda: proc.events(name)
 

@@ -3,6 +3,7 @@ shows without acting on it."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -36,6 +37,17 @@ def visible(value: object) -> str:
     peer's (a fileset name, an error body, a label) is printed as its escape, e.g. ``\\x1b``."""
     text = "" if value is None else str(value)
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def positive_hours(text: str) -> float:
+    """An argparse type: hours above 0, at most a year (``--every``, seed 003's time argument)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours") from None
+    if not 0 < value <= 24 * 366:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected hours above 0 (at most a year)")
+    return value
 
 
 def fail(prog: str, message: str, code: int = EXIT_FAILED) -> int:
