@@ -58,7 +58,8 @@ def _parser(settings: Settings | None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-dir",
         metavar="DIR",
-        help="also write the log to DIR/<agent>_<config>_<host>_<pid>.log (when not supervised)",
+        help="also write the log to DIR/<agent>_<config>_<host>_<pid>.log (default: the log_dir "
+        "setting, logs/, when not under supervisord or systemd)",
     )
     return parser
 
@@ -163,11 +164,22 @@ async def _edit(settings: Settings) -> str:
         await db.close()
 
 
-def _log_file(args: argparse.Namespace, agent: str) -> Path:
-    """Seed 003: a log file "named with program, config, host and PID"."""
+#: Set by supervisord and systemd in what they start: they keep its stdout themselves.
+SUPERVISED_BY = ("SUPERVISOR_ENABLED", "INVOCATION_ID")
+
+
+def _log_file(args: argparse.Namespace, agent: str, settings: Settings) -> Path | None:
+    """Seed 003's loader writes a log file "named with program, config, host and PID" by
+    default: in ``--log-dir``, else in the ``log_dir`` setting unless a supervisor keeps the
+    output (or the setting is empty)."""
+    directory = args.log_dir
+    if directory is None and not any(os.environ.get(v) for v in SUPERVISED_BY):
+        directory = settings.log_dir
+    if not directory:
+        return None
     parts = [agent, args.config or "", socket.gethostname(), str(os.getpid())]
     name = "_".join(p for p in parts if p)
-    return Path(args.log_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}.log"
+    return Path(directory) / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}.log"
 
 
 def run_agent(argv: list[str]) -> int:
@@ -197,7 +209,7 @@ def run_agent(argv: list[str]) -> int:
         code = _edit_first(settings, args)
         if code is not None:
             return code
-    log_file = _log_file(args, spec.name) if args.log_dir else None
+    log_file = _log_file(args, spec.name, settings)
     configure_logging(settings, also_to=log_file)
     bind(agent=spec.name, host=socket.gethostname(), pid=os.getpid(), config=args.config)
     if STOP.received is not None:

@@ -28,6 +28,7 @@ FAST: dict[str, Any] = {
     "drain_timeout_s": 5.0,
     "db_reconnect_max_s": 30.0,
     "log_format": "json",
+    "log_dir": "",  # no log files in the project's logs/: a test that wants one says where
 }
 
 
@@ -84,13 +85,13 @@ class AgentProcess:
         self,
         name: str,
         dsn: str,
-        log_dir: Path,
+        out_dir: Path,
         *args: str,
         module: str = "agents",
         launcher: tuple[str, ...] = (),
         **settings: Any,
     ) -> None:
-        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self.log_path = out_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
             [*launcher, sys.executable, "-m", module, name, *args],

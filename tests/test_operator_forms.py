@@ -206,3 +206,31 @@ async def test_log_dir_writes_a_log_file_named_with_program_config_host_and_pid(
     assert '"event": "agent_started"' in text and '"event": "agent_stopped"' in text
     # the same lines still go to stdout, for a supervisor or a terminal
     assert proc.events("agent_started") and Path(proc.log_path).read_text().count("agent_stopped") == 1
+
+
+async def test_an_agent_run_by_hand_writes_its_log_file_by_default_and_a_supervised_one_does_not(
+    db, test_dsn, tmp_path
+):
+    """Seed 003: "The loader writes log files, which include program name, config, host and
+    PID in the name" without being asked: the log_dir setting (logs/ by default) is used when
+    no --log-dir is given, unless supervisord or systemd keeps the output."""
+    await configs.set_fields(db, "cfgL", {})
+    logs = tmp_path / "default-logs"
+    by_hand = AgentProcess(
+        "batch_cleaner", test_dsn, tmp_path, "--config", "cfgL", "--once", log_dir=str(logs)
+    )
+    assert await by_hand.wait(timeout_s=60) == 0, by_hand.output()
+    assert [p.name for p in logs.iterdir()] == [
+        f"batch_cleaner_cfgL_{socket.gethostname()}_{by_hand.pid}.log"
+    ]
+    env = {**agent_env(test_dsn, log_dir=str(logs)), "SUPERVISOR_ENABLED": "1"}
+    supervised = subprocess.run(
+        [sys.executable, "-m", "agents", "batch_cleaner", "--config", "cfgL", "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert supervised.returncode == 0 and b"agent_stopped" in supervised.stdout
+    assert len(list(logs.iterdir())) == 1  # none more

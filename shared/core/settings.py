@@ -196,6 +196,10 @@ class Settings:
     # Logging.
     log_format: str = "auto"
     log_level: str = "info"
+    # Where an agent run by hand writes its log file, named as seed 003's are
+    # (<agent>_<config>_<host>_<pid>.log); empty: none. Under supervisord or systemd (which
+    # keep stdout) only ``--log-dir`` writes one.
+    log_dir: str = field(default_factory=lambda: str(PROJECT_ROOT / "logs"))
 
     def update_command(self, stage: str) -> list[str]:
         """The argv (without the job file) of the program that regenerates ``stage``."""
