@@ -383,9 +383,12 @@ async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, t
     await once("dist_server", site.dsn, site.var_dir, tmp_path, ds_port=free_port())
     name = (await sdb.fetch_one(STATE, stage="chip", id=2))["fileset_name"]
     uris = [f["uri"] for f in await _files(sdb)]
+    assert await _most_recent(sdb, "r") == name
     hidden = ippctl(site.dsn, site.var_dir, "ds", "remove", "r", name)
     assert hidden.returncode == 0 and "hidden" in hidden.stdout
     assert name not in await datastore.product_listing(sdb, "r")
+    # issue 29: the root listing's "most recent" no longer names the hidden fileset
+    assert await _most_recent(sdb, "r") == "none"
     assert all([await Storage(sdb).exists(u) for u in uris])
     gone = ippctl(site.dsn, site.var_dir, "ds", "remove", "r", name, "--rm")
     assert gone.returncode == 0 and f"{len(uris)} files deleted" in gone.stdout
@@ -393,6 +396,15 @@ async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, t
     assert await _files(sdb) == []
     missing = ippctl(site.dsn, site.var_dir, "ds", "remove", "r", name)
     assert missing.returncode == 1 and "has no fileset" in missing.stderr
+
+
+async def _most_recent(db: Database, product: str) -> str:
+    """The fileset the DataStore's root listing names as the product's most recent."""
+    for line in (await datastore.root_listing(db)).splitlines()[1:]:
+        fields = [f.strip() for f in line.split("|")]
+        if fields[0] == product:
+            return fields[1]
+    raise AssertionError(f"no product {product} in the root listing")
 
 
 async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path):

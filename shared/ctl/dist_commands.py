@@ -92,7 +92,7 @@ async def ds_remove(settings: Settings, args: argparse.Namespace) -> int:
         if row is None:
             raise NotFound(f"product {args.product!r} has no fileset {args.fileset!r}")
         if not args.rm:
-            await db.execute(Q.ds_fileset_hide, fileset_id=row["fileset_id"])
+            await datastore.hide_fileset(db, prod["prod_id"], row["fileset_id"])
             print(f"{args.product}/{args.fileset}: hidden (files kept; --rm deletes them)")
             return EXIT_OK
         deleted = await datastore.remove_fileset(db, args.product, args.fileset)

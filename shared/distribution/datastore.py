@@ -429,6 +429,17 @@ async def register_fileset(
     return fileset_id
 
 
+async def hide_fileset(db: Database, prod_id: int, fileset_id: int) -> None:
+    """No client lists the fileset any more, and its product's "most recent" (dsProduct.
+    last_fs, in the root listing) moves back to the newest one still listed."""
+
+    async def hide(tx: Tx) -> None:
+        await tx.execute(Q.ds_fileset_hide, fileset_id=fileset_id)
+        await tx.execute(Q.ds_product_last_refresh, prod_id=prod_id)
+
+    await db.transaction(hide, name="ds_hide")
+
+
 async def remove_fileset(db: Database, prod_name: str, fileset: str) -> int | None:
     """Hide a fileset, delete its stored files, then forget its rows; returns how many files
     were deleted, or None when the product has no such fileset (already removed).
@@ -441,7 +452,7 @@ async def remove_fileset(db: Database, prod_name: str, fileset: str) -> int | No
     if row is None:
         return None
     files = await db.fetch_all(Q.ds_files, fileset_id=row["fileset_id"])
-    await db.execute(Q.ds_fileset_hide, fileset_id=row["fileset_id"])
+    await hide_fileset(db, prod["prod_id"], row["fileset_id"])
     report = await Storage(db).delete_many([f["uri"] for f in files])
     if report.unavailable:
         raise DataStoreError(

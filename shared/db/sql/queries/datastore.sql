@@ -52,6 +52,14 @@ VALUES (%(fileset_id)s, %(name)s, %(bytes)s, %(md5sum)s, %(type)s, %(uri)s, %(co
 -- name: ds_fileset_hide
 UPDATE dsFileset SET hide = 1 WHERE fileset_id = %(fileset_id)s;
 
+-- name: ds_product_last_refresh
+-- The product's most recent fileset is its newest one still listed (NULL: none), so that the
+-- root listing never names a fileset that was hidden or removed.
+UPDATE dsProduct SET last_fs = (
+    SELECT f.fileset_name FROM dsFileset f
+    WHERE f.prod_id = %(prod_id)s AND f.hide = 0 ORDER BY f.fileset_id DESC LIMIT 1)
+WHERE prod_id = %(prod_id)s;
+
 -- name: ds_files_delete
 DELETE FROM dsFile WHERE fileset_id = %(fileset_id)s;
 
