@@ -138,6 +138,23 @@ async def _smf_path(sdb: Database, cam_id: int) -> Path:
     return await Storage(sdb).locate(rule("camera", "PSASTRO.OUTPUT").filename(base))
 
 
+async def test_a_config_that_does_not_publish_builds_each_item_once_whatever_the_queue(site, sdb, tmp_path):
+    """Issue 29: with datastore_publish=0 each `ippctl psps queue` requeued the built but
+    unpublished items and the loaders built them again under new batch numbers. A built batch
+    is the item's batch when the config does not publish (seed 003: datastore_publish "publish
+    batches (no: build them only)")."""
+    configure_loading(site, "nopub", "datastore_publish=0")
+    assert "P2 3" in ippctl(site, "psps", "queue", "nopub").stdout
+    await load(site, tmp_path, "--config", "nopub")
+    built = [r for r in await sdb.fetch_all(BATCHES) if r["type"] == "P2"]
+    assert [(r["processed"], r["loaded_to_datastore"]) for r in built] == [("succeeded", "pending")] * 3
+    again = ippctl(site, "psps", "queue", "nopub")
+    assert again.returncode == 0 and "nothing new" in again.stdout, again.stdout
+    proc = await load(site, tmp_path, "--config", "nopub")
+    assert not proc.events("batch_published")
+    assert len([r for r in await sdb.fetch_all(BATCHES) if r["type"] == "P2"]) == 3
+
+
 async def test_a_corrupt_smf_fails_its_batch_and_the_others_are_published(site, sdb, tmp_path):
     configure_loading(site, "demo")
     smf = await _smf_path(sdb, 2)

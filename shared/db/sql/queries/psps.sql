@@ -53,11 +53,16 @@ UPDATE psps_item SET state = 'new', attempts = 0, note = NULL
 WHERE config = %(config)s AND state = 'failed';
 
 -- name: psps_items_reload
+-- Done items with no batch of the current epoch go back to the queue. A batch counts once it
+-- is on the DataStore, or once built when the config does not publish (datastore_publish 0):
+-- else every queue would have those built again under new batch numbers.
 UPDATE psps_item i SET state = 'new'
 WHERE i.config = %(config)s AND i.state = 'done'
-  AND NOT EXISTS (SELECT 1 FROM psps_batch b
+  AND NOT EXISTS (SELECT 1 FROM psps_batch b JOIN psps_config c ON c.name = b.config
                   WHERE b.config = i.config AND b.type = i.type AND b.item_id = i.item_id
-                    AND b.loaded_to_datastore = 'succeeded' AND b.created_at >= %(epoch)s);
+                    AND (b.loaded_to_datastore = 'succeeded'
+                         OR (c.datastore_publish = 0 AND b.processed = 'succeeded'))
+                    AND b.created_at >= %(epoch)s);
 
 -- name: psps_p2_candidates
 SELECT a.stage_id AS item_id, e.ra AS ra, e.decl AS decl
