@@ -169,14 +169,39 @@ async def enter_box(ctx: AgentContext, cfg: LoadingConfig, stripe: Row, box: int
 
 
 async def test_one(ctx: AgentContext, cfg: LoadingConfig) -> None:
-    """``--test``: the config's first queued exposure, in test mode, then stop."""
+    """``--test`` (seed 003's test mode): the config's first queued exposure, OTA 33 only,
+    missing values tolerated, built and checked into ``var/psps/<config>/test/``, then stop.
+
+    A trial must not use up real work: the batch is never published (the config's product is
+    production's; PSPS never sees it), no batch is recorded, and the item stays queued, as it
+    was, for the real loading."""
     cfg = dataclasses.replace(cfg, test_mode=True)
     rows = await ctx.claimer.claim(FIRST_P2_SPEC, limit=1, config=cfg.name)
-    if rows:
-        await load_item(ctx, cfg, PspsItem.from_row(rows[0]))
-    else:
+    if not rows:
         ctx.log.info("nothing_queued", config=cfg.name, type="P2")
-    ctx.finish("--test: the first queued exposure is done")
+        ctx.finish("--test: nothing queued")
+        return
+    item = PspsItem.from_row(rows[0])
+    try:
+        result = builders.discard_duplicates(await build_p2(ctx, cfg, item.item_id), "P2")
+        directory = Path(ctx.settings.var_dir) / "psps" / cfg.name / "test"
+        name = f"test_P2_{item.item_id}"
+        written = await asyncio.to_thread(batches.write, directory, name, "P2", cfg.name, result.tables)
+    except (IppError, OSError) as exc:
+        ctx.log.error("test_batch_failed", config=cfg.name, item=item.item_id, reason=str(exc))
+        ctx.finish("--test: the first queued exposure could not be built", exit_code=1)
+        return
+    finally:
+        await ctx.claimer.release(FIRST_P2_SPEC, item.id)
+    ctx.log.info(
+        "test_batch_built",
+        config=cfg.name,
+        item=item.item_id,
+        fits=str(written.fits_path),
+        detections=result.detections,
+        ignored=result.notes or None,
+    )
+    ctx.finish("--test: the first queued exposure was built, not published; it stays queued")
 
 
 async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> None:

@@ -236,19 +236,34 @@ async def test_loader_test_flag_loads_the_first_exposure_s_ota_33_and_lists_what
         files = cat.region_files(region)
         _header, rows = dvo.read_table(files["cpm"], dvo.CPM_COLUMNS)
         dvo.write_atomic(files["cpm"], dvo.table_bytes(dvo.CPM_COLUMNS, rows[:0]))
+    items = Query(
+        "t_items", "SELECT item_id, state, attempts, batch_id FROM psps_item WHERE config = 't'", "test"
+    )
+    queued = await sdb.fetch_all(items)
     proc = await load(site, tmp_path, "--config", "t", "--test")
-    (row,) = await sdb.fetch_all(BATCHES)
-    assert (row["item_id"], row["processed"]) == (first, "succeeded")
-    with fits.open(row["fits_path"]) as hdus:
+    (built,) = proc.events("test_batch_built")
+    assert built["item"] == first
+    with fits.open(built["fits"]) as hdus:
         assert list(hdus["IMAGEMETA"].data["ccdID"]) == [33]
-    (published,) = proc.events("batch_published")
-    ignored = " ".join(published["ignored"])
+    ignored = " ".join(built["ignored"])
     assert "XY33: AIRMASS missing" in ignored and "detections not in DVO (ignored)" in ignored
-    assert proc.events("agent_stopped")[0]["reason"] == "--test: the first queued exposure is done"
-    # the other exposures are still queued; without --test the same input fails its batch
+    assert proc.events("agent_stopped")[0]["reason"].startswith("--test: the first queued exposure was built")
+    # issue 29: a trial uses up nothing: no batch recorded or published (the config's product
+    # is production's), every item queued as it was, the first one included
+    assert await sdb.fetch_all(BATCHES) == [] and not proc.events("batch_published")
+    assert await sdb.fetch_all(items) == queued and {r["state"] for r in queued} == {"new"}
+    on_product = Query(
+        "t_on_product",
+        "SELECT COUNT(*) FROM dsFileset f JOIN dsProduct p ON p.prod_id = f.prod_id "
+        "WHERE p.prod_name = 'PSPS_t'",
+        "test",
+    )
+    assert await sdb.fetch_val(on_product) == 0
+    # without --test the same input fails its batches, the first exposure's too (its AIRMASS)
     again = await load(site, tmp_path, "--config", "t")
-    notes = [r["note"] for r in await sdb.fetch_all(BATCHES) if r["item_id"] != first]
-    assert notes and all("detections not found in DVO" in n for n in notes), notes
+    notes = [r["note"] for r in await sdb.fetch_all(BATCHES)]
+    assert len(notes) == len(queued) and "header lacks AIRMASS" in notes[0], notes
+    assert all("detections not found in DVO" in n for n in notes[1:]), notes
     assert not again.events("batch_published")
 
 
