@@ -28,7 +28,14 @@ from shared.core.errors import ClaimLost, ObjectExists, StorageError
 from shared.db.database import Row
 from shared.db.queries import Q
 from shared.formats import catalogs
-from shared.processing.filerules import COMPRESSED_SUFFIX, compressed_rules, config_rule, deleted_by, rule
+from shared.processing.filerules import (
+    COMPRESSED_SUFFIX,
+    compressed_rules,
+    config_rule,
+    deleted_by,
+    rule,
+    rules_for,
+)
 from shared.processing.runclaims import CLEANUP_SPECS, ClaimedRun
 from shared.processing.runs import Component, components, other_owners, path_base_owners
 from shared.processing.stages import CLEANUP_TARGETS, stage, stage_query
@@ -154,6 +161,24 @@ def _selected(comp: Component, goal: str, target: str, per_file_state: bool, eve
     return bool(comp.data_state != target)
 
 
+async def _destreak_copies(
+    storage: Storage, stage_name: str, run_id: int
+) -> tuple[dict[str | None, str], dict[str | None, str]]:
+    """Per component, where its destreak left the recovery of what it removed, and (a file
+    censored in place) the uncensored backup. A run without components (camera) has its
+    one, 'exposure', under the component None."""
+    recovery: dict[str | None, str] = {}
+    backup: dict[str | None, str] = {}
+    own = stage(stage_name).component_key is None
+    for r in await storage.db.fetch_all(Q.cleanup_destreak_copies, stage=stage_name, id=run_id):
+        name = None if own and r["component"] == "exposure" else str(r["component"])
+        if r["recovery_path_base"]:
+            recovery[name] = str(r["recovery_path_base"])
+        if r["backup_path_base"]:
+            backup[name] = str(r["backup_path_base"])
+    return recovery, backup
+
+
 async def _good_smf(storage: Storage, chip_id: int) -> tuple[bool, str]:
     """Whether the chip run's camera run is full and its smf opens as a valid smf."""
     for cam in await storage.db.fetch_all(Q.cleanup_camera_of_chip, id=chip_id):
@@ -213,14 +238,12 @@ async def plan_run(storage: Storage, stage_name: str, run: ClaimedRun, *, every:
     good_smf, smf_note = True, ""
     if stage_name == "chip" and goal == "goto_cleaned":
         good_smf, smf_note = await _good_smf(storage, run.id)
-    recovery = {
-        r["component"]: r["recovery_path_base"]
-        for r in await storage.db.fetch_all(Q.cleanup_recovery_paths, stage=stage_name, id=run.id)
-    }
+    recovery, backup = await _destreak_copies(storage, stage_name, run.id)
     cfg = config_rule(stage_name)
     config_keys = [cfg.filename(c.path_base, c.component) for c in comps if c.path_base]
     known = await storage.stat_many(config_keys)
     rules = deleted_by(stage_name, target, good_smf=good_smf)
+    censored = [r for r in rules_for(stage_name) if r.censored and r not in rules]
     logs = compressed_rules(stage_name)
     owners = await path_base_owners(storage.db, [c.path_base for c in comps if c.path_base])
     inputs = (
@@ -258,6 +281,10 @@ async def plan_run(storage: Storage, stage_name: str, run: ClaimedRun, *, every:
             plan.deletes.append(r.filename(base, name))
             if r.recovery and name in recovery:
                 plan.deletes.append(r.filename(recovery[name], name))
+        for r in censored:  # kept itself; its two destreak copies go
+            plan.deletes += [
+                r.filename(copies[name], name) for copies in (recovery, backup) if name in copies
+            ]
         plans.append(plan)
     return RunPlan(stage_name, run, goal, target, plans)
 

@@ -139,6 +139,34 @@ class Survey:
         self.summary.bytes += info.bytes
         return info.bytes, info.md5sum
 
+    async def _censored_copies(self, exp_tag: str, cam_id: int, magic_id: int, smf: bytes) -> None:
+        """The destreak of a camera run censors its smf in place and leaves two copies: the
+        uncensored backup and the recovery of what it censored (magicDSFile, component
+        'exposure'), which its cleanup removes (seed 000). The synthetic smf keeps its
+        detections; both copies hold its bytes."""
+        base = f"{self._workdir()}/{exp_tag}"
+        backup, recovery = f"{base}/backup/{exp_tag}.cm.{cam_id}", f"{base}/recovery/{exp_tag}.cm.{cam_id}"
+        ds_id = await self.db.insert(
+            S.insert_magicDSRun,
+            magic_id=magic_id,
+            stage="camera",
+            stage_id=cam_id,
+            cam_id=cam_id,
+            label=self.o.label,
+            outroot=self._workdir(),
+            recoveryroot=f"{base}/recovery",
+        )
+        await self.db.execute(
+            S.insert_magicDSFile,
+            magic_ds_id=ds_id,
+            component="exposure",
+            backup_path_base=backup,
+            recovery_path_base=recovery,
+            streak_frac=0.0,
+        )
+        for copy in (backup, recovery):
+            await self._store(rule("camera", "PSASTRO.OUTPUT").filename(copy), smf)
+
     async def _store_products(
         self, stage: str, path_base: str, component: str | None, products: dict[str, bytes]
     ) -> None:
@@ -458,6 +486,8 @@ class Survey:
             b2=chips["b2"],
         )
         await self._store_products("camera", path_base, None, products)
+        if magic_id is not None:
+            await self._censored_copies(exp_tag, cam_id, magic_id, products["PSASTRO.OUTPUT"])
         n_stars = sum(len(c.table) for c in chips["catalogs"])
 
         async def record(tx: Tx) -> None:

@@ -153,6 +153,34 @@ async def test_every_stage_can_be_cleaned(site, sdb, tmp_path):
         assert left == [], stage_name
 
 
+async def test_cleaning_a_censored_camera_run_removes_the_two_extra_copies_of_its_smf(site, sdb, tmp_path):
+    """Seed 000: "We found about 15000 censored camera runs that were not restored ... This will
+    remove 2 copies of the smf for each run." Camera run 1 (exposure 0, destreaked) has its
+    censored smf and the two copies the destreak left (backup and recovery); cleaning it
+    removes both copies and keeps the smf. Camera run 2 (exposure 1, never destreaked) has
+    none to remove and keeps its smf too."""
+    copies = Query(
+        "t_copies",
+        "SELECT f.backup_path_base, f.recovery_path_base FROM magicDSRun r "
+        "JOIN magicDSFile f ON f.magic_ds_id = r.magic_ds_id "
+        "WHERE r.stage = 'camera' AND r.stage_id = %(id)s",
+        "test",
+    )
+    smf_rule = rule("camera", "PSASTRO.OUTPUT")
+    (row,) = await sdb.fetch_all(copies, id=1)
+    extra = [smf_rule.filename(row["backup_path_base"]), smf_rule.filename(row["recovery_path_base"])]
+    assert all([await exists(sdb, k) for k in extra])
+    assert await sdb.fetch_all(copies, id=2) == []
+    for cam_id in (1, 2):
+        await runs.set_state(sdb, "camera", "goto_cleaned", run_id=cam_id)
+    await clean(site, tmp_path)
+    assert not any([await exists(sdb, k) for k in extra])
+    for cam_id in (1, 2):
+        assert (await runs.get_run(sdb, "camera", cam_id))["state"] == "cleaned"
+        smf = [f for f in await runs.run_files(sdb, "camera", cam_id) if f.rule == "PSASTRO.OUTPUT"]
+        assert smf and all(f.exists for f in smf), cam_id
+
+
 async def test_a_volume_down_marks_the_run_in_error_and_deletes_nothing_there(site, sdb, tmp_path):
     storage = Storage(sdb)
     for v in await storage.volumes():

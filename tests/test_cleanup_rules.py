@@ -45,7 +45,7 @@ FROM_UPDATE = ("LOG.IMFILE.UPDATE", "LOG.EXP.UPDATE", "SKYCELL.STATS.UPDATE")
 
 RECOVERY = Query(
     "t_recovery",
-    "SELECT f.component, f.recovery_path_base AS base FROM magicDSFile f "
+    "SELECT f.component, f.recovery_path_base AS base, f.backup_path_base AS backup FROM magicDSFile f "
     "JOIN magicDSRun r USING (magic_ds_id) WHERE r.stage = %(stage)s "
     "AND r.stage_id = %(id)s",
     "test",
@@ -66,7 +66,9 @@ class Row:
     rule: str
     name: str
     actions: dict[str, str]
-    recovery: bool
+    #: "yes": its destreak recovery copy goes with it; "censored": it is kept, and the two
+    #: copies its destreak left (backup and recovery) go at any cleanup; "": neither
+    recovery: str
     ipp: str
 
 
@@ -82,7 +84,8 @@ def table() -> list[Row]:
         stage, rule, name, cleaned, scrubbed, purged, recovery, ipp = cells
         actions = dict(zip(TARGETS, (cleaned, scrubbed, purged), strict=True))
         assert set(actions.values()) <= set(ACTIONS), line
-        rows.append(Row(stage, rule, name.strip("`"), actions, recovery == "yes", ipp))
+        assert recovery in ("", "yes", "censored"), line
+        rows.append(Row(stage, rule, name.strip("`"), actions, recovery, ipp))
     return rows
 
 
@@ -110,8 +113,9 @@ class Case:
     stage: str
     target: str
     run_id: int
-    #: storage path -> (table row, is a recovery copy)
-    files: dict[str, tuple[Row, bool]]
+    #: storage path -> (table row, what it is: "file", "recovery" (goes with the file) or
+    #: "copy" (a censored file's destreak copy: goes at any cleanup))
+    files: dict[str, tuple[Row, str]]
 
 
 @dataclass
@@ -129,16 +133,22 @@ async def _case(db: Database, storage: Storage, stage: str, target: str) -> Case
     rows = [r for r in TABLE if r.stage == stage]
     chips = [str(r["class_id"]) for r in await db.fetch_all(CHIPS, id=run_id)] if stage == "camera" else []
     inputs = int(await db.fetch_val(INPUTS, id=run_id) or 0) if stage == "stack" else 0
-    recovery = {r["component"]: r["base"] for r in await db.fetch_all(RECOVERY, stage=stage, id=run_id)}
-    files: dict[str, tuple[Row, bool]] = {}
+    destreak = await db.fetch_all(RECOVERY, stage=stage, id=run_id)
+    # a camera run's one component is 'exposure' in magicDSFile (it has no class_id)
+    recovery = {(None if r["component"] == "exposure" else r["component"]): r for r in destreak}
+    files: dict[str, tuple[Row, str]] = {}
     for comp in await runs.components(db, stage, run_id):
         base, name = comp.path_base, comp.component
         for row in rows:
             for path in names(row, base, name, chips, inputs):
-                files.setdefault(path, (row, False))
-            if row.recovery and name in recovery:
-                for path in names(row, recovery[name], name, chips, inputs):
-                    files[path] = (row, True)
+                files.setdefault(path, (row, "file"))
+            if row.recovery == "yes" and name in recovery:
+                for path in names(row, recovery[name]["base"], name, chips, inputs):
+                    files[path] = (row, "recovery")
+            if row.recovery == "censored" and name in recovery:
+                for copy in (recovery[name]["base"], recovery[name]["backup"]):
+                    for path in names(row, copy, name, chips, inputs):
+                        files[path] = (row, "copy")
         for row in rows:
             if row.rule in FROM_UPDATE:
                 (path,) = names(row, base, name, chips, inputs)
@@ -183,8 +193,8 @@ async def outcome(test_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> As
 def _expected_gone(case: Case, before: dict[str, str]) -> dict[str, str]:
     """path -> action for the case's files that existed and that its target removes."""
     gone = {}
-    for path, (row, _) in case.files.items():
-        action = row.actions[case.target]
+    for path, (row, kind) in case.files.items():
+        action = "delete" if kind == "copy" else row.actions[case.target]
         if path in before and action != "keep":
             gone[path] = action
     return gone
@@ -218,10 +228,10 @@ def test_every_row_of_the_table_had_a_file_to_act_on(outcome: Outcome) -> None:
 def test_cleanup_deletes_and_keeps_what_the_table_says(outcome: Outcome, stage: str, target: str) -> None:
     (case,) = [c for c in outcome.cases if c.stage == stage and c.target == target]
     before, after = outcome.before, outcome.after
-    for path, (row, recovery) in sorted(case.files.items()):
+    for path, (row, kind) in sorted(case.files.items()):
         if path not in before:
             continue
-        action = row.actions[target]
+        action = "delete" if kind == "copy" else row.actions[target]
         what = f"{stage} {case.run_id} -> {target}: {row.rule} {path}"
         if action == "keep":
             assert after.get(path) == before[path], f"{what} should be kept"
@@ -232,7 +242,7 @@ def test_cleanup_deletes_and_keeps_what_the_table_says(outcome: Outcome, stage: 
             assert path not in after, f"{what} should be replaced by its .gz"
             assert path + ".gz" in after, f"{what}: no {path}.gz"
             assert hashlib.md5(outcome.logs[path]).hexdigest() == before[path]
-        assert not (recovery and action == "keep"), what
+        assert not (kind == "recovery" and action == "keep"), what
 
 
 async def test_compressed_logs_read_back_with_gunzip(outcome: Outcome) -> None:

@@ -8,7 +8,8 @@ is the component's path_base, ``{CHIP.NAME}`` its class_id, ``{FILE.INDEX}`` the
 input of a stack), its file class, and the cleanup targets that delete it. ``scrubbed``
 deletes what ``cleaned`` does except the catalogs a clean deletes only with a good smf (seed
 000: scrubbed "retains catalogs"); ``purged`` deletes more. Rules marked ``recovery`` also
-have a destreak recovery copy (under magicDSFile.recovery_path_base) deleted with them. Rules
+have a destreak recovery copy (under magicDSFile.recovery_path_base) deleted with them; a
+``censored`` rule (a camera run's smf) is kept while its two destreak copies go. Rules
 marked ``needs_good_smf`` are deleted by a clean only when the camera run is full and its smf
 opens as a valid smf (the chip cmf and b1). Rules marked ``compressed`` are logs that cleanup
 replaces by a gzip copy, ``<name>.gz``; the IPP's own script writes ``<name>.bz2``, and this
@@ -74,6 +75,11 @@ class FileRule:
     compressed: bool = False
     #: Written by an update of the run (its log, its stats), never made again by one.
     from_update: bool = False
+    #: A file the destreak censors in place (a camera run's smf): the two copies it leaves,
+    #: the uncensored backup and the recovery of what was censored (magicDSFile's
+    #: backup_path_base and recovery_path_base), go at any cleanup; the file itself is kept
+    #: (seed 000: "censored camera runs ... This will remove 2 copies of the smf for each run").
+    censored: bool = False
 
     def filename(self, path_base: str, component: str | None = None, *, index: int | None = None) -> str:
         """The file's key: the pattern with {OUTPUT}, {CHIP.NAME} and {FILE.INDEX} filled."""
@@ -153,7 +159,7 @@ RULES: tuple[FileRule, ...] = tuple(
             ("PPIMAGE.JPEG2", "{OUTPUT}.b2.jpg", "jpeg", PURGED),
             ("LOG.EXP", "{OUTPUT}.log", "log", KEPT),
         ],
-        **{"PSASTRO.OUTPUT.MASK": {"per_chip": True}},
+        **{"PSASTRO.OUTPUT.MASK": {"per_chip": True}, "PSASTRO.OUTPUT": {"censored": True}},
     )
     + _r(
         "warp",

@@ -153,10 +153,14 @@ UPDATE stackRun
 SET state = %(state)s, note = %(note)s, owner = NULL, claimed_at = NULL
 WHERE stack_id = %(id)s AND owner = %(owner)s AND state = %(goal)s;
 
--- name: cleanup_recovery_paths
-SELECT f.component, f.recovery_path_base
+-- name: cleanup_destreak_copies
+-- Where the destreak of a run's components left its copies: the recovery of what it removed
+-- and, for a file censored in place (a camera run's smf), the uncensored backup. A camera
+-- run's one component is 'exposure' here (it has no class_id).
+SELECT f.component, f.recovery_path_base, f.backup_path_base
 FROM magicDSRun r JOIN magicDSFile f ON f.magic_ds_id = r.magic_ds_id
-WHERE r.stage = %(stage)s AND r.stage_id = %(id)s AND f.recovery_path_base IS NOT NULL;
+WHERE r.stage = %(stage)s AND r.stage_id = %(id)s
+  AND (f.recovery_path_base IS NOT NULL OR f.backup_path_base IS NOT NULL);
 
 -- name: cleanup_camera_of_chip
 SELECT c.cam_id, c.state, p.path_base
