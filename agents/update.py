@@ -243,7 +243,8 @@ class Planner:
         raws = {r["class_id"]: r for r in await self.db.fetch_all(Q.update_chip_raws, exp_id=ctx["exp_id"])}
         recovery = {
             r["component"]: r["recovery_path_base"]
-            for r in await self.db.fetch_all(Q.cleanup_recovery_paths, stage="chip", id=run_id)
+            for r in await self.db.fetch_all(Q.cleanup_destreak_copies, stage="chip", id=run_id)
+            if r["recovery_path_base"]
         }
         cam_base = next(
             (

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -20,11 +21,11 @@ from shared.core.errors import DbError, DbIntegrityError, DbTimeout, DbUnavailab
 from shared.core.settings import Settings, parse_dsn
 from shared.db.database import Database, Tx
 from shared.db.localdb import LocalMariaDB
-from shared.db.queries import Query
+from shared.db.queries import Q, Query
 from shared.db.schema import create_database, upgrade
 from sim import workload
 from sim.workload import W
-from tests.helpers import AgentProcess, eventually
+from tests.helpers import ROOT, AgentProcess, eventually
 
 SLEEP = Query("t_sleep", "SELECT SLEEP(%(s)s) AS slept", "test")
 ONE = Query("t_one", "SELECT 1 AS one", "test")
@@ -202,3 +203,18 @@ def test_the_private_server_runs_unprivileged_and_no_other_local_user_reaches_it
         conn.close()
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(unix_socket=dsn.unix_socket, user="ipp", password="not-it")
+
+
+def test_every_query_the_code_names_is_in_the_query_files():
+    """A query is looked up by its attribute name when the line runs: one renamed in a .sql
+    file and not in a caller crashed that agent only when it reached the line (the update
+    agent, once). Every attribute of the query book the code uses must be one of
+    shared/db/sql/queries."""
+    known = set(Q.names()) | {"names"}
+    used: dict[str, str] = {}
+    for top in ("agents", "shared", "sim", "bench", "tests"):
+        for path in (ROOT / top).rglob("*.py"):
+            for name in re.findall(r"\bQ\.([A-Za-z_][A-Za-z0-9_]*)", path.read_text()):
+                used.setdefault(name, str(path.relative_to(ROOT)))
+    unknown = {name: where for name, where in used.items() if name not in known}
+    assert len(used) > 100 and unknown == {}, unknown
