@@ -42,6 +42,29 @@ CLEAN = [
 ]
 
 
+def _project_files() -> set[str]:
+    """What is in the project's var/ and logs/ beside the test server's own directory."""
+    found = set()
+    for top in (PROJECT_ROOT / "var", PROJECT_ROOT / "logs"):
+        if top.is_dir():
+            found |= {
+                str(p.relative_to(PROJECT_ROOT))
+                for p in top.rglob("*")
+                if p.is_file() and "mariadb" not in p.relative_to(top).parts[:1]
+            }
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_dirs_untouched() -> Iterator[None]:
+    """Tests write only under their own temporary directories: a fresh clone after `make
+    test` had test configs' plots in the project's var/plots (issue 31)."""
+    before = _project_files()
+    yield
+    made = sorted(_project_files() - before)
+    assert made == [], f"tests wrote into the project's own directories: {made[:10]}"
+
+
 @pytest.fixture(scope="session")
 def server_dsn() -> str:
     """A DSN of the server the tests use (its database part is replaced per session)."""

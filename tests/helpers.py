@@ -92,6 +92,9 @@ class AgentProcess:
         **settings: Any,
     ) -> None:
         self.log_path = out_dir / f"{name}-{time.monotonic_ns()}.log"
+        # what an agent writes under var_dir (plots, batches, staging) stays in the test's own
+        # directory unless the test names one: never the project's var/ (issue 31)
+        settings.setdefault("var_dir", str(out_dir / "var"))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
             [*launcher, sys.executable, "-m", module, name, *args],
