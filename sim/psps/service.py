@@ -76,11 +76,11 @@ async def _run(db: Database, settings: Settings, knobs: StandIns, stop: asyncio.
         dx = asyncio.create_task(DxLayer(db, settings, knobs, session).run(stop), name="dxlayer")
         stopping = asyncio.create_task(stop.wait(), name="stop_requested")
         done, _ = await asyncio.wait({dx, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if dx in done:
+        if dx in done and not stop.is_set():  # it ended by itself: an error, or a bug
             stopping.cancel()
-            exc = dx.exception()
-            log.error("dxlayer_died", error=repr(exc))
+            log.error("dxlayer_died", error=repr(dx.exception()))
             return 1
+        stopping.cancel()  # a stop was asked for; the DXLayer may have seen it first
         await dx  # it sees the stop between steps
     log.info("psps_sim_stopped")
     return 0
