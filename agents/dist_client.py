@@ -184,6 +184,15 @@ async def take_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bool
                 f"fileset name {name!r} does not follow $exp_name.$stage.$stage_id.$dist_id.$prod_id"
             )
         done = await ctx.db.fetch_one(Q.rc_fileset_get, source=source["id"], name=name)
+        if done is not None and done["name"] != name:
+            # rcDSFileset's key compares without case: recording this one (failed or done)
+            # would overwrite the other's row. It is passed over, and said so.
+            ctx.log.warning(
+                "dist_fileset_case_clash", source=source["id"], fileset=name, recorded=done["name"]
+            )
+            await _passed(ctx, source, name, retry)
+            ctx.item_failed(f"fileset {name} differs only in case from {done['name']}, recorded here")
+            return 0
         if done is not None and done["state"] == "full":
             ctx.log.info("dist_already_imported", source=source["id"], fileset=name)
             await _passed(ctx, source, name, retry)

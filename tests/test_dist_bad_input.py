@@ -702,6 +702,23 @@ async def test_staging_room_is_checked_for_all_filesets_in_flight(mirror, fake, 
     assert f"{size + len(dbinfo())} promised to the filesets in flight" in rows[0]["note"], rows[0]["note"]
 
 
+async def test_a_fileset_named_as_an_imported_one_but_for_case_is_passed_over(mirror, fake, tmp_path):
+    """rcDSFileset's key compares names without case: a later fileset whose name differs from
+    an imported one only in case would overwrite that one's row. It is passed over, said so,
+    and the imported one's row stays as it was."""
+    store, port = fake
+    await pull(mirror, port, tmp_path)
+    clash = "O1.chip.1.1.1"
+    store.filesets = [FILESET, clash]
+    proc = await pull(mirror, port, tmp_path)
+    (event,) = proc.events("dist_fileset_case_clash")
+    assert event["fileset"] == clash and event["recorded"] == FILESET
+    rows = await mirror.db.fetch_all(Query("t_rows", "SELECT name, state FROM rcDSFileset", "test"))
+    assert [(r["name"], r["state"]) for r in rows] == [(FILESET, "full")]
+    last = await mirror.db.fetch_val(Query("t_last3", "SELECT last_fileset FROM rcDestination", "test"))
+    assert last == clash and not proc.events("dist_imported")
+
+
 async def test_a_redirect_to_the_same_host_is_followed(mirror, fake, tmp_path):
     store, port = fake
     store.redirect = "?moved=1"
