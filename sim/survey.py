@@ -139,6 +139,23 @@ class Survey:
         self.summary.bytes += info.bytes
         return info.bytes, info.md5sum
 
+    async def _destreak_run(
+        self, stage_name: str, stage_id: int, exp_tag: str, magic_id: int, *, cam_id: int | None = None
+    ) -> int:
+        """The destreak record (magicDSRun) of one run: what an update restores magicked from."""
+        return int(
+            await self.db.insert(
+                S.insert_magicDSRun,
+                magic_id=magic_id,
+                stage=stage_name,
+                stage_id=stage_id,
+                cam_id=cam_id,
+                label=self.o.label,
+                outroot=self._workdir(),
+                recoveryroot=f"{self._workdir()}/{exp_tag}/recovery",
+            )
+        )
+
     async def _censored_copies(self, exp_tag: str, cam_id: int, magic_id: int, smf: bytes) -> None:
         """The destreak of a camera run censors its smf in place and leaves two copies: the
         uncensored backup and the recovery of what it censored (magicDSFile, component
@@ -146,16 +163,7 @@ class Survey:
         detections; both copies hold its bytes."""
         base = f"{self._workdir()}/{exp_tag}"
         backup, recovery = f"{base}/backup/{exp_tag}.cm.{cam_id}", f"{base}/recovery/{exp_tag}.cm.{cam_id}"
-        ds_id = await self.db.insert(
-            S.insert_magicDSRun,
-            magic_id=magic_id,
-            stage="camera",
-            stage_id=cam_id,
-            cam_id=cam_id,
-            label=self.o.label,
-            outroot=self._workdir(),
-            recoveryroot=f"{base}/recovery",
-        )
+        ds_id = await self._destreak_run("camera", cam_id, exp_tag, magic_id, cam_id=cam_id)
         await self.db.execute(
             S.insert_magicDSFile,
             magic_ds_id=ds_id,
@@ -373,16 +381,7 @@ class Survey:
         }
         ds_id = None
         if magic_id is not None:
-            ds_id = await self.db.insert(
-                S.insert_magicDSRun,
-                magic_id=magic_id,
-                stage="chip",
-                stage_id=chip_id,
-                cam_id=None,
-                label=self.o.label,
-                outroot=self._workdir(),
-                recoveryroot=f"{self._workdir()}/{exp_tag}/recovery",
-            )
+            ds_id = await self._destreak_run("chip", chip_id, exp_tag, magic_id)
         rows = []
         for class_id in self.classes:
             raw, image_id = raws[class_id]
@@ -687,16 +686,7 @@ class Survey:
             S.insert_diffRun, workdir=self._workdir(), magicked=max(magicked, 0), **common
         )
         if magicked > 0:  # its destreak record: what an update restores magicked from
-            await self.db.insert(
-                S.insert_magicDSRun,
-                magic_id=magicked,
-                stage="diff",
-                stage_id=diff_id,
-                cam_id=None,
-                label=self.o.label,
-                outroot=self._workdir(),
-                recoveryroot=f"{self._workdir()}/{exp_tag}/recovery",
-            )
+            await self._destreak_run("diff", diff_id, exp_tag, magicked)
         block = processor.recipe("diff")
         inputs, rows = [], []
         for w in warps:

@@ -103,23 +103,19 @@ def test_a_malformed_file_listing_is_refused_naming_the_problem(text, problem):
 # -- server and client ---------------------------------------------------------------------
 
 
+def add_product(site: SurveySite, name: str, columns: str | None = None) -> None:
+    """``ippctl ds product add NAME --type ipp-dist`` (with its fileset columns), as an
+    operator makes a distribution product."""
+    out = ippctl(
+        site.dsn, site.var_dir, "ds", "product", "add", name, "--type", "ipp-dist",
+        "--description", "distribution", *(("--columns", columns) if columns else ()),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
 async def test_a_queued_chip_run_appears_at_the_mirror_full_with_identical_files(site, sdb, mirror, tmp_path):
     port = free_port()
-    out = ippctl(
-        site.dsn,
-        site.var_dir,
-        "ds",
-        "product",
-        "add",
-        "ipp-dist",
-        "--type",
-        "ipp-dist",
-        "--description",
-        "distribution",
-        "--columns",
-        "target_id,stage,stage_id,exp_name",
-    )
-    assert out.returncode == 0, out.stderr
+    add_product(site, "ipp-dist", "target_id,stage,stage_id,exp_name")
     out = ippctl(
         site.dsn, site.var_dir, "dist", "queue", "--stage", "chip", "--id", "1", "--product", "ipp-dist"
     )
@@ -193,23 +189,7 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
     import aiohttp
 
     port = free_port()
-    assert (
-        ippctl(
-            site.dsn,
-            site.var_dir,
-            "ds",
-            "product",
-            "add",
-            "p",
-            "--type",
-            "ipp-dist",
-            "--description",
-            "distribution",
-            "--columns",
-            "stage,stage_id",
-        ).returncode
-        == 0
-    )
+    add_product(site, "p", "stage,stage_id")
     for run_id in (1, 2):
         assert (
             ippctl(
@@ -271,21 +251,7 @@ async def test_datastore_http_listings_newer_only_404s_and_range(site, sdb, tmp_
 async def test_standing_target_and_clean_distribution(site, sdb, mirror, tmp_path):
     """A standing target queues every full run of its dist_group; a --clean distribution
     ships the rows as cleaned and only what cleanup keeps."""
-    assert (
-        ippctl(
-            site.dsn,
-            site.var_dir,
-            "ds",
-            "product",
-            "add",
-            "c",
-            "--type",
-            "ipp-dist",
-            "--description",
-            "distribution",
-        ).returncode
-        == 0
-    )
+    add_product(site, "c")
     out = ippctl(
         site.dsn,
         site.var_dir,
@@ -305,7 +271,8 @@ async def test_standing_target_and_clean_distribution(site, sdb, mirror, tmp_pat
     rows = await sdb.fetch_all(
         Query("t_d", "SELECT stage, stage_id, clean, state FROM distRun ORDER BY stage_id", "test")
     )
-    # Seed 001: "If this value is non-zero, the image has been destreaked and thus can be sent
+    # Seed 001 and the IPP's ippTools/share/disttool_pending_warp.sql ("(warpRun.magicked > 0)
+    # OR distRun.no_magic"): "If this value is non-zero, the image has been destreaked and thus can be sent
     # through the distribution system". Warp 1 (exposure 0) was destreaked; warps 2 and 3 were
     # not (magicked 0): queued by the target, they wait, and ippctl dist ls says so.
     assert [(r["stage"], r["stage_id"], r["clean"], r["state"]) for r in rows] == [
@@ -349,21 +316,7 @@ def _listening(server: AgentProcess) -> bool:
 
 
 async def test_ds_remove_hides_then_deletes_a_fileset_and_its_files(site, sdb, tmp_path):
-    assert (
-        ippctl(
-            site.dsn,
-            site.var_dir,
-            "ds",
-            "product",
-            "add",
-            "r",
-            "--type",
-            "ipp-dist",
-            "--description",
-            "distribution",
-        ).returncode
-        == 0
-    )
+    add_product(site, "r")
     assert (
         ippctl(
             site.dsn,
@@ -414,21 +367,7 @@ async def test_a_cleaned_run_ships_its_gzipped_logs(site, sdb, mirror, tmp_path)
     await once("cleanup", site.dsn, site.var_dir, tmp_path)
     logs = [f for f in await runs.run_files(sdb, "chip", 1) if f.file_class == "log" and f.exists]
     assert logs and all(f.compressed and f.key.endswith(".log.gz") for f in logs)
-    assert (
-        ippctl(
-            site.dsn,
-            site.var_dir,
-            "ds",
-            "product",
-            "add",
-            "ipp-dist",
-            "--type",
-            "ipp-dist",
-            "--description",
-            "distribution",
-        ).returncode
-        == 0
-    )
+    add_product(site, "ipp-dist")
     out = ippctl(
         site.dsn,
         site.var_dir,
@@ -503,11 +442,7 @@ async def test_a_run_of_every_distribution_stage_ships_and_imports_with_identica
     run there in the same state with every file's md5. Raw images travel as
     ``basename(uri without .fits).$class_id.tgz`` (disttool_pending_raw.sql's path_base);
     a run's own files under the component ``exposure`` (disttool_pending_camera.sql)."""
-    added = ippctl(
-        site.dsn, site.var_dir, "ds", "product", "add", "ipp-dist", "--type", "ipp-dist",
-        "--description", "distribution", "--columns", "target_id,stage,stage_id,exp_name",
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    add_product(site, "ipp-dist", "target_id,stage,stage_id,exp_name")
     ids = {}
     for stage_name in SEED_002_STAGES:
         ids[stage_name] = int(await sdb.fetch_val(Query("t_first", FIRST_RUN[stage_name], "test")))
