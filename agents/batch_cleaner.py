@@ -20,6 +20,7 @@ from pathlib import Path
 
 from shared.core.errors import IppError
 from shared.db.queries import Q
+from shared.db.schema import IPPTOPSPS
 from shared.distribution import datastore
 from shared.psps import odm
 from shared.psps.configs import (
@@ -34,6 +35,8 @@ from shared.runtime.agent import AgentContext
 NAME = "batch_cleaner"
 #: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
 PER_CONFIG = True
+#: Registers and keeps its tables in the ippToPsps database (shared.db.roles).
+DATABASE = IPPTOPSPS
 PER_PASS = 500
 
 
@@ -148,7 +151,7 @@ async def delete_datastore(ctx: AgentContext, cfg: LoadingConfig, batch: Cleaner
     if not batch.fileset:
         return "never published on the DataStore"
     try:
-        deleted = await datastore.remove_fileset(ctx.db, cfg.datastore_product, batch.fileset)
+        deleted = await datastore.remove_fileset(ctx.dbs.processing, cfg.datastore_product, batch.fileset)
     except datastore.NotFound:
         return f"product {cfg.datastore_product} is gone"
     except datastore.DataStoreError as exc:

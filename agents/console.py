@@ -18,6 +18,8 @@ from shared.runtime.agent import AgentContext
 from shared.runtime.httpserver import ServerLimits, serving
 
 NAME = "console"
+#: Its loading pages work on the ippToPsps database too (shared.db.roles).
+OPENS_IPPTOPSPS = True
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -33,7 +35,7 @@ async def run_once(ctx: AgentContext) -> int:
 async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     s = ctx.settings
     sessions = Sessions(ctx.db, await console_key(ctx.db), s.console_session_hours)
-    app = console_app.make_app(ctx.db, sessions, ctx.text, ctx.log, s)
+    app = console_app.make_app(ctx.db, sessions, ctx.text, ctx.log, s, ctx.dbs)
     async with serving(
         app, s.console_host, s.console_port, ServerLimits.from_settings(s), ctx.log, "console"
     ):

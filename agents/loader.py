@@ -5,8 +5,11 @@ of the sky nobody else holds (or, if all are held, work in the busiest one besid
 claim its items one at a time, box by box, each in its own short transaction so no two
 loaders ever build the same batch; for each item reserve a batch number, build the batch
 (P2: an exposure's smf with DVO ids; ST: a stack cmf; OB: a DVO region), check it, write the
-FITS file and manifest, and publish them as a fileset of the config's DataStore product in
-the transaction that records the batch processed and loaded_to_datastore and the item done.
+FITS file and manifest, and publish them as a fileset of the config's DataStore product with
+the batch recorded processed and loaded_to_datastore and the item done (one transaction, or
+resumable steps when the ippToPsps database is separate: shared.psps.publish). The loader's
+tables are in the ippToPsps database; what it reads of the processing database (camRun,
+stackRun, storage) it reads on read-only sessions there.
 A batch that fails is recorded failed with the reason; the item is retried by a later queue
 pass, up to its attempts.
 """
@@ -24,6 +27,7 @@ from typing import Any
 from shared.core.errors import ClaimLost, IppError
 from shared.db.database import Row, Tx
 from shared.db.queries import Q
+from shared.db.schema import IPPTOPSPS
 from shared.formats import catalogs
 from shared.processing.filerules import rule
 from shared.psps import batches, builders, configs, publish
@@ -37,6 +41,8 @@ from shared.storage.store import Storage
 NAME = "loader"
 #: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
 PER_CONFIG = True
+#: Registers and keeps its tables in the ippToPsps database (shared.db.roles).
+DATABASE = IPPTOPSPS
 EVENTS = ItemEvents(claim_lost="batch_claim_lost", failed="batch_failed")
 
 
@@ -87,7 +93,7 @@ async def init(ctx: AgentContext) -> None:
     """``loader --config C init``, as ``loader.py C init`` was: the IN batch, then stop."""
     cfg = await configs.load(ctx.db, ctx.config)
     try:
-        made = await publish.in_batch(ctx.db, cfg, Path(ctx.settings.var_dir))
+        made = await publish.in_batch(ctx.dbs, cfg, Path(ctx.settings.var_dir))
     except (IppError, OSError) as exc:
         ctx.log.error("batch_failed", config=cfg.name, type="IN", reason=str(exc))
         ctx.item_failed(f"IN batch: {exc}")
@@ -207,12 +213,8 @@ async def test_one(ctx: AgentContext, cfg: LoadingConfig) -> None:
 async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> None:
     """Build, check and publish the batch of one claimed item; record why if it fails."""
     name_cfg, kind, item_id = cfg.name, item.type, item.item_id
-    if item.batch_id:  # an earlier attempt died mid-build: that batch is abandoned
-        await ctx.db.execute(
-            Q.psps_batch_abandon,
-            batch_id=item.batch_id,
-            note="abandoned: its loader stopped before publishing",
-        )
+    if item.batch_id and await _resumed(ctx, cfg, item, item.batch_id):
+        return
     batch_id, name = await publish.new_batch(ctx.db, name_cfg, kind, item_id)
     await ctx.db.execute(Q.psps_item_batch, id=item.id, owner=ctx.client_id, batch_id=batch_id)
     log = ctx.log.bind(config=name_cfg, batch=name, type=kind, item=item_id)
@@ -241,6 +243,22 @@ async def load_item(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem) -> No
             raise
 
 
+async def _resumed(ctx: AgentContext, cfg: LoadingConfig, item: PspsItem, batch_id: int) -> bool:
+    """An earlier attempt at the item died: its batch is completed if its fileset made it to
+    the DataStore, else abandoned (shared.psps.publish.resume)."""
+    done = await publish.resume(ctx.dbs, cfg, batch_id, lambda tx: _item_done(ctx, tx, item, None))
+    if done is not None:
+        ctx.log.info("batch_publish_resumed", config=cfg.name, batch=done, type=item.type, item=item.item_id)
+        ctx.count("batches_published")
+    return done is not None
+
+
+async def _item_done(ctx: AgentContext, tx: Tx, item: PspsItem, note: str | None) -> None:
+    await ctx.claimer.finish_in(
+        tx, ITEM_SPEC, Q.psps_item_finish, item.id, state="done", attempt=1, note=note
+    )
+
+
 async def _build_and_publish(
     ctx: AgentContext, cfg: LoadingConfig, item: PspsItem, batch_id: int, name: str, log: Any
 ) -> None:
@@ -250,21 +268,10 @@ async def _build_and_publish(
     written = await asyncio.to_thread(batches.write, directory, name, kind, cfg.name, result.tables)
 
     pub = await publish.stage(
-        ctx.db, cfg, batch_id, name, kind, written, result.detections, result.duplicates
+        ctx.dbs.processing, cfg, batch_id, name, kind, written, result.detections, result.duplicates
     )
-
-    async def record(tx: Tx) -> None:
-        await pub.record(tx)
-        note = ctx.text.fit("psps_item", "note", "; ".join(result.notes)) or None
-        await ctx.claimer.finish_in(
-            tx, ITEM_SPEC, Q.psps_item_finish, item.id, state="done", attempt=1, note=note
-        )
-
-    try:
-        await ctx.db.transaction(record, name="psps_publish")
-    except BaseException:
-        await pub.abandon()
-        raise
+    note = ctx.text.fit("psps_item", "note", "; ".join(result.notes)) or None
+    await publish.commit(ctx.dbs, pub, lambda tx: _item_done(ctx, tx, item, note))
     log.info(
         "batch_published",
         detections=result.detections,
@@ -292,11 +299,11 @@ async def build(
 
 
 async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int) -> builders.P2Result:
-    frame = await ctx.db.fetch_one(Q.psps_p2_frame, cam_id=cam_id)
+    frame = await ctx.dbs.reads.fetch_one(Q.psps_p2_frame, cam_id=cam_id)
     if frame is None or not frame["path_base"]:
         raise BatchError(f"camRun {cam_id}: no camera products recorded")
     key = rule("camera", "PSASTRO.OUTPUT").filename(frame["path_base"])
-    storage = Storage(ctx.db)
+    storage = Storage(ctx.dbs.reads)
     info = await storage.stat(key)
     path = await storage.locate(key)
     try:
@@ -315,16 +322,16 @@ async def build_p2(ctx: AgentContext, cfg: LoadingConfig, cam_id: int) -> builde
 
 
 async def build_st(ctx: AgentContext, cfg: LoadingConfig, stack_id: int, batch_id: int) -> builders.P2Result:
-    stack = await ctx.db.fetch_one(Q.psps_st_stack, stack_id=stack_id)
+    stack = await ctx.dbs.reads.fetch_one(Q.psps_st_stack, stack_id=stack_id)
     if stack is None or not stack["path_base"]:
         raise BatchError(f"stackRun {stack_id}: no stack products recorded")
     key = rule("stack", "PPSTACK.SOURCES").filename(stack["path_base"])
-    path = await Storage(ctx.db).locate(key)
+    path = await Storage(ctx.dbs.reads).locate(key)
     try:
         header, table = await asyncio.to_thread(catalogs.read_cmf, path)
     except catalogs.CatalogError as exc:
         raise BatchError(f"stackRun {stack_id}: {exc}") from None
-    warps = [int(r["warp_id"]) for r in await ctx.db.fetch_all(Q.psps_st_inputs, stack_id=stack_id)]
+    warps = [int(r["warp_id"]) for r in await ctx.dbs.reads.fetch_all(Q.psps_st_inputs, stack_id=stack_id)]
     return await asyncio.to_thread(
         builders.st_batch,
         stack,

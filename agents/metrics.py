@@ -28,6 +28,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from shared.core.errors import IppError
 from shared.db.database import Database, Row
+from shared.db.roles import Databases
+from shared.db.schema import IPPTOPSPS
 from shared.observe import czartool, metrics, plots
 from shared.psps import BATCH_TYPES
 from shared.runtime.agent import AgentContext
@@ -36,7 +38,9 @@ from shared.runtime.httpserver import ServerLimits, security_headers, serving
 NAME = "metrics"
 #: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
 PER_CONFIG = True
-DB_KEY: web.AppKey[Database] = web.AppKey("db", Database)
+#: Registers and keeps its tables in the ippToPsps database (shared.db.roles).
+DATABASE = IPPTOPSPS
+DB_KEY: web.AppKey[Databases] = web.AppKey("db", Databases)
 DIR_KEY: web.AppKey[Path] = web.AppKey("plots", Path)
 WHICH_KEY: web.AppKey[str] = web.AppKey("which", str)
 HELP = {
@@ -63,7 +67,7 @@ async def run_once(ctx: AgentContext) -> int:
         return 0
     ctx.resources["last_sample_at"] = time.monotonic()
     started = time.monotonic()
-    summary, taken, _ = await snapshot(ctx.db, ctx.config)
+    summary, taken, _ = await snapshot(ctx.dbs, ctx.config)
     await metrics.record(ctx.db, taken, summary.taken_at)
     pruned = await metrics.prune(ctx.db, ctx.settings.metrics_retention_days)
     try:
@@ -103,11 +107,11 @@ async def _to_czartool(ctx: AgentContext) -> int | None:
 
 
 async def snapshot(
-    db: Database, which: str
+    dbs: Databases, which: str
 ) -> tuple[metrics.LoadingSummary, list[metrics.Sample], list[Row]]:
-    summary = await metrics.loading_summary(db, which)
-    life = await metrics.lifecycle(db)
-    client_rows = await metrics.clients(db)
+    summary = await metrics.loading_summary(dbs.ipptopsps, which)
+    life = await metrics.lifecycle(dbs)
+    client_rows = await metrics.clients(dbs)
     return summary, metrics.samples(summary, life, client_rows), client_rows
 
 
@@ -213,10 +217,10 @@ def newest_plots(directory: Path) -> list[str]:
 
 
 async def status_page(request: web.Request) -> web.Response:
-    db = request.app[DB_KEY]
-    reports = await metrics.config_reports(db, request.app[WHICH_KEY])
-    life = await metrics.lifecycle(db)
-    client_rows = await metrics.clients(db)
+    dbs = request.app[DB_KEY]
+    reports = await metrics.config_reports(dbs.ipptopsps, request.app[WHICH_KEY])
+    life = await metrics.lifecycle(dbs)
+    client_rows = await metrics.clients(dbs)
     pngs = await asyncio.to_thread(newest_plots, request.app[DIR_KEY])
     images = "".join(
         f'<figure><img src="/plots/{html.escape(n)}" alt="{html.escape(n)}">'
@@ -245,9 +249,9 @@ async def plot_file(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[DIR_KEY] / name)
 
 
-def make_app(db: Database, plot_dir: Path, which: str) -> web.Application:
+def make_app(dbs: Databases, plot_dir: Path, which: str) -> web.Application:
     app = web.Application(middlewares=[security_headers])
-    app[DB_KEY], app[DIR_KEY], app[WHICH_KEY] = db, plot_dir, which
+    app[DB_KEY], app[DIR_KEY], app[WHICH_KEY] = dbs, plot_dir, which
     app.router.add_get("/", status_page)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/plots/{name}", plot_file)
@@ -261,7 +265,7 @@ async def lifespan(ctx: AgentContext) -> AsyncIterator[None]:
     async with (
         _czartool(ctx),
         serving(
-            make_app(ctx.db, s.plot_dir(), ctx.config),
+            make_app(ctx.dbs, s.plot_dir(), ctx.config),
             s.metrics_host,
             s.metrics_port,
             ServerLimits.from_settings(s),
@@ -314,6 +318,6 @@ async def draw(ctx: AgentContext, names: list[str]) -> list[Path]:
     for name in names:
         written += await plots.density(ctx.db, name, out)
         written += await plots.progress(ctx.db, name, out)
-    written += await plots.lifecycle(ctx.db, out)
+    written += await plots.lifecycle(ctx.dbs, out)
     await asyncio.to_thread(keep_newest, out, names, written)
     return written

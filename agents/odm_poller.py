@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from shared.core.cli import positive_hours
 from shared.db.database import Tx
 from shared.db.queries import Q
+from shared.db.schema import IPPTOPSPS
 from shared.psps import BATCH_TYPES, odm
 from shared.psps.claims import PolledBatch
 from shared.psps.configs import LoadingConfig, for_each
@@ -30,6 +31,8 @@ from shared.runtime.agent import AgentContext
 NAME = "odm_poller"
 #: Started with --config NAME or --config all, never without (shared.runtime.agent.AgentSpec).
 PER_CONFIG = True
+#: Registers and keeps its tables in the ippToPsps database (shared.db.roles).
+DATABASE = IPPTOPSPS
 STAGES = ("unloaded", "unmergeworthy", "unmerged", "all")
 PER_PASS = 500
 

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from agents.registry import agent_modules, load_agent
-from shared.claimables import CLAIMABLES
+from shared.claimables import claimables_of
 from shared.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ask_line, fail, positive_hours
 from shared.core.errors import IppError, SettingsError, UnknownAgent
 from shared.core.log import bind, configure_logging, get_logger
 from shared.core.settings import Settings, load_settings
-from shared.db.database import Database
-from shared.db.schema import check_schema
+from shared.db.roles import Databases, opened
+from shared.db.schema import IPPTOPSPS, ROLES
 from shared.runtime.agent import AgentRunner, AgentSpec
 from shared.runtime.clients import ClientIdentity
 from shared.runtime.stopsignals import STOP
@@ -68,40 +68,40 @@ async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) ->
     log = get_logger("runtime")
     asked = asyncio.Event()
     with STOP.delivered_by(asyncio.get_running_loop()), STOP.listening(lambda _: asked.set()):
-        try:
-            db = await _unless_asked(Database.connect(settings), asked)
-        except IppError as exc:
-            log.error("startup_failed", error=str(exc))
-            return fail(PROG, str(exc))
-        if db is None:
-            return _stopped_in_startup(log, "connecting to the database")
-        try:
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                await check_schema(db)
+                dbs = await _unless_asked(
+                    stack.enter_async_context(
+                        opened(settings, spec.database, with_ipptopsps=spec.opens_ipptopsps)
+                    ),
+                    asked,
+                )
             except IppError as exc:
                 log.error("startup_failed", error=str(exc))
                 return fail(PROG, str(exc))
+            if dbs is None:
+                return _stopped_in_startup(log, "connecting to the database")
             identity = ClientIdentity.fresh(spec.name, args.config)
+            home = dbs.home(spec.database)
             runner = AgentRunner(
                 spec,
                 settings,
-                db,
+                home,
                 identity,
                 once=args.once,
                 every_s=args.every * 3600 if args.every else None,
                 args=args,
-                claimables=CLAIMABLES,
+                claimables=claimables_of({spec.database} if dbs.separate else ROLES),
+                dbs=dbs,
             )
             code = await runner.run()
             if runner.startup_error is not None:
                 return fail(PROG, runner.startup_error, code)
             return code
-        finally:
-            await db.close()
 
 
-async def _unless_asked(connecting: Awaitable[Database], asked: asyncio.Event) -> Database | None:
-    """The database, or None if a stop was asked for first (the connect may wait minutes
+async def _unless_asked(connecting: Awaitable[Databases], asked: asyncio.Event) -> Databases | None:
+    """The databases, or None if a stop was asked for first (the connect may wait minutes
     for a server that is down; a stop must not)."""
     task = asyncio.ensure_future(connecting)
     waiter = asyncio.create_task(asked.wait(), name="stop-wait")
@@ -156,12 +156,8 @@ def _edit_first(settings: Settings, args: argparse.Namespace) -> int | None:
 async def _edit(settings: Settings) -> str:
     from shared.psps import configs  # only for --config edit
 
-    db = await Database.connect(settings)
-    try:
-        await check_schema(db)
-        return await configs.edit(db, None, ask_line, print)
-    finally:
-        await db.close()
+    async with opened(settings, IPPTOPSPS) as dbs:
+        return await configs.edit(dbs.ipptopsps, None, ask_line, print)
 
 
 #: Set by supervisord and systemd in what they start: they keep its stdout themselves.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shared.core.settings import Settings, load_settings, parse_dsn
 from shared.db.database import Database
-from shared.db.schema import create_database, drop_database, server_connection, upgrade
+from shared.db.schema import ROLES, create_database, drop_database, server_connection, upgrade
 from tests.helpers import FAST, ROOT, agent_env
 
 
@@ -110,24 +110,28 @@ async def survey_template(test_dsn: str, *, exposures: int, chips: int, seed: in
     return TEMPLATES[key]
 
 
-async def copy_survey(template: SurveySite, test_dsn: str, suffix: str, var_dir: Path) -> SurveySite:
+async def copy_survey(
+    template: SurveySite, test_dsn: str, suffix: str, var_dir: Path, roles: frozenset[str] = ROLES
+) -> SurveySite:
     """The template's rows in a new database at the current schema, and its files under
-    ``var_dir`` (the only absolute paths in the rows are the volume roots)."""
+    ``var_dir`` (the only absolute paths in the rows are the volume roots). With ``roles``
+    the database holds only those roles' tables (the template's others are not copied)."""
     dsn = parse_dsn(sibling(test_dsn, suffix))
     settings = load_settings(environ={}, db_dsn=dsn.url(), var_dir=str(var_dir), **FAST)
     await create_database(settings, dsn)
     db = await Database.connect(settings)
     try:
-        await upgrade(db)
+        await upgrade(db, roles)
     finally:
         await db.close()
     source = parse_dsn(template.dsn).database
     async with server_connection(settings, dsn) as conn, conn.cursor() as cur:
         await cur.execute("SET SESSION foreign_key_checks = 0")
         await cur.execute(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = %s AND table_type = 'BASE TABLE'",
-            (source,),
+            "SELECT s.table_name FROM information_schema.tables s JOIN information_schema.tables t "
+            "ON t.table_name = s.table_name AND t.table_schema = %s "
+            "WHERE s.table_schema = %s AND s.table_type = 'BASE TABLE' AND s.table_name <> 'dbrole'",
+            (dsn.database, source),
         )
         tables = [name for (name,) in await cur.fetchall()]
         for table in tables:  # names from the server's own catalogue, of our own schema
@@ -169,7 +173,7 @@ def ippctl(site: SurveySite, *args: str, **settings: str) -> subprocess.Complete
     )
 
 
-def configure_loading(site: SurveySite, name: str, *fields: str) -> None:
+def configure_loading(site: SurveySite, name: str, *fields: str, **settings: str) -> None:
     """A loading config over the survey's sky and DVO database (P2 unless ``fields`` say
     otherwise; a later key=value wins)."""
     out = ippctl(
@@ -188,5 +192,6 @@ def configure_loading(site: SurveySite, name: str, *fields: str) -> None:
         "batch_types=P2",
         "datastore_publish=1",
         *fields,
+        **settings,
     )
     assert out.returncode == 0, out.stderr

@@ -7,6 +7,7 @@ import itertools
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,26 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from shared.core.errors import DbError
+from shared.core.settings import parse_dsn
 from shared.db.database import Database
 from shared.db.queries import Query
+from shared.db.schema import PROCESSING, drop_database
 from shared.formats import catalogs, dvo
 from shared.processing.filerules import rule
 from shared.psps.schema import batch_tables
 from shared.storage.store import Storage
-from tests.helpers import AgentProcess
-from tests.survey_fixture import SurveySite, configure_loading, ippctl, survey_site
+from tests.helpers import ROOT, AgentProcess, agent_env
+from tests.survey_fixture import (
+    SurveySite,
+    configure_loading,
+    copy_survey,
+    drop_survey,
+    ippctl,
+    sibling,
+    survey_site,
+    survey_template,
+)
 
 _numbers = itertools.count()
 
@@ -521,3 +534,130 @@ async def test_the_queue_retries_failed_items_up_to_the_psps_max_attempts_settin
     assert ippctl(site, "psps", "queue", "demo", psps_max_attempts="5").returncode == 0
     states = {r["state"]: int(r["n"]) for r in await sdb.fetch_all(ITEM_STATES, config="demo")}
     assert states == {"new": 3}
+
+
+TABLE = Query(
+    "t_table",
+    "SELECT COUNT(*) FROM information_schema.tables "
+    "WHERE table_schema = DATABASE() AND table_name = %(name)s",
+    "test",
+)
+LOADER_CLIENTS = Query("t_lc", "SELECT COUNT(*) FROM clients WHERE agent = 'loader'", "test")
+FILESETS = Query(
+    "t_fs",
+    "SELECT s.fileset_name FROM dsFileset s JOIN dsProduct p ON p.prod_id = s.prod_id "
+    "WHERE p.type = 'IPP-PSPS' ORDER BY s.fileset_name",
+    "test",
+)
+UNLOAD = Query(
+    "t_unload",
+    "UPDATE psps_batch SET loaded_to_datastore = 'pending', loaded_to_datastore_at = NULL "
+    "WHERE name = %(name)s",
+    "test",
+)
+REQUEUE = Query(
+    "t_requeue",
+    "UPDATE psps_item i JOIN psps_batch b ON b.batch_id = i.batch_id SET i.state = 'new' "
+    "WHERE b.name = %(name)s",
+    "test",
+)
+
+
+@pytest.fixture
+async def separate(test_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[SurveySite, Database]]:
+    """A survey whose processing database holds only the processing tables, and an
+    ippToPsps database beside it (made by ippctl db upgrade)."""
+    template = await survey_template(test_dsn, exposures=3, chips=3, seed=21)
+    n = next(_numbers)
+    site = await copy_survey(template, test_dsn, f"ld{n}", tmp_path / "var", frozenset({PROCESSING}))
+    i2p_dsn = sibling(test_dsn, f"ld{n}_i2p")
+    up = ippctl(site, "db", "upgrade", ipptopsps_dsn=i2p_dsn)
+    assert up.returncode == 0 and "ipptopsps tables" in up.stdout, up.stdout + up.stderr
+    i2p = await Database.connect(site.settings, i2p_dsn)
+    try:
+        yield site, i2p
+    finally:
+        await i2p.close()
+        await drop_database(site.settings, parse_dsn(i2p_dsn))
+        await drop_survey(site)
+
+
+async def test_the_loading_side_keeps_its_tables_in_the_ipptopsps_database(separate, tmp_path):
+    """Issue 29, point 5. Seed 003: "ippToPsps uses two MySQL databases, a scratch database ...
+    and the ippToPsps database, which keeps track of which batches have been processed,
+    published to PSPS etc."; "All ippToPsps programs register with the ippToPsps database upon
+    start-up, adding a row in the clients table"; "certain ippToPsps programs also access the
+    IPP gpc1 database". The processing database gets none of the loader's tables; the loader
+    reads it and publishes its batches on its DataStore."""
+    site, i2p = separate
+    on = {"ipptopsps_dsn": i2p.dsn.url()}
+    proc_db = await Database.connect(site.settings, site.dsn)
+    try:
+        assert await proc_db.fetch_val(TABLE, name="psps_batch") == 0
+        assert await proc_db.fetch_val(TABLE, name="camRun") == 1
+        assert await i2p.fetch_val(TABLE, name="psps_batch") == 1
+        assert await i2p.fetch_val(TABLE, name="camRun") == 0
+        assert await i2p.fetch_val(TABLE, name="clients") == 1
+        configure_loading(site, "demo", **on)
+        assert ippctl(site, "psps", "init", "demo", **on).returncode == 0
+        queued = ippctl(site, "psps", "queue", "demo", **on)
+        assert queued.returncode == 0 and "P2 3" in queued.stdout, queued.stdout + queued.stderr
+        proc = AgentProcess(
+            "loader", site.dsn, tmp_path, "--once", "--config", "demo", var_dir=str(site.var_dir), **on
+        )
+        assert await proc.wait(timeout_s=180) == 0, proc.output()
+        rows = await i2p.fetch_all(BATCHES)
+        assert [(r["type"], r["processed"], r["loaded_to_datastore"]) for r in rows] == [
+            ("IN", "succeeded", "succeeded")
+        ] + [("P2", "succeeded", "succeeded")] * 3
+        # the filesets are on the processing site's DataStore; the loader registered in ippToPsps
+        assert [r["fileset_name"] for r in await proc_db.fetch_all(FILESETS)] == [r["name"] for r in rows]
+        assert await i2p.fetch_val(LOADER_CLIENTS) == 1
+        assert await proc_db.fetch_val(LOADER_CLIENTS) == 0
+        # a loader that died after registering a fileset and before recording it: the next
+        # attempt adopts that fileset instead of building the batch again under a new number
+        await i2p.execute(UNLOAD, name="B00000004")
+        await i2p.execute(REQUEUE, name="B00000004")
+        again = AgentProcess(
+            "loader", site.dsn, tmp_path, "--once", "--config", "demo", var_dir=str(site.var_dir), **on
+        )
+        assert await again.wait(timeout_s=180) == 0, again.output()
+        assert [e["batch"] for e in again.events("batch_publish_resumed")] == ["B00000004"]
+        rows = await i2p.fetch_all(BATCHES)
+        assert len(rows) == 4 and rows[-1]["loaded_to_datastore"] == "succeeded"
+    finally:
+        await proc_db.close()
+
+
+async def test_reads_of_the_processing_database_cannot_write(separate):
+    """The loading side reaches the processing database read-only for what it reads."""
+    site, _ = separate
+    reads = await Database.connect(site.settings, site.dsn, read_only=True)
+    try:
+        assert await reads.fetch_val(TABLE, name="camRun") == 1
+        with pytest.raises(DbError, match="read-only session"):
+            await reads.execute(Query("t_w", "UPDATE camRun SET label = label", "test"))
+    finally:
+        await reads.close()
+
+
+def test_an_agent_given_the_wrong_database_for_its_role_refuses_to_start(separate):
+    """A processing agent pointed at the ippToPsps database, and the loader pointed at a
+    processing database without the loading tables, each say which tables are missing."""
+    site, i2p = separate
+    wrong = run_ippctl_agent(i2p.dsn.url(), site, "cleanup")
+    assert wrong.returncode == 1 and "not the processing ones" in wrong.stderr, wrong.stderr
+    bare = run_ippctl_agent(site.dsn, site, "loader", "--config", "demo")
+    assert bare.returncode == 1 and "not the ipptopsps ones" in bare.stderr, bare.stderr
+
+
+def run_ippctl_agent(dsn: str, site: SurveySite, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agents", *args, "--once"],
+        cwd=ROOT,
+        env={**agent_env(dsn), "IPP_VAR_DIR": str(site.var_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -19,6 +19,7 @@ from shared.console.auth import LoginLimiter, LoginLimits, Session, Sessions, au
 from shared.console.pages import (
     COOKIE,
     DB,
+    DBS,
     HERE,
     LIMITER,
     LIMITS,
@@ -39,14 +40,21 @@ from shared.core.settings import Settings
 from shared.db.columns import TextLimits
 from shared.db.database import Database
 from shared.db.queries import Q
+from shared.db.roles import Databases
 from shared.runtime import control
 from shared.runtime.httpserver import security_headers
 
 
 def make_app(
-    db: Database, sessions: Sessions, limits: TextLimits, log: Any, settings: Settings
+    db: Database,
+    sessions: Sessions,
+    limits: TextLimits,
+    log: Any,
+    settings: Settings,
+    dbs: Databases | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[security_headers])
+    app[DBS] = dbs or Databases.single(db)
     limiter = LoginLimiter(db, LoginLimits.from_settings(settings))
     app[DB], app[SESSIONS], app[LIMITER], app[LIMITS], app[LOG] = db, sessions, limiter, limits, log
     app[SECURE], app[SETTINGS] = settings.console_secure_cookie, settings

@@ -34,7 +34,7 @@ def add_routes(app: web.Application) -> None:
 async def _list_page(
     request: web.Request, session: Session, message: str = "", status: int = 200
 ) -> web.Response:
-    rows = await request.app[console.DB].fetch_all(Q.psps_configs)
+    rows = await request.app[console.DBS].ipptopsps.fetch_all(Q.psps_configs)
     listed = [{"name": r["name"], **configs.from_row(r)} for r in rows]
     return console.render(
         request,
@@ -63,7 +63,7 @@ async def _form(
 ) -> web.Response:
     types = {
         str(r["name"]): str(r["sqltype"])
-        for r in await request.app[console.DB].fetch_all(Q.psps_config_types)
+        for r in await request.app[console.DBS].ipptopsps.fetch_all(Q.psps_config_types)
     }
     fields = [
         {"name": f.name, "sqltype": types.get(f.name, "?"), "value": values[f.name], "help": f.help}
@@ -94,7 +94,7 @@ async def config_new(request: web.Request) -> web.StreamResponse:
         configs.check_name(name)
     except ConfigError as exc:
         return await _list_page(request, session, str(exc), 400)
-    current = await configs.get(request.app[console.DB], name)
+    current = await configs.get(request.app[console.DBS].ipptopsps, name)
     if current is not None:
         raise web.HTTPSeeOther(f"/loading/{name}")
     return await _form(request, session, name, _shown(configs.defaults(name)), exists=False)
@@ -103,7 +103,7 @@ async def config_new(request: web.Request) -> web.StreamResponse:
 async def config_form(request: web.Request) -> web.StreamResponse:
     session = await console.viewer(request)
     name = request.match_info["name"]
-    current = await configs.get(request.app[console.DB], name)
+    current = await configs.get(request.app[console.DBS].ipptopsps, name)
     if current is None:
         return await _list_page(
             request, session, f"no loading config {name!r} (ippctl psps config list)", 404
@@ -116,7 +116,7 @@ async def config_save(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     given = {f.name: str(form.get(f.name, "")) for f in configs.FIELDS if f.name in form}
     session = await console.writer(request, "operator", "config_save", {"config": name, **given})
-    db = request.app[console.DB]
+    db = request.app[console.DBS].ipptopsps
     exists = await configs.get(db, name) is not None
     try:
         await configs.set_fields(db, name, given)
@@ -133,7 +133,8 @@ async def config_action(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     params = {"config": name, **({"active": str(form.get("active", ""))} if action == "active" else {})}
     session = await console.writer(request, "operator", f"config_{action}", params)
-    db, settings = request.app[console.DB], request.app[console.SETTINGS]
+    dbs, settings = request.app[console.DBS], request.app[console.SETTINGS]
+    db = dbs.ipptopsps
 
     async def work() -> str:
         cfg = await configs.load(db, name)  # an unknown config is refused before anything is done
@@ -142,9 +143,9 @@ async def config_action(request: web.Request) -> web.StreamResponse:
             await configs.set_fields(db, name, {"active": "1" if active else "0"})
             return f"config {name} {'activated' if active else 'deactivated'}"
         if action == "queue":
-            return await queue.queue_and_say(db, name, settings.psps_max_attempts)
+            return await queue.queue_and_say(dbs, name, settings.psps_max_attempts)
         if action == "init":
-            return (await publish.in_batch(db, cfg, Path(settings.var_dir))).describe(cfg)
+            return (await publish.in_batch(dbs, cfg, Path(settings.var_dir))).describe(cfg)
         if action == "requeue":
             return (await operations.requeue_failed(db, name)).text
         raise ConfigError(f"unknown action {action!r}")
@@ -159,7 +160,7 @@ async def _batches_page(
     request: web.Request, session: Session, message: str = "", status: int = 200
 ) -> web.Response:
     name = request.match_info["name"]
-    db = request.app[console.DB]
+    db = request.app[console.DBS].ipptopsps
     kind = request.query.get("type") or None
     stage, outcome = request.query.get("stage", ""), request.query.get("outcome", "")
     rows = await db.fetch_all(Q.psps_batches, config=name, type=kind if kind in BATCH_TYPES else None)
@@ -188,7 +189,7 @@ async def _batches_page(
 
 async def batch_list(request: web.Request) -> web.StreamResponse:
     session = await console.viewer(request)
-    if await configs.get(request.app[console.DB], request.match_info["name"]) is None:
+    if await configs.get(request.app[console.DBS].ipptopsps, request.match_info["name"]) is None:
         return await _list_page(request, session, f"no loading config {request.match_info['name']!r}", 404)
     return await _batches_page(request, session)
 
@@ -199,11 +200,12 @@ async def batch_action(request: web.Request) -> web.StreamResponse:
     first, last = str(form.get("first", "")).strip(), str(form.get("last", "")).strip() or None
     params = {"config": name, "first": first, "last": last or first}
     session = await console.writer(request, "operator", f"batches_{action}", params)
-    db = request.app[console.DB]
+    dbs = request.app[console.DBS]
+    db = dbs.ipptopsps
 
     async def work() -> str:
         if action == "remove":
-            outcome = await operations.remove_batches(db, name, first, last)
+            outcome = await operations.remove_batches(dbs, name, first, last)
         elif action == "purge":
             outcome = await operations.purge_batches(db, name, first, last)
         else:

@@ -19,11 +19,14 @@ from shared.core.errors import IppError
 from shared.core.settings import Settings
 from shared.db.columns import TextLimits
 from shared.db.database import Database
+from shared.db.roles import Databases
 from shared.observe import metrics
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "ipp_console"
 DB: web.AppKey[Database] = web.AppKey("db", Database)
+#: Every database by role: the loading pages work on ``DBS.ipptopsps``.
+DBS: web.AppKey[Databases] = web.AppKey("dbs", Databases)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 LIMITER: web.AppKey[LoginLimiter] = web.AppKey("limiter", LoginLimiter)
 LIMITS: web.AppKey[TextLimits] = web.AppKey("limits", TextLimits)
@@ -116,9 +119,9 @@ def plots_in(directory: Path) -> list[str]:
 
 
 async def pipelines_context(request: web.Request) -> dict[str, Any]:
-    db = request.app[DB]
-    life = await metrics.lifecycle(db)
-    reports = await metrics.config_reports(db, "all")
+    dbs = request.app[DBS]
+    life = await metrics.lifecycle(dbs)
+    reports = await metrics.config_reports(dbs.ipptopsps, "all")
     plots = await asyncio.to_thread(plots_in, request.app[SETTINGS].plot_dir())
     return {
         "plots": [p for p in plots if not p.startswith("lifecycle_")],

@@ -49,6 +49,14 @@ class Settings:
     # How long `ippctl db upgrade` waits for another upgrade of the same database to end.
     db_upgrade_lock_wait_s: float = 3600.0
 
+    # The ippToPsps database (seed 003: "the ippToPsps database, which keeps track of which
+    # batches have been processed, published to PSPS etc."): the PSPS loading side's configs,
+    # queue, batches and metrics, and the clients and flags of its agents (loader, odm_poller,
+    # batch_cleaner, metrics). Empty: those tables live in the processing database. When set,
+    # the loading side reads the processing database on read-only sessions and writes there
+    # only its DataStore publication (docs/operations.md, "The ippToPsps database").
+    ipptopsps_dsn: str = ""
+
     # The database on that server, overriding the DSN's (a second site on one server, such
     # as the demo's mirror ipp_mirror); empty: the DSN's, or local_db_name for the local one.
     db_name: str = ""
@@ -241,6 +249,14 @@ class Settings:
         who = f"ipp:{password}" if password else "root"
         return f"mysql://{who}@localhost/{name}?unix_socket={self.local_socket()}"
 
+    def ipptopsps_separate(self) -> bool:
+        """Whether the loading side has a database of its own (``ipptopsps_dsn``)."""
+        return bool(self.ipptopsps_dsn)
+
+    def ipptopsps_effective_dsn(self) -> str:
+        """The ippToPsps database: ``ipptopsps_dsn``, or the processing database."""
+        return self.ipptopsps_dsn or self.effective_dsn()
+
     def validate(self) -> None:
         """Reject values that cannot work, naming the setting."""
         positive = [
@@ -320,7 +336,7 @@ class Settings:
             raise SettingsError(f"setting log_format must be auto, json or console, got {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise SettingsError(f"setting log_level: unknown level {self.log_level!r}")
-        for name in ("db_dsn", "psps_dsn"):
+        for name in ("db_dsn", "psps_dsn", "ipptopsps_dsn"):
             if getattr(self, name):
                 try:
                     parse_dsn(getattr(self, name))
@@ -373,8 +389,9 @@ RETIRED = {
 }
 
 
-#: Settings that hold a secret (db_dsn only when it has a password).
-SECRET_SETTINGS = ("db_dsn", "ds_token", "dxlayer_ds_token", "odm_token")
+#: Settings that hold a secret (a DSN only when it has a password).
+SECRET_SETTINGS = ("db_dsn", "ipptopsps_dsn", "ds_token", "dxlayer_ds_token", "odm_token")
+_DSN_SETTINGS = ("db_dsn", "ipptopsps_dsn")
 
 
 def _has_password(dsn: str) -> bool:
@@ -387,8 +404,9 @@ def _has_password(dsn: str) -> bool:
 def _refuse_readable_secrets(path: str, table: Mapping[str, Any]) -> None:
     """A settings file that holds a secret must not be readable by every user."""
     held = [k for k in SECRET_SETTINGS if isinstance(table.get(k), str) and table[k]]
-    if "db_dsn" in held and not _has_password(table["db_dsn"]):
-        held.remove("db_dsn")
+    for name in _DSN_SETTINGS:
+        if name in held and not _has_password(table[name]):
+            held.remove(name)
     if not held:
         return
     mode = os.stat(path).st_mode

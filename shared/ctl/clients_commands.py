@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 from shared.core.cli import EXIT_OK
 from shared.core.errors import IppError
 from shared.core.settings import Settings
-from shared.ctl.output import connect, print_json, table
+from shared.ctl.output import print_json, table
+from shared.db.database import Database
 from shared.db.queries import Q
+from shared.db.roles import opened
+from shared.db.schema import PROCESSING
 from shared.runtime import control
 
 # -- clients -------------------------------------------------------------------------------
 
 
 async def clients_list(settings: Settings, args: argparse.Namespace) -> int:
-    db = await connect(settings)
-    try:
-        rows = await db.fetch_all(Q.list_clients, all=bool(args.all))
-        flags = await db.fetch_all(Q.list_standing_flags)
-    finally:
-        await db.close()
+    """Every client and standing flag, of the processing database and (when it is separate)
+    the ippToPsps one, where the loading side's agents register."""
+    rows, flags = [], []
+    async with _homes(settings) as homes:
+        for db in homes:
+            rows += await db.fetch_all(Q.list_clients, all=bool(args.all))
+            flags += await db.fetch_all(Q.list_standing_flags)
     if args.json:
         for row in rows:
             row["counters"] = json.loads(row["counters"]) if row["counters"] else {}
@@ -86,20 +92,32 @@ async def clients_command(settings: Settings, args: argparse.Namespace) -> int:
         raise IppError("give either --id or --agent [--host] [--config], not both")
     if not args.id and args.agent is None:
         raise IppError("say which clients: --id ID, or --agent NAME (or 'all') [--host] [--config]")
-    db = await connect(settings)
-    try:
+    async with _homes(settings) as homes:
         if args.id:
-            print(await control.command_client(db, args.id, command))
-        else:
-            scope = control.Scope(
-                "" if args.agent == "all" else args.agent, args.host or "", args.config or ""
-            )
+            print(await _command_one(homes, args.id, command))
+            return EXIT_OK
+        scope = control.Scope("" if args.agent == "all" else args.agent, args.host or "", args.config or "")
+        for db in homes:  # a flag holds in every database agents register in
             print(
                 await control.command_scope(db, scope, command, f"{getpass.getuser()}@{socket.gethostname()}")
             )
-    finally:
-        await db.close()
     return EXIT_OK
+
+
+async def _command_one(homes: list[Database], client_id: str, command: str) -> str:
+    """Command the client in whichever database it registered in."""
+    for db in homes:
+        if db is homes[-1] or await db.fetch_one(Q.get_client, client_id=client_id) is not None:
+            return await control.command_client(db, client_id, command)
+    raise AssertionError("no databases")
+
+
+@contextlib.asynccontextmanager
+async def _homes(settings: Settings) -> AsyncIterator[list[Database]]:
+    async with opened(
+        settings, PROCESSING, with_ipptopsps=True, wait_s=0, pool_size=2, sync_wait=1, check=False
+    ) as dbs:
+        yield dbs.homes()
 
 
 def add_commands(top: Any) -> None:

@@ -11,13 +11,17 @@ from typing import Any
 from shared.core.cli import EXIT_FAILED, EXIT_OK
 from shared.core.errors import IppError, SettingsError
 from shared.core.settings import Settings, parse_dsn
-from shared.ctl.output import connect
+from shared.db.database import Database
 from shared.db.galera import LocalGalera
 from shared.db.localdb import LocalMariaDB
 from shared.db.queries import Q
 from shared.db.schema import (
     CODE_SCHEMA_VERSION,
+    IPPTOPSPS,
+    PROCESSING,
+    ROLES,
     create_database,
+    database_roles,
     database_version,
     upgrade,
     upgrade_lock,
@@ -32,23 +36,55 @@ def _local(settings: Settings) -> LocalMariaDB:
 
 
 async def db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    dsn = parse_dsn(settings.effective_dsn())
+    """Create and upgrade the processing database and, with ``ipptopsps_dsn``, the ippToPsps
+    database: each new one takes only its own role's tables (shared.db.schema)."""
+    if not settings.ipptopsps_separate():
+        await _upgrade_one(settings, settings.effective_dsn(), ROLES)
+        return EXIT_OK
+    await _upgrade_one(settings, settings.effective_dsn(), frozenset({PROCESSING}))
+    await _upgrade_one(settings, settings.ipptopsps_effective_dsn(), frozenset({IPPTOPSPS}))
+    return EXIT_OK
+
+
+async def _upgrade_one(settings: Settings, url: str, roles: frozenset[str]) -> None:
+    dsn = parse_dsn(url)
     created = await create_database(settings, dsn)
     async with upgrade_lock(settings, dsn, waiting=lambda m: print(m, file=sys.stderr)):
-        db = await connect(settings)
+        db = await Database.connect(settings, dsn, wait_s=0, pool_size=2, sync_wait=1)
         try:
             before = await database_version(db) or 0
-            applied = await upgrade(db)
+            applied = await upgrade(db, roles)
+            held = ", ".join(sorted(await database_roles(db)))
         finally:
             await db.close()
     if created:
-        print(f"created database {dsn.database}")
+        print(f"created database {dsn.database} ({held} tables)")
     if applied:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         print(f"{dsn.display()}: schema version {before} -> {applied[-1].version} ({names})")
     else:
         print(f"{dsn.display()}: already at schema version {before}")
-    return EXIT_OK
+
+
+async def _status_one(settings: Settings, label: str, url: str) -> bool:
+    """Print one database's server, schema version and roles; True when it is current."""
+    try:
+        db = await Database.connect(settings, url, wait_s=0, pool_size=2, sync_wait=1)
+    except IppError as exc:
+        print(f"{label} schema: unknown ({exc})")
+        return False
+    try:
+        version = await database_version(db)
+        server = await db.fetch_val(Q.server_version)
+        held = ", ".join(sorted(await database_roles(db))) if version is not None else "-"
+    finally:
+        await db.close()
+    print(f"server:          {server}")
+    print(
+        f"{label} schema: {'none' if version is None else version} ({held} tables)"
+        + ("" if version == CODE_SCHEMA_VERSION else "  (run 'ippctl db upgrade')")
+    )
+    return version == CODE_SCHEMA_VERSION
 
 
 async def db_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -59,22 +95,11 @@ async def db_status(settings: Settings, args: argparse.Namespace) -> int:
         state = f"running, pid {status.pid}, {status.version}" if status.running else "not running"
         print(f"local server:    {state} (data in {status.datadir})")
     print(f"code schema:     {CODE_SCHEMA_VERSION}")
-    try:
-        db = await connect(settings)
-    except IppError as exc:
-        print(f"database schema: unknown ({exc})")
-        return EXIT_FAILED
-    try:
-        version = await database_version(db)
-        server = await db.fetch_val(Q.server_version)
-    finally:
-        await db.close()
-    print(f"server:          {server}")
-    print(
-        f"database schema: {'none' if version is None else version}"
-        + ("" if version == CODE_SCHEMA_VERSION else "  (run 'ippctl db upgrade')")
-    )
-    return EXIT_OK if version == CODE_SCHEMA_VERSION else EXIT_FAILED
+    ok = await _status_one(settings, "database", settings.effective_dsn())
+    if settings.ipptopsps_separate():
+        print(f"ippToPsps:       {parse_dsn(settings.ipptopsps_dsn).display()}")
+        ok = await _status_one(settings, "ippToPsps", settings.ipptopsps_dsn) and ok
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _galera(settings: Settings, args: argparse.Namespace) -> LocalGalera:

@@ -33,6 +33,7 @@ from shared.core.settings import PROJECT_ROOT, Settings, parse_dsn
 from shared.ctl import demostate
 from shared.db.database import Database
 from shared.db.queries import Q
+from shared.db.roles import Databases
 from shared.observe import metrics
 from shared.processing.filerules import compressed_keys, regenerated_rules, rules_for
 from shared.processing.runs import ProductFile, run_files
@@ -328,8 +329,8 @@ async def _psps_rows(sites: Sites, settings: Settings) -> dict[str, int]:
 
 
 async def snapshot(sites: Sites, settings: Settings) -> Snapshot:
-    life = await metrics.lifecycle(sites.ipp)
-    mirror = await metrics.lifecycle(sites.mirror)
+    life = await metrics.lifecycle(Databases.single(sites.ipp))
+    mirror = await metrics.lifecycle(Databases.single(sites.mirror))
     items = {str(r["state"]): int(r["n"]) for r in await sites.ipp.fetch_all(Q.demo_items)}
     return Snapshot(
         runs=life.runs,
@@ -340,7 +341,7 @@ async def snapshot(sites: Sites, settings: Settings) -> Snapshot:
         summary=await metrics.loading_summary(sites.ipp, CONFIG),
         unfinished_batches=int(await sites.ipp.fetch_val(Q.demo_unfinished_batches) or 0),
         psps_rows=await _psps_rows(sites, settings),
-        clients=[dict(c) for c in await metrics.clients(sites.ipp)],
+        clients=[dict(c) for c in await metrics.clients(Databases.single(sites.ipp))],
     )
 
 
@@ -425,7 +426,7 @@ async def loaded_and_shipped(sites: Sites) -> bool:
 
 
 async def all_in(db: Database, stages: tuple[str, ...], states: tuple[str, ...]) -> bool:
-    life = await metrics.lifecycle(db)
+    life = await metrics.lifecycle(Databases.single(db))
     return all(set(life.runs[s]) <= set(states) for s in stages)
 
 
@@ -499,7 +500,7 @@ async def every_program_up(sh: Shell, plan: Plan, sites: Sites) -> bool:
     registered = {
         int(c["pid"])
         for db in (sites.ipp, sites.mirror)
-        for c in await metrics.clients(db)
+        for c in await metrics.clients(Databases.single(db))
         if c["status"] == "running"
     }
     for name, _, pid in states:

@@ -9,8 +9,8 @@ from typing import Any
 
 from shared.core.cli import EXIT_OK
 from shared.core.settings import Settings
-from shared.ctl.output import print_json, table, with_db
-from shared.db.database import Database
+from shared.ctl.output import print_json, table, with_dbs
+from shared.db.roles import Databases
 from shared.observe import metrics, plots
 from shared.psps import configs
 
@@ -29,11 +29,12 @@ def _lifecycle_text(life: metrics.Lifecycle) -> str:
 
 
 async def metrics_show(settings: Settings, args: argparse.Namespace) -> int:
-    async def go(db: Database) -> int:
+    async def go(dbs: Databases) -> int:
+        db = dbs.ipptopsps
         if args.config != "all":
             await configs.load(db, args.config)  # an unknown config is an error, not an empty table
         summary = await metrics.loading_summary(db, args.config)
-        life = await metrics.lifecycle(db) if args.lifecycle or args.json else None
+        life = await metrics.lifecycle(dbs) if args.lifecycle or args.json else None
         if args.json:
             assert life is not None
             print_json(
@@ -53,20 +54,20 @@ async def metrics_show(settings: Settings, args: argparse.Namespace) -> int:
             print(_lifecycle_text(life), end="")
         return EXIT_OK
 
-    return await with_db(settings, go)
+    return await with_dbs(settings, go)
 
 
 async def plot(settings: Settings, args: argparse.Namespace) -> int:
-    async def go(db: Database) -> int:
+    async def go(dbs: Databases) -> int:
         out = Path(args.out) if args.out else settings.plot_dir()
-        written = await plots.plot(db, args.config, args.kind, out)
+        written = await plots.plot(dbs, args.config, args.kind, out)
         if not written:
             print(f"{args.config}: nothing to plot ({args.kind})")
         for path in written:
             print(path)
         return EXIT_OK
 
-    return await with_db(settings, go)
+    return await with_dbs(settings, go)
 
 
 def add_commands(top: Any) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 from shared.core.cli import visible
 from shared.core.settings import Settings
 from shared.db.database import Database
+from shared.db.roles import Databases, opened
+from shared.db.schema import IPPTOPSPS
 
 
 async def connect(settings: Settings) -> Database:
@@ -50,3 +52,17 @@ async def with_db(settings: Settings, fn: Callable[[Database], Awaitable[int]]) 
         return await fn(db)
     finally:
         await db.close()
+
+
+async def with_dbs(
+    settings: Settings, fn: Callable[[Databases], Awaitable[int]], *, role: str = IPPTOPSPS
+) -> int:
+    """``fn`` given every database a command of ``role`` needs (the loading side's commands:
+    the ippToPsps database, and the processing database for what they read or publish)."""
+    async with opened(settings, role, wait_s=0, pool_size=2, sync_wait=1, check=False) as dbs:
+        return await fn(dbs)
+
+
+async def with_ipptopsps(settings: Settings, fn: Callable[[Database], Awaitable[int]]) -> int:
+    """``fn`` given the ippToPsps database (the processing one when there is one database)."""
+    return await with_dbs(settings, lambda dbs: fn(dbs.ipptopsps))

@@ -11,9 +11,10 @@ from typing import Any
 
 from shared.core.cli import EXIT_FAILED, EXIT_OK, ask_line
 from shared.core.settings import Settings
-from shared.ctl.output import print_json, table, with_db
+from shared.ctl.output import print_json, table, with_dbs, with_ipptopsps
 from shared.db.database import Database, Row
 from shared.db.queries import Q
+from shared.db.roles import Databases
 from shared.psps import configs, operations
 from shared.psps.configs import ConfigError
 
@@ -25,7 +26,7 @@ async def config_edit(settings: Settings, args: argparse.Namespace) -> int:
         await configs.edit(db, args.name, ask_line, print)
         return EXIT_OK
 
-    return await with_db(settings, go)
+    return await with_ipptopsps(settings, go)
 
 
 async def config_set(settings: Settings, args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ async def config_set(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{args.name}.{key} = {configs.show(values[key])}")
         return EXIT_OK
 
-    return await with_db(settings, go)
+    return await with_ipptopsps(settings, go)
 
 
 async def config_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -79,7 +80,7 @@ async def config_list(settings: Settings, args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    return await with_db(settings, go)
+    return await with_ipptopsps(settings, go)
 
 
 async def _all(db: Database) -> list[dict[str, Any]]:
@@ -98,29 +99,29 @@ async def psps_queue(settings: Settings, args: argparse.Namespace) -> int:
     """Queue the config's items; with --every, again every so many hours until stopped."""
     from shared.psps import queue  # reads DVO files: imported when used
 
-    async def go(db: Database) -> int:
-        args.config = await _named(db, args.config)
+    async def go(dbs: Databases) -> int:
+        args.config = await _named(dbs.ipptopsps, args.config)
         while True:
-            print(await queue.queue_and_say(db, args.config, settings.psps_max_attempts))
+            print(await queue.queue_and_say(dbs, args.config, settings.psps_max_attempts))
             if not args.every:
                 return EXIT_OK
             await asyncio.sleep(args.every * 3600)
 
-    return await with_db(settings, go)
+    return await with_dbs(settings, go)
 
 
 async def psps_init(settings: Settings, args: argparse.Namespace) -> int:
     """Build and publish the config's IN batch, once."""
     from shared.psps import publish  # astropy: imported when used
 
-    async def go(db: Database) -> int:
-        args.config = await _named(db, args.config)
-        cfg = await configs.load(db, args.config)
-        made = await publish.in_batch(db, cfg, Path(settings.var_dir))
+    async def go(dbs: Databases) -> int:
+        args.config = await _named(dbs.ipptopsps, args.config)
+        cfg = await configs.load(dbs.ipptopsps, args.config)
+        made = await publish.in_batch(dbs, cfg, Path(settings.var_dir))
         print(made.describe(cfg))
         return EXIT_OK
 
-    return await with_db(settings, go)
+    return await with_dbs(settings, go)
 
 
 def _deleted(row: Row) -> str:
@@ -181,35 +182,35 @@ async def psps_batches(settings: Settings, args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    return await with_db(settings, go)
+    return await with_ipptopsps(settings, go)
 
 
-async def _report(settings: Settings, work: Callable[[Database], Awaitable[operations.Outcome]]) -> int:
-    async def go(db: Database) -> int:
-        outcome = await work(db)
+async def _report(settings: Settings, work: Callable[[Databases], Awaitable[operations.Outcome]]) -> int:
+    async def go(dbs: Databases) -> int:
+        outcome = await work(dbs)
         print(outcome.text)
         return EXIT_OK if outcome.ok else EXIT_FAILED
 
-    return await with_db(settings, go)
+    return await with_dbs(settings, go)
 
 
 async def psps_remove_batch(settings: Settings, args: argparse.Namespace) -> int:
     """Remove one batch or a range from the DataStore and record deleted_datastore."""
     return await _report(
-        settings, lambda db: operations.remove_batches(db, args.config, args.first, args.last)
+        settings, lambda dbs: operations.remove_batches(dbs, args.config, args.first, args.last)
     )
 
 
 async def psps_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Mark batches purged: the batch cleaner then removes every copy of them."""
     return await _report(
-        settings, lambda db: operations.purge_batches(db, args.config, args.first, args.last)
+        settings, lambda dbs: operations.purge_batches(dbs.ipptopsps, args.config, args.first, args.last)
     )
 
 
 async def psps_requeue(settings: Settings, args: argparse.Namespace) -> int:
     """Every failed item of the config back in the queue."""
-    return await _report(settings, lambda db: operations.requeue_failed(db, args.config))
+    return await _report(settings, lambda dbs: operations.requeue_failed(dbs.ipptopsps, args.config))
 
 
 def add_commands(top: Any) -> None:

@@ -92,6 +92,8 @@ def map_error(exc: BaseException, what: str, dsn: Dsn) -> DbError:
         )
     if code in (1044, 1045):
         return DbError(f"database {dsn.display()} refused the login: {message}")
+    if code == 1792:
+        return DbError(f"{what} writes, on a read-only session of {dsn.display()}: {message}")
     return DbError(f"{what}: {message} ({code})")
 
 
@@ -103,10 +105,12 @@ class DbStats:
     conflicts: int = 0
 
 
-def _init_command(sync_wait: int) -> str:
-    """Every session's set-up: UTC, and on a Galera node its wsrep_sync_wait."""
+def _init_command(sync_wait: int, read_only: bool = False) -> str:
+    """Every session's set-up: UTC, on a Galera node its wsrep_sync_wait, and for a
+    read-only pool ``tx_read_only`` (the server refuses every write, error 1792)."""
     causal = f" /*M!100000 , wsrep_sync_wait = {sync_wait:d} */" if sync_wait else ""
-    return "SET SESSION time_zone = '+00:00'" + causal
+    reads = ", SESSION tx_read_only = 1" if read_only else ""
+    return "SET SESSION time_zone = '+00:00'" + reads + causal
 
 
 class Tx:
@@ -165,6 +169,7 @@ class Database:
         pool_size: int | None = None,
         local_infile: bool = False,
         sync_wait: int | None = None,
+        read_only: bool = False,
     ) -> Database:
         """Open a pool and check the server answers.
 
@@ -174,6 +179,8 @@ class Database:
         ``sync_wait`` (default ``db_sync_wait``) is the sessions' ``wsrep_sync_wait`` on a
         Galera cluster: 1 makes every read wait until this node has applied what the cluster
         committed before it (set only in a MariaDB comment, so MySQL ignores it).
+        ``read_only`` makes every session read-only: the loading side's reads of the
+        processing database when it has a database of its own (``ipptopsps_dsn``).
         """
         parsed = parse_dsn(dsn or settings.effective_dsn()) if not isinstance(dsn, Dsn) else dsn
         pool = await aiomysql.create_pool(
@@ -182,7 +189,7 @@ class Database:
             autocommit=True,
             connect_timeout=settings.db_connect_timeout_s,
             charset="utf8mb4",
-            init_command=_init_command(settings.db_sync_wait if sync_wait is None else sync_wait),
+            init_command=_init_command(settings.db_sync_wait if sync_wait is None else sync_wait, read_only),
             cursorclass=aiomysql.DictCursor,
             # rowcount = rows matched, not rows changed: guards such as
             # "UPDATE ... WHERE id = ? AND owner = ?" must see a match even when the new

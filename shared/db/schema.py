@@ -3,6 +3,13 @@
 Files are ``shared/db/sql/migrations/NNNN_<name>.sql``; the code's schema version is the highest
 NNNN. ``dbversion`` records the version a database is at, and agents refuse to start when it
 differs from the code's (:func:`check_schema`).
+
+A site has one or two databases (seed 003 keeps ippToPsps' tables in a database of its own):
+the processing database and, with ``ipptopsps_dsn``, the ippToPsps database. Each statement of
+a migration belongs to a role: a ``-- role: processing|ipptopsps|both`` line starts the
+statements of that role (until the next such line; a file begins as ``processing``). A database
+holds the roles recorded in its ``dbrole`` table when it was made (a database made before
+roles existed holds both) and is given only their statements, at the same version numbers.
 """
 
 from __future__ import annotations
@@ -32,6 +39,14 @@ from shared.db.queries import Q
 MIGRATION_DIR = Path(__file__).resolve().parent / "sql" / "migrations"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql\Z")
 _DB_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")
+_ROLE_LINE = re.compile(r"^--\s*role:\s*(\S+)\s*\Z")
+
+#: The processing database's tables (the IPP's gpc1: runs, storage, DataStore, console) and
+#: the ippToPsps database's (loading configs, queue, batches, metrics).
+PROCESSING = "processing"
+IPPTOPSPS = "ipptopsps"
+ROLES = frozenset({PROCESSING, IPPTOPSPS})
+_ROLE_OF_LINE = {PROCESSING: frozenset({PROCESSING}), IPPTOPSPS: frozenset({IPPTOPSPS}), "both": ROLES}
 
 log = get_logger("schema")
 
@@ -42,14 +57,24 @@ class Migration:
     name: str
     path: Path
 
-    def statements(self) -> list[str]:
-        """The file's statements; each ends with ';' at the end of a line. As in the mysql
-        client, a ``DELIMITER $$`` line changes that terminator (for trigger bodies, whose
-        statements end with ';') until ``DELIMITER ;``."""
-        statements: list[str] = []
+    def statements(self, roles: frozenset[str] = ROLES) -> list[str]:
+        """The file's statements for a database of ``roles``; each ends with ';' at the end
+        of a line. As in the mysql client, a ``DELIMITER $$`` line changes that terminator
+        (for trigger bodies, whose statements end with ';') until ``DELIMITER ;``."""
+        return [text for role, text in self._sections() if role & roles]
+
+    def _sections(self) -> list[tuple[frozenset[str], str]]:
+        statements: list[tuple[frozenset[str], str]] = []
         current: list[str] = []
         end = ";"
+        role = _ROLE_OF_LINE[PROCESSING]
         for line in self.path.read_text().splitlines():
+            marker = _ROLE_LINE.match(line.strip())
+            if marker:
+                if current or marker.group(1) not in _ROLE_OF_LINE:
+                    raise ValueError(f"{self.path.name}: bad role line {line.strip()!r}")
+                role = _ROLE_OF_LINE[marker.group(1)]
+                continue
             if line.strip().startswith("--") or not line.strip():
                 continue
             if line.strip().upper().startswith("DELIMITER "):
@@ -59,7 +84,7 @@ class Migration:
                 continue
             current.append(line)
             if line.rstrip().endswith(end):
-                statements.append("\n".join(current).rstrip()[: -len(end)].rstrip())
+                statements.append((role, "\n".join(current).rstrip()[: -len(end)].rstrip()))
                 current = []
         if current:
             raise ValueError(f"{self.path.name}: last statement does not end with {end!r}")
@@ -92,12 +117,26 @@ async def database_version(db: Database) -> int | None:
     return None if version is None else int(version)
 
 
-async def check_schema(db: Database) -> int:
-    """Raise SchemaMismatch unless the database is at exactly the code's version."""
+async def database_roles(db: Database) -> frozenset[str]:
+    """The roles a database holds: its ``dbrole`` rows (both for one made before roles)."""
+    if not await db.fetch_val(Q.dbrole_table_exists):
+        return ROLES
+    return frozenset(str(r["role"]) for r in await db.fetch_all(Q.dbroles)) or ROLES
+
+
+async def check_schema(db: Database, role: str = PROCESSING) -> int:
+    """Raise SchemaMismatch unless the database is at exactly the code's version and holds
+    the tables of ``role``."""
     version = await database_version(db)
-    if version == CODE_SCHEMA_VERSION:
-        return version
     where = f"database {db.dsn.display()}"
+    if version == CODE_SCHEMA_VERSION:
+        held = await database_roles(db)
+        if role not in held:
+            raise SchemaMismatch(
+                f"{where} holds the {', '.join(sorted(held))} tables, not the {role} ones "
+                f"(db_dsn names the processing database, ipptopsps_dsn the ippToPsps one)"
+            )
+        return version
     if version is None:
         raise SchemaMismatch(
             f"{where} has no schema (this code needs version {CODE_SCHEMA_VERSION}); run 'ippctl db upgrade'"
@@ -326,9 +365,21 @@ async def _renew_lease(settings: Settings, dsn: Dsn, params: dict[str, object]) 
             log.error("upgrade_lease_lost", lock=params["name"], holder=params["holder"])
 
 
-async def upgrade(db: Database) -> list[Migration]:
-    """Apply every migration above the database's version, recording each one."""
-    current = await database_version(db) or 0
+#: The migration that made ``dbrole``: from it on, each migration's record names the roles.
+DBROLE_VERSION = 20
+
+
+async def upgrade(db: Database, roles: frozenset[str] = ROLES) -> list[Migration]:
+    """Apply every migration above the database's version, recording each one. A new
+    database takes ``roles``; one that exists keeps those it holds."""
+    version = await database_version(db)
+    current = version or 0
+    if version is None:  # said before the first migration, so an upgrade cut short keeps it
+        await _execute_ddl(db, Q.dbrole_create.sql)
+        for role in sorted(roles):
+            await db.execute(Q.dbrole_add, role=role)
+    else:
+        roles = await database_roles(db)
     if current > CODE_SCHEMA_VERSION:
         raise SchemaMismatch(
             f"database {db.dsn.display()} is at schema version {current}, newer than this "
@@ -339,11 +390,17 @@ async def upgrade(db: Database) -> list[Migration]:
         if migration.version <= current:
             continue
         log.info("migration_apply", version=migration.version, name=migration.name)
-        for statement in migration.statements():
-            await _execute_ddl(db, statement)
+        with warnings.catch_warnings():
+            if migration.version == DBROLE_VERSION:  # a new database made dbrole already
+                warnings.filterwarnings("ignore", "Table 'dbrole' already exists", pymysql.Warning)
+            for statement in migration.statements(roles):
+                await _execute_ddl(db, statement)
 
         async def record(tx: Tx, m: Migration = migration) -> None:
             await tx.execute(Q.record_migration, version=m.version, name=m.name)
+            if m.version == DBROLE_VERSION and version is not None:  # made before roles: both
+                for role in sorted(roles):
+                    await tx.execute(Q.dbrole_add, role=role)
             await tx.execute(Q.clear_dbversion)
             await tx.execute(Q.set_dbversion, version=m.version)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.db.database import Database, Row
 from shared.db.queries import Q
+from shared.db.roles import Databases
 from shared.processing.stages import STAGES, stage_query
 
 #: The batch life cycle, in order (REFERENCE 11).
@@ -272,23 +273,31 @@ class Lifecycle:
     items: dict[tuple[str, str, str], int]
 
 
-async def lifecycle(db: Database) -> Lifecycle:
+async def lifecycle(dbs: Databases) -> Lifecycle:
+    """Runs, filesets and imports (the processing database), the agents' totals (every
+    database agents register in) and the queued items (the ippToPsps database)."""
+    reads = dbs.reads
     runs: dict[str, dict[str, int]] = {}
     for stage in RUN_STAGES:
-        rows = await db.fetch_all(stage_query("metrics_runs", stage))
+        rows = await reads.fetch_all(stage_query("metrics_runs", stage))
         runs[stage] = {str(r["state"]): int(r["n"]) for r in rows}
-    filesets = {f"{r['product']}": int(r["n"]) for r in await db.fetch_all(Q.metrics_filesets)}
-    imported = {str(r["state"]): int(r["n"]) for r in await db.fetch_all(Q.metrics_imported)}
-    counters = {str(r["name"]): int(r["value"]) for r in await db.fetch_all(Q.metrics_counters)}
+    filesets = {f"{r['product']}": int(r["n"]) for r in await reads.fetch_all(Q.metrics_filesets)}
+    imported = {str(r["state"]): int(r["n"]) for r in await reads.fetch_all(Q.metrics_imported)}
+    counters: dict[str, int] = defaultdict(int)
+    for db in dbs.homes():
+        for r in await db.fetch_all(Q.metrics_counters):
+            counters[str(r["name"])] += int(r["value"])
     items = {
         (str(r["config"]), str(r["type"]), str(r["state"])): int(r["n"])
-        for r in await db.fetch_all(Q.metrics_items_by_state)
+        for r in await dbs.ipptopsps.fetch_all(Q.metrics_items_by_state)
     }
-    return Lifecycle(runs, filesets, imported, counters, items)
+    return Lifecycle(runs, filesets, imported, dict(counters), items)
 
 
-async def clients(db: Database) -> list[Row]:
-    return await db.fetch_all(Q.metrics_clients)
+async def clients(dbs: Databases) -> list[Row]:
+    """The clients of every database agents register in, by agent, host and pid."""
+    rows = [r for db in dbs.homes() for r in await db.fetch_all(Q.metrics_clients)]
+    return sorted(rows, key=lambda r: (r["agent"], r["host"], r["pid"]))
 
 
 # -- samples -------------------------------------------------------------------------------

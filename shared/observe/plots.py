@@ -23,6 +23,7 @@ import numpy as np
 
 from shared.db.database import Database
 from shared.db.queries import Q
+from shared.db.roles import Databases
 from shared.observe import metrics
 from shared.psps import configs
 
@@ -221,9 +222,9 @@ TOTALS = {
 }
 
 
-async def lifecycle(db: Database, out_dir: Path, since_s: float = 7 * 86400) -> list[Path]:
-    life = await metrics.lifecycle(db)
-    series = await metrics.series(db, "agent_total", since_s)
+async def lifecycle(dbs: Databases, out_dir: Path, since_s: float = 7 * 86400) -> list[Path]:
+    life = await metrics.lifecycle(dbs)
+    series = await metrics.series(dbs.ipptopsps, "agent_total", since_s)
     totals = {
         label: {k: v for k, v in series.items() if k == f"name={name}"} for label, name in TOTALS.items()
     }
@@ -231,12 +232,12 @@ async def lifecycle(db: Database, out_dir: Path, since_s: float = 7 * 86400) -> 
     return [await asyncio.to_thread(draw_lifecycle, life.runs, totals, path)]
 
 
-async def plot(db: Database, config: str, kind: str, out_dir: Path) -> list[Path]:
+async def plot(dbs: Databases, config: str, kind: str, out_dir: Path) -> list[Path]:
     """``ippctl plot CONFIG KIND``: the plots of one kind."""
     if kind == "density":
-        return await density(db, config, out_dir, every_type=True)
+        return await density(dbs.ipptopsps, config, out_dir, every_type=True)
     if kind == "progress":
-        return await progress(db, config, out_dir)
+        return await progress(dbs.ipptopsps, config, out_dir)
     if kind == "lifecycle":
-        return await lifecycle(db, out_dir)
+        return await lifecycle(dbs, out_dir)
     raise ValueError(f"unknown plot {kind!r} (plots: {', '.join(KINDS)})")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from shared.db.columns import TextLimits
 from shared.db.database import Database
 from shared.db.queries import Q
+from shared.db.roles import Databases
 from shared.distribution import datastore
 from shared.psps import configs
 from shared.psps.configs import ConfigError
@@ -39,9 +40,10 @@ def batch_range(first: str, last: str | None) -> tuple[str, str]:
     return first, last
 
 
-async def remove_batches(db: Database, config: str, first: str, last: str | None) -> Outcome:
+async def remove_batches(dbs: Databases, config: str, first: str, last: str | None) -> Outcome:
     """Remove one batch or a range from the config's DataStore product and record
     deleted_datastore (failed, with the reason, where a file's volume is down)."""
+    db = dbs.ipptopsps
     cfg = await configs.load(db, config)
     first, last = batch_range(first, last)
     rows = await db.fetch_all(Q.batches_by_name, config=config, first=first, last=last)
@@ -54,7 +56,9 @@ async def remove_batches(db: Database, config: str, first: str, last: str | None
             out.lines.append(f"{row['name']}: never published on the DataStore")
         else:
             try:
-                deleted = await datastore.remove_fileset(db, cfg.datastore_product, row["fileset"])
+                deleted = await datastore.remove_fileset(
+                    dbs.processing, cfg.datastore_product, row["fileset"]
+                )
             except datastore.DataStoreError as exc:
                 note = limits.fit("psps_batch", "note", str(exc))
                 await db.execute(

@@ -5,7 +5,9 @@ of declination; loaders reserve a stripe and work it box by box. Items: P2 = cam
 merged into the config's DVO database (addRun.dvodb = dvo_label), ST = full stack runs, OB =
 DVO regions with catalog files; each inside the config's sky limits. Queuing is idempotent:
 an item already queued is left as it is; failed items are retried up to ``psps_max_attempts``;
-items whose batch was published before the config's epoch are loaded again.
+items whose batch was published before the config's epoch are loaded again. The candidates
+are read from the processing database (read-only when the ippToPsps database is separate);
+stripes and items are written in the ippToPsps database.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from shared.db.database import Database
 from shared.db.queries import Q
+from shared.db.roles import Databases
 from shared.formats.dvo import DvoDatabase, DvoError
 from shared.psps import configs
 from shared.psps.configs import LoadingConfig
@@ -51,8 +54,9 @@ async def _candidates(db: Database, cfg: LoadingConfig, kind: str) -> list[tuple
     return []
 
 
-async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
+async def queue(dbs: Databases, name: str, max_attempts: int) -> Counter[str]:
     """Queue the config's stripes and items; returns how many items were added per type."""
+    db = dbs.ipptopsps
     cfg = await configs.load(db, name)
     box = float(cfg.box_size_deg)
     stripes = max(1, math.ceil((cfg.max_ra - cfg.min_ra) / box))
@@ -66,7 +70,7 @@ async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
         )
     added: Counter[str] = Counter()
     for kind in str(cfg.batch_types).split(","):
-        for item_id, ra, dec in await _candidates(db, cfg, kind):
+        for item_id, ra, dec in await _candidates(dbs.reads, cfg, kind):
             stripe, box_no = _place(cfg, ra, dec)
             added[kind] += await db.execute(
                 Q.psps_item_add,
@@ -83,11 +87,11 @@ async def queue(db: Database, name: str, max_attempts: int) -> Counter[str]:
     return added
 
 
-async def queue_and_say(db: Database, name: str, max_attempts: int) -> str:
+async def queue_and_say(dbs: Databases, name: str, max_attempts: int) -> str:
     """Queue the config's items and say what was added and what the queue holds (the line
     ``ippctl psps queue`` prints and the console shows)."""
-    added = await queue(db, name, max_attempts)
-    counts = await db.fetch_all(Q.psps_queue_counts, config=name)
+    added = await queue(dbs, name, max_attempts)
+    counts = await dbs.ipptopsps.fetch_all(Q.psps_queue_counts, config=name)
     news = ", ".join(f"{k} {v}" for k, v in sorted(added.items()) if v)
     items = ", ".join(f"{r['type']} {r['state']} {r['n']}" for r in counts) or "none"
     return f"{name}: queued {news or 'nothing new'}; items: {items}"

@@ -33,6 +33,8 @@ from shared.core.log import bind, get_logger
 from shared.core.settings import Settings
 from shared.db.columns import TextLimits
 from shared.db.database import Database, Row, backoff_s
+from shared.db.roles import Databases
+from shared.db.schema import PROCESSING
 from shared.runtime.claims import Claimer, ClaimSpec
 from shared.runtime.clients import ClientIdentity, ClientRow, ClientState, Control
 from shared.runtime.stopsignals import STOP
@@ -57,6 +59,11 @@ class AgentSpec:
     #: works on PSPS loading configs: started without --config it says so and stops
     #: (seed 003's programs ask for one); every config only with --config all
     per_config: bool = False
+    #: the role of the database it registers in and keeps its tables in (shared.db.roles):
+    #: the loading side's agents say ``DATABASE = "ipptopsps"``
+    database: str = PROCESSING
+    #: a processing-side agent that also works on the ippToPsps database (the console)
+    opens_ipptopsps: bool = False
 
     @classmethod
     def from_module(cls, module: ModuleType) -> AgentSpec:
@@ -70,6 +77,8 @@ class AgentSpec:
             background_sweep=getattr(module, "BACKGROUND_SWEEP", True),
             claimables=tuple(getattr(module, "CLAIMABLES", ())),
             per_config=getattr(module, "PER_CONFIG", False),
+            database=getattr(module, "DATABASE", PROCESSING),
+            opens_ipptopsps=getattr(module, "OPENS_IPPTOPSPS", False),
         )
 
 
@@ -82,13 +91,17 @@ class ItemEvents:
 
 
 class AgentContext:
-    """What ``run_once`` gets: the database, settings, claims, and progress reporting."""
+    """What ``run_once`` gets: the database, settings, claims, and progress reporting.
+    ``db`` is the agent's own database (its clients row, flags, claims and tables); ``dbs``
+    holds the others by role (the loading side's read-only reads of the processing database
+    and its DataStore publication)."""
 
     def __init__(self, runner: AgentRunner, args: argparse.Namespace) -> None:
         self._runner = runner
         self.args = args
         self.settings: Settings = runner.settings
         self.db: Database = runner.db
+        self.dbs: Databases = runner.dbs
         self.identity: ClientIdentity = runner.identity
         self.claimer = Claimer(runner.db, runner.identity.client_id)
         self.claimables: tuple[ClaimSpec, ...] = runner.claimables
@@ -199,6 +212,7 @@ class AgentRunner:
         every_s: float | None = None,
         args: argparse.Namespace | None = None,
         claimables: Sequence[ClaimSpec] = (),
+        dbs: Databases | None = None,
     ) -> None:
         self.spec = spec
         #: ``--every HOURS``: a whole pass, then the next one that long after it began.
@@ -209,6 +223,8 @@ class AgentRunner:
         self.claimables = tuple({s.table: s for s in (*claimables, *spec.claimables)}.values())
         self.settings = settings
         self.db = db
+        #: every database by role (one pool for all when the site has one database)
+        self.dbs = dbs or Databases.single(db)
         self.identity = identity
         self.once = once
         self.row = ClientRow(db, identity)

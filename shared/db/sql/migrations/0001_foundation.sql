@@ -1,6 +1,7 @@
 -- Foundation: schema version, agent clients and control flags, nebulous storage.
 -- Statements end with ';' at the end of a line (the migration runner splits there).
 
+-- role: both
 -- As in the IPP: one row, schema_version and when it was set.
 CREATE TABLE dbversion (
     schema_version INT NOT NULL,
@@ -49,6 +50,7 @@ CREATE TABLE agent_control (
     UNIQUE KEY agent_control_scope (agent, host, config)
 ) ENGINE=InnoDB;
 
+-- role: processing
 -- Nebulous storage: a volume is a directory tree on some host; an object is a neb:// key
 -- (its canonical path); an instance is one real file of an object on one volume.
 CREATE TABLE storage_volume (

@@ -1,6 +1,7 @@
 -- PSPS loading configurations (REFERENCE 11 and the operators' habits): what to load, from
 -- which DVO database, into which DataStore product, over which part of the sky.
 
+-- role: ipptopsps
 CREATE TABLE psps_config (
     name VARCHAR(64) NOT NULL PRIMARY KEY,
     datastore_product VARCHAR(64) NOT NULL,

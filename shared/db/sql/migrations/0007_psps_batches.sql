@@ -1,5 +1,6 @@
 -- PSPS loading: the sky stripes loaders reserve, the queued items, and the batches built.
 
+-- role: ipptopsps
 CREATE TABLE psps_stripe (
     stripe_key BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
     config VARCHAR(64) NOT NULL,

@@ -1,6 +1,7 @@
 -- Following published batches through PSPS (odm_poller), deleting their copies
 -- (batch_cleaner), and the metrics agent's totals and time series.
 
+-- role: ipptopsps
 ALTER TABLE psps_batch
     ADD COLUMN odm_status VARCHAR(16) NULL,
     ADD COLUMN odm_checked_at DATETIME(6) NULL,
@@ -10,13 +11,16 @@ ALTER TABLE psps_batch
     ADD KEY psps_batch_clean (config, cleaned, batch_id),
     ADD KEY psps_batch_published (config, type, loaded_to_datastore_at);
 
--- Site-wide totals of the agents' counters (<agent>.<counter>), added to at every heartbeat.
+-- role: both
+-- Site-wide totals of the agents' counters (<agent>.<counter>), added to at every heartbeat
+-- (in the database each agent registers in).
 CREATE TABLE metrics_counter (
     name VARCHAR(128) NOT NULL PRIMARY KEY,
     value BIGINT NOT NULL DEFAULT 0,
     updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB;
 
+-- role: ipptopsps
 -- The metrics agent's samples: one row per metric and label set per sampling pass.
 CREATE TABLE metrics_sample (
     sample_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,

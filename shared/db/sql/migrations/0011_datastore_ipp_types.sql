@@ -47,6 +47,7 @@ UPDATE dsFile f
 SET f.type_col_0 = c.component
 WHERE f.type = 'tgz' AND f.type_col_0 IS NULL;
 
+-- role: ipptopsps
 -- seed 003: "datastore_type (varchar(30)) ... default of: 'IPP_PSPS'"
 ALTER TABLE psps_config MODIFY COLUMN datastore_type VARCHAR(30) NOT NULL;
 UPDATE psps_config SET datastore_type = 'IPP_PSPS' WHERE datastore_type = 'psps';

@@ -3,6 +3,7 @@
 -- print (tinyint(1), varchar(30), varchar(100), varchar(1000)). The old names stay accepted
 -- as aliases by `ippctl psps config set`.
 
+-- role: ipptopsps
 ALTER TABLE psps_config
     RENAME COLUMN ra_min TO min_ra,
     RENAME COLUMN ra_max TO max_ra,

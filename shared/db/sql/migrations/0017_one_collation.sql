@@ -4,11 +4,15 @@
 -- the columns in utf8mb4_unicode_ci, as before, such a client got "Illegal mix of
 -- collations". This rebuilds every table once (on a large database, plan for it); the
 -- columns that were ascii stay ascii.
+-- role: both
 ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: processing
 -- console_session.user refers to console_user.name: the key is dropped while both change.
 ALTER TABLE console_session DROP FOREIGN KEY console_session_user;
 ALTER TABLE addRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: both
 ALTER TABLE agent_control CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: processing
 ALTER TABLE camMask CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE camProcessedExp CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE camRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
@@ -20,7 +24,9 @@ ALTER TABLE chipProcessedImfile CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4
 ALTER TABLE chipRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE console_audit CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE console_user CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: both
 ALTER TABLE dbversion CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: processing
 ALTER TABLE diffInputSkyfile CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE diffRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE diffSkyfile CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
@@ -38,7 +44,9 @@ ALTER TABLE Label CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE magicDSFile CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE magicDSRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE magicRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: both
 ALTER TABLE metrics_counter CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: ipptopsps
 ALTER TABLE metrics_sample CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE psps_batch CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE psps_batch_count CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
@@ -46,13 +54,16 @@ ALTER TABLE psps_batch_hourly CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_g
 ALTER TABLE psps_config CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE psps_item CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE psps_stripe CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: processing
 ALTER TABLE rawExp CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE rawImfile CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE rcDestination CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE rcDSFileset CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE rcInterest CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE rcRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: both
 ALTER TABLE schema_migration CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: processing
 ALTER TABLE skycell CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE stackInputSkyfile CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 ALTER TABLE stackRun CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
@@ -70,8 +81,10 @@ ALTER TABLE diffRun MODIFY owner CHAR(36) CHARACTER SET ascii NULL;
 ALTER TABLE stackRun MODIFY owner CHAR(36) CHARACTER SET ascii NULL;
 ALTER TABLE distRun MODIFY owner CHAR(36) CHARACTER SET ascii NULL;
 ALTER TABLE rcDestination MODIFY owner CHAR(36) CHARACTER SET ascii NULL;
+-- role: ipptopsps
 ALTER TABLE psps_item MODIFY owner CHAR(36) CHARACTER SET ascii NULL;
 ALTER TABLE psps_stripe MODIFY owner CHAR(36) CHARACTER SET ascii NULL;
+-- role: both
 -- the tables that hold ascii keys too wide for utf8mb4 indexes: their other text columns
 ALTER TABLE clients
     MODIFY agent VARCHAR(64) COLLATE utf8mb4_general_ci NOT NULL,
@@ -84,6 +97,7 @@ ALTER TABLE clients
     MODIFY counters TEXT COLLATE utf8mb4_general_ci NULL,
     MODIFY last_error TEXT COLLATE utf8mb4_general_ci NULL,
     DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+-- role: processing
 ALTER TABLE storage_volume
     MODIFY host VARCHAR(255) COLLATE utf8mb4_general_ci NOT NULL DEFAULT '',
     MODIFY root VARCHAR(1024) COLLATE utf8mb4_general_ci NOT NULL,

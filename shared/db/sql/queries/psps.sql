@@ -182,6 +182,15 @@ SET detections = %(detections)s, duplicates = %(duplicates)s, fits_path = %(fits
     loaded_to_datastore = %(loaded)s, loaded_to_datastore_at = IF(%(loaded)s = 'succeeded', NOW(6), NULL)
 WHERE batch_id = %(batch_id)s;
 
+-- name: psps_batch_loaded
+-- The fileset of a batch recorded before it is registered (a separate ippToPsps database).
+UPDATE psps_batch SET loaded_to_datastore = 'succeeded', loaded_to_datastore_at = NOW(6)
+WHERE batch_id = %(batch_id)s AND loaded_to_datastore = 'pending';
+
+-- name: psps_batch_get
+SELECT batch_id, name, config, type, item_id, fileset, processed, loaded_to_datastore
+FROM psps_batch WHERE batch_id = %(batch_id)s;
+
 -- name: psps_batches
 SELECT batch_id, name, config, type, item_id, detections, duplicates, fits_path, fileset, note,
        created_at, processed, loaded_to_datastore, loaded_to_odm, merge_worthy, merged, deleted_datastore,

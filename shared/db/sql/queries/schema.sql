@@ -5,6 +5,22 @@ SELECT schema_version FROM dbversion ORDER BY schema_version DESC LIMIT 1;
 SELECT COUNT(*) AS n FROM information_schema.tables
 WHERE table_schema = DATABASE() AND table_name = 'dbversion';
 
+-- name: dbrole_table_exists
+SELECT COUNT(*) AS n FROM information_schema.tables
+WHERE table_schema = DATABASE() AND table_name = 'dbrole';
+
+-- name: dbrole_create
+-- As migration 0020 makes it: a new database records its roles before its first migration.
+CREATE TABLE IF NOT EXISTS dbrole (
+  role VARCHAR(16) CHARACTER SET ascii NOT NULL PRIMARY KEY
+) ENGINE=InnoDB;
+
+-- name: dbroles
+SELECT role FROM dbrole ORDER BY role;
+
+-- name: dbrole_add
+INSERT IGNORE INTO dbrole (role) VALUES (%(role)s);
+
 -- name: record_migration
 INSERT INTO schema_migration (version, name) VALUES (%(version)s, %(name)s);
 
