@@ -3,7 +3,8 @@
 The story of one pass, per config (``--config NAME`` or ``all`` active ones): take the
 published batches PSPS has not finished with and that were not asked about recently
 (``--type`` and ``--stage`` narrow them: unloaded, unmergeworthy, unmerged), ask the ODM for
-each one's status (``odm_parallel`` at once), and record what it says: loaded_to_odm,
+each one's status (``odm_parallel`` at once), and record what it says, the pass's answers
+written together (check times in one statement, moves in transactions of 100): loaded_to_odm,
 merge_worthy and merged each move from pending to succeeded or failed once, with the time.
 A failed batch keeps the ODM's reason in its note and its item goes back to the queue for a
 new batch, until its attempts (``psps_max_attempts``) are used up; then the item stays failed
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -59,16 +61,21 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
         return 0
     ctx.begin_item(f"{cfg.name}: {len(batches)} batches")
     gate = asyncio.Semaphore(ctx.settings.odm_parallel)
-    # every check runs to its end before a database error (the first) is raised
-    outcomes = await asyncio.gather(
-        *(poll_batch(ctx, PolledBatch.from_row(b), gate) for b in batches), return_exceptions=True
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    results = [o for o in outcomes if not isinstance(o, BaseException)]
-    moved = sum(1 for m, _ in results if m)
-    errors = sum(1 for _, e in results if e)
+    answers: asyncio.Queue[Answer | None] = asyncio.Queue()
+    # answers are written while later checks are still being asked (a chunk at a time)
+    writer = asyncio.create_task(record_answers(ctx, answers), name="odm-record")
+    try:
+        checks = await asyncio.gather(
+            *(_check_into(ctx, PolledBatch.from_row(b), gate, answers) for b in batches)
+        )
+        await answers.put(None)
+        moved = await writer
+    finally:
+        if not writer.done():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+    errors = sum(1 for error in checks if error)
     if errors:
         ctx.item_failed(
             f"{errors} of {len(batches)} status checks failed (ODM down, slow or answering nonsense)"
@@ -78,8 +85,41 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     return moved
 
 
-async def poll_batch(ctx: AgentContext, batch: PolledBatch, gate: asyncio.Semaphore) -> tuple[bool, bool]:
-    """(moved on, ODM error) for one batch."""
+Answer = tuple[PolledBatch, "odm.OdmStatus | None"]
+
+
+async def _check_into(
+    ctx: AgentContext, batch: PolledBatch, gate: asyncio.Semaphore, answers: asyncio.Queue[Answer | None]
+) -> bool:
+    """Ask about one batch and queue the answer for the writer; True on an ODM error."""
+    batch, status, error = await poll_batch(ctx, batch, gate)
+    if not error:
+        await answers.put((batch, status))
+    return error
+
+
+async def record_answers(ctx: AgentContext, answers: asyncio.Queue[Answer | None]) -> int:
+    """Write the answers as they come, up to RECORD_CHUNK at once, until None; returns how
+    many batches moved on."""
+    moved, done = 0, False
+    while not done:
+        chunk: list[Answer] = []
+        item = await answers.get()
+        while item is not None:
+            chunk.append(item)
+            if len(chunk) >= RECORD_CHUNK or answers.empty():
+                break
+            item = answers.get_nowait()
+        done = item is None
+        if chunk:
+            moved += await record_all(ctx, chunk)
+    return moved
+
+
+async def poll_batch(
+    ctx: AgentContext, batch: PolledBatch, gate: asyncio.Semaphore
+) -> tuple[PolledBatch, odm.OdmStatus | None, bool]:
+    """(the batch, what the ODM said or None if it does not know it yet, ODM error)."""
     async with gate:
         try:
             status = await odm.batch_status(ctx.resources["http"], ctx.settings.odm_base_url(), batch.name)
@@ -90,14 +130,9 @@ async def poll_batch(ctx: AgentContext, batch: PolledBatch, gate: asyncio.Semaph
                 error=str(exc),
                 action="asked again on a later pass",
             )
-            return False, True
+            return batch, None, True
     ctx.count("status_checks")
-    if status is None:
-        status = unknown_too_long(ctx, batch)
-        if status is None:
-            await ctx.db.execute(Q.odm_checked, ids=(batch.batch_id,))
-            return False, False
-    return await record(ctx, batch, status), False
+    return batch, status or unknown_too_long(ctx, batch), False
 
 
 def unknown_too_long(ctx: AgentContext, batch: PolledBatch) -> odm.OdmStatus | None:
@@ -110,49 +145,72 @@ def unknown_too_long(ctx: AgentContext, batch: PolledBatch) -> odm.OdmStatus | N
     return None
 
 
-async def record(ctx: AgentContext, batch: PolledBatch, status: odm.OdmStatus) -> bool:
-    """Write what the ODM said (and requeue the item of a failed batch) in one transaction;
-    True if the batch moved on."""
+#: Batches whose new states are written in one transaction (a pass's checks are written
+#: together, not one commit per batch: the database, not the ODM, set the pace before).
+RECORD_CHUNK = 100
+
+
+async def record_all(ctx: AgentContext, answered: list[Answer]) -> int:
+    """Write what the ODM said of some batches: those that did not move only get their
+    check time (one statement), the others their new states (and a failed one's item
+    requeued) in transactions of RECORD_CHUNK; returns how many moved on."""
+    still = [b.batch_id for b, status in answered if status is None or not _moves(b, status)]
+    if still:
+        await ctx.db.execute(Q.odm_checked, ids=tuple(still))
+    moving = [(b, status) for b, status in answered if status is not None and _moves(b, status)]
+    for at in range(0, len(moving), RECORD_CHUNK):
+        chunk = moving[at : at + RECORD_CHUNK]
+
+        async def write(tx: Tx, chunk: list[tuple[PolledBatch, odm.OdmStatus]] = chunk) -> None:
+            for batch, status in chunk:
+                await _write_status(ctx, tx, batch, status)
+
+        await ctx.db.transaction(write, name="odm_record")
+        for batch, status in chunk:
+            _log_status(ctx, batch, status)
+    return len(moving)
+
+
+def _moves(batch: PolledBatch, status: odm.OdmStatus) -> bool:
     stages = status.stages()
-    if all(batch.stage(c) == stages[c] for c in stages):
-        await ctx.db.execute(Q.odm_checked, ids=(batch.batch_id,))
-        return False
+    return any(batch.stage(c) != stages[c] for c in stages)
+
+
+async def _write_status(ctx: AgentContext, tx: Tx, batch: PolledBatch, status: odm.OdmStatus) -> None:
+    """One batch's new states (and a failed one's item requeued)."""
+    stages = status.stages()
     failed = status.status == "failed"
     note = f"PSPS {status.stage}: {status.reason}" if failed else None
-
-    async def write(tx: Tx) -> None:
-        await tx.execute(
-            Q.odm_record,
-            batch_id=batch.batch_id,
-            status=status.status,
-            loaded=stages["loaded_to_odm"],
-            worthy=stages["merge_worthy"],
-            merged=stages["merged"],
-            done=int(failed or status.status == "merged"),
-            note=note,
-        )
-        if failed:
-            await tx.execute(
-                Q.psps_item_requeue,
-                config=batch.config,
-                type=batch.type,
-                item_id=batch.item_id,
-                batch_id=batch.batch_id,
-                max_attempts=ctx.settings.psps_max_attempts,
-                note=ctx.text.fit(
-                    "psps_item", "note", f"batch {batch.name} failed in PSPS: {note}", reserve=40
-                ),
-            )
-
-    await ctx.db.transaction(write, name="odm_record")
-    log = ctx.log.bind(batch=batch.name, config=batch.config, type=batch.type)
+    await tx.execute(
+        Q.odm_record,
+        batch_id=batch.batch_id,
+        status=status.status,
+        loaded=stages["loaded_to_odm"],
+        worthy=stages["merge_worthy"],
+        merged=stages["merged"],
+        done=int(failed or status.status == "merged"),
+        note=note,
+    )
     if failed:
+        await tx.execute(
+            Q.psps_item_requeue,
+            config=batch.config,
+            type=batch.type,
+            item_id=batch.item_id,
+            batch_id=batch.batch_id,
+            max_attempts=ctx.settings.psps_max_attempts,
+            note=ctx.text.fit("psps_item", "note", f"batch {batch.name} failed in PSPS: {note}", reserve=40),
+        )
+
+
+def _log_status(ctx: AgentContext, batch: PolledBatch, status: odm.OdmStatus) -> None:
+    log = ctx.log.bind(batch=batch.name, config=batch.config, type=batch.type)
+    if status.status == "failed":
         log.warning("batch_failed_in_psps", stage=status.stage, reason=status.reason)
         ctx.count("batches_failed")
     else:
         log.info("batch_status", status=status.status)
         ctx.count(f"batches_{status.status}")
-    return True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
