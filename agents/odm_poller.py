@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from shared.core.cli import positive_hours
 from shared.db.database import Tx
@@ -162,8 +164,7 @@ async def record_all(ctx: AgentContext, answered: list[Answer]) -> int:
         chunk = moving[at : at + RECORD_CHUNK]
 
         async def write(tx: Tx, chunk: list[tuple[PolledBatch, odm.OdmStatus]] = chunk) -> None:
-            for batch, status in chunk:
-                await _write_status(ctx, tx, batch, status)
+            await _write_statuses(ctx, tx, chunk)
 
         await ctx.db.transaction(write, name="odm_record")
         for batch, status in chunk:
@@ -176,31 +177,51 @@ def _moves(batch: PolledBatch, status: odm.OdmStatus) -> bool:
     return any(batch.stage(c) != stages[c] for c in stages)
 
 
-async def _write_status(ctx: AgentContext, tx: Tx, batch: PolledBatch, status: odm.OdmStatus) -> None:
-    """One batch's new states (and a failed one's item requeued)."""
+async def _write_statuses(
+    ctx: AgentContext, tx: Tx, answers: list[tuple[PolledBatch, odm.OdmStatus]]
+) -> None:
+    """The batches' new states, one statement per distinct answer, and the items of failed
+    ones requeued."""
+    same: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for batch, status in answers:
+        same[_record_params(status)].append(batch.batch_id)
+    for key, ids in same.items():
+        await tx.execute(Q.odm_record, ids=tuple(ids), **dict(zip(RECORD_KEYS, key, strict=True)))
+    for batch, status in answers:
+        if status.status == "failed":
+            await tx.execute(
+                Q.psps_item_requeue,
+                config=batch.config,
+                type=batch.type,
+                item_id=batch.item_id,
+                batch_id=batch.batch_id,
+                max_attempts=ctx.settings.psps_max_attempts,
+                note=ctx.text.fit(
+                    "psps_item", "note", f"batch {batch.name} failed in PSPS: {_note(status)}", reserve=40
+                ),
+            )
+
+
+RECORD_KEYS = ("status", "loaded", "worthy", "merged", "done", "note")
+
+
+def _record_params(status: odm.OdmStatus) -> tuple[Any, ...]:
+    """odm_record's parameters for an answer, in RECORD_KEYS order."""
     stages = status.stages()
     failed = status.status == "failed"
-    note = f"PSPS {status.stage}: {status.reason}" if failed else None
-    await tx.execute(
-        Q.odm_record,
-        batch_id=batch.batch_id,
-        status=status.status,
-        loaded=stages["loaded_to_odm"],
-        worthy=stages["merge_worthy"],
-        merged=stages["merged"],
-        done=int(failed or status.status == "merged"),
-        note=note,
+    done = int(failed or status.status == "merged")
+    return (
+        status.status,
+        stages["loaded_to_odm"],
+        stages["merge_worthy"],
+        stages["merged"],
+        done,
+        _note(status),
     )
-    if failed:
-        await tx.execute(
-            Q.psps_item_requeue,
-            config=batch.config,
-            type=batch.type,
-            item_id=batch.item_id,
-            batch_id=batch.batch_id,
-            max_attempts=ctx.settings.psps_max_attempts,
-            note=ctx.text.fit("psps_item", "note", f"batch {batch.name} failed in PSPS: {note}", reserve=40),
-        )
+
+
+def _note(status: odm.OdmStatus) -> str | None:
+    return f"PSPS {status.stage}: {status.reason}" if status.status == "failed" else None
 
 
 def _log_status(ctx: AgentContext, batch: PolledBatch, status: odm.OdmStatus) -> None:

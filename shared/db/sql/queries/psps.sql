@@ -242,7 +242,8 @@ UPDATE psps_batch SET odm_checked_at = NOW(6) WHERE batch_id IN %(ids)s;
 
 -- name: odm_record
 -- What the ODM said: each stage moves from pending once (its time is set then); a failed
--- stage keeps the reason in the note; merged or failed ends the polling.
+-- stage keeps the reason in the note; merged or failed ends the polling. Every batch in ids
+-- got the same answer (a pass writes one statement per distinct answer).
 UPDATE psps_batch
 SET loaded_to_odm_at = IF(loaded_to_odm = 'pending' AND %(loaded)s <> 'pending', NOW(6),
                           loaded_to_odm_at),
@@ -254,7 +255,7 @@ SET loaded_to_odm_at = IF(loaded_to_odm = 'pending' AND %(loaded)s <> 'pending',
     merged = IF(merged = 'pending', %(merged)s, merged),
     odm_status = %(status)s, odm_checked_at = NOW(6), odm_done = %(done)s,
     note = COALESCE(%(note)s, note)
-WHERE batch_id = %(batch_id)s AND odm_done = 0;
+WHERE batch_id IN %(ids)s AND odm_done = 0;
 
 -- name: psps_item_requeue
 -- The item of a batch PSPS failed goes back to the queue, unless its attempts are used up.
