@@ -542,6 +542,7 @@ TABLE = Query(
     "WHERE table_schema = DATABASE() AND table_name = %(name)s",
     "test",
 )
+FLAGS = Query("t_flags", "SELECT COUNT(*) FROM agent_control WHERE agent = 'loader'", "test")
 LOADER_CLIENTS = Query("t_lc", "SELECT COUNT(*) FROM clients WHERE agent = 'loader'", "test")
 FILESETS = Query(
     "t_fs",
@@ -614,6 +615,15 @@ async def test_the_loading_side_keeps_its_tables_in_the_ipptopsps_database(separ
         assert [r["fileset_name"] for r in await proc_db.fetch_all(FILESETS)] == [r["name"] for r in rows]
         assert await i2p.fetch_val(LOADER_CLIENTS) == 1
         assert await proc_db.fetch_val(LOADER_CLIENTS) == 0
+        # operators see and hold the loading side's clients with the same commands
+        listed = ippctl(site, "clients", "list", "--json", **on)
+        assert listed.returncode == 0, listed.stderr
+        assert "loader" in {c["agent"] for c in json.loads(listed.stdout)["clients"]}
+        held = ippctl(site, "clients", "pause", "--agent", "loader", **on)
+        assert held.returncode == 0, held.stderr
+        assert await i2p.fetch_val(FLAGS) == 1 and await proc_db.fetch_val(FLAGS) == 1
+        assert ippctl(site, "clients", "resume", "--agent", "loader", **on).returncode == 0
+        assert await i2p.fetch_val(FLAGS) == 0
         # a loader that died after registering a fileset and before recording it: the next
         # attempt adopts that fileset instead of building the batch again under a new number
         await i2p.execute(UNLOAD, name="B00000004")

@@ -39,7 +39,6 @@ from shared.console.pages import (
 from shared.core.settings import Settings
 from shared.db.columns import TextLimits
 from shared.db.database import Database
-from shared.db.queries import Q
 from shared.db.roles import Databases
 from shared.runtime import control
 from shared.runtime.httpserver import security_headers
@@ -117,10 +116,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def _clients_context(request: web.Request, session: Session) -> dict[str, Any]:
-    db = request.app[DB]
+    clients, flags = await control.clients_and_flags(request.app[DBS].homes())
     return {
-        "clients": await db.fetch_all(Q.list_clients, all=False),
-        "flags": await db.fetch_all(Q.list_standing_flags),
+        "clients": clients,
+        "flags": flags,
         "csrf": session.csrf,
         "can_control": may(session.role, "operator"),
     }
@@ -169,7 +168,7 @@ async def client_command(request: web.Request) -> web.StreamResponse:
     client_id, command = request.match_info["client_id"], request.match_info["command"]
     params = {"client_id": client_id, "command": command}
     session = await writer(request, "operator", f"client_{command}", params)
-    work = control.command_client(request.app[DB], client_id, command)
+    work = control.command_client_anywhere(request.app[DBS].homes(), client_id, command)
     return await do(request, session, f"client_{command}", params, work, overview_page)
 
 
@@ -183,7 +182,9 @@ async def standing_flag(request: web.Request) -> web.StreamResponse:
     # A flag on every agent of every host and config stops or pauses the whole site: an admin's.
     site_wide = not (scope.agent or scope.host or scope.config)
     session = await writer(request, "admin" if site_wide else "operator", f"flag_{command}", params)
-    work = control.command_scope(request.app[DB], scope, command, f"{session.user}@console")
+    work = control.command_scope_everywhere(
+        request.app[DBS].homes(), scope, command, f"{session.user}@console"
+    )
     return await do(request, session, f"flag_{command}", params, work, overview_page)
 
 

@@ -15,7 +15,6 @@ from shared.core.errors import IppError
 from shared.core.settings import Settings
 from shared.ctl.output import print_json, table
 from shared.db.database import Database
-from shared.db.queries import Q
 from shared.db.roles import opened
 from shared.db.schema import PROCESSING
 from shared.runtime import control
@@ -26,11 +25,8 @@ from shared.runtime import control
 async def clients_list(settings: Settings, args: argparse.Namespace) -> int:
     """Every client and standing flag, of the processing database and (when it is separate)
     the ippToPsps one, where the loading side's agents register."""
-    rows, flags = [], []
     async with _homes(settings) as homes:
-        for db in homes:
-            rows += await db.fetch_all(Q.list_clients, all=bool(args.all))
-            flags += await db.fetch_all(Q.list_standing_flags)
+        rows, flags = await control.clients_and_flags(homes, every=bool(args.all))
     if args.json:
         for row in rows:
             row["counters"] = json.loads(row["counters"]) if row["counters"] else {}
@@ -94,22 +90,12 @@ async def clients_command(settings: Settings, args: argparse.Namespace) -> int:
         raise IppError("say which clients: --id ID, or --agent NAME (or 'all') [--host] [--config]")
     async with _homes(settings) as homes:
         if args.id:
-            print(await _command_one(homes, args.id, command))
+            print(await control.command_client_anywhere(homes, args.id, command))
             return EXIT_OK
         scope = control.Scope("" if args.agent == "all" else args.agent, args.host or "", args.config or "")
-        for db in homes:  # a flag holds in every database agents register in
-            print(
-                await control.command_scope(db, scope, command, f"{getpass.getuser()}@{socket.gethostname()}")
-            )
+        set_by = f"{getpass.getuser()}@{socket.gethostname()}"
+        print(await control.command_scope_everywhere(homes, scope, command, set_by))
     return EXIT_OK
-
-
-async def _command_one(homes: list[Database], client_id: str, command: str) -> str:
-    """Command the client in whichever database it registered in."""
-    for db in homes:
-        if db is homes[-1] or await db.fetch_one(Q.get_client, client_id=client_id) is not None:
-            return await control.command_client(db, client_id, command)
-    raise AssertionError("no databases")
 
 
 @contextlib.asynccontextmanager

@@ -5,10 +5,11 @@ texts are the same. Each function does its writes and returns what to tell the o
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.core.errors import IppError
-from shared.db.database import Database
+from shared.db.database import Database, Row
 from shared.db.queries import Q
 
 COMMANDS = ("pause", "resume", "stop")
@@ -78,3 +79,28 @@ async def command_scope(db: Database, scope: Scope, command: str, set_by: str) -
     await db.execute(Q.set_standing_flag, command=command, set_by=set_by, **params)
     live = await db.execute(Q.command_matching_clients, command=command, **params)
     return f"{command}: standing flag set for {scope}; {live} live client(s) now told to {command}"
+
+
+async def command_client_anywhere(homes: Sequence[Database], client_id: str, command: str) -> str:
+    """:func:`command_client` in whichever of ``homes`` the client registered in (the
+    processing database, or the ippToPsps one for the loading side's agents)."""
+    for db in homes[:-1]:
+        if await db.fetch_one(Q.get_client, client_id=client_id) is not None:
+            return await command_client(db, client_id, command)
+    return await command_client(homes[-1], client_id, command)
+
+
+async def command_scope_everywhere(homes: Sequence[Database], scope: Scope, command: str, set_by: str) -> str:
+    """:func:`command_scope` in every database agents register in: a flag holds for all."""
+    return "\n".join([await command_scope(db, scope, command, set_by) for db in homes])
+
+
+async def clients_and_flags(homes: Sequence[Database], *, every: bool = False) -> tuple[list[Row], list[Row]]:
+    """The clients (``every``: also those ended over 24 h ago) and standing flags of every
+    database agents register in."""
+    clients: list[Row] = []
+    flags: list[Row] = []
+    for db in homes:
+        clients += await db.fetch_all(Q.list_clients, all=every)
+        flags += await db.fetch_all(Q.list_standing_flags)
+    return clients, flags
