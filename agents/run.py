@@ -81,6 +81,11 @@ async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) ->
                 return fail(PROG, str(exc))
             if dbs is None:
                 return _stopped_in_startup(log, "connecting to the database")
+            try:
+                await _config_exists(spec, dbs, args.config)
+            except IppError as exc:
+                log.error("startup_failed", error=str(exc))
+                return fail(PROG, str(exc))
             identity = ClientIdentity.fresh(spec.name, args.config)
             home = dbs.home(spec.database)
             runner = AgentRunner(
@@ -98,6 +103,14 @@ async def _run(spec: AgentSpec, settings: Settings, args: argparse.Namespace) ->
             if runner.startup_error is not None:
                 return fail(PROG, runner.startup_error, code)
             return code
+
+
+async def _config_exists(spec: AgentSpec, dbs: Databases, config: str) -> None:
+    """A per-config agent given a config that does not exist says so before it registers."""
+    if spec.per_config and config != "all":
+        from shared.psps import configs  # only the per-config agents need it
+
+        await configs.load(dbs.ipptopsps, config)
 
 
 async def _unless_asked(connecting: Awaitable[Databases], asked: asyncio.Event) -> Databases | None:

@@ -116,6 +116,22 @@ def test_an_unknown_agent_is_refused_listing_the_known_ones(test_dsn):
     )
 
 
+@pytest.mark.parametrize("agent", ["loader", "odm_poller", "batch_cleaner", "metrics"])
+def test_a_per_config_agent_given_an_unknown_config_says_so_before_registering(agent, test_dsn, tmp_path):
+    """Seed 003: a program's config argument is "the name of a particular config currently in
+    the config table"; one that is not there is a start-up error, not a crash."""
+    result = run(
+        [agent, "--config", "nosuch", "--once"],
+        test_dsn,
+        prog="ipp-agent",
+        IPP_VAR_DIR=str(tmp_path),
+        IPP_LOG_DIR="",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "ipp-agent: error: no loading config 'nosuch'" in result.stderr
+    assert '"agent_crashed"' not in result.stdout
+
+
 async def test_storage_commands_round_trip_a_file(db, test_dsn, tmp_path):
     root = tmp_path / "vol"
     assert run(["storage", "volume", "add", "v1", str(root)], test_dsn).returncode == 0
