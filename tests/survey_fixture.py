@@ -130,7 +130,8 @@ async def copy_survey(
         await cur.execute(
             "SELECT s.table_name FROM information_schema.tables s JOIN information_schema.tables t "
             "ON t.table_name = s.table_name AND t.table_schema = %s "
-            "WHERE s.table_schema = %s AND s.table_type = 'BASE TABLE' AND s.table_name <> 'dbrole'",
+            "WHERE s.table_schema = %s AND s.table_type = 'BASE TABLE' AND s.table_name <> 'dbrole'"
+            " AND s.table_name <> 'run_state_count'",  # the run tables' triggers count the copies
             (dsn.database, source),
         )
         tables = [name for (name,) in await cur.fetchall()]

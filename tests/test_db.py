@@ -22,7 +22,7 @@ from shared.core.settings import Settings, parse_dsn
 from shared.db.database import Database, Tx
 from shared.db.localdb import LocalMariaDB
 from shared.db.queries import Q, Query
-from shared.db.schema import create_database, upgrade
+from shared.db.schema import apply_statements, create_database, drop_database, migrations, upgrade
 from sim import workload
 from sim.workload import W
 from tests.helpers import ROOT, AgentProcess, eventually
@@ -218,3 +218,73 @@ def test_every_query_the_code_names_is_in_the_query_files():
                 used.setdefault(name, str(path.relative_to(ROOT)))
     unknown = {name: where for name, where in used.items() if name not in known}
     assert len(used) > 100 and unknown == {}, unknown
+
+
+RUN_COUNTS = Query(
+    "t_run_counts",
+    "SELECT stage, state, SUM(runs) AS n FROM run_state_count GROUP BY stage, state HAVING SUM(runs) <> 0",
+    "test",
+)
+CHIP_STATES = Query("t_chip_states", "SELECT state, COUNT(*) AS n FROM chipRun GROUP BY state", "test")
+STACK_STATES = Query("t_stack_states", "SELECT state, COUNT(*) AS n FROM stackRun GROUP BY state", "test")
+CHANGES = [
+    "INSERT INTO chipRun (chip_id, exp_id, state, label) VALUES "
+    "(9100001, 1, 'full', 't.count'), (9100002, 1, 'full', 't.count'), (9100003, 1, 'new', 't.count'), "
+    "(9100017, 1, 'goto_cleaned', 't.count')",
+    "INSERT INTO stackRun (stack_id, state, skycell_id, tess_id) VALUES (9100001, 'new', 's', 't')",
+    # a claim sets the owner only; the IPP's tools change many rows in one statement
+    "UPDATE chipRun SET owner = 'c' WHERE chip_id = 9100017",
+    "UPDATE chipRun SET state = 'goto_cleaned' WHERE label = 't.count' AND state = 'full'",
+    "UPDATE chipRun SET state = 'cleaned', owner = NULL WHERE chip_id IN (9100001, 9100017)",
+    "UPDATE chipRun SET chip_id = 9100018 WHERE chip_id = 9100003",
+    "UPDATE stackRun SET state = 'full' WHERE stack_id = 9100001",
+    "DELETE FROM chipRun WHERE chip_id = 9100002",
+]
+
+
+async def _counts_match_the_tables(db: Database) -> dict[str, dict[str, int]]:
+    kept: dict[str, dict[str, int]] = {}
+    for r in await db.fetch_all(RUN_COUNTS):
+        kept.setdefault(r["stage"], {})[r["state"]] = int(r["n"])
+    for stage, query in (("chip", CHIP_STATES), ("stack", STACK_STATES)):
+        assert kept.get(stage, {}) == {r["state"]: int(r["n"]) for r in await db.fetch_all(query)}, stage
+    return kept
+
+
+async def test_run_state_counts_follow_every_insert_update_and_delete_of_runs(db):
+    """The console and the metrics agent read runs per stage and state from run_state_count
+    (migration 0021), not from a GROUP BY over a million runs: its triggers must follow every
+    change, however it is made."""
+    before = await _counts_match_the_tables(db)
+    for statement in CHANGES:
+        await db.execute(Query("t_change", statement, "test"))
+    after = await _counts_match_the_tables(db)
+    assert after["chip"].get("cleaned", 0) - before.get("chip", {}).get("cleaned", 0) == 2
+    assert after["stack"].get("full", 0) - before.get("stack", {}).get("full", 0) == 1
+    await db.execute(Query("t_undo", "DELETE FROM chipRun WHERE chip_id > 9100000", "test"))
+    await db.execute(Query("t_undo", "DELETE FROM stackRun WHERE stack_id > 9100000", "test"))
+    assert await _counts_match_the_tables(db) == {s: c for s, c in before.items() if c}
+
+
+async def test_the_count_migration_counts_the_runs_a_database_already_holds(settings, test_dsn):
+    dsn = parse_dsn(test_dsn).with_database(parse_dsn(test_dsn).database + "_counts")
+    await drop_database(settings, dsn)
+    await create_database(settings, dsn)
+    other = await Database.connect(settings, dsn, pool_size=2)
+    try:
+        await upgrade(other)
+        undo = ["DROP TABLE run_state_count"] + [
+            f"DROP TRIGGER {table}_{verb}"
+            for table in ("chipRun", "camRun", "warpRun", "diffRun", "stackRun")
+            for verb in ("counted", "recounted", "uncounted")
+        ]
+        await apply_statements(other, undo, name="t_before_0021")
+        for statement in CHANGES[:2]:
+            await other.execute(Query("t_change", statement, "test"))
+        counts = next(m for m in migrations() if m.name == "run_state_counts")
+        await apply_statements(other, counts.statements(), name="t_0021")
+        kept = await _counts_match_the_tables(other)
+        assert kept == {"chip": {"full": 2, "new": 1, "goto_cleaned": 1}, "stack": {"new": 1}}
+    finally:
+        await other.close()
+        await drop_database(settings, dsn)

@@ -14,7 +14,7 @@ from typing import Any
 from shared.db.database import Database, Row
 from shared.db.queries import Q
 from shared.db.roles import Databases
-from shared.processing.stages import STAGES, stage_query
+from shared.processing.stages import STAGES
 
 #: The batch life cycle, in order (REFERENCE 11).
 BATCH_STAGES = (
@@ -277,10 +277,10 @@ async def lifecycle(dbs: Databases) -> Lifecycle:
     """Runs, filesets and imports (the processing database), the agents' totals (every
     database agents register in) and the queued items (the ippToPsps database)."""
     reads = dbs.reads
-    runs: dict[str, dict[str, int]] = {}
-    for stage in RUN_STAGES:
-        rows = await reads.fetch_all(stage_query("metrics_runs", stage))
-        runs[stage] = {str(r["state"]): int(r["n"]) for r in rows}
+    runs: dict[str, dict[str, int]] = {stage: {} for stage in RUN_STAGES}
+    for r in await reads.fetch_all(Q.metrics_runs):
+        if r["stage"] in runs:
+            runs[str(r["stage"])][str(r["state"])] = int(r["n"])
     filesets = {f"{r['product']}": int(r["n"]) for r in await reads.fetch_all(Q.metrics_filesets)}
     imported = {str(r["state"]): int(r["n"]) for r in await reads.fetch_all(Q.metrics_imported)}
     counters: dict[str, int] = defaultdict(int)

@@ -138,7 +138,6 @@ QUERY_FAMILIES: dict[str, tuple[str, ...]] = {
     "update_release": LIFECYCLE_STAGES,
     "update_components_full": COMPONENT_STAGES,
     "dist_candidates": LIFECYCLE_STAGES,
-    "metrics_runs": LIFECYCLE_STAGES,
     "demo_runs": LIFECYCLE_STAGES,
     "demo_run_state": LIFECYCLE_STAGES,
 }

@@ -33,20 +33,9 @@ WHERE config = %(config)s AND state = 'new';
 -- name: metrics_items_by_state
 SELECT config, type, state, COUNT(*) AS n FROM psps_item GROUP BY config, type, state;
 
--- name: metrics_runs_chip
-SELECT state, COUNT(*) AS n FROM chipRun GROUP BY state;
-
--- name: metrics_runs_camera
-SELECT state, COUNT(*) AS n FROM camRun GROUP BY state;
-
--- name: metrics_runs_warp
-SELECT state, COUNT(*) AS n FROM warpRun GROUP BY state;
-
--- name: metrics_runs_stack
-SELECT state, COUNT(*) AS n FROM stackRun GROUP BY state;
-
--- name: metrics_runs_diff
-SELECT state, COUNT(*) AS n FROM diffRun GROUP BY state;
+-- name: metrics_runs
+-- Runs by stage and state, from the counts the run tables' triggers keep (migration 0021).
+SELECT stage, state, SUM(runs) AS n FROM run_state_count GROUP BY stage, state HAVING SUM(runs) <> 0;
 
 -- name: metrics_filesets
 SELECT p.prod_name AS product, p.type, COUNT(f.fileset_id) AS n
