@@ -66,13 +66,13 @@ async def run_once(ctx: AgentContext) -> int:
         )
     handled = 0
     for stage_name in ORDER:
-        seen: list[int] = []
+        after = 0  # runs are claimed in id order, each once a pass: the next after the last
         while ctx.keep_going():
-            rows = await ctx.claimer.claim(UPDATE_SPECS[stage_name], limit=1, seen=tuple(seen) or (-1,))
+            rows = await ctx.claimer.claim(UPDATE_SPECS[stage_name], limit=1, after=after)
             if not rows:
                 break
             run = ClaimedRun.from_row(rows[0])
-            seen.append(run.id)
+            after = run.id
             handled += await update_run(ctx, stage_name, run)
     return handled
 

@@ -2,9 +2,11 @@
 -- state changes at the end (REFERENCE 1 and 3).
 
 -- name: update_claim_chip
+-- The next run in update after the last one the pass took, over the (state, id) index
+-- (migration 0022): a seek, however many runs the table holds.
 SELECT r.chip_id AS id, r.state, r.label, r.workdir, r.magicked AS magicked, r.note
-FROM chipRun r
-WHERE r.state = 'update' AND r.owner IS NULL AND r.chip_id NOT IN %(seen)s
+FROM chipRun r FORCE INDEX (chipRun_state)
+WHERE r.state = 'update' AND r.owner IS NULL AND r.chip_id > %(after)s
   AND NOT EXISTS (SELECT 1 FROM update_wait w
                   WHERE w.stage = 'chip' AND w.stage_id = r.chip_id
                     AND (w.failed = 1 OR w.not_before > NOW(6)))
@@ -29,8 +31,8 @@ WHERE chip_id = %(id)s AND class_id IN %(components)s;
 
 -- name: update_claim_camera
 SELECT r.cam_id AS id, r.state, r.label, r.workdir, r.magicked AS magicked, r.note
-FROM camRun r
-WHERE r.state = 'update' AND r.owner IS NULL AND r.cam_id NOT IN %(seen)s
+FROM camRun r FORCE INDEX (camRun_state)
+WHERE r.state = 'update' AND r.owner IS NULL AND r.cam_id > %(after)s
   AND NOT EXISTS (SELECT 1 FROM update_wait w
                   WHERE w.stage = 'camera' AND w.stage_id = r.cam_id
                     AND (w.failed = 1 OR w.not_before > NOW(6)))
@@ -50,8 +52,8 @@ WHERE cam_id = %(id)s AND owner = %(owner)s;
 
 -- name: update_claim_warp
 SELECT r.warp_id AS id, r.state, r.label, r.workdir, r.magicked AS magicked, r.note
-FROM warpRun r
-WHERE r.state = 'update' AND r.owner IS NULL AND r.warp_id NOT IN %(seen)s
+FROM warpRun r FORCE INDEX (warpRun_state)
+WHERE r.state = 'update' AND r.owner IS NULL AND r.warp_id > %(after)s
   AND NOT EXISTS (SELECT 1 FROM update_wait w
                   WHERE w.stage = 'warp' AND w.stage_id = r.warp_id
                     AND (w.failed = 1 OR w.not_before > NOW(6)))
@@ -76,8 +78,8 @@ WHERE warp_id = %(id)s AND skycell_id IN %(components)s;
 
 -- name: update_claim_diff
 SELECT r.diff_id AS id, r.state, r.label, r.workdir, r.magicked AS magicked, r.note
-FROM diffRun r
-WHERE r.state = 'update' AND r.owner IS NULL AND r.diff_id NOT IN %(seen)s
+FROM diffRun r FORCE INDEX (diffRun_state)
+WHERE r.state = 'update' AND r.owner IS NULL AND r.diff_id > %(after)s
   AND NOT EXISTS (SELECT 1 FROM update_wait w
                   WHERE w.stage = 'diff' AND w.stage_id = r.diff_id
                     AND (w.failed = 1 OR w.not_before > NOW(6)))
@@ -102,8 +104,8 @@ WHERE diff_id = %(id)s AND skycell_id IN %(components)s;
 
 -- name: update_claim_stack
 SELECT r.stack_id AS id, r.state, r.label, r.workdir, 0 AS magicked, r.note
-FROM stackRun r
-WHERE r.state = 'update' AND r.owner IS NULL AND r.stack_id NOT IN %(seen)s
+FROM stackRun r FORCE INDEX (stackRun_state)
+WHERE r.state = 'update' AND r.owner IS NULL AND r.stack_id > %(after)s
   AND NOT EXISTS (SELECT 1 FROM update_wait w
                   WHERE w.stage = 'stack' AND w.stage_id = r.stack_id
                     AND (w.failed = 1 OR w.not_before > NOW(6)))
