@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from shared.db.database import Database
+from shared.db.database import Database, Tx
 from shared.db.queries import Q
 from shared.db.roles import Databases
 from shared.formats.dvo import DvoDatabase, DvoError
@@ -54,6 +54,35 @@ async def _candidates(db: Database, cfg: LoadingConfig, kind: str) -> list[tuple
     return []
 
 
+#: Items added per multi-row INSERT (a survey of 10^5 exposures is 100 statements, not 10^5).
+ADD_CHUNK = 1000
+
+
+async def _add_items(
+    db: Database, cfg: LoadingConfig, name: str, kind: str, found: list[tuple[int, float, float]]
+) -> int:
+    """Queue candidates not queued yet (INSERT IGNORE); returns how many were new."""
+    rows = []
+    for item_id, ra, dec in found:
+        stripe, box_no = _place(cfg, ra, dec)
+        rows.append(
+            {
+                "config": name,
+                "type": kind,
+                "item_id": item_id,
+                "stripe": stripe,
+                "box": box_no,
+                "ra": ra,
+                "decl": dec,
+            }
+        )
+
+    async def insert(tx: Tx) -> int:
+        return await tx.execute_many(Q.psps_item_add, rows)
+
+    return await db.transaction(insert, name="psps_items_add")
+
+
 async def queue(dbs: Databases, name: str, max_attempts: int) -> Counter[str]:
     """Queue the config's stripes and items; returns how many items were added per type."""
     db = dbs.ipptopsps
@@ -70,18 +99,9 @@ async def queue(dbs: Databases, name: str, max_attempts: int) -> Counter[str]:
         )
     added: Counter[str] = Counter()
     for kind in str(cfg.batch_types).split(","):
-        for item_id, ra, dec in await _candidates(dbs.reads, cfg, kind):
-            stripe, box_no = _place(cfg, ra, dec)
-            added[kind] += await db.execute(
-                Q.psps_item_add,
-                config=name,
-                type=kind,
-                item_id=item_id,
-                stripe=stripe,
-                box=box_no,
-                ra=ra,
-                decl=dec,
-            )
+        found = await _candidates(dbs.reads, cfg, kind)
+        for start in range(0, len(found), ADD_CHUNK):
+            added[kind] += await _add_items(db, cfg, name, kind, found[start : start + ADD_CHUNK])
     added["retried"] += await db.execute(Q.psps_items_retry, config=name, max_attempts=max_attempts)
     added["reloaded"] += await db.execute(Q.psps_items_reload, config=name, epoch=cfg.epoch)
     return added
