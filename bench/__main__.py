@@ -1,11 +1,13 @@
-"""``python -m bench [--quick]``: run every benchmark, write bench/results/summary.md."""
+"""``python -m bench [--quick]``: run every benchmark, write bench/results/summary.md (and
+the scale curve, bench/results/scale.md and scale.png; ``python -m bench.scale --large`` adds
+10^7 component rows)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from bench import claims, cleanup, dist, dvo_dense, idle, psps, survey, tracking, update
+from bench import claims, cleanup, dist, dvo_dense, idle, psps, scale, survey, tracking, update
 from bench.common import Figure, write_results
 
 
@@ -28,6 +30,7 @@ async def run_all(quick: bool) -> list[Figure]:
             chips=8 if quick else 60, size=256 if quick else 1024, stars_per_chip=300 if quick else 4400
         )
     )
+    figures += await scale.measure(scale.SIZES[:2] if quick else scale.SIZES)
     return figures
 
 

@@ -2,7 +2,9 @@
 
 - Bundle building: the dist_server's bundle step (``shared.distribution.bundles.build`` per component,
   ``dist_parallel`` at once, ISA-L gzip) against ``tar czf`` of the same component files,
-  one component after another, as throughput of input bytes.
+  one component after another, as throughput of input bytes; and against ISA-L alone
+  compressing the same bytes from memory on the machine's cores (at most 2), the bound
+  a bundle builder can approach.
 - Import: ``ipp-agent dist_client --once`` importing the fileset from a running dist_server
   (download, verify, unpack, store, import rows) against ``curl`` + ``md5sum`` + ``tar xzf``
   of the same fileset from the same server, as seconds for the whole fileset.
@@ -13,6 +15,7 @@ The survey is one exposure of 8 chips at 1024x1024 (about 20 MB of files per chi
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import statistics
 import subprocess
@@ -20,7 +23,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from isal import isal_zlib
 
 from bench.common import Figure, agent_env, bench_database, run_agent_once, working_seconds
 from shared.core.settings import Settings
@@ -70,36 +76,69 @@ async def _ours(groups: dict[str, list[Path]], out: Path, parallel: int, level: 
     return time.perf_counter() - started
 
 
-async def bundle_figure(settings: Settings, db: Database, chip_id: int, tmp: Path, rounds: int = 3) -> Figure:
+def _isal_alone(groups: dict[str, list[Path]], parallel: int, level: int) -> float:
+    """Seconds for ISA-L alone to gzip each component's bytes, ``parallel`` components at
+    once, the bytes already in memory and nothing written: what building a bundle would cost
+    if tar framing, reading, hashing and writing were free (issue 30's anchor)."""
+    data = {name: b"".join(p.read_bytes() for p in paths) for name, paths in groups.items()}
+
+    def one(blob: bytes) -> int:
+        return len(isal_zlib.compress(blob, level, wbits=31))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, data.values()))
+    return time.perf_counter() - started
+
+
+async def bundle_figure(
+    settings: Settings, db: Database, chip_id: int, tmp: Path, rounds: int = 3
+) -> list[Figure]:
     groups = await _components(db, chip_id)
     total = sum(p.stat().st_size for paths in groups.values() for p in paths)
-    ours, anchor = [], []
+    ours, anchor, alone = [], [], []
+    cores = min(2, os.cpu_count() or 1)
     for n in range(rounds):
         a, b = tmp / f"tar{n}", tmp / f"ours{n}"
         a.mkdir()
         b.mkdir()
         anchor.append(await asyncio.to_thread(_tar_czf, groups, a))
         ours.append(await _ours(groups, b, settings.dist_parallel, settings.dist_gzip_level))
+        alone.append(await asyncio.to_thread(_isal_alone, groups, cores, settings.dist_gzip_level))
     ours_rate, anchor_rate = total / statistics.median(ours) / 1e6, total / statistics.median(anchor) / 1e6
+    alone_rate = total / statistics.median(alone) / 1e6
     sizes = (
         sum(p.stat().st_size for p in (tmp / "ours0").iterdir()),
         sum(p.stat().st_size for p in (tmp / "tar0").iterdir()),
     )
-    return Figure(
-        "bundle building (chip components)",
+    against_isal = Figure(
+        "bundle building against ISA-L alone",
         ours_rate,
-        anchor_rate,
+        alone_rate,
         "MB/s",
-        "tar czf of the same files",
-        ">= 10x",
-        ours_rate >= 10 * anchor_rate,
-        note=(
-            f"{len(groups)} bundles from {total / 1e6:.0f} MB; ISA-L level "
-            f"{settings.dist_gzip_level}, {settings.dist_parallel} at once; "
-            f"bundles {sizes[0] / 1e6:.0f} MB vs tar czf {sizes[1] / 1e6:.0f} MB; "
-            f"medians of {rounds}"
-        ),
+        f"ISA-L level {settings.dist_gzip_level} alone, {cores} threads",
+        ">= 0.8x",
+        ours_rate >= 0.8 * alone_rate,
+        note=f"the same {total / 1e6:.0f} MB from memory, compressed and dropped; medians of {rounds}",
     )
+    return [
+        Figure(
+            "bundle building (chip components)",
+            ours_rate,
+            anchor_rate,
+            "MB/s",
+            "tar czf of the same files",
+            ">= 10x",
+            ours_rate >= 10 * anchor_rate,
+            note=(
+                f"{len(groups)} bundles from {total / 1e6:.0f} MB; ISA-L level "
+                f"{settings.dist_gzip_level}, {settings.dist_parallel} at once; "
+                f"bundles {sizes[0] / 1e6:.0f} MB vs tar czf {sizes[1] / 1e6:.0f} MB; "
+                f"medians of {rounds}"
+            ),
+        ),
+        against_isal,
+    ]
 
 
 def _anchor_import(base: str, names: list[str], out: Path) -> float:
@@ -207,4 +246,4 @@ async def measure(chips: int = 8, size: int = 1024, rounds: int = 3) -> list[Fig
             chip_id = summary.chip_runs[0]
             first = await bundle_figure(settings, db, chip_id, tmp, rounds)
             second = await import_figure(settings, db, chip_id, tmp, rounds)
-    return [first, second]
+    return [*first, second]
