@@ -60,11 +60,11 @@ test: lint tools
 tools:
 	@if ! command -v fitsverify >/dev/null || ! command -v stilts >/dev/null \
 	    || ! command -v pigz >/dev/null || ! command -v chromium >/dev/null \
-	    || ! command -v chromedriver >/dev/null; then \
+	    || ! command -v chromedriver >/dev/null || ! command -v igzip >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fitsverify stilts pigz chromium chromium-driver >/dev/null \
-	      || echo "could not install fitsverify/stilts/pigz/chromium: the tests that use them are skipped"; \
-	  else echo "fitsverify/stilts/pigz/chromium missing (apt-get install fitsverify stilts pigz chromium chromium-driver): their tests are skipped"; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fitsverify stilts pigz chromium chromium-driver isal >/dev/null \
+	      || echo "could not install fitsverify/stilts/pigz/chromium/isal: the tests and benchmarks that use them are skipped"; \
+	  else echo "fitsverify/stilts/pigz/chromium/igzip missing (apt-get install fitsverify stilts pigz chromium chromium-driver isal): their tests and benchmarks are skipped"; fi; \
 	fi
 
 test-soak: venv

@@ -2,9 +2,8 @@
 
 - Bundle building: the dist_server's bundle step (``shared.distribution.bundles.build`` per component,
   ``dist_parallel`` at once, ISA-L gzip) against ``tar czf`` of the same component files,
-  one component after another, as throughput of input bytes; and against ISA-L alone
-  compressing the same bytes from memory on the machine's cores (at most 2), the bound
-  a bundle builder can approach.
+  one component after another, as throughput of input bytes; and against ISA-L alone,
+  its ``igzip`` compressing the same files on the machine's cores (at most 2).
 - Import: ``ipp-agent dist_client --once`` importing the fileset from a running dist_server
   (download, verify, unpack, store, import rows) against ``curl`` + ``md5sum`` + ``tar xzf``
   of the same fileset from the same server, as seconds for the whole fileset.
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -76,10 +76,24 @@ async def _ours(groups: dict[str, list[Path]], out: Path, parallel: int, level: 
     return time.perf_counter() - started
 
 
-def _isal_alone(groups: dict[str, list[Path]], parallel: int, level: int) -> float:
-    """Seconds for ISA-L alone to gzip each component's bytes, ``parallel`` components at
+def _igzip(groups: dict[str, list[Path]], cores: int, level: int) -> float:
+    """Seconds for ISA-L's own igzip to compress each component's files to /dev/null,
+    ``cores`` components at once (one igzip each): ISA-L alone on the same bytes and cores."""
+
+    def one(paths: list[Path]) -> None:
+        with open(os.devnull, "wb") as sink:
+            subprocess.run(["igzip", f"-{level}", "-c", *map(str, paths)], check=True, stdout=sink)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        list(pool.map(one, groups.values()))
+    return time.perf_counter() - started
+
+
+def _isal_in_memory(groups: dict[str, list[Path]], parallel: int, level: int) -> float:
+    """Seconds for python-isal to gzip each component's bytes, ``parallel`` components at
     once, the bytes already in memory and nothing written: what building a bundle would cost
-    if tar framing, reading, hashing and writing were free (issue 30's anchor)."""
+    if tar framing, reading, hashing and writing were free (a note beside the anchor)."""
     data = {name: b"".join(p.read_bytes() for p in paths) for name, paths in groups.items()}
 
     def one(blob: bytes) -> int:
@@ -96,17 +110,21 @@ async def bundle_figure(
 ) -> list[Figure]:
     groups = await _components(db, chip_id)
     total = sum(p.stat().st_size for paths in groups.values() for p in paths)
-    ours, anchor, alone = [], [], []
+    ours, anchor, alone, in_memory = [], [], [], []
     cores = min(2, os.cpu_count() or 1)
+    igzip = shutil.which("igzip") is not None
     for n in range(rounds):
         a, b = tmp / f"tar{n}", tmp / f"ours{n}"
         a.mkdir()
         b.mkdir()
         anchor.append(await asyncio.to_thread(_tar_czf, groups, a))
         ours.append(await _ours(groups, b, settings.dist_parallel, settings.dist_gzip_level))
-        alone.append(await asyncio.to_thread(_isal_alone, groups, cores, settings.dist_gzip_level))
+        if igzip:
+            alone.append(await asyncio.to_thread(_igzip, groups, cores, settings.dist_gzip_level))
+        in_memory.append(await asyncio.to_thread(_isal_in_memory, groups, cores, settings.dist_gzip_level))
     ours_rate, anchor_rate = total / statistics.median(ours) / 1e6, total / statistics.median(anchor) / 1e6
-    alone_rate = total / statistics.median(alone) / 1e6
+    alone_rate = total / statistics.median(alone) / 1e6 if igzip else float("nan")
+    memory_rate = total / statistics.median(in_memory) / 1e6
     sizes = (
         sum(p.stat().st_size for p in (tmp / "ours0").iterdir()),
         sum(p.stat().st_size for p in (tmp / "tar0").iterdir()),
@@ -116,10 +134,15 @@ async def bundle_figure(
         ours_rate,
         alone_rate,
         "MB/s",
-        f"ISA-L level {settings.dist_gzip_level} alone, {cores} threads",
+        f"igzip -{settings.dist_gzip_level}, {cores} at once, same files",
         ">= 0.8x",
-        ours_rate >= 0.8 * alone_rate,
-        note=f"the same {total / 1e6:.0f} MB from memory, compressed and dropped; medians of {rounds}",
+        igzip and ours_rate >= 0.8 * alone_rate,
+        note=(
+            f"the same {total / 1e6:.0f} MB, a component per igzip, to /dev/null; python-isal "
+            f"on the bytes already in memory, {cores} at once: {memory_rate:.0f} MB/s; medians of {rounds}"
+            if igzip
+            else "not measured: igzip is not installed (make tools, or apt-get install isal)"
+        ),
     )
     return [
         Figure(
@@ -199,7 +222,7 @@ async def import_figure(settings: Settings, db: Database, chip_id: int, tmp: Pat
             async with bench_database(f"ipp_bench_mirror{n}") as (msettings, mdb):
                 mvar = tmp / f"mirror{n}"
                 await ensure_volumes(Storage(mdb), mvar, "mirror")
-                await mdb.execute(Q.rc_source_add, name="src", uri=base, product="bench-dist")
+                await mdb.execute(Q.rc_source_add, name="src", uri=base, product="bench-dist", token=None)
                 started = time.perf_counter()
                 events = await run_agent_once("dist_client", agent_env(msettings.effective_dsn(), mvar))
                 wall = time.perf_counter() - started

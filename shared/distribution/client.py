@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiofiles
@@ -178,7 +180,7 @@ async def download(
         return
     if have < f.bytes or f.bytes == 0:
         try:
-            await _fetch(http, url, f, part, have, lim, token)
+            size, md5 = await _fetch(http, url, f, part, have, lim, token)
         except FetchFailed:
             raise
         except TimeoutError:  # before OSError, of which it is a kind
@@ -195,7 +197,8 @@ async def download(
             raise FetchFailed(
                 f"GET {url}: {type(exc).__name__}: {exc} (partial file kept for resuming)"
             ) from None
-    size, md5 = await asyncio.to_thread(file_digest, part)
+    else:
+        size, md5 = await asyncio.to_thread(file_digest, part)
     if (size, md5) != (f.bytes, f.md5sum):
         await asyncio.to_thread(part.unlink)
         raise FetchFailed(
@@ -207,13 +210,16 @@ async def download(
 
 async def _fetch(
     http: aiohttp.ClientSession, url: str, f: RemoteFile, part: Path, have: int, lim: Limits, token: str
-) -> None:
-    """Append the rest of ``f`` to ``part`` (from ``have``), never past the listed size."""
+) -> tuple[int, str]:
+    """Append the rest of ``f`` to ``part`` (from ``have``), never past the listed size;
+    returns the whole file's (bytes, md5), hashed as the bytes arrive (a resumed download's
+    first part is read once for it), so the file is never read back to be verified."""
     headers = {"Range": f"bytes={have}-"} if have else {}
     async with _get(http, url, lim.download_deadline_s(f.bytes - have), headers, token) as resp:
         if resp.status not in (200, 206):
             raise FetchFailed(f"GET {url}: HTTP {resp.status}", resp.status)
         mode, written = ("ab", have) if resp.status == 206 else ("wb", 0)
+        md5 = await asyncio.to_thread(_md5_of, part) if mode == "ab" else hashlib.md5()
         async with aiofiles.open(part, mode) as out:
             async for chunk in resp.content.iter_chunked(_CHUNK):
                 written += len(chunk)
@@ -223,4 +229,15 @@ async def _fetch(
                     raise FetchFailed(
                         f"GET {url}: the server sent more than the {f.bytes} bytes the listing gives; refused"
                     )
+                md5.update(chunk)
                 await out.write(chunk)
+    return written, md5.hexdigest()
+
+
+def _md5_of(path: Path) -> Any:
+    """The running md5 of a partial file's bytes (to go on hashing what follows)."""
+    md5 = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            md5.update(chunk)
+    return md5
