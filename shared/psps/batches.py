@@ -10,6 +10,7 @@ primary keys, naming the table and column.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -125,14 +126,12 @@ _FITS_FORMAT = {"i8": "K", "i4": "J", "i2": "I", "u1": "B", "f8": "D", "f4": "E"
 BLOCK = 2880
 
 
-def _padded(data: bytes, fill: bytes) -> bytes:
-    return data + fill * (-len(data) % BLOCK)
-
-
-def _table_header(built: BuiltTable) -> bytes:
-    """The BINTABLE header astropy writes for these columns (TFORM, TUNIT, TNULL)."""
+@functools.lru_cache(maxsize=64)
+def _header_template(table: Table) -> fits.Header:
+    """The BINTABLE header astropy writes for the table's columns (TFORM, TUNIT, TNULL),
+    made once per table: only NAXIS2 differs from one batch to the next."""
     cols = []
-    for c in built.table.columns:
+    for c in table.columns:
         kind = c.dtype.str.lstrip("<>|=")
         form = f"{c.arraysize or 1}A" if c.datatype == "char" else _FITS_FORMAT[kind]
         extra: dict[str, Any] = {}
@@ -141,19 +140,37 @@ def _table_header(built: BuiltTable) -> bytes:
         if c.datatype != "char" and c.dtype.kind in "iu" and c.null is not None:
             extra["null"] = int(c.null)
         cols.append(fits.Column(name=c.name, format=form, array=np.zeros(0, dtype=c.dtype), **extra))
-    header = fits.BinTableHDU.from_columns(cols, name=built.table.name).header
+    return fits.BinTableHDU.from_columns(cols, name=table.name).header
+
+
+def _table_header(built: BuiltTable) -> bytes:
+    header = _header_template(built.table).copy()
     header["NAXIS2"] = len(built.rows)
     return str(header.tostring()).encode("ascii")
 
 
-def _write_fits(fh: Any, primary: fits.Header, tables: list[BuiltTable]) -> None:
+class _Hashing:
+    """Writes to a file, hashing and counting the bytes on the way (no second read)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.md5, self.size = fh, hashlib.md5(), 0
+
+    def write(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        self.md5.update(view)
+        self.size += len(view)
+        self.fh.write(view)
+
+
+def _write_fits(out: _Hashing, primary: fits.Header, tables: list[BuiltTable]) -> None:
     """The FITS file: astropy makes the headers; the rows go out as one big-endian array per
     table (the BINTABLE layout), which is far faster than astropy's column-wise writer."""
-    fh.write(primary.tostring().encode("ascii"))
+    out.write(primary.tostring().encode("ascii"))
     for b in tables:
-        fh.write(_table_header(b))
-        be = b.rows.astype(b.rows.dtype.newbyteorder(">"))
-        fh.write(_padded(be.tobytes(), b"\0"))
+        out.write(_table_header(b))
+        be = np.ascontiguousarray(b.rows.astype(b.rows.dtype.newbyteorder(">")))
+        out.write(be.view(np.uint8))
+        out.write(b"\0" * (-be.nbytes % BLOCK))
 
 
 @dataclass(frozen=True)
@@ -188,13 +205,11 @@ def write(directory: Path, name: str, batch_type: str, config: str, tables: list
     ):
         primary[key] = value
     with open(tmp, "wb") as fh:
-        _write_fits(fh, primary, tables)
-    md5, size = hashlib.md5(), 0
-    with open(tmp, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            md5.update(chunk)
-            size += len(chunk)
+        out = _Hashing(fh)
+        _write_fits(out, primary, tables)
+        fh.flush()
         os.fsync(fh.fileno())
+    md5, size = out.md5, out.size
     os.replace(tmp, fits_path)
     rows = {b.table.name: len(b.rows) for b in tables}
     manifest = {
