@@ -294,8 +294,7 @@ async def import_fileset(ctx: AgentContext, source: Row, name: str, *, retry: bo
     try:
         info = await _fetch_dbinfo(ctx, fs)
         with await _room(ctx, fs):
-            await _download(ctx, fs, [f for f in files if f.type == "tgz"])
-            items, digests = await _unpack(ctx, fs, info)
+            items, digests = await _download_and_unpack(ctx, fs, info)
             storage = Storage(ctx.db)
             fs.stored = await _store(storage, items, digests)
         result = await _import_rows(ctx, fs, info, retry)
@@ -398,22 +397,6 @@ async def _room(ctx: AgentContext, fs: Fileset) -> AbstractContextManager[None]:
     return room.promise(need)
 
 
-async def _download(ctx: AgentContext, fs: Fileset, files: list[RemoteFile]) -> None:
-    limit = asyncio.Semaphore(ctx.settings.dist_parallel)
-    limits = Limits.from_settings(ctx.settings)
-
-    async def fetch(f: RemoteFile) -> None:
-        async with limit:
-            await download(
-                ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name, limits, _token(fs.source)
-            )
-
-    results = await asyncio.gather(*(fetch(f) for f in files), return_exceptions=True)
-    for result in results:  # every download ran to its end; the first failure is the reason
-        if isinstance(result, BaseException):
-            raise result
-
-
 async def _import_rows(ctx: AgentContext, fs: Fileset, info: RunInfo, retry: bool) -> runio.ImportResult:
     """The run's rows and the fileset's record, in one transaction."""
 
@@ -511,11 +494,14 @@ def read_dbinfo(text: str, source: str, volume: str, prefix: str = "") -> RunInf
 # -- bundles and storage -------------------------------------------------------------------
 
 
-async def _unpack(
+async def _download_and_unpack(
     ctx: AgentContext, fs: Fileset, info: RunInfo
 ) -> tuple[list[tuple[str, Path]], dict[Path, tuple[int, str]]]:
-    """Extract the bundles (several at once), each into its own staging directory within
-    its limits; returns (storage key, file) per member and the (bytes, md5) of each file."""
+    """Download the bundles (dist_parallel at once, md5 checked) and extract each one as
+    soon as it is complete, into its own staging directory within its limits, while the
+    others still arrive; returns (storage key, file) per member and each file's (bytes,
+    md5). Every download runs to its end; a failed one is the reason given first (its
+    partial file is kept for resuming), then a bundle that would not unpack."""
     tgzs = [f for f in fs.files if f.type == "tgz"]
     owners = {}
     for f in tgzs:
@@ -523,10 +509,18 @@ async def _unpack(
         if owner is None:
             raise ImportFailed(f"bundle {f.name} belongs to no component of {info.stage} {info.run_id}")
         owners[f.name] = owner
-    limit = asyncio.Semaphore(ctx.settings.dist_parallel)
+    fetching, unpacking = (
+        asyncio.Semaphore(ctx.settings.dist_parallel),
+        asyncio.Semaphore(ctx.settings.dist_parallel),
+    )
+    limits = Limits.from_settings(ctx.settings)
     s = ctx.settings
 
     async def one(f: RemoteFile) -> dict[Path, tuple[int, str]]:
+        async with fetching:
+            await download(
+                ctx.resources["http"], f"{fs.url}/{f.name}", f, fs.staging / f.name, limits, _token(fs.source)
+            )
         into = fs.staging / "x" / f.name
         caps = bundles.UnpackLimits.for_bundle(
             f.bytes,
@@ -535,13 +529,17 @@ async def _unpack(
             max_members=s.dist_bundle_max_members,
             reserve_bytes=s.dist_staging_reserve_bytes,
         )
-        async with limit:
+        async with unpacking:
             await asyncio.to_thread(shutil.rmtree, into, True)
             return await asyncio.to_thread(bundles.extract, fs.staging / f.name, into, caps)
 
-    results = await asyncio.gather(*(one(f) for f in tgzs))
+    results = await asyncio.gather(*(one(f) for f in tgzs), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in sorted(failures, key=lambda e: not isinstance(e, FetchFailed)):
+        raise failure
     items, digests = [], {}
     for f, written in zip(tgzs, results, strict=True):
+        assert not isinstance(written, BaseException)
         directory, stem = owners[f.name]
         for path in written:
             if not path.name.startswith(stem):
