@@ -228,8 +228,9 @@ async def measure(items: int = 3000, rounds: int = 3, kill_items: int = 6000) ->
             anchor=med("one"),
             unit="claims/s",
             anchor_name=f"the same {CLAIMERS} claimers on one node",
-            target="reported; 0 done twice, 0 lost",
-            ok=all(r.done_twice == 0 and r.lost == 0 for r in results[name]),
+            target=">= 0.9x one node (issue 30), 0 done twice, 0 lost",
+            ok=med(name) >= 0.9 * med("one")
+            and all(r.done_twice == 0 and r.lost == 0 for r in results[name]),
             note=(
                 f"{items} rows x {rounds} rounds (median); conflicts per 1000 claims {cpk(name):.1f} "
                 f"(anchor {cpk('one'):.1f}); claims given up (every retry "

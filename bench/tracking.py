@@ -156,8 +156,8 @@ async def poller_rate(batches: int) -> Figure:
         count / bare,
         "checks/s",
         "bare aiohttp GETs, same ODM, same concurrency",
-        "report",
-        recorded == count,
+        ">= 0.8x, every status recorded",
+        recorded == count and count / ours >= 0.8 * count / bare,
         f"{count} batches, {settings.odm_parallel} in flight; the poller also writes "
         f"each status ({recorded} recorded); agent time includes start-up",
     )
