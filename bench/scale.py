@@ -286,7 +286,8 @@ async def measure_size(components: int) -> dict[str, float]:
             }
             got.update(await console_figures(db, settings))
             got.update(await loader_queue(dbs))
-            return {"components": float(total), **got}
+            pool_mb = float(await db.fetch_val(B.scale_buffer_pool_mb))
+            return {"components": float(total), "buffer_pool_mb": pool_mb, **got}
 
 
 async def _candidates(db: Database, limit: int) -> None:
@@ -344,7 +345,7 @@ def write_curve(curve: list[dict[str, float]]) -> Path:
     lines = [
         "# Cost against the size of the database (ms)",
         "",
-        f"Machine: {machine()}",
+        f"Machine: {machine()}; InnoDB buffer pool {curve[-1].get('buffer_pool_mb', 0):.0f} MB",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

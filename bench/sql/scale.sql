@@ -102,3 +102,6 @@ SELECT (SELECT COUNT(*) FROM chipProcessedImfile) + (SELECT COUNT(*) FROM camPro
 
 -- name: scale_pending_chip
 SELECT COUNT(*) AS n FROM chipRun WHERE state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed');
+
+-- name: scale_buffer_pool_mb
+SELECT @@innodb_buffer_pool_size / 1048576 AS mb;
