@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,7 +39,9 @@ PER_CONFIG = True
 #: Registers and keeps its tables in the ippToPsps database (shared.db.roles).
 DATABASE = IPPTOPSPS
 STAGES = ("unloaded", "unmergeworthy", "unmerged", "all")
-PER_PASS = 500
+#: Batches asked about in one pass of a config. A pass ends waiting for its slowest answer
+#: and its last writes: with 500 a survey of 3000 batches waited six times (bench/tracking.py).
+PER_PASS = 2000
 
 
 # -- the agent -----------------------------------------------------------------------------
@@ -62,6 +65,7 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
     if not batches:
         return 0
     ctx.begin_item(f"{cfg.name}: {len(batches)} batches")
+    started = time.monotonic()
     gate = asyncio.Semaphore(ctx.settings.odm_parallel)
     answers: asyncio.Queue[Answer | None] = asyncio.Queue()
     # answers are written while later checks are still being asked (a chunk at a time)
@@ -78,6 +82,14 @@ async def poll_config(ctx: AgentContext, cfg: LoadingConfig) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
     errors = sum(1 for error in checks if error)
+    ctx.log.info(
+        "odm_pass",
+        config=cfg.name,
+        checked=len(batches),
+        moved=moved,
+        errors=errors,
+        duration_s=round(time.monotonic() - started, 3),
+    )
     if errors:
         ctx.item_failed(
             f"{errors} of {len(batches)} status checks failed (ODM down, slow or answering nonsense)"

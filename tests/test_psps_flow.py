@@ -105,6 +105,9 @@ async def test_published_batches_are_merged_tracked_and_their_copies_deleted(sit
             for b in after
         )
         assert len(poller.events("batch_status")) + len(st.events("batch_status")) == len(published)
+        passes = poller.events("odm_pass")  # one summary per pass of the config
+        assert passes and {(p["config"], p["errors"]) for p in passes} == {("flow", 0)}
+        assert sum(p["moved"] for p in passes) == len(poller.events("batch_status"))
 
         cleaner = await side.run_once("batch_cleaner", "--config", "flow")
         after = await rows(sdb, BATCHES)
@@ -216,6 +219,9 @@ async def test_an_odm_that_is_down_changes_nothing_and_deletions_are_retried(sit
         assert {b["loaded_to_odm"] for b in await rows(sdb, BATCHES)} == {"pending"}
         unusable = poller.events("odm_answer_unusable")
         assert {e["batch"] for e in unusable} == {b["name"] for b in await rows(sdb, BATCHES)}
+        assert [(p["checked"], p["errors"], p["moved"]) for p in poller.events("odm_pass")] == [
+            (len(unusable), len(unusable), 0)
+        ]
         # a batch set merge_worthy by hand: its DXLayer copy cannot be deleted while the ODM is down
         await sdb.execute(
             Query("t_mw", "UPDATE psps_batch SET merge_worthy = 'succeeded' WHERE name = 'B00000002'", "test")
