@@ -535,8 +535,8 @@ async def _download_and_unpack(
 
     results = await asyncio.gather(*(one(f) for f in tgzs), return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
-    for failure in sorted(failures, key=lambda e: not isinstance(e, FetchFailed)):
-        raise failure
+    if failures:
+        raise next((e for e in failures if isinstance(e, FetchFailed)), failures[0])
     items, digests = [], {}
     for f, written in zip(tgzs, results, strict=True):
         assert not isinstance(written, BaseException)

@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from agents.metrics import snapshot
 from bench.common import RESULTS, Figure, bench_database, machine
 from shared.console import app as console_app
 from shared.console.auth import Sessions, add_user, console_key
@@ -126,6 +127,10 @@ MEASURES = (
 
 async def fill(db: Database, shape: Shape, volume_root: Path) -> float:
     """Fill the tables for ``shape``; returns the seconds it took (not a figure)."""
+    if await db.fetch_val(B.scale_sequence_engine) is None:
+        raise RuntimeError(
+            "bench.scale fills tables with MariaDB's SEQUENCE engine (seq_1_to_N); this server has none"
+        )
     started = time.perf_counter()
     e = shape.exposures
     states = {"runs": e, "newest": shape.pending // 2, "stride": shape.stride}
@@ -157,7 +162,7 @@ async def fill(db: Database, shape: Shape, volume_root: Path) -> float:
 
 def _files(root: Path, n: int) -> None:
     """The volume's files, as scale_instances names them (empty: the audit reads names)."""
-    for d in range(min(n, 1000)):
+    for d in range(1000):
         (root / "objects" / str(d)).mkdir(parents=True, exist_ok=True)
     for i in range(1, n + 1):
         (root / "objects" / str(i % 1000) / f"{i}.fits").touch()
@@ -296,8 +301,7 @@ async def _candidates(db: Database, limit: int) -> None:
 
 
 async def _metrics_pass(dbs: Databases) -> None:
-    from agents.metrics import snapshot  # the agent's own pass (bench sits above agents)
-
+    """The metrics agent's own pass over the database (sampling and recording)."""
     summary, taken, _ = await snapshot(dbs, "all")
     await metrics.record(dbs.ipptopsps, taken, summary.taken_at)
 
@@ -400,6 +404,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", help="component rows to fill, smallest first")
     args = parser.parse_args()
     sizes = tuple(args.sizes) if args.sizes else LARGE if args.large else SIZES
+    if len(sizes) < 2 or list(sizes) != sorted(set(sizes)) or sizes[0] < 1000:
+        parser.error(f"--sizes: at least two sizes of 1000 rows or more, smallest first (got {list(sizes)})")
     found = asyncio.run(measure(sizes))
     path = write_results(found, stem="scale_summary")
     print((RESULTS / "scale.md").read_text())

@@ -105,3 +105,6 @@ SELECT COUNT(*) AS n FROM chipRun WHERE state IN ('goto_cleaned', 'goto_purged',
 
 -- name: scale_buffer_pool_mb
 SELECT @@innodb_buffer_pool_size / 1048576 AS mb;
+
+-- name: scale_sequence_engine
+SELECT engine FROM information_schema.engines WHERE engine = 'SEQUENCE' AND support IN ('YES', 'DEFAULT');

@@ -97,7 +97,7 @@ def _component_dir(destdir: str, path: str) -> str:
     return posixpath.dirname(relative) or "."
 
 
-class _HashingWriter:
+class HashingWriter:
     """A write-only file object that hashes and counts what passes through."""
 
     def __init__(self, fh: IO[bytes]) -> None:
@@ -133,7 +133,7 @@ def build(target: Path, members: Iterable[Member], *, level: int = 1) -> Built:
     """Write ``target`` (a .tgz) from ``members``; fsynced; returns its size and md5."""
     count = 0
     with open(target, "wb") as raw:
-        hashing = _HashingWriter(raw)
+        hashing = HashingWriter(raw)
         with (
             igzip.IGzipFile(
                 fileobj=hashing,
@@ -160,13 +160,19 @@ def build(target: Path, members: Iterable[Member], *, level: int = 1) -> Built:
     return Built(target, hashing.size, hashing.md5.hexdigest(), count)
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """(bytes, md5) of a file, read in chunks."""
+def running_md5(path: Path) -> tuple[int, Any]:
+    """(bytes, md5 object) of a file, read in chunks: to go on hashing what is appended."""
     md5, size = hashlib.md5(), 0
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             md5.update(chunk)
             size += len(chunk)
+    return size, md5
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(bytes, md5) of a file, read in chunks."""
+    size, md5 = running_md5(path)
     return size, md5.hexdigest()
 
 

@@ -21,14 +21,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiofiles
 import aiohttp
 
 from shared.core.settings import Settings
-from shared.distribution.bundles import file_digest
+from shared.distribution.bundles import file_digest, running_md5
 from shared.distribution.datastore import DataStoreError, RemoteFile
 
 _CHUNK = 1 << 20
@@ -219,7 +218,7 @@ async def _fetch(
         if resp.status not in (200, 206):
             raise FetchFailed(f"GET {url}: HTTP {resp.status}", resp.status)
         mode, written = ("ab", have) if resp.status == 206 else ("wb", 0)
-        md5 = await asyncio.to_thread(_md5_of, part) if mode == "ab" else hashlib.md5()
+        md5 = (await asyncio.to_thread(running_md5, part))[1] if mode == "ab" else hashlib.md5()
         async with aiofiles.open(part, mode) as out:
             async for chunk in resp.content.iter_chunked(_CHUNK):
                 written += len(chunk)
@@ -232,12 +231,3 @@ async def _fetch(
                 md5.update(chunk)
                 await out.write(chunk)
     return written, md5.hexdigest()
-
-
-def _md5_of(path: Path) -> Any:
-    """The running md5 of a partial file's bytes (to go on hashing what follows)."""
-    md5 = hashlib.md5()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            md5.update(chunk)
-    return md5

@@ -11,7 +11,6 @@ primary keys, naming the table and column.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from shared.core.errors import IppError
+from shared.distribution.bundles import HashingWriter
 from shared.psps.schema import Table, batch_tables
 
 Array = np.ndarray[Any, Any]
@@ -149,20 +149,7 @@ def _table_header(built: BuiltTable) -> bytes:
     return str(header.tostring()).encode("ascii")
 
 
-class _Hashing:
-    """Writes to a file, hashing and counting the bytes on the way (no second read)."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh, self.md5, self.size = fh, hashlib.md5(), 0
-
-    def write(self, data: Any) -> None:
-        view = memoryview(data).cast("B")
-        self.md5.update(view)
-        self.size += len(view)
-        self.fh.write(view)
-
-
-def _write_fits(out: _Hashing, primary: fits.Header, tables: list[BuiltTable]) -> None:
+def _write_fits(out: HashingWriter, primary: fits.Header, tables: list[BuiltTable]) -> None:
     """The FITS file: astropy makes the headers; the rows go out as one big-endian array per
     table (the BINTABLE layout), which is far faster than astropy's column-wise writer."""
     out.write(primary.tostring().encode("ascii"))
@@ -205,7 +192,7 @@ def write(directory: Path, name: str, batch_type: str, config: str, tables: list
     ):
         primary[key] = value
     with open(tmp, "wb") as fh:
-        out = _Hashing(fh)
+        out = HashingWriter(fh)
         _write_fits(out, primary, tables)
         fh.flush()
         os.fsync(fh.fileno())
