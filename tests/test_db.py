@@ -288,3 +288,62 @@ async def test_the_count_migration_counts_the_runs_a_database_already_holds(sett
     finally:
         await other.close()
         await drop_database(settings, dsn)
+
+
+BATCH_STAGES = (
+    "processed",
+    "loaded_to_datastore",
+    "loaded_to_odm",
+    "merge_worthy",
+    "merged",
+    "deleted_datastore",
+    "deleted_dxlayer",
+    "deleted_local",
+)
+BATCH_COUNTS = Query(
+    "t_batch_counts",
+    "SELECT stage, outcome, SUM(batches) AS n FROM psps_batch_count WHERE config = 't.count' "
+    "GROUP BY stage, outcome HAVING SUM(batches) <> 0",
+    "test",
+)
+BATCH_OUTCOMES = Query(
+    "t_batch_outcomes",
+    " UNION ALL ".join(
+        f"SELECT '{stage}' AS stage, {stage} AS outcome, COUNT(*) AS n FROM psps_batch "
+        f"WHERE config = 't.count' GROUP BY {stage}"
+        for stage in BATCH_STAGES
+    ),
+    "test",
+)
+BATCH_CHANGES = [
+    "INSERT INTO psps_batch (name, config, type, item_id, processed, loaded_to_datastore, "
+    "loaded_to_datastore_at) VALUES ('tc1', 't.count', 'P2', 1, 'succeeded', 'succeeded', NOW(6)), "
+    "('tc2', 't.count', 'P2', 2, 'succeeded', 'succeeded', NOW(6)), ('tc3', 't.count', 'ST', 3, "
+    "'failed', 'pending', NULL)",
+    # an ODM answer moves three stages of many batches in one statement (odm_poller)
+    "UPDATE psps_batch SET loaded_to_odm = 'succeeded', merge_worthy = 'succeeded', merged = "
+    "'succeeded', odm_done = 1 WHERE config = 't.count' AND loaded_to_datastore = 'succeeded'",
+    "UPDATE psps_batch SET odm_checked_at = NOW(6) WHERE config = 't.count'",
+    "UPDATE psps_batch SET deleted_datastore = 'failed' WHERE name = 'tc2'",
+    "DELETE FROM psps_batch WHERE name = 'tc1'",
+]
+
+
+async def _batch_counts_match(db: Database) -> dict[tuple[str, str], int]:
+    kept = {(r["stage"], r["outcome"]): int(r["n"]) for r in await db.fetch_all(BATCH_COUNTS)}
+    assert kept == {(r["stage"], r["outcome"]): int(r["n"]) for r in await db.fetch_all(BATCH_OUTCOMES)}
+    return kept
+
+
+async def test_batch_counts_follow_every_insert_update_and_delete_of_batches(db):
+    """ippctl metrics reads batches per stage and outcome from psps_batch_count (kept by the
+    triggers of migration 0023, one statement per changed stage): after each change they equal
+    a GROUP BY over the batches."""
+    for statement in BATCH_CHANGES:
+        await db.execute(Query("t_change", statement, "test"))
+        await _batch_counts_match(db)
+    kept = await _batch_counts_match(db)
+    assert kept[("merged", "succeeded")] == 1 and kept[("deleted_datastore", "failed")] == 1
+    assert kept[("processed", "failed")] == 1 and ("merged", "pending") in kept
+    await db.execute(Query("t_undo", "DELETE FROM psps_batch WHERE config = 't.count'", "test"))
+    assert await _batch_counts_match(db) == {}

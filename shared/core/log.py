@@ -83,7 +83,7 @@ def configure_logging(settings: Settings, stream: Any = None, also_to: Path | No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=out),  # one write per line, flushed
         cache_logger_on_first_use=False,
     )
     _route_stdlib_logging(out, renderer, level)

@@ -7,6 +7,7 @@ so nonsense is never recorded as progress.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,16 @@ class OdmStatus:
     stage: str | None = None
     reason: str | None = None
 
+    @functools.cached_property
+    def _stages(self) -> dict[str, str]:
+        return self._settled()
+
     def stages(self) -> dict[str, str]:
-        """The batch columns this status settles: {loaded/worthy/merged: state}."""
+        """The batch columns this status settles: {loaded/worthy/merged: state} (worked out
+        once per answer: the poller asks several times for each of thousands)."""
+        return self._stages
+
+    def _settled(self) -> dict[str, str]:
         if self.status == "failed":
             failed = FAILED_STAGES[str(self.stage)]
             order = ["loaded_to_odm", "merge_worthy", "merged"]
