@@ -30,6 +30,8 @@ SPEC = ClaimSpec(
     mark=W.work_claim_mark,
     release=W.work_release,
     release_orphans=W.work_release_orphans,
+    nearby=W.work_claim_nearby,
+    lock=W.work_claim_lock,
 )
 #: Not an IPP table, so not in shared.claimables: the runtime sweeps it for this agent.
 CLAIMABLES = (SPEC,)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import uuid
+import zlib
 from collections import Counter
 
 import pytest
@@ -17,7 +18,7 @@ from shared.core.settings import Settings, parse_dsn
 from shared.db.database import Database
 from shared.db.queries import Q, Query
 from shared.runtime.agent import AgentContext, AgentRunner, AgentSpec
-from shared.runtime.claims import Claimer
+from shared.runtime.claims import Claimer, NodePosition
 from shared.runtime.clients import ClientIdentity
 from shared.runtime.sweeper import sweep
 from sim.workload import SPEC, W
@@ -68,6 +69,57 @@ async def test_two_dozen_concurrent_claimers_never_take_the_same_row(db, setting
     assert len(every) == 600
     assert sum(1 for per in taken if per) > 1, "only one claimer ever won a row"
     assert {r["state"]: int(r["n"]) for r in await db.fetch_all(W.work_counts)} == {"done": 600}
+
+
+def _share(item_id: int, nodes: int) -> int:
+    return zlib.crc32(str(item_id).encode()) % nodes
+
+
+async def test_a_single_server_has_no_node_affinity(db):
+    """Off Galera a claimer is node 0 of 1: its claims are the plain SKIP LOCKED ones."""
+    assert await Claimer(db, "t").position() == NodePosition(0, 1)
+
+
+async def test_a_claimer_takes_its_nodes_share_first_then_steals_the_rest(db, settings):
+    """Claimers that know themselves as nodes 0 and 1 of 2, racing over 300 rows: each takes
+    rows of its own share (CRC32(id) MOD 2) while any is free, then the other's; every row is
+    done exactly once."""
+    for _ in range(300):
+        await db.insert(W.work_add, duration_ms=0)
+    pools = [await Database.connect(settings, pool_size=1) for _ in range(2)]
+    taken: list[list[int]] = [[], []]
+
+    async def claimer(node: int) -> None:
+        claims = Claimer(pools[node], await register(pools[node]), NodePosition(node, 2))
+        while rows := await claims.claim(SPEC, limit=1 + node):
+            for row in rows:
+                taken[node].append(row["item_id"])
+                await claims.finish(SPEC, W.work_finish, row["item_id"])
+
+    try:
+        await asyncio.gather(claimer(0), claimer(1))
+    finally:
+        for pool in pools:
+            await pool.close()
+    every = taken[0] + taken[1]
+    assert sorted(every) == sorted(set(every)) and len(every) == 300
+    for node in (0, 1):
+        shares = [_share(item, 2) for item in taken[node]]
+        own = shares.count(node)
+        # its own share first: no row of the other's before the last of its own
+        assert own > 0 and node not in shares[own:], (node, shares)
+    assert {r["state"]: int(r["n"]) for r in await db.fetch_all(W.work_counts)} == {"done": 300}
+
+
+async def test_a_claimer_whose_share_is_all_taken_still_gets_the_others_rows(db):
+    """Stealing: node 1 of 3 finds every row of its share owned by someone else and claims a
+    row of another share instead of reporting no work."""
+    ids = [await db.insert(W.work_add, duration_ms=0) for _ in range(30)]
+    mine = tuple(i for i in ids if _share(i, 3) == 1)
+    await db.execute(W.work_claim_mark, owner=await register(db), ids=mine)
+    near = Claimer(db, await register(db), NodePosition(1, 3))
+    rows = await near.claim(SPEC, limit=1)
+    assert len(rows) == 1 and _share(rows[0]["item_id"], 3) != 1
 
 
 async def test_a_stale_owner_can_never_finish_a_released_row(db, settings):

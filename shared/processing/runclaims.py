@@ -27,6 +27,10 @@ def run_spec(stage_name: str, purpose: str) -> ClaimSpec:
         mark=table_query("claim_mark", st.run_table),
         release=table_query("claim_release", st.run_table),
         release_orphans=table_query("claim_release_orphans", st.run_table),
+        # node affinity on Galera for cleanup; the update claim walks ids with a cursor
+        # (id > after) that taking only this node's rows would carry past the others'
+        nearby=stage_query("cleanup_claim_nearby", stage_name) if purpose == "cleanup" else None,
+        lock=stage_query("cleanup_claim_lock", stage_name) if purpose == "cleanup" else None,
     )
 
 

@@ -131,6 +131,8 @@ QUERY_FAMILIES: dict[str, tuple[str, ...]] = {
     "runs_components": tuple(STAGES),
     "runs_components_to_update": COMPONENT_STAGES,
     "cleanup_claim": LIFECYCLE_STAGES,
+    "cleanup_claim_nearby": LIFECYCLE_STAGES,
+    "cleanup_claim_lock": LIFECYCLE_STAGES,
     "cleanup_finish": LIFECYCLE_STAGES,
     "cleanup_components_state": COMPONENT_STAGES,
     "update_claim": LIFECYCLE_STAGES,

@@ -7,6 +7,20 @@ ORDER BY item_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: work_claim_nearby
+-- Node affinity on Galera (shared.runtime.claims): this node's pending rows, no row locked.
+SELECT item_id FROM sim_work
+WHERE state = 'pending' AND owner IS NULL AND CRC32(item_id) MOD %(nodes)s = %(node)s
+ORDER BY item_id
+LIMIT %(candidates)s;
+
+-- name: work_claim_lock
+SELECT item_id, duration_ms FROM sim_work
+WHERE item_id IN %(ids)s AND state = 'pending' AND owner IS NULL
+ORDER BY item_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: work_claim_mark
 UPDATE sim_work SET owner = %(owner)s, claimed_at = NOW(6) WHERE item_id IN %(ids)s;
 

@@ -40,6 +40,25 @@ ORDER BY r.chip_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: cleanup_claim_nearby_chip
+-- Node affinity on Galera (shared.runtime.claims): this node's waiting runs, read without
+-- locking any row; the claim then locks the first of them that is still free.
+SELECT r.chip_id AS id
+FROM chipRun r FORCE INDEX (chipRun_state_label)
+WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL AND r.label <=> %(label)s
+  AND CRC32(r.chip_id) MOD %(nodes)s = %(node)s
+ORDER BY r.chip_id
+LIMIT %(candidates)s;
+
+-- name: cleanup_claim_lock_chip
+SELECT r.chip_id AS id, r.state, r.label, r.workdir, r.magicked, r.note
+FROM chipRun r
+WHERE r.chip_id IN %(ids)s AND r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
+  AND r.label <=> %(label)s
+ORDER BY r.chip_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: claim_mark_chipRun
 UPDATE chipRun SET owner = %(owner)s, claimed_at = NOW(6) WHERE chip_id IN %(ids)s;
 
@@ -61,6 +80,23 @@ WHERE chip_id = %(id)s AND owner = %(owner)s AND state = %(goal)s;
 SELECT r.cam_id AS id, r.state, r.label, r.workdir, r.magicked, r.note
 FROM camRun r FORCE INDEX (camRun_state_label)
 WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL AND r.label <=> %(label)s
+ORDER BY r.cam_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: cleanup_claim_nearby_camera
+SELECT r.cam_id AS id
+FROM camRun r FORCE INDEX (camRun_state_label)
+WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL AND r.label <=> %(label)s
+  AND CRC32(r.cam_id) MOD %(nodes)s = %(node)s
+ORDER BY r.cam_id
+LIMIT %(candidates)s;
+
+-- name: cleanup_claim_lock_camera
+SELECT r.cam_id AS id, r.state, r.label, r.workdir, r.magicked, r.note
+FROM camRun r
+WHERE r.cam_id IN %(ids)s AND r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
+  AND r.label <=> %(label)s
 ORDER BY r.cam_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
@@ -90,6 +126,23 @@ ORDER BY r.warp_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: cleanup_claim_nearby_warp
+SELECT r.warp_id AS id
+FROM warpRun r FORCE INDEX (warpRun_state_label)
+WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL AND r.label <=> %(label)s
+  AND CRC32(r.warp_id) MOD %(nodes)s = %(node)s
+ORDER BY r.warp_id
+LIMIT %(candidates)s;
+
+-- name: cleanup_claim_lock_warp
+SELECT r.warp_id AS id, r.state, r.label, r.workdir, r.magicked, r.note
+FROM warpRun r
+WHERE r.warp_id IN %(ids)s AND r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
+  AND r.label <=> %(label)s
+ORDER BY r.warp_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: claim_mark_warpRun
 UPDATE warpRun SET owner = %(owner)s, claimed_at = NOW(6) WHERE warp_id IN %(ids)s;
 
@@ -115,6 +168,23 @@ ORDER BY r.diff_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: cleanup_claim_nearby_diff
+SELECT r.diff_id AS id
+FROM diffRun r FORCE INDEX (diffRun_state_label)
+WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL AND r.label <=> %(label)s
+  AND CRC32(r.diff_id) MOD %(nodes)s = %(node)s
+ORDER BY r.diff_id
+LIMIT %(candidates)s;
+
+-- name: cleanup_claim_lock_diff
+SELECT r.diff_id AS id, r.state, r.label, r.workdir, r.magicked, r.note
+FROM diffRun r
+WHERE r.diff_id IN %(ids)s AND r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
+  AND r.label <=> %(label)s
+ORDER BY r.diff_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: claim_mark_diffRun
 UPDATE diffRun SET owner = %(owner)s, claimed_at = NOW(6) WHERE diff_id IN %(ids)s;
 
@@ -136,6 +206,23 @@ WHERE diff_id = %(id)s AND owner = %(owner)s AND state = %(goal)s;
 SELECT r.stack_id AS id, r.state, r.label, r.workdir, 0 AS magicked, r.note
 FROM stackRun r FORCE INDEX (stackRun_state_label)
 WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL AND r.label <=> %(label)s
+ORDER BY r.stack_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: cleanup_claim_nearby_stack
+SELECT r.stack_id AS id
+FROM stackRun r FORCE INDEX (stackRun_state_label)
+WHERE r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL AND r.label <=> %(label)s
+  AND CRC32(r.stack_id) MOD %(nodes)s = %(node)s
+ORDER BY r.stack_id
+LIMIT %(candidates)s;
+
+-- name: cleanup_claim_lock_stack
+SELECT r.stack_id AS id, r.state, r.label, r.workdir, 0 AS magicked, r.note
+FROM stackRun r
+WHERE r.stack_id IN %(ids)s AND r.state IN ('goto_cleaned', 'goto_purged', 'goto_scrubbed') AND r.owner IS NULL
+  AND r.label <=> %(label)s
 ORDER BY r.stack_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;

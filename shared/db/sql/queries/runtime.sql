@@ -83,3 +83,8 @@ SELECT NOW(6) AS now;
 -- name: metrics_counter_add
 INSERT INTO metrics_counter (name, value) VALUES (%(name)s, %(n)s)
 ON DUPLICATE KEY UPDATE value = value + VALUES(value);
+
+-- name: claim_node_position
+-- Which member of a Galera cluster this connection reached (0 .. size-1) and the cluster's
+-- size, for the claims' node affinity; no rows, or a size of 0, on a server without Galera.
+SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_index', 'wsrep_cluster_size', 'wsrep_ready');
