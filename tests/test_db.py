@@ -23,6 +23,7 @@ from shared.db.database import Database, Tx
 from shared.db.localdb import LocalMariaDB
 from shared.db.queries import Q, Query
 from shared.db.schema import apply_statements, create_database, drop_database, migrations, upgrade
+from shared.observe.metrics import BATCH_STAGES
 from sim import workload
 from sim.workload import W
 from tests.helpers import ROOT, AgentProcess, eventually
@@ -290,16 +291,6 @@ async def test_the_count_migration_counts_the_runs_a_database_already_holds(sett
         await drop_database(settings, dsn)
 
 
-BATCH_STAGES = (
-    "processed",
-    "loaded_to_datastore",
-    "loaded_to_odm",
-    "merge_worthy",
-    "merged",
-    "deleted_datastore",
-    "deleted_dxlayer",
-    "deleted_local",
-)
 BATCH_COUNTS = Query(
     "t_batch_counts",
     "SELECT stage, outcome, SUM(batches) AS n FROM psps_batch_count WHERE config = 't.count' "
